@@ -1,0 +1,79 @@
+"""The gateway: a self-hosted, Segment-compatible customer-event gateway.
+
+Plugins import everything they need from here::
+
+    from gateway import hookimpl, DestinationType, Destination, ComponentConfig, DeliveryError
+"""
+
+from __future__ import annotations
+
+from gateway.components import (
+    ComponentConfig,
+    Destination,
+    DestinationContext,
+    DestinationType,
+    Filter,
+    FilterType,
+    MatcherType,
+    Record,
+    SourceType,
+)
+from gateway.errors import ConfigError, DeliveryError, GatewayError, LogUnavailableError, PluginError
+from gateway.hookspecs import hookimpl
+from gateway.ingest import IngestHub, IngestOutcome, Source
+from gateway.messages import (
+    BatchDefaults,
+    Invalid,
+    apply_server_fields,
+    batch_item_type,
+    decode_batch,
+    decode_item,
+    decode_single,
+    validate,
+)
+from gateway.web import (
+    basic_auth_user,
+    error_response,
+    json_response,
+    read_body,
+    success_response,
+    unavailable_response,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchDefaults",
+    "ComponentConfig",
+    "ConfigError",
+    "DeliveryError",
+    "Destination",
+    "DestinationContext",
+    "DestinationType",
+    "Filter",
+    "FilterType",
+    "GatewayError",
+    "IngestHub",
+    "IngestOutcome",
+    "Invalid",
+    "LogUnavailableError",
+    "MatcherType",
+    "PluginError",
+    "Record",
+    "Source",
+    "SourceType",
+    "__version__",
+    "apply_server_fields",
+    "basic_auth_user",
+    "batch_item_type",
+    "decode_batch",
+    "decode_item",
+    "decode_single",
+    "error_response",
+    "hookimpl",
+    "json_response",
+    "read_body",
+    "success_response",
+    "unavailable_response",
+    "validate",
+]

@@ -1,0 +1,181 @@
+"""What a plugin provides: the component types (source, filter, matcher, destination) and their contracts.
+
+A plugin returns these from its hooks (see ``gateway.hookspecs``). Each type has a ``name`` that
+the config refers to (``type = "file"``), a msgspec ``Config`` type that validates its section of
+the config, and a factory that builds the running component from a validated config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from quart import Blueprint
+
+    from gateway.ingest import IngestHub
+
+JSONObject = dict[str, Any]
+
+_decode_message = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class ComponentConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base of every plugin config type: unknown keys are errors, values are immutable."""
+
+
+class Record(msgspec.Struct, frozen=True):
+    """One accepted message as the ingest log hands it to a destination.
+
+    Attributes:
+        seq: Position in the log; increases with every stored message.
+        source: The id of the source that accepted it (the key under ``[sources]``).
+        body: The stored message, JSON-encoded (UTF-8).
+    """
+
+    seq: int
+    source: str
+    body: bytes
+
+    def message(self) -> JSONObject:
+        """Decode the stored message (a fresh dict on every call)."""
+        return _decode_message(self.body)
+
+
+class Destination:
+    """Base class of a running destination. One instance per ``[destinations.<id>]`` entry.
+
+    The delivery worker opens it with ``async with``, calls :meth:`send` with batches in log
+    order, and advances the destination's cursor only after ``send`` returns. Delivery is
+    therefore at least once: a crash between a send and the cursor update sends the batch again.
+
+    Error handling:
+        Raise :class:`gateway.errors.DeliveryError` with ``retryable=True`` for trouble that may
+        pass (the batch is retried with backoff, honouring ``retry_after``) and
+        ``retryable=False`` for a batch the destination will never take (it goes to the
+        dead-letter table). Any other exception counts as retryable. The worker applies the
+        configured timeout around ``send``; do not add one of your own.
+    """
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        """Deliver ``batch``; return only once the destination has it."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release what the destination holds (files, connections). Called once, at the end."""
+
+    async def __aenter__(self) -> Destination:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class Filter:
+    """Base class of a running filter: sees one message, returns it (changed or not) or None.
+
+    Filters listed in a source's ``filters`` run before the message is stored; filters listed in
+    a destination's ``filters`` run before it is sent there. Returning None drops the message for
+    that stage; the reason is counted under the filter's id.
+    """
+
+    def process(self, message: JSONObject) -> JSONObject | None:
+        """Return the message to pass on, or None to drop it."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationContext:
+    """What the core tells a destination when it builds it.
+
+    Attributes:
+        id: The destination's id (the key under ``[destinations]``).
+        data_dir: A folder the destination may use for its own state; created on demand.
+    """
+
+    id: str
+    data_dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class SourceType:
+    """A kind of source: where messages come from.
+
+    Attributes:
+        name: The ``type`` value in ``[sources.<id>]``.
+        config_type: Validates the source's keys beyond the core ones (``type``, ``write_key``,
+            ``filters``).
+        blueprint: Builds the HTTP routes of this source type, once per process. The routes
+            authenticate and ingest through the :class:`gateway.ingest.IngestHub` they get.
+        description: One line for ``gateway plugins``.
+    """
+
+    name: str
+    config_type: type[ComponentConfig]
+    blueprint: Callable[[IngestHub], Blueprint]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationType:
+    """A kind of destination: where messages go.
+
+    Attributes:
+        name: The ``type`` value in ``[destinations.<id>]``.
+        config_type: Validates the destination's own keys (delivery keys such as
+            ``batch_max_messages`` belong to the core and are not passed on).
+        factory: ``factory(config, context)`` returns a :class:`Destination`.
+        description: One line for ``gateway plugins``.
+    """
+
+    name: str
+    config_type: type[ComponentConfig]
+    factory: Callable[[Any, DestinationContext], Destination]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FilterType:
+    """A kind of filter.
+
+    Attributes:
+        name: The ``type`` value in ``[filters.<id>]``.
+        config_type: Validates the filter's own keys.
+        factory: ``factory(config)`` returns a :class:`Filter`.
+        description: One line for ``gateway plugins``.
+    """
+
+    name: str
+    config_type: type[ComponentConfig]
+    factory: Callable[[Any], Filter]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MatcherType:
+    """A kind of privacy matcher: recognises personal data by key name or by value.
+
+    Attributes:
+        name: The matcher's name, e.g. ``email``.
+        default_class: ``red``, ``yellow`` or ``green``: the class of a field it matches.
+        match_key: ``match_key(key)`` is true when a field's name identifies this data.
+        match_value: ``match_value(value)`` is true when a value has this data's shape.
+        description: One line for ``gateway plugins``.
+    """
+
+    name: str
+    default_class: str
+    match_key: Callable[[str], bool]
+    match_value: Callable[[Any], bool] | None = None
+    description: str = ""

@@ -1,0 +1,245 @@
+"""The config file: one TOML document decoded into frozen msgspec types.
+
+Decoding is two-stage. The core types below validate the tables the core owns (``server``,
+``log``) and the core keys of every entity (``type``, ``write_key``, delivery settings); the
+remaining keys of each entity go to the ``config_type`` of the plugin named by its ``type``.
+Every failure becomes one :class:`ConfigError` naming the TOML path of the bad value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+from gateway.errors import ConfigError
+from gateway.plugins import Registry
+
+DEFAULT_CONFIG_PATH = "config/gateway.toml"
+DEFAULT_SOURCE_TYPE = "tracking_api"
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+NonNegativeFloat = Annotated[float, Meta(ge=0)]
+Identifier = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
+
+_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
+
+
+class _Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Table):
+    """``[server]``: the HTTP listener and request limits."""
+
+    listen: str = "127.0.0.1:8080"
+    data_dir: str = "var"
+    #: Peers whose ``X-Forwarded-For`` is believed when setting ``context.ip`` (IPs or CIDRs).
+    trusted_proxies: list[str] = []
+    #: Largest request body, after gunzip. The Node client really sends 1.2 MB batches.
+    max_request_bytes: Annotated[int, Meta(ge=1024 * 1024)] = 8 * 1024 * 1024
+    max_message_bytes: Annotated[int, Meta(ge=1024)] = 32 * 1024
+    max_batch_messages: PositiveInt = 2500
+    graceful_shutdown_secs: NonNegativeFloat = 10.0
+    #: Seconds a client is asked to wait (``Retry-After``) when the log cannot take writes.
+    retry_after_secs: PositiveInt = 5
+
+    def __post_init__(self) -> None:
+        if not _LISTEN.match(self.listen):
+            raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {proxy!r} is not an IP address or network") from None
+
+
+class LogConfig(_Table):
+    """``[log]``: the durable ingest log."""
+
+    engine: Literal["sqlite"] = "sqlite"
+    #: A (source, messageId) seen within this many seconds is acknowledged but not stored again.
+    dedup_window_secs: PositiveInt = 24 * 3600
+    #: Messages every destination has are kept this long for replay, then purged.
+    archive_secs: NonNegativeInt = 7 * 24 * 3600
+    #: Past this size on disk, ingestion answers 503 until purging or delivery frees space.
+    max_disk_bytes: Annotated[int, Meta(ge=1024 * 1024)] = 8 * 1024**3
+    #: SQLite ``synchronous``: ``full`` survives power loss, ``normal`` only process crashes.
+    synchronous: Literal["full", "normal"] = "full"
+    #: Messages waiting for a commit beyond which new requests get 503 (overload guard).
+    max_pending_messages: PositiveInt = 200_000
+
+
+class SourceConfig(_Table):
+    """Core keys of ``[sources.<id>]``; other keys belong to the source type."""
+
+    write_key: Annotated[str, Meta(min_length=1)]
+    type: Identifier = DEFAULT_SOURCE_TYPE
+    filters: list[str] = []
+
+
+class DestinationConfig(_Table):
+    """Core keys of ``[destinations.<id>]``: delivery settings the worker applies to any type."""
+
+    type: Identifier
+    filters: list[str] = []
+    batch_max_messages: PositiveInt = 500
+    batch_max_bytes: PositiveInt = 4 * 1024 * 1024
+    batch_max_wait_secs: NonNegativeFloat = 1.0
+    concurrency: Annotated[int, Meta(ge=1, le=64)] = 1
+    timeout_secs: PositiveFloat = 30.0
+    retry_initial_secs: PositiveFloat = 1.0
+    retry_max_secs: PositiveFloat = 300.0
+    #: Attempts before a retryable failure goes to the dead-letter table; 0 retries for ever.
+    max_attempts: NonNegativeInt = 0
+
+
+class FilterConfig(_Table):
+    """Core keys of ``[filters.<id>]``."""
+
+    type: Identifier
+
+
+class _Document(_Table):
+    server: ServerConfig = ServerConfig()
+    log: LogConfig = LogConfig()
+    sources: dict[Identifier, dict[str, Any]] = {}
+    destinations: dict[Identifier, dict[str, Any]] = {}
+    filters: dict[Identifier, dict[str, Any]] = {}
+
+
+_E = TypeVar("_E", SourceConfig, DestinationConfig, FilterConfig)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Entity(Generic[_E]):
+    """One configured source, destination or filter: its id, core keys and plugin options."""
+
+    id: str
+    core: _E
+    options: Any
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """A validated config file."""
+
+    path: str
+    server: ServerConfig
+    log: LogConfig
+    sources: dict[str, Entity[SourceConfig]]
+    destinations: dict[str, Entity[DestinationConfig]]
+    filters: dict[str, Entity[FilterConfig]]
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+
+_FIELD_IN_MESSAGE = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
+
+
+def _error(path: str, prefix: str, error: msgspec.ValidationError) -> ConfigError:
+    """Turn msgspec's ``... - at `$.a.b` `` into a ConfigError at ``prefix.a.b``."""
+    text = str(error)
+    problem, _, at = text.partition(" - at `$")
+    where = prefix + at.rstrip("`") if at else prefix
+    field = _FIELD_IN_MESSAGE.search(problem)
+    if field:
+        where = f"{where}.{field.group(1)}" if where else field.group(1)
+    return ConfigError(path, where.lstrip("."), problem)
+
+
+def _convert(path: str, prefix: str, data: Any, type_: type[_T]) -> _T:
+    try:
+        return msgspec.convert(data, type_)
+    except msgspec.ValidationError as error:
+        raise _error(path, prefix, error) from None
+
+
+def _entity(
+    path: str, prefix: str, entity_id: str, raw: dict[str, Any], core_type: type[_E],
+    plugin_types: dict[str, Any], kind: str,
+) -> Entity[_E]:
+    core_keys = set(core_type.__struct_fields__)
+    core = _convert(path, prefix, {k: v for k, v in raw.items() if k in core_keys}, core_type)
+    component_type = plugin_types.get(core.type)
+    if component_type is None:
+        known = ", ".join(sorted(plugin_types)) or "none installed"
+        raise ConfigError(
+            path, f"{prefix}.type", f"unknown {kind} type {core.type!r} (known: {known}); "
+            "is the plugin that provides it installed? `gateway plugins` lists what was found"
+        )
+    options = _convert(
+        path, prefix, {k: v for k, v in raw.items() if k not in core_keys}, component_type.config_type
+    )
+    return Entity(id=entity_id, core=core, options=options)
+
+
+def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> GatewayConfig:
+    """Validate a config document.
+
+    Raises:
+        ConfigError: the text is not TOML, or a value is wrong; the error names its TOML path.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(path, "", f"not valid TOML: {error}") from None
+    document = _convert(path, "", raw, _Document)
+
+    sources = {
+        sid: _entity(path, f"sources.{sid}", sid, table, SourceConfig, registry.sources, "source")
+        for sid, table in document.sources.items()
+    }
+    destinations = {
+        did: _entity(
+            path, f"destinations.{did}", did, table, DestinationConfig, registry.destinations,
+            "destination",
+        )
+        for did, table in document.destinations.items()
+    }
+    filters = {
+        fid: _entity(path, f"filters.{fid}", fid, table, FilterConfig, registry.filters, "filter")
+        for fid, table in document.filters.items()
+    }
+
+    seen_keys: dict[str, str] = {}
+    for sid, source in sources.items():
+        other = seen_keys.setdefault(source.core.write_key, sid)
+        if other != sid:
+            raise ConfigError(path, f"sources.{sid}.write_key", f"same write key as sources.{other}")
+    for kind, entities in (("sources", sources), ("destinations", destinations)):
+        for eid, entity in entities.items():
+            for index, filter_id in enumerate(entity.core.filters):
+                if filter_id not in filters:
+                    raise ConfigError(
+                        path, f"{kind}.{eid}.filters[{index}]", f"no filter {filter_id!r} in [filters]"
+                    )
+    return GatewayConfig(
+        path=path, server=document.server, log=document.log,
+        sources=sources, destinations=destinations, filters=filters,
+    )
+
+
+def load_config(path: str | Path, registry: Registry) -> GatewayConfig:
+    """Read and validate the config file at ``path``.
+
+    Raises:
+        ConfigError: the file is unreadable or invalid.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(str(path), "", f"cannot read the config file: {error}") from None
+    return parse_config(text, registry, path=str(path))
+

@@ -1,0 +1,243 @@
+"""Delivery: one worker per destination, reading the log through the destination's own cursor.
+
+The worker batches records (max messages, max bytes, max wait), runs the destination's filters,
+and keeps up to ``concurrency`` batches in flight. The cursor advances only over a contiguous run
+of finished batches, so a crash at any point re-sends, never skips (at least once). Retryable
+failures back off exponentially with jitter and honour ``Retry-After``; permanent ones, and
+retryable ones past ``max_attempts``, go to the dead-letter table. The backlog of a slow or dead
+destination stays in the log on disk: the worker holds at most ``concurrency`` batches in memory.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+import trio
+
+from gateway.components import Destination, Filter, Record
+from gateway.config import DestinationConfig
+from gateway.errors import DeliveryError, LogUnavailableError
+from gateway.log import IngestLog
+
+log = structlog.get_logger("gateway.delivery")
+_encode = msgspec.json.Encoder().encode
+
+
+class DestinationStatistics(msgspec.Struct, frozen=True):
+    """Counters of one destination worker since it started."""
+
+    cursor: int
+    delivered: int
+    filtered: int
+    dead_lettered: int
+    retries: int
+    in_flight_batches: int
+    last_error: str | None
+
+
+@dataclass
+class _Counters:
+    delivered: int = 0
+    filtered: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class _Acks:
+    """Finished batches, so the cursor can move over a contiguous prefix of them."""
+
+    cursor: int
+    in_flight: list[int] = field(default_factory=list)  # last seq of each batch, in log order
+    finished: set[int] = field(default_factory=set)
+
+    def start(self, last_seq: int) -> None:
+        self.in_flight.append(last_seq)
+
+    def finish(self, last_seq: int) -> int | None:
+        """Mark a batch done; return the new cursor if it moved."""
+        self.finished.add(last_seq)
+        moved = None
+        while self.in_flight and self.in_flight[0] in self.finished:
+            moved = self.in_flight.pop(0)
+            self.finished.discard(moved)
+        if moved is not None:
+            self.cursor = moved
+        return moved
+
+
+def backoff_delay(attempt: int, *, initial: float, maximum: float, retry_after: float | None) -> float:
+    """Exponential backoff with jitter for the ``attempt``-th failure (1-based), at least
+    ``retry_after`` when the destination asked for it."""
+    ceiling = min(maximum, initial * 2 ** (attempt - 1))
+    delay = random.uniform(ceiling / 2, ceiling)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, maximum))
+    return delay
+
+
+class DestinationWorker:
+    """Moves records from the log to one destination. Run with ``nursery.start(worker.run)``."""
+
+    def __init__(
+        self,
+        destination_id: str,
+        config: DestinationConfig,
+        destination: Destination,
+        log: IngestLog,
+        filters: Sequence[Filter] = (),
+    ) -> None:
+        self.id = destination_id
+        self._config = config
+        self._destination = destination
+        self._log = log
+        self._filters = tuple(filters)
+        self._counters = _Counters()
+        self._acks = _Acks(cursor=0)
+
+    def statistics(self) -> DestinationStatistics:
+        c = self._counters
+        return DestinationStatistics(
+            cursor=self._acks.cursor, delivered=c.delivered, filtered=c.filtered,
+            dead_lettered=c.dead_lettered, retries=c.retries,
+            in_flight_batches=len(self._acks.in_flight), last_error=c.last_error,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with structlog.contextvars.bound_contextvars(destination=self.id):
+            position = await self._log.cursor(self.id)
+            self._acks = _Acks(cursor=position)
+            slots = trio.Semaphore(self._config.concurrency)
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                while True:
+                    batch = await self._next_batch(position)
+                    position = batch[-1].seq
+                    await slots.acquire()
+                    self._acks.start(position)
+                    nursery.start_soon(self._deliver, batch, slots)
+
+    async def _next_batch(self, after: int) -> list[Record]:
+        """Wait for records after ``after``; gather up to the batch bounds or the max wait."""
+        cfg = self._config
+        await self._log.wait_for_records(after)
+        records = await self._log.read(after, max_records=cfg.batch_max_messages, max_bytes=cfg.batch_max_bytes)
+        size = sum(len(r.body) for r in records)
+        with trio.move_on_after(cfg.batch_max_wait_secs):
+            while len(records) < cfg.batch_max_messages and size < cfg.batch_max_bytes:
+                await self._log.wait_for_records(records[-1].seq)
+                more = await self._log.read(
+                    records[-1].seq,
+                    max_records=cfg.batch_max_messages - len(records),
+                    max_bytes=cfg.batch_max_bytes - size,
+                )
+                if not more or size + len(more[0].body) > cfg.batch_max_bytes:
+                    break
+                records.extend(more)
+                size += sum(len(r.body) for r in more)
+        return records
+
+    def _filtered(self, batch: list[Record]) -> list[Record]:
+        if not self._filters:
+            return batch
+        kept = []
+        for record in batch:
+            message = record.message()
+            original = _encode(message)
+            result: dict | None = message
+            for message_filter in self._filters:
+                result = message_filter.process(result)
+                if result is None:
+                    break
+            if result is None:
+                self._counters.filtered += 1
+                continue
+            body = _encode(result)
+            kept.append(record if body == original else Record(seq=record.seq, source=record.source, body=body))
+        return kept
+
+    async def _deliver(self, batch: list[Record], slots: trio.Semaphore) -> None:
+        try:
+            to_send = self._filtered(batch)
+            if to_send:
+                await self._send_until_done(to_send)
+            new_cursor = self._acks.finish(batch[-1].seq)
+            if new_cursor is not None:
+                await self._persist_cursor(new_cursor)
+        finally:
+            slots.release()
+
+    async def _persist_cursor(self, seq: int) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._log.set_cursor(self.id, seq)
+                return
+            except LogUnavailableError as error:
+                # Delivered but not recorded: at worst re-sent after a crash. Keep trying.
+                attempt += 1
+                log.warning("cursor_not_saved", reason=error.reason, attempt=attempt)
+                await trio.sleep(min(30.0, 0.1 * 2**attempt))
+
+    async def _send_until_done(self, batch: list[Record]) -> None:
+        """Send until it succeeds; dead-letter on a permanent error or past max_attempts."""
+        cfg = self._config
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after = None
+            try:
+                with trio.fail_after(cfg.timeout_secs):
+                    await self._destination.send(batch)
+            except DeliveryError as error:
+                self._counters.last_error = str(error)
+                if not error.retryable:
+                    await self._permanent_failure(batch, str(error), attempt)
+                    return
+                retry_after = error.retry_after
+            except trio.TooSlowError:
+                self._counters.last_error = f"timed out after {cfg.timeout_secs}s"
+            except Exception as error:  # a plugin bug or an unexpected client error: retry
+                self._counters.last_error = f"{type(error).__name__}: {error}"
+                log.exception("destination_send_crashed", attempt=attempt)
+            else:
+                self._counters.delivered += len(batch)
+                return
+            if cfg.max_attempts and attempt >= cfg.max_attempts:
+                await self._dead_letter(batch, self._counters.last_error or "failed", attempt)
+                return
+            delay = backoff_delay(
+                attempt, initial=cfg.retry_initial_secs, maximum=cfg.retry_max_secs, retry_after=retry_after
+            )
+            self._counters.retries += 1
+            log.warning(
+                "destination_delivery_failed", attempt=attempt, retry_in_secs=round(delay, 3),
+                records=len(batch), first_seq=batch[0].seq, error=self._counters.last_error,
+            )
+            await trio.sleep(delay)
+
+    async def _permanent_failure(self, batch: list[Record], error: str, attempt: int) -> None:
+        if len(batch) == 1:
+            await self._dead_letter(batch, error, attempt)
+            return
+        # One bad record should not take its whole batch down: send them one by one, so only
+        # the records the destination really refuses are dead-lettered.
+        log.warning("destination_refused_batch", records=len(batch), error=error)
+        for record in batch:
+            await self._send_until_done([record])
+
+    async def _dead_letter(self, batch: list[Record], error: str, attempts: int) -> None:
+        log.error("destination_dead_lettered", records=len(batch), first_seq=batch[0].seq, error=error)
+        while True:
+            try:
+                await self._log.add_dead_letters(self.id, batch, error, attempts)
+                break
+            except Exception as failure:  # the log is unwritable: keep the batch rather than lose it
+                log.warning("dead_letter_not_saved", error=str(failure))
+                await trio.sleep(5)
+        self._counters.dead_lettered += len(batch)

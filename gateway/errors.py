@@ -1,0 +1,62 @@
+"""The gateway's error hierarchy: one base class, one subclass per failure the caller handles."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The config file cannot be used: unreadable, not TOML, or not valid for its types.
+
+    Args:
+        path: The config file.
+        where: The TOML path of the offending value, e.g. ``destinations.crm.url``.
+        problem: What is wrong with it.
+    """
+
+    def __init__(self, path: str, where: str, problem: str) -> None:
+        self.path = path
+        self.where = where
+        self.problem = problem
+        location = f"{path}: {where}" if where else path
+        super().__init__(f"{location}: {problem}")
+
+
+class PluginError(GatewayError):
+    """A plugin is missing, broken, or registers a name another plugin already took."""
+
+
+class LogUnavailableError(GatewayError):
+    """The ingest log cannot take writes right now (disk full, size bound, overload, closed).
+
+    The HTTP layer turns this into 503 with ``Retry-After`` so that clients send the data again.
+
+    Args:
+        reason: A stable snake_case code (``log_full``, ``overloaded``, ``disk_full``, ``closed``).
+        detail: Text for the operator.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class DeliveryError(GatewayError):
+    """A destination could not take a batch. Raised by destination plugins.
+
+    Args:
+        message: What went wrong, for the log and the dead-letter table.
+        retryable: True for trouble that may pass (timeouts, 429, 5xx); False sends the batch to
+            the dead-letter table at once.
+        retry_after: Seconds the destination asked us to wait (``Retry-After``), if any.
+    """
+
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -1,0 +1,77 @@
+"""Every hook a gateway plugin can implement. This module is the reference for plugin authors.
+
+A plugin is a module (or object) registered under the entry-point group ``gateway``::
+
+    [project.entry-points.gateway]
+    my_destination = "my_package"
+
+It implements one or more hooks below with ``@gateway.hookimpl``. Each hook returns a list of
+component types; the core collects them, refuses two types with the same name, and builds the
+components that the config asks for by ``type``. The core knows no concrete plugin: the built-in
+ones in ``plugins/`` are installed and discovered exactly like third-party ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from gateway.components import DestinationType, FilterType, MatcherType, SourceType
+
+PROJECT = "gateway"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def gateway_source_types() -> Sequence[SourceType]:
+    """Return the source types this plugin provides.
+
+    A source type receives messages (over HTTP routes it contributes through its ``blueprint``
+    factory), authenticates them against the configured sources of its type, and hands them to
+    the ingest hub, which normalises, filters, deduplicates and stores them. A request must be
+    answered with a 2xx only after the hub's ``ingest`` call returned, since that is when the
+    messages are durable.
+
+    :returns: A list of :class:`gateway.components.SourceType`.
+    """
+
+
+@hookspec
+def gateway_destination_types() -> Sequence[DestinationType]:
+    """Return the destination types this plugin provides.
+
+    The core gives each configured destination its own cursor into the ingest log and its own
+    worker, which batches records, calls ``Destination.send`` under the configured timeout, and
+    retries or dead-letters failed batches. See :class:`gateway.components.Destination` for the
+    delivery and error contract.
+
+    :returns: A list of :class:`gateway.components.DestinationType`.
+    """
+
+
+@hookspec
+def gateway_filter_types() -> Sequence[FilterType]:
+    """Return the filter types this plugin provides.
+
+    Filters run synchronously on one message at a time, on the hot path: keep them fast and free
+    of I/O. A source lists filters that run before a message is stored; a destination lists
+    filters that run before it is sent there.
+
+    :returns: A list of :class:`gateway.components.FilterType`.
+    """
+
+
+@hookspec
+def gateway_matcher_types() -> Sequence[MatcherType]:
+    """Return the privacy matchers this plugin provides.
+
+    A matcher recognises one kind of personal data by field name and, optionally, by value; the
+    privacy stage uses them to classify fields as red, yellow or green.
+
+    :returns: A list of :class:`gateway.components.MatcherType`.
+    """

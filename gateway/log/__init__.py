@@ -1,0 +1,113 @@
+"""The ingest log: durable, deduplicating, append-only storage of accepted messages.
+
+Every accepted message is appended here before its request is answered; every destination reads
+it back through its own persisted cursor. :class:`IngestLog` is the interface the rest of the
+gateway uses, so another engine (Redis Streams, PostgreSQL) can replace the embedded SQLite one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from gateway.components import Record
+from gateway.config import LogConfig
+
+
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """A message to append: its source, its dedup key, and its encoded body."""
+
+    source: str
+    message_id: str
+    body: bytes
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    """What an append did: how many entries were stored and how many were duplicates."""
+
+    stored: int
+    duplicates: int
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A record a destination refused for good, with the reason."""
+
+    id: int
+    destination: str
+    seq: int
+    source: str
+    body: bytes
+    error: str
+    attempts: int
+    failed_at: float
+
+
+class LogStatistics(msgspec.Struct, frozen=True):
+    """A snapshot of the log, for status output and metrics."""
+
+    head_seq: int
+    disk_bytes: int
+    pending_messages: int
+    commits: int
+    cursors: dict[str, int]
+
+
+class IngestLog(Protocol):
+    """The operations the gateway needs from a log engine."""
+
+    async def append(self, entries: Sequence[Entry]) -> AppendResult:
+        """Store the entries durably, skipping (source, message_id) pairs seen within the dedup
+        window, and return once they are on disk.
+
+        Raises:
+            gateway.errors.LogUnavailableError: the log cannot take writes now; nothing was stored.
+        """
+        ...
+
+    async def read(self, after_seq: int, *, max_records: int, max_bytes: int) -> list[Record]:
+        """Return stored records with ``seq > after_seq`` in order, at most ``max_records``
+        and (beyond the first record) at most ``max_bytes`` of bodies."""
+        ...
+
+    async def wait_for_records(self, after_seq: int) -> None:
+        """Return once a record with ``seq > after_seq`` is stored."""
+        ...
+
+    async def cursor(self, destination: str) -> int:
+        """The last seq ``destination`` has; a new destination starts at the current head."""
+        ...
+
+    async def set_cursor(self, destination: str, seq: int) -> None:
+        """Persist that ``destination`` has every record up to ``seq``."""
+        ...
+
+    async def add_dead_letters(
+        self, destination: str, records: Sequence[Record], error: str, attempts: int
+    ) -> None:
+        """Keep records a destination refused for good, with the error."""
+        ...
+
+    async def maintain(self, destinations: Sequence[str]) -> None:
+        """Purge what is delivered and past the archive period, expire dedup keys, checkpoint."""
+        ...
+
+    def statistics(self) -> LogStatistics:
+        """A snapshot of the log's state."""
+        ...
+
+
+@asynccontextmanager
+async def open_log(config: LogConfig, data_dir: Path) -> AsyncIterator[IngestLog]:
+    """Open the log engine named by ``config.engine`` under ``data_dir``.
+
+    Resource handling:
+        Appends in flight when the context exits are committed before it returns.
+    """
+    from gateway.log.sqlite import open_sqlite_log
+
+    async with open_sqlite_log(config, data_dir) as log:
+        yield log

@@ -1,0 +1,406 @@
+"""The embedded ingest log: SQLite in WAL mode, with group commit and exact deduplication.
+
+Requests queue their entries; one committer task writes everything that queued while the previous
+commit ran in a single transaction (one fsync), then wakes every request in that group. So the
+commit rate adapts to load with no timer pacing it, and a request is answered only once its
+entries are durable. The dedup check runs in the same transaction as the insert, so a crash can
+never leave a message stored without its dedup key, or the reverse.
+
+Checkpoints and purges run outside the commit path (WAL autocheckpoint is off), since an
+automatic checkpoint inside a commit is what pushes commit latency up.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+import trio
+
+from gateway.components import Record
+from gateway.config import LogConfig
+from gateway.errors import LogUnavailableError
+from gateway.log import AppendResult, DeadLetter, Entry, LogStatistics
+
+log = structlog.get_logger("gateway.log")
+
+DB_NAME = "log.sqlite3"
+SCHEMA_VERSION = 1
+PURGE_CHUNK = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- AUTOINCREMENT: a seq is never reused, even after the newest rows are purged, so a cursor
+-- can never point past a message that arrives later.
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dedup (
+    source TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    seen_at INTEGER NOT NULL,
+    PRIMARY KEY (source, message_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_by_age ON dedup (seen_at);
+CREATE TABLE IF NOT EXISTS cursors (
+    destination TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    destination TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    body BLOB NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    failed_at INTEGER NOT NULL
+);
+"""
+
+# Insert the key, or refresh it when the old sighting is older than the window. rowcount is 1
+# exactly when the message is new (or its old key expired) and must be stored.
+_CLAIM_KEY = """
+INSERT INTO dedup (source, message_id, seen_at) VALUES (?, ?, ?)
+ON CONFLICT (source, message_id) DO UPDATE SET seen_at = excluded.seen_at
+WHERE dedup.seen_at < ?
+"""
+_INSERT_MESSAGE = "INSERT INTO messages (source, received_at, body) VALUES (?, ?, ?)"
+_SET_CURSOR = """
+INSERT INTO cursors (destination, seq, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (destination) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
+"""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    # check_same_thread=False: each connection is used by one trio worker thread at a time,
+    # serialised by its own CapacityLimiter(1).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("PRAGMA journal_size_limit = 67108864")
+    conn.execute("PRAGMA cache_size = -65536")
+    return conn
+
+
+def _unavailable(error: sqlite3.Error) -> LogUnavailableError:
+    text = str(error)
+    if "full" in text:
+        return LogUnavailableError("disk_full", f"the disk holding the log is full ({text})")
+    if "locked" in text or "busy" in text:
+        return LogUnavailableError("busy", f"the log is locked by another process ({text})")
+    return LogUnavailableError("log_error", f"the log cannot be written ({text})")
+
+
+class _Waiter:
+    """One request's entries, and how it learns the outcome of the commit that took them."""
+
+    __slots__ = ("done", "entries", "error", "result")
+
+    def __init__(self, entries: Sequence[Entry]) -> None:
+        self.entries = entries
+        self.done = trio.Event()
+        self.result: AppendResult | None = None
+        self.error: LogUnavailableError | None = None
+
+
+class SQLiteLog:
+    """The SQLite engine behind :class:`gateway.log.IngestLog`. Build it with :func:`open_sqlite_log`."""
+
+    def __init__(self, config: LogConfig, path: Path) -> None:
+        self._config = config
+        self._path = path
+        self._writer = _connect(path, config.synchronous)
+        self._writer.executescript(_SCHEMA)
+        self._writer.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        self._reader = _connect(path, config.synchronous)
+        self._maintainer = _connect(path, config.synchronous)
+        self._write_lock = trio.CapacityLimiter(1)
+        self._read_lock = trio.CapacityLimiter(1)
+        self._maintain_lock = trio.CapacityLimiter(1)
+
+        self._queue: list[_Waiter] = []
+        self._queued_messages = 0
+        self._queued_cursors: dict[str, int] = {}
+        self._cursor_waiters: list[_Waiter] = []
+        self._work = trio.Event()
+        self._advanced = trio.Event()
+        self._closed = False
+        self._committing = False
+        self._commits = 0
+
+        row = self._writer.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+        self._head_seq: int = row[0] if row else 0
+        self._cursors: dict[str, int] = dict(self._writer.execute("SELECT destination, seq FROM cursors"))
+        self._disk_bytes = self._measure_disk_bytes(self._maintainer)
+
+    # -- appending ---------------------------------------------------------------------------
+
+    async def append(self, entries: Sequence[Entry]) -> AppendResult:
+        if self._closed:
+            raise LogUnavailableError("closed", "the gateway is shutting down")
+        if self._disk_bytes >= self._config.max_disk_bytes:
+            raise LogUnavailableError(
+                "log_full",
+                f"the log holds {self._disk_bytes} bytes, at or past log.max_disk_bytes "
+                f"({self._config.max_disk_bytes}); waiting for delivery and purging to free space",
+            )
+        if self._queued_messages + len(entries) > self._config.max_pending_messages:
+            raise LogUnavailableError("overloaded", "too many messages are waiting for a commit")
+        if not entries:
+            return AppendResult(stored=0, duplicates=0)
+        waiter = _Waiter(entries)
+        self._queue.append(waiter)
+        self._queued_messages += len(entries)
+        self._work.set()
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.result is not None
+        return waiter.result
+
+    async def run_committer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit whatever queued while the previous commit ran, for ever (group commit)."""
+        task_status.started()
+        while True:
+            await self._work.wait()
+            self._work = trio.Event()
+            waiters, self._queue = self._queue, []
+            self._queued_messages = 0
+            cursors, self._queued_cursors = self._queued_cursors, {}
+            cursor_waiters, self._cursor_waiters = self._cursor_waiters, []
+            self._committing = True
+            try:
+                results, head = await trio.to_thread.run_sync(
+                    self._commit, waiters, cursors, limiter=self._write_lock
+                )
+            except sqlite3.Error as error:
+                failure = _unavailable(error)
+                log.error("log_commit_failed", reason=failure.reason, error=str(error))
+                for waiter in (*waiters, *cursor_waiters):
+                    waiter.error = failure
+            else:
+                self._commits += 1
+                for waiter, result in zip(waiters, results, strict=True):
+                    waiter.result = result
+                self._cursors.update(cursors)
+                if head > self._head_seq:
+                    self._head_seq = head
+                    self._advanced.set()
+                    self._advanced = trio.Event()
+            finally:
+                self._committing = False
+                for waiter in (*waiters, *cursor_waiters):
+                    waiter.done.set()
+
+    def _commit(
+        self, waiters: list[_Waiter], cursors: dict[str, int]
+    ) -> tuple[list[AppendResult], int]:
+        now = _now_ms()
+        cutoff = now - self._config.dedup_window_secs * 1000
+        cur = self._writer.cursor()
+        results = []
+        head = self._head_seq
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for waiter in waiters:
+                stored = duplicates = 0
+                for entry in waiter.entries:
+                    if cur.execute(_CLAIM_KEY, (entry.source, entry.message_id, now, cutoff)).rowcount:
+                        cur.execute(_INSERT_MESSAGE, (entry.source, now, entry.body))
+                        head = cur.lastrowid or head
+                        stored += 1
+                    else:
+                        duplicates += 1
+                results.append(AppendResult(stored=stored, duplicates=duplicates))
+            for destination, seq in cursors.items():
+                cur.execute(_SET_CURSOR, (destination, seq, now))
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._writer.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        return results, head
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def read(self, after_seq: int, *, max_records: int, max_bytes: int) -> list[Record]:
+        def query() -> list[Record]:
+            rows = self._reader.execute(
+                "SELECT seq, source, body FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, max_records),
+            ).fetchall()
+            records: list[Record] = []
+            size = 0
+            for seq, source, body in rows:
+                size += len(body)
+                if records and size > max_bytes:
+                    break
+                records.append(Record(seq=seq, source=source, body=body))
+            return records
+
+        return await trio.to_thread.run_sync(query, limiter=self._read_lock)
+
+    async def wait_for_records(self, after_seq: int) -> None:
+        while self._head_seq <= after_seq:
+            await self._advanced.wait()
+
+    # -- cursors and dead letters ------------------------------------------------------------
+
+    async def cursor(self, destination: str) -> int:
+        if destination not in self._cursors:
+            # A new destination gets what arrives from now on; the archive is for replay.
+            await self.set_cursor(destination, self._head_seq)
+        return self._cursors[destination]
+
+    async def set_cursor(self, destination: str, seq: int) -> None:
+        waiter = _Waiter(())
+        self._queued_cursors[destination] = seq
+        self._cursor_waiters.append(waiter)
+        self._work.set()
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+
+    async def add_dead_letters(
+        self, destination: str, records: Sequence[Record], error: str, attempts: int
+    ) -> None:
+        now = _now_ms()
+        rows = [(destination, r.seq, r.source, r.body, error, attempts, now) for r in records]
+
+        def insert() -> None:
+            with self._writer:
+                self._writer.executemany(
+                    "INSERT INTO dead_letters (destination, seq, source, body, error, attempts, failed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+        await trio.to_thread.run_sync(insert, limiter=self._write_lock)
+
+    # -- upkeep ------------------------------------------------------------------------------
+
+    async def maintain(self, destinations: Sequence[str]) -> None:
+        delivered_up_to = min((self._cursors.get(d, self._head_seq) for d in destinations),
+                              default=self._head_seq)
+        archive_cutoff = _now_ms() - self._config.archive_secs * 1000
+        dedup_cutoff = _now_ms() - self._config.dedup_window_secs * 1000
+
+        def purge(sql: str, args: tuple[int, ...]) -> int:
+            with self._writer:
+                return self._writer.execute(sql, args).rowcount
+
+        # One chunk per transaction, so commits interleave with a long purge.
+        while await trio.to_thread.run_sync(
+            purge,
+            "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE seq <= ? "
+            f"AND received_at < ? ORDER BY seq LIMIT {PURGE_CHUNK})",
+            (delivered_up_to, archive_cutoff),
+            limiter=self._write_lock,
+        ) == PURGE_CHUNK:
+            pass
+        while await trio.to_thread.run_sync(
+            purge,
+            "DELETE FROM dedup WHERE (source, message_id) IN (SELECT source, message_id FROM dedup "
+            f"WHERE seen_at < ? LIMIT {PURGE_CHUNK})",
+            (dedup_cutoff,),
+            limiter=self._write_lock,
+        ) == PURGE_CHUNK:
+            pass
+
+        def checkpoint() -> int:
+            self._maintainer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            return self._measure_disk_bytes(self._maintainer)
+
+        self._disk_bytes = await trio.to_thread.run_sync(checkpoint, limiter=self._maintain_lock)
+
+    def _measure_disk_bytes(self, conn: sqlite3.Connection) -> int:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        try:
+            wal = os.path.getsize(f"{self._path}-wal")
+        except OSError:
+            wal = 0
+        return (pages - free) * page_size + wal
+
+    def statistics(self) -> LogStatistics:
+        return LogStatistics(
+            head_seq=self._head_seq,
+            disk_bytes=self._disk_bytes,
+            pending_messages=self._queued_messages,
+            commits=self._commits,
+            cursors=dict(self._cursors),
+        )
+
+    async def aclose(self) -> None:
+        """Refuse new appends and wait until everything queued is committed."""
+        self._closed = True
+        while self._queue or self._queued_cursors or self._committing:
+            await trio.sleep(0.001)
+
+    def close_connections(self) -> None:
+        for conn in (self._reader, self._maintainer, self._writer):
+            conn.close()
+
+
+def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
+    """Read dead letters straight from the log file (works while the daemon runs)."""
+    path = Path(data_dir) / DB_NAME
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        sql = "SELECT id, destination, seq, source, body, error, attempts, failed_at FROM dead_letters"
+        args: tuple[object, ...] = ()
+        if destination:
+            sql += " WHERE destination = ?"
+            args = (destination,)
+        sql += " ORDER BY id LIMIT ?"
+        rows = conn.execute(sql, (*args, limit)).fetchall()
+    finally:
+        conn.close()
+    return [
+        DeadLetter(id=i, destination=d, seq=s, source=src, body=b, error=e, attempts=a, failed_at=f / 1000)
+        for i, d, s, src, b, e, a, f in rows
+    ]
+
+
+@asynccontextmanager
+async def open_sqlite_log(config: LogConfig, data_dir: Path) -> AsyncIterator[SQLiteLog]:
+    """Open (creating if needed) the SQLite log in ``data_dir`` and run its committer.
+
+    Resource handling:
+        On exit, new appends are refused, queued ones are committed, then the connections close.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sqlite_log = await trio.to_thread.run_sync(SQLiteLog, config, data_dir / DB_NAME)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sqlite_log.run_committer)
+            try:
+                yield sqlite_log
+            finally:
+                with trio.move_on_after(30, shield=True):
+                    await sqlite_log.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        sqlite_log.close_connections()
+
+

@@ -1,0 +1,251 @@
+"""The Segment message wire format: decoding, per-call validation, and the fields the server sets.
+
+One place defines what a valid identify/track/page/screen/group/alias call is (segment-api.md
+§1.7), the error codes clients see, and the server-side fields (§1.8-1.10): ``messageId``,
+``receivedAt``, ``originalTimestamp``, the skew-corrected ``timestamp``, merged batch-root
+``context``/``integrations``/``sentAt``, ``context.ip``, and the removal of ``writeKey``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+TYPE_BY_LETTER = {name[0]: name for name in CALL_TYPES}
+MAX_MESSAGE_ID_CHARS = 100
+
+JSONObject = dict[str, Any]
+
+
+class Invalid(Exception):
+    """A request or message that is wrong for good: clients must not send it again.
+
+    Args:
+        code: A stable snake_case code, as in Segment's ingest errors where one exists.
+        message: Text for the developer who sent it.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class BatchBody(msgspec.Struct):
+    """A ``/v1/batch`` body: the items stay raw so each one's size is known without re-encoding."""
+
+    batch: list[msgspec.Raw]
+    writeKey: Any = None
+    sentAt: Any = None
+    context: Any = None
+    integrations: Any = None
+
+
+_decode_any = msgspec.json.Decoder().decode
+_decode_batch = msgspec.json.Decoder(BatchBody).decode
+encode = msgspec.json.Encoder().encode
+
+
+def decode_single(body: bytes) -> JSONObject:
+    """Decode the body of a single-call endpoint.
+
+    Raises:
+        Invalid: the body is not JSON, or not a JSON object.
+    """
+    try:
+        message = _decode_any(body)
+    except msgspec.DecodeError as error:
+        raise Invalid("invalid_json", f"the body is not valid JSON: {error}") from None
+    if not isinstance(message, dict):
+        raise Invalid("message_not_object", "the body must be a JSON object")
+    return message
+
+
+def decode_batch(body: bytes) -> BatchBody:
+    """Decode a batch body, leaving each item raw.
+
+    Raises:
+        Invalid: not JSON, not an object, or ``batch`` missing or not an array.
+    """
+    try:
+        return _decode_batch(body)
+    except msgspec.ValidationError as error:
+        raise Invalid("invalid_batch", f'the body must be an object with a "batch" array ({error})') from None
+    except msgspec.DecodeError as error:
+        raise Invalid("invalid_json", f"the body is not valid JSON: {error}") from None
+
+
+def decode_item(raw: bytes) -> JSONObject:
+    """Decode one batch item (already known to be valid JSON).
+
+    Raises:
+        Invalid: the item is not a JSON object.
+    """
+    item = _decode_any(raw)
+    if not isinstance(item, dict):
+        raise Invalid("message_not_object", "each batch item must be a JSON object")
+    return item
+
+
+def _present(message: JSONObject, key: str) -> bool:
+    return message.get(key) is not None
+
+
+def _require_string(message: JSONObject, key: str, missing: str, wrong: str) -> None:
+    value = message.get(key)
+    if value is None:
+        raise Invalid(missing, f"{key} is required")
+    if not isinstance(value, str) or not value:
+        raise Invalid(wrong, f"{key} must be a non-empty string")
+
+
+def _optional_object(message: JSONObject, key: str) -> None:
+    value = message.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise Invalid(f"{key}_not_object", f"{key} must be an object")
+
+
+def _optional_string(message: JSONObject, key: str) -> None:
+    value = message.get(key)
+    if value is not None and not isinstance(value, str):
+        raise Invalid(f"{key}_not_string", f"{key} must be a string")
+
+
+def validate(message: JSONObject, call_type: str) -> None:
+    """Check one message of ``call_type`` against the Tracking API rules.
+
+    Raises:
+        Invalid: the first rule the message breaks.
+    """
+    user_id = message.get("userId")
+    anonymous_id = message.get("anonymousId")
+    if user_id is None and anonymous_id is None:
+        raise Invalid("no_user_anon_id", "userId or anonymousId is required")
+    for key, value in (("userId", user_id), ("anonymousId", anonymous_id)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise Invalid("id_not_string", f"{key} must be a non-empty string")
+    message_id = message.get("messageId")
+    if message_id is not None:
+        if not isinstance(message_id, str) or not message_id:
+            raise Invalid("message_id_not_string", "messageId must be a non-empty string")
+        if len(message_id) > MAX_MESSAGE_ID_CHARS:
+            raise Invalid("message_id_too_long", f"messageId is longer than {MAX_MESSAGE_ID_CHARS} characters")
+    _optional_object(message, "context")
+    _optional_object(message, "integrations")
+    if call_type == "track":
+        if not _present(message, "event"):
+            raise Invalid("event_not_defined", "track calls need an event name")
+        _require_string(message, "event", "event_not_defined", "event_not_string")
+        _optional_object(message, "properties")
+    elif call_type in ("page", "screen"):
+        _optional_string(message, "name")
+        _optional_string(message, "category")
+        _optional_object(message, "properties")
+    elif call_type == "identify":
+        _optional_object(message, "traits")
+    elif call_type == "group":
+        _require_string(message, "groupId", "group_id_required", "group_id_not_string")
+        _optional_object(message, "traits")
+    elif call_type == "alias":
+        _require_string(message, "previousId", "previous_id_required", "previous_id_not_string")
+        _require_string(message, "userId", "user_id_required", "id_not_string")
+
+
+def batch_item_type(item: JSONObject) -> str:
+    """The call type of a batch item, which must say it.
+
+    Raises:
+        Invalid: ``type`` is missing or not one of the six calls.
+    """
+    call_type = item.get("type")
+    if call_type not in CALL_TYPES:
+        if call_type is None:
+            raise Invalid("type_required", "each batch item needs a type")
+        raise Invalid("type_invalid", f"type must be one of {', '.join(CALL_TYPES)}")
+    return str(call_type)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO-8601 time as sent by clients (``Z`` or an offset, ms or µs); naive means UTC."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """UTC, millisecond precision, ``Z``: the form Segment's processed events use."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class BatchDefaults(msgspec.Struct, frozen=True):
+    """Fields of a batch root that apply to every item lacking them."""
+
+    sent_at: Any = None
+    context: JSONObject | None = None
+    integrations: JSONObject | None = None
+
+
+NO_DEFAULTS = BatchDefaults()
+
+
+def _merge_under(message: JSONObject, key: str, defaults: JSONObject | None) -> None:
+    if not defaults:
+        return
+    own = message.get(key)
+    message[key] = {**defaults, **own} if isinstance(own, dict) else dict(defaults)
+
+
+def apply_server_fields(
+    message: JSONObject,
+    call_type: str,
+    *,
+    received_at: datetime,
+    client_ip: str | None,
+    defaults: BatchDefaults = NO_DEFAULTS,
+) -> None:
+    """Set the fields the server owns on a validated message, in place.
+
+    ``timestamp`` is corrected for the client's clock skew: ``receivedAt - (sentAt -
+    originalTimestamp)`` when the client sent both; its own ``timestamp`` when it sent no
+    ``sentAt``; ``receivedAt`` when it sent no ``timestamp``.
+
+    Raises:
+        Invalid: ``timestamp`` is present but not an ISO-8601 time.
+    """
+    message.pop("writeKey", None)
+    message["type"] = call_type
+    if message.get("messageId") is None:
+        message["messageId"] = str(uuid.uuid4())
+    _merge_under(message, "context", defaults.context)
+    _merge_under(message, "integrations", defaults.integrations)
+    if message.get("sentAt") is None and defaults.sent_at is not None:
+        message["sentAt"] = defaults.sent_at
+    if client_ip is not None:
+        context = message.get("context")
+        if context is None:
+            message["context"] = {"ip": client_ip}
+        elif context.get("ip") is None:
+            context["ip"] = client_ip
+
+    received_text = format_time(received_at)
+    message["receivedAt"] = received_text
+    client_time = message.get("timestamp")
+    if client_time is None:
+        message["originalTimestamp"] = received_text
+        message["timestamp"] = received_text
+        return
+    original = parse_time(client_time)
+    if original is None:
+        raise Invalid("timestamp_invalid", "timestamp must be an ISO-8601 date-time")
+    message["originalTimestamp"] = client_time
+    sent_at = parse_time(message.get("sentAt"))
+    corrected = received_at - (sent_at - original) if sent_at is not None else original
+    message["timestamp"] = format_time(corrected)

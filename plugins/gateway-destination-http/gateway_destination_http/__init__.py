@@ -1,0 +1,100 @@
+"""The ``http`` destination: POST batches of messages as JSON to a webhook URL."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Annotated
+
+import httpx
+import msgspec
+
+from gateway import (
+    ComponentConfig,
+    DeliveryError,
+    Destination,
+    DestinationContext,
+    DestinationType,
+    Record,
+    __version__,
+    hookimpl,
+)
+
+#: Statuses worth sending again; everything else that is not 2xx is a permanent refusal.
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429}) | (frozenset(range(500, 600)) - {501, 505})
+
+
+class HttpConfig(ComponentConfig):
+    """``[destinations.<id>]`` keys of an http destination."""
+
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+")]
+    headers: dict[str, str] = {}
+    gzip: bool = False
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: an integer or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def batch_body(batch: Sequence[Record]) -> bytes:
+    """``{"batch": [...], "sentAt": ...}`` built from the stored bodies without re-encoding them."""
+    sent_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return b'{"batch":[' + b",".join(r.body for r in batch) + b'],"sentAt":"' + sent_at.encode() + b'"}'
+
+
+class HttpDestination(Destination):
+    """One pooled HTTP client per destination; the worker applies the timeout."""
+
+    def __init__(self, config: HttpConfig, context: DestinationContext) -> None:
+        self._config = config
+        headers = {"Content-Type": "application/json", "User-Agent": f"gateway/{__version__}"}
+        if config.gzip:
+            headers["Content-Encoding"] = "gzip"
+        headers.update(config.headers)
+        self._client = httpx.AsyncClient(headers=headers, timeout=None, follow_redirects=False)
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        body = batch_body(batch)
+        if self._config.gzip:
+            body = gzip.compress(body, compresslevel=5)
+        try:
+            response = await self._client.post(self._config.url, content=body)
+        except httpx.TransportError as error:
+            raise DeliveryError(f"{type(error).__name__}: {error}", retryable=True) from error
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        detail = f"HTTP {status} from {self._config.url}: {response.text[:200]}"
+        if status in RETRYABLE_STATUSES:
+            raise DeliveryError(detail, retryable=True, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        raise DeliveryError(detail, retryable=False)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+@hookimpl
+def gateway_destination_types() -> list[DestinationType]:
+    return [
+        DestinationType(
+            name="http",
+            config_type=HttpConfig,
+            factory=HttpDestination,
+            description="POST batches as JSON to a webhook URL",
+        )
+    ]

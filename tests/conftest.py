@@ -1,0 +1,64 @@
+"""Shared fixtures: the plugin registry, an in-process app on a real SQLite log, a gateway process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from quart_trio import QuartTrio
+
+from gateway.config import GatewayConfig, parse_config
+from gateway.ingest import IngestHub
+from gateway.log import IngestLog, open_log
+from gateway.plugins import Registry, build_registry, make_plugin_manager
+from gateway.web import create_app
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    """Component types of the installed plugins (the built-in ones must be installed)."""
+    return build_registry(make_plugin_manager())
+
+
+@dataclass
+class App:
+    app: QuartTrio
+    hub: IngestHub
+    log: IngestLog
+    config: GatewayConfig
+
+    def client(self):  # noqa: ANN201 - quart's test client type
+        return self.app.test_client()
+
+
+@pytest.fixture
+def app_config_extra() -> str:
+    """Extra TOML appended to the in-process app's config (override in a test module)."""
+    return ""
+
+
+@pytest.fixture
+async def gateway_app(tmp_path: Path, registry: Registry, app_config_extra: str) -> AsyncIterator[App]:
+    """The HTTP app on a real SQLite log in ``tmp_path``, without delivery workers."""
+    config = parse_config(config_text(tmp_path, archive=False, extra=app_config_extra), registry)
+    async with open_log(config.log, config.data_dir) as ingest_log:
+        hub = IngestHub(ingest_log, config, {})
+        yield App(create_app(hub, registry.sources.values()), hub, ingest_log, config)
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[GatewayProcess]:
+    """A gateway daemon (not started) on the default test config in ``tmp_path``."""
+    config_path = tmp_path / "gateway.toml"
+    config_path.write_text(config_text(tmp_path))
+    process = GatewayProcess(config_path)
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+__all__ = ["WRITE_KEY"]

@@ -103,13 +103,20 @@ class IngestHub:
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """The client's address: the peer, or, when the peer is a trusted proxy, the nearest
         address in ``X-Forwarded-For`` that is not itself a trusted proxy."""
-        if peer is None or not forwarded_for or not self._trusted or not self._is_trusted(peer):
+        try:
+            peer = str(ipaddress.ip_address(peer or ""))
+        except ValueError:
+            return None  # a unix socket or a test client: no address to record
+        if not forwarded_for or not self._trusted or not self._is_trusted(peer):
             return peer
         hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
         for hop in reversed(hops):
             if not self._is_trusted(hop):
-                return hop
-        return hops[0] if hops else peer
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return peer  # a forged or garbled header: fall back to what we saw
+        return peer
 
     async def ingest(self, messages: Sequence[tuple[Source, JSONObject]]) -> IngestOutcome:
         """Filter, encode and durably store validated messages (with server fields set).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +41,20 @@ def app_config_extra() -> str:
     return ""
 
 
-@pytest.fixture
-async def gateway_app(tmp_path: Path, registry: Registry, app_config_extra: str) -> AsyncIterator[App]:
-    """The HTTP app on a real SQLite log in ``tmp_path``, without delivery workers."""
-    config = parse_config(config_text(tmp_path, archive=False, extra=app_config_extra), registry)
+@asynccontextmanager
+async def open_app(data_dir: Path, registry: Registry, extra: str = "") -> AsyncIterator[App]:
+    """The HTTP app on a real SQLite log in ``data_dir``, without delivery workers."""
+    config = parse_config(config_text(data_dir, archive=False, extra=extra), registry)
     async with open_log(config.log, config.data_dir) as ingest_log:
         hub = IngestHub(ingest_log, config, {})
         yield App(create_app(hub, registry.sources.values()), hub, ingest_log, config)
+
+
+@pytest.fixture
+async def gateway_app(tmp_path: Path, registry: Registry, app_config_extra: str) -> AsyncIterator[App]:
+    """The HTTP app on a real SQLite log in ``tmp_path``, without delivery workers."""
+    async with open_app(tmp_path, registry, app_config_extra) as app:
+        yield app
 
 
 @pytest.fixture

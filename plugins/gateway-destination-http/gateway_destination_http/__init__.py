@@ -6,10 +6,9 @@ import gzip
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Annotated
+from urllib.parse import urlsplit
 
 import httpx
-import msgspec
 
 from gateway import (
     ComponentConfig,
@@ -29,9 +28,14 @@ RETRYABLE_STATUSES = frozenset({408, 409, 425, 429}) | (frozenset(range(500, 600
 class HttpConfig(ComponentConfig):
     """``[destinations.<id>]`` keys of an http destination."""
 
-    url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+")]
+    url: str
     headers: dict[str, str] = {}
     gzip: bool = False
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be an http:// or https:// URL with a host, got {self.url!r}")
 
 
 def parse_retry_after(value: str | None) -> float | None:

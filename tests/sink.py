@@ -1,0 +1,122 @@
+"""A loopback HTTP sink for the ``http`` destination: records every message it is sent.
+
+It answers ``POST`` bodies of the http destination (``{"batch": [...], "sentAt": ...}``) with
+200, optionally after a delay, or with 503 while it is told to fail. Every message it accepted
+(or, with ``failing``, refused) is counted by ``messageId``: a message counts as delivered when
+the sink has read the request and decided to answer 2xx, even if the gateway dies before it reads
+the answer, since that is exactly the case that makes at-least-once delivery re-send.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the gateway's pooled client expects
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        self.server.sink._handle(self, body)
+
+    def answer(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    sink: Sink
+
+
+class Sink:
+    """``with Sink() as sink:`` serves on ``sink.url`` (127.0.0.1, a free port) in a thread."""
+
+    def __init__(self, *, delay: float = 0.0, failing: bool = False) -> None:
+        self.delay = delay
+        self.failing = failing
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()  # messageId -> times accepted
+        self.messages: dict[str, dict[str, Any]] = {}  # messageId -> last body accepted
+        self.requests = 0  # 2xx answers
+        self.refused_requests = 0  # 503 answers
+        self.bad_requests = 0  # bodies that were not a batch of messages with messageIds
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.sink = self
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self._thread: threading.Thread | None = None
+
+    # -- control -------------------------------------------------------------------------------
+
+    def start(self) -> Sink:
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Sink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- reading what arrived ------------------------------------------------------------------
+
+    def delivered_ids(self) -> set[str]:
+        with self.lock:
+            return set(self.counts)
+
+    def duplicates(self) -> int:
+        """Deliveries beyond the first, summed over every messageId."""
+        with self.lock:
+            return sum(n - 1 for n in self.counts.values())
+
+    def total_deliveries(self) -> int:
+        with self.lock:
+            return sum(self.counts.values())
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def _handle(self, handler: _Handler, body: bytes) -> None:
+        if self.failing:
+            with self.lock:
+                self.refused_requests += 1
+            handler.answer(503, b'{"error":"sink down"}')
+            return
+        try:
+            payload = json.loads(body)
+            batch = payload["batch"]
+            ids = [str(m["messageId"]) for m in batch]
+            assert isinstance(payload["sentAt"], str)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            with self.lock:
+                self.bad_requests += 1
+            handler.answer(400, b'{"error":"not a batch"}')
+            return
+        with self.lock:
+            self.requests += 1
+            for message_id, message in zip(ids, batch, strict=True):
+                self.counts[message_id] += 1
+                self.messages[message_id] = message
+        if self.delay:
+            time.sleep(self.delay)
+        handler.answer(200, b'{"ok":true}')

@@ -1,0 +1,68 @@
+"""Config validation: errors name the TOML path; every shipped config file is valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import load_config, parse_config
+from gateway.errors import ConfigError
+from gateway.plugins import Registry
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", sorted(REPO.glob("config/**/*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path: Path, registry: Registry) -> None:
+    config = load_config(path, registry)
+    assert config.sources
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("[server]\nlisten = 8080\n", "server.listen", "Expected `str`"),
+        ('[server]\nlisten = "nohost"\n', "server", "HOST:PORT"),
+        ('[server]\nmax_request_bytes = 10\n', "server.max_request_bytes", ">= 1048576"),
+        ("[server]\nbogus = 1\n", "server.bogus", "unknown field"),
+        ('[sources.web]\ntype = "tracking_api"\n', "sources.web.write_key", "missing required field"),
+        ('[sources.web]\nwrite_key = "k"\ncolour = "red"\n', "sources.web.colour", "unknown field"),
+        ('[sources.a]\nwrite_key = "k"\n[sources.b]\nwrite_key = "k"\n', "sources.b.write_key", "same write key"),
+        ('[destinations.crm]\ntype = "http"\n', "destinations.crm.url", "missing required field"),
+        ('[destinations.crm]\ntype = "http"\nurl = "ftp://x"\n', "destinations.crm", "url must be an http:// or https:// URL"),
+        ('[destinations.crm]\ntype = "nope"\n', "destinations.crm.type", "unknown destination type 'nope'"),
+        ('[destinations.crm]\ntype = "file"\npath = "x"\nconcurrency = 0\n', "destinations.crm.concurrency", ">= 1"),
+        ('[destinations.crm]\ntype = "file"\npath = "x"\nfilters = ["f"]\n', "destinations.crm.filters[0]", "no filter 'f'"),
+        ('[log]\nsynchronous = "off"\n', "log.synchronous", "Invalid enum value 'off'"),
+        ("[server\n", "", "not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_toml_path(text: str, where: str, problem: str, registry: Registry) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, registry, path="g.toml")
+    assert raised.value.where == where
+    assert problem in raised.value.problem
+    assert str(raised.value).startswith(f"g.toml: {where}" if where else "g.toml")
+
+
+def test_delivery_keys_go_to_the_core_and_the_rest_to_the_plugin(registry: Registry) -> None:
+    config = parse_config(
+        '[sources.web]\nwrite_key = "k"\n[destinations.crm]\ntype = "http"\nurl = "http://h/x"\n'
+        'headers = { X-Token = "t" }\nconcurrency = 4\n',
+        registry,
+    )
+    crm = config.destinations["crm"]
+    assert crm.core.concurrency == 4
+    assert crm.options.headers == {"X-Token": "t"}
+    assert config.sources["web"].core.type == "tracking_api"
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[destinations.crm]\ntype = "http"\n')
+    assert main(["check-config", str(bad)]) == 2
+    assert f"{bad}: destinations.crm.url: Object missing required field `url`" in capsys.readouterr().err
+    assert main(["check-config", str(REPO / "config" / "gateway.toml")]) == 0
+    assert ": ok (" in capsys.readouterr().out

@@ -1,0 +1,156 @@
+"""The SQLite ingest log: durability, group commit, exact dedup, cursors, purging, size bound."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from gateway.config import LogConfig
+from gateway.errors import LogUnavailableError
+from gateway.log import Entry, open_log
+from gateway.log import sqlite as sqlite_log
+
+
+def entry(message_id: str, source: str = "web") -> Entry:
+    return Entry(source, message_id, b'{"messageId":"%s"}' % message_id.encode())
+
+
+def stored_ids(data_dir: Path) -> list[str]:
+    conn = sqlite3.connect(data_dir / sqlite_log.DB_NAME)
+    try:
+        return [row[0].decode().split('"')[3] for row in conn.execute("SELECT body FROM messages ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+async def test_append_is_durable_and_deduplicated_across_restarts(tmp_path: Path) -> None:
+    async with open_log(LogConfig(), tmp_path) as log:
+        first = await log.append([entry("a"), entry("b"), entry("a")])
+        assert (first.stored, first.duplicates) == (2, 1)
+        again = await log.append([entry("b"), entry("c"), entry("b", source="app")])
+        assert (again.stored, again.duplicates) == (2, 1)  # dedup is per (source, messageId)
+    assert stored_ids(tmp_path) == ["a", "b", "c", "b"]
+    async with open_log(LogConfig(), tmp_path) as log:
+        after_restart = await log.append([entry("a"), entry("d")])
+        assert (after_restart.stored, after_restart.duplicates) == (1, 1)
+        assert log.statistics().head_seq == 5
+
+
+async def test_dedup_window_expires(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_000_000_000_000]
+    monkeypatch.setattr(sqlite_log, "_now_ms", lambda: now[0])
+    async with open_log(LogConfig(dedup_window_secs=60), tmp_path) as log:
+        assert (await log.append([entry("a")])).stored == 1
+        now[0] += 59_000
+        assert (await log.append([entry("a")])).duplicates == 1
+        now[0] += 2_000
+        assert (await log.append([entry("a")])).stored == 1  # older than the window: new again
+
+
+async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
+    async with open_log(LogConfig(), tmp_path) as log:
+        results = []
+
+        async def one(i: int) -> None:
+            results.append(await log.append([entry(f"m{i}")]))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(200):
+                nursery.start_soon(one, i)
+        assert sum(r.stored for r in results) == 200
+        commits = log.statistics().commits
+        assert commits < 100, f"{commits} commits for 200 concurrent appends: no group commit"
+    assert len(stored_ids(tmp_path)) == 200
+
+
+async def test_read_and_cursors(tmp_path: Path) -> None:
+    async with open_log(LogConfig(), tmp_path) as log:
+        await log.append([entry("old")])
+        assert await log.cursor("crm") == 1  # a new destination starts at the head
+        await log.append([entry(f"m{i}") for i in range(10)])
+        records = await log.read(await log.cursor("crm"), max_records=4, max_bytes=10_000)
+        assert [r.seq for r in records] == [2, 3, 4, 5]
+        assert records[0].message() == {"messageId": "m0"}
+        assert records[0].source == "web"
+        small = await log.read(1, max_records=100, max_bytes=40)
+        assert len(small) == 2  # the byte bound holds beyond the first record
+        await log.set_cursor("crm", 5)
+    async with open_log(LogConfig(), tmp_path) as log:
+        assert await log.cursor("crm") == 5
+
+
+async def test_wait_for_records_wakes_on_commit(tmp_path: Path) -> None:
+    async with open_log(LogConfig(), tmp_path) as log:
+        woke = trio.Event()
+
+        async def waiter() -> None:
+            await log.wait_for_records(0)
+            woke.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.sleep(0.05)
+            assert not woke.is_set()
+            await log.append([entry("x")])
+            with trio.fail_after(2):
+                await woke.wait()
+
+
+async def test_purge_keeps_undelivered_and_archive_and_never_reuses_seq(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000_000_000_000]
+    monkeypatch.setattr(sqlite_log, "_now_ms", lambda: now[0])
+    async with open_log(LogConfig(archive_secs=3600, dedup_window_secs=60), tmp_path) as log:
+        await log.cursor("crm")
+        await log.append([entry(f"m{i}") for i in range(6)])
+        await log.set_cursor("crm", 4)
+        await log.maintain(["crm"])
+        assert len(stored_ids(tmp_path)) == 6  # delivered but within the archive period
+        now[0] += 3_601_000
+        await log.maintain(["crm"])
+        assert stored_ids(tmp_path) == ["m4", "m5"]  # only what crm has not got yet stays
+        await log.set_cursor("crm", 6)
+        await log.maintain(["crm"])
+        assert stored_ids(tmp_path) == []
+        assert (await log.append([entry("m0")])).stored == 1  # dedup key expired and purged
+        assert [r.seq for r in await log.read(6, max_records=10, max_bytes=10_000)] == [7]
+
+
+async def test_size_bound_answers_unavailable(tmp_path: Path) -> None:
+    config = LogConfig(max_disk_bytes=1024 * 1024)
+    async with open_log(config, tmp_path) as log:
+        big = b"x" * 50_000
+        with pytest.raises(LogUnavailableError) as raised:
+            for i in range(100):
+                await log.append([Entry("web", f"m{i}", big)])
+                await log.maintain([])
+        assert raised.value.reason == "log_full"
+
+
+async def test_overload_and_closed_refuse_appends(tmp_path: Path) -> None:
+    async with open_log(LogConfig(max_pending_messages=5), tmp_path) as log:
+        with pytest.raises(LogUnavailableError) as raised:
+            await log.append([entry(f"m{i}") for i in range(6)])
+        assert raised.value.reason == "overloaded"
+        await log.aclose()  # type: ignore[attr-defined]
+        with pytest.raises(LogUnavailableError) as raised:
+            await log.append([entry("late")])
+        assert raised.value.reason == "closed"
+
+
+async def test_a_failed_commit_fails_its_requests_and_the_log_goes_on(tmp_path: Path) -> None:
+    async with open_log(LogConfig(), tmp_path) as log:
+        await log.append([entry("a")])
+        blocker = sqlite3.connect(tmp_path / sqlite_log.DB_NAME, timeout=0)
+        blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        log._writer.execute("PRAGMA busy_timeout = 50")  # type: ignore[attr-defined]
+        with pytest.raises(LogUnavailableError) as raised:
+            await log.append([entry("b")])
+        assert raised.value.reason == "busy"
+        blocker.rollback()
+        blocker.close()
+        assert (await log.append([entry("b")])).stored == 1

@@ -120,3 +120,21 @@ class Sink:
         if self.delay:
             time.sleep(self.delay)
         handler.answer(200, b'{"ok":true}')
+
+
+def http_destination(url: str, *, name: str = "hook", **settings: object) -> str:
+    """TOML for an ``http`` destination ``name`` posting to ``url``, with delivery ``settings``
+    (``batch_max_messages=20`` becomes ``batch_max_messages = 20``)."""
+    lines = [f"[destinations.{name}]", 'type = "http"', f'url = "{url}"']
+    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    return "\n" + "\n".join(lines) + "\n"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, so a restarted gateway can
+    come back on the same address with the same config."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

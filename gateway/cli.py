@@ -82,18 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; startup failures end with one line on stderr and a non-zero status."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except GatewayError as error:
-        print(f"gateway: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # e.g. the port is taken or the data folder is not writable
-        print(f"gateway: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except (GatewayError, OSError, BaseExceptionGroup) as error:
+        # Errors from inside the daemon's nurseries arrive wrapped in exception groups.
+        leaves = _leaves(error)
+        if not all(isinstance(leaf, GatewayError | OSError) for leaf in leaves):
+            raise
+        print(f"gateway: {leaves[0]}", file=sys.stderr)
+        return 2 if isinstance(leaves[0], GatewayError) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""The ``gateway`` command: startup failures are one clear line and a non-zero status."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.cli import main
+from tests.gatewayproc import config_text
+
+
+def run_gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_a_taken_port_fails_fast_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "g.toml"
+        config.write_text(config_text(tmp_path, listen=f"127.0.0.1:{port}"))
+        result = run_gateway("run", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "gateway: [Errno 98] Address already in use"
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_config_fails_fast_naming_the_path(tmp_path: Path) -> None:
+    config = tmp_path / "g.toml"
+    config.write_text('[destinations.crm]\ntype = "file"\n')
+    result = run_gateway("run", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"gateway: {config}: destinations.crm.path: Object missing required field `path`"
+    missing = run_gateway("run", "--config", str(tmp_path / "absent.toml"))
+    assert missing.returncode == 2
+    assert "cannot read the config file" in missing.stderr
+
+
+def test_dead_letters_list_on_a_fresh_install(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    config = tmp_path / "g.toml"
+    config.write_text(config_text(tmp_path))
+    assert main(["dead-letters", "list", "--config", str(config)]) == 0
+    assert "0 dead letter(s)" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.config import DEFAULT_CONFIG_PATH, load_config
 from gateway.errors import GatewayError
@@ -32,8 +33,12 @@ def _check_config(args: argparse.Namespace) -> int:
 def _plugins(args: argparse.Namespace) -> int:
     pm = make_plugin_manager()
     registry = build_registry(pm)
-    kinds = (("source", registry.sources), ("destination", registry.destinations),
-             ("filter", registry.filters), ("matcher", registry.matchers))
+    kinds: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("source", registry.sources),
+        ("destination", registry.destinations),
+        ("filter", registry.filters),
+        ("matcher", registry.matchers),
+    )
     for kind, types in kinds:
         for name, component_type in sorted(types.items()):
             plugin = registry.provided_by[(kind, name)]
@@ -48,7 +53,9 @@ def _dead_letters(args: argparse.Namespace) -> int:
     letters = list_dead_letters(config.data_dir, destination=args.destination, limit=args.limit)
     for letter in letters:
         when = datetime.fromtimestamp(letter.failed_at, UTC).isoformat(timespec="seconds")
-        print(f"{letter.id}\t{letter.destination}\tseq={letter.seq}\t{when}\tattempts={letter.attempts}\t{letter.error}")
+        print(
+            f"{letter.id}\t{letter.destination}\tseq={letter.seq}\t{when}\tattempts={letter.attempts}\t{letter.error}"
+        )
         if args.bodies:
             print(f"\t{letter.body.decode('utf-8', 'replace')}")
     print(f"{len(letters)} dead letter(s)", file=sys.stderr)

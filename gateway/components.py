@@ -95,6 +95,16 @@ class Filter:
         raise NotImplementedError
 
 
+def run_filters(filters: Sequence[Filter], message: JSONObject) -> JSONObject | None:
+    """Pass ``message`` through ``filters`` in order; None as soon as one drops it."""
+    for message_filter in filters:
+        result = message_filter.process(message)
+        if result is None:
+            return None
+        message = result
+    return message
+
+
 @dataclass(frozen=True, slots=True)
 class DestinationContext:
     """What the core tells a destination when it builds it.

@@ -37,7 +37,7 @@ class _Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     pass
 
 
-class ServerConfig(_Table):
+class ServerConfig(_Table, frozen=True, kw_only=True):
     """``[server]``: the HTTP listener and request limits."""
 
     listen: str = "127.0.0.1:8080"
@@ -62,7 +62,7 @@ class ServerConfig(_Table):
                 raise ValueError(f"trusted_proxies: {proxy!r} is not an IP address or network") from None
 
 
-class LogConfig(_Table):
+class LogConfig(_Table, frozen=True, kw_only=True):
     """``[log]``: the durable ingest log."""
 
     engine: Literal["sqlite"] = "sqlite"
@@ -78,7 +78,7 @@ class LogConfig(_Table):
     max_pending_messages: PositiveInt = 200_000
 
 
-class SourceConfig(_Table):
+class SourceConfig(_Table, frozen=True, kw_only=True):
     """Core keys of ``[sources.<id>]``; other keys belong to the source type."""
 
     write_key: Annotated[str, Meta(min_length=1)]
@@ -86,7 +86,7 @@ class SourceConfig(_Table):
     filters: list[str] = []
 
 
-class DestinationConfig(_Table):
+class DestinationConfig(_Table, frozen=True, kw_only=True):
     """Core keys of ``[destinations.<id>]``: delivery settings the worker applies to any type."""
 
     type: Identifier
@@ -102,13 +102,13 @@ class DestinationConfig(_Table):
     max_attempts: NonNegativeInt = 0
 
 
-class FilterConfig(_Table):
+class FilterConfig(_Table, frozen=True, kw_only=True):
     """Core keys of ``[filters.<id>]``."""
 
     type: Identifier
 
 
-class _Document(_Table):
+class _Document(_Table, frozen=True, kw_only=True):
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
     sources: dict[Identifier, dict[str, Any]] = {}
@@ -167,8 +167,13 @@ def _convert(path: str, prefix: str, data: Any, type_: type[_T]) -> _T:
 
 
 def _entity(
-    path: str, prefix: str, entity_id: str, raw: dict[str, Any], core_type: type[_E],
-    plugin_types: dict[str, Any], kind: str,
+    path: str,
+    prefix: str,
+    entity_id: str,
+    raw: dict[str, Any],
+    core_type: type[_E],
+    plugin_types: dict[str, Any],
+    kind: str,
 ) -> Entity[_E]:
     core_keys = set(core_type.__struct_fields__)
     core = _convert(path, prefix, {k: v for k, v in raw.items() if k in core_keys}, core_type)
@@ -176,12 +181,12 @@ def _entity(
     if component_type is None:
         known = ", ".join(sorted(plugin_types)) or "none installed"
         raise ConfigError(
-            path, f"{prefix}.type", f"unknown {kind} type {core.type!r} (known: {known}); "
-            "is the plugin that provides it installed? `gateway plugins` lists what was found"
+            path,
+            f"{prefix}.type",
+            f"unknown {kind} type {core.type!r} (known: {known}); "
+            "is the plugin that provides it installed? `gateway plugins` lists what was found",
         )
-    options = _convert(
-        path, prefix, {k: v for k, v in raw.items() if k not in core_keys}, component_type.config_type
-    )
+    options = _convert(path, prefix, {k: v for k, v in raw.items() if k not in core_keys}, component_type.config_type)
     return Entity(id=entity_id, core=core, options=options)
 
 
@@ -203,7 +208,12 @@ def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> Ga
     }
     destinations = {
         did: _entity(
-            path, f"destinations.{did}", did, table, DestinationConfig, registry.destinations,
+            path,
+            f"destinations.{did}",
+            did,
+            table,
+            DestinationConfig,
+            registry.destinations,
             "destination",
         )
         for did, table in document.destinations.items()
@@ -222,12 +232,14 @@ def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> Ga
         for eid, entity in entities.items():
             for index, filter_id in enumerate(entity.core.filters):
                 if filter_id not in filters:
-                    raise ConfigError(
-                        path, f"{kind}.{eid}.filters[{index}]", f"no filter {filter_id!r} in [filters]"
-                    )
+                    raise ConfigError(path, f"{kind}.{eid}.filters[{index}]", f"no filter {filter_id!r} in [filters]")
     return GatewayConfig(
-        path=path, server=document.server, log=document.log,
-        sources=sources, destinations=destinations, filters=filters,
+        path=path,
+        server=document.server,
+        log=document.log,
+        sources=sources,
+        destinations=destinations,
+        filters=filters,
     )
 
 
@@ -242,4 +254,3 @@ def load_config(path: str | Path, registry: Registry) -> GatewayConfig:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(path), "", f"cannot read the config file: {error}") from None
     return parse_config(text, registry, path=str(path))
-

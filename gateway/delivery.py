@@ -18,7 +18,7 @@ import msgspec
 import structlog
 import trio
 
-from gateway.components import Destination, Filter, Record
+from gateway.components import Destination, Filter, Record, run_filters
 from gateway.config import DestinationConfig
 from gateway.errors import DeliveryError, LogUnavailableError
 from gateway.log import IngestLog
@@ -103,9 +103,13 @@ class DestinationWorker:
     def statistics(self) -> DestinationStatistics:
         c = self._counters
         return DestinationStatistics(
-            cursor=self._acks.cursor, delivered=c.delivered, filtered=c.filtered,
-            dead_lettered=c.dead_lettered, retries=c.retries,
-            in_flight_batches=len(self._acks.in_flight), last_error=c.last_error,
+            cursor=self._acks.cursor,
+            delivered=c.delivered,
+            filtered=c.filtered,
+            dead_lettered=c.dead_lettered,
+            retries=c.retries,
+            in_flight_batches=len(self._acks.in_flight),
+            last_error=c.last_error,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -147,18 +151,13 @@ class DestinationWorker:
             return batch
         kept = []
         for record in batch:
-            message = record.message()
-            original = _encode(message)
-            result: dict | None = message
-            for message_filter in self._filters:
-                result = message_filter.process(result)
-                if result is None:
-                    break
+            result = run_filters(self._filters, record.message())
             if result is None:
                 self._counters.filtered += 1
                 continue
+            # Stored bodies are msgspec's own encoding, so an untouched message encodes the same.
             body = _encode(result)
-            kept.append(record if body == original else Record(seq=record.seq, source=record.source, body=body))
+            kept.append(record if body == record.body else Record(seq=record.seq, source=record.source, body=body))
         return kept
 
     async def _deliver(self, batch: list[Record], slots: trio.Semaphore) -> None:
@@ -216,8 +215,12 @@ class DestinationWorker:
             )
             self._counters.retries += 1
             log.warning(
-                "destination_delivery_failed", attempt=attempt, retry_in_secs=round(delay, 3),
-                records=len(batch), first_seq=batch[0].seq, error=self._counters.last_error,
+                "destination_delivery_failed",
+                attempt=attempt,
+                retry_in_secs=round(delay, 3),
+                records=len(batch),
+                first_seq=batch[0].seq,
+                error=self._counters.last_error,
             )
             await trio.sleep(delay)
 

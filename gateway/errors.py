@@ -54,9 +54,7 @@ class DeliveryError(GatewayError):
         retry_after: Seconds the destination asked us to wait (``Retry-After``), if any.
     """
 
-    def __init__(
-        self, message: str, *, retryable: bool, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
         self.retryable = retryable
         self.retry_after = retry_after
         super().__init__(message)

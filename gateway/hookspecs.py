@@ -39,6 +39,7 @@ def gateway_source_types() -> Sequence[SourceType]:
 
     :returns: A list of :class:`gateway.components.SourceType`.
     """
+    raise NotImplementedError
 
 
 @hookspec
@@ -52,6 +53,7 @@ def gateway_destination_types() -> Sequence[DestinationType]:
 
     :returns: A list of :class:`gateway.components.DestinationType`.
     """
+    raise NotImplementedError
 
 
 @hookspec
@@ -64,6 +66,7 @@ def gateway_filter_types() -> Sequence[FilterType]:
 
     :returns: A list of :class:`gateway.components.FilterType`.
     """
+    raise NotImplementedError
 
 
 @hookspec
@@ -75,3 +78,4 @@ def gateway_matcher_types() -> Sequence[MatcherType]:
 
     :returns: A list of :class:`gateway.components.MatcherType`.
     """
+    raise NotImplementedError

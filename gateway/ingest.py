@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway.components import Filter
+from gateway.components import Filter, run_filters
 from gateway.config import GatewayConfig, ServerConfig
 from gateway.log import Entry, IngestLog
 
@@ -73,7 +73,9 @@ class IngestHub:
             _key_digest(entity.core.write_key): (
                 entity.core.write_key,
                 Source(
-                    id=sid, type=entity.core.type, options=entity.options,
+                    id=sid,
+                    type=entity.core.type,
+                    options=entity.options,
                     filters=tuple(filters[f] for f in entity.core.filters),
                 ),
             )
@@ -127,14 +129,11 @@ class IngestHub:
         entries = []
         filtered = 0
         for source, message in messages:
-            kept: JSONObject | None = message
-            for message_filter in source.filters:
-                kept = message_filter.process(kept)
-                if kept is None:
-                    self.counters[(source.id, "filtered")] += 1
-                    filtered += 1
-                    break
-            if kept is not None:
+            kept = run_filters(source.filters, message) if source.filters else message
+            if kept is None:
+                self.counters[(source.id, "filtered")] += 1
+                filtered += 1
+            else:
                 entries.append(Entry(source.id, str(kept["messageId"]), _encode(kept)))
         result = await self._log.append(entries)
         return IngestOutcome(stored=result.stored, duplicates=result.duplicates, filtered=filtered)

@@ -53,8 +53,7 @@ def _collect(
             if name in into:
                 other = provided_by[(kind, name)]
                 raise PluginError(
-                    f"{kind} type {name!r} is provided by both {other!r} and {plugin_name!r}; "
-                    f"uninstall one of them"
+                    f"{kind} type {name!r} is provided by both {other!r} and {plugin_name!r}; uninstall one of them"
                 )
             into[name] = component_type
             provided_by[(kind, name)] = plugin_name

@@ -44,10 +44,7 @@ def hypercorn_config(server: ServerConfig) -> HypercornConfig:
 
 
 def build_filters(config: GatewayConfig, registry: Registry) -> dict[str, Filter]:
-    return {
-        fid: registry.filters[entity.core.type].factory(entity.options)
-        for fid, entity in config.filters.items()
-    }
+    return {fid: registry.filters[entity.core.type].factory(entity.options) for fid, entity in config.filters.items()}
 
 
 async def wait_for_stop_signal() -> None:
@@ -87,8 +84,7 @@ async def serve_gateway(
             context = DestinationContext(id=did, data_dir=config.data_dir / "destinations" / did)
             destination = await stack.enter_async_context(destination_type.factory(entity.options, context))
             workers.append(
-                DestinationWorker(did, entity.core, destination, ingest_log,
-                                  [filters[f] for f in entity.core.filters])
+                DestinationWorker(did, entity.core, destination, ingest_log, [filters[f] for f in entity.core.filters])
             )
         hub = IngestHub(ingest_log, config, filters)
         app = create_app(hub, registry.sources.values())
@@ -96,16 +92,22 @@ async def serve_gateway(
 
             async def serve_then_stop(task_status: trio.TaskStatus[list[str]]) -> None:
                 # serve() returns after its graceful shutdown; only then stop the workers.
-                await serve(app, hypercorn_config(config.server),
-                            shutdown_trigger=shutdown_trigger, task_status=task_status)
+                await serve(
+                    app, hypercorn_config(config.server), shutdown_trigger=shutdown_trigger, task_status=task_status
+                )
                 nursery.cancel_scope.cancel()
 
             for worker in workers:
                 await nursery.start(worker.run)
             nursery.start_soon(_maintain, ingest_log, list(config.destinations))
             binds = await nursery.start(serve_then_stop)
-            log.info("gateway_started", listen=binds, sources=sorted(config.sources),
-                     destinations=sorted(config.destinations), data_dir=str(config.data_dir))
+            log.info(
+                "gateway_started",
+                listen=binds,
+                sources=sorted(config.sources),
+                destinations=sorted(config.destinations),
+                data_dir=str(config.data_dir),
+            )
             task_status.started(binds)
 
 

@@ -88,6 +88,7 @@ async def read_body(req: Request, max_bytes: int) -> bytes:
         raise too_large
     try:
         data = await req.get_data(cache=False, as_text=False)
+        assert isinstance(data, bytes)
     except RequestEntityTooLarge:
         raise too_large from None
     encoding = req.headers.get("Content-Encoding", "identity").strip().lower()

@@ -31,7 +31,7 @@ class App:
     log: IngestLog
     config: GatewayConfig
 
-    def client(self):  # noqa: ANN201 - quart's test client type
+    def client(self):
         return self.app.test_client()
 
 

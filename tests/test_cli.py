@@ -39,7 +39,7 @@ def test_a_bad_config_fails_fast_naming_the_path(tmp_path: Path) -> None:
     assert "cannot read the config file" in missing.stderr
 
 
-def test_dead_letters_list_on_a_fresh_install(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_dead_letters_list_on_a_fresh_install(tmp_path: Path, capsys) -> None:
     config = tmp_path / "g.toml"
     config.write_text(config_text(tmp_path))
     assert main(["dead-letters", "list", "--config", str(config)]) == 0

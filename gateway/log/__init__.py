@@ -85,9 +85,7 @@ class IngestLog(Protocol):
         """Persist that ``destination`` has every record up to ``seq``."""
         ...
 
-    async def add_dead_letters(
-        self, destination: str, records: Sequence[Record], error: str, attempts: int
-    ) -> None:
+    async def add_dead_letters(self, destination: str, records: Sequence[Record], error: str, attempts: int) -> None:
         """Keep records a destination refused for good, with the error."""
         ...
 

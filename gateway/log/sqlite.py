@@ -194,9 +194,7 @@ class SQLiteLog:
             cursor_waiters, self._cursor_waiters = self._cursor_waiters, []
             self._committing = True
             try:
-                results, head = await trio.to_thread.run_sync(
-                    self._commit, waiters, cursors, limiter=self._write_lock
-                )
+                results, head = await trio.to_thread.run_sync(self._commit, waiters, cursors, limiter=self._write_lock)
             except sqlite3.Error as error:
                 failure = _unavailable(error)
                 log.error("log_commit_failed", reason=failure.reason, error=str(error))
@@ -220,9 +218,7 @@ class SQLiteLog:
                 if not self._work.is_set():
                     self._idle.set()
 
-    def _commit(
-        self, waiters: list[_Waiter], cursors: dict[str, int]
-    ) -> tuple[list[AppendResult], int]:
+    def _commit(self, waiters: list[_Waiter], cursors: dict[str, int]) -> tuple[list[AppendResult], int]:
         now = _now_ms()
         cutoff = now - self._config.dedup_window_secs * 1000
         cur = self._writer.cursor()
@@ -289,9 +285,7 @@ class SQLiteLog:
         if waiter.error is not None:
             raise waiter.error
 
-    async def add_dead_letters(
-        self, destination: str, records: Sequence[Record], error: str, attempts: int
-    ) -> None:
+    async def add_dead_letters(self, destination: str, records: Sequence[Record], error: str, attempts: int) -> None:
         now = _now_ms()
         rows = [(destination, r.seq, r.source, r.body, error, attempts, now) for r in records]
 
@@ -308,31 +302,37 @@ class SQLiteLog:
     # -- upkeep ------------------------------------------------------------------------------
 
     async def maintain(self, destinations: Sequence[str]) -> None:
-        delivered_up_to = min((self._cursors.get(d, self._head_seq) for d in destinations),
-                              default=self._head_seq)
+        delivered_up_to = min((self._cursors.get(d, self._head_seq) for d in destinations), default=self._head_seq)
         archive_cutoff = _now_ms() - self._config.archive_secs * 1000
         dedup_cutoff = _now_ms() - self._config.dedup_window_secs * 1000
 
         def purge(sql: str, args: tuple[int, ...]) -> int:
             with self._writer:
-                return self._writer.execute(sql, args).rowcount
+                deleted: int = self._writer.execute(sql, args).rowcount
+            return deleted
 
         # One chunk per transaction, so commits interleave with a long purge.
-        while await trio.to_thread.run_sync(
-            purge,
-            "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE seq <= ? "
-            f"AND received_at < ? ORDER BY seq LIMIT {PURGE_CHUNK})",
-            (delivered_up_to, archive_cutoff),
-            limiter=self._write_lock,
-        ) == PURGE_CHUNK:
+        while (
+            await trio.to_thread.run_sync(
+                purge,
+                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE seq <= ? "
+                f"AND received_at < ? ORDER BY seq LIMIT {PURGE_CHUNK})",
+                (delivered_up_to, archive_cutoff),
+                limiter=self._write_lock,
+            )
+            == PURGE_CHUNK
+        ):
             pass
-        while await trio.to_thread.run_sync(
-            purge,
-            "DELETE FROM dedup WHERE (source, message_id) IN (SELECT source, message_id FROM dedup "
-            f"WHERE seen_at < ? LIMIT {PURGE_CHUNK})",
-            (dedup_cutoff,),
-            limiter=self._write_lock,
-        ) == PURGE_CHUNK:
+        while (
+            await trio.to_thread.run_sync(
+                purge,
+                "DELETE FROM dedup WHERE (source, message_id) IN (SELECT source, message_id FROM dedup "
+                f"WHERE seen_at < ? LIMIT {PURGE_CHUNK})",
+                (dedup_cutoff,),
+                limiter=self._write_lock,
+            )
+            == PURGE_CHUNK
+        ):
             pass
 
         def checkpoint() -> int:
@@ -349,7 +349,7 @@ class SQLiteLog:
             wal = os.path.getsize(f"{self._path}-wal")
         except OSError:
             wal = 0
-        return (pages - free) * page_size + wal
+        return int((pages - free) * page_size + wal)
 
     def statistics(self) -> LogStatistics:
         return LogStatistics(
@@ -399,8 +399,12 @@ async def open_sqlite_log(config: LogConfig, data_dir: Path) -> AsyncIterator[SQ
     Resource handling:
         On exit, new appends are refused, queued ones are committed, then the connections close.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    sqlite_log = await trio.to_thread.run_sync(SQLiteLog, config, data_dir / DB_NAME)
+
+    def open_files() -> SQLiteLog:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return SQLiteLog(config, data_dir / DB_NAME)
+
+    sqlite_log = await trio.to_thread.run_sync(open_files)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(sqlite_log.run_committer)
@@ -412,5 +416,3 @@ async def open_sqlite_log(config: LogConfig, data_dir: Path) -> AsyncIterator[SQ
                 nursery.cancel_scope.cancel()
     finally:
         sqlite_log.close_connections()
-
-

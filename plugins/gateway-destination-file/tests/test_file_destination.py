@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway import DestinationContext, Record
 from gateway_destination_file import FileConfig, FileDestination
+
+from gateway import DestinationContext, Record
 
 
 def records(start: int, count: int, pad: int = 0) -> list[Record]:
@@ -17,7 +18,9 @@ def records(start: int, count: int, pad: int = 0) -> list[Record]:
 
 
 def lines(folder: Path) -> list[str]:
-    return [json.loads(line)["messageId"] for p in sorted(folder.glob("*.jsonl")) for line in p.read_text().splitlines()]
+    return [
+        json.loads(line)["messageId"] for p in sorted(folder.glob("*.jsonl")) for line in p.read_text().splitlines()
+    ]
 
 
 async def test_writes_one_line_per_message_in_order(tmp_path: Path) -> None:

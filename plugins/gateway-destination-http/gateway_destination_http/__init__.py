@@ -85,7 +85,9 @@ class HttpDestination(Destination):
             return
         detail = f"HTTP {status} from {self._config.url}: {response.text[:200]}"
         if status in RETRYABLE_STATUSES:
-            raise DeliveryError(detail, retryable=True, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+            raise DeliveryError(
+                detail, retryable=True, retry_after=parse_retry_after(response.headers.get("Retry-After"))
+            )
         raise DeliveryError(detail, retryable=False)
 
     async def aclose(self) -> None:

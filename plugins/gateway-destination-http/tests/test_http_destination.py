@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import trio
+from gateway_destination_http import HttpConfig, HttpDestination, parse_retry_after
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from gateway import DeliveryError, DestinationContext, Record
-from gateway_destination_http import HttpConfig, HttpDestination, parse_retry_after
 
 
 class Sink:
@@ -55,7 +55,9 @@ async def sink() -> AsyncIterator[tuple[Sink, str]]:
 
 
 def batch() -> list[Record]:
-    return [Record(seq=i, source="web", body=json.dumps({"messageId": f"m{i}", "type": "track"}).encode()) for i in (1, 2)]
+    return [
+        Record(seq=i, source="web", body=json.dumps({"messageId": f"m{i}", "type": "track"}).encode()) for i in (1, 2)
+    ]
 
 
 async def test_posts_a_segment_batch_with_headers(sink: tuple[Sink, str], tmp_path: Any) -> None:
@@ -81,8 +83,19 @@ async def test_gzip_option(sink: tuple[Sink, str], tmp_path: Any) -> None:
 
 @pytest.mark.parametrize(
     ("status", "retryable"),
-    [(500, True), (502, True), (503, True), (429, True), (408, True), (400, False), (401, False),
-     (404, False), (413, False), (501, False), (301, False)],
+    [
+        (500, True),
+        (502, True),
+        (503, True),
+        (429, True),
+        (408, True),
+        (400, False),
+        (401, False),
+        (404, False),
+        (413, False),
+        (501, False),
+        (301, False),
+    ],
 )
 async def test_status_mapping(sink: tuple[Sink, str], tmp_path: Any, status: int, retryable: bool) -> None:
     app, url = sink
@@ -101,7 +114,9 @@ async def test_connection_refused_is_retryable(tmp_path: Any) -> None:
     with trio.socket.socket() as sock:
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with HttpDestination(HttpConfig(url=f"http://127.0.0.1:{port}/"), DestinationContext("crm", tmp_path)) as dest:
+    async with HttpDestination(
+        HttpConfig(url=f"http://127.0.0.1:{port}/"), DestinationContext("crm", tmp_path)
+    ) as dest:
         with pytest.raises(DeliveryError) as raised:
             await dest.send(batch())
     assert raised.value.retryable

@@ -39,7 +39,8 @@ class TrackingApiConfig(ComponentConfig):
 
 def _unauthorized() -> Response:
     return error_response(
-        401, "invalid_write_key",
+        401,
+        "invalid_write_key",
         "unknown or missing write key: send it as the HTTP Basic user or as writeKey in the body",
     )
 
@@ -59,10 +60,14 @@ def make_blueprint(hub: IngestHub) -> Blueprint:
         server = hub.server
         body = await read_body(request, server.max_request_bytes)
         if len(body) > server.max_message_bytes:
-            raise Invalid("message_too_large", f"Exceed payload limit: a message may be at most {server.max_message_bytes} bytes")
+            raise Invalid(
+                "message_too_large", f"Exceed payload limit: a message may be at most {server.max_message_bytes} bytes"
+            )
         message = decode_single(body)
         body_key = message.get("writeKey")
-        source = hub.authenticate(basic_auth_user(request) or (body_key if isinstance(body_key, str) else None), TYPE_NAME)
+        source = hub.authenticate(
+            basic_auth_user(request) or (body_key if isinstance(body_key, str) else None), TYPE_NAME
+        )
         if source is None:
             return _unauthorized()
         validate(message, call_type)
@@ -99,9 +104,14 @@ def make_blueprint(hub: IngestHub) -> Blueprint:
         for index, raw in enumerate(body.batch):
             try:
                 if index >= server.max_batch_messages:
-                    raise Invalid("batch_limit_exceeded", f"a batch may hold at most {server.max_batch_messages} messages")
+                    raise Invalid(
+                        "batch_limit_exceeded", f"a batch may hold at most {server.max_batch_messages} messages"
+                    )
                 if len(raw) > server.max_message_bytes:
-                    raise Invalid("message_too_large", f"Exceed payload limit: a message may be at most {server.max_message_bytes} bytes")
+                    raise Invalid(
+                        "message_too_large",
+                        f"Exceed payload limit: a message may be at most {server.max_message_bytes} bytes",
+                    )
                 item = decode_item(raw)
                 source = request_source
                 if source is None:
@@ -122,7 +132,9 @@ def make_blueprint(hub: IngestHub) -> Blueprint:
                 if request_source is None and all(r["code"] == "invalid_write_key" for r in rejected):
                     return _unauthorized()
                 first = rejected[0]
-                return error_response(400, first["code"], f"no valid message in the batch: {first['message']}", rejected=rejected)
+                return error_response(
+                    400, first["code"], f"no valid message in the batch: {first['message']}", rejected=rejected
+                )
         await hub.ingest(accepted)
         if rejected:
             return json_response({"success": True, "rejected": rejected})

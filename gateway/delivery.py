@@ -59,16 +59,16 @@ class _Acks:
     def start(self, last_seq: int) -> None:
         self.in_flight.append(last_seq)
 
-    def finish(self, last_seq: int) -> int | None:
-        """Mark a batch done; return the new cursor if it moved."""
+    def finish(self, last_seq: int) -> int:
+        """Mark a batch done; return how many batches the cursor moved past (0 if it is
+        still held by an earlier batch)."""
         self.finished.add(last_seq)
-        moved = None
+        passed = 0
         while self.in_flight and self.in_flight[0] in self.finished:
-            moved = self.in_flight.pop(0)
-            self.finished.discard(moved)
-        if moved is not None:
-            self.cursor = moved
-        return moved
+            self.cursor = self.in_flight.pop(0)
+            self.finished.discard(self.cursor)
+            passed += 1
+        return passed
 
 
 def backoff_delay(attempt: int, *, initial: float, maximum: float, retry_after: float | None) -> float:
@@ -161,15 +161,18 @@ class DestinationWorker:
         return kept
 
     async def _deliver(self, batch: list[Record], slots: trio.Semaphore) -> None:
-        try:
-            to_send = self._filtered(batch)
-            if to_send:
-                await self._send_until_done(to_send)
-            new_cursor = self._acks.finish(batch[-1].seq)
-            if new_cursor is not None:
-                await self._persist_cursor(new_cursor)
-        finally:
-            slots.release()
+        # A slot is held until the cursor has moved past its batch, not just until the batch
+        # is sent: while an earlier batch is stuck in retries, later ones may be delivered but
+        # not recorded, and a crash re-sends them. Holding the slots bounds that re-send to
+        # ``concurrency`` batches (and the memory to as many).
+        to_send = self._filtered(batch)
+        if to_send:
+            await self._send_until_done(to_send)
+        passed = self._acks.finish(batch[-1].seq)
+        if passed:
+            await self._persist_cursor(self._acks.cursor)
+            for _ in range(passed):
+                slots.release()
 
     async def _persist_cursor(self, seq: int) -> None:
         attempt = 0

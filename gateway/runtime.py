@@ -24,7 +24,7 @@ from gateway.delivery import DestinationWorker
 from gateway.ingest import IngestHub
 from gateway.log import IngestLog, open_log
 from gateway.plugins import Registry, build_registry, make_plugin_manager
-from gateway.web import create_app
+from gateway.web import create_app, shield_sends
 
 log = structlog.get_logger("gateway")
 
@@ -93,7 +93,10 @@ async def serve_gateway(
             async def serve_then_stop(task_status: trio.TaskStatus[list[str]]) -> None:
                 # serve() returns after its graceful shutdown; only then stop the workers.
                 await serve(
-                    app, hypercorn_config(config.server), shutdown_trigger=shutdown_trigger, task_status=task_status
+                    shield_sends(app),
+                    hypercorn_config(config.server),
+                    shutdown_trigger=shutdown_trigger,
+                    task_status=task_status,
                 )
                 nursery.cancel_scope.cancel()
 

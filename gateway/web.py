@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -108,6 +109,29 @@ async def read_body(req: Request, max_bytes: int) -> bytes:
     if not inflater.eof:
         raise Invalid("invalid_gzip", "the gzip body is truncated")
     return inflated
+
+
+SEND_SHIELD_SECS = 30.0
+
+
+def shield_sends(app: Any) -> Any:
+    """Wrap an ASGI app so that its ``send`` calls are not cancelled part way.
+
+    quart-trio cancels its per-request nursery right after the last ``send`` of a response;
+    hypercorn re-arms the connection's keep-alive timer inside that same ``send``. Cancelled
+    there, an idle keep-alive connection is never timed out, and SIGTERM waits the whole grace
+    period for it. Shielding the send (bounded, so a stuck peer cannot hold it for ever) lets
+    hypercorn finish its housekeeping.
+    """
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        async def shielded_send(message: Any) -> None:
+            with trio.move_on_after(SEND_SHIELD_SECS, shield=True):
+                await send(message)
+
+        await app(scope, receive, shielded_send)
+
+    return wrapped
 
 
 def create_app(hub: IngestHub, source_types: Iterable[SourceType]) -> QuartTrio:

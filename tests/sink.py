@@ -1,15 +1,18 @@
 """A loopback HTTP sink for the ``http`` destination: records every message it is sent.
 
 It answers ``POST`` bodies of the http destination (``{"batch": [...], "sentAt": ...}``) with
-200, optionally after a delay, or with 503 while it is told to fail. Every message it accepted
-(or, with ``failing``, refused) is counted by ``messageId``: a message counts as delivered when
-the sink has read the request and decided to answer 2xx, even if the gateway dies before it reads
-the answer, since that is exactly the case that makes at-least-once delivery re-send.
+200, optionally after a delay, or with 503 while it is told to fail (``failing``), when a
+request holds a ``poisoned`` messageId, or once on demand (``refuse_next``). Every message it
+accepted is counted by ``messageId``: a message counts as delivered when the sink has read the
+request and decided to answer 2xx, even if the gateway dies before it reads the answer, since
+that is exactly the case that makes at-least-once delivery re-send.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -27,6 +30,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        if len(body) < length:  # the gateway died while sending: nothing was delivered
+            self.close_connection = True
+            return
         self.server.sink._handle(self, body)
 
     def answer(self, status: int, payload: bytes) -> None:
@@ -42,6 +48,11 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     sink: Sink
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A killed gateway resets its connections mid-request; that is the point of the tests.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class Sink:
     """``with Sink() as sink:`` serves on ``sink.url`` (127.0.0.1, a free port) in a thread."""
@@ -49,6 +60,9 @@ class Sink:
     def __init__(self, *, delay: float = 0.0, failing: bool = False) -> None:
         self.delay = delay
         self.failing = failing
+        #: messageIds the sink refuses (503) any request containing, while they are in this set.
+        self.poisoned: set[str] = set()
+        self._refuse_next: threading.Event | None = None
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()  # messageId -> times accepted
         self.messages: dict[str, dict[str, Any]] = {}  # messageId -> last body accepted
@@ -79,6 +93,13 @@ class Sink:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def refuse_next(self) -> threading.Event:
+        """Answer the next batch with 503; the event is set once that answer is sent."""
+        refused = threading.Event()
+        with self.lock:
+            self._refuse_next = refused
+        return refused
+
     # -- reading what arrived ------------------------------------------------------------------
 
     def delivered_ids(self) -> set[str]:
@@ -106,11 +127,23 @@ class Sink:
             payload = json.loads(body)
             batch = payload["batch"]
             ids = [str(m["messageId"]) for m in batch]
-            assert isinstance(payload["sentAt"], str)
-        except (ValueError, KeyError, TypeError, AssertionError):
+            if not isinstance(payload["sentAt"], str):
+                raise TypeError("sentAt")
+        except (ValueError, KeyError, TypeError):
             with self.lock:
                 self.bad_requests += 1
             handler.answer(400, b'{"error":"not a batch"}')
+            return
+        with self.lock:
+            refuse_now, self._refuse_next = self._refuse_next, None
+        if refuse_now is not None or self.poisoned.intersection(ids):
+            with self.lock:
+                self.refused_requests += 1
+            try:
+                handler.answer(503, b'{"error":"not now"}')
+            finally:
+                if refuse_now is not None:
+                    refuse_now.set()
             return
         with self.lock:
             self.requests += 1
@@ -133,8 +166,6 @@ def http_destination(url: str, *, name: str = "hook", **settings: object) -> str
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now, so a restarted gateway can
     come back on the same address with the same config."""
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

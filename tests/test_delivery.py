@@ -197,6 +197,11 @@ async def test_cursor_never_passes_an_unfinished_batch(log: IngestLog) -> None:
         with trio.fail_after(5):
             while len(destination.batches) < 3:
                 await trio.sleep(0.005)
+        await trio.sleep(0.2)
+        # The stuck batch holds back the cursor; the others hold their slots, so no more than
+        # concurrency - 1 batches get delivered-but-unrecorded (what a crash would re-send).
+        assert len(destination.batches) == 3
+        assert worker.statistics().in_flight_batches == 4
         assert worker.statistics().cursor == 0
         assert await log.cursor("d") == 0
         release.set()

@@ -22,6 +22,7 @@ from gateway.errors import ConfigError, DeliveryError, GatewayError, LogUnavaila
 from gateway.hookspecs import hookimpl
 from gateway.ingest import IngestHub, IngestOutcome, Source
 from gateway.messages import (
+    Arrival,
     BatchDefaults,
     Invalid,
     apply_server_fields,
@@ -43,6 +44,7 @@ from gateway.web import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Arrival",
     "BatchDefaults",
     "ComponentConfig",
     "ConfigError",

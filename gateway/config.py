@@ -67,8 +67,11 @@ class LogConfig(_Table, frozen=True, kw_only=True):
 
     engine: Literal["sqlite"] = "sqlite"
     #: A (source, messageId) seen within this many seconds is acknowledged but not stored again.
+    #: (It is remembered as long as its message is in the log, and the log keeps messages for
+    #: at least this long.)
     dedup_window_secs: PositiveInt = 24 * 3600
-    #: Messages every destination has are kept this long for replay, then purged.
+    #: Messages every destination has are kept this long for replay (and at least as long as
+    #: the dedup window), then purged.
     archive_secs: NonNegativeInt = 7 * 24 * 3600
     #: Past this size on disk, ingestion answers 503 until purging or delivery frees space.
     max_disk_bytes: Annotated[int, Meta(ge=1024 * 1024)] = 8 * 1024**3

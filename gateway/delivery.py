@@ -127,24 +127,14 @@ class DestinationWorker:
                     nursery.start_soon(self._deliver, batch, slots)
 
     async def _next_batch(self, after: int) -> list[Record]:
-        """Wait for records after ``after``; gather up to the batch bounds or the max wait."""
+        """Wait for records after ``after``, then up to ``batch_max_wait_secs`` for a full
+        batch, then read it in one go (seqs have no gaps, so the head says how many wait)."""
         cfg = self._config
         await self._log.wait_for_records(after)
-        records = await self._log.read(after, max_records=cfg.batch_max_messages, max_bytes=cfg.batch_max_bytes)
-        size = sum(len(r.body) for r in records)
         with trio.move_on_after(cfg.batch_max_wait_secs):
-            while len(records) < cfg.batch_max_messages and size < cfg.batch_max_bytes:
-                await self._log.wait_for_records(records[-1].seq)
-                more = await self._log.read(
-                    records[-1].seq,
-                    max_records=cfg.batch_max_messages - len(records),
-                    max_bytes=cfg.batch_max_bytes - size,
-                )
-                if not more or size + len(more[0].body) > cfg.batch_max_bytes:
-                    break
-                records.extend(more)
-                size += sum(len(r.body) for r in more)
-        return records
+            while self._log.head() - after < cfg.batch_max_messages:
+                await self._log.wait_for_records(self._log.head())
+        return await self._log.read(after, max_records=cfg.batch_max_messages, max_bytes=cfg.batch_max_bytes)
 
     def _filtered(self, batch: list[Record]) -> list[Record]:
         if not self._filters:

@@ -182,7 +182,22 @@ def parse_time(value: Any) -> datetime | None:
 
 def format_time(moment: datetime) -> str:
     """UTC, millisecond precision, ``Z``: the form Segment's processed events use."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds")[:23] + "Z"
+
+
+class Arrival(msgspec.Struct, frozen=True):
+    """When and from where a request arrived: computed once, shared by all its messages."""
+
+    at: datetime
+    text: str
+    client_ip: str | None
+
+    @classmethod
+    def now(cls, client_ip: str | None) -> Arrival:
+        at = datetime.now(UTC)
+        return cls(at=at, text=format_time(at), client_ip=client_ip)
 
 
 class BatchDefaults(msgspec.Struct, frozen=True):
@@ -206,9 +221,7 @@ def _merge_under(message: JSONObject, key: str, defaults: JSONObject | None) -> 
 def apply_server_fields(
     message: JSONObject,
     call_type: str,
-    *,
-    received_at: datetime,
-    client_ip: str | None,
+    arrival: Arrival,
     defaults: BatchDefaults = NO_DEFAULTS,
 ) -> None:
     """Set the fields the server owns on a validated message, in place.
@@ -228,6 +241,7 @@ def apply_server_fields(
     _merge_under(message, "integrations", defaults.integrations)
     if message.get("sentAt") is None and defaults.sent_at is not None:
         message["sentAt"] = defaults.sent_at
+    client_ip = arrival.client_ip
     if client_ip is not None:
         context = message.get("context")
         if context is None:
@@ -235,7 +249,7 @@ def apply_server_fields(
         elif context.get("ip") is None:
             context["ip"] = client_ip
 
-    received_text = format_time(received_at)
+    received_text = arrival.text
     message["receivedAt"] = received_text
     client_time = message.get("timestamp")
     if client_time is None:
@@ -247,5 +261,5 @@ def apply_server_fields(
         raise Invalid("timestamp_invalid", "timestamp must be an ISO-8601 date-time")
     message["originalTimestamp"] = client_time
     sent_at = parse_time(message.get("sentAt"))
-    corrected = received_at - (sent_at - original) if sent_at is not None else original
+    corrected = arrival.at - (sent_at - original) if sent_at is not None else original
     message["timestamp"] = format_time(corrected)

@@ -22,13 +22,15 @@ from gateway.components import DestinationContext, Filter
 from gateway.config import GatewayConfig, ServerConfig, load_config
 from gateway.delivery import DestinationWorker
 from gateway.ingest import IngestHub
-from gateway.log import IngestLog, open_log
+from gateway.log import open_log
 from gateway.plugins import Registry, build_registry, make_plugin_manager
 from gateway.web import create_app, shield_sends
 
 log = structlog.get_logger("gateway")
 
-MAINTENANCE_INTERVAL_SECS = 5.0
+# Frequent checkpoints stay small, so none of them stalls the disk for long.
+CHECKPOINT_INTERVAL_SECS = 1.0
+PURGE_INTERVAL_SECS = 10.0
 
 
 def hypercorn_config(server: ServerConfig) -> HypercornConfig:
@@ -55,13 +57,14 @@ async def wait_for_stop_signal() -> None:
             return
 
 
-async def _maintain(ingest_log: IngestLog, destinations: list[str]) -> None:
+async def _every(interval_secs: float, name: str, fn: Callable[[], Awaitable[object]]) -> None:
+    """Run an upkeep job for ever; a failure is logged and retried at the next tick."""
     while True:
         try:
-            await ingest_log.maintain(destinations)
+            await fn()
         except Exception:
-            log.exception("log_maintenance_failed")
-        await trio.sleep(MAINTENANCE_INTERVAL_SECS)
+            log.exception("log_upkeep_failed", job=name)
+        await trio.sleep(interval_secs)
 
 
 async def serve_gateway(
@@ -102,7 +105,9 @@ async def serve_gateway(
 
             for worker in workers:
                 await nursery.start(worker.run)
-            nursery.start_soon(_maintain, ingest_log, list(config.destinations))
+            destination_ids = list(config.destinations)
+            nursery.start_soon(_every, CHECKPOINT_INTERVAL_SECS, "checkpoint", ingest_log.checkpoint)
+            nursery.start_soon(_every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(destination_ids))
             binds = await nursery.start(serve_then_stop)
             log.info(
                 "gateway_started",

@@ -39,15 +39,22 @@ async def test_append_is_durable_and_deduplicated_across_restarts(tmp_path: Path
         assert log.statistics().head_seq == 5
 
 
-async def test_dedup_window_expires(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_dedup_holds_for_the_window_even_when_delivered_and_archive_is_shorter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     now = [1_000_000_000_000]
     monkeypatch.setattr(sqlite_log, "_now_ms", lambda: now[0])
-    async with open_log(LogConfig(dedup_window_secs=60), tmp_path) as log:
-        assert (await log.append([entry("a")])).stored == 1
+    async with open_log(LogConfig(dedup_window_secs=60, archive_secs=0), tmp_path) as log:
+        await log.cursor("crm")
+        assert (await log.append([entry("a"), entry("b")])).stored == 2
+        await log.set_cursor("crm", 2)
         now[0] += 59_000
+        assert await log.purge(["crm"]) == 0  # delivered, but still inside the dedup window
         assert (await log.append([entry("a")])).duplicates == 1
         now[0] += 2_000
-        assert (await log.append([entry("a")])).stored == 1  # older than the window: new again
+        assert await log.purge(["crm"]) == 1  # "a" goes; "b" is the newest row and stays
+        assert (await log.append([entry("a")])).stored == 1  # past the window: new again
+        assert (await log.append([entry("b")])).duplicates == 1
 
 
 async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
@@ -99,7 +106,7 @@ async def test_wait_for_records_wakes_on_commit(tmp_path: Path) -> None:
                 await woke.wait()
 
 
-async def test_purge_keeps_undelivered_and_archive_and_never_reuses_seq(
+async def test_purge_keeps_undelivered_archived_and_newest_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1_000_000_000_000]
@@ -108,16 +115,17 @@ async def test_purge_keeps_undelivered_and_archive_and_never_reuses_seq(
         await log.cursor("crm")
         await log.append([entry(f"m{i}") for i in range(6)])
         await log.set_cursor("crm", 4)
-        await log.maintain(["crm"])
-        assert len(stored_ids(tmp_path)) == 6  # delivered but within the archive period
+        assert await log.purge(["crm"]) == 0  # delivered but within the archive period
         now[0] += 3_601_000
-        await log.maintain(["crm"])
+        assert await log.purge(["crm"]) == 4
         assert stored_ids(tmp_path) == ["m4", "m5"]  # only what crm has not got yet stays
         await log.set_cursor("crm", 6)
-        await log.maintain(["crm"])
-        assert stored_ids(tmp_path) == []
-        assert (await log.append([entry("m0")])).stored == 1  # dedup key expired and purged
+        await log.purge(["crm"])
+        assert stored_ids(tmp_path) == ["m5"]  # the newest row is kept, so no seq is reused
+        assert (await log.append([entry("m0")])).stored == 1  # its dedup key went with it
         assert [r.seq for r in await log.read(6, max_records=10, max_bytes=10_000)] == [7]
+    async with open_log(LogConfig(archive_secs=3600, dedup_window_secs=60), tmp_path) as log:
+        assert log.statistics().head_seq == 7
 
 
 async def test_size_bound_answers_unavailable(tmp_path: Path) -> None:
@@ -127,7 +135,7 @@ async def test_size_bound_answers_unavailable(tmp_path: Path) -> None:
         with pytest.raises(LogUnavailableError) as raised:
             for i in range(100):
                 await log.append([Entry("web", f"m{i}", big)])
-                await log.maintain([])
+                await log.checkpoint()
         assert raised.value.reason == "log_full"
 
 

@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway.messages import (
+    Arrival,
     BatchDefaults,
     Invalid,
     apply_server_fields,
     batch_item_type,
     decode_batch,
     decode_single,
+    format_time,
     validate,
 )
 
@@ -70,9 +72,14 @@ def test_validate_accepts_what_real_clients_send(call_type: str, message: dict) 
 
 def test_server_fields_correct_clock_skew_as_documented() -> None:
     # The worked example of segment-api.md §1.8.
-    message = {"userId": "u", "event": "x", "timestamp": "2026-11-28T16:33:26.060Z",
-               "sentAt": "2026-11-28T16:33:26.060Z", "writeKey": "secret"}
-    apply_server_fields(message, "track", received_at=RECEIVED, client_ip="10.1.2.3")
+    message = {
+        "userId": "u",
+        "event": "x",
+        "timestamp": "2026-11-28T16:33:26.060Z",
+        "sentAt": "2026-11-28T16:33:26.060Z",
+        "writeKey": "secret",
+    }
+    apply_server_fields(message, "track", Arrival(at=RECEIVED, text=format_time(RECEIVED), client_ip="10.1.2.3"))
     assert message["timestamp"] == "2026-11-28T16:33:26.158Z"
     assert message["originalTimestamp"] == "2026-11-28T16:33:26.060Z"
     assert message["receivedAt"] == "2026-11-28T16:33:26.158Z"
@@ -85,25 +92,32 @@ def test_server_fields_correct_clock_skew_as_documented() -> None:
 def test_server_fields_skew_with_offsets_and_microseconds() -> None:
     # Python's client: offsets, and sentAt in microseconds; the device clock is 1 h behind.
     sent = RECEIVED - timedelta(hours=1, seconds=2)
-    message = {"userId": "u", "timestamp": (sent - timedelta(seconds=10)).isoformat(),
-               "sentAt": sent.isoformat(timespec="microseconds")}
-    apply_server_fields(message, "identify", received_at=RECEIVED, client_ip=None)
+    message = {
+        "userId": "u",
+        "timestamp": (sent - timedelta(seconds=10)).isoformat(),
+        "sentAt": sent.isoformat(timespec="microseconds"),
+    }
+    apply_server_fields(message, "identify", Arrival(at=RECEIVED, text=format_time(RECEIVED), client_ip=None))
     assert message["timestamp"] == "2026-11-28T16:33:16.158Z"
     assert "context" not in message
 
 
 def test_server_fields_without_timestamp_or_sent_at() -> None:
     no_time = {"userId": "u"}
-    apply_server_fields(no_time, "identify", received_at=RECEIVED, client_ip=None)
+    apply_server_fields(no_time, "identify", Arrival(at=RECEIVED, text=format_time(RECEIVED), client_ip=None))
     assert no_time["timestamp"] == no_time["originalTimestamp"] == no_time["receivedAt"]
     no_sent_at = {"userId": "u", "timestamp": "2020-01-01T00:00:00Z"}
-    apply_server_fields(no_sent_at, "identify", received_at=RECEIVED, client_ip=None)
+    apply_server_fields(no_sent_at, "identify", Arrival(at=RECEIVED, text=format_time(RECEIVED), client_ip=None))
     assert no_sent_at["timestamp"] == "2020-01-01T00:00:00.000Z"
 
 
 def test_server_fields_reject_an_unreadable_timestamp() -> None:
     with pytest.raises(Invalid) as raised:
-        apply_server_fields({"userId": "u", "timestamp": "yesterday"}, "identify", received_at=RECEIVED, client_ip=None)
+        apply_server_fields(
+            {"userId": "u", "timestamp": "yesterday"},
+            "identify",
+            Arrival(at=RECEIVED, text=format_time(RECEIVED), client_ip=None),
+        )
     assert raised.value.code == "timestamp_invalid"
 
 
@@ -114,7 +128,9 @@ def test_batch_root_fields_fill_in_without_overriding_items() -> None:
         integrations={"All": False},
     )
     item = {"userId": "u", "context": {"locale": "fr-FR", "ip": "1.1.1.1"}, "integrations": {"Mixpanel": True}}
-    apply_server_fields(item, "identify", received_at=RECEIVED, client_ip="9.9.9.9", defaults=defaults)
+    apply_server_fields(
+        item, "identify", Arrival(at=RECEIVED, text=format_time(RECEIVED), client_ip="9.9.9.9"), defaults=defaults
+    )
     assert item["context"] == {"library": {"name": "root"}, "locale": "fr-FR", "ip": "1.1.1.1"}
     assert item["integrations"] == {"All": False, "Mixpanel": True}
     assert item["sentAt"] == "2026-11-28T16:33:26.000Z"
@@ -123,11 +139,13 @@ def test_batch_root_fields_fill_in_without_overriding_items() -> None:
 
 def test_an_explicit_message_id_is_kept() -> None:
     message = {"userId": "u", "messageId": "ajs-next-1795901259626-6fd2c836"}
-    apply_server_fields(message, "identify", received_at=RECEIVED, client_ip=None)
+    apply_server_fields(message, "identify", Arrival(at=RECEIVED, text=format_time(RECEIVED), client_ip=None))
     assert message["messageId"] == "ajs-next-1795901259626-6fd2c836"
 
 
-@pytest.mark.parametrize(("body", "code"), [(b"{", "invalid_json"), (b"[]", "message_not_object"), (b"", "invalid_json")])
+@pytest.mark.parametrize(
+    ("body", "code"), [(b"{", "invalid_json"), (b"[]", "message_not_object"), (b"", "invalid_json")]
+)
 def test_decode_single_errors(body: bytes, code: str) -> None:
     with pytest.raises(Invalid) as raised:
         decode_single(body)
@@ -136,7 +154,12 @@ def test_decode_single_errors(body: bytes, code: str) -> None:
 
 @pytest.mark.parametrize(
     ("body", "code"),
-    [(b'{"batch": {}}', "invalid_batch"), (b"[1]", "invalid_batch"), (b'{"nobatch": 1}', "invalid_batch"), (b'{"batch": [', "invalid_json")],
+    [
+        (b'{"batch": {}}', "invalid_batch"),
+        (b"[1]", "invalid_batch"),
+        (b'{"nobatch": 1}', "invalid_batch"),
+        (b'{"batch": [', "invalid_json"),
+    ],
 )
 def test_decode_batch_errors(body: bytes, code: str) -> None:
     with pytest.raises(Invalid) as raised:

@@ -73,6 +73,10 @@ class IngestLog(Protocol):
         and (beyond the first record) at most ``max_bytes`` of bodies."""
         ...
 
+    def head(self) -> int:
+        """The seq of the newest stored record (0 when none ever was)."""
+        ...
+
     async def wait_for_records(self, after_seq: int) -> None:
         """Return once a record with ``seq > after_seq`` is stored."""
         ...
@@ -89,8 +93,14 @@ class IngestLog(Protocol):
         """Keep records a destination refused for good, with the error."""
         ...
 
-    async def maintain(self, destinations: Sequence[str]) -> None:
-        """Purge what is delivered and past the archive period, expire dedup keys, checkpoint."""
+    async def purge(self, destinations: Sequence[str]) -> int:
+        """Delete what every one of ``destinations`` has and what is past both the archive
+        period and the dedup window; return how many messages went."""
+        ...
+
+    async def checkpoint(self) -> None:
+        """Fold recent writes into the main store and re-measure the size on disk (cheap;
+        called every second or so)."""
         ...
 
     def statistics(self) -> LogStatistics:

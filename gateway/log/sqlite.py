@@ -35,21 +35,18 @@ PURGE_CHUNK = 5000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- AUTOINCREMENT: a seq is never reused, even after the newest rows are purged, so a cursor
--- can never point past a message that arrives later.
+-- seq is the rowid: a new row gets max(seq) + 1. The newest row is therefore never deleted (see
+-- purge), so a seq is never reused and a cursor can never point past a message that arrives
+-- later. The unique key is the dedup key: a (source, message_id) is remembered as long as its
+-- message is in the log, which purge keeps for at least the dedup window.
 CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     source TEXT NOT NULL,
+    message_id TEXT NOT NULL,
     received_at INTEGER NOT NULL,
     body BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS dedup (
-    source TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    seen_at INTEGER NOT NULL,
-    PRIMARY KEY (source, message_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedup_by_age ON dedup (seen_at);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_key ON messages (source, message_id);
 CREATE TABLE IF NOT EXISTS cursors (
     destination TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
@@ -67,25 +64,29 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
-# Insert the key, or refresh it when the old sighting is older than the window. rowcount is 1
-# exactly when the message is new (or its old key expired) and must be stored.
-_CLAIM_KEY = """
-INSERT INTO dedup (source, message_id, seen_at) VALUES (?, ?, ?)
-ON CONFLICT (source, message_id) DO UPDATE SET seen_at = excluded.seen_at
-WHERE dedup.seen_at < ?
-"""
-_INSERT_MESSAGE = "INSERT INTO messages (source, received_at, body) VALUES (?, ?, ?)"
+# A duplicate key is skipped by the same statement that would store it, in the same
+# transaction: the only way to be exact across concurrent requests and crashes.
+_APPEND = (
+    "INSERT INTO messages (source, message_id, received_at, body) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (source, message_id) DO NOTHING"
+)
 _SET_CURSOR = """
 INSERT INTO cursors (destination, seq, updated_at) VALUES (?, ?, ?)
 ON CONFLICT (destination) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
 """
+# Purge walks from the oldest rows only (seq order follows arrival), so it costs what it
+# deletes, not the size of the log. It never reaches the newest row (seq < head).
+_PURGE = (
+    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE seq <= ? AND seq < ? "
+    f"ORDER BY seq LIMIT {PURGE_CHUNK}) AND received_at < ?"
+)
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+def _connect(path: Path, synchronous: str, cache_kib: int) -> sqlite3.Connection:
     # check_same_thread=False: each connection is used by one trio worker thread at a time,
     # serialised by its own CapacityLimiter(1).
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -93,7 +94,7 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute("PRAGMA journal_size_limit = 67108864")
-    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute(f"PRAGMA cache_size = -{cache_kib}")
     return conn
 
 
@@ -124,13 +125,14 @@ class SQLiteLog:
     def __init__(self, config: LogConfig, path: Path) -> None:
         self._config = config
         self._path = path
-        self._writer = _connect(path, config.synchronous)
+        # The writer's cache holds the hot part of the dedup index; readers scan forward.
+        self._writer = _connect(path, config.synchronous, cache_kib=16384)
         self._writer.executescript(_SCHEMA)
         self._writer.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
-        self._reader = _connect(path, config.synchronous)
-        self._maintainer = _connect(path, config.synchronous)
+        self._reader = _connect(path, config.synchronous, cache_kib=4096)
+        self._maintainer = _connect(path, config.synchronous, cache_kib=1024)
         self._write_lock = trio.CapacityLimiter(1)
         self._read_lock = trio.CapacityLimiter(1)
         self._maintain_lock = trio.CapacityLimiter(1)
@@ -147,8 +149,7 @@ class SQLiteLog:
         self._idle.set()
         self._commits = 0
 
-        row = self._writer.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
-        self._head_seq: int = row[0] if row else 0
+        self._head_seq: int = self._writer.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
         self._cursors: dict[str, int] = dict(self._writer.execute("SELECT destination, seq FROM cursors"))
         self._disk_bytes = self._measure_disk_bytes(self._maintainer)
 
@@ -220,27 +221,22 @@ class SQLiteLog:
 
     def _commit(self, waiters: list[_Waiter], cursors: dict[str, int]) -> tuple[list[AppendResult], int]:
         now = _now_ms()
-        cutoff = now - self._config.dedup_window_secs * 1000
-        cur = self._writer.cursor()
+        conn = self._writer
+        cur = conn.cursor()
         results = []
-        head = self._head_seq
         cur.execute("BEGIN IMMEDIATE")
         try:
             for waiter in waiters:
-                stored = duplicates = 0
-                for entry in waiter.entries:
-                    if cur.execute(_CLAIM_KEY, (entry.source, entry.message_id, now, cutoff)).rowcount:
-                        cur.execute(_INSERT_MESSAGE, (entry.source, now, entry.body))
-                        head = cur.lastrowid or head
-                        stored += 1
-                    else:
-                        duplicates += 1
-                results.append(AppendResult(stored=stored, duplicates=duplicates))
+                before = conn.total_changes
+                cur.executemany(_APPEND, [(e.source, e.message_id, now, e.body) for e in waiter.entries])
+                stored = conn.total_changes - before
+                results.append(AppendResult(stored=stored, duplicates=len(waiter.entries) - stored))
             for destination, seq in cursors.items():
                 cur.execute(_SET_CURSOR, (destination, seq, now))
+            head = cur.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
             cur.execute("COMMIT")
         except BaseException:
-            if self._writer.in_transaction:
+            if conn.in_transaction:
                 cur.execute("ROLLBACK")
             raise
         return results, head
@@ -263,6 +259,9 @@ class SQLiteLog:
             return records
 
         return await trio.to_thread.run_sync(query, limiter=self._read_lock)
+
+    def head(self) -> int:
+        return self._head_seq
 
     async def wait_for_records(self, after_seq: int) -> None:
         while self._head_seq <= after_seq:
@@ -301,45 +300,35 @@ class SQLiteLog:
 
     # -- upkeep ------------------------------------------------------------------------------
 
-    async def maintain(self, destinations: Sequence[str]) -> None:
+    async def purge(self, destinations: Sequence[str]) -> int:
+        """Delete messages every destination has that are past both the archive period and the
+        dedup window. Returns how many were deleted."""
         delivered_up_to = min((self._cursors.get(d, self._head_seq) for d in destinations), default=self._head_seq)
-        archive_cutoff = _now_ms() - self._config.archive_secs * 1000
-        dedup_cutoff = _now_ms() - self._config.dedup_window_secs * 1000
+        keep_secs = max(self._config.archive_secs, self._config.dedup_window_secs)
+        cutoff = _now_ms() - keep_secs * 1000
 
-        def purge(sql: str, args: tuple[int, ...]) -> int:
+        def purge_chunk() -> int:
             with self._writer:
-                deleted: int = self._writer.execute(sql, args).rowcount
+                deleted: int = self._writer.execute(_PURGE, (delivered_up_to, self._head_seq, cutoff)).rowcount
             return deleted
 
+        total = 0
         # One chunk per transaction, so commits interleave with a long purge.
-        while (
-            await trio.to_thread.run_sync(
-                purge,
-                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE seq <= ? "
-                f"AND received_at < ? ORDER BY seq LIMIT {PURGE_CHUNK})",
-                (delivered_up_to, archive_cutoff),
-                limiter=self._write_lock,
-            )
-            == PURGE_CHUNK
-        ):
-            pass
-        while (
-            await trio.to_thread.run_sync(
-                purge,
-                "DELETE FROM dedup WHERE (source, message_id) IN (SELECT source, message_id FROM dedup "
-                f"WHERE seen_at < ? LIMIT {PURGE_CHUNK})",
-                (dedup_cutoff,),
-                limiter=self._write_lock,
-            )
-            == PURGE_CHUNK
-        ):
-            pass
+        while True:
+            deleted = await trio.to_thread.run_sync(purge_chunk, limiter=self._write_lock)
+            total += deleted
+            if deleted < PURGE_CHUNK:
+                return total
 
-        def checkpoint() -> int:
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database without blocking commits (PASSIVE), and re-measure
+        the size on disk. Called often, so each checkpoint stays small."""
+
+        def run() -> int:
             self._maintainer.execute("PRAGMA wal_checkpoint(PASSIVE)")
             return self._measure_disk_bytes(self._maintainer)
 
-        self._disk_bytes = await trio.to_thread.run_sync(checkpoint, limiter=self._maintain_lock)
+        self._disk_bytes = await trio.to_thread.run_sync(run, limiter=self._maintain_lock)
 
     def _measure_disk_bytes(self, conn: sqlite3.Connection) -> int:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from quart import Blueprint, Response, request
 
 from gateway import (
+    Arrival,
     BatchDefaults,
     ComponentConfig,
     IngestHub,
@@ -71,7 +71,7 @@ def make_blueprint(hub: IngestHub) -> Blueprint:
         if source is None:
             return _unauthorized()
         validate(message, call_type)
-        apply_server_fields(message, call_type, received_at=datetime.now(UTC), client_ip=client_ip())
+        apply_server_fields(message, call_type, Arrival.now(client_ip()))
         await hub.ingest([(source, message)])
         return success_response()
 
@@ -97,8 +97,7 @@ def make_blueprint(hub: IngestHub) -> Blueprint:
             context=_object_or_none(body.context),
             integrations=_object_or_none(body.integrations),
         )
-        received_at = datetime.now(UTC)
-        ip = client_ip()
+        arrival = Arrival.now(client_ip())
         accepted = []
         rejected: list[dict[str, Any]] = []
         for index, raw in enumerate(body.batch):
@@ -121,7 +120,7 @@ def make_blueprint(hub: IngestHub) -> Blueprint:
                         raise Invalid("invalid_write_key", "unknown or missing write key")
                 call_type = batch_item_type(item)
                 validate(item, call_type)
-                apply_server_fields(item, call_type, received_at=received_at, client_ip=ip, defaults=defaults)
+                apply_server_fields(item, call_type, arrival, defaults)
             except Invalid as error:
                 rejected.append({"index": index, "code": error.code, "message": error.message})
             else:

@@ -13,6 +13,7 @@ import ipaddress
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -83,6 +84,16 @@ class IngestHub:
         }
         self._trusted = [ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies]
 
+    def sources_of_type(self, source_type: str) -> list[Source]:
+        """Every configured source of ``source_type`` (e.g. to answer a CORS preflight, which
+        carries no write key)."""
+        return [source for _, source in self._by_key_digest.values() if source.type == source_type]
+
+    @property
+    def data_dir(self) -> Path:
+        """The gateway's data folder; plugins keep their own files under it."""
+        return Path(self.server.data_dir)
+
     def authenticate(self, write_key: str | None, source_type: str) -> Source | None:
         """The source of ``source_type`` whose write key this is, or None."""
         if not write_key:
@@ -95,7 +106,10 @@ class IngestHub:
             return None
         return source if source.type == source_type else None
 
-    def _is_trusted(self, address: str) -> bool:
+    def is_trusted_proxy(self, address: str | None) -> bool:
+        """Whether ``address`` is in ``server.trusted_proxies``."""
+        if not address:
+            return False
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -109,11 +123,11 @@ class IngestHub:
             peer = str(ipaddress.ip_address(peer or ""))
         except ValueError:
             return None  # a unix socket or a test client: no address to record
-        if not forwarded_for or not self._trusted or not self._is_trusted(peer):
+        if not forwarded_for or not self._trusted or not self.is_trusted_proxy(peer):
             return peer
         hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
         for hop in reversed(hops):
-            if not self._is_trusted(hop):
+            if not self.is_trusted_proxy(hop):
                 try:
                     return str(ipaddress.ip_address(hop))
                 except ValueError:

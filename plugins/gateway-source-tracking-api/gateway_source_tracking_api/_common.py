@@ -1,0 +1,92 @@
+"""What every route of the tracking-API source shares: authentication, origin and rate checks,
+client address, and the CORS hook that runs on every answer."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, g, request
+
+from gateway import IngestHub, Source, basic_auth_user, error_response
+
+from ._config import TYPE_NAME
+from ._cors import add_cors_headers, origin_allowed
+from ._ratelimit import RateLimits
+
+
+class Refused(Exception):
+    """A request refused as a whole, with the answer to send."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def unauthorized() -> Response:
+    return error_response(
+        401,
+        "invalid_write_key",
+        "unknown or missing write key: send it as the HTTP Basic user or as writeKey in the body",
+    )
+
+
+class Routes:
+    """Helpers bound to the hub, for the route modules."""
+
+    def __init__(self, hub: IngestHub) -> None:
+        self.hub = hub
+        self.limits = RateLimits()
+
+    def client_ip(self) -> str | None:
+        return self.hub.client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"))
+
+    def header_key(self) -> str | None:
+        return basic_auth_user(request)
+
+    def source_for(self, write_key: object) -> Source | None:
+        """The source of a write key; remembered for the CORS hook of this request."""
+        source = self.hub.authenticate(write_key if isinstance(write_key, str) else None, TYPE_NAME)
+        if source is not None and g.get("tracking_source") is None:
+            g.tracking_source = source
+        return source
+
+    def check_origin(self, source: Source) -> None:
+        """Refuse (403, nothing stored) a browser request from an origin the source does not allow."""
+        origin = request.headers.get("Origin")
+        if origin and not origin_allowed(source.options.allowed_origins, origin):
+            raise Refused(error_response(403, "origin_not_allowed", f"origin {origin} is not allowed for this source"))
+
+    def check_rate(self, source: Source, events: int) -> None:
+        """Refuse with 429 and ``Retry-After`` past the source's rate limit."""
+        options = source.options
+        wait = self.limits.take(source.id, options.rate_limit_events_per_sec, options.rate_limit_burst, events)
+        if wait is not None:
+            response = error_response(
+                429, "rate_limited", f"this source accepts {options.rate_limit_events_per_sec} events/s"
+            )
+            response.headers["Retry-After"] = str(wait)
+            response.headers["X-RateLimit-Reset"] = str(wait)
+            raise Refused(response)
+
+    def install_cors(self, bp: Blueprint) -> None:
+        @bp.after_request
+        async def cors(response: Response) -> Response:
+            origin = request.headers.get("Origin")
+            if not origin:
+                return response
+            source: Source | None = g.get("tracking_source")
+            if source is not None:
+                allowed = origin_allowed(source.options.allowed_origins, origin)
+            else:  # a preflight or a refused key: no source to ask, so ask them all
+                allowed = any(
+                    origin_allowed(s.options.allowed_origins, origin) for s in self.hub.sources_of_type(TYPE_NAME)
+                )
+            if allowed:
+                add_cors_headers(
+                    response,
+                    origin,
+                    preflight=request.method == "OPTIONS",
+                    requested_headers=request.headers.get("Access-Control-Request-Headers"),
+                )
+            return response
+
+        @bp.errorhandler(Refused)
+        async def refused(error: Refused) -> Response:
+            return error.response

@@ -1,0 +1,43 @@
+"""CORS for browsers: which origins a source accepts, and the headers every answer carries.
+
+Browsers preflight every analytics.js POST (it sends ``Authorization``), re-preflight retries
+with ``x-retry-count``, and treat an answer without ``Access-Control-Allow-Origin`` as a failure
+that they retry: so every answer to an allowed origin carries CORS headers, errors included, and
+``Retry-After`` is exposed so a 429 is retried when the server asked (clients.md §4.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from quart import Response
+
+DEFAULT_ALLOW_HEADERS = "authorization, x-retry-count, content-type"
+ALLOW_METHODS = "GET, POST, OPTIONS"
+MAX_AGE_SECS = "86400"
+
+
+def origin_allowed(allowed: Iterable[str], origin: str) -> bool:
+    """Whether ``origin`` matches one of the ``allowed_origins`` patterns."""
+    origin = origin.lower()
+    for pattern in allowed:
+        pattern = pattern.lower()
+        if pattern in ("*", origin):
+            return True
+        scheme, sep, host = pattern.partition("://*.")
+        if sep and origin.startswith(f"{scheme}://") and origin.split("://", 1)[1].endswith(f".{host}"):
+            return True
+    return False
+
+
+def add_cors_headers(response: Response, origin: str, *, preflight: bool, requested_headers: str | None) -> None:
+    """Headers that let the page at ``origin`` read this answer (and send the next request)."""
+    headers = response.headers
+    headers["Access-Control-Allow-Origin"] = origin
+    headers["Access-Control-Allow-Credentials"] = "true"
+    headers["Access-Control-Expose-Headers"] = "Retry-After, X-RateLimit-Reset"
+    headers.add("Vary", "Origin")
+    if preflight:
+        headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
+        headers["Access-Control-Allow-Headers"] = requested_headers or DEFAULT_ALLOW_HEADERS
+        headers["Access-Control-Max-Age"] = MAX_AGE_SECS

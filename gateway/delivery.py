@@ -99,6 +99,16 @@ class DestinationWorker:
         self._filters = tuple(filters)
         self._counters = _Counters()
         self._acks = _Acks(cursor=0)
+        self._reading = trio.CancelScope()
+
+    def set_filters(self, filters: Sequence[Filter]) -> None:
+        """Use other filters from the next batch on (a reload that changed only filters)."""
+        self._filters = tuple(filters)
+
+    def stop(self) -> None:
+        """Stop reading new batches; :meth:`run` returns once the batches in flight are done and
+        recorded, so a worker started after it resumes exactly where this one stopped."""
+        self._reading.cancel()
 
     def statistics(self) -> DestinationStatistics:
         c = self._counters
@@ -119,12 +129,13 @@ class DestinationWorker:
             slots = trio.Semaphore(self._config.concurrency)
             task_status.started()
             async with trio.open_nursery() as nursery:
-                while True:
-                    batch = await self._next_batch(position)
-                    position = batch[-1].seq
-                    await slots.acquire()
-                    self._acks.start(position)
-                    nursery.start_soon(self._deliver, batch, slots)
+                with self._reading:
+                    while True:
+                        batch = await self._next_batch(position)
+                        position = batch[-1].seq
+                        await slots.acquire()
+                        self._acks.start(position)
+                        nursery.start_soon(self._deliver, batch, slots)
 
     async def _next_batch(self, after: int) -> list[Record]:
         """Wait for records after ``after``, then up to ``batch_max_wait_secs`` for a full

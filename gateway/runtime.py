@@ -1,28 +1,36 @@
-"""The daemon: one root nursery holding the log, the destination workers, upkeep and HTTP.
+"""The daemon: one root nursery holding the log, the destination workers, upkeep, the HTTP
+listeners and the reload watcher.
 
-Shutdown order matters for durability: on SIGTERM/SIGINT the HTTP server stops accepting and
-lets requests in flight finish (their appends still commit, since the log is still open); then
-the workers stop; then the log commits what is queued and closes.
+Startup is "apply a config to an empty gateway"; a reload applies the next one. Either way the
+new config is validated and its components are built before anything running is touched, then
+swapped in between requests; what did not change keeps running untouched. Shutdown order matters
+for durability: on SIGTERM/SIGINT the listeners stop accepting and let requests in flight finish
+(their appends still commit), then the workers stop, then the log commits what is queued.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import structlog
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
+from quart_trio import QuartTrio
 
-from gateway.components import DestinationContext, Filter
-from gateway.config import GatewayConfig, ServerConfig, load_config
+from gateway.components import Destination, DestinationContext, Filter
+from gateway.config import DestinationConfig, Entity, GatewayConfig, ServerConfig, load_config, parse_config
 from gateway.delivery import DestinationWorker
+from gateway.errors import ConfigError
 from gateway.ingest import IngestHub
-from gateway.log import open_log
+from gateway.log import IngestLog, open_log
 from gateway.plugins import Registry, build_registry, make_plugin_manager
 from gateway.web import create_app, shield_sends
 
@@ -31,12 +39,14 @@ log = structlog.get_logger("gateway")
 # Frequent checkpoints stay small, so none of them stalls the disk for long.
 CHECKPOINT_INTERVAL_SECS = 1.0
 PURGE_INTERVAL_SECS = 10.0
+#: How long a stopping destination may take to finish the batches it has in flight.
+WORKER_STOP_GRACE_SECS = 10.0
 
 
-def hypercorn_config(server: ServerConfig) -> HypercornConfig:
+def hypercorn_config(server: ServerConfig, listen: str) -> HypercornConfig:
     """Hypercorn settings from our validated ``[server]`` table, field by field."""
     config = HypercornConfig()
-    config.bind = [server.listen]
+    config.bind = [listen]
     config.accesslog = None
     # A Logger instance (not "-") so hypercorn adds no handler of its own: one line per message.
     config.errorlog = logging.getLogger("hypercorn.error")
@@ -49,12 +59,214 @@ def build_filters(config: GatewayConfig, registry: Registry) -> dict[str, Filter
     return {fid: registry.filters[entity.core.type].factory(entity.options) for fid, entity in config.filters.items()}
 
 
-async def wait_for_stop_signal() -> None:
-    """Return at the first SIGTERM or SIGINT."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("gateway_stopping", signal=signal.Signals(signum).name)
-            return
+def _same_destination(a: Entity[DestinationConfig], b: Entity[DestinationConfig]) -> bool:
+    """Same type, delivery settings and options: the worker can go on (filters are swapped in place)."""
+    return msgspec.structs.replace(a.core, filters=[]) == msgspec.structs.replace(b.core, filters=[]) and (
+        a.options == b.options
+    )
+
+
+@dataclass
+class _RunningDestination:
+    entity: Entity[DestinationConfig]
+    worker: DestinationWorker
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+
+    async def stop(self, grace_secs: float = WORKER_STOP_GRACE_SECS) -> None:
+        """Finish the batches in flight (bounded), then close the destination."""
+        self.worker.stop()
+        with trio.move_on_after(grace_secs):
+            await self.done.wait()
+        self.scope.cancel()  # still retrying: the batch stays unrecorded and is sent again later
+        await self.done.wait()
+
+
+@dataclass
+class _Listener:
+    listen: str
+    stop: trio.Event = field(default_factory=trio.Event)
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class Gateway:
+    """The running components of one gateway process, and how a config is applied to them."""
+
+    def __init__(self, registry: Registry, ingest_log: IngestLog, config: GatewayConfig, nursery: trio.Nursery) -> None:
+        self.registry = registry
+        self.log = ingest_log
+        self.config = config
+        self._nursery = nursery
+        self.filters = build_filters(config, registry)
+        self.hub = IngestHub(ingest_log, config, self.filters)
+        self.app: QuartTrio = create_app(self.hub, registry.sources.values())
+        self.destinations: dict[str, _RunningDestination] = {}
+        self.listeners: dict[str, _Listener] = {}
+        self._apply_lock = trio.Lock()
+        self.reloads = {"ok": 0, "failed": 0}
+        #: sha256 of the config file content last loaded or tried, so a file watcher does not
+        #: apply (or refuse) the same content twice.
+        self.attempted_hash = ""
+        #: The addresses the HTTP listener is bound to.
+        self.urls: list[str] = []
+
+    # -- starting and stopping pieces ------------------------------------------------------
+
+    async def _open_destination(
+        self, did: str, entity: Entity[DestinationConfig], stack: AsyncExitStack
+    ) -> Destination:
+        destination_type = self.registry.destinations[entity.core.type]
+        context = DestinationContext(id=did, data_dir=Path(self.config.server.data_dir) / "destinations" / did)
+        return await stack.enter_async_context(destination_type.factory(entity.options, context))
+
+    async def _start_worker(
+        self,
+        did: str,
+        entity: Entity[DestinationConfig],
+        destination: Destination,
+        stack: AsyncExitStack,
+        filters: dict[str, Filter],
+    ) -> None:
+        worker = DestinationWorker(did, entity.core, destination, self.log, [filters[f] for f in entity.core.filters])
+        running = _RunningDestination(entity=entity, worker=worker)
+
+        async def run(task_status: trio.TaskStatus[None]) -> None:
+            try:
+                async with stack:
+                    with running.scope:
+                        await worker.run(task_status=task_status)
+            finally:
+                running.done.set()
+
+        await self._nursery.start(run)
+        self.destinations[did] = running
+
+    async def _start_listener(self, listen: str) -> list[str]:
+        listener = _Listener(listen)
+
+        async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+            try:
+                await serve(
+                    shield_sends(self.app),
+                    hypercorn_config(self.config.server, listen),
+                    shutdown_trigger=listener.stop.wait,
+                    task_status=task_status,
+                )
+            finally:
+                listener.done.set()
+
+        binds: list[str] = await self._nursery.start(run)
+        self.listeners[listen] = listener
+        self.urls = binds
+        return binds
+
+    async def stop_listeners(self) -> None:
+        """Stop accepting; wait for the requests in flight (bounded by the graceful timeout)."""
+        for listener in self.listeners.values():
+            listener.stop.set()
+        for listener in self.listeners.values():
+            await listener.done.wait()
+
+    async def stop_destinations(self) -> None:
+        grace = min(WORKER_STOP_GRACE_SECS, self.config.server.graceful_shutdown_secs)
+        async with trio.open_nursery() as nursery:
+            for running in self.destinations.values():
+                nursery.start_soon(running.stop, grace)
+
+    # -- applying a config -----------------------------------------------------------------
+
+    async def start(self) -> list[str]:
+        """Start everything for the initial config; returns the bound HTTP addresses."""
+        for did, entity in self.config.destinations.items():
+            stack = AsyncExitStack()
+            destination = await self._open_destination(did, entity, stack)
+            await self._start_worker(did, entity, destination, stack, self.filters)
+        return await self._start_listener(self.config.server.listen)
+
+    async def apply(self, new: GatewayConfig) -> None:
+        """Swap to ``new``: build first, then swap what changed; on any error nothing changes.
+
+        Raises:
+            ConfigError: ``new`` changes something that needs a restart, or a component fails to build.
+        """
+        async with self._apply_lock:
+            old = self.config
+            for key in ("data_dir",):
+                if getattr(new.server, key) != getattr(old.server, key):
+                    raise ConfigError(new.path, f"server.{key}", "changing it needs a restart")
+            for key in ("engine", "synchronous"):
+                if getattr(new.log, key) != getattr(old.log, key):
+                    raise ConfigError(new.path, f"log.{key}", "changing it needs a restart")
+            try:
+                filters = build_filters(new, self.registry)
+            except Exception as error:
+                raise ConfigError(new.path, "filters", f"a filter failed to build: {error}") from error
+
+            # Build: open every added or changed destination before stopping anything.
+            opened: dict[str, tuple[Destination, AsyncExitStack]] = {}
+            try:
+                for did, entity in new.destinations.items():
+                    running = self.destinations.get(did)
+                    if running is None or not _same_destination(running.entity, entity):
+                        stack = AsyncExitStack()
+                        await stack.__aenter__()
+                        opened[did] = (await self._open_destination(did, entity, stack), stack)
+                binds = (
+                    await self._start_listener(new.server.listen) if new.server.listen not in self.listeners else None
+                )
+            except BaseException as error:
+                for _, stack in opened.values():
+                    with trio.CancelScope(shield=True):
+                        await stack.aclose()
+                if isinstance(error, OSError):
+                    raise ConfigError(new.path, "server.listen", f"cannot listen: {error}") from error
+                if isinstance(error, Exception) and not isinstance(error, ConfigError):
+                    raise ConfigError(new.path, "destinations", f"a destination failed to open: {error}") from error
+                raise
+
+            # Swap: sources and filters between requests (no await in between).
+            self.config = new
+            self.filters = filters
+            self.hub.use_config(new, filters)
+            self.app.config["MAX_CONTENT_LENGTH"] = new.server.max_request_bytes + 64 * 1024
+            self.log.reconfigure(new.log)
+            for did, running in self.destinations.items():
+                if did in new.destinations and did not in opened:
+                    running.entity = new.destinations[did]
+                    running.worker.set_filters([filters[f] for f in new.destinations[did].core.filters])
+            # Destinations: stop removed and changed ones, then start the changed and added ones
+            # (each resumes from its persisted cursor, so nothing is skipped or sent twice).
+            for did in [d for d in self.destinations if d not in new.destinations or d in opened]:
+                await self.destinations.pop(did).stop()
+            for did, (destination, stack) in opened.items():
+                await self._start_worker(did, new.destinations[did], destination, stack, filters)
+            # Listeners: the new one is already open; now close the old ones.
+            for listen in [listen for listen in self.listeners if listen != new.server.listen]:
+                listener = self.listeners.pop(listen)
+                listener.stop.set()
+            if binds:
+                log.info("listener_moved", listen=binds)
+
+    async def reload(self, reason: str) -> bool:
+        """Load the config file again and apply it; a bad one is refused and the old one stays."""
+        path = Path(self.config.path)
+        try:
+            text = await trio.to_thread.run_sync(path.read_bytes)
+        except OSError as error:
+            self.reloads["failed"] += 1
+            log.error("config_reload_refused", reason=reason, path=str(path), error=f"cannot read it: {error}")
+            return False
+        self.attempted_hash = hashlib.sha256(text).hexdigest()
+        try:
+            new = parse_config(text.decode("utf-8", "replace"), self.registry, path=str(path))
+            await self.apply(new)
+        except ConfigError as error:
+            self.reloads["failed"] += 1
+            log.error("config_reload_refused", reason=reason, path=error.path, where=error.where, error=error.problem)
+            return False
+        self.reloads["ok"] += 1
+        log.info("config_reloaded", reason=reason, sources=sorted(new.sources), destinations=sorted(new.destinations))
+        return True
 
 
 async def _every(interval_secs: float, name: str, fn: Callable[[], Awaitable[object]]) -> None:
@@ -67,61 +279,53 @@ async def _every(interval_secs: float, name: str, fn: Callable[[], Awaitable[obj
         await trio.sleep(interval_secs)
 
 
+async def wait_for_stop_signal() -> None:
+    """Return at the first SIGTERM or SIGINT."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("gateway_stopping", signal=signal.Signals(signum).name)
+            return
+
+
 async def serve_gateway(
     config: GatewayConfig,
     registry: Registry,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] = wait_for_stop_signal,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    watch: bool = True,
+    task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the gateway on ``config`` until ``shutdown_trigger`` returns.
 
-    ``task_status.started`` receives the bound HTTP addresses once requests can be served.
+    ``task_status.started`` receives the :class:`Gateway` once requests can be served.
     """
-    filters = build_filters(config, registry)
-    async with AsyncExitStack() as stack:
-        ingest_log = await stack.enter_async_context(open_log(config.log, config.data_dir))
-        workers = []
-        for did, entity in config.destinations.items():
-            destination_type = registry.destinations[entity.core.type]
-            context = DestinationContext(id=did, data_dir=config.data_dir / "destinations" / did)
-            destination = await stack.enter_async_context(destination_type.factory(entity.options, context))
-            workers.append(
-                DestinationWorker(did, entity.core, destination, ingest_log, [filters[f] for f in entity.core.filters])
-            )
-        hub = IngestHub(ingest_log, config, filters)
-        app = create_app(hub, registry.sources.values())
-        async with trio.open_nursery() as nursery:
+    from gateway.reload import watch_for_reloads
 
-            async def serve_then_stop(task_status: trio.TaskStatus[list[str]]) -> None:
-                # serve() returns after its graceful shutdown; only then stop the workers.
-                await serve(
-                    shield_sends(app),
-                    hypercorn_config(config.server),
-                    shutdown_trigger=shutdown_trigger,
-                    task_status=task_status,
-                )
-                nursery.cancel_scope.cancel()
-
-            for worker in workers:
-                await nursery.start(worker.run)
-            destination_ids = list(config.destinations)
-            nursery.start_soon(_every, CHECKPOINT_INTERVAL_SECS, "checkpoint", ingest_log.checkpoint)
-            nursery.start_soon(_every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(destination_ids))
-            binds = await nursery.start(serve_then_stop)
-            log.info(
-                "gateway_started",
-                listen=binds,
-                sources=sorted(config.sources),
-                destinations=sorted(config.destinations),
-                data_dir=str(config.data_dir),
-            )
-            task_status.started(binds)
+    async with open_log(config.log, config.data_dir) as ingest_log, trio.open_nursery() as nursery:
+        gateway = Gateway(registry, ingest_log, config, nursery)
+        binds = await gateway.start()
+        nursery.start_soon(_every, CHECKPOINT_INTERVAL_SECS, "checkpoint", ingest_log.checkpoint)
+        nursery.start_soon(
+            _every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(list(gateway.config.destinations))
+        )
+        if watch:
+            await nursery.start(watch_for_reloads, gateway)
+        log.info(
+            "gateway_started",
+            listen=binds,
+            sources=sorted(config.sources),
+            destinations=sorted(config.destinations),
+            data_dir=str(config.data_dir),
+        )
+        task_status.started(gateway)
+        await shutdown_trigger()
+        await gateway.stop_listeners()
+        await gateway.stop_destinations()
+        nursery.cancel_scope.cancel()
 
 
 def run(config_path: str | Path) -> None:
     """Load the config and serve until a stop signal. Raises on startup failure."""
-    pm = make_plugin_manager()
-    registry = build_registry(pm)
+    registry = build_registry(make_plugin_manager())
     config = load_config(config_path, registry)
     trio.run(serve_gateway, config, registry)

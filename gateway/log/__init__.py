@@ -103,6 +103,10 @@ class IngestLog(Protocol):
         called every second or so)."""
         ...
 
+    def reconfigure(self, config: LogConfig) -> None:
+        """Apply new limits (dedup window, archive period, size bound) from a reloaded config."""
+        ...
+
     def statistics(self) -> LogStatistics:
         """A snapshot of the log's state."""
         ...

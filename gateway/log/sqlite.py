@@ -340,6 +340,10 @@ class SQLiteLog:
             wal = 0
         return int((pages - free) * page_size + wal)
 
+    def reconfigure(self, config: LogConfig) -> None:
+        # engine and synchronous need a restart (the runtime refuses such a reload).
+        self._config = config
+
     def statistics(self) -> LogStatistics:
         return LogStatistics(
             head_seq=self._head_seq,

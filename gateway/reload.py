@@ -1,0 +1,64 @@
+"""Reload triggers: SIGHUP, and changes to the config file (a cheap mtime + size + hash poll).
+
+Each trigger calls :meth:`gateway.runtime.Gateway.reload`, which validates and builds before
+it swaps, so a half-written or bad file is refused and the running config keeps serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+import trio
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+log = structlog.get_logger("gateway.reload")
+
+POLL_INTERVAL_SECS = 1.0
+
+
+def _content_hash(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None  # missing for a moment: an editor replacing the file
+
+
+async def _poll_file(gateway: Gateway) -> None:
+    path = Path(gateway.config.path)
+    if not gateway.attempted_hash:
+        initial = await trio.to_thread.run_sync(_content_hash, path)
+        gateway.attempted_hash = initial or ""
+    last_mtime = None
+    while True:
+        await trio.sleep(POLL_INTERVAL_SECS)
+        try:
+            stat = await trio.to_thread.run_sync(path.stat)
+        except OSError:
+            continue
+        mtime = (stat.st_mtime_ns, stat.st_size)
+        if mtime == last_mtime:
+            continue  # cheap check first; hash only when the file was touched
+        last_mtime = mtime
+        content = await trio.to_thread.run_sync(_content_hash, path)
+        if content is not None and content != gateway.attempted_hash:
+            await gateway.reload("file_changed")
+
+
+async def _on_sighup(gateway: Gateway) -> None:
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            await gateway.reload("sighup")
+
+
+async def watch_for_reloads(gateway: Gateway, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Reload on SIGHUP and whenever the config file's content changes, for ever."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_on_sighup, gateway)
+        nursery.start_soon(_poll_file, gateway)
+        task_status.started()

@@ -37,11 +37,13 @@ class Record(msgspec.Struct, frozen=True):
         seq: Position in the log; increases with every stored message.
         source: The id of the source that accepted it (the key under ``[sources]``).
         body: The stored message, JSON-encoded (UTF-8).
+        received_at: When the log stored it, in milliseconds since the epoch.
     """
 
     seq: int
     source: str
     body: bytes
+    received_at: int = 0
 
     def message(self) -> JSONObject:
         """Decode the stored message (a fresh dict on every call)."""
@@ -93,16 +95,6 @@ class Filter:
     def process(self, message: JSONObject) -> JSONObject | None:
         """Return the message to pass on, or None to drop it."""
         raise NotImplementedError
-
-
-def run_filters(filters: Sequence[Filter], message: JSONObject) -> JSONObject | None:
-    """Pass ``message`` through ``filters`` in order; None as soon as one drops it."""
-    for message_filter in filters:
-        result = message_filter.process(message)
-        if result is None:
-            return None
-        message = result
-    return message
 
 
 @dataclass(frozen=True, slots=True)

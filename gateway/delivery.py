@@ -11,17 +11,20 @@ destination stays in the log on disk: the worker holds at most ``concurrency`` b
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import structlog
 import trio
 
-from gateway.components import Destination, Filter, Record, run_filters
+from gateway.components import Destination, Filter, Record
 from gateway.config import DestinationConfig
 from gateway.errors import DeliveryError, LogUnavailableError
 from gateway.log import IngestLog
+from gateway.metrics import Metrics
 
 log = structlog.get_logger("gateway.delivery")
 _encode = msgspec.json.Encoder().encode
@@ -90,18 +93,20 @@ class DestinationWorker:
         config: DestinationConfig,
         destination: Destination,
         log: IngestLog,
-        filters: Sequence[Filter] = (),
+        filters: Sequence[tuple[str, Filter]] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self.id = destination_id
         self._config = config
         self._destination = destination
         self._log = log
         self._filters = tuple(filters)
+        self._metrics = metrics or Metrics()
         self._counters = _Counters()
         self._acks = _Acks(cursor=0)
         self._reading = trio.CancelScope()
 
-    def set_filters(self, filters: Sequence[Filter]) -> None:
+    def set_filters(self, filters: Sequence[tuple[str, Filter]]) -> None:
         """Use other filters from the next batch on (a reload that changed only filters)."""
         self._filters = tuple(filters)
 
@@ -152,13 +157,18 @@ class DestinationWorker:
             return batch
         kept = []
         for record in batch:
-            result = run_filters(self._filters, record.message())
+            result: dict[str, Any] | None = record.message()
+            for filter_id, message_filter in self._filters:
+                result = message_filter.process(result) if result is not None else None
+                if result is None:
+                    self._metrics.filtered.labels("destination", self.id, filter_id).inc()
+                    break
             if result is None:
                 self._counters.filtered += 1
                 continue
             # Stored bodies are msgspec's own encoding, so an untouched message encodes the same.
             body = _encode(result)
-            kept.append(record if body == record.body else Record(seq=record.seq, source=record.source, body=body))
+            kept.append(record if body == record.body else msgspec.structs.replace(record, body=body))
         return kept
 
     async def _deliver(self, batch: list[Record], slots: trio.Semaphore) -> None:
@@ -210,6 +220,7 @@ class DestinationWorker:
                 log.exception("destination_send_crashed", attempt=attempt)
             else:
                 self._counters.delivered += len(batch)
+                self._record_delivery(batch)
                 return
             if cfg.max_attempts and attempt >= cfg.max_attempts:
                 await self._dead_letter(batch, self._counters.last_error or "failed", attempt)
@@ -218,6 +229,7 @@ class DestinationWorker:
                 attempt, initial=cfg.retry_initial_secs, maximum=cfg.retry_max_secs, retry_after=retry_after
             )
             self._counters.retries += 1
+            self._metrics.retries.labels(self.id).inc()
             log.warning(
                 "destination_delivery_failed",
                 attempt=attempt,
@@ -227,6 +239,14 @@ class DestinationWorker:
                 error=self._counters.last_error,
             )
             await trio.sleep(delay)
+
+    def _record_delivery(self, batch: list[Record]) -> None:
+        self._metrics.delivered.labels(self.id).inc(len(batch))
+        latency = self._metrics.delivery_latency.labels(self.id)
+        now_ms = time.time() * 1000
+        for record in batch:
+            if record.received_at:
+                latency.observe(max(0.0, (now_ms - record.received_at) / 1000))
 
     async def _permanent_failure(self, batch: list[Record], error: str, attempt: int) -> None:
         if len(batch) == 1:
@@ -248,3 +268,4 @@ class DestinationWorker:
                 log.warning("dead_letter_not_saved", error=str(failure))
                 await trio.sleep(5)
         self._counters.dead_lettered += len(batch)
+        self._metrics.dead_lettered.labels(self.id).inc(len(batch))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway.components import Filter, run_filters
+from gateway.components import Filter
 from gateway.config import GatewayConfig, ServerConfig
 from gateway.log import Entry, IngestLog
+from gateway.metrics import Metrics
 
 log = structlog.get_logger("gateway.ingest")
 
@@ -37,6 +37,7 @@ class Source:
     type: str
     options: Any
     filters: tuple[Filter, ...] = ()
+    filter_ids: tuple[str, ...] = ()
 
 
 class IngestOutcome(msgspec.Struct, frozen=True):
@@ -60,9 +61,11 @@ class IngestHub:
         filters: Built filters by id, for the sources' ``filters`` lists.
     """
 
-    def __init__(self, log: IngestLog, config: GatewayConfig, filters: Mapping[str, Filter]) -> None:
+    def __init__(
+        self, log: IngestLog, config: GatewayConfig, filters: Mapping[str, Filter], metrics: Metrics | None = None
+    ) -> None:
         self._log = log
-        self.counters: Counter[tuple[str, str]] = Counter()
+        self.metrics = metrics or Metrics()
         self.use_config(config, filters)
 
     def use_config(self, config: GatewayConfig, filters: Mapping[str, Filter]) -> None:
@@ -78,11 +81,16 @@ class IngestHub:
                     type=entity.core.type,
                     options=entity.options,
                     filters=tuple(filters[f] for f in entity.core.filters),
+                    filter_ids=tuple(entity.core.filters),
                 ),
             )
             for sid, entity in config.sources.items()
         }
         self._trusted = [ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies]
+
+    def count_rejected(self, code: str) -> None:
+        """Count a message refused at ingest (the HTTP answer or a log line says why)."""
+        self.metrics.rejected.labels(code).inc()
 
     def sources_of_type(self, source_type: str) -> list[Source]:
         """Every configured source of ``source_type`` (e.g. to answer a CORS preflight, which
@@ -143,11 +151,20 @@ class IngestHub:
         entries = []
         filtered = 0
         for source, message in messages:
-            kept = run_filters(source.filters, message) if source.filters else message
-            if kept is None:
-                self.counters[(source.id, "filtered")] += 1
-                filtered += 1
-            else:
+            kept: JSONObject | None = message
+            for filter_id, message_filter in zip(source.filter_ids, source.filters, strict=True):
+                kept = message_filter.process(kept) if kept is not None else None
+                if kept is None:
+                    self.metrics.filtered.labels("source", source.id, filter_id).inc()
+                    filtered += 1
+                    break
+            if kept is not None:
                 entries.append(Entry(source.id, str(kept["messageId"]), _encode(kept)))
         result = await self._log.append(entries)
+        if entries:
+            # One request comes from one source in practice; label by the first.
+            label = entries[0].source
+            self.metrics.accepted.labels(label).inc(result.stored)
+            if result.duplicates:
+                self.metrics.deduplicated.labels(label).inc(result.duplicates)
         return IngestOutcome(stored=result.stored, duplicates=result.duplicates, filtered=filtered)

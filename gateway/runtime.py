@@ -30,7 +30,8 @@ from gateway.config import DestinationConfig, Entity, GatewayConfig, ServerConfi
 from gateway.delivery import DestinationWorker
 from gateway.errors import ConfigError
 from gateway.ingest import IngestHub
-from gateway.log import IngestLog, open_log
+from gateway.log import BacklogInfo, IngestLog, open_log
+from gateway.metrics import Metrics
 from gateway.plugins import Registry, build_registry, make_plugin_manager
 from gateway.web import create_app, shield_sends
 
@@ -92,14 +93,21 @@ class _Listener:
 class Gateway:
     """The running components of one gateway process, and how a config is applied to them."""
 
-    def __init__(self, registry: Registry, ingest_log: IngestLog, config: GatewayConfig, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, registry: Registry, ingest_log: IngestLog, config: GatewayConfig, nursery: trio.Nursery, metrics: Metrics
+    ) -> None:
         self.registry = registry
         self.log = ingest_log
         self.config = config
+        self.metrics = metrics
         self._nursery = nursery
         self.filters = build_filters(config, registry)
-        self.hub = IngestHub(ingest_log, config, self.filters)
-        self.app: QuartTrio = create_app(self.hub, registry.sources.values())
+        self.hub = IngestHub(ingest_log, config, self.filters, metrics)
+        self._backlog: list[BacklogInfo] = []
+        metrics.watch_backlog(lambda: self._backlog)
+        self.app: QuartTrio = create_app(
+            self.hub, registry.sources.values(), readiness=self.readiness, refresh_metrics=self.refresh_metrics
+        )
         self.destinations: dict[str, _RunningDestination] = {}
         self.listeners: dict[str, _Listener] = {}
         self._apply_lock = trio.Lock()
@@ -109,6 +117,13 @@ class Gateway:
         self.attempted_hash = ""
         #: The addresses the HTTP listener is bound to.
         self.urls: list[str] = []
+
+    async def readiness(self) -> dict[str, bool]:
+        """What ``/ready`` reports: the log takes writes and a config is loaded."""
+        return {"log_writable": self.log.writable(), "config_loaded": bool(self.listeners)}
+
+    async def refresh_metrics(self) -> None:
+        self._backlog = await self.log.backlog(list(self.destinations))
 
     # -- starting and stopping pieces ------------------------------------------------------
 
@@ -127,7 +142,9 @@ class Gateway:
         stack: AsyncExitStack,
         filters: dict[str, Filter],
     ) -> None:
-        worker = DestinationWorker(did, entity.core, destination, self.log, [filters[f] for f in entity.core.filters])
+        worker = DestinationWorker(
+            did, entity.core, destination, self.log, [(f, filters[f]) for f in entity.core.filters], self.metrics
+        )
         running = _RunningDestination(entity=entity, worker=worker)
 
         async def run(task_status: trio.TaskStatus[None]) -> None:
@@ -233,7 +250,7 @@ class Gateway:
             for did, running in self.destinations.items():
                 if did in new.destinations and did not in opened:
                     running.entity = new.destinations[did]
-                    running.worker.set_filters([filters[f] for f in new.destinations[did].core.filters])
+                    running.worker.set_filters([(f, filters[f]) for f in new.destinations[did].core.filters])
             # Destinations: stop removed and changed ones, then start the changed and added ones
             # (each resumes from its persisted cursor, so nothing is skipped or sent twice).
             for did in [d for d in self.destinations if d not in new.destinations or d in opened]:
@@ -262,9 +279,11 @@ class Gateway:
             await self.apply(new)
         except ConfigError as error:
             self.reloads["failed"] += 1
+            self.metrics.reloads.labels("failed").inc()
             log.error("config_reload_refused", reason=reason, path=error.path, where=error.where, error=error.problem)
             return False
         self.reloads["ok"] += 1
+        self.metrics.reloads.labels("ok").inc()
         log.info("config_reloaded", reason=reason, sources=sorted(new.sources), destinations=sorted(new.destinations))
         return True
 
@@ -301,8 +320,12 @@ async def serve_gateway(
     """
     from gateway.reload import watch_for_reloads
 
-    async with open_log(config.log, config.data_dir) as ingest_log, trio.open_nursery() as nursery:
-        gateway = Gateway(registry, ingest_log, config, nursery)
+    metrics = Metrics()
+    async with (
+        open_log(config.log, config.data_dir, observe_commit=metrics.commit_latency.observe) as ingest_log,
+        trio.open_nursery() as nursery,
+    ):
+        gateway = Gateway(registry, ingest_log, config, nursery, metrics)
         binds = await gateway.start()
         nursery.start_soon(_every, CHECKPOINT_INTERVAL_SECS, "checkpoint", ingest_log.checkpoint)
         nursery.start_soon(

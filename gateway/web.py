@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -33,6 +33,7 @@ log = structlog.get_logger("gateway.http")
 _encode = msgspec.json.Encoder().encode
 SUCCESS_BODY = b'{"success":true}'
 JSON = "application/json"
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -134,8 +135,15 @@ def shield_sends(app: Any) -> Any:
     return wrapped
 
 
-def create_app(hub: IngestHub, source_types: Iterable[SourceType]) -> QuartTrio:
-    """Build the HTTP app: health, plus the routes of every installed source type."""
+def create_app(
+    hub: IngestHub,
+    source_types: Iterable[SourceType],
+    *,
+    readiness: Callable[[], Awaitable[dict[str, bool]]] | None = None,
+    refresh_metrics: Callable[[], Awaitable[None]] | None = None,
+) -> QuartTrio:
+    """Build the HTTP app: the routes of every installed source type, ``/health`` (alive),
+    ``/ready`` (each check of ``readiness`` true) and ``/metrics`` (Prometheus text)."""
     app = QuartTrio("gateway")
     # The raw body cap while reading from the socket; a gzip body is at most a little larger
     # than what it inflates to, and read_body caps the inflated size exactly.
@@ -147,6 +155,24 @@ def create_app(hub: IngestHub, source_types: Iterable[SourceType]) -> QuartTrio:
     @app.get("/health")
     async def health() -> Response:
         return json_response({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        checks = await readiness() if readiness is not None else {}
+        ok = all(checks.values())
+        return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        if refresh_metrics is not None:
+            await refresh_metrics()
+        return Response(hub.metrics.render(), status=200, content_type=PROMETHEUS)
+
+    @app.after_request
+    async def count(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        hub.metrics.requests.labels(rule, str(response.status_code)).inc()
+        return response
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

@@ -221,7 +221,7 @@ async def test_destination_filters_drop_and_change(log: IngestLog) -> None:
     destination = Recording()
     await log.cursor("d")
     await append(log, [f"m{i}" for i in range(4)])
-    worker = DestinationWorker("d", DestinationConfig(**FAST), destination, log, [DropOdd()])
+    worker = DestinationWorker("d", DestinationConfig(**FAST), destination, log, [("drop_odd", DropOdd())])
     await run_until(log, worker, lambda: worker.statistics().cursor == 4)
     assert destination.ids == ["m0", "m2"]
     assert all(r.message()["seen"] for b in destination.batches for r in b)

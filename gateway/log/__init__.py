@@ -7,7 +7,7 @@ gateway uses, so another engine (Redis Streams, PostgreSQL) can replace the embe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +44,15 @@ class DeadLetter(msgspec.Struct, frozen=True):
     error: str
     attempts: int
     failed_at: float
+
+
+class BacklogInfo(msgspec.Struct, frozen=True):
+    """What waits for one destination."""
+
+    destination: str
+    messages: int
+    bytes_estimate: int
+    oldest_received_at: float
 
 
 class LogStatistics(msgspec.Struct, frozen=True):
@@ -103,6 +112,14 @@ class IngestLog(Protocol):
         called every second or so)."""
         ...
 
+    async def backlog(self, destinations: Sequence[str]) -> list[BacklogInfo]:
+        """How much waits for each destination (bytes estimated from a sample of the rows)."""
+        ...
+
+    def writable(self) -> bool:
+        """Whether the log takes writes now (not closed, not full, last commit succeeded)."""
+        ...
+
     def reconfigure(self, config: LogConfig) -> None:
         """Apply new limits (dedup window, archive period, size bound) from a reloaded config."""
         ...
@@ -113,13 +130,16 @@ class IngestLog(Protocol):
 
 
 @asynccontextmanager
-async def open_log(config: LogConfig, data_dir: Path) -> AsyncIterator[IngestLog]:
-    """Open the log engine named by ``config.engine`` under ``data_dir``.
+async def open_log(
+    config: LogConfig, data_dir: Path, *, observe_commit: Callable[[float], None] | None = None
+) -> AsyncIterator[IngestLog]:
+    """Open the log engine named by ``config.engine`` under ``data_dir``; ``observe_commit``
+    is called with the duration of every commit, in seconds.
 
     Resource handling:
         Appends in flight when the context exits are committed before it returns.
     """
     from gateway.log.sqlite import open_sqlite_log
 
-    async with open_sqlite_log(config, data_dir) as log:
+    async with open_sqlite_log(config, data_dir, observe_commit=observe_commit) as log:
         yield log

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import trio
 from gateway.components import Record
 from gateway.config import LogConfig
 from gateway.errors import LogUnavailableError
-from gateway.log import AppendResult, DeadLetter, Entry, LogStatistics
+from gateway.log import AppendResult, BacklogInfo, DeadLetter, Entry, LogStatistics
 
 log = structlog.get_logger("gateway.log")
 
@@ -122,8 +122,10 @@ class _Waiter:
 class SQLiteLog:
     """The SQLite engine behind :class:`gateway.log.IngestLog`. Build it with :func:`open_sqlite_log`."""
 
-    def __init__(self, config: LogConfig, path: Path) -> None:
+    def __init__(self, config: LogConfig, path: Path, observe_commit: Callable[[float], None] | None = None) -> None:
         self._config = config
+        self._observe_commit = observe_commit
+        self._last_commit_failed = False
         self._path = path
         # The writer's cache holds the hot part of the dedup index; readers scan forward.
         self._writer = _connect(path, config.synchronous, cache_kib=16384)
@@ -194,6 +196,7 @@ class SQLiteLog:
             cursors, self._queued_cursors = self._queued_cursors, {}
             cursor_waiters, self._cursor_waiters = self._cursor_waiters, []
             self._committing = True
+            started = time.perf_counter()
             try:
                 results, head = await trio.to_thread.run_sync(self._commit, waiters, cursors, limiter=self._write_lock)
             except sqlite3.Error as error:
@@ -201,7 +204,11 @@ class SQLiteLog:
                 log.error("log_commit_failed", reason=failure.reason, error=str(error))
                 for waiter in (*waiters, *cursor_waiters):
                     waiter.error = failure
+                self._last_commit_failed = True
             else:
+                self._last_commit_failed = False
+                if self._observe_commit is not None:
+                    self._observe_commit(time.perf_counter() - started)
                 self._commits += 1
                 for waiter, result in zip(waiters, results, strict=True):
                     waiter.result = result
@@ -246,16 +253,16 @@ class SQLiteLog:
     async def read(self, after_seq: int, *, max_records: int, max_bytes: int) -> list[Record]:
         def query() -> list[Record]:
             rows = self._reader.execute(
-                "SELECT seq, source, body FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, source, body, received_at FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, max_records),
             ).fetchall()
             records: list[Record] = []
             size = 0
-            for seq, source, body in rows:
+            for seq, source, body, received_at in rows:
                 size += len(body)
                 if records and size > max_bytes:
                     break
-                records.append(Record(seq=seq, source=source, body=body))
+                records.append(Record(seq=seq, source=source, body=body, received_at=received_at))
             return records
 
         return await trio.to_thread.run_sync(query, limiter=self._read_lock)
@@ -340,6 +347,31 @@ class SQLiteLog:
             wal = 0
         return int((pages - free) * page_size + wal)
 
+    async def backlog(self, destinations: Sequence[str]) -> list[BacklogInfo]:
+        head = self._head_seq
+        positions = {d: self._cursors.get(d, head) for d in destinations}
+
+        def query() -> list[BacklogInfo]:
+            infos = []
+            for destination, cursor in positions.items():
+                waiting = max(0, head - cursor)
+                oldest, average = 0.0, 0.0
+                if waiting:
+                    oldest_row, average_row = self._reader.execute(
+                        "SELECT (SELECT received_at FROM messages WHERE seq > ?1 ORDER BY seq LIMIT 1), "
+                        "(SELECT avg(length(body)) FROM "
+                        "(SELECT body FROM messages WHERE seq > ?1 ORDER BY seq LIMIT 200))",
+                        (cursor,),
+                    ).fetchone()
+                    oldest, average = (oldest_row or 0) / 1000, average_row or 0.0
+                infos.append(BacklogInfo(destination, waiting, int(waiting * average), oldest))
+            return infos
+
+        return await trio.to_thread.run_sync(query, limiter=self._read_lock)
+
+    def writable(self) -> bool:
+        return not self._closed and not self._last_commit_failed and self._disk_bytes < self._config.max_disk_bytes
+
     def reconfigure(self, config: LogConfig) -> None:
         # engine and synchronous need a restart (the runtime refuses such a reload).
         self._config = config
@@ -386,7 +418,9 @@ def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: 
 
 
 @asynccontextmanager
-async def open_sqlite_log(config: LogConfig, data_dir: Path) -> AsyncIterator[SQLiteLog]:
+async def open_sqlite_log(
+    config: LogConfig, data_dir: Path, *, observe_commit: Callable[[float], None] | None = None
+) -> AsyncIterator[SQLiteLog]:
     """Open (creating if needed) the SQLite log in ``data_dir`` and run its committer.
 
     Resource handling:
@@ -395,7 +429,7 @@ async def open_sqlite_log(config: LogConfig, data_dir: Path) -> AsyncIterator[SQ
 
     def open_files() -> SQLiteLog:
         data_dir.mkdir(parents=True, exist_ok=True)
-        return SQLiteLog(config, data_dir / DB_NAME)
+        return SQLiteLog(config, data_dir / DB_NAME, observe_commit)
 
     sqlite_log = await trio.to_thread.run_sync(open_files)
     try:

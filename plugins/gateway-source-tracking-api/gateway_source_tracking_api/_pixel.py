@@ -166,7 +166,7 @@ def add_pixel_routes(bp: Blueprint, routes: Routes) -> None:
         await hub.ingest([(source, message) for _, message in calls])
 
     def rejected(kind: str, error: Invalid) -> None:
-        hub.counters[(kind, error.code)] += 1
+        hub.count_rejected(error.code)
         log.info("ingest_rejected", endpoint=kind, code=error.code, error=error.message)
 
     @bp.get("/v1/pixel/<call>")

@@ -108,6 +108,8 @@ def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
                 accepted.append((source, item))
         if rejected:
             log.info("messages_rejected", count=len(rejected), codes=sorted({r["code"] for r in rejected}))
+            for r in rejected:
+                hub.count_rejected(r["code"])
             if not accepted:
                 if request_source is None and all(r["code"] == "invalid_write_key" for r in rejected):
                     return unauthorized()

@@ -1,0 +1,104 @@
+"""Prometheus metrics: one registry per gateway, fed by the hub, the workers and the log.
+
+Labels stay bounded: paths are route templates, reasons and codes come from fixed sets or from
+config ids, never from event data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gateway.log import BacklogInfo
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+
+class Metrics:
+    """Every metric the gateway exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gateway_http_requests", "HTTP requests by route and status", ["path", "status"], registry=r
+        )
+        self.accepted = Counter("gateway_messages_accepted", "Messages stored in the log", ["source"], registry=r)
+        self.deduplicated = Counter(
+            "gateway_messages_deduplicated",
+            "Messages acknowledged but not stored again (same messageId)",
+            ["source"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "gateway_messages_rejected", "Messages refused at ingest, by code", ["code"], registry=r
+        )
+        self.filtered = Counter(
+            "gateway_messages_filtered",
+            "Messages a filter dropped, by stage and filter id",
+            ["stage", "target", "reason"],
+            registry=r,
+        )
+        self.delivered = Counter(
+            "gateway_destination_delivered", "Messages a destination took", ["destination"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "gateway_destination_dead_lettered", "Messages a destination refused for good", ["destination"], registry=r
+        )
+        self.retries = Counter(
+            "gateway_destination_retries", "Failed sends that will be retried", ["destination"], registry=r
+        )
+        self.delivery_latency = Histogram(
+            "gateway_delivery_latency_seconds",
+            "From receivedAt to the destination's acknowledgement",
+            ["destination"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_latency = Histogram(
+            "gateway_log_commit_seconds",
+            "Duration of one group commit (including fsync)",
+            buckets=COMMIT_BUCKETS,
+            registry=r,
+        )
+        self.reloads = Counter("gateway_config_reloads", "Config reloads by result", ["result"], registry=r)
+
+    def watch_backlog(self, backlog: Callable[[], list[BacklogInfo]]) -> None:
+        """Export per-destination backlog gauges, computed when scraped."""
+        self.registry.register(_BacklogCollector(backlog))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _BacklogCollector(Collector):
+    def __init__(self, backlog: Callable[[], list[BacklogInfo]]) -> None:
+        self._backlog = backlog
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        messages = GaugeMetricFamily(
+            "gateway_destination_backlog_messages", "Messages waiting for a destination", labels=["destination"]
+        )
+        size = GaugeMetricFamily(
+            "gateway_destination_backlog_bytes",
+            "Bytes waiting for a destination (estimated from a sample)",
+            labels=["destination"],
+        )
+        age = GaugeMetricFamily(
+            "gateway_destination_backlog_age_seconds",
+            "Age of the oldest message waiting for a destination",
+            labels=["destination"],
+        )
+        now = time.time()
+        for info in self._backlog():
+            messages.add_metric([info.destination], info.messages)
+            size.add_metric([info.destination], info.bytes_estimate)
+            age.add_metric([info.destination], max(0.0, now - info.oldest_received_at) if info.messages else 0.0)
+        yield from (messages, size, age)

@@ -33,6 +33,7 @@ from gateway.ingest import IngestHub
 from gateway.log import BacklogInfo, IngestLog, open_log
 from gateway.metrics import Metrics
 from gateway.plugins import Registry, build_registry, make_plugin_manager
+from gateway.systemd import Notifier
 from gateway.web import create_app, shield_sends
 
 log = structlog.get_logger("gateway")
@@ -94,9 +95,16 @@ class Gateway:
     """The running components of one gateway process, and how a config is applied to them."""
 
     def __init__(
-        self, registry: Registry, ingest_log: IngestLog, config: GatewayConfig, nursery: trio.Nursery, metrics: Metrics
+        self,
+        registry: Registry,
+        ingest_log: IngestLog,
+        config: GatewayConfig,
+        nursery: trio.Nursery,
+        metrics: Metrics,
+        notifier: Notifier | None = None,
     ) -> None:
         self.registry = registry
+        self.notifier = notifier or Notifier(None)
         self.log = ingest_log
         self.config = config
         self.metrics = metrics
@@ -274,16 +282,19 @@ class Gateway:
             log.error("config_reload_refused", reason=reason, path=str(path), error=f"cannot read it: {error}")
             return False
         self.attempted_hash = hashlib.sha256(text).hexdigest()
+        await self.notifier.reloading()
         try:
             new = parse_config(text.decode("utf-8", "replace"), self.registry, path=str(path))
             await self.apply(new)
         except ConfigError as error:
+            await self.notifier.ready("reload refused; serving the previous config")
             self.reloads["failed"] += 1
             self.metrics.reloads.labels("failed").inc()
             log.error("config_reload_refused", reason=reason, path=error.path, where=error.where, error=error.problem)
             return False
         self.reloads["ok"] += 1
         self.metrics.reloads.labels("ok").inc()
+        await self.notifier.ready(f"serving on {', '.join(self.urls)}")
         log.info("config_reloaded", reason=reason, sources=sorted(new.sources), destinations=sorted(new.destinations))
         return True
 
@@ -321,11 +332,12 @@ async def serve_gateway(
     from gateway.reload import watch_for_reloads
 
     metrics = Metrics()
+    notifier = Notifier.from_environment()
     async with (
         open_log(config.log, config.data_dir, observe_commit=metrics.commit_latency.observe) as ingest_log,
         trio.open_nursery() as nursery,
     ):
-        gateway = Gateway(registry, ingest_log, config, nursery, metrics)
+        gateway = Gateway(registry, ingest_log, config, nursery, metrics, notifier)
         binds = await gateway.start()
         nursery.start_soon(_every, CHECKPOINT_INTERVAL_SECS, "checkpoint", ingest_log.checkpoint)
         nursery.start_soon(
@@ -340,8 +352,11 @@ async def serve_gateway(
             destinations=sorted(config.destinations),
             data_dir=str(config.data_dir),
         )
+        await notifier.ready(f"serving on {', '.join(binds)}")
+        await nursery.start(notifier.run_watchdog)
         task_status.started(gateway)
         await shutdown_trigger()
+        await notifier.stopping()
         await gateway.stop_listeners()
         await gateway.stop_destinations()
         nursery.cancel_scope.cancel()

@@ -1,0 +1,108 @@
+"""systemd: the notify protocol on a test socket, the watchdog, and the unit file."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "systemd" / "gateway.service"
+
+
+def receive_all(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
+    received = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            break
+        received.append((time.monotonic(), data.decode()))
+    return received
+
+
+def test_notify_protocol_in_order_with_watchdog_pings(tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        config = tmp_path / "gateway.toml"
+        config.write_text(config_text(tmp_path))
+        process = GatewayProcess(config, env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}).start()
+        assert process.proc is not None
+        try:
+            sock.settimeout(10)
+            first = sock.recv(4096).decode()
+            # READY=1 only once requests can be served: the listener answers right away.
+            assert "READY=1" in first.splitlines(), first
+            assert f"MAINPID={process.proc.pid}" in first
+            assert httpx.post(f"{process.url}/v1/identify", auth=(WRITE_KEY, ""), json={"userId": "u"}).status_code == 200
+
+            pings = [t for t, m in receive_all(sock, 1.0) if m == "WATCHDOG=1"]
+            assert len(pings) >= 5  # every 0.1 s (half of WATCHDOG_USEC)
+
+            process.proc.send_signal(signal.SIGHUP)
+            after_hup = [m for _, m in receive_all(sock, 2.0) if m != "WATCHDOG=1"]
+            assert after_hup[0].startswith("RELOADING=1\nMONOTONIC_USEC="), after_hup
+            assert "READY=1" in after_hup[1].splitlines()
+
+            process.proc.send_signal(signal.SIGTERM)
+            assert process.proc.wait(20) == 0
+            tail = [m for _, m in receive_all(sock, 0.5) if m != "WATCHDOG=1"]
+            assert tail == ["STOPPING=1"]
+        finally:
+            process.kill()
+
+
+def test_no_notify_socket_is_fine(gateway_process: GatewayProcess) -> None:
+    env = dict(gateway_process.env)
+    env.pop("NOTIFY_SOCKET", None)
+    gateway_process.env = env
+    gateway_process.start()
+    assert gateway_process.stop() == 0
+
+
+def unit_settings() -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_unit_file_declares_what_the_daemon_does() -> None:
+    unit = unit_settings()
+    assert unit["Type"] == ["notify"]
+    assert unit["NotifyAccess"] == ["main"]
+    assert int(unit["WatchdogSec"][0]) > 0
+    assert any("check-config" in v for v in unit["ExecStartPre"])
+    assert unit["ExecReload"][-1] == "/bin/kill -HUP $MAINPID" and "check-config" in unit["ExecReload"][0]
+    assert unit["StateDirectory"] == ["gateway"] and unit["User"] == ["gateway"]
+    assert unit["Restart"] == ["on-failure"]
+    for hardening in ("ProtectSystem", "NoNewPrivileges", "PrivateTmp", "ProtectHome", "CapabilityBoundingSet"):
+        assert hardening in unit
+
+
+def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze is not None, "systemd-analyze is missing (Debian package systemd); .ci/run installs it"
+    gateway = str(Path(sys.executable).parent / "gateway")
+    unit = tmp_path / "gateway.service"
+    unit.write_text(
+        UNIT.read_text()
+        .replace("/opt/gateway/bin/gateway", gateway)
+        .replace("/etc/gateway/gateway.toml", str(REPO / "config" / "gateway.toml"))
+    )
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,20 +50,81 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin(config_path: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call the running daemon's admin API (address and token from the config file)."""
+    config = load_config(config_path, build_registry(make_plugin_manager()))
+    if not config.admin.token:
+        raise GatewayError(f"{config_path}: admin.token is not set, so the admin API is off")
+    request = urllib.request.Request(
+        f"http://{config.admin.listen}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {config.admin.token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode("utf-8", "replace")
+        raise GatewayError(f"admin API answered {error.code}: {detail}") from None
+    except urllib.error.URLError as error:
+        raise GatewayError(f"cannot reach the admin API at {config.admin.listen}: {error.reason}") from None
+
+
+def _status(args: argparse.Namespace) -> int:
+    status = _admin(args.config, "GET", "/status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    ready = "ready" if all(status["ready"].values()) else f"NOT READY {status['ready']}"
+    print(
+        f"gateway {status['version']}, up {status['uptime_secs']}s, {ready}, listening on {', '.join(status['listen'])}"
+    )
+    print(f"log: head seq {status['log']['head_seq']}, {status['log']['disk_bytes']} bytes on disk")
+    print(f"reloads: {status['reloads']['ok']} ok, {status['reloads']['failed']} refused")
+    for did, d in sorted(status["destinations"].items()):
+        print(
+            f"  {did} ({d['type']}): delivered {d['delivered']}, filtered {d['filtered']}, dead-lettered "
+            f"{d['dead_lettered']}, retries {d['retries']}, backlog {d['backlog_messages']} messages"
+            + (f", last error: {d['last_error']}" if d["last_error"] else "")
+        )
+    return 0
+
+
 def _dead_letters(args: argparse.Namespace) -> int:
-    from gateway.log.sqlite import list_dead_letters
+    if args.action == "list":
+        query = urllib.parse.urlencode(
+            {k: v for k, v in (("destination", args.destination), ("limit", args.limit)) if v}
+        )
+        for letter in _admin(args.config, "GET", f"/dead-letters?{query}"):
+            when = datetime.fromtimestamp(letter["failed_at"], UTC).isoformat(timespec="seconds")
+            print(
+                f"{letter['id']}\t{letter['destination']}\tseq={letter['seq']}\t{when}\t{letter['state']}"
+                f"\tattempts={letter['attempts']}\t{letter['error']}"
+            )
+            if args.bodies:
+                print(f"\t{letter['message']}")
+        return 0
+    if not args.ids and not args.destination:
+        raise GatewayError(f"dead-letters {args.action}: name --destination or one or more ids")
+    body = {"ids": args.ids} if args.ids else {"destination": args.destination}
+    changed = _admin(args.config, "POST", f"/dead-letters/{args.action}", body)["changed"]
+    verb = "marked for redrive" if args.action == "redrive" else "discarded"
+    print(f"{changed} dead letter(s) {verb}")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from gateway.audit import audit, format_report
 
     config = load_config(args.config, build_registry(make_plugin_manager()))
-    letters = list_dead_letters(config.data_dir, destination=args.destination, limit=args.limit)
-    for letter in letters:
-        when = datetime.fromtimestamp(letter.failed_at, UTC).isoformat(timespec="seconds")
-        print(
-            f"{letter.id}\t{letter.destination}\tseq={letter.seq}\t{when}\tattempts={letter.attempts}\t{letter.error}"
-        )
-        if args.bodies:
-            print(f"\t{letter.body.decode('utf-8', 'replace')}")
-    print(f"{len(letters)} dead letter(s)", file=sys.stderr)
-    return 0
+    since_ms = None
+    if args.since:
+        moment = datetime.fromisoformat(args.since)
+        since_ms = int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+    report = audit(config.data_dir, since_ms=since_ms)
+    print(format_report(report))
+    return 0 if report.balanced else 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,14 +143,30 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list the plugins and component types found")
     plugins.set_defaults(handler=_plugins)
 
-    dead = commands.add_parser("dead-letters", help="inspect messages destinations refused")
-    dead_commands = dead.add_subparsers(dest="action", required=True)
-    dead_list = dead_commands.add_parser("list", help="list dead letters, oldest first")
-    dead_list.add_argument("--config", default=DEFAULT_CONFIG_PATH)
-    dead_list.add_argument("--destination", help="only this destination")
-    dead_list.add_argument("--limit", type=int, default=100)
-    dead_list.add_argument("--bodies", action="store_true", help="print each message too")
-    dead_list.set_defaults(handler=_dead_letters)
+    status = commands.add_parser("status", help="what the running daemon is doing (admin API)")
+    status.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(handler=_status)
+
+    dead = commands.add_parser(
+        "dead-letters", help="inspect, redrive or discard messages destinations refused (admin API)"
+    )
+    dead.add_argument("action", choices=("list", "redrive", "discard"))
+    dead.add_argument("ids", nargs="*", type=int, help="dead letter ids (redrive/discard)")
+    dead.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    dead.add_argument(
+        "--destination", help="only this destination (list), or all of its dead letters (redrive/discard)"
+    )
+    dead.add_argument("--limit", type=int, default=100)
+    dead.add_argument("--bodies", action="store_true", help="print each message too")
+    dead.set_defaults(handler=_dead_letters)
+
+    audit = commands.add_parser(
+        "audit", help="prove every accepted message is delivered, filtered, dead-lettered or pending"
+    )
+    audit.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    audit.add_argument("--since", help="ISO time: reconcile from each destination's position at that time")
+    audit.set_defaults(handler=_audit)
     return parser
 
 

@@ -9,9 +9,10 @@ Every failure becomes one :class:`ConfigError` naming the TOML path of the bad v
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -105,6 +106,20 @@ class DestinationConfig(_Table, frozen=True, kw_only=True):
     max_attempts: NonNegativeInt = 0
 
 
+class AdminConfig(_Table, frozen=True, kw_only=True):
+    """``[admin]``: the admin HTTP API, on its own listener (loopback by default)."""
+
+    listen: str = "127.0.0.1:8081"
+    #: Bearer token every admin request must carry. Without one the admin API is off. Write it as
+    #: a reference rather than a literal: ``token = { env = "GATEWAY_ADMIN_TOKEN" }`` or
+    #: ``token = { file = "/etc/gateway/admin.token" }``.
+    token: Annotated[str, Meta(min_length=16)] | None = None
+
+    def __post_init__(self) -> None:
+        if not _LISTEN.match(self.listen):
+            raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")
+
+
 class FilterConfig(_Table, frozen=True, kw_only=True):
     """Core keys of ``[filters.<id>]``."""
 
@@ -114,6 +129,7 @@ class FilterConfig(_Table, frozen=True, kw_only=True):
 class _Document(_Table, frozen=True, kw_only=True):
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+    admin: AdminConfig = AdminConfig()
     sources: dict[Identifier, dict[str, Any]] = {}
     destinations: dict[Identifier, dict[str, Any]] = {}
     filters: dict[Identifier, dict[str, Any]] = {}
@@ -142,10 +158,57 @@ class GatewayConfig:
     sources: dict[str, Entity[SourceConfig]]
     destinations: dict[str, Entity[DestinationConfig]]
     filters: dict[str, Entity[FilterConfig]]
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    #: The document as written (secrets resolved), for the admin API's redacted view.
+    raw: dict[str, Any] = field(default_factory=dict)
+    #: TOML paths whose values came from ``{ env = ... }`` / ``{ file = ... }`` references.
+    secret_paths: frozenset[str] = frozenset()
+
+    def redacted(self) -> dict[str, Any]:
+        """The document with secrets, write keys, tokens and passwords replaced by ``"***"``."""
+        redacted: dict[str, Any] = _redact(self.raw, "", self.secret_paths)
+        return redacted
 
     @property
     def data_dir(self) -> Path:
         return Path(self.server.data_dir)
+
+
+_SECRET_KEY = re.compile(r"secret|token|password|passwd|key|authorization|credential|dsn", re.IGNORECASE)
+
+
+def _redact(value: Any, path: str, secret_paths: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: "***"
+            if (f"{path}.{k}".lstrip(".") in secret_paths or (_SECRET_KEY.search(k) and not isinstance(v, dict)))
+            else _redact(v, f"{path}.{k}".lstrip("."), secret_paths)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact(v, f"{path}[{i}]", secret_paths) for i, v in enumerate(value)]
+    return value
+
+
+def _resolve_secrets(path: str, value: Any, where: str, found: set[str]) -> Any:
+    """Replace ``{ env = "NAME" }`` and ``{ file = "PATH" }`` tables by the secret they name."""
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)) in ("env", "file") and isinstance(next(iter(value.values())), str):
+            kind, name = next(iter(value.items()))
+            found.add(where)
+            if kind == "env":
+                secret = os.environ.get(name)
+                if secret is None:
+                    raise ConfigError(path, where, f"environment variable {name} is not set")
+                return secret
+            try:
+                return Path(name).read_text(encoding="utf-8").strip()
+            except OSError as error:
+                raise ConfigError(path, where, f"cannot read the secret file: {error}") from None
+        return {k: _resolve_secrets(path, v, f"{where}.{k}".lstrip("."), found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_secrets(path, v, f"{where}[{i}]", found) for i, v in enumerate(value)]
+    return value
 
 
 _FIELD_IN_MESSAGE = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
@@ -203,6 +266,8 @@ def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> Ga
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path, "", f"not valid TOML: {error}") from None
+    secret_paths: set[str] = set()
+    raw = _resolve_secrets(path, raw, "", secret_paths)
     document = _convert(path, "", raw, _Document)
 
     sources = {
@@ -243,6 +308,9 @@ def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> Ga
         sources=sources,
         destinations=destinations,
         filters=filters,
+        admin=document.admin,
+        raw=raw,
+        secret_paths=frozenset(secret_paths),
     )
 
 

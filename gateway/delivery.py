@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,9 @@ from gateway.log import IngestLog
 from gateway.metrics import Metrics
 
 log = structlog.get_logger("gateway.delivery")
+
+#: How often a worker looks for dead letters an operator marked for redrive.
+REDRIVE_POLL_SECS = 2.0
 _encode = msgspec.json.Encoder().encode
 
 
@@ -53,23 +57,25 @@ class _Counters:
 
 @dataclass
 class _Acks:
-    """Finished batches, so the cursor can move over a contiguous prefix of them."""
+    """Finished batches, so the cursor can move over a contiguous prefix of them, and the
+    outcomes of the batches it moved over that are not saved yet."""
 
     cursor: int
     in_flight: list[int] = field(default_factory=list)  # last seq of each batch, in log order
-    finished: set[int] = field(default_factory=set)
+    finished: dict[int, Counter[tuple[str, str]]] = field(default_factory=dict)
+    unsaved: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def start(self, last_seq: int) -> None:
         self.in_flight.append(last_seq)
 
-    def finish(self, last_seq: int) -> int:
+    def finish(self, last_seq: int, outcomes: Counter[tuple[str, str]]) -> int:
         """Mark a batch done; return how many batches the cursor moved past (0 if it is
         still held by an earlier batch)."""
-        self.finished.add(last_seq)
+        self.finished[last_seq] = outcomes
         passed = 0
         while self.in_flight and self.in_flight[0] in self.finished:
             self.cursor = self.in_flight.pop(0)
-            self.finished.discard(self.cursor)
+            self.unsaved.update(self.finished.pop(self.cursor))
             passed += 1
         return passed
 
@@ -105,6 +111,9 @@ class DestinationWorker:
         self._counters = _Counters()
         self._acks = _Acks(cursor=0)
         self._reading = trio.CancelScope()
+        self._redriving = trio.CancelScope()
+        self._persisting = trio.Lock()
+        self._saved_cursor = 0
 
     def set_filters(self, filters: Sequence[tuple[str, Filter]]) -> None:
         """Use other filters from the next batch on (a reload that changed only filters)."""
@@ -114,11 +123,12 @@ class DestinationWorker:
         """Stop reading new batches; :meth:`run` returns once the batches in flight are done and
         recorded, so a worker started after it resumes exactly where this one stopped."""
         self._reading.cancel()
+        self._redriving.cancel()
 
     def statistics(self) -> DestinationStatistics:
         c = self._counters
         return DestinationStatistics(
-            cursor=self._acks.cursor,
+            cursor=self._saved_cursor,
             delivered=c.delivered,
             filtered=c.filtered,
             dead_lettered=c.dead_lettered,
@@ -131,9 +141,11 @@ class DestinationWorker:
         with structlog.contextvars.bound_contextvars(destination=self.id):
             position = await self._log.cursor(self.id)
             self._acks = _Acks(cursor=position)
+            self._saved_cursor = position
             slots = trio.Semaphore(self._config.concurrency)
             task_status.started()
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._redrive_loop)
                 with self._reading:
                     while True:
                         batch = await self._next_batch(position)
@@ -152,7 +164,7 @@ class DestinationWorker:
                 await self._log.wait_for_records(self._log.head())
         return await self._log.read(after, max_records=cfg.batch_max_messages, max_bytes=cfg.batch_max_bytes)
 
-    def _filtered(self, batch: list[Record]) -> list[Record]:
+    def _filtered(self, batch: list[Record], outcomes: Counter[tuple[str, str]]) -> list[Record]:
         if not self._filters:
             return batch
         kept = []
@@ -162,6 +174,7 @@ class DestinationWorker:
                 result = message_filter.process(result) if result is not None else None
                 if result is None:
                     self._metrics.filtered.labels("destination", self.id, filter_id).inc()
+                    outcomes[(record.source, f"filtered:{filter_id}")] += 1
                     break
             if result is None:
                 self._counters.filtered += 1
@@ -176,29 +189,41 @@ class DestinationWorker:
         # is sent: while an earlier batch is stuck in retries, later ones may be delivered but
         # not recorded, and a crash re-sends them. Holding the slots bounds that re-send to
         # ``concurrency`` batches (and the memory to as many).
-        to_send = self._filtered(batch)
-        if to_send:
-            await self._send_until_done(to_send)
-        passed = self._acks.finish(batch[-1].seq)
+        outcomes: Counter[tuple[str, str]] = Counter()
+        to_send = self._filtered(batch, outcomes)
+        dead = {record.seq for record in await self._send_until_done(to_send)} if to_send else set()
+        for record in to_send:
+            outcomes[(record.source, "dead_lettered" if record.seq in dead else "delivered")] += 1
+        passed = self._acks.finish(batch[-1].seq, outcomes)
         if passed:
-            await self._persist_cursor(self._acks.cursor)
+            await self._persist_cursor()
             for _ in range(passed):
                 slots.release()
 
-    async def _persist_cursor(self, seq: int) -> None:
+    async def _persist_cursor(self) -> None:
+        """Save the cursor with the outcomes of the batches it moved over, in one transaction."""
         attempt = 0
-        while True:
-            try:
-                await self._log.set_cursor(self.id, seq)
-                return
-            except LogUnavailableError as error:
-                # Delivered but not recorded: at worst re-sent after a crash. Keep trying.
-                attempt += 1
-                log.warning("cursor_not_saved", reason=error.reason, attempt=attempt)
-                await trio.sleep(min(30.0, 0.1 * 2**attempt))
+        async with self._persisting:
+            while True:
+                seq, outcomes = self._acks.cursor, self._acks.unsaved
+                if seq == self._saved_cursor and not outcomes:
+                    return  # another task saved it meanwhile
+                self._acks.unsaved = Counter()
+                try:
+                    await self._log.set_cursor(self.id, seq, {key: n for key, n in outcomes.items() if n})
+                except LogUnavailableError as error:
+                    # Delivered but not recorded: at worst re-sent after a crash. Keep trying.
+                    self._acks.unsaved.update(outcomes)
+                    attempt += 1
+                    log.warning("cursor_not_saved", reason=error.reason, attempt=attempt)
+                    await trio.sleep(min(30.0, 0.1 * 2**attempt))
+                else:
+                    self._saved_cursor = seq
+                    return
 
-    async def _send_until_done(self, batch: list[Record]) -> None:
-        """Send until it succeeds; dead-letter on a permanent error or past max_attempts."""
+    async def _send_until_done(self, batch: list[Record]) -> list[Record]:
+        """Send until it succeeds; dead-letter on a permanent error or past max_attempts.
+        Returns the records that were dead-lettered."""
         cfg = self._config
         attempt = 0
         while True:
@@ -210,8 +235,7 @@ class DestinationWorker:
             except DeliveryError as error:
                 self._counters.last_error = str(error)
                 if not error.retryable:
-                    await self._permanent_failure(batch, str(error), attempt)
-                    return
+                    return await self._permanent_failure(batch, str(error), attempt)
                 retry_after = error.retry_after
             except trio.TooSlowError:
                 self._counters.last_error = f"timed out after {cfg.timeout_secs}s"
@@ -221,10 +245,10 @@ class DestinationWorker:
             else:
                 self._counters.delivered += len(batch)
                 self._record_delivery(batch)
-                return
+                return []
             if cfg.max_attempts and attempt >= cfg.max_attempts:
                 await self._dead_letter(batch, self._counters.last_error or "failed", attempt)
-                return
+                return batch
             delay = backoff_delay(
                 attempt, initial=cfg.retry_initial_secs, maximum=cfg.retry_max_secs, retry_after=retry_after
             )
@@ -248,15 +272,44 @@ class DestinationWorker:
             if record.received_at:
                 latency.observe(max(0.0, (now_ms - record.received_at) / 1000))
 
-    async def _permanent_failure(self, batch: list[Record], error: str, attempt: int) -> None:
+    async def _permanent_failure(self, batch: list[Record], error: str, attempt: int) -> list[Record]:
         if len(batch) == 1:
             await self._dead_letter(batch, error, attempt)
-            return
+            return batch
         # One bad record should not take its whole batch down: send them one by one, so only
         # the records the destination really refuses are dead-lettered.
         log.warning("destination_refused_batch", records=len(batch), error=error)
+        dead = []
         for record in batch:
-            await self._send_until_done([record])
+            dead.extend(await self._send_until_done([record]))
+        return dead
+
+    async def _redrive_loop(self) -> None:
+        """Send again, one by one, the dead letters an operator marked for redrive."""
+        with self._redriving:
+            while True:
+                await trio.sleep(REDRIVE_POLL_SECS)
+                letters = await self._log.take_redrive(self.id, 100)
+                delivered: list[tuple[int, Record]] = []
+                refused: list[int] = []
+                error = ""
+                for letter_id, record in letters:
+                    try:
+                        with trio.fail_after(self._config.timeout_secs):
+                            await self._destination.send([record])
+                    except DeliveryError as failure:
+                        if failure.retryable:
+                            break  # try the rest at the next poll
+                        refused.append(letter_id)
+                        error = str(failure)
+                    except Exception:  # timeouts and plugin errors: next poll
+                        break
+                    else:
+                        delivered.append((letter_id, record))
+                if delivered or refused:
+                    await self._log.finish_redrive(self.id, delivered, refused, error)
+                    self._record_delivery([r for _, r in delivered])
+                    log.info("dead_letters_redriven", delivered=len(delivered), refused_again=len(refused))
 
     async def _dead_letter(self, batch: list[Record], error: str, attempts: int) -> None:
         log.error("destination_dead_lettered", records=len(batch), first_seq=batch[0].seq, error=error)

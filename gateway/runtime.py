@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
+from gateway.admin import create_admin_app
 from gateway.components import Destination, DestinationContext, Filter
 from gateway.config import DestinationConfig, Entity, GatewayConfig, ServerConfig, load_config, parse_config
 from gateway.delivery import DestinationWorker
@@ -117,7 +118,9 @@ class Gateway:
             self.hub, registry.sources.values(), readiness=self.readiness, refresh_metrics=self.refresh_metrics
         )
         self.destinations: dict[str, _RunningDestination] = {}
-        self.listeners: dict[str, _Listener] = {}
+        self.listeners: dict[tuple[str, str], _Listener] = {}
+        self.admin_app = create_admin_app(self)
+        self.admin_urls: list[str] = []
         self._apply_lock = trio.Lock()
         self.reloads = {"ok": 0, "failed": 0}
         #: sha256 of the config file content last loaded or tried, so a file watcher does not
@@ -166,13 +169,21 @@ class Gateway:
         await self._nursery.start(run)
         self.destinations[did] = running
 
-    async def _start_listener(self, listen: str) -> list[str]:
+    def _wanted_listeners(self, config: GatewayConfig) -> set[tuple[str, str]]:
+        """(app, address) pairs a config asks for: the HTTP API, and the admin API if it has a token."""
+        wanted = {("http", config.server.listen)}
+        if config.admin.token:
+            wanted.add(("admin", config.admin.listen))
+        return wanted
+
+    async def _start_listener(self, name: str, listen: str) -> list[str]:
         listener = _Listener(listen)
+        app = self.app if name == "http" else self.admin_app
 
         async def run(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
                 await serve(
-                    shield_sends(self.app),
+                    shield_sends(app),
                     hypercorn_config(self.config.server, listen),
                     shutdown_trigger=listener.stop.wait,
                     task_status=task_status,
@@ -181,8 +192,12 @@ class Gateway:
                 listener.done.set()
 
         binds: list[str] = await self._nursery.start(run)
-        self.listeners[listen] = listener
-        self.urls = binds
+        self.listeners[(name, listen)] = listener
+        if name == "http":
+            self.urls = binds
+        else:
+            self.admin_urls = binds
+        log.info("listener_started", api=name, listen=binds)
         return binds
 
     async def stop_listeners(self) -> None:
@@ -206,7 +221,9 @@ class Gateway:
             stack = AsyncExitStack()
             destination = await self._open_destination(did, entity, stack)
             await self._start_worker(did, entity, destination, stack, self.filters)
-        return await self._start_listener(self.config.server.listen)
+        for name, listen in sorted(self._wanted_listeners(self.config), reverse=True):
+            await self._start_listener(name, listen)
+        return self.urls
 
     async def apply(self, new: GatewayConfig) -> None:
         """Swap to ``new``: build first, then swap what changed; on any error nothing changes.
@@ -236,15 +253,14 @@ class Gateway:
                         stack = AsyncExitStack()
                         await stack.__aenter__()
                         opened[did] = (await self._open_destination(did, entity, stack), stack)
-                binds = (
-                    await self._start_listener(new.server.listen) if new.server.listen not in self.listeners else None
-                )
+                for name, listen in sorted(self._wanted_listeners(new) - set(self.listeners)):
+                    await self._start_listener(name, listen)
             except BaseException as error:
                 for _, stack in opened.values():
                     with trio.CancelScope(shield=True):
                         await stack.aclose()
                 if isinstance(error, OSError):
-                    raise ConfigError(new.path, "server.listen", f"cannot listen: {error}") from error
+                    raise ConfigError(new.path, "server.listen", f"cannot open a listener: {error}") from error
                 if isinstance(error, Exception) and not isinstance(error, ConfigError):
                     raise ConfigError(new.path, "destinations", f"a destination failed to open: {error}") from error
                 raise
@@ -265,12 +281,9 @@ class Gateway:
                 await self.destinations.pop(did).stop()
             for did, (destination, stack) in opened.items():
                 await self._start_worker(did, new.destinations[did], destination, stack, filters)
-            # Listeners: the new one is already open; now close the old ones.
-            for listen in [listen for listen in self.listeners if listen != new.server.listen]:
-                listener = self.listeners.pop(listen)
-                listener.stop.set()
-            if binds:
-                log.info("listener_moved", listen=binds)
+            # Listeners: new ones are already open; now close the ones no longer wanted.
+            for unwanted in set(self.listeners) - self._wanted_listeners(new):
+                self.listeners.pop(unwanted).stop.set()
 
     async def reload(self, reason: str) -> bool:
         """Load the config file again and apply it; a bad one is refused and the old one stays."""
@@ -310,11 +323,15 @@ async def _every(interval_secs: float, name: str, fn: Callable[[], Awaitable[obj
 
 
 async def wait_for_stop_signal() -> None:
-    """Return at the first SIGTERM or SIGINT."""
+    """Return at the first SIGTERM or SIGINT (for callers that did not install handlers earlier)."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("gateway_stopping", signal=signal.Signals(signum).name)
-            return
+        await _first_signal(signals)
+
+
+async def _first_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.info("gateway_stopping", signal=signal.Signals(signum).name)
+        return
 
 
 async def serve_gateway(
@@ -366,4 +383,10 @@ def run(config_path: str | Path) -> None:
     """Load the config and serve until a stop signal. Raises on startup failure."""
     registry = build_registry(make_plugin_manager())
     config = load_config(config_path, registry)
-    trio.run(serve_gateway, config, registry)
+
+    async def main() -> None:
+        # Handlers first: a SIGTERM that arrives while starting up must still stop us cleanly.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            await serve_gateway(config, registry, shutdown_trigger=lambda: _first_signal(signals))
+
+    trio.run(main)

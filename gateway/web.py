@@ -184,6 +184,7 @@ def create_app(
 
     @app.errorhandler(Invalid)
     async def invalid(error: Invalid) -> Response:
+        hub.count_rejected(error.code)
         return error_response(400, error.code, error.message)
 
     @app.errorhandler(LogUnavailableError)

@@ -62,6 +62,8 @@ class Sink:
         self.failing = failing
         #: messageIds the sink refuses (503) any request containing, while they are in this set.
         self.poisoned: set[str] = set()
+        #: messageIds the sink refuses for good (400) in any request containing them.
+        self.rejected: set[str] = set()
         self._refuse_next: threading.Event | None = None
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()  # messageId -> times accepted
@@ -133,6 +135,9 @@ class Sink:
             with self.lock:
                 self.bad_requests += 1
             handler.answer(400, b'{"error":"not a batch"}')
+            return
+        if self.rejected.intersection(ids):
+            handler.answer(400, b'{"error":"invalid message"}')
             return
         with self.lock:
             refuse_now, self._refuse_next = self._refuse_next, None

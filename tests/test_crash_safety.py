@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.audit import audit
 from gateway.log.sqlite import list_dead_letters
 from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
 from tests.sink import Sink, free_port, http_destination
@@ -201,6 +202,12 @@ def test_every_acknowledged_message_is_delivered_across_sigkills(tmp_path: Path,
         assert set(client.statuses) == {200}, f"seed={seed}: unexpected statuses {client.statuses}"
         assert sink.bad_requests == 0
         assert list_dead_letters(tmp_path) == []
+        # The books survive the kills too: every accepted message is delivered exactly once in
+        # them (re-sends after a crash are not double-counted), nothing pending, nothing lost.
+        books = audit(tmp_path)
+        [hook] = books.destinations if len(books.destinations) == 1 else [d for d in books.destinations if d.destination != "archive"]
+        assert books.balanced, f"seed={seed}: {hook}"
+        assert hook.pending == 0 and hook.delivered == hook.expected == len(sink.delivered_ids())
 
 
 # -- 2. Dedup ------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
     error: str
     attempts: int
     failed_at: float
+    state: str = "dead"
 
 
 class BacklogInfo(msgspec.Struct, frozen=True):
@@ -94,8 +95,23 @@ class IngestLog(Protocol):
         """The last seq ``destination`` has; a new destination starts at the current head."""
         ...
 
-    async def set_cursor(self, destination: str, seq: int) -> None:
-        """Persist that ``destination`` has every record up to ``seq``."""
+    async def set_cursor(self, destination: str, seq: int, outcomes: dict[tuple[str, str], int] | None = None) -> None:
+        """Persist that ``destination`` has every record up to ``seq``, together with what
+        happened to the records it moved over: ``(source, outcome) -> count``."""
+        ...
+
+    async def take_redrive(self, destination: str, limit: int) -> list[tuple[int, Record]]:
+        """Dead letters marked for sending again to ``destination``: ``(id, record)``."""
+        ...
+
+    async def finish_redrive(
+        self, destination: str, delivered: Sequence[tuple[int, Record]], failed: Sequence[int], error: str
+    ) -> None:
+        """Forget redriven letters the destination took; hold the refused ones again."""
+        ...
+
+    async def change_dead_letters(self, action: str, *, destination: str | None = None, ids: Sequence[int] = ()) -> int:
+        """Mark dead letters for ``redrive`` or ``discard`` them; returns how many changed."""
         ...
 
     async def add_dead_letters(self, destination: str, records: Sequence[Record], error: str, attempts: int) -> None:

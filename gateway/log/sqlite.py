@@ -47,11 +47,25 @@ CREATE TABLE IF NOT EXISTS messages (
     body BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_key ON messages (source, message_id);
+-- start_seq: the head when the destination was added; it is responsible for every seq after.
 CREATE TABLE IF NOT EXISTS cursors (
     destination TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
+    start_seq INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
+-- What happened to the messages a cursor moved over, written in the same transaction as the
+-- cursor: the audit reads these, so a crash can never leave the books and the cursor apart.
+CREATE TABLE IF NOT EXISTS delivery_outcomes (
+    destination TEXT NOT NULL,
+    source TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    upto_seq INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delivery_outcomes_by_destination ON delivery_outcomes (destination, upto_seq);
+-- state: 'dead' (held for an operator) or 'redrive' (the destination's worker sends it again).
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     destination TEXT NOT NULL,
@@ -60,8 +74,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     body BLOB NOT NULL,
     error TEXT NOT NULL,
     attempts INTEGER NOT NULL,
-    failed_at INTEGER NOT NULL
+    failed_at INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'dead'
 );
+CREATE INDEX IF NOT EXISTS dead_letters_by_destination ON dead_letters (destination, state, id);
 """
 
 # A duplicate key is skipped by the same statement that would store it, in the same
@@ -71,9 +87,16 @@ _APPEND = (
     "ON CONFLICT (source, message_id) DO NOTHING"
 )
 _SET_CURSOR = """
-INSERT INTO cursors (destination, seq, updated_at) VALUES (?, ?, ?)
+INSERT INTO cursors (destination, seq, start_seq, updated_at) VALUES (?1, ?2, ?2, ?3)
 ON CONFLICT (destination) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
 """
+_ADD_OUTCOME = (
+    "INSERT INTO delivery_outcomes (destination, source, outcome, count, upto_seq, at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+#: Outcome counts of a run of batches: (source, outcome) -> messages. Outcomes are ``delivered``,
+#: ``dead_lettered``, ``filtered:<filter id>`` and ``redriven`` (a dead letter delivered later).
+Outcomes = dict[tuple[str, str], int]
 # Purge walks from the oldest rows only (seq order follows arrival), so it costs what it
 # deletes, not the size of the log. It never reaches the newest row (seq < head).
 _PURGE = (
@@ -142,6 +165,7 @@ class SQLiteLog:
         self._queue: list[_Waiter] = []
         self._queued_messages = 0
         self._queued_cursors: dict[str, int] = {}
+        self._queued_outcomes: list[tuple[str, str, str, int, int]] = []
         self._cursor_waiters: list[_Waiter] = []
         self._work = trio.Event()
         self._advanced = trio.Event()
@@ -194,11 +218,14 @@ class SQLiteLog:
             waiters, self._queue = self._queue, []
             self._queued_messages = 0
             cursors, self._queued_cursors = self._queued_cursors, {}
+            outcomes, self._queued_outcomes = self._queued_outcomes, []
             cursor_waiters, self._cursor_waiters = self._cursor_waiters, []
             self._committing = True
             started = time.perf_counter()
             try:
-                results, head = await trio.to_thread.run_sync(self._commit, waiters, cursors, limiter=self._write_lock)
+                results, head = await trio.to_thread.run_sync(
+                    self._commit, waiters, cursors, outcomes, limiter=self._write_lock
+                )
             except sqlite3.Error as error:
                 failure = _unavailable(error)
                 log.error("log_commit_failed", reason=failure.reason, error=str(error))
@@ -226,7 +253,9 @@ class SQLiteLog:
                 if not self._work.is_set():
                     self._idle.set()
 
-    def _commit(self, waiters: list[_Waiter], cursors: dict[str, int]) -> tuple[list[AppendResult], int]:
+    def _commit(
+        self, waiters: list[_Waiter], cursors: dict[str, int], outcomes: list[tuple[str, str, str, int, int]]
+    ) -> tuple[list[AppendResult], int]:
         now = _now_ms()
         conn = self._writer
         cur = conn.cursor()
@@ -240,6 +269,7 @@ class SQLiteLog:
                 results.append(AppendResult(stored=stored, duplicates=len(waiter.entries) - stored))
             for destination, seq in cursors.items():
                 cur.execute(_SET_CURSOR, (destination, seq, now))
+            cur.executemany(_ADD_OUTCOME, [(*row, now) for row in outcomes])
             head = cur.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
             cur.execute("COMMIT")
         except BaseException:
@@ -282,9 +312,11 @@ class SQLiteLog:
             await self.set_cursor(destination, self._head_seq)
         return self._cursors[destination]
 
-    async def set_cursor(self, destination: str, seq: int) -> None:
+    async def set_cursor(self, destination: str, seq: int, outcomes: Outcomes | None = None) -> None:
         waiter = _Waiter(())
         self._queued_cursors[destination] = seq
+        for (source, outcome), count in (outcomes or {}).items():
+            self._queued_outcomes.append((destination, source, outcome, count, seq))
         self._cursor_waiters.append(waiter)
         self._wake_committer()
         await waiter.done.wait()
@@ -304,6 +336,66 @@ class SQLiteLog:
                 )
 
         await trio.to_thread.run_sync(insert, limiter=self._write_lock)
+
+    async def take_redrive(self, destination: str, limit: int) -> list[tuple[int, Record]]:
+        """Dead letters an operator asked to send again to ``destination``, oldest first."""
+
+        def query() -> list[tuple[int, Record]]:
+            rows = self._reader.execute(
+                "SELECT id, seq, source, body FROM dead_letters WHERE destination = ? AND state = 'redrive' "
+                "ORDER BY id LIMIT ?",
+                (destination, limit),
+            ).fetchall()
+            return [(i, Record(seq=seq, source=source, body=body)) for i, seq, source, body in rows]
+
+        return await trio.to_thread.run_sync(query, limiter=self._read_lock)
+
+    async def finish_redrive(
+        self, destination: str, delivered: Sequence[tuple[int, Record]], failed: Sequence[int], error: str
+    ) -> None:
+        """Drop redriven letters the destination took (counting them as ``redriven``), and hold
+        the ones it refused again."""
+        now = _now_ms()
+        counts: dict[str, int] = {}
+        for _, record in delivered:
+            counts[record.source] = counts.get(record.source, 0) + 1
+
+        def write() -> None:
+            with self._writer:
+                self._writer.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i, _ in delivered])
+                self._writer.executemany(
+                    "UPDATE dead_letters SET state = 'dead', error = ?, attempts = attempts + 1, failed_at = ? "
+                    "WHERE id = ?",
+                    [(error, now, i) for i in failed],
+                )
+                self._writer.executemany(
+                    _ADD_OUTCOME,
+                    [
+                        (destination, source, "redriven", count, self._cursors.get(destination, 0), now)
+                        for source, count in counts.items()
+                    ],
+                )
+
+        await trio.to_thread.run_sync(write, limiter=self._write_lock)
+
+    async def change_dead_letters(self, action: str, *, destination: str | None = None, ids: Sequence[int] = ()) -> int:
+        """``redrive`` (mark for sending again) or ``discard`` (delete) dead letters, chosen by
+        id or by destination; returns how many changed."""
+        if action not in ("redrive", "discard"):
+            raise ValueError(f"unknown action {action!r}")
+        where, args = _dead_letter_selection(destination, ids)
+        sql = (
+            f"UPDATE dead_letters SET state = 'redrive' WHERE state = 'dead' AND {where}"
+            if action == "redrive"
+            else f"DELETE FROM dead_letters WHERE state = 'dead' AND {where}"
+        )
+
+        def write() -> int:
+            with self._writer:
+                changed: int = self._writer.execute(sql, args).rowcount
+            return changed
+
+        return await trio.to_thread.run_sync(write, limiter=self._write_lock)
 
     # -- upkeep ------------------------------------------------------------------------------
 
@@ -395,6 +487,14 @@ class SQLiteLog:
             conn.close()
 
 
+def _dead_letter_selection(destination: str | None, ids: Sequence[int]) -> tuple[str, tuple[object, ...]]:
+    if ids:
+        return f"id IN ({','.join('?' * len(ids))})", tuple(int(i) for i in ids)
+    if destination:
+        return "destination = ?", (destination,)
+    raise ValueError("choose dead letters by ids or by destination")
+
+
 def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
     """Read dead letters straight from the log file (works while the daemon runs)."""
     path = Path(data_dir) / DB_NAME
@@ -402,7 +502,7 @@ def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: 
         return []
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        sql = "SELECT id, destination, seq, source, body, error, attempts, failed_at FROM dead_letters"
+        sql = "SELECT id, destination, seq, source, body, error, attempts, failed_at, state FROM dead_letters"
         args: tuple[object, ...] = ()
         if destination:
             sql += " WHERE destination = ?"
@@ -412,8 +512,8 @@ def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: 
     finally:
         conn.close()
     return [
-        DeadLetter(id=i, destination=d, seq=s, source=src, body=b, error=e, attempts=a, failed_at=f / 1000)
-        for i, d, s, src, b, e, a, f in rows
+        DeadLetter(id=i, destination=d, seq=s, source=src, body=b, error=e, attempts=a, failed_at=f / 1000, state=st)
+        for i, d, s, src, b, e, a, f, st in rows
     ]
 
 

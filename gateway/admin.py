@@ -1,0 +1,148 @@
+"""The admin HTTP API: status, destinations, dead letters, reload, audit, redacted config.
+
+It listens on its own address (loopback by default) and every request must carry
+``Authorization: Bearer <admin.token>``; without a configured token it is not started at all.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from gateway import __version__
+from gateway.audit import audit
+from gateway.log.sqlite import list_dead_letters
+from gateway.web import error_response, json_response
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+
+def create_admin_app(gateway: Gateway) -> QuartTrio:
+    """The admin API of ``gateway``; the token is read from the current config on each request."""
+    app = QuartTrio("gateway-admin")
+    started = time.time()
+
+    @app.before_request
+    async def authenticate() -> Response | None:
+        token = gateway.config.admin.token
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if not token or scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+            response = error_response(401, "unauthorized", "send Authorization: Bearer <admin.token>")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="gateway-admin"'
+            return response
+        return None
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        code = (error.name or "error").lower().replace(" ", "_")
+        return error_response(error.code or 400, code, error.description or code)
+
+    @app.errorhandler(ValueError)
+    async def bad_request(error: ValueError) -> Response:
+        return error_response(400, "bad_request", str(error))
+
+    @app.get("/status")
+    async def status() -> Response:
+        backlog = {b.destination: b for b in await gateway.log.backlog(list(gateway.destinations))}
+        stats = gateway.log.statistics()
+        return json_response(
+            {
+                "version": __version__,
+                "uptime_secs": round(time.time() - started, 1),
+                "config": gateway.config.path,
+                "listen": gateway.urls,
+                "ready": await gateway.readiness(),
+                "reloads": gateway.reloads,
+                "sources": sorted(gateway.config.sources),
+                "log": {"head_seq": stats.head_seq, "disk_bytes": stats.disk_bytes, "commits": stats.commits},
+                "destinations": {
+                    did: {
+                        **_struct_dict(running.worker.statistics()),
+                        "type": running.entity.core.type,
+                        "backlog_messages": backlog[did].messages if did in backlog else 0,
+                        "backlog_bytes_estimate": backlog[did].bytes_estimate if did in backlog else 0,
+                    }
+                    for did, running in gateway.destinations.items()
+                },
+            }
+        )
+
+    @app.get("/dead-letters")
+    async def dead_letters() -> Response:
+        destination = request.args.get("destination") or None
+        limit = int(request.args.get("limit", "100"))
+        letters = await trio.to_thread.run_sync(
+            lambda: list_dead_letters(gateway.config.data_dir, destination=destination, limit=limit)
+        )
+        return json_response(
+            [
+                {
+                    "id": x.id,
+                    "destination": x.destination,
+                    "seq": x.seq,
+                    "source": x.source,
+                    "error": x.error,
+                    "attempts": x.attempts,
+                    "failed_at": x.failed_at,
+                    "state": x.state,
+                    "message": x.body.decode("utf-8", "replace"),
+                }
+                for x in letters
+            ]
+        )
+
+    async def change(action: str) -> Response:
+        body: dict[str, Any] = await request.get_json(force=True, silent=True) or {}
+        ids = [int(i) for i in body.get("ids", [])]
+        destination = body.get("destination")
+        if not ids and not destination:
+            return error_response(400, "bad_request", 'send {"ids": [...]} or {"destination": "..."}')
+        changed = await gateway.log.change_dead_letters(action, destination=destination, ids=ids)
+        return json_response({"changed": changed})
+
+    @app.post("/dead-letters/redrive")
+    async def redrive() -> Response:
+        return await change("redrive")
+
+    @app.post("/dead-letters/discard")
+    async def discard() -> Response:
+        return await change("discard")
+
+    @app.post("/reload")
+    async def reload() -> Response:
+        ok = await gateway.reload("admin_api")
+        return json_response({"reloaded": ok}, 200 if ok else 422)
+
+    @app.get("/audit")
+    async def audit_report() -> Response:
+        since = request.args.get("since")
+        since_ms = int(datetime.fromisoformat(since).timestamp() * 1000) if since else None
+        report = await trio.to_thread.run_sync(lambda: audit(gateway.config.data_dir, since_ms=since_ms))
+        return json_response(
+            {
+                "balanced": report.balanced,
+                "destinations": [{**_struct_dict(d), "unaccounted": d.unaccounted} for d in report.destinations],
+            }
+        )
+
+    @app.get("/config")
+    async def config() -> Response:
+        return json_response(gateway.config.redacted())
+
+    return app
+
+
+def _struct_dict(value: Any) -> dict[str, Any]:
+    import msgspec
+
+    result: dict[str, Any] = msgspec.to_builtins(value)
+    return result

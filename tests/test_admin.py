@@ -1,0 +1,161 @@
+"""Operations end to end: admin API and CLI, dead letters, audit, metrics, readiness, secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.audit import audit
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
+from tests.sink import Sink, free_port, http_destination
+
+TOKEN = "admin-token-for-tests-0123456789"
+
+
+@pytest.fixture
+def sink() -> Sink:
+    with Sink() as running:
+        yield running
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, sink: Sink) -> GatewayProcess:
+    admin_port = free_port()
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        config_text(tmp_path)
+        + http_destination(sink.url, name="hook", batch_max_wait_secs=0.02, retry_initial_secs=0.05, retry_max_secs=0.2)
+        + f'\n[admin]\nlisten = "127.0.0.1:{admin_port}"\ntoken = {{ env = "GW_TEST_ADMIN_TOKEN" }}\n'
+    )
+    process = GatewayProcess(config, env={"GW_TEST_ADMIN_TOKEN": TOKEN})
+    process.admin = f"http://127.0.0.1:{admin_port}"  # type: ignore[attr-defined]
+    with process:
+        yield process
+
+
+def cli(process: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args, "--config", str(process.config_path)],
+        capture_output=True, text=True, timeout=30, env={**os.environ, "GW_TEST_ADMIN_TOKEN": TOKEN},
+    )
+
+
+def send(process: GatewayProcess, *ids: str) -> None:
+    batch = [{"type": "track", "userId": "u", "event": "e", "messageId": i} for i in ids]
+    assert httpx.post(f"{process.url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": batch}).status_code == 200
+
+
+def test_admin_api_refuses_missing_or_wrong_tokens(gateway: GatewayProcess) -> None:
+    admin = gateway.admin  # type: ignore[attr-defined]
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {TOKEN}"}):
+        response = httpx.get(f"{admin}/status", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["code"] == "unauthorized"
+    assert httpx.get(f"{admin}/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    # The admin API is not on the public listener.
+    assert httpx.get(f"{gateway.url}/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
+
+
+def test_config_view_redacts_secrets(gateway: GatewayProcess) -> None:
+    config = httpx.get(f"{gateway.admin}/config", headers={"Authorization": f"Bearer {TOKEN}"}).json()  # type: ignore[attr-defined]
+    assert config["admin"]["token"] == "***"
+    assert config["sources"]["web"]["write_key"] == "***"
+    assert config["destinations"]["hook"]["type"] == "http"
+    assert TOKEN not in str(config) and WRITE_KEY not in str(config)
+
+
+def test_dead_letters_list_redrive_and_audit(gateway: GatewayProcess, sink: Sink) -> None:
+    sink.rejected.add("bad-1")
+    send(gateway, "ok-1", "bad-1", "ok-2")
+    wait_until(lambda: sink.delivered_ids() >= {"ok-1", "ok-2"})
+    listing = wait_until(lambda: (out := cli(gateway, "dead-letters", "list", "--destination", "hook").stdout) and out)
+    [line] = listing.strip().splitlines()
+    letter_id = line.split("\t")[0]
+    assert "HTTP 400" in line and "dead" in line
+
+    status = cli(gateway, "status")
+    assert status.returncode == 0, status.stderr
+    assert "hook (http): delivered 2" in status.stdout and "dead-lettered 1" in status.stdout
+
+    wait_until(lambda: cli(gateway, "audit").returncode == 0)
+    books = cli(gateway, "audit").stdout
+    assert "hook: accepted 3 " in books and "delivered 2" in books and "dead-lettered 1" in books
+    assert "every accepted message is accounted for" in books
+
+    sink.rejected.clear()
+    redrive = cli(gateway, "dead-letters", "redrive", letter_id)
+    assert redrive.stdout.strip() == "1 dead letter(s) marked for redrive"
+    wait_until(lambda: "bad-1" in sink.delivered_ids())
+    wait_until(lambda: cli(gateway, "dead-letters", "list").stdout == "")
+    assert "1 dead letters redriven since" in cli(gateway, "audit").stdout
+
+    sink.rejected.add("bad-2")
+    send(gateway, "bad-2")
+    wait_until(lambda: cli(gateway, "dead-letters", "list").stdout)
+    assert cli(gateway, "dead-letters", "discard", "--destination", "hook").stdout.strip() == "1 dead letter(s) discarded"
+    assert cli(gateway, "dead-letters", "list").stdout == ""
+
+
+def test_metrics_parse_and_count(gateway: GatewayProcess, sink: Sink) -> None:
+    send(gateway, "m-1", "m-2", "m-2")
+    httpx.post(f"{gateway.url}/v1/track", auth=(WRITE_KEY, ""), json={"userId": "u"})  # rejected: no event
+    wait_until(lambda: sink.delivered_ids() >= {"m-1", "m-2"})
+    wait_until(lambda: read_jsonl(gateway.config_path.parent / "archive"))
+    text = httpx.get(f"{gateway.url}/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("gateway_messages_accepted_total", (("source", "web"),))] == 2
+    assert samples[("gateway_messages_deduplicated_total", (("source", "web"),))] == 1
+    assert samples[("gateway_messages_rejected_total", (("code", "event_not_defined"),))] == 1
+    assert samples[("gateway_destination_delivered_total", (("destination", "hook"),))] == 2
+    assert samples[("gateway_destination_backlog_messages", (("destination", "hook"),))] == 0
+    assert samples[("gateway_http_requests_total", (("path", "/v1/batch"), ("status", "200")))] == 1
+    assert samples[("gateway_log_commit_seconds_count", ())] >= 1
+    assert samples[("gateway_delivery_latency_seconds_count", (("destination", "hook"),))] == 2
+    assert ("gateway_config_reloads_total", (("result", "ok"),)) in samples or "gateway_config_reloads" in text
+
+
+def test_ready_and_health(gateway: GatewayProcess) -> None:
+    assert httpx.get(f"{gateway.url}/health").json() == {"status": "ok"}
+    ready = httpx.get(f"{gateway.url}/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "checks": {"log_writable": True, "config_loaded": True}}
+
+
+def test_missing_secret_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "g.toml"
+    config.write_text(config_text(tmp_path) + '\n[admin]\ntoken = { env = "GW_TEST_NOT_SET_ANYWHERE" }\n')
+    result = subprocess.run([sys.executable, "-m", "gateway", "check-config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "admin.token: environment variable GW_TEST_NOT_SET_ANYWHERE is not set" in result.stderr
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN + "\n")
+    config.write_text(config_text(tmp_path) + f'\n[admin]\ntoken = {{ file = "{secret}" }}\n')
+    assert subprocess.run([sys.executable, "-m", "gateway", "check-config", str(config)]).returncode == 0
+
+
+def test_audit_detects_missing_books(tmp_path: Path, gateway: GatewayProcess, sink: Sink) -> None:
+    send(gateway, "a-1", "a-2", "a-3")
+    wait_until(lambda: sink.delivered_ids() >= {"a-1", "a-2", "a-3"})
+    wait_until(lambda: audit(tmp_path).balanced and audit(tmp_path).destinations[0].delivered == 3)
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "log.sqlite3")
+    with conn:
+        conn.execute("DELETE FROM delivery_outcomes WHERE destination = 'hook'")
+    conn.close()
+    report = audit(tmp_path)
+    hook = next(d for d in report.destinations if d.destination == "hook")
+    assert hook.unaccounted == 3
+    result = cli(gateway, "audit")
+    assert result.returncode == 3
+    assert "UNACCOUNTED: 3 message(s)" in result.stdout and "NOT BALANCED" in result.stdout

@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -104,6 +105,23 @@ class DestinationConfig(_Table, frozen=True, kw_only=True):
     retry_max_secs: PositiveFloat = 300.0
     #: Attempts before a retryable failure goes to the dead-letter table; 0 retries for ever.
     max_attempts: NonNegativeInt = 0
+    #: Where a NEW destination starts reading: ``"end"`` (what arrives from now on) or an
+    #: ISO-8601 time (replays what the archive still holds from then). Ignored once it has a cursor.
+    start_at: str = "end"
+
+    def __post_init__(self) -> None:
+        if self.start_at != "end":
+            try:
+                datetime.fromisoformat(self.start_at)
+            except ValueError:
+                raise ValueError(f'start_at must be "end" or an ISO-8601 time, got {self.start_at!r}') from None
+
+    def start_at_ms(self) -> int | None:
+        """``start_at`` in milliseconds since the epoch (naive times are UTC), or None for the end."""
+        if self.start_at == "end":
+            return None
+        moment = datetime.fromisoformat(self.start_at)
+        return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 class AdminConfig(_Table, frozen=True, kw_only=True):

@@ -139,7 +139,7 @@ class DestinationWorker:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with structlog.contextvars.bound_contextvars(destination=self.id):
-            position = await self._log.cursor(self.id)
+            position = await self._log.cursor(self.id, start_ms=self._config.start_at_ms())
             self._acks = _Acks(cursor=position)
             self._saved_cursor = position
             slots = trio.Semaphore(self._config.concurrency)

@@ -64,9 +64,11 @@ def build_filters(config: GatewayConfig, registry: Registry) -> dict[str, Filter
 
 def _same_destination(a: Entity[DestinationConfig], b: Entity[DestinationConfig]) -> bool:
     """Same type, delivery settings and options: the worker can go on (filters are swapped in place)."""
-    return msgspec.structs.replace(a.core, filters=[]) == msgspec.structs.replace(b.core, filters=[]) and (
-        a.options == b.options
+    # start_at only matters to a destination without a cursor, so it never restarts a worker.
+    same_core = msgspec.structs.replace(a.core, filters=[], start_at="end") == msgspec.structs.replace(
+        b.core, filters=[], start_at="end"
     )
+    return same_core and (a.options == b.options)
 
 
 @dataclass

@@ -162,3 +162,18 @@ async def test_a_failed_commit_fails_its_requests_and_the_log_goes_on(tmp_path: 
         blocker.rollback()
         blocker.close()
         assert (await log.append([entry("b")])).stored == 1
+
+
+async def test_a_new_destination_can_start_from_a_time_in_the_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000_000_000_000]
+    monkeypatch.setattr(sqlite_log, "_now_ms", lambda: now[0])
+    async with open_log(LogConfig(), tmp_path) as log:
+        await log.append([entry("old")])
+        now[0] += 60_000
+        await log.append([entry("new-1"), entry("new-2")])
+        assert await log.cursor("replay", start_ms=now[0] - 1) == 1  # starts before new-1
+        assert await log.cursor("live") == 3
+        assert await log.cursor("later", start_ms=now[0] + 1) == 3  # nothing that recent yet
+        assert await log.cursor("replay", start_ms=0) == 1  # an existing cursor wins

@@ -91,8 +91,9 @@ class IngestLog(Protocol):
         """Return once a record with ``seq > after_seq`` is stored."""
         ...
 
-    async def cursor(self, destination: str) -> int:
-        """The last seq ``destination`` has; a new destination starts at the current head."""
+    async def cursor(self, destination: str, *, start_ms: int | None = None) -> int:
+        """The last seq ``destination`` has. A new destination starts at the current head, or,
+        with ``start_ms``, before the first message the log still holds from that time on."""
         ...
 
     async def set_cursor(self, destination: str, seq: int, outcomes: dict[tuple[str, str], int] | None = None) -> None:

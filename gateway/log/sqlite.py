@@ -306,10 +306,21 @@ class SQLiteLog:
 
     # -- cursors and dead letters ------------------------------------------------------------
 
-    async def cursor(self, destination: str) -> int:
+    async def cursor(self, destination: str, *, start_ms: int | None = None) -> int:
         if destination not in self._cursors:
-            # A new destination gets what arrives from now on; the archive is for replay.
-            await self.set_cursor(destination, self._head_seq)
+            # A new destination gets what arrives from now on, unless asked to replay the archive.
+            start = self._head_seq
+            if start_ms is not None:
+
+                def first_at_or_after() -> int | None:
+                    row = self._reader.execute(
+                        "SELECT min(seq) FROM messages WHERE received_at >= ?", (start_ms,)
+                    ).fetchone()
+                    return row[0] if row else None
+
+                first = await trio.to_thread.run_sync(first_at_or_after, limiter=self._read_lock)
+                start = first - 1 if first is not None else self._head_seq
+            await self.set_cursor(destination, start)
         return self._cursors[destination]
 
     async def set_cursor(self, destination: str, seq: int, outcomes: Outcomes | None = None) -> None:

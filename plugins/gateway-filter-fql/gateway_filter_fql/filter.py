@@ -1,0 +1,151 @@
+"""The ``fql`` filter: a Segment destination filter (an FQL condition and its actions)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, cast
+
+import msgspec
+import structlog
+from msgspec import Meta
+
+from gateway import ComponentConfig, Filter
+from gateway_filter_fql.actions import allow_fields, compile_fields, drop_fields, make_sampler, split_field_path
+from gateway_filter_fql.fql import FQLSyntaxError, compile_expression
+
+log = structlog.get_logger("gateway_filter_fql")
+
+Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
+FieldName = Annotated[str, Meta(min_length=1)]
+#: Segment's ``fields``: parent path (``""`` for the top level) -> keys inside it. (A table value
+#: is accepted by the type only to refuse it with a hint: it comes from an unquoted dotted key.)
+Fields = dict[str, list[FieldName] | dict[str, Any]]
+_KeyLists = dict[str, list[str]] | None
+
+
+class SampleConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """``sample = { percent = 0.1, path = "userId" }``: keep this fraction of the matching events."""
+
+    #: Fraction of the matching events to keep, 0 to 1 (Segment's ``percent``: 0.25 is 25%).
+    percent: Fraction
+    #: Dot-separated path of the value that decides (``userId``): the same value is always in or
+    #: always out. Without it every event draws at random.
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is not None:
+            if not self.path:
+                raise ValueError("path: empty; leave path out to sample at random")
+            try:
+                split_field_path(self.path)
+            except ValueError as error:
+                raise ValueError(f"path: {error}") from None
+
+
+class FQLFilterConfig(ComponentConfig, frozen=True, kw_only=True):
+    """``[filters.<id>]`` keys of an ``fql`` filter.
+
+    The actions apply, in Segment's order (sample, drop, drop_properties, allow_properties), to
+    the events for which ``if`` is true; other events pass unchanged.
+    """
+
+    #: The FQL condition (TOML key ``if``); ``"all"`` matches every event.
+    condition: str = msgspec.field(name="if")
+    sample: SampleConfig | None = None
+    drop: bool = False
+    drop_properties: Fields | None = None
+    allow_properties: Fields | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            compile_expression(self.condition)
+        except FQLSyntaxError as error:
+            raise ValueError(f"if: {error}") from None
+        for name in ("drop_properties", "allow_properties"):
+            fields = getattr(self, name)
+            if fields is None:
+                continue
+            if not fields:
+                raise ValueError(f'{name}: name at least one parent ("" for the top level)')
+            for parent, names in fields.items():
+                if isinstance(names, dict):
+                    raise ValueError(
+                        f"{name}.{parent}: a table, not a list of keys; write a nested parent as one "
+                        f'quoted key, e.g. "{parent}.{next(iter(names), "child")}" = ["key"]'
+                    )
+            try:
+                compile_fields(fields)
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from None
+        others = [name for name in ("sample", "drop_properties", "allow_properties") if getattr(self, name) is not None]
+        if self.drop and others:
+            raise ValueError(f"drop = true drops every matching event, so {', '.join(others)} would never apply")
+        if not self.drop and not others:
+            raise ValueError("no action: set sample, drop = true, drop_properties or allow_properties")
+
+
+class FQLFilter(Filter):
+    """Runs one destination filter on each message. Not thread-safe (counters), like the core.
+
+    Counters (since the filter was built): ``matched`` events the condition was true for,
+    ``dropped`` events the filter dropped by its actions (drop or sample), ``errors`` events
+    dropped because the condition could not be evaluated (fail closed, as Segment does).
+    """
+
+    #: At most one warning per this many seconds about evaluation errors.
+    warn_interval_secs = 60.0
+
+    def __init__(self, config: FQLFilterConfig) -> None:
+        self.config = config
+        self.program = compile_expression(config.condition)
+        self._matches = self.program.matches
+        sample = config.sample
+        self._sample = make_sampler(sample.percent, sample.path) if sample is not None else None
+        self._drop = config.drop
+        # __post_init__ refused table values, so every value is a list of keys here.
+        drop, allow = cast(_KeyLists, config.drop_properties), cast(_KeyLists, config.allow_properties)
+        self._drop_rules = compile_fields(drop) if drop else ()
+        self._allow_rules = compile_fields(allow) if allow else ()
+        self.matched = 0
+        self.dropped = 0
+        self.errors = 0
+        self._errors_at_last_warning = 0
+        self._last_warning = -float("inf")
+
+    def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            if not self._matches(message):
+                return message
+        except Exception as error:
+            self._evaluation_failed(error, message)
+            return None
+        self.matched += 1
+        if (self._sample is not None and not self._sample(message)) or self._drop:
+            self.dropped += 1
+            return None
+        if self._drop_rules:
+            drop_fields(message, self._drop_rules)
+        if self._allow_rules:
+            allow_fields(message, self._allow_rules)
+        return message
+
+    def statistics(self) -> dict[str, int]:
+        return {"matched": self.matched, "dropped": self.dropped, "errors": self.errors}
+
+    def _evaluation_failed(self, error: Exception, message: Any) -> None:
+        self.errors += 1
+        now = time.monotonic()
+        if now - self._last_warning < self.warn_interval_secs:
+            return
+        since = self.errors - self._errors_at_last_warning
+        self._last_warning = now
+        self._errors_at_last_warning = self.errors
+        message_id = message.get("messageId") if isinstance(message, dict) else None
+        log.warning(
+            "fql_evaluation_failed",
+            error=f"{type(error).__name__}: {error}",
+            condition=self.config.condition[:200],
+            message_id=message_id,
+            errors=self.errors,
+            errors_since_last_warning=since,
+        )

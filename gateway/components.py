@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import structlog
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -95,6 +96,25 @@ class Filter:
     def process(self, message: JSONObject) -> JSONObject | None:
         """Return the message to pass on, or None to drop it."""
         raise NotImplementedError
+
+
+_filter_log = structlog.get_logger("gateway.filters")
+
+
+def apply_filters(filters: Sequence[tuple[str, Filter]], message: JSONObject) -> tuple[JSONObject | None, str | None]:
+    """Run ``filters`` in order: ``(message, None)`` when it passes, ``(None, reason)`` when
+    one drops it. ``reason`` is the filter id, or ``<id>:filter_error`` when the filter raised:
+    a broken filter drops the message (fail closed, counted) and never stops the pipeline."""
+    for filter_id, message_filter in filters:
+        try:
+            result = message_filter.process(message)
+        except Exception as error:
+            _filter_log.warning("filter_failed", filter=filter_id, error_type=type(error).__name__, error=str(error))
+            return None, f"{filter_id}:filter_error"
+        if result is None:
+            return None, filter_id
+        message = result
+    return message, None
 
 
 @dataclass(frozen=True, slots=True)

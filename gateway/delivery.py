@@ -15,13 +15,12 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 import structlog
 import trio
 
-from gateway.components import Destination, Filter, Record
+from gateway.components import Destination, Filter, Record, apply_filters
 from gateway.config import DestinationConfig
 from gateway.errors import DeliveryError, LogUnavailableError
 from gateway.log import IngestLog
@@ -169,14 +168,10 @@ class DestinationWorker:
             return batch
         kept = []
         for record in batch:
-            result: dict[str, Any] | None = record.message()
-            for filter_id, message_filter in self._filters:
-                result = message_filter.process(result) if result is not None else None
-                if result is None:
-                    self._metrics.filtered.labels("destination", self.id, filter_id).inc()
-                    outcomes[(record.source, f"filtered:{filter_id}")] += 1
-                    break
+            result, reason = apply_filters(self._filters, record.message())
             if result is None:
+                self._metrics.filtered.labels("destination", self.id, reason or "").inc()
+                outcomes[(record.source, f"filtered:{reason}")] += 1
                 self._counters.filtered += 1
                 continue
             # Stored bodies are msgspec's own encoding, so an untouched message encodes the same.

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway.components import Filter
+from gateway.components import Filter, apply_filters
 from gateway.config import GatewayConfig, ServerConfig
 from gateway.log import Entry, IngestLog
 from gateway.metrics import Metrics
@@ -36,8 +36,7 @@ class Source:
     id: str
     type: str
     options: Any
-    filters: tuple[Filter, ...] = ()
-    filter_ids: tuple[str, ...] = ()
+    filters: tuple[tuple[str, Filter], ...] = ()  # (filter id, filter), in order
 
 
 class IngestOutcome(msgspec.Struct, frozen=True):
@@ -80,8 +79,7 @@ class IngestHub:
                     id=sid,
                     type=entity.core.type,
                     options=entity.options,
-                    filters=tuple(filters[f] for f in entity.core.filters),
-                    filter_ids=tuple(entity.core.filters),
+                    filters=tuple((f, filters[f]) for f in entity.core.filters),
                 ),
             )
             for sid, entity in config.sources.items()
@@ -151,14 +149,11 @@ class IngestHub:
         entries = []
         filtered = 0
         for source, message in messages:
-            kept: JSONObject | None = message
-            for filter_id, message_filter in zip(source.filter_ids, source.filters, strict=True):
-                kept = message_filter.process(kept) if kept is not None else None
-                if kept is None:
-                    self.metrics.filtered.labels("source", source.id, filter_id).inc()
-                    filtered += 1
-                    break
-            if kept is not None:
+            kept, reason = apply_filters(source.filters, message) if source.filters else (message, None)
+            if kept is None:
+                self.metrics.filtered.labels("source", source.id, reason or "").inc()
+                filtered += 1
+            else:
                 entries.append(Entry(source.id, str(kept["messageId"]), _encode(kept)))
         result = await self._log.append(entries)
         if entries:

@@ -235,3 +235,22 @@ def test_backoff_grows_with_jitter_and_respects_retry_after() -> None:
     assert all(d <= 60 for d in delays)
     assert backoff_delay(1, initial=1, maximum=60, retry_after=30) >= 30
     assert backoff_delay(1, initial=1, maximum=60, retry_after=1000) == 60
+
+
+async def test_a_raising_filter_drops_fail_closed_and_the_worker_goes_on(log: IngestLog, tmp_path: Path) -> None:
+    from gateway.audit import audit
+
+    class Broken(Filter):
+        def process(self, message: dict) -> dict | None:
+            if message["messageId"] == "boom":
+                raise KeyError("properties")
+            return message
+
+    destination = Recording()
+    await log.cursor("d")
+    await append(log, ["a", "boom", "c"])
+    worker = DestinationWorker("d", DestinationConfig(**FAST), destination, log, [("strict", Broken())])
+    await run_until(log, worker, lambda: worker.statistics().cursor == 3)
+    assert destination.ids == ["a", "c"]
+    [books] = audit(tmp_path).destinations
+    assert books.filtered == {"strict:filter_error": 1} and books.delivered == 2 and books.unaccounted == 0

@@ -95,6 +95,11 @@ class DestinationConfig(_Table, frozen=True, kw_only=True):
     """Core keys of ``[destinations.<id>]``: delivery settings the worker applies to any type."""
 
     type: Identifier
+    #: The name events use for this destination in their ``integrations`` object (exact,
+    #: case-sensitive, e.g. "Google Analytics"); by default the destination's id.
+    display_name: Annotated[str, Meta(min_length=1)] | None = None
+    #: Off unless an event names it in ``integrations`` (like Segment's Salesforce default).
+    opt_in: bool = False
     filters: list[str] = []
     batch_max_messages: PositiveInt = 500
     batch_max_bytes: PositiveInt = 4 * 1024 * 1024

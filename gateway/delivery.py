@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import structlog
@@ -77,6 +78,23 @@ class _Acks:
             self.unsaved.update(self.finished.pop(self.cursor))
             passed += 1
         return passed
+
+
+INTEGRATIONS_REASON = "integrations_object"
+
+
+def integrations_allow(integrations: Any, display_name: str, *, opt_in: bool) -> bool:
+    """Whether an event's ``integrations`` object lets it go to ``display_name`` (segment-api.md
+    §2.4): the destination's own key if present (only a literal ``false`` disables; ``true`` or
+    an object of options enables), else ``All`` (same rule), else on, unless the destination
+    is opt-in, which only its own key turns on."""
+    if not isinstance(integrations, dict):
+        return not opt_in
+    if display_name in integrations:
+        return integrations[display_name] is not False
+    if opt_in:
+        return False
+    return integrations.get("All") is not False
 
 
 def backoff_delay(attempt: int, *, initial: float, maximum: float, retry_after: float | None) -> float:
@@ -164,11 +182,25 @@ class DestinationWorker:
         return await self._log.read(after, max_records=cfg.batch_max_messages, max_bytes=cfg.batch_max_bytes)
 
     def _filtered(self, batch: list[Record], outcomes: Counter[tuple[str, str]]) -> list[Record]:
-        if not self._filters:
-            return batch
+        """The records to send: the integrations object first, then the destination's filters."""
+        cfg = self._config
+        display_name = cfg.display_name or self.id
         kept = []
         for record in batch:
-            result, reason = apply_filters(self._filters, record.message())
+            # Most events carry no integrations object: skip decoding them when there is nothing to ask.
+            if not self._filters and not cfg.opt_in and b'"integrations"' not in record.body:
+                kept.append(record)
+                continue
+            message = record.message()
+            if not integrations_allow(message.get("integrations"), display_name, opt_in=cfg.opt_in):
+                self._metrics.filtered.labels("destination", self.id, INTEGRATIONS_REASON).inc()
+                outcomes[(record.source, f"filtered:{INTEGRATIONS_REASON}")] += 1
+                self._counters.filtered += 1
+                continue
+            if not self._filters:
+                kept.append(record)
+                continue
+            result, reason = apply_filters(self._filters, message)
             if result is None:
                 self._metrics.filtered.labels("destination", self.id, reason or "").inc()
                 outcomes[(record.source, f"filtered:{reason}")] += 1

@@ -254,3 +254,44 @@ async def test_a_raising_filter_drops_fail_closed_and_the_worker_goes_on(log: In
     assert destination.ids == ["a", "c"]
     [books] = audit(tmp_path).destinations
     assert books.filtered == {"strict:filter_error": 1} and books.delivered == 2 and books.unaccounted == 0
+
+
+@pytest.mark.parametrize(
+    ("integrations", "opt_in", "allowed"),
+    [
+        (None, False, True),
+        ({}, False, True),
+        ({"All": False}, False, False),
+        ({"All": False, "CRM": True}, False, True),
+        ({"All": False, "CRM": {"listId": "x"}}, False, True),  # an object of options enables
+        ({"CRM": False}, False, False),
+        ({"crm": False}, False, True),  # names are case-sensitive
+        ({"All": True, "CRM": 0}, False, True),  # only a literal false disables
+        ({"All": False, "CRM": None}, False, True),
+        (None, True, False),  # opt-in: off unless named
+        ({"All": True}, True, False),
+        ({"CRM": True}, True, True),
+        ("junk", False, True),
+    ],
+)
+def test_integrations_object_rules(integrations: Any, opt_in: bool, allowed: bool) -> None:
+    from gateway.delivery import integrations_allow
+
+    assert integrations_allow(integrations, "CRM", opt_in=opt_in) is allowed
+
+
+async def test_integrations_object_filters_before_send_and_is_accounted(log: IngestLog, tmp_path: Path) -> None:
+    from gateway.audit import audit
+
+    await log.cursor("crm")
+    await append(log, ["a"])
+    await append(log, ["b"], integrations={"All": False})
+    await append(log, ["c"], integrations={"All": False, "CRM": {"listId": 7}})
+    await append(log, ["d"], integrations={"CRM": False, "All": True})
+    destination = Recording()
+    config = DestinationConfig(**FAST, display_name="CRM")
+    worker = DestinationWorker("crm", config, destination, log)
+    await run_until(log, worker, lambda: worker.statistics().cursor == 4)
+    assert destination.ids == ["a", "c"]
+    [books] = audit(tmp_path).destinations
+    assert books.filtered == {"integrations_object": 2} and books.delivered == 2

@@ -117,6 +117,26 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
     async def discard() -> Response:
         return await change("discard")
 
+    async def suppression(suppress: bool) -> Response:
+        body: dict[str, Any] = await request.get_json(force=True, silent=True) or {}
+        user_id = body.get("userId")
+        if not isinstance(user_id, str) or not user_id:
+            return error_response(400, "bad_request", 'send {"userId": "..."}')
+        changed = await gateway.log.set_suppressed(user_id, suppress)
+        return json_response({"userId": user_id, "suppressed": suppress, "changed": changed})
+
+    @app.post("/privacy/suppress")
+    async def suppress() -> Response:
+        return await suppression(True)
+
+    @app.post("/privacy/unsuppress")
+    async def unsuppress() -> Response:
+        return await suppression(False)
+
+    @app.get("/privacy/suppressions")
+    async def suppressions() -> Response:
+        return json_response(sorted(gateway.log.suppressed))
+
     @app.post("/reload")
     async def reload() -> Response:
         ok = await gateway.reload("admin_api")

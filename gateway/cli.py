@@ -114,6 +114,19 @@ def _dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _privacy(args: argparse.Namespace) -> int:
+    if args.action == "suppressions":
+        for user_id in _admin(args.config, "GET", "/privacy/suppressions"):
+            print(user_id)
+        return 0
+    if not args.user_id:
+        raise GatewayError(f"privacy {args.action}: give the USER_ID")
+    answer = _admin(args.config, "POST", f"/privacy/{args.action}", {"userId": args.user_id})
+    state = "suppressed" if answer["suppressed"] else "no longer suppressed"
+    print(f"{args.user_id}: {state}" + ("" if answer["changed"] else " (already so)"))
+    return 0
+
+
 def _audit(args: argparse.Namespace) -> int:
     from gateway.audit import audit, format_report
 
@@ -160,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=100)
     dead.add_argument("--bodies", action="store_true", help="print each message too")
     dead.set_defaults(handler=_dead_letters)
+
+    privacy = commands.add_parser("privacy", help="suppress a userId's events at ingest, or undo it (admin API)")
+    privacy.add_argument("action", choices=("suppress", "unsuppress", "suppressions"))
+    privacy.add_argument("user_id", nargs="?", metavar="USER_ID")
+    privacy.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    privacy.set_defaults(handler=_privacy)
 
     audit = commands.add_parser(
         "audit", help="prove every accepted message is delivered, filtered, dead-lettered or pending"

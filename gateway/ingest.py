@@ -148,7 +148,13 @@ class IngestHub:
         """
         entries = []
         filtered = 0
+        suppressed = self._log.suppressed
         for source, message in messages:
+            if suppressed and message.get("userId") in suppressed:
+                # A deletion/suppression request: the event is acknowledged and never stored.
+                self.metrics.filtered.labels("source", source.id, "suppressed").inc()
+                filtered += 1
+                continue
             kept, reason = apply_filters(source.filters, message) if source.filters else (message, None)
             if kept is None:
                 self.metrics.filtered.labels("source", source.id, reason or "").inc()

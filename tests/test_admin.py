@@ -159,3 +159,28 @@ def test_audit_detects_missing_books(tmp_path: Path, gateway: GatewayProcess, si
     result = cli(gateway, "audit")
     assert result.returncode == 3
     assert "UNACCOUNTED: 3 message(s)" in result.stdout and "NOT BALANCED" in result.stdout
+
+
+def test_suppression_drops_a_users_events_and_survives_a_restart(gateway: GatewayProcess, tmp_path: Path) -> None:
+    def track(user: str, message_id: str) -> None:
+        body = {"userId": user, "event": "e", "messageId": message_id}
+        assert httpx.post(f"{gateway.url}/v1/track", auth=(WRITE_KEY, ""), json=body).status_code == 200
+
+    done = cli(gateway, "privacy", "suppress", "user-42")
+    assert done.stdout.strip() == "user-42: suppressed", done.stderr
+    track("user-42", "s-1")
+    track("someone-else", "s-2")
+    wait_until(lambda: [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["s-2"])
+    assert cli(gateway, "privacy", "suppressions").stdout.split() == ["user-42"]
+
+    gateway.stop()
+    gateway.start()
+    track("user-42", "s-3")
+    track("someone-else", "s-4")
+    wait_until(lambda: [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["s-2", "s-4"])
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert 'gateway_messages_filtered_total{reason="suppressed",stage="source",target="web"} 1.0' in metrics
+
+    assert cli(gateway, "privacy", "unsuppress", "user-42").stdout.strip() == "user-42: no longer suppressed"
+    track("user-42", "s-5")
+    wait_until(lambda: [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["s-2", "s-4", "s-5"])

@@ -69,6 +69,13 @@ class LogStatistics(msgspec.Struct, frozen=True):
 class IngestLog(Protocol):
     """The operations the gateway needs from a log engine."""
 
+    #: userIds whose events are dropped at ingest; kept in memory, persisted by set_suppressed.
+    suppressed: frozenset[str]
+
+    async def set_suppressed(self, user_id: str, suppressed: bool) -> bool:
+        """Add or remove a suppressed userId (persistently); returns whether anything changed."""
+        ...
+
     async def append(self, entries: Sequence[Entry]) -> AppendResult:
         """Store the entries durably, skipping (source, message_id) pairs seen within the dedup
         window, and return once they are on disk.

@@ -78,6 +78,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     state TEXT NOT NULL DEFAULT 'dead'
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_destination ON dead_letters (destination, state, id);
+-- userIds whose later events are dropped at ingest (GDPR/CCPA suppression requests).
+CREATE TABLE IF NOT EXISTS suppressions (
+    user_id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+);
 """
 
 # A duplicate key is skipped by the same statement that would store it, in the same
@@ -177,6 +182,9 @@ class SQLiteLog:
 
         self._head_seq: int = self._writer.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
         self._cursors: dict[str, int] = dict(self._writer.execute("SELECT destination, seq FROM cursors"))
+        self.suppressed: frozenset[str] = frozenset(
+            r[0] for r in self._writer.execute("SELECT user_id FROM suppressions")
+        )
         self._disk_bytes = self._measure_disk_bytes(self._maintainer)
 
     # -- appending ---------------------------------------------------------------------------
@@ -407,6 +415,23 @@ class SQLiteLog:
             return changed
 
         return await trio.to_thread.run_sync(write, limiter=self._write_lock)
+
+    async def set_suppressed(self, user_id: str, suppressed: bool) -> bool:
+        """Add (or remove) a userId to the suppression list; returns whether anything changed."""
+
+        def write() -> bool:
+            with self._writer:
+                if suppressed:
+                    cursor = self._writer.execute(
+                        "INSERT OR IGNORE INTO suppressions (user_id, created_at) VALUES (?, ?)", (user_id, _now_ms())
+                    )
+                else:
+                    cursor = self._writer.execute("DELETE FROM suppressions WHERE user_id = ?", (user_id,))
+            return cursor.rowcount > 0
+
+        changed = await trio.to_thread.run_sync(write, limiter=self._write_lock)
+        self.suppressed = self.suppressed | {user_id} if suppressed else self.suppressed - {user_id}
+        return changed
 
     # -- upkeep ------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from msgspec import Meta
 
 from gateway.errors import ConfigError
 from gateway.plugins import Registry
+from gateway.privacy import Class, CustomMatcher, PrivacyConfig, PrivacyPolicy
 
 DEFAULT_CONFIG_PATH = "config/gateway.toml"
 DEFAULT_SOURCE_TYPE = "tracking_api"
@@ -89,6 +90,8 @@ class SourceConfig(_Table, frozen=True, kw_only=True):
     write_key: Annotated[str, Meta(min_length=1)]
     type: Identifier = DEFAULT_SOURCE_TYPE
     filters: list[str] = []
+    #: Remove Red fields (passwords, card numbers, SSNs...) before a message is ever stored.
+    block_red: bool = False
 
 
 class DestinationConfig(_Table, frozen=True, kw_only=True):
@@ -100,6 +103,8 @@ class DestinationConfig(_Table, frozen=True, kw_only=True):
     display_name: Annotated[str, Meta(min_length=1)] | None = None
     #: Off unless an event names it in ``integrations`` (like Segment's Salesforce default).
     opt_in: bool = False
+    #: What this destination gets of Red/Yellow/Green fields: allow, block, redact or hash.
+    privacy: PrivacyPolicy = PrivacyPolicy()
     filters: list[str] = []
     batch_max_messages: PositiveInt = 500
     batch_max_bytes: PositiveInt = 4 * 1024 * 1024
@@ -153,6 +158,7 @@ class _Document(_Table, frozen=True, kw_only=True):
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
     admin: AdminConfig = AdminConfig()
+    privacy: dict[str, Any] = {}
     sources: dict[Identifier, dict[str, Any]] = {}
     destinations: dict[Identifier, dict[str, Any]] = {}
     filters: dict[Identifier, dict[str, Any]] = {}
@@ -182,6 +188,7 @@ class GatewayConfig:
     destinations: dict[str, Entity[DestinationConfig]]
     filters: dict[str, Entity[FilterConfig]]
     admin: AdminConfig = field(default_factory=AdminConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     #: The document as written (secrets resolved), for the admin API's redacted view.
     raw: dict[str, Any] = field(default_factory=dict)
     #: TOML paths whose values came from ``{ env = ... }`` / ``{ file = ... }`` references.
@@ -279,6 +286,21 @@ def _entity(
     return Entity(id=entity_id, core=core, options=options)
 
 
+def _privacy(path: str, raw: dict[str, Any]) -> PrivacyConfig:
+    """``[privacy]``, entry by entry, so an error names the class or matcher it is about."""
+    rest = {k: v for k, v in raw.items() if k not in ("classes", "matchers")}
+    config = _convert(path, "privacy", rest, PrivacyConfig)
+    classes = raw.get("classes", {})
+    matchers = raw.get("matchers", {})
+    if not isinstance(classes, dict) or not isinstance(matchers, dict):
+        raise ConfigError(path, "privacy", "classes and matchers must be tables")
+    return msgspec.structs.replace(
+        config,
+        classes={k: _convert(path, f'privacy.classes."{k}"', v, Class) for k, v in classes.items()},  # type: ignore[arg-type]
+        matchers={k: _convert(path, f"privacy.matchers.{k}", v, CustomMatcher) for k, v in matchers.items()},
+    )
+
+
 def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> GatewayConfig:
     """Validate a config document.
 
@@ -293,6 +315,7 @@ def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> Ga
     raw = _resolve_secrets(path, raw, "", secret_paths)
     document = _convert(path, "", raw, _Document)
 
+    privacy = _privacy(path, document.privacy)
     sources = {
         sid: _entity(path, f"sources.{sid}", sid, table, SourceConfig, registry.sources, "source")
         for sid, table in document.sources.items()
@@ -332,6 +355,7 @@ def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> Ga
         destinations=destinations,
         filters=filters,
         admin=document.admin,
+        privacy=privacy,
         raw=raw,
         secret_paths=frozenset(secret_paths),
     )

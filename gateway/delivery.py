@@ -26,6 +26,7 @@ from gateway.config import DestinationConfig
 from gateway.errors import DeliveryError, LogUnavailableError
 from gateway.log import IngestLog
 from gateway.metrics import Metrics
+from gateway.privacy import Classifier, apply_policy
 
 log = structlog.get_logger("gateway.delivery")
 
@@ -118,6 +119,7 @@ class DestinationWorker:
         log: IngestLog,
         filters: Sequence[tuple[str, Filter]] = (),
         metrics: Metrics | None = None,
+        classifier: Classifier | None = None,
     ) -> None:
         self.id = destination_id
         self._config = config
@@ -125,6 +127,7 @@ class DestinationWorker:
         self._log = log
         self._filters = tuple(filters)
         self._metrics = metrics or Metrics()
+        self._classifier = classifier
         self._counters = _Counters()
         self._acks = _Acks(cursor=0)
         self._reading = trio.CancelScope()
@@ -132,9 +135,11 @@ class DestinationWorker:
         self._persisting = trio.Lock()
         self._saved_cursor = 0
 
-    def set_filters(self, filters: Sequence[tuple[str, Filter]]) -> None:
-        """Use other filters from the next batch on (a reload that changed only filters)."""
+    def set_filters(self, filters: Sequence[tuple[str, Filter]], classifier: Classifier | None = None) -> None:
+        """Use other filters (and classifier) from the next batch on (a reload that changed only those)."""
         self._filters = tuple(filters)
+        if classifier is not None:
+            self._classifier = classifier
 
     def stop(self) -> None:
         """Stop reading new batches; :meth:`run` returns once the batches in flight are done and
@@ -185,10 +190,11 @@ class DestinationWorker:
         """The records to send: the integrations object first, then the destination's filters."""
         cfg = self._config
         display_name = cfg.display_name or self.id
+        privacy = cfg.privacy if cfg.privacy.active and self._classifier is not None else None
         kept = []
         for record in batch:
             # Most events carry no integrations object: skip decoding them when there is nothing to ask.
-            if not self._filters and not cfg.opt_in and b'"integrations"' not in record.body:
+            if not self._filters and not cfg.opt_in and privacy is None and b'"integrations"' not in record.body:
                 kept.append(record)
                 continue
             message = record.message()
@@ -197,7 +203,7 @@ class DestinationWorker:
                 outcomes[(record.source, f"filtered:{INTEGRATIONS_REASON}")] += 1
                 self._counters.filtered += 1
                 continue
-            if not self._filters:
+            if not self._filters and privacy is None:
                 kept.append(record)
                 continue
             result, reason = apply_filters(self._filters, message)
@@ -206,6 +212,8 @@ class DestinationWorker:
                 outcomes[(record.source, f"filtered:{reason}")] += 1
                 self._counters.filtered += 1
                 continue
+            if privacy is not None and self._classifier is not None:
+                apply_policy(result, self._classifier, privacy)
             # Stored bodies are msgspec's own encoding, so an untouched message encodes the same.
             body = _encode(result)
             kept.append(record if body == record.body else msgspec.structs.replace(record, body=body))

@@ -22,11 +22,13 @@ from gateway.components import Filter, apply_filters
 from gateway.config import GatewayConfig, ServerConfig
 from gateway.log import Entry, IngestLog
 from gateway.metrics import Metrics
+from gateway.privacy import Classifier, PrivacyPolicy, apply_policy
 
 log = structlog.get_logger("gateway.ingest")
 
 JSONObject = dict[str, Any]
 _encode = msgspec.json.Encoder().encode
+BLOCK_RED = PrivacyPolicy(red="block")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,7 @@ class Source:
     type: str
     options: Any
     filters: tuple[tuple[str, Filter], ...] = ()  # (filter id, filter), in order
+    block_red: bool = False
 
 
 class IngestOutcome(msgspec.Struct, frozen=True):
@@ -61,15 +64,23 @@ class IngestHub:
     """
 
     def __init__(
-        self, log: IngestLog, config: GatewayConfig, filters: Mapping[str, Filter], metrics: Metrics | None = None
+        self,
+        log: IngestLog,
+        config: GatewayConfig,
+        filters: Mapping[str, Filter],
+        metrics: Metrics | None = None,
+        classifier: Classifier | None = None,
     ) -> None:
         self._log = log
         self.metrics = metrics or Metrics()
-        self.use_config(config, filters)
+        self.use_config(config, filters, classifier)
 
-    def use_config(self, config: GatewayConfig, filters: Mapping[str, Filter]) -> None:
+    def use_config(
+        self, config: GatewayConfig, filters: Mapping[str, Filter], classifier: Classifier | None = None
+    ) -> None:
         """Switch to another config; requests already inside :meth:`ingest` finish on the old one."""
         self.server: ServerConfig = config.server
+        self.classifier = classifier or Classifier((), config.privacy)
         # Keys are looked up by SHA-256 digest and then compared with compare_digest, so the
         # time a lookup takes says nothing useful about a guessed key.
         self._by_key_digest = {
@@ -80,6 +91,7 @@ class IngestHub:
                     type=entity.core.type,
                     options=entity.options,
                     filters=tuple((f, filters[f]) for f in entity.core.filters),
+                    block_red=entity.core.block_red,
                 ),
             )
             for sid, entity in config.sources.items()
@@ -155,6 +167,8 @@ class IngestHub:
                 self.metrics.filtered.labels("source", source.id, "suppressed").inc()
                 filtered += 1
                 continue
+            if source.block_red and apply_policy(message, self.classifier, BLOCK_RED):
+                self.metrics.fields_blocked.labels(source.id).inc()
             kept, reason = apply_filters(source.filters, message) if source.filters else (message, None)
             if kept is None:
                 self.metrics.filtered.labels("source", source.id, reason or "").inc()

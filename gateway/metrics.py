@@ -46,6 +46,12 @@ class Metrics:
             ["stage", "target", "reason"],
             registry=r,
         )
+        self.fields_blocked = Counter(
+            "gateway_messages_red_fields_blocked",
+            "Messages that had Red fields removed before storage",
+            ["source"],
+            registry=r,
+        )
         self.delivered = Counter(
             "gateway_destination_delivered", "Messages a destination took", ["destination"], registry=r
         )

@@ -34,6 +34,7 @@ from gateway.ingest import IngestHub
 from gateway.log import BacklogInfo, IngestLog, open_log
 from gateway.metrics import Metrics
 from gateway.plugins import Registry, build_registry, make_plugin_manager
+from gateway.privacy import Classifier
 from gateway.systemd import Notifier
 from gateway.web import create_app, shield_sends
 
@@ -113,7 +114,8 @@ class Gateway:
         self.metrics = metrics
         self._nursery = nursery
         self.filters = build_filters(config, registry)
-        self.hub = IngestHub(ingest_log, config, self.filters, metrics)
+        self.classifier = Classifier(list(registry.matchers.values()), config.privacy)
+        self.hub = IngestHub(ingest_log, config, self.filters, metrics, self.classifier)
         self._backlog: list[BacklogInfo] = []
         metrics.watch_backlog(lambda: self._backlog)
         self.app: QuartTrio = create_app(
@@ -156,7 +158,13 @@ class Gateway:
         filters: dict[str, Filter],
     ) -> None:
         worker = DestinationWorker(
-            did, entity.core, destination, self.log, [(f, filters[f]) for f in entity.core.filters], self.metrics
+            did,
+            entity.core,
+            destination,
+            self.log,
+            [(f, filters[f]) for f in entity.core.filters],
+            self.metrics,
+            self.classifier,
         )
         running = _RunningDestination(entity=entity, worker=worker)
 
@@ -270,13 +278,17 @@ class Gateway:
             # Swap: sources and filters between requests (no await in between).
             self.config = new
             self.filters = filters
-            self.hub.use_config(new, filters)
+            if new.privacy != old.privacy:
+                self.classifier = Classifier(list(self.registry.matchers.values()), new.privacy)
+            self.hub.use_config(new, filters, self.classifier)
             self.app.config["MAX_CONTENT_LENGTH"] = new.server.max_request_bytes + 64 * 1024
             self.log.reconfigure(new.log)
             for did, running in self.destinations.items():
                 if did in new.destinations and did not in opened:
                     running.entity = new.destinations[did]
-                    running.worker.set_filters([(f, filters[f]) for f in new.destinations[did].core.filters])
+                    running.worker.set_filters(
+                        [(f, filters[f]) for f in new.destinations[did].core.filters], self.classifier
+                    )
             # Destinations: stop removed and changed ones, then start the changed and added ones
             # (each resumes from its persisted cursor, so nothing is skipped or sent twice).
             for did in [d for d in self.destinations if d not in new.destinations or d in opened]:

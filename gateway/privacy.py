@@ -1,0 +1,245 @@
+"""Privacy: classify the fields of events (Red, Yellow, Green) with the matcher plugins and the
+config, and apply what a source or destination asks for each class or field: allow, block,
+redact or hash (segment-api.md §6).
+
+Fields are named by dotted paths under ``context``, ``traits`` and ``properties`` (array items
+take their array's path: ``properties.products.email``). A key decision is made once per path
+and cached; values are checked only when they could have a shape a matcher knows (digits, ``@``
+or ``:``), so free text costs one cheap test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from gateway.components import MatcherType
+from gateway.similarity import KeyTerms
+
+Class = Literal["red", "yellow", "green"]
+Action = Literal["allow", "block", "redact", "hash"]
+RANK: dict[str, int] = {"green": 0, "yellow": 1, "red": 2}
+SCANNED_ROOTS = ("context", "traits", "properties")
+REDACTED = "[REDACTED]"
+#: Fields the Segment spec defines as describing the library, app, device model or page, not a
+#: person (``context.library.name`` is not a name). ``[privacy.classes]`` can still classify them.
+STRUCTURAL_PATHS = frozenset(
+    {
+        "context.library",
+        "context.app",
+        "context.os",
+        "context.campaign",
+        "context.screen",
+        "context.network",
+        "context.page",
+        "context.userAgentData",
+        "context.locale",
+        "context.timezone",
+        "context.userAgent",
+        "context.protocols",
+        "context.direct",
+        "context.active",
+        "context.groupId",
+        "context.device.type",
+        "context.device.manufacturer",
+        "context.device.model",
+        "context.device.adTrackingEnabled",
+    }
+)
+_MAY_HAVE_SHAPE = re.compile(r"[\d@:]")
+
+
+class _Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class CustomMatcher(_Table, frozen=True, kw_only=True):
+    """``[privacy.matchers.<name>]``: a matcher of your own."""
+
+    #: The class of a field it matches.
+    class_: Class = msgspec.field(name="class")
+    #: Key names (any spelling: ``employeeId``, ``employee_id``) and synonyms.
+    keys: list[str] = []
+    #: ``exact`` (after normalisation) or ``similar`` (Dice coefficient above 0.7, as Segment).
+    precision: Literal["exact", "similar"] = "exact"
+    #: A regular expression a value must match in full (``pattern = "E\\\\d{6}"``).
+    pattern: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.keys and self.pattern is None:
+            raise ValueError("a custom matcher needs keys, a pattern, or both")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as error:
+                raise ValueError(f"pattern is not a regular expression: {error}") from None
+
+
+class PrivacyConfig(_Table, frozen=True, kw_only=True):
+    """``[privacy]``: how fields are classified."""
+
+    #: Explicit classes by path, winning over every matcher: ``"traits.employee_id" = "red"``.
+    classes: dict[str, Class] = {}
+    matchers: dict[str, CustomMatcher] = {}
+    #: Prepended to values before hashing (write it as ``{ env = "..." }``).
+    hash_salt: str = ""
+
+
+class PrivacyPolicy(_Table, frozen=True, kw_only=True):
+    """What a destination gets of each class, or of given fields (``fields`` wins)."""
+
+    red: Action = "allow"
+    yellow: Action = "allow"
+    green: Action = "allow"
+    fields: dict[Annotated[str, Meta(min_length=1)], Action] = {}
+
+    @property
+    def active(self) -> bool:
+        return (self.red, self.yellow, self.green) != ("allow", "allow", "allow") or bool(self.fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One classified field: where it is, its class, and which matchers said so."""
+
+    path: str
+    container: dict[str, Any] | list[Any]
+    key: str | int
+    value: Any
+    cls: str
+    hits: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Matcher:
+    name: str
+    cls: str
+    match_key: Callable[[str], bool] | None
+    match_value: Callable[[Any], bool] | None
+
+
+def _full_match(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+    return check
+
+
+class Classifier:
+    """Classifies fields with the installed matchers, custom matchers and explicit classes."""
+
+    def __init__(self, matchers: Sequence[MatcherType], config: PrivacyConfig) -> None:
+        self.config = config
+        found = [_Matcher(m.name, m.default_class, m.match_key, m.match_value) for m in matchers]
+        for name, custom in config.matchers.items():
+            key_terms = KeyTerms(custom.keys, similar=custom.precision == "similar") if custom.keys else None
+            value_check = _full_match(re.compile(custom.pattern)) if custom.pattern is not None else None
+            found.append(_Matcher(name, custom.class_, key_terms, value_check))
+        self._key_matchers = [m for m in found if m.match_key is not None]
+        self._value_matchers = [m for m in found if m.match_value is not None]
+        self.key_class = lru_cache(maxsize=65536)(self._key_class)
+
+    def _key_class(self, path: str, key: str) -> tuple[str, tuple[str, ...]]:
+        explicit = self.config.classes.get(path)
+        if explicit is not None:
+            return explicit, ("config",)
+        hits = tuple(m.name for m in self._key_matchers if m.match_key and m.match_key(key))
+        cls = max((m.cls for m in self._key_matchers if m.name in hits), key=RANK.__getitem__, default="green")
+        return cls, hits
+
+    def classify(self, path: str, key: str, value: Any) -> tuple[str, tuple[str, ...]]:
+        cls, hits = self.key_class(path, key)
+        if cls == "red" or path in self.config.classes:
+            return cls, hits
+        if (isinstance(value, str) and _MAY_HAVE_SHAPE.search(value)) or (
+            isinstance(value, int) and not isinstance(value, bool)
+        ):
+            for matcher in self._value_matchers:
+                if matcher.match_value and RANK[matcher.cls] > RANK[cls] and matcher.match_value(value):
+                    cls, hits = matcher.cls, (*hits, matcher.name)
+        return cls, hits
+
+    def scan(self, message: dict[str, Any]) -> Iterator[Finding]:
+        """Every non-green field of ``message`` (a field whose key matches stands for its subtree)."""
+        for root in SCANNED_ROOTS:
+            node = message.get(root)
+            if isinstance(node, dict):
+                yield from self._scan(node, root)
+
+    def _scan(self, node: dict[str, Any] | list[Any], path: str) -> Iterator[Finding]:
+        items: Any = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in list(items):
+            child = f"{path}.{key}" if isinstance(key, str) else path
+            if child in STRUCTURAL_PATHS and child not in self.config.classes:
+                continue
+            cls, hits = self.classify(child, key, value) if isinstance(key, str) else ("green", ())
+            if cls != "green":
+                yield Finding(child, node, key, value, cls, hits)
+            elif isinstance(value, dict | list):
+                yield from self._scan(value, child)
+
+
+def _normalise_for_hash(value: Any, hits: tuple[str, ...]) -> str:
+    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    if "email" in hits:
+        return text.strip().lower()  # how ad platforms match hashed emails
+    if "phone" in hits:
+        digits = re.sub(r"[^\d+]", "", text)
+        return digits if digits.startswith("+") else digits.lstrip("0")
+    return text
+
+
+def hash_value(value: Any, salt: str, hits: tuple[str, ...] = ()) -> str:
+    """SHA-256 (hex) of the salt and the value, emails and phones normalised first."""
+    return hashlib.sha256((salt + _normalise_for_hash(value, hits)).encode()).hexdigest()
+
+
+def apply_policy(message: dict[str, Any], classifier: Classifier, policy: PrivacyPolicy) -> bool:
+    """Apply ``policy`` to ``message`` in place; returns whether anything changed."""
+    changed = False
+    for finding in list(classifier.scan(message)) + _green_fields(message, classifier, policy):
+        action = policy.fields.get(finding.path) or getattr(policy, finding.cls)
+        if action == "allow":
+            continue
+        container, key = finding.container, finding.key
+        if action == "block":
+            if isinstance(container, dict):
+                container.pop(key, None)  # type: ignore[arg-type]
+            else:
+                container[key] = None  # type: ignore[index]
+        elif action == "redact":
+            container[key] = REDACTED  # type: ignore[index]
+        else:
+            container[key] = _hash_tree(finding.value, classifier.config.hash_salt, finding.hits)  # type: ignore[index]
+        changed = True
+    return changed
+
+
+def _hash_tree(value: Any, salt: str, hits: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _hash_tree(v, salt, hits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hash_tree(v, salt, hits) for v in value]
+    return None if value is None else hash_value(value, salt, hits)
+
+
+def _green_fields(message: dict[str, Any], classifier: Classifier, policy: PrivacyPolicy) -> list[Finding]:
+    """Fields named in ``policy.fields`` that the scan left as green."""
+    found = []
+    for path, action in policy.fields.items():
+        parts = path.split(".")
+        node: Any = message
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and parts[-1] in node and action != "allow":
+            cls, hits = classifier.classify(path, parts[-1], node[parts[-1]])
+            if cls == "green":
+                found.append(Finding(path, node, parts[-1], node[parts[-1]], cls, hits))
+    return found

@@ -1,0 +1,111 @@
+"""Privacy end to end: classification with the installed matchers and the config, Red fields
+blocked before storage, and per-destination allow/block/redact/hash."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+
+from gateway.config import parse_config
+from gateway.plugins import Registry
+from gateway.privacy import Classifier, PrivacyConfig, PrivacyPolicy, apply_policy, hash_value
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
+
+CARD = "4111 1111 1111 1111"
+
+
+@pytest.fixture(scope="module")
+def classifier(registry: Registry) -> Classifier:
+    config = PrivacyConfig(
+        classes={"properties.plan": "green", "traits.nickname": "yellow"},
+        matchers=msgspec.convert(
+            {"employee": {"class": "red", "keys": ["employee id"], "precision": "similar", "pattern": r"E\d{6}"}},
+            dict[str, __import__("gateway.privacy", fromlist=["CustomMatcher"]).CustomMatcher],
+        ),
+    )
+    return Classifier(list(registry.matchers.values()), config)
+
+
+def event() -> dict:
+    return {
+        "type": "identify",
+        "userId": "u1",
+        "traits": {
+            "email": " Ada@Example.COM ", "password": "hunter2", "phone": "+1 (415) 555-2671", "plan": "pro",
+            "nickname": "ace", "employeeId": "E123456", "address": {"street": "1 Main St", "city": "Paris"},
+        },
+        "properties": {"note": "call me after 5", "card_on_file": CARD, "plan": "gold", "items": [{"email": "b@c.d"}]},
+        "context": {"ip": "10.1.2.3", "library": {"name": "analytics.js"}},
+    }
+
+
+def test_classification(classifier: Classifier) -> None:
+    found = {f.path: f.cls for f in classifier.scan(event())}
+    assert found["traits.password"] == "red"
+    assert found["traits.email"] == "yellow" and found["traits.phone"] == "yellow"
+    assert found["traits.employeeId"] == "red"  # custom matcher, by key
+    assert found["traits.nickname"] == "yellow"  # explicit class
+    assert found["traits.address"] == "yellow"  # the whole subtree
+    assert found["properties.card_on_file"] == "red"  # by value: Luhn-valid card under a neutral key
+    assert found["properties.items.email"] == "yellow"  # array items take the array's path
+    assert found["context.ip"] == "yellow"
+    assert "traits.plan" not in found and "properties.plan" not in found and "context.library.name" not in found
+    assert classifier.classify("properties.code", "code", "E654321")[0] == "red"  # custom matcher, by value
+
+
+def test_policy_actions(classifier: Classifier) -> None:
+    message = event()
+    policy = PrivacyPolicy(red="block", yellow="hash", fields={"traits.phone": "redact", "properties.note": "block"})
+    assert apply_policy(message, classifier, policy)
+    traits = message["traits"]
+    assert "password" not in traits and "employeeId" not in traits
+    assert traits["email"] == hashlib.sha256(b"ada@example.com").hexdigest()  # normalised, then hashed
+    assert traits["phone"] == "[REDACTED]"
+    assert traits["plan"] == "pro"  # green untouched
+    assert set(traits["address"]) == {"street", "city"} and traits["address"]["city"] == hash_value("Paris", "")
+    assert "note" not in message["properties"] and "card_on_file" not in message["properties"]
+
+
+def test_hash_salt_and_phone_normalisation(classifier: Classifier) -> None:
+    assert hash_value("+1 (415) 555-2671", "s", ("phone",)) == hashlib.sha256(b"s+14155552671").hexdigest()
+
+
+def test_privacy_config_errors(registry: Registry) -> None:
+    from gateway.errors import ConfigError
+
+    base = '[sources.web]\nwrite_key = "k"\n'
+    with pytest.raises(ConfigError) as raised:
+        parse_config(base + '[privacy.matchers.x]\nclass = "purple"\nkeys = ["a"]\n', registry)
+    assert raised.value.where.startswith("privacy.matchers.x")
+    with pytest.raises(ConfigError) as raised:
+        parse_config(base + '[destinations.d]\ntype = "file"\npath = "x"\nprivacy = { red = "shred" }\n', registry)
+    assert raised.value.where == "destinations.d.privacy.red"
+
+
+def test_red_never_reaches_the_disk_and_destinations_get_their_policy(tmp_path: Path) -> None:
+    clear = tmp_path / "clear"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        config_text(tmp_path).replace(f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nblock_red = true')
+        + 'privacy = { yellow = "hash", fields = { "traits.phone" = "block" } }\n'
+        + f'\n[destinations.clear]\ntype = "file"\npath = "{clear}"\nbatch_max_wait_secs = 0.05\n'
+        + '\n[privacy]\nhash_salt = { env = "GW_TEST_SALT" }\n'
+        + '\n[privacy.matchers.employee]\nclass = "red"\nkeys = ["employee id"]\npattern = "E\\\\d{6}"\n'
+    )
+    with GatewayProcess(config, env={"GW_TEST_SALT": "pepper"}) as gateway:
+        message = event()
+        assert httpx.post(f"{gateway.url}/v1/identify", auth=(WRITE_KEY, ""), json=message).status_code == 200
+        [hashed] = wait_until(lambda: read_jsonl(tmp_path / "archive"))
+        [plain] = wait_until(lambda: read_jsonl(clear))
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite3*"))
+    assert b"hunter2" not in on_disk and b"E123456" not in on_disk and b"1111 1111" not in on_disk
+    assert b"Ada@Example.COM" in on_disk  # yellow is stored; destinations decide
+    assert "password" not in plain["traits"] and "card_on_file" not in plain["properties"]
+    assert plain["traits"]["email"] == " Ada@Example.COM " and plain["traits"]["plan"] == "pro"
+    assert hashed["traits"]["email"] == hashlib.sha256(b"pepperada@example.com").hexdigest()
+    assert "phone" not in hashed["traits"]
+    assert hashed["traits"]["plan"] == "pro" and hashed["userId"] == "u1"

@@ -251,6 +251,12 @@ async def test_qs_js_is_served(gateway_app: App) -> None:
         (" https://shop.example/", False),
         ("https://shop.example/\r\nSet-Cookie:x", False),
         ("", False),
+        ("https://shop.example\uff0f@evil.example", False),  # NFKC trick: urlsplit raises
+        ("https://[shop.example/", False),
+        ("https://shop.example:evil.example/", False),
+        ("https://shop.example:99999/", False),
+        ("https://evil.example%23.example.org/", False),
+        ("https://evil.example%2F.example.org/", False),
     ],
 )
 def test_redirect_allowlist(url: str, allowed: bool) -> None:

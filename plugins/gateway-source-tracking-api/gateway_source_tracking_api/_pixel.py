@@ -27,6 +27,7 @@ log = structlog.get_logger("gateway.source.tracking_api")
 # The smallest transparent 1x1 GIF.
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 _UNSAFE_URL = re.compile(r"[\x00-\x20\x7f\\]")
+_HOST_NAME = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*")
 
 QS_JS = """(function () {
   /* Sends this page's ajs_* parameters to the gateway, as analytics.js would (segment-api.md §4). */
@@ -135,15 +136,19 @@ def redirect_target(url: str | None, allowlist: list[str]) -> str:
     redirect is a security bug."""
     if not url or _UNSAFE_URL.search(url):
         raise Invalid("redirect_not_allowed", "url is missing or malformed")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        raise Invalid("redirect_not_allowed", "url is malformed") from None
     host = (parts.hostname or "").lower().rstrip(".")
     if (
         parts.scheme not in ("http", "https")
-        or not host
+        or not _HOST_NAME.fullmatch(host)
         or "@" in parts.netloc
         or not url.lower().startswith(f"{parts.scheme}://")
     ):
-        raise Invalid("redirect_not_allowed", "url must be an absolute http(s) URL")
+        raise Invalid("redirect_not_allowed", "url must be an absolute http(s) URL with a plain host name")
     for allowed in allowlist:
         allowed = allowed.lower()
         if host == allowed or (allowed.startswith(".") and (host.endswith(allowed) or host == allowed[1:])):

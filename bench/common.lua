@@ -1,4 +1,4 @@
--- Shared by track.lua and batch.lua (loaded with dofile from this folder).
+-- Shared by track.lua, batch.lua and pixel.lua (loaded with dofile from this folder).
 --
 -- Environment (set by bench/ingest.py):
 --   BENCH_WRITE_KEY   the source's write key, sent as HTTP Basic user
@@ -60,8 +60,9 @@ function M.count()
    return counter
 end
 
--- Print one machine-readable line for bench/ingest.py (runs in wrk's main Lua state).
-function M.report(summary, latency, events_per_request, sample_body)
+-- Print one machine-readable line for bench/ingest.py and bench/pixel.py (runs in wrk's main
+-- Lua state). event_bytes defaults to the size of a track event from M.event.
+function M.report(summary, latency, events_per_request, sample_body, event_bytes)
    local e = summary.errors
    io.write(string.format(
       'BENCH_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,"status_errors":%d,'
@@ -70,7 +71,7 @@ function M.report(summary, latency, events_per_request, sample_body)
          .. '"events_per_request":%d,"request_body_bytes":%d,"event_bytes":%d}\n',
       summary.requests, summary.duration, summary.bytes, e.status, e.connect, e.read, e.write,
       e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99),
-      latency.max, latency.mean, events_per_request, #sample_body, #M.event(false)))
+      latency.max, latency.mean, events_per_request, #sample_body, event_bytes or #M.event(false)))
 end
 
 return M

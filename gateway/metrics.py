@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -75,6 +75,14 @@ class Metrics:
             registry=r,
         )
         self.reloads = Counter("gateway_config_reloads", "Config reloads by result", ["result"], registry=r)
+        self._request_children: dict[tuple[str, int], Any] = {}
+
+    def count_request(self, path: str, status: int) -> None:
+        """Count one HTTP request; the labelled child is looked up once per (route, status)."""
+        child = self._request_children.get((path, status))
+        if child is None:
+            child = self._request_children[(path, status)] = self.requests.labels(path, str(status))
+        child.inc()
 
     def watch_backlog(self, backlog: Callable[[], list[BacklogInfo]]) -> None:
         """Export per-destination backlog gauges, computed when scraped."""

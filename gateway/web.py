@@ -127,6 +127,10 @@ def shield_sends(app: Any) -> Any:
 
     async def wrapped(scope: Any, receive: Any, send: Any) -> None:
         async def shielded_send(message: Any) -> None:
+            # Only the last send of a response does the housekeeping; the rest need no shield.
+            if message.get("type") != "http.response.body" or message.get("more_body"):
+                await send(message)
+                return
             with trio.move_on_after(SEND_SHIELD_SECS, shield=True):
                 await send(message)
 
@@ -171,7 +175,7 @@ def create_app(
     @app.after_request
     async def count(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        hub.metrics.requests.labels(rule, str(response.status_code)).inc()
+        hub.metrics.count_request(rule, response.status_code)
         return response
 
     @app.errorhandler(HTTPException)

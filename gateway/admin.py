@@ -1,4 +1,5 @@
-"""The admin HTTP API: status, destinations, dead letters, reload, audit, redacted config.
+"""The admin HTTP API: status, destinations, dead letters, privacy requests (suppression,
+deletion), reload, audit, redacted config.
 
 It listens on its own address (loopback by default) and every request must carry
 ``Authorization: Bearer <admin.token>``; without a configured token it is not started at all.
@@ -132,6 +133,18 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
     @app.post("/privacy/unsuppress")
     async def unsuppress() -> Response:
         return await suppression(False)
+
+    @app.post("/privacy/delete")
+    async def delete() -> Response:
+        body: dict[str, Any] = await request.get_json(force=True, silent=True) or {}
+        user_id = body.get("userId")
+        if not isinstance(user_id, str) or not user_id:
+            return error_response(400, "bad_request", 'send {"userId": "...", "keepCollecting": false}')
+        keep_collecting = body.get("keepCollecting", False)
+        if not isinstance(keep_collecting, bool):
+            return error_response(400, "bad_request", "keepCollecting must be true or false")
+        result = await gateway.delete_user(user_id, keep_collecting=keep_collecting)
+        return json_response(_struct_dict(result))
 
     @app.get("/privacy/suppressions")
     async def suppressions() -> Response:

@@ -69,9 +69,11 @@ def audit(data_dir: Path, *, since_ms: int | None = None) -> AuditReport:
         ):
             from_seq = start
             if since_ms is not None:
+                # Deletion requests book runs of removed seqs above a cursor, not a cursor
+                # position, so they do not say where the cursor was.
                 row = conn.execute(
                     "SELECT max(upto_seq) FROM delivery_outcomes "
-                    "WHERE destination = ? AND at < ? AND outcome != 'redriven'",
+                    "WHERE destination = ? AND at < ? AND outcome NOT IN ('redriven', 'filtered:deleted')",
                     (destination, since_ms),
                 ).fetchone()
                 from_seq = max(start, row[0] or start)

@@ -50,7 +50,7 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin(config_path: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def _admin(config_path: str, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = 30) -> Any:
     """Call the running daemon's admin API (address and token from the config file)."""
     config = load_config(config_path, build_registry(make_plugin_manager()))
     if not config.admin.token:
@@ -62,7 +62,7 @@ def _admin(config_path: str, method: str, path: str, body: dict[str, Any] | None
         headers={"Authorization": f"Bearer {config.admin.token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as error:
         detail = error.read().decode("utf-8", "replace")
@@ -119,11 +119,66 @@ def _privacy(args: argparse.Namespace) -> int:
         for user_id in _admin(args.config, "GET", "/privacy/suppressions"):
             print(user_id)
         return 0
+    if args.action == "inventory":
+        return _inventory(args)
     if not args.user_id:
         raise GatewayError(f"privacy {args.action}: give the USER_ID")
+    if args.action == "delete":
+        return _delete(args)
     answer = _admin(args.config, "POST", f"/privacy/{args.action}", {"userId": args.user_id})
     state = "suppressed" if answer["suppressed"] else "no longer suppressed"
     print(f"{args.user_id}: {state}" + ("" if answer["changed"] else " (already so)"))
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    answer = _admin(
+        args.config,
+        "POST",
+        "/privacy/delete",
+        {"userId": args.user_id, "keepCollecting": args.keep_collecting},
+        timeout=600,  # a full scan of a large log, then every destination's own deletion
+    )
+    removed = answer["messages_deleted"] + answer["tombstoned"]
+    parts = [f"{removed} messages removed from the log, {answer['dead_letters_deleted']} dead letters"]
+    failed = False
+    for did, result in sorted(answer["destinations"].items()):
+        if result.get("error"):
+            failed = True
+            text = f"FAILED: {result['error']}"
+        elif result.get("supported", True) is False:
+            text = "no delete hook"
+        else:
+            text = f"{result.get('removed', 0)} removed"
+        if result.get("settled", True) is False:
+            text += " (batches read before the deletion were still in flight: run it again later)"
+        parts.append(f"{did}: {text}")
+    parts.append(
+        "later events are dropped (suppressed)"
+        if answer["suppressed"]
+        else "later events are still collected (--keep-collecting)"
+    )
+    print(f"{args.user_id}: " + "; ".join(parts))
+    return 1 if failed else 0
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    from gateway.log.sqlite import read_inventory
+
+    config = load_config(args.config, build_registry(make_plugin_manager()))
+    rows = read_inventory(config.data_dir, source=args.source)
+    if not rows:
+        print("no fields recorded yet (set inventory = true on a source)", file=sys.stderr)
+        return 0
+
+    def when(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    table = [(r.source, r.path, r.cls, ",".join(r.hits) or "-", when(r.first_seen), when(r.last_seen)) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for source, path, cls, hits, first, last in table:
+        cells = (source, path, cls, hits)
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + f"  first {first}  last {last}")
     return 0
 
 
@@ -174,10 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--bodies", action="store_true", help="print each message too")
     dead.set_defaults(handler=_dead_letters)
 
-    privacy = commands.add_parser("privacy", help="suppress a userId's events at ingest, or undo it (admin API)")
-    privacy.add_argument("action", choices=("suppress", "unsuppress", "suppressions"))
+    privacy = commands.add_parser(
+        "privacy",
+        help="suppress or delete a userId's events (admin API), or print the field inventory (from the log file)",
+    )
+    privacy.add_argument("action", choices=("suppress", "unsuppress", "suppressions", "delete", "inventory"))
     privacy.add_argument("user_id", nargs="?", metavar="USER_ID")
     privacy.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    privacy.add_argument(
+        "--keep-collecting", action="store_true", help="delete: do not suppress the user's later events"
+    )
+    privacy.add_argument("--source", help="inventory: only this source")
     privacy.set_defaults(handler=_privacy)
 
     audit = commands.add_parser(

@@ -64,11 +64,25 @@ class Destination:
         ``retryable=False`` for a batch the destination will never take (it goes to the
         dead-letter table). Any other exception counts as retryable. The worker applies the
         configured timeout around ``send``; do not add one of your own.
+
+    Deletion requests:
+        ``gateway privacy delete USER_ID`` removes the user from the log, then calls
+        :meth:`delete_user` on every running destination, after the batches it had in flight
+        have landed. Override it to remove what the destination already holds of that user
+        (rewrite files, call a deletion API, send a notice) and return how many items it
+        removed or notices it sent. The default does nothing and returns 0. Raise
+        :class:`gateway.errors.DeliveryError` when it fails; the command reports the error
+        (it is not retried). The destination's ``timeout_secs`` applies.
     """
 
     async def send(self, batch: Sequence[Record]) -> None:
         """Deliver ``batch``; return only once the destination has it."""
         raise NotImplementedError
+
+    async def delete_user(self, user_id: str) -> int:
+        """Remove what this destination holds of ``user_id``; returns how many items (lines,
+        records, notices) that took. Optional: the default does nothing and returns 0."""
+        return 0
 
     async def aclose(self) -> None:
         """Release what the destination holds (files, connections). Called once, at the end."""

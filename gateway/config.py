@@ -92,6 +92,10 @@ class SourceConfig(_Table, frozen=True, kw_only=True):
     filters: list[str] = []
     #: Remove Red fields (passwords, card numbers, SSNs...) before a message is ever stored.
     block_red: bool = False
+    #: Keep a persistent inventory of the field paths this source sends under context, traits
+    #: and properties: class, matchers that recognised them, first/last seen; never the values.
+    #: Each new path is logged once (``privacy_field_seen``); ``gateway privacy inventory`` prints it.
+    inventory: bool = False
 
 
 class DestinationConfig(_Table, frozen=True, kw_only=True):

@@ -32,6 +32,9 @@ log = structlog.get_logger("gateway.delivery")
 
 #: How often a worker looks for dead letters an operator marked for redrive.
 REDRIVE_POLL_SECS = 2.0
+#: Outcome of a tombstone: a message removed by a deletion request whose row had to stay.
+DELETED_REASON = "deleted"
+_TOMBSTONE_MARK = b'"type":"deleted"'
 _encode = msgspec.json.Encoder().encode
 
 
@@ -134,6 +137,10 @@ class DestinationWorker:
         self._redriving = trio.CancelScope()
         self._persisting = trio.Lock()
         self._saved_cursor = 0
+        # Sends in progress by the log's deletion count when they started (their records were
+        # checked against every deletion before it), so a deletion can wait for older ones.
+        self._sends: Counter[int] = Counter()
+        self._sends_changed = trio.Event()
 
     def set_filters(self, filters: Sequence[tuple[str, Filter]], classifier: Classifier | None = None) -> None:
         """Use other filters (and classifier) from the next batch on (a reload that changed only those)."""
@@ -170,34 +177,61 @@ class DestinationWorker:
                 nursery.start_soon(self._redrive_loop)
                 with self._reading:
                     while True:
+                        deletions = self._log.deletions
                         batch = await self._next_batch(position)
                         position = batch[-1].seq
                         await slots.acquire()
                         self._acks.start(position)
-                        nursery.start_soon(self._deliver, batch, slots)
+                        nursery.start_soon(self._deliver, batch, slots, deletions)
+
+    def sending_from_before(self, deletions: int) -> bool:
+        """Whether a send that started before the log's ``deletions``-th deletion is still running."""
+        return any(started < deletions for started in self._sends)
+
+    async def wait_sends_from_before(self, deletions: int) -> None:
+        """Return once no send that started before the log's ``deletions``-th deletion is still
+        running. Later sends, and later attempts of earlier batches, leave out what a deletion
+        removed, so after this the destination gets nothing more of a deleted user."""
+        while self.sending_from_before(deletions):
+            await self._sends_changed.wait()
 
     async def _next_batch(self, after: int) -> list[Record]:
         """Wait for records after ``after``, then up to ``batch_max_wait_secs`` for a full
-        batch, then read it in one go (seqs have no gaps, so the head says how many wait)."""
+        batch, then read it in one go (seqs are never reused, so the head says how many wait,
+        at most: a deletion request may have removed some)."""
         cfg = self._config
         await self._log.wait_for_records(after)
         with trio.move_on_after(cfg.batch_max_wait_secs):
             while self._log.head() - after < cfg.batch_max_messages:
                 await self._log.wait_for_records(self._log.head())
-        return await self._log.read(after, max_records=cfg.batch_max_messages, max_bytes=cfg.batch_max_bytes)
+        return await self._log.read(
+            after, max_records=cfg.batch_max_messages, max_bytes=cfg.batch_max_bytes, reader=self.id
+        )
 
     def _filtered(self, batch: list[Record], outcomes: Counter[tuple[str, str]]) -> list[Record]:
-        """The records to send: the integrations object first, then the destination's filters."""
+        """The records to send: tombstones of deleted messages never are; then the integrations
+        object, then the destination's filters."""
         cfg = self._config
         display_name = cfg.display_name or self.id
         privacy = cfg.privacy if cfg.privacy.active and self._classifier is not None else None
         kept = []
         for record in batch:
             # Most events carry no integrations object: skip decoding them when there is nothing to ask.
-            if not self._filters and not cfg.opt_in and privacy is None and b'"integrations"' not in record.body:
+            if (
+                not self._filters
+                and not cfg.opt_in
+                and privacy is None
+                and b'"integrations"' not in record.body
+                and _TOMBSTONE_MARK not in record.body
+            ):
                 kept.append(record)
                 continue
             message = record.message()
+            if message.get("type") == DELETED_REASON:
+                self._metrics.filtered.labels("destination", self.id, DELETED_REASON).inc()
+                outcomes[(record.source, f"filtered:{DELETED_REASON}")] += 1
+                self._counters.filtered += 1
+                continue
             if not integrations_allow(message.get("integrations"), display_name, opt_in=cfg.opt_in):
                 self._metrics.filtered.labels("destination", self.id, INTEGRATIONS_REASON).inc()
                 outcomes[(record.source, f"filtered:{INTEGRATIONS_REASON}")] += 1
@@ -219,17 +253,22 @@ class DestinationWorker:
             kept.append(record if body == record.body else msgspec.structs.replace(record, body=body))
         return kept
 
-    async def _deliver(self, batch: list[Record], slots: trio.Semaphore) -> None:
+    async def _deliver(self, batch: list[Record], slots: trio.Semaphore, deletions: int) -> None:
         # A slot is held until the cursor has moved past its batch, not just until the batch
         # is sent: while an earlier batch is stuck in retries, later ones may be delivered but
         # not recorded, and a crash re-sends them. Holding the slots bounds that re-send to
         # ``concurrency`` batches (and the memory to as many).
         outcomes: Counter[tuple[str, str]] = Counter()
+        last_seq = batch[-1].seq
+        if self._log.deletions != deletions:
+            # A deletion request ran since this batch was read: its user's records are
+            # tombstones now (read again), and are never sent.
+            deletions = self._log.deletions
+            batch = await self._read_again(batch)
         to_send = self._filtered(batch, outcomes)
-        dead = {record.seq for record in await self._send_until_done(to_send)} if to_send else set()
-        for record in to_send:
-            outcomes[(record.source, "dead_lettered" if record.seq in dead else "delivered")] += 1
-        passed = self._acks.finish(batch[-1].seq, outcomes)
+        if to_send:
+            await self._send_until_done(to_send, outcomes, deletions)
+        passed = self._acks.finish(last_seq, outcomes)
         if passed:
             await self._persist_cursor()
             for _ in range(passed):
@@ -256,21 +295,69 @@ class DestinationWorker:
                     self._saved_cursor = seq
                     return
 
-    async def _send_until_done(self, batch: list[Record]) -> list[Record]:
+    async def _read_again(self, batch: list[Record]) -> list[Record]:
+        """The records of ``batch`` as the log holds them now. A deletion turns the records a
+        worker holds into tombstones (and books none of them); a record that is gone was
+        deleted and booked by the deletion, so it is left out without a count."""
+        fresh = await self._log.read(
+            batch[0].seq - 1,
+            max_records=batch[-1].seq - batch[0].seq + 1,
+            max_bytes=2**62,
+            reader=self.id,
+        )
+        return [record for record in fresh if record.seq <= batch[-1].seq]
+
+    async def _without_deleted(self, batch: list[Record], outcomes: Counter[tuple[str, str]]) -> list[Record]:
+        """``batch`` (already filtered) less the records a deletion request removed since."""
+        now = {record.seq: record for record in await self._read_again(batch)}
+        kept = []
+        for record in batch:
+            current = now.get(record.seq)
+            if current is None:
+                continue
+            if _TOMBSTONE_MARK in current.body and current.message().get("type") == DELETED_REASON:
+                self._metrics.filtered.labels("destination", self.id, DELETED_REASON).inc()
+                outcomes[(record.source, f"filtered:{DELETED_REASON}")] += 1
+                self._counters.filtered += 1
+                continue
+            kept.append(record)
+        return kept
+
+    async def _send(self, batch: list[Record]) -> None:
+        started = self._log.deletions
+        self._sends[started] += 1
+        try:
+            await self._destination.send(batch)
+        finally:
+            self._sends[started] -= 1
+            if not self._sends[started]:
+                del self._sends[started]
+            self._sends_changed.set()
+            self._sends_changed = trio.Event()
+
+    async def _send_until_done(self, batch: list[Record], outcomes: Counter[tuple[str, str]], deletions: int) -> None:
         """Send until it succeeds; dead-letter on a permanent error or past max_attempts.
-        Returns the records that were dead-lettered."""
+        Counts each record as delivered, dead-lettered, or (removed by a deletion request
+        meanwhile) ``filtered:deleted``. ``deletions``: the log's deletion count that
+        ``batch`` was checked against."""
         cfg = self._config
         attempt = 0
         while True:
+            while self._log.deletions != deletions:  # no await between this check and the send
+                deletions = self._log.deletions
+                batch = await self._without_deleted(batch, outcomes)
+            if not batch:
+                return
             attempt += 1
             retry_after = None
             try:
                 with trio.fail_after(cfg.timeout_secs):
-                    await self._destination.send(batch)
+                    await self._send(batch)
             except DeliveryError as error:
                 self._counters.last_error = str(error)
                 if not error.retryable:
-                    return await self._permanent_failure(batch, str(error), attempt)
+                    await self._permanent_failure(batch, str(error), attempt, outcomes, deletions)
+                    return
                 retry_after = error.retry_after
             except trio.TooSlowError:
                 self._counters.last_error = f"timed out after {cfg.timeout_secs}s"
@@ -280,10 +367,12 @@ class DestinationWorker:
             else:
                 self._counters.delivered += len(batch)
                 self._record_delivery(batch)
-                return []
+                for record in batch:
+                    outcomes[(record.source, "delivered")] += 1
+                return
             if cfg.max_attempts and attempt >= cfg.max_attempts:
-                await self._dead_letter(batch, self._counters.last_error or "failed", attempt)
-                return batch
+                await self._dead_letter(batch, self._counters.last_error or "failed", attempt, outcomes)
+                return
             delay = backoff_delay(
                 attempt, initial=cfg.retry_initial_secs, maximum=cfg.retry_max_secs, retry_after=retry_after
             )
@@ -307,31 +396,34 @@ class DestinationWorker:
             if record.received_at:
                 latency.observe(max(0.0, (now_ms - record.received_at) / 1000))
 
-    async def _permanent_failure(self, batch: list[Record], error: str, attempt: int) -> list[Record]:
+    async def _permanent_failure(
+        self, batch: list[Record], error: str, attempt: int, outcomes: Counter[tuple[str, str]], deletions: int
+    ) -> None:
         if len(batch) == 1:
-            await self._dead_letter(batch, error, attempt)
-            return batch
+            await self._dead_letter(batch, error, attempt, outcomes)
+            return
         # One bad record should not take its whole batch down: send them one by one, so only
         # the records the destination really refuses are dead-lettered.
         log.warning("destination_refused_batch", records=len(batch), error=error)
-        dead = []
         for record in batch:
-            dead.extend(await self._send_until_done([record]))
-        return dead
+            await self._send_until_done([record], outcomes, deletions)
 
     async def _redrive_loop(self) -> None:
         """Send again, one by one, the dead letters an operator marked for redrive."""
         with self._redriving:
             while True:
                 await trio.sleep(REDRIVE_POLL_SECS)
+                deletions = self._log.deletions
                 letters = await self._log.take_redrive(self.id, 100)
                 delivered: list[tuple[int, Record]] = []
                 refused: list[int] = []
                 error = ""
                 for letter_id, record in letters:
+                    if self._log.deletions != deletions:
+                        break  # a deletion request may have removed the rest: take them again
                     try:
                         with trio.fail_after(self._config.timeout_secs):
-                            await self._destination.send([record])
+                            await self._send([record])
                     except DeliveryError as failure:
                         if failure.retryable:
                             break  # try the rest at the next poll
@@ -346,7 +438,11 @@ class DestinationWorker:
                     self._record_delivery([r for _, r in delivered])
                     log.info("dead_letters_redriven", delivered=len(delivered), refused_again=len(refused))
 
-    async def _dead_letter(self, batch: list[Record], error: str, attempts: int) -> None:
+    async def _dead_letter(
+        self, batch: list[Record], error: str, attempts: int, outcomes: Counter[tuple[str, str]]
+    ) -> None:
+        for record in batch:
+            outcomes[(record.source, "dead_lettered")] += 1
         log.error("destination_dead_lettered", records=len(batch), first_seq=batch[0].seq, error=error)
         while True:
             try:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,18 @@ import structlog
 
 from gateway.components import Filter, apply_filters
 from gateway.config import GatewayConfig, ServerConfig
-from gateway.log import Entry, IngestLog
+from gateway.log import Entry, IngestLog, InventoryRow
 from gateway.metrics import Metrics
-from gateway.privacy import Classifier, PrivacyPolicy, apply_policy
+from gateway.privacy import RANK, Classifier, Finding, PrivacyPolicy, apply_policy
 
 log = structlog.get_logger("gateway.ingest")
 
 JSONObject = dict[str, Any]
 _encode = msgspec.json.Encoder().encode
 BLOCK_RED = PrivacyPolicy(red="block")
+#: Distinct (source, path) pairs the field inventory holds at most: keys that are data (ids,
+#: emails used as keys) must not grow it without bound.
+INVENTORY_MAX_PATHS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,29 @@ class Source:
     options: Any
     filters: tuple[tuple[str, Filter], ...] = ()  # (filter id, filter), in order
     block_red: bool = False
+    inventory: bool = False
+
+
+@dataclass(slots=True)
+class _Seen:
+    """One inventoried field path: most severe class and matcher hits seen, first and last
+    seen (ms), and what was last saved, to find the rows to flush."""
+
+    cls: str
+    hits: tuple[str, ...]
+    first: int
+    last: int
+    saved: tuple[str, tuple[str, ...], int] | None = None
+
+    def row(self, source: str, path: str) -> InventoryRow:
+        return InventoryRow(source, path, self.cls, self.hits, self.first, self.last)
+
+
+@dataclass
+class _Inventory:
+    by_source: dict[str, dict[str, _Seen]] = field(default_factory=dict)
+    size: int = 0
+    full_warned: bool = False
 
 
 class IngestOutcome(msgspec.Struct, frozen=True):
@@ -73,6 +100,7 @@ class IngestHub:
     ) -> None:
         self._log = log
         self.metrics = metrics or Metrics()
+        self._inventory = _Inventory()
         self.use_config(config, filters, classifier)
 
     def use_config(
@@ -92,6 +120,7 @@ class IngestHub:
                     options=entity.options,
                     filters=tuple((f, filters[f]) for f in entity.core.filters),
                     block_red=entity.core.block_red,
+                    inventory=entity.core.inventory,
                 ),
             )
             for sid, entity in config.sources.items()
@@ -161,13 +190,20 @@ class IngestHub:
         entries = []
         filtered = 0
         suppressed = self._log.suppressed
+        now_ms = 0
         for source, message in messages:
             if suppressed and message.get("userId") in suppressed:
                 # A deletion/suppression request: the event is acknowledged and never stored.
                 self.metrics.filtered.labels("source", source.id, "suppressed").inc()
                 filtered += 1
                 continue
-            if source.block_red and apply_policy(message, self.classifier, BLOCK_RED):
+            findings: list[Finding] | None = None
+            if source.inventory:
+                now_ms = now_ms or int(time.time() * 1000)
+                fields = self.classifier.walk(message)
+                self._see(source.id, fields, now_ms)
+                findings = [f for f in fields if f.cls != "green"]
+            if source.block_red and apply_policy(message, self.classifier, BLOCK_RED, findings):
                 self.metrics.fields_blocked.labels(source.id).inc()
             kept, reason = apply_filters(source.filters, message) if source.filters else (message, None)
             if kept is None:
@@ -183,3 +219,60 @@ class IngestHub:
             if result.duplicates:
                 self.metrics.deduplicated.labels(label).inc(result.duplicates)
         return IngestOutcome(stored=result.stored, duplicates=result.duplicates, filtered=filtered)
+
+    # -- the privacy field inventory ---------------------------------------------------------
+
+    def _see(self, source_id: str, fields: list[Finding], now_ms: int) -> None:
+        inventory = self._inventory
+        seen = inventory.by_source.get(source_id)
+        if seen is None:
+            seen = inventory.by_source[source_id] = {}
+        for finding in fields:
+            entry = seen.get(finding.path)
+            if entry is not None:
+                entry.last = now_ms
+                if finding.cls != entry.cls and RANK[finding.cls] > RANK[entry.cls]:
+                    entry.cls = finding.cls
+                if finding.hits and finding.hits != entry.hits and not set(finding.hits) <= set(entry.hits):
+                    entry.hits = tuple(sorted({*entry.hits, *finding.hits}))
+                continue
+            if inventory.size >= INVENTORY_MAX_PATHS:
+                if not inventory.full_warned:
+                    inventory.full_warned = True
+                    log.warning("privacy_inventory_full", paths=inventory.size, source=source_id)
+                continue
+            seen[finding.path] = _Seen(finding.cls, tuple(sorted(finding.hits)), now_ms, now_ms)
+            inventory.size += 1
+            # The path, never the value.
+            log.info(
+                "privacy_field_seen",
+                source=source_id,
+                path=finding.path,
+                hits=list(finding.hits),
+                **{"class": finding.cls},
+            )
+
+    def load_inventory(self, rows: Sequence[InventoryRow]) -> None:
+        """Start from the inventory saved by earlier runs (known paths are not logged again)."""
+        for row in rows:
+            seen = self._inventory.by_source.setdefault(row.source, {})
+            if row.path not in seen:
+                self._inventory.size += 1
+            seen[row.path] = _Seen(
+                row.cls, row.hits, row.first_seen, row.last_seen, saved=(row.cls, row.hits, row.last_seen)
+            )
+
+    def inventory_changes(self) -> list[InventoryRow]:
+        """Inventory rows that are new or changed since they were last saved."""
+        return [
+            entry.row(source, path)
+            for source, seen in self._inventory.by_source.items()
+            for path, entry in seen.items()
+            if entry.saved != (entry.cls, entry.hits, entry.last)
+        ]
+
+    def inventory_saved(self, rows: Sequence[InventoryRow]) -> None:
+        """Mark ``rows`` (from :meth:`inventory_changes`) as saved, as they were then."""
+        for row in rows:
+            entry = self._inventory.by_source[row.source][row.path]
+            entry.saved = (row.cls, row.hits, row.last_seen)

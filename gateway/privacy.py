@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 from msgspec import Meta
@@ -54,6 +54,8 @@ STRUCTURAL_PATHS = frozenset(
     }
 )
 _MAY_HAVE_SHAPE = re.compile(r"[\d@:]")
+#: Decisions cached per field path (and per parent path and key) at most.
+_MAX_STEPS = 65536
 
 
 class _Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -105,9 +107,9 @@ class PrivacyPolicy(_Table, frozen=True, kw_only=True):
         return (self.red, self.yellow, self.green) != ("allow", "allow", "allow") or bool(self.fields)
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One classified field: where it is, its class, and which matchers said so."""
+class Finding(NamedTuple):
+    """One classified field: where it is, its class, and which matchers said so. (A named
+    tuple: a walk makes one per field of every message, so it must be cheap to build.)"""
 
     path: str
     container: dict[str, Any] | list[Any]
@@ -144,7 +146,9 @@ class Classifier:
             found.append(_Matcher(name, custom.class_, key_terms, value_check))
         self._key_matchers = [m for m in found if m.match_key is not None]
         self._value_matchers = [m for m in found if m.match_value is not None]
-        self.key_class = lru_cache(maxsize=65536)(self._key_class)
+        self.key_class = lru_cache(maxsize=_MAX_STEPS)(self._key_class)
+        # (parent path, key) -> what a walk decides from them alone; see _step.
+        self._steps: dict[tuple[str, Any], tuple[str, bool, str, tuple[str, ...], bool]] = {}
 
     def _key_class(self, path: str, key: str) -> tuple[str, tuple[str, ...]]:
         explicit = self.config.classes.get(path)
@@ -158,6 +162,9 @@ class Classifier:
         cls, hits = self.key_class(path, key)
         if cls == "red" or path in self.config.classes:
             return cls, hits
+        return self._value_class(value, cls, hits)
+
+    def _value_class(self, value: Any, cls: str, hits: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
         if (isinstance(value, str) and _MAY_HAVE_SHAPE.search(value)) or (
             isinstance(value, int) and not isinstance(value, bool)
         ):
@@ -166,24 +173,67 @@ class Classifier:
                     cls, hits = matcher.cls, (*hits, matcher.name)
         return cls, hits
 
-    def scan(self, message: dict[str, Any]) -> Iterator[Finding]:
+    def scan(self, message: dict[str, Any]) -> list[Finding]:
         """Every non-green field of ``message`` (a field whose key matches stands for its subtree)."""
+        found: list[Finding] = []
         for root in SCANNED_ROOTS:
             node = message.get(root)
             if isinstance(node, dict):
-                yield from self._scan(node, root)
+                self._visit(node, root, False, False, found)
+        return found
 
-    def _scan(self, node: dict[str, Any] | list[Any], path: str) -> Iterator[Finding]:
-        items: Any = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, value in list(items):
-            child = f"{path}.{key}" if isinstance(key, str) else path
-            if child in STRUCTURAL_PATHS and child not in self.config.classes:
-                continue
-            cls, hits = self.classify(child, key, value) if isinstance(key, str) else ("green", ())
-            if cls != "green":
-                yield Finding(child, node, key, value, cls, hits)
-            elif isinstance(value, dict | list):
-                yield from self._scan(value, child)
+    def walk(self, message: dict[str, Any]) -> list[Finding]:
+        """Every field of ``message`` for an inventory: what :meth:`scan` finds (a classified
+        field stands for its subtree), plus every green leaf, structural ones included (as
+        green: they are never classified). One walk gives both the inventory and what a policy
+        acts on (the non-green findings)."""
+        found: list[Finding] = []
+        for root in SCANNED_ROOTS:
+            node = message.get(root)
+            if isinstance(node, dict):
+                self._visit(node, root, False, True, found)
+        return found
+
+    def _visit(
+        self, node: dict[str, Any] | list[Any], path: str, structural: bool, greens: bool, found: list[Finding]
+    ) -> None:
+        if isinstance(node, list):  # array items take the array's path and are not classified by key
+            for index, item in enumerate(node):
+                if isinstance(item, dict | list):
+                    self._visit(item, path, structural, greens, found)
+                elif greens:
+                    found.append(Finding(path, node, index, item, "green", ()))
+            return
+        steps = self._steps
+        for key, value in list(node.items()):
+            step = steps.get((path, key))
+            if step is None:
+                step = self._step(path, key, structural)
+            child, exempt, cls, hits, settled = step
+            if exempt and not greens:
+                continue  # scan: structural fields are not personal data
+            if not settled:
+                cls, hits = self._value_class(value, cls, hits)
+            if cls == "green" and isinstance(value, dict | list):
+                self._visit(value, child, exempt, greens, found)
+            elif greens or cls != "green":
+                found.append(Finding(child, node, key, value, cls, hits))
+
+    def _step(self, path: str, key: Any, structural: bool) -> tuple[str, bool, str, tuple[str, ...], bool]:
+        """What a walk decides once per (parent path, key): the child's path, whether it is
+        structural (never classified), its class and hits by key, and whether the value can
+        change that (not when structural, Red already, or classified explicitly)."""
+        child = f"{path}.{key}"
+        exempt = structural or (child in STRUCTURAL_PATHS and child not in self.config.classes)
+        if exempt or not isinstance(key, str):
+            step: tuple[str, bool, str, tuple[str, ...], bool] = (child, exempt, "green", (), True)
+        else:
+            cls, hits = self.key_class(child, key)
+            step = (child, False, cls, hits, cls == "red" or child in self.config.classes)
+        if len(self._steps) >= _MAX_STEPS:
+            self._steps.clear()  # keys that are data (ids as keys): start over rather than grow
+        self._steps[(path, key)] = step
+        return step
 
 
 def _normalise_for_hash(value: Any, hits: tuple[str, ...]) -> str:
@@ -201,10 +251,14 @@ def hash_value(value: Any, salt: str, hits: tuple[str, ...] = ()) -> str:
     return hashlib.sha256((salt + _normalise_for_hash(value, hits)).encode()).hexdigest()
 
 
-def apply_policy(message: dict[str, Any], classifier: Classifier, policy: PrivacyPolicy) -> bool:
-    """Apply ``policy`` to ``message`` in place; returns whether anything changed."""
+def apply_policy(
+    message: dict[str, Any], classifier: Classifier, policy: PrivacyPolicy, findings: Sequence[Finding] | None = None
+) -> bool:
+    """Apply ``policy`` to ``message`` in place; returns whether anything changed. ``findings``
+    are the message's non-green fields when the caller has them already (from :meth:`Classifier.walk`)."""
     changed = False
-    for finding in list(classifier.scan(message)) + _green_fields(message, classifier, policy):
+    found = list(classifier.scan(message)) if findings is None else findings
+    for finding in [*found, *_green_fields(message, classifier, policy)]:
         action = policy.fields.get(finding.path) or getattr(policy, finding.cls)
         if action == "allow":
             continue

@@ -29,7 +29,7 @@ from gateway.admin import create_admin_app
 from gateway.components import Destination, DestinationContext, Filter
 from gateway.config import DestinationConfig, Entity, GatewayConfig, ServerConfig, load_config, parse_config
 from gateway.delivery import DestinationWorker
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, DeliveryError
 from gateway.ingest import IngestHub
 from gateway.log import BacklogInfo, IngestLog, open_log
 from gateway.metrics import Metrics
@@ -43,6 +43,11 @@ log = structlog.get_logger("gateway")
 # Frequent checkpoints stay small, so none of them stalls the disk for long.
 CHECKPOINT_INTERVAL_SECS = 1.0
 PURGE_INTERVAL_SECS = 10.0
+#: How often the privacy field inventory's new and updated paths are saved to the log file.
+INVENTORY_FLUSH_SECS = 5.0
+#: How long a deletion waits for the sends under way to land before it calls each destination's
+#: own ``delete_user`` (so what they carried is deleted there too).
+DELETE_SETTLE_SECS = 10.0
 #: How long a stopping destination may take to finish the batches it has in flight.
 WORKER_STOP_GRACE_SECS = 10.0
 
@@ -72,10 +77,34 @@ def _same_destination(a: Entity[DestinationConfig], b: Entity[DestinationConfig]
     return same_core and (a.options == b.options)
 
 
+class DestinationDeletion(msgspec.Struct, frozen=True):
+    """What one destination's ``delete_user`` did: ``removed`` items, or the ``error`` it
+    raised; ``supported`` is false when its type has no ``delete_user``. ``settled`` is false
+    when a send that started before the deletion was still under way at the call."""
+
+    removed: int = 0
+    supported: bool = True
+    settled: bool = True
+    error: str | None = None
+
+
+class UserDeletion(msgspec.Struct, frozen=True):
+    """What ``gateway privacy delete`` removed, for the admin API and the command."""
+
+    user_id: str = msgspec.field(name="userId")
+    messages_deleted: int
+    tombstoned: int
+    dead_letters_deleted: int
+    pending: dict[str, int]
+    destinations: dict[str, DestinationDeletion]
+    suppressed: bool
+
+
 @dataclass
 class _RunningDestination:
     entity: Entity[DestinationConfig]
     worker: DestinationWorker
+    destination: Destination
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
 
@@ -166,7 +195,7 @@ class Gateway:
             self.metrics,
             self.classifier,
         )
-        running = _RunningDestination(entity=entity, worker=worker)
+        running = _RunningDestination(entity=entity, worker=worker, destination=destination)
 
         async def run(task_status: trio.TaskStatus[None]) -> None:
             try:
@@ -227,6 +256,7 @@ class Gateway:
 
     async def start(self) -> list[str]:
         """Start everything for the initial config; returns the bound HTTP addresses."""
+        self.hub.load_inventory(await self.log.load_inventory())
         for did, entity in self.config.destinations.items():
             stack = AsyncExitStack()
             destination = await self._open_destination(did, entity, stack)
@@ -299,6 +329,50 @@ class Gateway:
             for unwanted in set(self.listeners) - self._wanted_listeners(new):
                 self.listeners.pop(unwanted).stop.set()
 
+    # -- privacy -----------------------------------------------------------------------------
+
+    async def delete_user(self, user_id: str, *, keep_collecting: bool = False) -> UserDeletion:
+        """Carry out a deletion request: suppress the user's later events (unless
+        ``keep_collecting``), remove their messages and dead letters from the log, let the
+        sends under way land, then call ``delete_user`` on every running destination."""
+        async with self._apply_lock:  # the set of destinations holds still meanwhile
+            if not keep_collecting:
+                await self.log.set_suppressed(user_id, True)
+            report = await self.log.delete_user(user_id, list(self.destinations))
+            deletions = self.log.deletions
+            # Sends already under way may still carry the user's messages: let them land first,
+            # so the destination's own deletion covers them. Later ones leave them out.
+            with trio.move_on_after(DELETE_SETTLE_SECS):
+                for running in self.destinations.values():
+                    await running.worker.wait_sends_from_before(deletions)
+            results: dict[str, DestinationDeletion] = {}
+            for did, running in self.destinations.items():
+                settled = not running.worker.sending_from_before(deletions)
+                results[did] = await _delete_at_destination(running, user_id, settled)
+        log.info(
+            "user_deletion_done",
+            messages_removed=report.messages_removed,
+            dead_letters_deleted=report.dead_letters_deleted,
+            destinations={did: msgspec.to_builtins(result) for did, result in results.items()},
+            suppressed=not keep_collecting,
+        )
+        return UserDeletion(
+            user_id=user_id,
+            messages_deleted=report.messages_deleted,
+            tombstoned=report.tombstoned,
+            dead_letters_deleted=report.dead_letters_deleted,
+            pending=report.pending,
+            destinations=results,
+            suppressed=user_id in self.log.suppressed,
+        )
+
+    async def flush_inventory(self) -> None:
+        """Save the field paths the inventory saw since the last flush (new or updated)."""
+        rows = self.hub.inventory_changes()
+        if rows:
+            await self.log.save_inventory(rows)
+            self.hub.inventory_saved(rows)
+
     async def reload(self, reason: str) -> bool:
         """Load the config file again and apply it; a bad one is refused and the old one stays."""
         path = Path(self.config.path)
@@ -324,6 +398,23 @@ class Gateway:
         await self.notifier.ready(f"serving on {', '.join(self.urls)}")
         log.info("config_reloaded", reason=reason, sources=sorted(new.sources), destinations=sorted(new.destinations))
         return True
+
+
+async def _delete_at_destination(running: _RunningDestination, user_id: str, settled: bool) -> DestinationDeletion:
+    destination = running.destination
+    if type(destination).delete_user is Destination.delete_user:
+        return DestinationDeletion(supported=False, settled=settled)
+    try:
+        with trio.fail_after(running.entity.core.timeout_secs):
+            removed = await destination.delete_user(user_id)
+    except trio.TooSlowError:
+        error = f"timed out after {running.entity.core.timeout_secs}s"
+    except Exception as failure:  # a plugin error: report it, the log side is done already
+        error = str(failure) if isinstance(failure, DeliveryError) else f"{type(failure).__name__}: {failure}"
+    else:
+        return DestinationDeletion(removed=removed, settled=settled)
+    log.error("destination_delete_user_failed", destination=running.worker.id, error=error)
+    return DestinationDeletion(settled=settled, error=error)
 
 
 async def _every(interval_secs: float, name: str, fn: Callable[[], Awaitable[object]]) -> None:
@@ -374,6 +465,7 @@ async def serve_gateway(
         nursery.start_soon(
             _every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(list(gateway.config.destinations))
         )
+        nursery.start_soon(_every, INVENTORY_FLUSH_SECS, "inventory", gateway.flush_inventory)
         if watch:
             await nursery.start(watch_for_reloads, gateway)
         log.info(
@@ -390,6 +482,10 @@ async def serve_gateway(
         await notifier.stopping()
         await gateway.stop_listeners()
         await gateway.stop_destinations()
+        try:
+            await gateway.flush_inventory()
+        except Exception:
+            log.exception("log_upkeep_failed", job="inventory")
         nursery.cancel_scope.cancel()
 
 

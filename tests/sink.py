@@ -71,10 +71,14 @@ class Sink:
         self.requests = 0  # 2xx answers
         self.refused_requests = 0  # 503 answers
         self.bad_requests = 0  # bodies that were not a batch of messages with messageIds
+        #: Deletion notices (``{"type": "delete", "userId": ...}``) POSTed to ``delete_url``
+        #: (the sink's URL + ``/delete``), answered 200 even while ``failing``.
+        self.deletion_notices: list[dict[str, Any]] = []
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.sink = self
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.delete_url = f"{self.url}/delete"
         self._thread: threading.Thread | None = None
 
     # -- control -------------------------------------------------------------------------------
@@ -120,6 +124,11 @@ class Sink:
     # -- serving -------------------------------------------------------------------------------
 
     def _handle(self, handler: _Handler, body: bytes) -> None:
+        if handler.path.endswith("/delete"):
+            with self.lock:
+                self.deletion_notices.append(json.loads(body))
+            handler.answer(200, b'{"ok":true}')
+            return
         if self.failing:
             with self.lock:
                 self.refused_requests += 1

@@ -30,7 +30,14 @@ def gateway(tmp_path: Path, sink: Sink) -> GatewayProcess:
     config = tmp_path / "gateway.toml"
     config.write_text(
         config_text(tmp_path)
-        + http_destination(sink.url, name="hook", batch_max_wait_secs=0.02, retry_initial_secs=0.05, retry_max_secs=0.2)
+        + http_destination(
+            sink.url,
+            name="hook",
+            batch_max_wait_secs=0.02,
+            retry_initial_secs=0.05,
+            retry_max_secs=0.2,
+            delete_url=sink.delete_url,
+        )
         + f'\n[admin]\nlisten = "127.0.0.1:{admin_port}"\ntoken = {{ env = "GW_TEST_ADMIN_TOKEN" }}\n'
     )
     process = GatewayProcess(config, env={"GW_TEST_ADMIN_TOKEN": TOKEN})
@@ -184,3 +191,96 @@ def test_suppression_drops_a_users_events_and_survives_a_restart(gateway: Gatewa
     assert cli(gateway, "privacy", "unsuppress", "user-42").stdout.strip() == "user-42: no longer suppressed"
     track("user-42", "s-5")
     wait_until(lambda: [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["s-2", "s-4", "s-5"])
+
+
+SECRET = "PLUTONIUM-7731"
+
+
+def post(process: GatewayProcess, *events: tuple[str, str]) -> None:
+    """Send ``(userId, messageId)`` track events in one batch; user-42's carry ``SECRET``."""
+    batch = [
+        {"type": "track", "userId": user, "event": "e", "messageId": mid}
+        | ({"properties": {"note": SECRET}} if user == "user-42" else {})
+        for user, mid in events
+    ]
+    assert httpx.post(f"{process.url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": batch}).status_code == 200
+
+
+def test_delete_removes_a_user_from_the_log_the_archive_and_dead_letters(
+    gateway: GatewayProcess, sink: Sink, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    sink.rejected.add("u42-dead")
+    post(gateway, ("user-42", "u42-dead"), ("other", "o-1"))
+    wait_until(lambda: cli(gateway, "dead-letters", "list").stdout)
+    # The hook goes down: what follows stays pending for it (one batch stuck in retries).
+    sink.failing = True
+    post(gateway, ("other", "o-block"))
+    wait_until(lambda: sink.refused_requests)
+    post(gateway, ("user-42", "u42-1"), ("other", "o-2"), ("user-42", "u42-2"))  # the newest row is the user's
+    wait_until(lambda: len(read_jsonl(archive)) == 6)
+    wait_until(lambda: cli(gateway, "audit").returncode == 0)
+    log_files = lambda: b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite3*"))  # noqa: E731
+    assert SECRET.encode() in log_files()
+
+    done = cli(gateway, "privacy", "delete", "user-42")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "user-42: 3 messages removed from the log, 1 dead letters; archive: 3 removed; hook: 1 removed; "
+        "later events are dropped (suppressed)"
+    )
+    assert SECRET.encode() not in log_files()
+    assert [m["messageId"] for m in read_jsonl(archive)] == ["o-1", "o-block", "o-2"]
+    assert not any(SECRET.encode() in p.read_bytes() for p in archive.iterdir())
+    assert cli(gateway, "dead-letters", "list").stdout == ""
+    assert sink.deletion_notices == [{"type": "delete", "userId": "user-42"}]
+    books = cli(gateway, "audit")
+    assert books.returncode == 0, books.stdout  # balanced with messages still pending for the hook
+    assert "every accepted message is accounted for" in books.stdout
+
+    # The hook comes back: it gets the others' events, never the user's, never a tombstone.
+    sink.failing = False
+    wait_until(lambda: sink.delivered_ids() >= {"o-1", "o-block", "o-2"})
+    wait_until(lambda: "hook: accepted 6 " in (out := cli(gateway, "audit").stdout) and "pending 0" in out)
+    assert sink.delivered_ids() == {"o-1", "o-block", "o-2"}
+    assert all(m.get("type") != "deleted" and m.get("userId") != "user-42" for m in sink.messages.values())
+    books = cli(gateway, "audit")
+    assert books.returncode == 0
+    hook = next(line for line in books.stdout.splitlines() if line.startswith("hook:"))
+    assert "delivered 3 + filtered 2 (deleted 2) + dead-lettered 1 + pending 0" in hook
+
+    post(gateway, ("user-42", "u42-3"), ("other", "o-3"))  # suppressed from now on
+    wait_until(lambda: [m["messageId"] for m in read_jsonl(archive)][-1:] == ["o-3"])
+    assert "u42-3" not in {m["messageId"] for m in read_jsonl(archive)}
+    assert cli(gateway, "privacy", "suppressions").stdout.split() == ["user-42"]
+
+
+def test_delete_can_keep_collecting_and_answers_on_the_admin_api(gateway: GatewayProcess, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    post(gateway, ("user-7", "a-1"), ("other", "a-2"))
+    wait_until(lambda: len(read_jsonl(archive)) == 2)
+    answer = httpx.post(
+        f"{gateway.admin}/privacy/delete",  # type: ignore[attr-defined]
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={"userId": "user-7", "keepCollecting": True},
+    )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["userId"] == "user-7" and body["suppressed"] is False
+    assert body["messages_deleted"] + body["tombstoned"] == 1 and body["dead_letters_deleted"] == 0
+    assert body["destinations"]["archive"] == {"removed": 1, "supported": True, "settled": True, "error": None}
+    assert body["destinations"]["hook"]["removed"] == 1
+    assert body["pending"] == {"archive": 0, "hook": 0}
+    post(gateway, ("user-7", "a-3"))  # still collected
+    wait_until(lambda: [m["messageId"] for m in read_jsonl(archive)] == ["a-2", "a-3"])
+
+    done = cli(gateway, "privacy", "delete", "user-7", "--keep-collecting")
+    assert done.stdout.strip().endswith("later events are still collected (--keep-collecting)"), done.stderr
+    assert cli(gateway, "privacy", "suppressions").stdout == ""
+    bad = httpx.post(
+        f"{gateway.admin}/privacy/delete",  # type: ignore[attr-defined]
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={"user": "x"},
+    )
+    assert bad.status_code == 400

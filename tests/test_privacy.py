@@ -109,3 +109,76 @@ def test_red_never_reaches_the_disk_and_destinations_get_their_policy(tmp_path: 
     assert hashed["traits"]["email"] == hashlib.sha256(b"pepperada@example.com").hexdigest()
     assert "phone" not in hashed["traits"]
     assert hashed["traits"]["plan"] == "pro" and hashed["userId"] == "u1"
+
+
+def test_walk_gives_every_field_and_the_scan_findings(classifier: Classifier) -> None:
+    message = event()
+    message["context"]["library"]["version"] = "1.2.3"
+    message["properties"]["tags"] = ["a", "b"]
+    fields = {f.path: (f.cls, f.hits) for f in classifier.walk(message)}
+    scanned = {f.path: (f.cls, f.hits) for f in classifier.scan(event())}
+    assert {p: c for p, c in fields.items() if c[0] != "green"} == scanned  # the same non-green findings
+    assert fields["traits.plan"] == ("green", ())
+    assert fields["properties.note"] == ("green", ())
+    assert fields["properties.tags"] == ("green", ())  # array items take the array's path
+    assert fields["context.library.name"] == ("green", ())  # structural: inventoried, never classified
+    assert fields["context.library.version"] == ("green", ())
+    assert fields["traits.email"] == ("yellow", ("email",))
+    assert "traits.address.city" not in fields  # a classified field stands for its subtree
+    assert "userId" not in fields and "type" not in fields
+    # One walk serves block_red too.
+    blocked = event()
+    findings = [f for f in classifier.walk(blocked) if f.cls != "green"]
+    assert apply_policy(blocked, classifier, PrivacyPolicy(red="block"), findings)
+    reference = event()
+    apply_policy(reference, classifier, PrivacyPolicy(red="block"))
+    assert blocked == reference
+
+
+def test_inventory_records_paths_never_values(tmp_path: Path) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        config_text(tmp_path).replace(
+            f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nblock_red = true\ninventory = true'
+        )
+    )
+
+    def inventory(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "privacy", "inventory", *args, "--config", str(config)],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    values = ["Ada@Example.COM", "hunter2", "+1 (415) 555-2671", "1 Main St", "Paris", CARD, "10.1.2.3", "gold"]
+    with GatewayProcess(config) as gateway:
+        for n in range(3):
+            message = event() | {"messageId": f"inv-{n}"}
+            assert httpx.post(f"{gateway.url}/v1/identify", auth=(WRITE_KEY, ""), json=message).status_code == 200
+        wait_until(lambda: read_jsonl(tmp_path / "archive"))
+        output = wait_until(lambda: (out := inventory()) and "traits.email" in out and out, timeout=30)
+        lines = list(gateway.lines)
+    rows = {line.split()[1]: line.split() for line in output.splitlines()}
+    assert rows["traits.email"][:4] == ["web", "traits.email", "yellow", "email"]
+    assert rows["traits.password"][2] == "red"  # seen, then blocked before storage
+    assert rows["properties.card_on_file"][2:4] == ["red", "credit_card"]  # by value
+    assert rows["traits.plan"][2:4] == ["green", "-"]
+    assert rows["context.library.name"][2] == "green"
+    assert "first" in rows["traits.email"] and "last" in rows["traits.email"]
+    assert not any(value in output for value in values)
+    conn = sqlite3.connect(tmp_path / "log.sqlite3")
+    table = repr(conn.execute("SELECT * FROM privacy_inventory").fetchall())
+    conn.close()
+    assert "traits.email" in table and not any(value in table for value in values)
+    # Each new path is logged once, with its class and hits, never its value.
+    seen = [line for line in lines if '"privacy_field_seen"' in line]
+    assert len(seen) == len(rows) and sum('"traits.email"' in line for line in seen) == 1
+    assert not any(value in line for value in values for line in seen)
+    # The daemon is down: the command reads the file.
+    assert inventory("--source", "web") == output
+    assert inventory("--source", "nope") == ""

@@ -56,6 +56,41 @@ class BacklogInfo(msgspec.Struct, frozen=True):
     oldest_received_at: float
 
 
+class DeletionReport(msgspec.Struct, frozen=True):
+    """What :meth:`IngestLog.delete_user` removed for one userId.
+
+    Attributes:
+        messages_deleted: Rows deleted outright.
+        tombstoned: Rows whose body became ``{"messageId": ..., "type": "deleted"}`` instead: the
+            newest row (its seq must never be reused) and rows a worker had already read.
+        dead_letters_deleted: The user's dead letters, every destination.
+        pending: Per destination asked about, how many of the removed messages it had not
+            been sent yet (they never will be).
+    """
+
+    user_id: str
+    messages_deleted: int
+    tombstoned: int
+    dead_letters_deleted: int
+    pending: dict[str, int] = msgspec.field(default_factory=dict)
+
+    @property
+    def messages_removed(self) -> int:
+        return self.messages_deleted + self.tombstoned
+
+
+class InventoryRow(msgspec.Struct, frozen=True):
+    """One field path a source sent: its most severe class, the matchers that recognised it,
+    and when it was first and last seen (milliseconds since the epoch). Never a value."""
+
+    source: str
+    path: str
+    cls: str
+    hits: tuple[str, ...]
+    first_seen: int
+    last_seen: int
+
+
 class LogStatistics(msgspec.Struct, frozen=True):
     """A snapshot of the log, for status output and metrics."""
 
@@ -71,6 +106,9 @@ class IngestLog(Protocol):
 
     #: userIds whose events are dropped at ingest; kept in memory, persisted by set_suppressed.
     suppressed: frozenset[str]
+    #: Deletion requests carried out since the log was opened. A worker holding records read
+    #: before it changed reads them again (they may be tombstones now) before sending them.
+    deletions: int
 
     async def set_suppressed(self, user_id: str, suppressed: bool) -> bool:
         """Add or remove a suppressed userId (persistently); returns whether anything changed."""
@@ -85,9 +123,12 @@ class IngestLog(Protocol):
         """
         ...
 
-    async def read(self, after_seq: int, *, max_records: int, max_bytes: int) -> list[Record]:
+    async def read(
+        self, after_seq: int, *, max_records: int, max_bytes: int, reader: str | None = None
+    ) -> list[Record]:
         """Return stored records with ``seq > after_seq`` in order, at most ``max_records``
-        and (beyond the first record) at most ``max_bytes`` of bodies."""
+        and (beyond the first record) at most ``max_bytes`` of bodies. ``reader`` names the
+        destination reading (so a deletion knows which records may be in flight to it)."""
         ...
 
     def head(self) -> int:
@@ -124,6 +165,21 @@ class IngestLog(Protocol):
 
     async def add_dead_letters(self, destination: str, records: Sequence[Record], error: str, attempts: int) -> None:
         """Keep records a destination refused for good, with the error."""
+        ...
+
+    async def delete_user(self, user_id: str, destinations: Sequence[str]) -> DeletionReport:
+        """Remove every message and dead letter whose ``userId`` is ``user_id``, in one
+        transaction, and record the request. A removed message a destination had not reached
+        is booked for it as ``filtered:deleted``, so the audit stays exact; ``destinations``
+        are the ones :attr:`DeletionReport.pending` reports on."""
+        ...
+
+    async def save_inventory(self, rows: Sequence[InventoryRow]) -> None:
+        """Insert or update field-inventory rows (first_seen keeps the earliest)."""
+        ...
+
+    async def load_inventory(self) -> list[InventoryRow]:
+        """Every field-inventory row saved so far."""
         ...
 
     async def purge(self, destinations: Sequence[str]) -> int:

@@ -18,14 +18,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import structlog
 import trio
 
 from gateway.components import Record
 from gateway.config import LogConfig
 from gateway.errors import LogUnavailableError
-from gateway.log import AppendResult, BacklogInfo, DeadLetter, Entry, LogStatistics
+from gateway.log import AppendResult, BacklogInfo, DeadLetter, DeletionReport, Entry, InventoryRow, LogStatistics
 
 log = structlog.get_logger("gateway.log")
 
@@ -83,6 +85,31 @@ CREATE TABLE IF NOT EXISTS suppressions (
     user_id TEXT PRIMARY KEY,
     created_at INTEGER NOT NULL
 );
+-- Deletion requests carried out (GDPR/CCPA), with what they removed from the log.
+CREATE TABLE IF NOT EXISTS deletion_requests (
+    user_id TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    messages_deleted INTEGER NOT NULL,
+    tombstoned INTEGER NOT NULL DEFAULT 0,
+    dead_letters_deleted INTEGER NOT NULL DEFAULT 0
+);
+-- Seqs of messages a deletion request removed, so that a destination added later to replay
+-- the archive (start_at) books them as filtered:deleted. Purged along with the rows below them.
+CREATE TABLE IF NOT EXISTS deleted_seqs (
+    seq INTEGER PRIMARY KEY,
+    source TEXT NOT NULL
+);
+-- The field paths each source sent (never their values): most severe class seen, the
+-- matchers that recognised them (a JSON array of names), first and last seen.
+CREATE TABLE IF NOT EXISTS privacy_inventory (
+    source TEXT NOT NULL,
+    path TEXT NOT NULL,
+    class TEXT NOT NULL,
+    hits TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (source, path)
+);
 """
 
 # A duplicate key is skipped by the same statement that would store it, in the same
@@ -100,14 +127,32 @@ _ADD_OUTCOME = (
 )
 
 #: Outcome counts of a run of batches: (source, outcome) -> messages. Outcomes are ``delivered``,
-#: ``dead_lettered``, ``filtered:<filter id>`` and ``redriven`` (a dead letter delivered later).
+#: ``dead_lettered``, ``filtered:<filter id>``, ``filtered:deleted`` (removed by a deletion
+#: request) and ``redriven`` (a dead letter delivered later).
 Outcomes = dict[tuple[str, str], int]
+DELETED_OUTCOME = "filtered:deleted"
+#: A deleted user's message whose row must stay (its seq may not be reused, or a worker has
+#: read it): the body is replaced by this, and workers count it as ``filtered:deleted``.
+TOMBSTONE_TYPE = "deleted"
+_USER_ID = "json_extract(CAST(body AS TEXT), '$.userId')"
+_UPSERT_INVENTORY = """
+INSERT INTO privacy_inventory (source, path, class, hits, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (source, path) DO UPDATE SET class = excluded.class, hits = excluded.hits,
+    first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen)
+"""
+
+
 # Purge walks from the oldest rows only (seq order follows arrival), so it costs what it
 # deletes, not the size of the log. It never reaches the newest row (seq < head).
 _PURGE = (
     "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE seq <= ? AND seq < ? "
     f"ORDER BY seq LIMIT {PURGE_CHUNK}) AND received_at < ?"
 )
+
+
+def tombstone(message_id: str) -> bytes:
+    """The body a deleted message's row keeps when the row itself must stay."""
+    return msgspec.json.encode({"messageId": message_id, "type": TOMBSTONE_TYPE})
 
 
 def _now_ms() -> int:
@@ -166,6 +211,12 @@ class SQLiteLog:
         self._write_lock = trio.CapacityLimiter(1)
         self._read_lock = trio.CapacityLimiter(1)
         self._maintain_lock = trio.CapacityLimiter(1)
+        self._deleting = trio.Lock()
+        # The highest seq each reader (destination) was handed; a record at or below it and
+        # above the reader's cursor may be in flight. Reads without a name count for everyone.
+        self._read_upto: dict[str, int] = {}
+        self._read_upto_anyone = 0
+        self.deletions = 0
 
         self._queue: list[_Waiter] = []
         self._queued_messages = 0
@@ -288,7 +339,9 @@ class SQLiteLog:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def read(self, after_seq: int, *, max_records: int, max_bytes: int) -> list[Record]:
+    async def read(
+        self, after_seq: int, *, max_records: int, max_bytes: int, reader: str | None = None
+    ) -> list[Record]:
         def query() -> list[Record]:
             rows = self._reader.execute(
                 "SELECT seq, source, body, received_at FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -301,6 +354,13 @@ class SQLiteLog:
                 if records and size > max_bytes:
                     break
                 records.append(Record(seq=seq, source=source, body=body, received_at=received_at))
+            # Under the read lock, which a deletion holds too: it sees every read that got rows.
+            if records:
+                last = records[-1].seq
+                if reader is None:
+                    self._read_upto_anyone = max(self._read_upto_anyone, last)
+                elif last > self._read_upto.get(reader, 0):
+                    self._read_upto[reader] = last
             return records
 
         return await trio.to_thread.run_sync(query, limiter=self._read_lock)
@@ -328,8 +388,26 @@ class SQLiteLog:
 
                 first = await trio.to_thread.run_sync(first_at_or_after, limiter=self._read_lock)
                 start = first - 1 if first is not None else self._head_seq
+                if start < self._head_seq:
+                    await trio.to_thread.run_sync(self._start_cursor, destination, start, limiter=self._write_lock)
+                    self._cursors[destination] = start
+                    return start
             await self.set_cursor(destination, start)
         return self._cursors[destination]
+
+    def _start_cursor(self, destination: str, start: int) -> None:
+        """A destination that replays the archive from ``start``: messages a deletion request
+        removed above it are booked as ``filtered:deleted`` with its cursor, in one transaction."""
+        now = _now_ms()
+        with self._writer:
+            self._writer.execute(_SET_CURSOR, (destination, start, now))
+            deleted = self._writer.execute(
+                "SELECT seq, source FROM deleted_seqs WHERE seq > ? ORDER BY seq", (start,)
+            ).fetchall()
+            runs = _runs(deleted, after=start)
+            self._writer.executemany(
+                _ADD_OUTCOME, [(destination, source, DELETED_OUTCOME, n, upto, now) for source, n, upto in runs]
+            )
 
     async def set_cursor(self, destination: str, seq: int, outcomes: Outcomes | None = None) -> None:
         waiter = _Waiter(())
@@ -348,10 +426,20 @@ class SQLiteLog:
 
         def insert() -> None:
             with self._writer:
+                # A record read before its user was deleted: its row is a tombstone now, and
+                # its personal data must not come back as a dead letter.
+                erased = {
+                    seq
+                    for (seq,) in self._writer.execute(
+                        "SELECT seq FROM messages WHERE seq IN (SELECT value FROM json_each(?)) "
+                        "AND json_extract(CAST(body AS TEXT), '$.type') = ?",
+                        (msgspec.json.encode([r.seq for r in records]).decode(), TOMBSTONE_TYPE),
+                    )
+                }
                 self._writer.executemany(
                     "INSERT INTO dead_letters (destination, seq, source, body, error, attempts, failed_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
+                    [row for row in rows if row[1] not in erased],
                 )
 
         await trio.to_thread.run_sync(insert, limiter=self._write_lock)
@@ -433,6 +521,161 @@ class SQLiteLog:
         self.suppressed = self.suppressed | {user_id} if suppressed else self.suppressed - {user_id}
         return changed
 
+    # -- deletion requests -------------------------------------------------------------------
+
+    async def delete_user(self, user_id: str, destinations: Sequence[str]) -> DeletionReport:
+        """Remove every message and dead letter of ``user_id`` in one transaction.
+
+        A message no worker can have in flight is deleted; the newest row, and one a worker
+        has read but not recorded yet, keeps its seq with a tombstone body instead (a seq is
+        never reused; the worker books it as it goes). For every destination whose cursor is
+        below a deleted message, ``filtered:deleted`` outcomes are written in the same
+        transaction: one row per source and run of consecutive deleted seqs, so ``audit
+        --since`` stays exact too. Freed space is zeroed (``secure_delete``) and the WAL is
+        checkpointed and truncated, so the bytes leave the files on disk.
+        """
+        async with self._deleting:
+            await self._flush()  # appends queued before (e.g. before a suppression) are in
+            candidates, scanned_to = await trio.to_thread.run_sync(self._find_user_rows, user_id)
+            # Holding the read lock: no read is half done, so the read horizons are exact.
+            async with self._read_lock:
+                report = await trio.to_thread.run_sync(
+                    self._delete_user, user_id, candidates, scanned_to, tuple(destinations), limiter=self._write_lock
+                )
+                self.deletions += 1
+            await self._truncate_wal()
+        log.info(
+            "user_deleted",
+            messages_deleted=report.messages_deleted,
+            tombstoned=report.tombstoned,
+            dead_letters_deleted=report.dead_letters_deleted,
+        )
+        return report
+
+    async def _flush(self) -> None:
+        """Return once everything queued before this call is committed (or failed)."""
+        waiter = _Waiter(())
+        self._cursor_waiters.append(waiter)
+        self._wake_committer()
+        await waiter.done.wait()
+
+    def _find_user_rows(self, user_id: str) -> tuple[list[int], int]:
+        """Scan the log for the user's rows on a connection of its own, so the full scan
+        holds up neither commits nor workers; the transaction then checks only these rows
+        and the ones stored since (seq > the head seen here)."""
+        conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=30)
+        try:
+            conn.execute("BEGIN")
+            scanned_to: int = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+            seqs = [s for (s,) in conn.execute(f"SELECT seq FROM messages WHERE {_USER_ID} = ?", (user_id,))]
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return seqs, scanned_to
+
+    def _delete_user(
+        self, user_id: str, candidates: list[int], scanned_to: int, destinations: tuple[str, ...]
+    ) -> DeletionReport:
+        conn = self._writer
+        now = _now_ms()
+        secure_delete = conn.execute("PRAGMA secure_delete").fetchone()[0]
+        conn.execute("PRAGMA secure_delete = ON")
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            rows: list[tuple[int, str, str]] = cur.execute(
+                f"SELECT seq, source, message_id FROM messages WHERE seq IN (SELECT value FROM json_each(?)) "
+                f"AND {_USER_ID} = ?",
+                (msgspec.json.encode(candidates).decode(), user_id),
+            ).fetchall()
+            rows += cur.execute(
+                f"SELECT seq, source, message_id FROM messages WHERE seq > ? AND {_USER_ID} = ?",
+                (scanned_to, user_id),
+            ).fetchall()
+            rows.sort()
+            head = cur.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+            cursors: dict[str, int] = dict(cur.execute("SELECT destination, seq FROM cursors"))
+            # (cursor, horizon]: what each destination may have in flight.
+            windows = [
+                (cursor, max(cursor, self._read_upto.get(d, 0), self._read_upto_anyone))
+                for d, cursor in cursors.items()
+            ]
+            deleted: list[tuple[int, str]] = []
+            kept: list[tuple[bytes, int]] = []
+            for seq, source, message_id in rows:
+                if seq == head or any(low < seq <= high for low, high in windows):
+                    kept.append((tombstone(message_id), seq))
+                else:
+                    deleted.append((seq, source))
+            cur.executemany("DELETE FROM messages WHERE seq = ?", [(seq,) for seq, _ in deleted])
+            cur.executemany("INSERT OR IGNORE INTO deleted_seqs (seq, source) VALUES (?, ?)", deleted)
+            cur.executemany("UPDATE messages SET body = ? WHERE seq = ?", kept)
+            dead_letters = cur.execute(f"DELETE FROM dead_letters WHERE {_USER_ID} = ?", (user_id,)).rowcount
+            outcomes = [
+                (destination, source, DELETED_OUTCOME, count, upto, now)
+                for destination, cursor in cursors.items()
+                for source, count, upto in _runs(deleted, after=cursor)
+            ]
+            cur.executemany(_ADD_OUTCOME, outcomes)
+            cur.execute(
+                "INSERT INTO deletion_requests (user_id, requested_at, messages_deleted, tombstoned, "
+                "dead_letters_deleted) VALUES (?, ?, ?, ?, ?)",
+                (user_id, now, len(deleted), len(kept), dead_letters),
+            )
+            cur.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        finally:
+            conn.execute(f"PRAGMA secure_delete = {('OFF', 'ON', 'FAST')[int(secure_delete)]}")
+        removed = [seq for seq, _, _ in rows]
+        pending = {d: sum(1 for seq in removed if seq > cursors.get(d, head)) for d in destinations}
+        return DeletionReport(
+            user_id=user_id,
+            messages_deleted=len(deleted),
+            tombstoned=len(kept),
+            dead_letters_deleted=dead_letters,
+            pending=pending,
+        )
+
+    async def _truncate_wal(self) -> None:
+        """Checkpoint the whole WAL into the database and truncate it to zero bytes, so the
+        page images from before a deletion are gone from the disk. Retries while a reader
+        (a worker, an admin command) holds an older snapshot."""
+
+        def run() -> bool:
+            # Briefly: commits wait behind this, so a reader in the way means "try again later".
+            self._writer.execute("PRAGMA busy_timeout = 100")
+            try:
+                busy: int = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                self._writer.execute("PRAGMA busy_timeout = 30000")
+            return busy == 0
+
+        for _ in range(50):
+            async with self._maintain_lock, self._read_lock:
+                if await trio.to_thread.run_sync(run, limiter=self._write_lock):
+                    return
+            await trio.sleep(0.1)
+        log.warning("wal_not_truncated", reason="a reader kept an old snapshot; the next checkpoints overwrite it")
+
+    # -- privacy inventory ---------------------------------------------------------------------
+
+    async def save_inventory(self, rows: Sequence[InventoryRow]) -> None:
+        data = [
+            (r.source, r.path, r.cls, msgspec.json.encode(r.hits).decode(), r.first_seen, r.last_seen) for r in rows
+        ]
+
+        def write() -> None:
+            with self._writer:
+                self._writer.executemany(_UPSERT_INVENTORY, data)
+
+        await trio.to_thread.run_sync(write, limiter=self._write_lock)
+
+    async def load_inventory(self) -> list[InventoryRow]:
+        return await trio.to_thread.run_sync(_inventory_rows, self._reader, None, limiter=self._read_lock)
+
     # -- upkeep ------------------------------------------------------------------------------
 
     async def purge(self, destinations: Sequence[str]) -> int:
@@ -447,13 +690,21 @@ class SQLiteLog:
                 deleted: int = self._writer.execute(_PURGE, (delivered_up_to, self._head_seq, cutoff)).rowcount
             return deleted
 
+        def forget_deleted_seqs() -> None:
+            # No destination can start below the oldest message left, so older holes are moot.
+            with self._writer:
+                self._writer.execute("DELETE FROM deleted_seqs WHERE seq < (SELECT min(seq) FROM messages)")
+
         total = 0
         # One chunk per transaction, so commits interleave with a long purge.
         while True:
             deleted = await trio.to_thread.run_sync(purge_chunk, limiter=self._write_lock)
             total += deleted
             if deleted < PURGE_CHUNK:
-                return total
+                break
+        if total:
+            await trio.to_thread.run_sync(forget_deleted_seqs, limiter=self._write_lock)
+        return total
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database without blocking commits (PASSIVE), and re-measure
@@ -521,6 +772,53 @@ class SQLiteLog:
     def close_connections(self) -> None:
         for conn in (self._reader, self._maintainer, self._writer):
             conn.close()
+
+
+def _runs(deleted: list[tuple[int, str]], *, after: int) -> list[tuple[str, int, int]]:
+    """``(source, count, last seq)`` of each run of consecutive seqs from one source in
+    ``deleted`` (sorted) above ``after``. No cursor can ever stop inside such a run (its seqs
+    are gone), which is what keeps ``audit --since`` exact."""
+    runs: list[list[Any]] = []
+    for seq, source in deleted:
+        if seq <= after:
+            continue
+        if runs and runs[-1][0] == source and runs[-1][2] == seq - 1:
+            runs[-1][1] += 1
+            runs[-1][2] = seq
+        else:
+            runs.append([source, 1, seq])
+    return [(source, count, last) for source, count, last in runs]
+
+
+def _inventory_rows(conn: sqlite3.Connection, source: str | None) -> list[InventoryRow]:
+    sql = "SELECT source, path, class, hits, first_seen, last_seen FROM privacy_inventory"
+    args: tuple[object, ...] = ()
+    if source is not None:
+        sql += " WHERE source = ?"
+        args = (source,)
+    try:
+        rows = conn.execute(sql + " ORDER BY source, path", args).fetchall()
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error):
+            return []  # a log file from before the inventory existed
+        raise
+    return [
+        InventoryRow(source=s, path=p, cls=c, hits=tuple(msgspec.json.decode(h)), first_seen=f, last_seen=last)
+        for s, p, c, h, f, last in rows
+    ]
+
+
+def read_inventory(data_dir: Path, *, source: str | None = None) -> list[InventoryRow]:
+    """The privacy field inventory, straight from the log file (read-only; works with the
+    daemon up or down)."""
+    path = Path(data_dir) / DB_NAME
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return _inventory_rows(conn, source)
+    finally:
+        conn.close()
 
 
 def _dead_letter_selection(destination: str | None, ids: Sequence[int]) -> tuple[str, tuple[object, ...]]:

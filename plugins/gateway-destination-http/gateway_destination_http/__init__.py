@@ -1,8 +1,13 @@
-"""The ``http`` destination: POST batches of messages as JSON to a webhook URL."""
+"""The ``http`` destination: POST batches of messages as JSON to a webhook URL.
+
+With ``delete_url`` set, a deletion request (``gateway privacy delete USER_ID``) POSTs
+``{"type": "delete", "userId": "..."}`` there.
+"""
 
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -31,11 +36,16 @@ class HttpConfig(ComponentConfig):
     url: str
     headers: dict[str, str] = {}
     gzip: bool = False
+    #: Where deletion requests are sent as ``{"type": "delete", "userId": ...}``; off if unset.
+    delete_url: str | None = None
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url must be an http:// or https:// URL with a host, got {self.url!r}")
+        for key, value in (("url", self.url), ("delete_url", self.delete_url)):
+            if value is None:
+                continue
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{key} must be an http:// or https:// URL with a host, got {value!r}")
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -89,6 +99,23 @@ class HttpDestination(Destination):
                 detail, retryable=True, retry_after=parse_retry_after(response.headers.get("Retry-After"))
             )
         raise DeliveryError(detail, retryable=False)
+
+    async def delete_user(self, user_id: str) -> int:
+        """POST a deletion notice to ``delete_url``; 1 once it answered 2xx, 0 without one."""
+        url = self._config.delete_url
+        if url is None:
+            return 0
+        body = json.dumps({"type": "delete", "userId": user_id}).encode()
+        if self._config.gzip:
+            body = gzip.compress(body, compresslevel=5)
+        try:
+            response = await self._client.post(url, content=body)
+        except httpx.TransportError as error:
+            raise DeliveryError(f"{type(error).__name__}: {error}", retryable=True) from error
+        status = response.status_code
+        if 200 <= status < 300:
+            return 1
+        raise DeliveryError(f"HTTP {status} from {url}: {response.text[:200]}", retryable=status in RETRYABLE_STATUSES)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -127,3 +127,29 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("garbage") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+
+
+async def test_deletion_notice_goes_to_delete_url(sink: tuple[Sink, str], tmp_path: Any) -> None:
+    app, url = sink
+    config = HttpConfig(url=f"{url}/hook", delete_url=f"{url}/delete", headers={"Authorization": "Bearer t"})
+    async with HttpDestination(config, DestinationContext("crm", tmp_path)) as dest:
+        assert await dest.delete_user("user-42") == 1
+        app.status = 503
+        with pytest.raises(DeliveryError) as raised:
+            await dest.delete_user("user-43")
+    assert raised.value.retryable and "HTTP 503" in str(raised.value)
+    first = app.requests[0]
+    assert json.loads(first["body"]) == {"type": "delete", "userId": "user-42"}
+    assert first["headers"][b"authorization"] == b"Bearer t"
+
+
+async def test_without_delete_url_nothing_is_sent(sink: tuple[Sink, str], tmp_path: Any) -> None:
+    app, url = sink
+    async with HttpDestination(HttpConfig(url=url), DestinationContext("crm", tmp_path)) as dest:
+        assert await dest.delete_user("user-42") == 0
+    assert app.requests == []
+
+
+def test_delete_url_must_be_http() -> None:
+    with pytest.raises(ValueError, match="delete_url must be an http"):
+        HttpConfig(url="http://h/x", delete_url="ftp://h/y")

@@ -28,6 +28,10 @@ Action = Literal["allow", "block", "redact", "hash"]
 RANK: dict[str, int] = {"green": 0, "yellow": 1, "red": 2}
 SCANNED_ROOTS = ("context", "traits", "properties")
 REDACTED = "[REDACTED]"
+#: ``value_checks = "learn"``: clean values in a row before a path is sampled, and the sample rate.
+LEARN_AFTER = 200
+SAMPLE_EVERY = 100
+MAX_LEARNED_PATHS = 100_000
 #: Fields the Segment spec defines as describing the library, app, device model or page, not a
 #: person (``context.library.name`` is not a name). ``[privacy.classes]`` can still classify them.
 STRUCTURAL_PATHS = frozenset(
@@ -92,6 +96,11 @@ class PrivacyConfig(_Table, frozen=True, kw_only=True):
     matchers: dict[str, CustomMatcher] = {}
     #: Prepended to values before hashing (write it as ``{ env = "..." }``).
     hash_salt: str = ""
+    #: ``learn`` (default): a field path's values are checked by value matchers until the path
+    #: has shown LEARN_AFTER clean values in a row, then one value in SAMPLE_EVERY; a hit
+    #: classifies the path for good (field-level classes, as Segment's). ``every``: check every
+    #: value of every event (exact, several times slower).
+    value_checks: Literal["learn", "every"] = "learn"
 
 
 class PrivacyPolicy(_Table, frozen=True, kw_only=True):
@@ -147,6 +156,10 @@ class Classifier:
         self._key_matchers = [m for m in found if m.match_key is not None]
         self._value_matchers = [m for m in found if m.match_value is not None]
         self.key_class = lru_cache(maxsize=_MAX_STEPS)(self._key_class)
+        # Value classes learned per path (sticky), and clean values seen in a row per path.
+        self._learned: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._clean: dict[str, int] = {}
+        self._sampled = 0
         # (parent path, key) -> what a walk decides from them alone; see _step.
         self._steps: dict[tuple[str, Any], tuple[str, bool, str, tuple[str, ...], bool]] = {}
 
@@ -172,6 +185,27 @@ class Classifier:
                 if matcher.match_value and RANK[matcher.cls] > RANK[cls] and matcher.match_value(value):
                     cls, hits = matcher.cls, (*hits, matcher.name)
         return cls, hits
+
+    def _path_value_class(self, path: str, value: Any, cls: str, hits: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        """The value-based class of a field, learned per path (see ``PrivacyConfig.value_checks``)."""
+        learned = self._learned.get(path)
+        if learned is not None and RANK[learned[0]] > RANK[cls]:
+            cls, hits = learned[0], (*hits, *learned[1])
+        if self.config.value_checks == "every":
+            return self._value_class(value, cls, hits)
+        clean = self._clean.get(path, 0)
+        if clean >= LEARN_AFTER:
+            self._sampled += 1
+            if self._sampled % SAMPLE_EVERY:
+                return cls, hits
+        found_cls, found_hits = self._value_class(value, cls, hits)
+        if found_cls != cls:
+            if len(self._learned) < MAX_LEARNED_PATHS:
+                self._learned[path] = (found_cls, found_hits[len(hits) :])
+            self._clean.pop(path, None)
+        elif clean < LEARN_AFTER and len(self._clean) < MAX_LEARNED_PATHS:
+            self._clean[path] = clean + 1
+        return found_cls, found_hits
 
     def scan(self, message: dict[str, Any]) -> list[Finding]:
         """Every non-green field of ``message`` (a field whose key matches stands for its subtree)."""
@@ -213,7 +247,7 @@ class Classifier:
             if exempt and not greens:
                 continue  # scan: structural fields are not personal data
             if not settled:
-                cls, hits = self._value_class(value, cls, hits)
+                cls, hits = self._path_value_class(child, value, cls, hits)
             if cls == "green" and isinstance(value, dict | list):
                 self._visit(value, child, exempt, greens, found)
             elif greens or cls != "green":

@@ -182,3 +182,26 @@ def test_inventory_records_paths_never_values(tmp_path: Path) -> None:
     # The daemon is down: the command reads the file.
     assert inventory("--source", "web") == output
     assert inventory("--source", "nope") == ""
+
+
+def test_value_classes_are_learned_per_path_and_sticky(registry: Registry) -> None:
+    from gateway.privacy import LEARN_AFTER
+
+    learn = Classifier(list(registry.matchers.values()), PrivacyConfig())
+    every = Classifier(list(registry.matchers.values()), PrivacyConfig(value_checks="every"))
+
+    def classes(classifier: Classifier, note: str) -> dict[str, str]:
+        return {f.path: f.cls for f in classifier.scan({"properties": {"note": note}})}
+
+    # A path's first values are always checked: a card number is found at once...
+    assert classes(learn, CARD) == {"properties.note": "red"}
+    # ...and the path stays red (field-level class), even for a value that is not a card.
+    assert classes(learn, "call me") == {"properties.note": "red"}
+
+    fresh = Classifier(list(registry.matchers.values()), PrivacyConfig())
+    for i in range(LEARN_AFTER):
+        assert classes(fresh, f"order {i}") == {}
+    # Settled as clean: values are only sampled now, while "every" still checks each one.
+    hits = sum(1 for _ in range(50) if classes(fresh, CARD))
+    assert hits < 50
+    assert all(classes(every, CARD) == {"properties.note": "red"} for _ in range(50))

@@ -32,7 +32,7 @@ write_key = "{WRITE_KEY}"
         text += f"""
 [destinations.archive]
 type = "file"
-path = "{data_dir / 'archive'}"
+path = "{data_dir / "archive"}"
 batch_max_wait_secs = 0.05
 """
     return text + extra
@@ -52,7 +52,10 @@ class GatewayProcess:
         self.lines = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
         )
         started = threading.Event()
 

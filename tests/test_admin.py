@@ -49,7 +49,10 @@ def gateway(tmp_path: Path, sink: Sink) -> GatewayProcess:
 def cli(process: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args, "--config", str(process.config_path)],
-        capture_output=True, text=True, timeout=30, env={**os.environ, "GW_TEST_ADMIN_TOKEN": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "GW_TEST_ADMIN_TOKEN": TOKEN},
     )
 
 
@@ -105,7 +108,9 @@ def test_dead_letters_list_redrive_and_audit(gateway: GatewayProcess, sink: Sink
     sink.rejected.add("bad-2")
     send(gateway, "bad-2")
     wait_until(lambda: cli(gateway, "dead-letters", "list").stdout)
-    assert cli(gateway, "dead-letters", "discard", "--destination", "hook").stdout.strip() == "1 dead letter(s) discarded"
+    assert (
+        cli(gateway, "dead-letters", "discard", "--destination", "hook").stdout.strip() == "1 dead letter(s) discarded"
+    )
     assert cli(gateway, "dead-letters", "list").stdout == ""
 
 
@@ -141,7 +146,9 @@ def test_ready_and_health(gateway: GatewayProcess) -> None:
 def test_missing_secret_is_a_config_error(tmp_path: Path) -> None:
     config = tmp_path / "g.toml"
     config.write_text(config_text(tmp_path) + '\n[admin]\ntoken = { env = "GW_TEST_NOT_SET_ANYWHERE" }\n')
-    result = subprocess.run([sys.executable, "-m", "gateway", "check-config", str(config)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", str(config)], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "admin.token: environment variable GW_TEST_NOT_SET_ANYWHERE is not set" in result.stderr
     secret = tmp_path / "token"

@@ -33,17 +33,19 @@ PADDING = "x" * 200
 
 
 def _batch(number: int) -> dict[str, Any]:
-    return {"batch": [
-        {
-            "type": "track",
-            "messageId": f"backlog-{number}-{i}",
-            "userId": f"user-{(number * PER_REQUEST + i) % 997}",
-            "event": "Backlog Event",
-            "properties": {"request": number, "item": i, "padding": PADDING},
-            "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
-        }
-        for i in range(PER_REQUEST)
-    ]}
+    return {
+        "batch": [
+            {
+                "type": "track",
+                "messageId": f"backlog-{number}-{i}",
+                "userId": f"user-{(number * PER_REQUEST + i) % 997}",
+                "event": "Backlog Event",
+                "properties": {"request": number, "item": i, "padding": PADDING},
+                "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
+            }
+            for i in range(PER_REQUEST)
+        ]
+    }
 
 
 def _disk_bytes(data_dir: Path) -> int:
@@ -57,10 +59,13 @@ def test_dead_destination_backlog_stays_on_disk_and_drains(tmp_path: Path) -> No
 
     with Sink(failing=True) as sink:
         config_path = tmp_path / "gateway.toml"
-        config_path.write_text(config_text(
-            tmp_path, archive=False,
-            extra=http_destination(sink.url, retry_initial_secs=0.1, retry_max_secs=0.5),
-        ))
+        config_path.write_text(
+            config_text(
+                tmp_path,
+                archive=False,
+                extra=http_destination(sink.url, retry_initial_secs=0.1, retry_max_secs=0.5),
+            )
+        )
         gateway = GatewayProcess(config_path)
 
         def send(number: int) -> None:
@@ -113,8 +118,10 @@ def test_dead_destination_backlog_stays_on_disk_and_drains(tmp_path: Path) -> No
                 wait_until(lambda: len(sink.delivered_ids()) >= TOTAL, timeout=40, interval=0.2)
             except AssertionError:
                 raise AssertionError(f"only {len(sink.delivered_ids())} of {TOTAL} arrived after recovery") from None
-            print(f"[backlog] drained in {time.monotonic() - recovered:.1f}s "
-                  f"({sink.requests} requests), RSS after drain {gateway.rss_bytes() / MB:.1f} MB")
+            print(
+                f"[backlog] drained in {time.monotonic() - recovered:.1f}s "
+                f"({sink.requests} requests), RSS after drain {gateway.rss_bytes() / MB:.1f} MB"
+            )
             assert sink.delivered_ids() == expected
             assert sink.duplicates() == 0
             assert gateway.stop() == 0

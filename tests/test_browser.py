@@ -65,9 +65,19 @@ def analytics_js_assets() -> Path:
     wanted = f"{ANALYTICS_NEXT}@{ANALYTICS_NEXT_VERSION}"
     if not (version_file.is_file() and version_file.read_text().strip() == wanted):
         result = subprocess.run(
-            [sys.executable, "-m", "gateway_source_tracking_api.analytics_js",
-             "--data-dir", str(CACHE_DIR), "--version", ANALYTICS_NEXT_VERSION],
-            capture_output=True, text=True, timeout=240, check=False,
+            [
+                sys.executable,
+                "-m",
+                "gateway_source_tracking_api.analytics_js",
+                "--data-dir",
+                str(CACHE_DIR),
+                "--version",
+                ANALYTICS_NEXT_VERSION,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
         )
         if result.returncode != 0:
             pytest.fail(f"installing analytics.js failed (it needs npm):\n{result.stdout}\n{result.stderr}")
@@ -84,7 +94,11 @@ def node_modules() -> Path:
         if npm is None:
             pytest.fail(f"{CLIENT_DIR}/node_modules is missing and `npm` is not on PATH to install it")
         result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENT_DIR, capture_output=True, text=True, timeout=240,
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=CLIENT_DIR,
+            capture_output=True,
+            text=True,
+            timeout=240,
             check=False,
         )
         if result.returncode != 0:
@@ -135,7 +149,7 @@ def start_gateway(tmp_path: Path, analytics_js_assets: Path) -> Iterator[Callabl
         archive = f"""
 [destinations.archive]
 type = "file"
-path = "{tmp_path / 'archive'}"
+path = "{tmp_path / "archive"}"
 batch_max_wait_secs = 0.05
 """
         config_path = tmp_path / "gateway.toml"
@@ -269,9 +283,7 @@ class Browsing:
         return [s for s in self.seen if s.url.startswith(base + "/") and method in (None, s.method)]
 
     def report(self) -> str:
-        lines = [
-            f"{s.method} {s.url} -> {s.status} {s.failure or ''} {s.cors_error or ''}".rstrip() for s in self.seen
-        ]
+        lines = [f"{s.method} {s.url} -> {s.status} {s.failure or ''} {s.cors_error or ''}".rstrip() for s in self.seen]
         return "requests:\n  " + "\n  ".join(lines) + "\nconsole:\n  " + "\n  ".join(self.console)
 
 
@@ -303,7 +315,9 @@ class Web:
     def __init__(self, playwright: Any, net_log: Path) -> None:
         self.net_log = net_log
         self.browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, f"--log-net-log={net_log}"],
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[*CHROMIUM_ARGS, f"--log-net-log={net_log}"],
         )
         self.opened: list[Browsing] = []
         self.finished = False
@@ -351,8 +365,14 @@ def _wait_stored(archive: Path, count: int, browser: Browsing, timeout: float = 
     browser.until(lambda: len(read_jsonl(archive)) >= count, timeout, f"{count} messages in the archive")
 
 
-def _page_values(site: PageServer, gateway: GatewayProcess, *, options: dict[str, Any] | None = None,
-                 settings: dict[str, Any] | None = None, on_load: str = "window.analytics.page();") -> None:
+def _page_values(
+    site: PageServer,
+    gateway: GatewayProcess,
+    *,
+    options: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    on_load: str = "window.analytics.page();",
+) -> None:
     site.values.update(
         GATEWAY=gateway.url,
         WRITE_KEY=WRITE_KEY,
@@ -365,8 +385,10 @@ def _page_values(site: PageServer, gateway: GatewayProcess, *, options: dict[str
 
 def _wait_loaded(browser: Browsing, mode: str) -> None:
     if mode == "snippet":
-        browser.until(lambda: browser.page.evaluate("() => window.analytics.initialized === true"),
-                      what="analytics.js initialized")
+        browser.until(
+            lambda: browser.page.evaluate("() => window.analytics.initialized === true"),
+            what="analytics.js initialized",
+        )
     else:
         result = browser.page.evaluate("() => window.loadResult")
         assert result == "loaded", f"{result}\n{browser.report()}"
@@ -398,8 +420,12 @@ CALLS = """async () => {
 @pytest.mark.parametrize("strategy", ["standard", "batching"])
 @pytest.mark.parametrize("mode", ["snippet", "npm"])
 def test_every_call_arrives_once(
-    mode: str, strategy: str, start_gateway: Callable[..., GatewayProcess], site: PageServer,
-    web: Web, tmp_path: Path,
+    mode: str,
+    strategy: str,
+    start_gateway: Callable[..., GatewayProcess],
+    site: PageServer,
+    web: Web,
+    tmp_path: Path,
 ) -> None:
     gateway = start_gateway()
     _page_values(site, gateway, options={"integrations": BATCHING} if strategy == "batching" else {})
@@ -472,7 +498,9 @@ def test_every_call_arrives_once(
     assert len({m["anonymousId"] for m in stored}) == 1
     assert by_type["page"]["properties"]["url"] == page_url
     assert (by_type["identify"]["userId"], by_type["identify"]["traits"]) == (
-        "user-1", {"email": "u1@example.com", "plan": "pro"})
+        "user-1",
+        {"email": "u1@example.com", "plan": "pro"},
+    )
     assert by_type["track"]["userId"] == "user-1"
     assert (by_type["track"]["event"], by_type["track"]["properties"]) == ("Button Clicked", {"color": "red", "n": 3})
     assert (by_type["group"]["groupId"], by_type["group"]["traits"]) == ("group-1", {"name": "Acme", "employees": 12})
@@ -482,7 +510,10 @@ def test_every_call_arrives_once(
 
 
 def test_batching_flushes_at_page_unload(
-    start_gateway: Callable[..., GatewayProcess], site: PageServer, web: Web, tmp_path: Path,
+    start_gateway: Callable[..., GatewayProcess],
+    site: PageServer,
+    web: Web,
+    tmp_path: Path,
 ) -> None:
     """A batch still waiting for its timeout is sent (keepalive) when the visitor leaves the page."""
     gateway = start_gateway()
@@ -509,7 +540,10 @@ def test_batching_flushes_at_page_unload(
 
 
 def test_pixel_img_stores_the_track(
-    start_gateway: Callable[..., GatewayProcess], site: PageServer, web: Web, tmp_path: Path,
+    start_gateway: Callable[..., GatewayProcess],
+    site: PageServer,
+    web: Web,
+    tmp_path: Path,
 ) -> None:
     gateway = start_gateway()
     _page_values(site, gateway)
@@ -550,7 +584,10 @@ LANDING_QUERY = (
 
 @pytest.mark.parametrize("via", ["analytics.js", "qs.js"])
 def test_landing_page_querystring(
-    via: str, start_gateway: Callable[..., GatewayProcess], site: PageServer, web: Web,
+    via: str,
+    start_gateway: Callable[..., GatewayProcess],
+    site: PageServer,
+    web: Web,
     tmp_path: Path,
 ) -> None:
     gateway = start_gateway()
@@ -611,8 +648,11 @@ def _no_cors_headers(seen: Seen) -> bool:
 
 
 def test_disallowed_origin_is_refused_and_nothing_stored(
-    start_gateway: Callable[..., GatewayProcess], site: PageServer, other_site: PageServer,
-    web: Web, tmp_path: Path,
+    start_gateway: Callable[..., GatewayProcess],
+    site: PageServer,
+    other_site: PageServer,
+    web: Web,
+    tmp_path: Path,
 ) -> None:
     gateway = start_gateway(f'allowed_origins = ["{site.origin}"]\n')
     archive = tmp_path / "archive"
@@ -639,11 +679,24 @@ def test_disallowed_origin_is_refused_and_nothing_stored(
 
     # 3. analytics.js given its settings inline (no settings fetch): the gateway refuses its
     # preflight, so the browser never sends the event.
-    _page_values(other_site, gateway, on_load='window.analytics.track("Inline Settings");', settings={
-        "writeKey": WRITE_KEY, "cdnURL": gateway.url,
-        "cdnSettings": {"integrations": {"Segment.io": {
-            "apiKey": WRITE_KEY, "apiHost": urlsplit(gateway.url).netloc + "/v1", "protocol": "http"}}},
-    })
+    _page_values(
+        other_site,
+        gateway,
+        on_load='window.analytics.track("Inline Settings");',
+        settings={
+            "writeKey": WRITE_KEY,
+            "cdnURL": gateway.url,
+            "cdnSettings": {
+                "integrations": {
+                    "Segment.io": {
+                        "apiKey": WRITE_KEY,
+                        "apiHost": urlsplit(gateway.url).netloc + "/v1",
+                        "protocol": "http",
+                    }
+                }
+            },
+        },
+    )
     inline = web.open()
     inline.goto(other_site.url("npm.html"))
     assert inline.page.evaluate("() => window.loadResult") == "loaded"
@@ -668,7 +721,10 @@ def test_disallowed_origin_is_refused_and_nothing_stored(
 
 
 def test_429_is_retried_after_retry_after(
-    start_gateway: Callable[..., GatewayProcess], site: PageServer, web: Web, tmp_path: Path,
+    start_gateway: Callable[..., GatewayProcess],
+    site: PageServer,
+    web: Web,
+    tmp_path: Path,
 ) -> None:
     # One event every 2 s, bursts of 1: the second of two quick events gets 429 + Retry-After: 2.
     gateway = start_gateway("rate_limit_events_per_sec = 0.5\nrate_limit_burst = 1\n")

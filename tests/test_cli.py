@@ -39,14 +39,14 @@ def test_a_bad_config_fails_fast_naming_the_path(tmp_path: Path) -> None:
     assert "cannot read the config file" in missing.stderr
 
 
-def test_admin_commands_without_a_token_say_so(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_admin_commands_without_a_token_say_so(tmp_path: Path, capsys) -> None:
     config = tmp_path / "g.toml"
     config.write_text(config_text(tmp_path))
     assert main(["status", "--config", str(config)]) == 2
     assert "admin.token is not set" in capsys.readouterr().err
 
 
-def test_audit_on_a_fresh_install(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_audit_on_a_fresh_install(tmp_path: Path, capsys) -> None:
     config = tmp_path / "g.toml"
     config.write_text(config_text(tmp_path))
     assert main(["audit", "--config", str(config)]) == 0

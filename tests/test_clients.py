@@ -74,7 +74,10 @@ def test_python_client_delivers_every_call_type(gateway_process: GatewayProcess,
     gateway_process.start()
     errors: list[tuple[Exception, list[dict[str, Any]]]] = []
     client = Client(
-        WRITE_KEY, host=gateway_process.url, gzip=gzip, max_retries=2,
+        WRITE_KEY,
+        host=gateway_process.url,
+        gzip=gzip,
+        max_retries=2,
         on_error=lambda error, batch: errors.append((error, batch)),
     )
     calls = [
@@ -148,7 +151,11 @@ def node_client() -> Iterator[list[str]]:
             )
         install = [npm, "ci"] if (NODE_DIR / "package-lock.json").is_file() else [npm, "install"]
         result = subprocess.run(
-            [*install, "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=240,
+            [*install, "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
         if result.returncode != 0:
             pytest.fail(f"`{' '.join(install)}` failed in {NODE_DIR}:\n{result.stdout}\n{result.stderr}")
@@ -157,7 +164,11 @@ def node_client() -> Iterator[list[str]]:
 
 def _run_node(command: list[str], url: str, scenario: str) -> dict[str, Any]:
     result = subprocess.run(
-        [*command, url, WRITE_KEY, scenario], cwd=NODE_DIR, capture_output=True, text=True, timeout=60,
+        [*command, url, WRITE_KEY, scenario],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, f"node driver failed:\n{result.stdout}\n{result.stderr}"
     report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -168,7 +179,9 @@ def _run_node(command: list[str], url: str, scenario: str) -> dict[str, Any]:
 
 
 def test_node_client_delivers_every_call_type(
-    node_client: list[str], gateway_process: GatewayProcess, tmp_path: Path,
+    node_client: list[str],
+    gateway_process: GatewayProcess,
+    tmp_path: Path,
 ) -> None:
     gateway_process.start()
     report = _run_node(node_client, gateway_process.url, "calls")
@@ -186,7 +199,11 @@ def test_node_client_delivers_every_call_type(
         assert message["context"]["library"]["version"] == "3.1.0"
         received, timestamp = _time(message["receivedAt"]), _time(message["timestamp"])
         assert abs(received - timestamp) < SAME_CLOCK_SLACK, message
-        assert timedelta(0) <= timestamp - _time(message["originalTimestamp"]) + timedelta(milliseconds=1) < SAME_CLOCK_SLACK
+        assert (
+            timedelta(0)
+            <= timestamp - _time(message["originalTimestamp"]) + timedelta(milliseconds=1)
+            < SAME_CLOCK_SLACK
+        )
         by_type[entry["type"]] = message
     assert by_type["identify"]["userId"] == "node-user-1"
     assert by_type["identify"]["traits"] == {"email": "node@example.com", "plan": "pro"}
@@ -202,7 +219,9 @@ def test_node_client_delivers_every_call_type(
 
 
 def test_node_client_oversized_batch_is_accepted_whole(
-    node_client: list[str], gateway_process: GatewayProcess, tmp_path: Path,
+    node_client: list[str],
+    gateway_process: GatewayProcess,
+    tmp_path: Path,
 ) -> None:
     gateway_process.start()
     report = _run_node(node_client, gateway_process.url, "big")

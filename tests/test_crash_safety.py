@@ -35,8 +35,12 @@ def _seed() -> int:
 
 
 def _message(index: int, message_id: str) -> dict[str, Any]:
-    return {"userId": f"user-{index % 37}", "event": f"Event {index}", "messageId": message_id,
-            "properties": {"index": index}}
+    return {
+        "userId": f"user-{index % 37}",
+        "event": f"Event {index}",
+        "messageId": message_id,
+        "properties": {"index": index},
+    }
 
 
 @dataclass
@@ -145,11 +149,21 @@ def test_every_acknowledged_message_is_delivered_across_sigkills(tmp_path: Path,
     with Sink(delay=rng.uniform(0.02, 0.05)) as sink:
         port = free_port()
         config_path = tmp_path / "gateway.toml"
-        config_path.write_text(config_text(
-            tmp_path, archive=False, listen=f"127.0.0.1:{port}",
-            extra=http_destination(sink.url, batch_max_messages=batch_max, batch_max_wait_secs=0.05,
-                                   concurrency=concurrency, retry_initial_secs=0.1, retry_max_secs=0.5),
-        ))
+        config_path.write_text(
+            config_text(
+                tmp_path,
+                archive=False,
+                listen=f"127.0.0.1:{port}",
+                extra=http_destination(
+                    sink.url,
+                    batch_max_messages=batch_max,
+                    batch_max_wait_secs=0.05,
+                    concurrency=concurrency,
+                    retry_initial_secs=0.1,
+                    retry_max_secs=0.5,
+                ),
+            )
+        )
         gateway = GatewayProcess(config_path)
         client = _Client(f"http://127.0.0.1:{port}", requests)
         thread = threading.Thread(target=client.run, daemon=True)
@@ -171,8 +185,10 @@ def test_every_acknowledged_message_is_delivered_across_sigkills(tmp_path: Path,
                 )
                 gateway.kill()
                 acked, delivered = client.acked_count(), len(sink.delivered_ids())
-                print(f"[crash safety] kill {number} {moment}: acked={acked} delivered={delivered} "
-                      f"sink_requests={sink.requests}")
+                print(
+                    f"[crash safety] kill {number} {moment}: acked={acked} delivered={delivered} "
+                    f"sink_requests={sink.requests}"
+                )
                 assert acked < total, f"seed={seed}: kill {number} came after the client had finished"
                 time.sleep(rng.uniform(0.0, 0.3))
                 gateway.start()
@@ -194,9 +210,11 @@ def test_every_acknowledged_message_is_delivered_across_sigkills(tmp_path: Path,
             gateway.kill()
         duplicates = sink.duplicates()
         bound = kills * concurrency * batch_max
-        print(f"[crash safety] seed={seed}: {total} acked, {len(sink.delivered_ids())} delivered, "
-              f"{duplicates} duplicate deliveries (bound {bound}), transport errors={client.transport_errors}, "
-              f"statuses={dict(client.statuses)}, sink requests={sink.requests}")
+        print(
+            f"[crash safety] seed={seed}: {total} acked, {len(sink.delivered_ids())} delivered, "
+            f"{duplicates} duplicate deliveries (bound {bound}), transport errors={client.transport_errors}, "
+            f"statuses={dict(client.statuses)}, sink requests={sink.requests}"
+        )
         # A crash re-sends at most the batches that were in flight and not yet recorded.
         assert duplicates <= bound, f"seed={seed}: {duplicates} duplicate deliveries, more than {bound}"
         assert set(client.statuses) == {200}, f"seed={seed}: unexpected statuses {client.statuses}"
@@ -205,7 +223,11 @@ def test_every_acknowledged_message_is_delivered_across_sigkills(tmp_path: Path,
         # The books survive the kills too: every accepted message is delivered exactly once in
         # them (re-sends after a crash are not double-counted), nothing pending, nothing lost.
         books = audit(tmp_path)
-        [hook] = books.destinations if len(books.destinations) == 1 else [d for d in books.destinations if d.destination != "archive"]
+        [hook] = (
+            books.destinations
+            if len(books.destinations) == 1
+            else [d for d in books.destinations if d.destination != "archive"]
+        )
         assert books.balanced, f"seed={seed}: {hook}"
         assert hook.pending == 0 and hook.delivered == hook.expected == len(sink.delivered_ids())
 
@@ -232,12 +254,36 @@ def test_same_message_id_is_delivered_once_even_across_a_restart(tmp_path: Path)
         gateway.start()
         with httpx.Client(auth=(WRITE_KEY, "")) as client:
             post(client, "/v1/track", {"userId": "u1", "event": "First", "messageId": "dup-1", "properties": {"v": 1}})
-            post(client, "/v1/batch", {"batch": [
-                {"type": "track", "userId": "u1", "event": "First", "messageId": "dup-1", "properties": {"v": 2}},
-                {"type": "identify", "userId": "u2", "messageId": "dup-2", "traits": {"v": 1}},
-                {"type": "track", "userId": "u3", "event": "Twice", "messageId": "dup-3", "properties": {"v": 1}},
-                {"type": "track", "userId": "u3", "event": "Twice", "messageId": "dup-3", "properties": {"v": 2}},
-            ]})
+            post(
+                client,
+                "/v1/batch",
+                {
+                    "batch": [
+                        {
+                            "type": "track",
+                            "userId": "u1",
+                            "event": "First",
+                            "messageId": "dup-1",
+                            "properties": {"v": 2},
+                        },
+                        {"type": "identify", "userId": "u2", "messageId": "dup-2", "traits": {"v": 1}},
+                        {
+                            "type": "track",
+                            "userId": "u3",
+                            "event": "Twice",
+                            "messageId": "dup-3",
+                            "properties": {"v": 1},
+                        },
+                        {
+                            "type": "track",
+                            "userId": "u3",
+                            "event": "Twice",
+                            "messageId": "dup-3",
+                            "properties": {"v": 2},
+                        },
+                    ]
+                },
+            )
             post(client, "/v1/track", {"userId": "u1", "event": "Marker", "messageId": "marker-1"})
         # One worker reads the log in order: a second copy of dup-1 would come before the marker.
         assert ids_until("marker-1") == ["dup-1", "dup-2", "dup-3", "marker-1"]
@@ -246,10 +292,16 @@ def test_same_message_id_is_delivered_once_even_across_a_restart(tmp_path: Path)
         gateway.start()
         with httpx.Client(auth=(WRITE_KEY, "")) as client:
             post(client, "/v1/track", {"userId": "u1", "event": "First", "messageId": "dup-1", "properties": {"v": 3}})
-            post(client, "/v1/batch", {"batch": [
-                {"type": "identify", "userId": "u2", "messageId": "dup-2", "traits": {"v": 2}},
-                {"type": "track", "userId": "u1", "event": "Marker", "messageId": "marker-2"},
-            ]})
+            post(
+                client,
+                "/v1/batch",
+                {
+                    "batch": [
+                        {"type": "identify", "userId": "u2", "messageId": "dup-2", "traits": {"v": 2}},
+                        {"type": "track", "userId": "u1", "event": "Marker", "messageId": "marker-2"},
+                    ]
+                },
+            )
         assert ids_until("marker-2") == ["dup-1", "dup-2", "dup-3", "marker-1", "marker-2"]
         assert gateway.stop() == 0
     finally:
@@ -270,11 +322,19 @@ def test_sigterm_while_clients_send_exits_cleanly_and_loses_nothing(tmp_path: Pa
     print(f"\n[sigterm] seed={seed}")
     with Sink(delay=0.03) as sink:
         config_path = tmp_path / "gateway.toml"
-        config_path.write_text(config_text(
-            tmp_path, archive=False,
-            extra=http_destination(sink.url, batch_max_messages=20, batch_max_wait_secs=0.05,
-                                   retry_initial_secs=0.1, retry_max_secs=0.5),
-        ))
+        config_path.write_text(
+            config_text(
+                tmp_path,
+                archive=False,
+                extra=http_destination(
+                    sink.url,
+                    batch_max_messages=20,
+                    batch_max_wait_secs=0.05,
+                    retry_initial_secs=0.1,
+                    retry_max_secs=0.5,
+                ),
+            )
+        )
         gateway = GatewayProcess(config_path)
         try:
             gateway.start()
@@ -296,9 +356,11 @@ def test_sigterm_while_clients_send_exits_cleanly_and_loses_nothing(tmp_path: Pa
                 thread.join(20)
             acked = set().union(*(c.acked for c in clients))
             attempted = set().union(*(c.attempted for c in clients))
-            print(f"[sigterm] seed={seed}: SIGTERM at acked={acked_before} delivered={delivered_before}; "
-                  f"exit code {code} after {elapsed:.2f}s; acked in the end {len(acked)}, "
-                  f"delivered before restart {len(sink.delivered_ids())}")
+            print(
+                f"[sigterm] seed={seed}: SIGTERM at acked={acked_before} delivered={delivered_before}; "
+                f"exit code {code} after {elapsed:.2f}s; acked in the end {len(acked)}, "
+                f"delivered before restart {len(sink.delivered_ids())}"
+            )
             assert code == 0, "".join(gateway.lines[-30:])
             # Requests in flight get graceful_shutdown_secs; the rest of the teardown is quick.
             assert elapsed < GRACEFUL_SECS + 2, f"seed={seed}: took {elapsed:.2f}s to exit after SIGTERM"
@@ -356,8 +418,9 @@ def test_sigterm_with_an_idle_keep_alive_connection_exits_promptly(tmp_path: Pat
     try:
         gateway.start()
         with httpx.Client(auth=(WRITE_KEY, "")) as client:  # stays open (idle) during the stop
-            response = client.post(gateway.url + "/v1/track",
-                                   json={"userId": "u1", "event": "Kept Alive", "messageId": "idle-1"})
+            response = client.post(
+                gateway.url + "/v1/track", json={"userId": "u1", "event": "Kept Alive", "messageId": "idle-1"}
+            )
             assert response.status_code == 200
             wait_until(lambda: read_jsonl(tmp_path / "archive"))
             started = time.monotonic()
@@ -383,11 +446,20 @@ def test_a_batch_stuck_in_retry_does_not_widen_the_resend_window(tmp_path: Path,
     with Sink(delay=0.02) as sink:
         sink.poisoned = {"stuck-40"}  # the batch holding it answers 503 until the sink recovers
         config_path = tmp_path / "gateway.toml"
-        config_path.write_text(config_text(
-            tmp_path, archive=False,
-            extra=http_destination(sink.url, batch_max_messages=batch_max, batch_max_wait_secs=0.05,
-                                   concurrency=concurrency, retry_initial_secs=0.1, retry_max_secs=0.5),
-        ))
+        config_path.write_text(
+            config_text(
+                tmp_path,
+                archive=False,
+                extra=http_destination(
+                    sink.url,
+                    batch_max_messages=batch_max,
+                    batch_max_wait_secs=0.05,
+                    concurrency=concurrency,
+                    retry_initial_secs=0.1,
+                    retry_max_secs=0.5,
+                ),
+            )
+        )
         gateway = GatewayProcess(config_path)
         try:
             gateway.start()
@@ -406,8 +478,10 @@ def test_a_batch_stuck_in_retry_does_not_widen_the_resend_window(tmp_path: Path,
             gateway.kill()
     duplicates = sink.duplicates()
     bound = concurrency * batch_max
-    print(f"\n[stuck batch] concurrency={concurrency}: {delivered_at_kill} delivered while one batch was "
-          f"retried, {duplicates} duplicate deliveries after the kill (bound {bound})")
+    print(
+        f"\n[stuck batch] concurrency={concurrency}: {delivered_at_kill} delivered while one batch was "
+        f"retried, {duplicates} duplicate deliveries after the kill (bound {bound})"
+    )
     assert duplicates <= bound, (
         f"{duplicates} messages re-sent after one crash (more than concurrency x batch_max_messages = {bound}): "
         "batches finished behind a retried one were not recorded"

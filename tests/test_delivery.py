@@ -53,7 +53,9 @@ async def append(log: IngestLog, ids: Sequence[str], **fields: Any) -> None:
     await log.append([Entry("web", i, msgspec.json.encode({"messageId": i, **fields})) for i in ids])
 
 
-async def run_until(log: IngestLog, worker: DestinationWorker, condition: Callable[[], bool], timeout: float = 5) -> None:
+async def run_until(
+    log: IngestLog, worker: DestinationWorker, condition: Callable[[], bool], timeout: float = 5
+) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(worker.run)
         with trio.fail_after(timeout):

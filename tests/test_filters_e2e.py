@@ -29,12 +29,23 @@ drop_properties = {{ properties = ["email"] }}
 
 def test_fql_filters_drop_trim_account_and_hot_reload(tmp_path: Path) -> None:
     path = tmp_path / "gateway.toml"
-    base = config_text(tmp_path).replace('batch_max_wait_secs = 0.05\n', 'batch_max_wait_secs = 0.05\nfilters = ["no_tests", "no_email"]\n')
+    base = config_text(tmp_path).replace(
+        "batch_max_wait_secs = 0.05\n", 'batch_max_wait_secs = 0.05\nfilters = ["no_tests", "no_email"]\n'
+    )
     path.write_text(base + filter_toml("event = 'Test Event'"))
     with GatewayProcess(path) as gateway:
+
         def send(*events: tuple[str, str]) -> None:
-            batch = [{"type": "track", "userId": "u", "event": e, "messageId": m, "properties": {"email": "a@b.c", "plan": "pro"}}
-                     for m, e in events]
+            batch = [
+                {
+                    "type": "track",
+                    "userId": "u",
+                    "event": e,
+                    "messageId": m,
+                    "properties": {"email": "a@b.c", "plan": "pro"},
+                }
+                for m, e in events
+            ]
             assert httpx.post(f"{gateway.url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": batch}).status_code == 200
 
         send(("m1", "Signed Up"), ("m2", "Test Event"), ("m3", "Debug"))
@@ -51,7 +62,9 @@ def test_fql_filters_drop_trim_account_and_hot_reload(tmp_path: Path) -> None:
         delivered = wait_until(lambda: (got := read_jsonl(tmp_path / "archive")) and len(got) == 3 and got)
         assert [m["messageId"] for m in delivered] == ["m1", "m3", "m4"]
 
-        [books] = wait_until(lambda: (r := audit(tmp_path)).destinations and r.destinations[0].pending == 0 and r.destinations)
+        [books] = wait_until(
+            lambda: (r := audit(tmp_path)).destinations and r.destinations[0].pending == 0 and r.destinations
+        )
         assert books.delivered == 3 and books.filtered == {"no_tests": 2} and books.unaccounted == 0
 
         bad = base + filter_toml("event = = 'x'")

@@ -15,7 +15,10 @@ def hook_functions() -> list:
 def test_every_hookspec_has_a_contract_docstring() -> None:
     hooks = hook_functions()
     assert {f.__name__ for f in hooks} == {
-        "gateway_source_types", "gateway_destination_types", "gateway_filter_types", "gateway_matcher_types",
+        "gateway_source_types",
+        "gateway_destination_types",
+        "gateway_filter_types",
+        "gateway_matcher_types",
     }
     for hook in hooks:
         doc = inspect.getdoc(hook) or ""

@@ -73,7 +73,8 @@ async def test_batch_paths(gateway_app: App, path: str) -> None:
 async def test_write_key_in_body_and_text_plain(gateway_app: App) -> None:
     # analytics.js: text/plain, writeKey in the event, no Authorization header.
     response = await gateway_app.client().post(
-        "/v1/t", data=json.dumps({"writeKey": WRITE_KEY, "anonymousId": "a", "event": "e"}).encode(),
+        "/v1/t",
+        data=json.dumps({"writeKey": WRITE_KEY, "anonymousId": "a", "event": "e"}).encode(),
         headers={"Content-Type": "text/plain"},
     )
     assert response.status_code == 200
@@ -85,8 +86,12 @@ async def test_batch_root_write_key_and_per_item_write_keys(gateway_app: App) ->
     client = gateway_app.client()
     root = {"writeKey": WRITE_KEY, "batch": [{"type": "identify", "userId": "u"}]}
     assert (await client.post("/v1/batch", data=json.dumps(root).encode())).status_code == 200
-    items = {"batch": [{"type": "identify", "userId": "u", "writeKey": WRITE_KEY},
-                       {"type": "identify", "userId": "v", "writeKey": "wrong"}]}
+    items = {
+        "batch": [
+            {"type": "identify", "userId": "u", "writeKey": WRITE_KEY},
+            {"type": "identify", "userId": "v", "writeKey": "wrong"},
+        ]
+    }
     response = await client.post("/v1/b", data=json.dumps(items).encode())
     assert response.status_code == 200
     assert (await response.get_json())["rejected"] == [
@@ -97,8 +102,12 @@ async def test_batch_root_write_key_and_per_item_write_keys(gateway_app: App) ->
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Basic " + base64.b64encode(b"wrong:").decode()}, {"Authorization": "Bearer x"},
-     {"Authorization": "Basic !!!"}],
+    [
+        {},
+        {"Authorization": "Basic " + base64.b64encode(b"wrong:").decode()},
+        {"Authorization": "Bearer x"},
+        {"Authorization": "Basic !!!"},
+    ],
 )
 async def test_unknown_or_missing_key_is_401(gateway_app: App, headers: dict[str, str]) -> None:
     response = await gateway_app.client().post("/v1/track", data=b'{"userId":"u","event":"e"}', headers=headers)
@@ -119,19 +128,24 @@ async def test_bare_key_without_colon_is_accepted(gateway_app: App) -> None:
 
 
 async def test_partially_bad_batch_is_accepted_and_lists_rejections(gateway_app: App) -> None:
-    batch = {"batch": [
-        {"type": "track", "userId": "u", "event": "ok-1"},
-        {"type": "track", "userId": "u"},
-        "not an object",
-        {"type": "nonsense", "userId": "u"},
-        {"type": "identify", "userId": "u", "traits": {"big": "x" * 40_000}},
-        {"type": "track", "userId": "u", "event": "ok-2"},
-    ]}
+    batch = {
+        "batch": [
+            {"type": "track", "userId": "u", "event": "ok-1"},
+            {"type": "track", "userId": "u"},
+            "not an object",
+            {"type": "nonsense", "userId": "u"},
+            {"type": "identify", "userId": "u", "traits": {"big": "x" * 40_000}},
+            {"type": "track", "userId": "u", "event": "ok-2"},
+        ]
+    }
     status, body, _ = await post(gateway_app, "/v1/batch", batch)
     assert status == 200
     assert body["success"] is True
     assert [(r["index"], r["code"]) for r in body["rejected"]] == [
-        (1, "event_not_defined"), (2, "message_not_object"), (3, "type_invalid"), (4, "message_too_large"),
+        (1, "event_not_defined"),
+        (2, "message_not_object"),
+        (3, "type_invalid"),
+        (4, "message_too_large"),
     ]
     assert [m["event"] for m in stored(gateway_app)] == ["ok-1", "ok-2"]
 
@@ -147,15 +161,24 @@ async def test_batch_limit_keeps_the_first_items(gateway_app: App, monkeypatch: 
     batch = {"batch": [{"type": "identify", "userId": f"u{i}"} for i in range(2502)]}
     status, body, _ = await post(gateway_app, "/v1/batch", batch)
     assert status == 200
-    assert [(r["index"], r["code"]) for r in body["rejected"]] == [(2500, "batch_limit_exceeded"), (2501, "batch_limit_exceeded")]
+    assert [(r["index"], r["code"]) for r in body["rejected"]] == [
+        (2500, "batch_limit_exceeded"),
+        (2501, "batch_limit_exceeded"),
+    ]
     assert len(stored(gateway_app)) == 2500
 
 
 async def test_server_fields_and_client_ip(gateway_app: App) -> None:
-    await post(gateway_app, "/v1/batch", {
-        "batch": [{"type": "track", "userId": "u", "event": "e", "timestamp": "2026-01-01T00:00:00Z"}],
-        "sentAt": "2026-01-01T00:00:01Z", "context": {"library": {"name": "x"}}, "integrations": {"All": True},
-    })
+    await post(
+        gateway_app,
+        "/v1/batch",
+        {
+            "batch": [{"type": "track", "userId": "u", "event": "e", "timestamp": "2026-01-01T00:00:00Z"}],
+            "sentAt": "2026-01-01T00:00:01Z",
+            "context": {"library": {"name": "x"}},
+            "integrations": {"All": True},
+        },
+    )
     [message] = stored(gateway_app)
     assert message["sentAt"] == "2026-01-01T00:00:01Z"
     assert message["context"] == {"library": {"name": "x"}, "ip": "127.0.0.1"}
@@ -183,7 +206,10 @@ async def test_forwarded_for_is_honoured_only_from_trusted_proxies(
 
     from gateway.config import ServerConfig
 
-    server = dataclasses.replace(gateway_app.config, server=ServerConfig(trusted_proxies=["10.0.0.0/8"], data_dir=gateway_app.config.server.data_dir))
+    server = dataclasses.replace(
+        gateway_app.config,
+        server=ServerConfig(trusted_proxies=["10.0.0.0/8"], data_dir=gateway_app.config.server.data_dir),
+    )
     gateway_app.hub.use_config(server, {})
     assert gateway_app.hub.client_ip(peer, forwarded) == expected
 
@@ -235,7 +261,9 @@ async def test_oversized_request_is_400_before_reading_it(gateway_app: App) -> N
 
 async def test_node_client_sized_batch_is_accepted(gateway_app: App) -> None:
     # analytics-node really sends 1.2 MB batches (clients.md §3).
-    batch = {"batch": [{"type": "track", "userId": "u", "event": "e", "properties": {"p": "x" * 30_000}} for _ in range(40)]}
+    batch = {
+        "batch": [{"type": "track", "userId": "u", "event": "e", "properties": {"p": "x" * 30_000}} for _ in range(40)]
+    }
     status, body, _ = await post(gateway_app, "/v1/batch", batch)
     assert (status, body) == (200, {"success": True})
     assert len(stored(gateway_app)) == 40
@@ -283,25 +311,38 @@ message_like = st.fixed_dictionaries(
     {},
     optional={
         "type": st.sampled_from(["track", "identify", "page", "screen", "group", "alias", "x"]) | json_values,
-        "userId": st.text(max_size=5) | json_values, "anonymousId": json_values, "event": json_values,
-        "properties": json_values, "traits": json_values, "context": json_values, "messageId": json_values,
-        "timestamp": st.text(max_size=30) | json_values, "sentAt": json_values, "groupId": json_values,
-        "previousId": json_values, "writeKey": json_values, "integrations": json_values,
+        "userId": st.text(max_size=5) | json_values,
+        "anonymousId": json_values,
+        "event": json_values,
+        "properties": json_values,
+        "traits": json_values,
+        "context": json_values,
+        "messageId": json_values,
+        "timestamp": st.text(max_size=30) | json_values,
+        "sentAt": json_values,
+        "groupId": json_values,
+        "previousId": json_values,
+        "writeKey": json_values,
+        "integrations": json_values,
     },
 )
 bodies = (
     st.binary(max_size=200)
     | json_values.map(lambda v: json.dumps(v).encode())
     | message_like.map(lambda v: json.dumps(v).encode())
-    | st.fixed_dictionaries({"batch": st.lists(message_like | json_values, max_size=5)},
-                            optional={"sentAt": json_values, "context": json_values, "integrations": json_values,
-                                      "writeKey": json_values}).map(lambda v: json.dumps(v).encode())
+    | st.fixed_dictionaries(
+        {"batch": st.lists(message_like | json_values, max_size=5)},
+        optional={"sentAt": json_values, "context": json_values, "integrations": json_values, "writeKey": json_values},
+    ).map(lambda v: json.dumps(v).encode())
 )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(["/v1/track", "/v1/identify", "/v1/alias", "/v1/batch", "/v1/b", "/v1/p", "/v1/m"]),
-       body=bodies, gzipped=st.booleans())
+@given(
+    path=st.sampled_from(["/v1/track", "/v1/identify", "/v1/alias", "/v1/batch", "/v1/b", "/v1/p", "/v1/m"]),
+    body=bodies,
+    gzipped=st.booleans(),
+)
 def test_random_bodies_never_cause_a_5xx(
     tmp_path: Path, registry: Registry, path: str, body: bytes, gzipped: bool
 ) -> None:

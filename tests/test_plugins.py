@@ -62,8 +62,17 @@ def third_party_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example plugin distribution of tests/third_party_plugin, pip-installed into a folder."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-         str(HERE / "third_party_plugin")],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(HERE / "third_party_plugin"),
+        ],
         check=True,
     )
     return target
@@ -71,7 +80,9 @@ def third_party_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_third_party_plugin_is_listed_and_used_from_config(third_party_site: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(third_party_site), os.environ.get("PYTHONPATH", "")])}
-    listing = subprocess.run([sys.executable, "-m", "gateway", "plugins"], env=env, capture_output=True, text=True, check=True)
+    listing = subprocess.run(
+        [sys.executable, "-m", "gateway", "plugins"], env=env, capture_output=True, text=True, check=True
+    )
     assert any(
         line.split()[:4] == ["destination", "lines", "gateway-destination-lines", "1.2.3"]
         for line in listing.stdout.splitlines()
@@ -79,14 +90,22 @@ def test_a_third_party_plugin_is_listed_and_used_from_config(third_party_site: P
 
     out = tmp_path / "lines.txt"
     config = tmp_path / "gateway.toml"
-    config.write_text(config_text(tmp_path, archive=False, extra=f"""
+    config.write_text(
+        config_text(
+            tmp_path,
+            archive=False,
+            extra=f"""
 [destinations.mine]
 type = "lines"
 file = "{out}"
 prefix = "> "
 batch_max_wait_secs = 0.01
-"""))
+""",
+        )
+    )
     with GatewayProcess(config, env=env) as gateway:
-        response = httpx.post(f"{gateway.url}/v1/identify", auth=(WRITE_KEY, ""), json={"userId": "u", "messageId": "tp-1"})
+        response = httpx.post(
+            f"{gateway.url}/v1/identify", auth=(WRITE_KEY, ""), json={"userId": "u", "messageId": "tp-1"}
+        )
         assert response.status_code == 200
         assert wait_until(lambda: out.exists() and out.read_text()) == "> mine identify tp-1\n"

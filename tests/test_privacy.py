@@ -35,8 +35,13 @@ def event() -> dict:
         "type": "identify",
         "userId": "u1",
         "traits": {
-            "email": " Ada@Example.COM ", "password": "hunter2", "phone": "+1 (415) 555-2671", "plan": "pro",
-            "nickname": "ace", "employeeId": "E123456", "address": {"street": "1 Main St", "city": "Paris"},
+            "email": " Ada@Example.COM ",
+            "password": "hunter2",
+            "phone": "+1 (415) 555-2671",
+            "plan": "pro",
+            "nickname": "ace",
+            "employeeId": "E123456",
+            "address": {"street": "1 Main St", "city": "Paris"},
         },
         "properties": {"note": "call me after 5", "card_on_file": CARD, "plan": "gold", "items": [{"email": "b@c.d"}]},
         "context": {"ip": "10.1.2.3", "library": {"name": "analytics.js"}},
@@ -150,7 +155,9 @@ def test_inventory_records_paths_never_values(tmp_path: Path) -> None:
     def inventory(*args: str) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "gateway", "privacy", "inventory", *args, "--config", str(config)],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert done.returncode == 0, done.stderr
         return done.stdout

@@ -28,7 +28,9 @@ def free_port() -> int:
 
 async def post(url: str, key: str, message_id: str) -> int:
     async with httpx.AsyncClient() as client:
-        response = await client.post(f"{url}/v1/track", auth=(key, ""), json={"userId": "u", "event": "e", "messageId": message_id})
+        response = await client.post(
+            f"{url}/v1/track", auth=(key, ""), json={"userId": "u", "event": "e", "messageId": message_id}
+        )
         return response.status_code
 
 
@@ -39,8 +41,9 @@ async def test_reload_adds_swaps_and_refuses_without_touching_the_rest(tmp_path:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         gateway: Gateway = await nursery.start(
-            lambda task_status: serve_gateway(load_config(path, registry), registry, shutdown_trigger=stop.wait,
-                                              watch=False, task_status=task_status)
+            lambda task_status: serve_gateway(
+                load_config(path, registry), registry, shutdown_trigger=stop.wait, watch=False, task_status=task_status
+            )
         )
         url = gateway.urls[0]
         archive_worker = gateway.destinations["archive"].worker
@@ -48,7 +51,9 @@ async def test_reload_adds_swaps_and_refuses_without_touching_the_rest(tmp_path:
         assert await post(url, "app-key", "m2") == 401
 
         second = tmp_path / "second"
-        path.write_text(base + f"""
+        path.write_text(
+            base
+            + f"""
 [sources.app]
 write_key = "app-key"
 
@@ -56,7 +61,8 @@ write_key = "app-key"
 type = "file"
 path = "{second}"
 batch_max_wait_secs = 0.01
-""")
+"""
+        )
         assert await gateway.reload("test")
         assert gateway.destinations["archive"].worker is archive_worker  # unchanged: untouched
         assert await post(url, "app-key", "m3") == 200
@@ -91,8 +97,13 @@ def test_reload_needing_a_restart_is_refused(tmp_path: Path, registry: Registry)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             gateway: Gateway = await nursery.start(
-                lambda task_status: serve_gateway(load_config(path, registry), registry, shutdown_trigger=stop.wait,
-                                                  watch=False, task_status=task_status)
+                lambda task_status: serve_gateway(
+                    load_config(path, registry),
+                    registry,
+                    shutdown_trigger=stop.wait,
+                    watch=False,
+                    task_status=task_status,
+                )
             )
             path.write_text(path.read_text().replace("[sources.web]", '[log]\nsynchronous = "normal"\n\n[sources.web]'))
             assert not await gateway.reload("test")
@@ -110,54 +121,71 @@ def test_fifty_rewrites_under_load_lose_and_duplicate_nothing(tmp_path: Path) ->
 
     def version(i: int) -> str:
         if i % 2:  # invalid: a wrong type, an unknown plugin, a syntax error, an unknown key
-            return [base + "\n[server]\n", base.replace("batch_max_wait_secs = 0.05", 'batch_max_wait_secs = "soon"'),
-                    base + '\n[destinations.x]\ntype = "nope"\n', base.replace("[sources.web]", "[sources.web]\ncolour = 1")][i // 2 % 4]
+            return [
+                base + "\n[server]\n",
+                base.replace("batch_max_wait_secs = 0.05", 'batch_max_wait_secs = "soon"'),
+                base + '\n[destinations.x]\ntype = "nope"\n',
+                base.replace("[sources.web]", "[sources.web]\ncolour = 1"),
+            ][i // 2 % 4]
         probe = '\n[sources.probe]\nwrite_key = "probe-key"\n' if i % 4 == 0 else ""
         # Alternate a delivery setting too, so the archive worker restarts on those reloads.
         return base.replace("batch_max_wait_secs = 0.05", f"batch_max_wait_secs = 0.0{5 + i % 3}") + probe
 
     path.write_text(version(0))
     process = GatewayProcess(path).start()
-    acked: list[str] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def client(worker: int) -> None:
-        with httpx.Client(auth=(WRITE_KEY, ""), timeout=10) as http:
-            n = 0
-            while not stop.is_set():
-                message_id = f"w{worker}-{n}"
-                response = http.post(f"{process.url}/v1/track", json={"userId": "u", "event": "e", "messageId": message_id})
-                if response.status_code == 200:
-                    acked.append(message_id)
-                else:
-                    failures.append(f"{response.status_code} {response.text}")
-                n += 1
-
-    threads = [threading.Thread(target=client, args=(w,)) for w in range(3)]
-    for thread in threads:
-        thread.start()
     try:
-        for i in range(1, 51):
-            before = sum('"config_reload' in line for line in process.lines)
-            path.write_text(version(i))
-            assert process.proc is not None
-            process.proc.send_signal(signal.SIGHUP)
-            wait_until(lambda before=before: sum('"config_reload' in line for line in process.lines) > before, timeout=15)
-            last = [json.loads(line) for line in process.lines if '"config_reload' in line][-1]
-            assert last["event"] == ("config_reload_refused" if i % 2 else "config_reloaded"), last
-            if i % 2 == 0:
-                probe = httpx.post(f"{process.url}/v1/identify", auth=("probe-key", ""), json={"userId": "p", "messageId": f"probe-{i}"})
-                assert probe.status_code == (200 if i % 4 == 0 else 401), (i, probe.text)
-            time.sleep(0.05)
-    finally:
-        stop.set()
+        acked: list[str] = []
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def client(worker: int) -> None:
+            with httpx.Client(auth=(WRITE_KEY, ""), timeout=10) as http:
+                n = 0
+                while not stop.is_set():
+                    message_id = f"w{worker}-{n}"
+                    response = http.post(
+                        f"{process.url}/v1/track", json={"userId": "u", "event": "e", "messageId": message_id}
+                    )
+                    if response.status_code == 200:
+                        acked.append(message_id)
+                    else:
+                        failures.append(f"{response.status_code} {response.text}")
+                    n += 1
+
+        threads = [threading.Thread(target=client, args=(w,)) for w in range(3)]
         for thread in threads:
-            thread.join()
-    assert not failures, failures[:5]
-    assert len(acked) > 200
-    expected = set(acked) | {f"probe-{i}" for i in range(4, 51, 4)}
-    delivered = wait_until(lambda: (ids := [m["messageId"] for m in read_jsonl(tmp_path / "archive")]) and set(ids) >= expected and ids)
-    assert len(delivered) == len(set(delivered)), "a reload delivered something twice"
-    assert set(delivered) == expected
-    assert process.stop() == 0
+            thread.start()
+        try:
+            for i in range(1, 51):
+                before = sum('"config_reload' in line for line in process.lines)
+                path.write_text(version(i))
+                assert process.proc is not None
+                process.proc.send_signal(signal.SIGHUP)
+                wait_until(
+                    lambda before=before: sum('"config_reload' in line for line in process.lines) > before, timeout=15
+                )
+                last = [json.loads(line) for line in process.lines if '"config_reload' in line][-1]
+                assert last["event"] == ("config_reload_refused" if i % 2 else "config_reloaded"), last
+                if i % 2 == 0:
+                    probe = httpx.post(
+                        f"{process.url}/v1/identify",
+                        auth=("probe-key", ""),
+                        json={"userId": "p", "messageId": f"probe-{i}"},
+                    )
+                    assert probe.status_code == (200 if i % 4 == 0 else 401), (i, probe.text)
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        assert not failures, failures[:5]
+        assert len(acked) > 200
+        expected = set(acked) | {f"probe-{i}" for i in range(4, 51, 4)}
+        delivered = wait_until(
+            lambda: (ids := [m["messageId"] for m in read_jsonl(tmp_path / "archive")]) and set(ids) >= expected and ids
+        )
+        assert len(delivered) == len(set(delivered)), "a reload delivered something twice"
+        assert set(delivered) == expected
+        assert process.stop() == 0
+    finally:
+        process.kill()

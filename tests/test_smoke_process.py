@@ -12,7 +12,8 @@ from tests.gatewayproc import WRITE_KEY, GatewayProcess, read_jsonl, wait_until
 def test_daemon_delivers_a_track_call_and_stops_on_sigterm(gateway_process: GatewayProcess, tmp_path: Path) -> None:
     gateway_process.start()
     response = httpx.post(
-        f"{gateway_process.url}/v1/track", auth=(WRITE_KEY, ""),
+        f"{gateway_process.url}/v1/track",
+        auth=(WRITE_KEY, ""),
         json={"userId": "u1", "event": "Signed Up", "messageId": "smoke-1"},
     )
     assert response.status_code == 200

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "gateway.service"
@@ -45,7 +45,9 @@ def test_notify_protocol_in_order_with_watchdog_pings(tmp_path: Path) -> None:
             # READY=1 only once requests can be served: the listener answers right away.
             assert "READY=1" in first.splitlines(), first
             assert f"MAINPID={process.proc.pid}" in first
-            assert httpx.post(f"{process.url}/v1/identify", auth=(WRITE_KEY, ""), json={"userId": "u"}).status_code == 200
+            assert (
+                httpx.post(f"{process.url}/v1/identify", auth=(WRITE_KEY, ""), json={"userId": "u"}).status_code == 200
+            )
 
             pings = [t for t, m in receive_all(sock, 1.0) if m == "WATCHDOG=1"]
             assert len(pings) >= 5  # every 0.1 s (half of WATCHDOG_USEC)
@@ -105,4 +107,3 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-

@@ -10,8 +10,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-
 from gateway_source_tracking_api._pixel import GIF, querystring_messages, raw_params, redirect_target
+
 from tests.conftest import App
 from tests.gatewayproc import WRITE_KEY
 from tests.test_http import AUTH, stored
@@ -27,7 +27,7 @@ redirect_allowlist = ["shop.example", ".example.org"]
 """
 
 
-async def request(app: App, method: str, path: str, **kwargs: Any):  # noqa: ANN201
+async def request(app: App, method: str, path: str, **kwargs: Any):
     kwargs.setdefault("scope_base", {"client": ("127.0.0.1", 50000)})
     return await app.client().open(path, method=method, **kwargs)
 
@@ -37,16 +37,23 @@ async def request(app: App, method: str, path: str, **kwargs: Any):  # noqa: ANN
 
 async def test_preflight_allows_what_analytics_js_sends(gateway_app: App) -> None:
     response = await request(
-        gateway_app, "OPTIONS", "/v1/t",
-        headers={"Origin": PAGE, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,x-retry-count"},
+        gateway_app,
+        "OPTIONS",
+        "/v1/t",
+        headers={
+            "Origin": PAGE,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,x-retry-count",
+        },
     )
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == PAGE
     assert response.headers["Access-Control-Allow-Headers"] == "authorization,x-retry-count"
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
     assert response.headers["Access-Control-Max-Age"] == "86400"
-    default = await request(gateway_app, "OPTIONS", "/v1/b", headers={"Origin": PAGE, "Access-Control-Request-Method": "POST"})
+    default = await request(
+        gateway_app, "OPTIONS", "/v1/b", headers={"Origin": PAGE, "Access-Control-Request-Method": "POST"}
+    )
     assert default.headers["Access-Control-Allow-Headers"] == "authorization, x-retry-count, content-type"
 
 
@@ -63,26 +70,39 @@ async def test_every_post_answer_carries_cors_headers(gateway_app: App, body: An
 
 
 async def test_unknown_key_answer_still_readable_by_an_allowed_origin(gateway_app: App) -> None:
-    response = await request(gateway_app, "POST", "/v1/t", data=b'{"writeKey":"nope","userId":"u","event":"e"}',
-                             headers={"Origin": PAGE})
+    response = await request(
+        gateway_app, "POST", "/v1/t", data=b'{"writeKey":"nope","userId":"u","event":"e"}', headers={"Origin": PAGE}
+    )
     assert response.status_code == 401
     assert response.headers["Access-Control-Allow-Origin"] == PAGE
 
 
 async def test_subdomain_pattern_origin(gateway_app: App) -> None:
-    response = await request(gateway_app, "POST", "/v1/t", data=b'{"userId":"u","event":"e"}',
-                             headers={**AUTH, "Origin": "https://blog.example.org"})
+    response = await request(
+        gateway_app,
+        "POST",
+        "/v1/t",
+        data=b'{"userId":"u","event":"e"}',
+        headers={**AUTH, "Origin": "https://blog.example.org"},
+    )
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == "https://blog.example.org"
 
 
 async def test_a_disallowed_origin_gets_no_cors_and_nothing_is_stored(gateway_app: App) -> None:
-    for path, body in (("/v1/t", {"userId": "u", "event": "e"}), ("/v1/b", {"batch": [{"type": "page", "userId": "u"}]})):
-        response = await request(gateway_app, "POST", path, data=json.dumps(body).encode(), headers={**AUTH, "Origin": OTHER})
+    for path, body in (
+        ("/v1/t", {"userId": "u", "event": "e"}),
+        ("/v1/b", {"batch": [{"type": "page", "userId": "u"}]}),
+    ):
+        response = await request(
+            gateway_app, "POST", path, data=json.dumps(body).encode(), headers={**AUTH, "Origin": OTHER}
+        )
         assert response.status_code == 403
         assert (await response.get_json())["code"] == "origin_not_allowed"
         assert "Access-Control-Allow-Origin" not in response.headers
-    preflight = await request(gateway_app, "OPTIONS", "/v1/t", headers={"Origin": OTHER, "Access-Control-Request-Method": "POST"})
+    preflight = await request(
+        gateway_app, "OPTIONS", "/v1/t", headers={"Origin": OTHER, "Access-Control-Request-Method": "POST"}
+    )
     assert "Access-Control-Allow-Origin" not in preflight.headers
     assert stored(gateway_app) == []
 
@@ -97,13 +117,19 @@ async def test_server_clients_without_origin_are_unaffected(gateway_app: App) ->
 
 
 async def test_settings_point_analytics_js_at_the_gateway(gateway_app: App) -> None:
-    response = await request(gateway_app, "GET", f"/v1/projects/{WRITE_KEY}/settings",
-                             headers={"Origin": PAGE, "Host": "events.shop.example:8443"})
+    response = await request(
+        gateway_app,
+        "GET",
+        f"/v1/projects/{WRITE_KEY}/settings",
+        headers={"Origin": PAGE, "Host": "events.shop.example:8443"},
+    )
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == PAGE
     settings = await response.get_json()
     assert settings["integrations"]["Segment.io"] == {
-        "apiKey": WRITE_KEY, "apiHost": "events.shop.example:8443/v1", "protocol": "http",
+        "apiKey": WRITE_KEY,
+        "apiHost": "events.shop.example:8443/v1",
+        "protocol": "http",
     }
     assert settings["metrics"] == {"sampleRate": 0}
     missing = await request(gateway_app, "GET", "/v1/projects/nope/settings")
@@ -111,7 +137,7 @@ async def test_settings_point_analytics_js_at_the_gateway(gateway_app: App) -> N
     assert (await missing.get_json())["code"] == "unknown_write_key"
 
 
-async def test_settings_use_the_configured_public_host(tmp_path: Path, registry) -> None:  # noqa: ANN001
+async def test_settings_use_the_configured_public_host(tmp_path: Path, registry) -> None:
     from tests.conftest import open_app
 
     async with open_app(tmp_path, registry, 'api_host = "events.example.com/collect/v1"\nprotocol = "https"\n') as app:
@@ -159,13 +185,19 @@ def b64(payload: dict[str, Any], *, urlsafe: bool, padded: bool) -> str:
 @pytest.mark.parametrize(("urlsafe", "padded"), [(False, True), (True, True), (True, False), (False, False)])
 async def test_pixel_accepts_every_base64_form(gateway_app: App, urlsafe: bool, padded: bool) -> None:
     payload = {"writeKey": WRITE_KEY, "userId": "u", "event": "Email Opened", "properties": {"subject": "Hi ÿ?>"}}
-    response = await request(gateway_app, "GET", f"/v1/pixel/track?data={quote(b64(payload, urlsafe=urlsafe, padded=padded), safe='')}")
+    response = await request(
+        gateway_app, "GET", f"/v1/pixel/track?data={quote(b64(payload, urlsafe=urlsafe, padded=padded), safe='')}"
+    )
     assert response.status_code == 200
     assert await response.get_data() == GIF
     assert response.headers["Content-Type"] == "image/gif"
     assert "no-store" in response.headers["Cache-Control"]
     [message] = stored(gateway_app)
-    assert (message["type"], message["event"], message["properties"]) == ("track", "Email Opened", {"subject": "Hi ÿ?>"})
+    assert (message["type"], message["event"], message["properties"]) == (
+        "track",
+        "Email Opened",
+        {"subject": "Hi ÿ?>"},
+    )
     assert "writeKey" not in message
 
 
@@ -179,7 +211,11 @@ async def test_pixel_standard_base64_with_unescaped_plus(gateway_app: App) -> No
 
 
 async def test_pixel_dotted_form(gateway_app: App) -> None:
-    await request(gateway_app, "GET", f"/v1/pixel/page?writeKey={WRITE_KEY}&userId=u&name=Home&properties.subject=Hello+there&context.campaign.name=nov")
+    await request(
+        gateway_app,
+        "GET",
+        f"/v1/pixel/page?writeKey={WRITE_KEY}&userId=u&name=Home&properties.subject=Hello+there&context.campaign.name=nov",
+    )
     [message] = stored(gateway_app)
     assert message["type"] == "page" and message["name"] == "Home"
     assert message["properties"] == {"subject": "Hello there"}
@@ -188,8 +224,15 @@ async def test_pixel_dotted_form(gateway_app: App) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["data=!!!", "data=" + base64.b64encode(b"[1]").decode(), "data=" + base64.b64encode(b"{nope").decode(),
-     f"writeKey={WRITE_KEY}&event=e", "writeKey=wrong&userId=u&event=e", f"writeKey={WRITE_KEY}&a=1&a.b=2", ""],
+    [
+        "data=!!!",
+        "data=" + base64.b64encode(b"[1]").decode(),
+        "data=" + base64.b64encode(b"{nope").decode(),
+        f"writeKey={WRITE_KEY}&event=e",
+        "writeKey=wrong&userId=u&event=e",
+        f"writeKey={WRITE_KEY}&a=1&a.b=2",
+        "",
+    ],
 )
 async def test_bad_pixels_still_get_the_gif_and_store_nothing(gateway_app: App, query: str) -> None:
     response = await request(gateway_app, "GET", f"/v1/pixel/track?{query}")
@@ -197,7 +240,7 @@ async def test_bad_pixels_still_get_the_gif_and_store_nothing(gateway_app: App, 
     assert await response.get_data() == GIF
     assert stored(gateway_app) == []
     rejected = gateway_app.hub.metrics.rejected.collect()[0].samples
-    assert sum(sample.value for sample in rejected if sample.name.endswith('_total')) == 1
+    assert sum(sample.value for sample in rejected if sample.name.endswith("_total")) == 1
 
 
 # -- querystring --------------------------------------------------------------------------------
@@ -211,14 +254,25 @@ def test_querystring_semantics_match_analytics_js() -> None:
     )
     assert querystring_messages(params) == [
         ("identify", {"anonymousId": "abc", "userId": "456", "traits": {"name": "Karl Jr."}}),
-        ("track", {"anonymousId": "abc", "userId": "456", "event": "Clicked Email",
-                   "properties": {"emailCampaign": "First Touch", "a%20b": "%zz"}}),
+        (
+            "track",
+            {
+                "anonymousId": "abc",
+                "userId": "456",
+                "event": "Clicked Email",
+                "properties": {"emailCampaign": "First Touch", "a%20b": "%zz"},
+            },
+        ),
     ]
     assert querystring_messages(raw_params(b"ajs_uid=&ajs_event=&ajs_aid=abc")) == []
 
 
 async def test_qs_endpoint_stores_identify_then_track(gateway_app: App) -> None:
-    response = await request(gateway_app, "GET", f"/v1/qs?writeKey={WRITE_KEY}&ajs_event=Signed+Up&ajs_uid=u1&ajs_trait_plan=pro&ajs_prop_n=1")
+    response = await request(
+        gateway_app,
+        "GET",
+        f"/v1/qs?writeKey={WRITE_KEY}&ajs_event=Signed+Up&ajs_uid=u1&ajs_trait_plan=pro&ajs_prop_n=1",
+    )
     assert await response.get_data() == GIF
     assert [(m["type"], m["userId"]) for m in stored(gateway_app)] == [("identify", "u1"), ("track", "u1")]
     assert stored(gateway_app)[1]["properties"] == {"n": "1"}
@@ -270,11 +324,17 @@ def test_redirect_allowlist(url: str, allowed: bool) -> None:
 
 async def test_click_redirect_records_and_redirects_only_to_allowed_hosts(gateway_app: App) -> None:
     target = "https://shop.example/sale"
-    response = await request(gateway_app, "GET", f"/v1/qs/r?writeKey={WRITE_KEY}&ajs_uid=u&ajs_event=Clicked&url={quote(target, safe='')}")
+    response = await request(
+        gateway_app, "GET", f"/v1/qs/r?writeKey={WRITE_KEY}&ajs_uid=u&ajs_event=Clicked&url={quote(target, safe='')}"
+    )
     assert response.status_code == 302
     assert response.headers["Location"] == target
     assert [m["type"] for m in stored(gateway_app)] == ["identify", "track"]
-    refused = await request(gateway_app, "GET", f"/v1/qs/r?writeKey={WRITE_KEY}&ajs_uid=u&ajs_event=Clicked&url={quote('//evil.example', safe='')}")
+    refused = await request(
+        gateway_app,
+        "GET",
+        f"/v1/qs/r?writeKey={WRITE_KEY}&ajs_uid=u&ajs_event=Clicked&url={quote('//evil.example', safe='')}",
+    )
     assert refused.status_code == 400
     assert "Location" not in refused.headers
     assert len(stored(gateway_app)) == 2
@@ -283,14 +343,19 @@ async def test_click_redirect_records_and_redirects_only_to_allowed_hosts(gatewa
 # -- rate limits --------------------------------------------------------------------------------
 
 
-async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path, registry) -> None:  # noqa: ANN001
+async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path, registry) -> None:
     from tests.conftest import open_app
 
     async with open_app(tmp_path, registry, "rate_limit_events_per_sec = 2\nrate_limit_burst = 3\n") as app:
         statuses = []
         for i in range(5):
-            response = await request(app, "POST", "/v1/track", data=json.dumps({"userId": "u", "event": f"e{i}"}).encode(),
-                                     headers={**AUTH, "Origin": "http://a.example"})
+            response = await request(
+                app,
+                "POST",
+                "/v1/track",
+                data=json.dumps({"userId": "u", "event": f"e{i}"}).encode(),
+                headers={**AUTH, "Origin": "http://a.example"},
+            )
             statuses.append(response.status_code)
         assert statuses[:3] == [200, 200, 200]
         assert 429 in statuses[3:]

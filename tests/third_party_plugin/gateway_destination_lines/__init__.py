@@ -26,5 +26,8 @@ class LinesDestination(Destination):
 
 @hookimpl
 def gateway_destination_types() -> list[DestinationType]:
-    return [DestinationType(name="lines", config_type=LinesConfig, factory=LinesDestination,
-                            description="example: one line per message")]
+    return [
+        DestinationType(
+            name="lines", config_type=LinesConfig, factory=LinesDestination, description="example: one line per message"
+        )
+    ]

@@ -514,3 +514,38 @@ def warning_lines(server: Server) -> list[str]:
     """The server's warning/error log lines and tracebacks."""
     return [line for line in server.lines
             if '"level": "warning"' in line or '"level": "error"' in line or "Traceback" in line]
+
+
+def add_load_arguments(parser: argparse.ArgumentParser, *, baseline: str) -> None:
+    """The options every wrk-driven benchmark here takes."""
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="wrk threads (default 1: the load generator has one core)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measured runs per server and scenario; the table shows the median by req/s (default 1)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="seconds of unmeasured load before each run (default 2; 0 = none)")
+    parser.add_argument("--destination", choices=("file", "none"), default="file",
+                        help="gateway destination: a file destination so delivery runs too (default), or none")
+    parser.add_argument("--synchronous", choices=("full", "normal"), default="full",
+                        help='the log\'s SQLite synchronous setting (default "full": acks survive power loss)')
+    parser.add_argument("--only", choices=("all", "gateway"), default="all", help=baseline)
+    parser.add_argument("--profile", metavar="DIR",
+                        help="run py-spy on the gateway during the measured runs (pip install py-spy); "
+                             "raw stacks go to DIR, a summary is printed")
+    parser.add_argument("--keep-data", action="store_true", help="keep the gateway's temp data_dir")
+
+
+def check_load_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str) -> int | None:
+    """Refuse impossible options; returns an exit code when a needed tool is missing."""
+    missing = check_tools(name, bool(args.profile))
+    if missing is not None:
+        return missing
+    if args.duration < 1 or args.warmup < 0:
+        parser.error("--duration must be at least 1 (wrk takes whole seconds) and --warmup at least 0")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.connections < args.threads:
+        parser.error("--connections must be at least --threads")
+    return None

@@ -38,8 +38,9 @@ from _harness import (
     Result,
     Scenario,
     Server,
+    add_load_arguments,
     archive_lines,
-    check_tools,
+    check_load_arguments,
     drive,
     gateway_config,
     gateway_server,
@@ -64,36 +65,11 @@ def bare_server() -> Server:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="wrk threads (default 1: the load generator has one core)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="measured runs per server and scenario; the table shows the median by "
-                             "req/s (default 1)")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="seconds of unmeasured load before each run (default 2; 0 = none)")
-    parser.add_argument("--destination", choices=("file", "none"), default="file",
-                        help="gateway destination: a file destination so delivery runs too (default), or none")
-    parser.add_argument("--synchronous", choices=("full", "normal"), default="full",
-                        help='the log\'s SQLite synchronous setting (default "full": acks survive power loss)')
-    parser.add_argument("--only", choices=("all", "gateway"), default="all",
-                        help="run the bare baseline too (default) or only the gateway")
-    parser.add_argument("--profile", metavar="DIR",
-                        help="run py-spy on the gateway during each measured run (pip install py-spy); "
-                             "raw stacks go to DIR, a summary is printed")
-    parser.add_argument("--keep-data", action="store_true", help="keep the gateway's temp data_dir")
+    add_load_arguments(parser, baseline="run the bare baseline too (default) or only the gateway")
     args = parser.parse_args(argv)
-
-    missing = check_tools("ingest.py", bool(args.profile))
+    missing = check_load_arguments(parser, args, "ingest.py")
     if missing is not None:
         return missing
-    if args.duration < 1 or args.warmup < 0:
-        parser.error("--duration must be at least 1 (wrk takes whole seconds) and --warmup at least 0")
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    if args.connections < args.threads:
-        parser.error("--connections must be at least --threads")
 
     track = Scenario("track", f"/v1/track 1 event, {args.connections} conn", "track.lua",
                      args.connections, args.threads)

@@ -44,8 +44,9 @@ from _harness import (
     Result,
     Scenario,
     Server,
+    add_load_arguments,
     archive_lines,
-    check_tools,
+    check_load_arguments,
     drive,
     free_port,
     gateway_config,
@@ -149,36 +150,12 @@ def stored_sample(log: LogReader, seq: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="wrk threads (default 1: the load generator has one core)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="measured runs per server; the table shows the median by req/s (default 1)")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="seconds of unmeasured load before the first run of each server (default 2; 0 = none)")
-    parser.add_argument("--destination", choices=("file", "none"), default="file",
-                        help="gateway destination: a file destination so delivery runs too (default), or none")
-    parser.add_argument("--synchronous", choices=("full", "normal"), default="full",
-                        help='the log\'s SQLite synchronous setting (default "full": a hit survives power loss)')
-    parser.add_argument("--only", choices=("all", "gateway"), default="all",
-                        help="run the bare app and nginx too (default) or only the gateway")
+    add_load_arguments(parser, baseline="run the bare app and nginx too (default) or only the gateway")
     parser.add_argument("--no-nginx", action="store_true", help="skip nginx even when it is installed")
-    parser.add_argument("--profile", metavar="DIR",
-                        help="run py-spy on the gateway during the first measured run (pip install py-spy); "
-                             "raw stacks go to DIR, a summary is printed")
-    parser.add_argument("--keep-data", action="store_true", help="keep the gateway's temp data_dir")
     args = parser.parse_args(argv)
-
-    missing = check_tools("pixel.py", bool(args.profile))
+    missing = check_load_arguments(parser, args, "pixel.py")
     if missing is not None:
         return missing
-    if args.duration < 1 or args.warmup < 0:
-        parser.error("--duration must be at least 1 (wrk takes whole seconds) and --warmup at least 0")
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    if args.connections < args.threads:
-        parser.error("--connections must be at least --threads")
 
     scenario = Scenario("pixel", f"GET /v1/pixel/track, {args.connections} conn", "pixel.lua",
                         args.connections, args.threads)

@@ -72,3 +72,36 @@ def test_fql_filters_drop_trim_account_and_hot_reload(tmp_path: Path) -> None:
         gateway.proc.send_signal(signal.SIGHUP)
         refused = wait_until(lambda: [json.loads(l) for l in gateway.lines if '"config_reload_refused"' in l])
         assert refused[-1]["where"] == "filters.no_tests" and "column" in refused[-1]["error"]
+
+
+def test_source_filters_keep_blocked_events_and_bots_out_of_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        config_text(tmp_path).replace(
+            f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["schema", "bots"]'
+        )
+        + '\n[filters.schema]\ntype = "schema"\nblock_track_events = ["Test Event"]\nomit_identify_traits = ["ssn"]\n'
+        + '\n[filters.bots]\ntype = "bots"\naction = "drop"\n'
+    )
+    googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    with GatewayProcess(path) as gateway:
+        batch = [
+            {"type": "track", "userId": "u", "event": "Test Event", "messageId": "blocked"},
+            {
+                "type": "identify",
+                "userId": "u",
+                "traits": {"ssn": "078-05-1120", "plan": "pro"},
+                "messageId": "trimmed",
+            },
+            {"type": "page", "anonymousId": "a", "context": {"userAgent": googlebot}, "messageId": "bot"},
+            {"type": "track", "userId": "u", "event": "Signed Up", "messageId": "kept"},
+        ]
+        assert httpx.post(f"{gateway.url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": batch}).status_code == 200
+        delivered = wait_until(lambda: (got := read_jsonl(tmp_path / "archive")) and len(got) == 2 and got)
+        assert [m["messageId"] for m in delivered] == ["trimmed", "kept"]
+        assert delivered[0]["traits"] == {"plan": "pro"}
+        metrics = httpx.get(f"{gateway.url}/metrics").text
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite3*"))
+    assert b"078-05-1120" not in on_disk and b"Googlebot" not in on_disk and b"Test Event" not in on_disk
+    assert 'gateway_messages_filtered_total{reason="schema",stage="source",target="web"} 1.0' in metrics
+    assert 'gateway_messages_filtered_total{reason="bots",stage="source",target="web"} 1.0' in metrics

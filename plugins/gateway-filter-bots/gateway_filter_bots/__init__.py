@@ -1,0 +1,58 @@
+"""Bot filtering by ``context.userAgent``, with the maintained CrawlerDetect patterns."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from crawlerdetect import CrawlerDetect
+
+from gateway import ComponentConfig, Filter, FilterType, hookimpl
+
+_detector = CrawlerDetect()
+
+
+@lru_cache(maxsize=16384)
+def is_bot(user_agent: str) -> bool:
+    """Whether a user agent is a crawler, headless browser or monitoring agent (cached: user
+    agents repeat across events)."""
+    return bool(_detector.isCrawler(user_agent))
+
+
+class BotsConfig(ComponentConfig):
+    """``[filters.<id>]`` keys of a bot filter."""
+
+    action: Literal["drop", "flag"] = "drop"
+    #: Substrings of user agents that pass even when they look like bots (your own monitors).
+    allow: list[str] = []
+
+
+class BotFilter(Filter):
+    def __init__(self, config: BotsConfig) -> None:
+        self._drop = config.action == "drop"
+        self._allow = tuple(config.allow)
+
+    def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        context = message.get("context")
+        user_agent = context.get("userAgent") if isinstance(context, dict) else None
+        if not isinstance(user_agent, str) or not user_agent or not is_bot(user_agent):
+            return message
+        if any(allowed in user_agent for allowed in self._allow):
+            return message
+        if self._drop:
+            return None
+        assert isinstance(context, dict)
+        context["isBot"] = True
+        return message
+
+
+@hookimpl
+def gateway_filter_types() -> list[FilterType]:
+    return [
+        FilterType(
+            name="bots",
+            config_type=BotsConfig,
+            factory=BotFilter,
+            description="drop or flag crawlers, headless browsers and monitors (CrawlerDetect)",
+        )
+    ]

@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Filter chain benchmark: ingest events/s through ``IngestHub.ingest`` in process, on a real
+SQLite log in a temp dir, for a source with no filters against one with the data-governance
+chain of issue 4: 5 FQL filters + a 20-rule tracking plan + the bot filter.
+
+Each round ingests ``--events`` fresh copies of one realistic ``Order Completed`` track event
+(copied before the clock starts: filters may change messages) in batches of ``--batch`` from
+``--tasks`` concurrent callers, the way the HTTP source calls the hub. Every event passes every
+filter (nothing is dropped, so both modes store the same number of rows); the plan validates it
+against its TRACK rule and the COMMON rule. Modes alternate round by round; each mode's best
+round is shown, and the cost of the chain as a share of ingest throughput (target: at most 30%).
+
+    .venv/bin/python bench/filter_chain.py [--events 20000] [--rounds 5] [--batch 100] [--tasks 8]
+    .venv/bin/python bench/filter_chain.py --synchronous normal   # no fsync per commit: CPU bound
+
+Needs the fql, tracking_plan and bots filter plugins installed. It prints numbers; it is not a
+test and never fails a build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from gateway.config import GatewayConfig, parse_config
+from gateway.ingest import IngestHub, Source
+from gateway.log import open_log
+from gateway.metrics import Metrics
+from gateway.plugins import build_registry, make_plugin_manager
+from gateway.runtime import build_filters
+from gateway.telemetry import configure_logging
+
+WRITE_KEY = "bench-write-key"
+
+EVENT: dict[str, Any] = {
+    "type": "track",
+    "event": "Order Completed",
+    "userId": "u_8842",
+    "anonymousId": "2f4c8f0e-8b0a-4f6e-9c51-3c3e2f9d1a77",
+    "messageId": "set per copy",
+    "timestamp": "2026-05-09T07:35:25.123Z",
+    "context": {
+        "library": {"name": "analytics.js", "version": "next-1.84.1"},
+        "page": {"path": "/checkout/complete", "url": "https://shop.example.com/checkout/complete?step=3"},
+        "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari/605.1.15",
+        "locale": "en-US",
+        "ip": "203.0.113.42",
+    },
+    "properties": {
+        "order_id": "ORD-50314",
+        "total": 142.5,
+        "revenue": 118.0,
+        "shipping": 12.5,
+        "tax": 11.8,
+        "coupon": "SPRING10",
+        "currency": "EUR",
+        "payment_method": "card",
+        "quantity": 3,
+        "products": [{"product_id": "p1", "sku": "SKU-0001", "price": 21.0, "quantity": 3}],
+    },
+}
+
+FQL_FILTERS = """
+[filters.fql_tests]
+type = "fql"
+if = "event = 'Test Event' or match(context.library.name, 'test*')"
+drop = true
+
+[filters.fql_email]
+type = "fql"
+if = "type = 'track' and contains(properties.email, '@')"
+drop_properties = { properties = ["email"] }
+
+[filters.fql_internal]
+type = "fql"
+if = "userId in ['internal-1', 'internal-2', 'qa'] or lowercase(context.locale) = 'xx-xx'"
+drop = true
+
+[filters.fql_ip]
+type = "fql"
+if = "event = 'Order Completed'"
+drop_properties = { context = ["ip"] }
+
+[filters.fql_sample]
+type = "fql"
+if = "properties.total < 0 or length(properties.coupon) > 64"
+sample = { percent = 0.5, path = "userId" }
+"""
+
+
+def plan_document() -> dict[str, Any]:
+    """20 rules: 17 TRACK events (one the benchmark's), IDENTIFY, GROUP and COMMON."""
+    order = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {
+            "properties": {
+                "type": "object",
+                "properties": {
+                    "order_id": {"type": "string", "pattern": "^ORD-[0-9]+$"},
+                    "total": {"type": "number", "minimum": 0},
+                    "revenue": {"type": "number"},
+                    "shipping": {"type": "number"},
+                    "tax": {"type": "number"},
+                    "coupon": {"type": ["string", "null"]},
+                    "currency": {"enum": ["EUR", "USD", "GBP"]},
+                    "payment_method": {"type": "string"},
+                    "quantity": {"type": "integer", "minimum": 1},
+                    "products": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "product_id": {"type": "string"},
+                                "sku": {"type": "string"},
+                                "price": {"type": "number"},
+                                "quantity": {"type": "integer"},
+                            },
+                            "required": ["product_id"],
+                        },
+                    },
+                },
+                "required": ["order_id", "total", "currency"],
+            }
+        },
+        "required": ["properties"],
+    }
+    rules: list[dict[str, Any]] = [{"type": "TRACK", "key": "Order Completed", "version": 1, "jsonSchema": order}]
+    for n in range(16):
+        rules.append(
+            {
+                "type": "TRACK",
+                "key": f"Event {n}",
+                "jsonSchema": {
+                    "properties": {
+                        "properties": {
+                            "type": "object",
+                            "properties": {"id": {"type": "string"}, "value": {"type": "number"}},
+                            "required": ["id"],
+                        }
+                    }
+                },
+            }
+        )
+    rules += [
+        {"type": "IDENTIFY", "jsonSchema": {"properties": {"traits": {"properties": {"email": {"type": "string"}}}}}},
+        {"type": "GROUP", "jsonSchema": {"properties": {"traits": {"properties": {"name": {"type": "string"}}}}}},
+        {
+            "type": "COMMON",
+            "jsonSchema": {
+                "type": "object",
+                "properties": {
+                    "context": {
+                        "type": "object",
+                        "properties": {
+                            "library": {"type": "object", "required": ["name"]},
+                            "locale": {"type": "string"},
+                        },
+                    },
+                    "messageId": {"type": "string"},
+                },
+                "anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}],
+            },
+        },
+    ]
+    assert len(rules) == 20
+    return {"name": "Bench", "rules": rules}
+
+
+CHAIN = ["fql_tests", "fql_email", "fql_internal", "fql_ip", "fql_sample", "plan", "bots"]
+
+
+def config_for(data_dir: Path, chain: bool, synchronous: str, plan: Path) -> str:
+    text = (
+        f'[server]\ndata_dir = "{data_dir}"\n[log]\nsynchronous = "{synchronous}"\n'
+        f'[sources.web]\nwrite_key = "{WRITE_KEY}"\n'
+    )
+    if chain:
+        text += f"filters = {json.dumps(CHAIN)}\n"
+    return (
+        text
+        + FQL_FILTERS
+        + f'\n[filters.plan]\ntype = "tracking_plan"\nplan = "{plan}"\nunplanned_events = "block"\n'
+        + 'unplanned_properties = "omit"\nviolations = "block"\ncommon_violations = "block"\n'
+        + '\n[filters.bots]\ntype = "bots"\naction = "drop"\n'
+    )
+
+
+def copies(count: int, prefix: str) -> list[dict[str, Any]]:
+    template = msgspec.json.encode(EVENT)
+    events = []
+    for i in range(count):
+        event = msgspec.json.decode(template)
+        event["messageId"] = f"{prefix}-{i}"
+        events.append(event)
+    return events
+
+
+async def ingest_round(hub: IngestHub, source: Source, events: list[dict[str, Any]], batch: int, tasks: int) -> float:
+    """Seconds to ingest ``events`` in batches of ``batch`` from ``tasks`` concurrent callers."""
+    batches = [[(source, e) for e in events[i : i + batch]] for i in range(0, len(events), batch)]
+    next_batch = iter(batches)
+
+    async def caller() -> None:
+        for messages in next_batch:
+            outcome = await hub.ingest(messages)
+            assert outcome.stored == len(messages), outcome
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(tasks):
+            nursery.start_soon(caller)
+    return time.perf_counter() - start
+
+
+MODES = {"no filters": False, "5 fql + plan + bots": True}
+
+
+async def main(args: argparse.Namespace) -> None:
+    configure_logging("warning")
+    registry = build_registry(make_plugin_manager())
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, {len(msgspec.json.encode(EVENT))} bytes per "
+        f"event; {args.events} events per round in batches of {args.batch} from {args.tasks} callers; "
+        f"synchronous = {args.synchronous}"
+    )
+    best = dict.fromkeys(MODES, 0.0)
+    with tempfile.TemporaryDirectory(prefix="bench-filter-chain-") as tmp:
+        plan = Path(tmp) / "plan.json"
+        plan.write_text(json.dumps(plan_document()))
+        hubs: dict[str, tuple[IngestHub, Source]] = {}
+        async with trio.open_nursery() as nursery:
+            opened = trio.Event()
+            done = trio.Event()
+
+            async def keep_open(mode: str, data_dir: Path) -> None:
+                text = config_for(data_dir, MODES[mode], args.synchronous, plan)
+                config: GatewayConfig = parse_config(text, registry)
+                filters = build_filters(config, registry)
+                async with open_log(config.log, config.data_dir) as log:
+                    hub = IngestHub(log, config, filters, Metrics())
+                    source = hub.authenticate(WRITE_KEY, config.sources["web"].core.type)
+                    assert source is not None
+                    hubs[mode] = (hub, source)
+                    if len(hubs) == len(MODES):
+                        opened.set()
+                    await done.wait()
+
+            for n, mode in enumerate(MODES):
+                nursery.start_soon(keep_open, mode, Path(tmp) / str(n))
+            await opened.wait()
+            for mode in MODES:  # warm-up
+                hub, source = hubs[mode]
+                await ingest_round(hub, source, copies(1000, f"warm-{mode}"), args.batch, args.tasks)
+            for round_no in range(args.rounds):
+                for mode in MODES:
+                    hub, source = hubs[mode]
+                    events = copies(args.events, f"{mode}-{round_no}")
+                    seconds = await ingest_round(hub, source, events, args.batch, args.tasks)
+                    rate = args.events / seconds
+                    best[mode] = max(best[mode], rate)
+                    print(f"  round {round_no + 1} {mode:<22} {rate:>9,.0f} events/s")
+            done.set()
+
+    bare, chain = best["no filters"], best["5 fql + plan + bots"]
+    print()
+    print(f"{'mode':<24}{'events/s (best)':>16}{'vs bare':>10}")
+    for mode, rate in best.items():
+        print(f"{mode:<24}{rate:>16,.0f}{rate / bare:>10.2f}")
+    cost = 1 - chain / bare
+    verdict = "within" if cost <= 0.30 else "OVER"
+    print(f"\nthe filter chain costs {cost:.0%} of ingest throughput: {verdict} the 30% target")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000, help="events per round (default 20000)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode; the best is shown (default 5)")
+    parser.add_argument("--batch", type=int, default=100, help="messages per ingest call (default 100)")
+    parser.add_argument("--tasks", type=int, default=8, help="concurrent callers (default 8)")
+    parser.add_argument("--synchronous", choices=("full", "normal"), default="full", help="the log's synchronous")
+    trio.run(main, parser.parse_args())

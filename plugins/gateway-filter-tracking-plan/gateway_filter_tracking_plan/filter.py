@@ -1,0 +1,264 @@
+"""The ``tracking_plan`` filter: Segment Protocols enforcement at the door (segment-api.md §7.2)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import weakref
+from typing import Annotated, Any, Literal
+
+import msgspec
+import structlog
+
+from gateway import ComponentConfig, Filter
+from gateway_filter_tracking_plan.plan import Plan, PlanError, Rule, Versions, load_plan
+from gateway_filter_tracking_plan.violations import violations_of
+
+log = structlog.get_logger("gateway_filter_tracking_plan")
+
+AllowBlock = Literal["allow", "block"]
+AllowOmit = Literal["allow", "omit"]
+ViolationMode = Literal["allow", "block", "omit"]
+
+#: Plans compiled by TrackingPlanConfig.__post_init__, by id() of the config (dropped with it),
+#: so the factory uses exactly what was validated and nothing is compiled twice.
+_COMPILED: dict[int, Plan] = {}
+
+
+def _forget(key: int) -> None:
+    _COMPILED.pop(key, None)
+
+
+class TrackingPlanConfig(ComponentConfig, frozen=True, kw_only=True, weakref=True):
+    """``[filters.<id>]`` keys of a ``tracking_plan`` filter (Segment's "Schema Configuration")."""
+
+    #: Path of the plan file, ``.json`` or ``.toml`` (relative paths: from the working directory).
+    plan: Annotated[str, msgspec.Meta(min_length=1)]
+    #: Track calls whose ``event`` has no TRACK rule: keep them or block them.
+    unplanned_events: AllowBlock = "allow"
+    #: Keys of ``properties`` (track, page, screen) the event's rule does not declare.
+    unplanned_properties: AllowOmit = "allow"
+    #: Keys of ``traits`` (identify, group) the IDENTIFY/GROUP rule does not declare.
+    unplanned_traits: AllowOmit = "allow"
+    #: JSON Schema violations of track, page and screen rules (omit = remove offending properties).
+    violations: ViolationMode = "allow"
+    #: Violations of the IDENTIFY / GROUP rule (omit = remove offending traits); default: ``violations``.
+    identify_violations: ViolationMode | None = None
+    group_violations: ViolationMode | None = None
+    #: Violations of the COMMON rule, checked after the standard controls (omit = remove the field).
+    common_violations: ViolationMode = "allow"
+    #: What an unexpected error while checking a message does: block it (default) or let it through.
+    on_error: AllowBlock = "block"
+
+    def __post_init__(self) -> None:
+        try:
+            plan = load_plan(self.plan)
+        except PlanError as error:
+            raise ValueError(f"plan: {error}") from None
+        key = id(self)
+        _COMPILED[key] = plan
+        weakref.finalize(self, _forget, key)
+
+    def compiled_plan(self) -> Plan:
+        """The plan compiled when this config was validated (loaded again only if it was not)."""
+        plan = _COMPILED.get(id(self))
+        return plan if plan is not None else load_plan(self.plan)
+
+
+class TrackingPlanFilter(Filter):
+    """Enforces one tracking plan. Not thread-safe (counters), like the core.
+
+    Counters: ``blocked_unplanned``, ``blocked_violation`` (track/page/screen/identify/group
+    rule), ``blocked_common``, ``errors`` (unexpected failures, handled by ``on_error``).
+    """
+
+    warn_interval_secs = 60.0
+
+    def __init__(self, config: TrackingPlanConfig) -> None:
+        self.config = config
+        self.plan = config.compiled_plan()
+        self._block_unplanned = config.unplanned_events == "block"
+        self._omit_properties = config.unplanned_properties == "omit"
+        self._omit_traits = config.unplanned_traits == "omit"
+        self._modes = {
+            "track": config.violations,
+            "page": config.violations,
+            "screen": config.violations,
+            "identify": config.identify_violations or config.violations,
+            "group": config.group_violations or config.violations,
+        }
+        self._common_mode = config.common_violations
+        self._fail_open = config.on_error == "allow"
+        self.blocked_unplanned = 0
+        self.blocked_violation = 0
+        self.blocked_common = 0
+        self.errors = 0
+        self._errors_at_last_warning = 0
+        self._last_warning = -float("inf")
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "blocked_unplanned": self.blocked_unplanned,
+            "blocked_violation": self.blocked_violation,
+            "blocked_common": self.blocked_common,
+            "errors": self.errors,
+        }
+
+    def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return self._check(message)
+        except Exception as error:  # never raise: the documented fail policy decides
+            self.errors += 1
+            with contextlib.suppress(Exception):  # a message that breaks even the warning changes nothing
+                self._warn(error, message)
+            return message if self._fail_open else None
+
+    def _rule_for(self, call: Any, message: dict[str, Any]) -> tuple[Rule | None, bool]:
+        """The rule of the message's call, and whether it is an unplanned track event."""
+        plan = self.plan
+        versions: Versions | None
+        if call == "track":
+            event = message.get("event")
+            versions = plan.track.get(event) if isinstance(event, str) else None
+            if versions is None:
+                return None, True
+        elif call == "identify":
+            versions = plan.identify
+        elif call == "group":
+            versions = plan.group
+        elif call == "page" or call == "screen":
+            table = plan.page if call == "page" else plan.screen
+            name = message.get("name")
+            versions = (table.get(name) if isinstance(name, str) else None) or table.get(None)
+        else:
+            versions = None
+        return (versions.select(message) if versions is not None else None), False
+
+    def _check(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        call = message.get("type")
+        rule, unplanned = self._rule_for(call, message)
+        if unplanned and self._block_unplanned:
+            self.blocked_unplanned += 1
+            return None
+        current = message  # copied on write: ``message`` itself is never changed
+        omitted: list[str] = []
+        omitted_on_violation: list[str] = []
+        violations: list[dict[str, str]] = []
+        if rule is not None and rule.container is not None:
+            container = rule.container
+            omit_unplanned = self._omit_traits if container == "traits" else self._omit_properties
+            values = current.get(container)
+            if omit_unplanned and isinstance(values, dict):
+                omitted = [k for k in values if not rule.is_planned(k)]
+                if omitted:
+                    current = _without(current, container, omitted)
+            errors = rule.errors(current)
+            if errors:
+                mode = self._modes[str(call)]
+                if mode == "block":
+                    self.blocked_violation += 1
+                    return None
+                offending: list[str] = []
+                for error in errors:
+                    for violation, at in violations_of(error):
+                        violations.append(violation)
+                        if at is not None and len(at) >= 2 and at[0] == container and at[1] not in offending:
+                            offending.append(at[1])
+                if mode == "omit" and offending:
+                    values = current.get(container)
+                    if isinstance(values, dict):
+                        omitted_on_violation = [k for k in offending if k in values]
+                        current = _without(current, container, omitted_on_violation)
+        common = self.plan.common
+        if common is not None:
+            errors = common.select(current).errors(current)
+            if errors:
+                if self._common_mode == "block":
+                    self.blocked_common += 1
+                    return None
+                paths: list[list[str]] = []
+                for error in errors:
+                    for violation, at in violations_of(error):
+                        violations.append(violation)
+                        if at is not None:
+                            paths.append(at)
+                if self._common_mode == "omit":
+                    for at in paths:
+                        current, removed = _remove_path(current, at)
+                        if removed is not None and removed not in omitted_on_violation:
+                            omitted_on_violation.append(removed)
+        if omitted or omitted_on_violation or violations:
+            current = _annotate(current, omitted, omitted_on_violation, violations)
+        return current
+
+    def _warn(self, error: Exception, message: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_warning < self.warn_interval_secs:
+            return
+        since = self.errors - self._errors_at_last_warning
+        self._last_warning = now
+        self._errors_at_last_warning = self.errors
+        log.warning(
+            "tracking_plan_check_failed",
+            error=f"{type(error).__name__}: {error}",
+            plan=self.config.plan,
+            on_error=self.config.on_error,
+            message_id=dict.get(message, "messageId") if isinstance(message, dict) else None,
+            errors=self.errors,
+            errors_since_last_warning=since,
+        )
+
+
+def _without(message: dict[str, Any], container: str, keys: list[str]) -> dict[str, Any]:
+    """A shallow copy of ``message`` whose ``container`` lacks ``keys``."""
+    drop = set(keys)
+    return {**message, container: {k: v for k, v in message[container].items() if k not in drop}}
+
+
+def _remove_path(message: dict[str, Any], at: list[str]) -> tuple[dict[str, Any], str | None]:
+    """Remove the object key the error path ``at`` points into (array indices count as part of
+    the key that holds the array), copying what it changes. Returns the new message and the
+    dotted path removed, or None when nothing could be removed (the message itself, a path that
+    is no longer there)."""
+    nodes: list[Any] = [message]
+    for segment in at:
+        node = nodes[-1]
+        if isinstance(node, dict) and segment in node:
+            nodes.append(node[segment])
+        elif isinstance(node, list) and segment.isdigit() and int(segment) < len(node):
+            nodes.append(node[int(segment)])
+        else:
+            return message, None
+    # the deepest segment whose parent is an object
+    cut = max((i for i in range(len(at)) if isinstance(nodes[i], dict)), default=None)
+    if cut is None:
+        return message, None
+    copies: list[Any] = [None] * (cut + 1)
+    for i in range(cut + 1):
+        node = nodes[i]
+        copies[i] = dict(node) if isinstance(node, dict) else list(node)
+        if i:
+            parent_key: Any = at[i - 1] if isinstance(copies[i - 1], dict) else int(at[i - 1])
+            copies[i - 1][parent_key] = copies[i]
+    del copies[cut][at[cut]]
+    return copies[0], ".".join(at[: cut + 1])
+
+
+def _annotate(
+    message: dict[str, Any], omitted: list[str], omitted_on_violation: list[str], violations: list[dict[str, str]]
+) -> dict[str, Any]:
+    """Write what was done into ``context.protocols`` (copies context and protocols)."""
+    context = message.get("context")
+    if context is None:
+        context = {}
+    elif not isinstance(context, dict):
+        return message  # nowhere to write; the message is otherwise unchanged
+    protocols = context.get("protocols")
+    protocols = dict(protocols) if isinstance(protocols, dict) else {}
+    if omitted:
+        protocols["omitted"] = [*(protocols.get("omitted") or []), *omitted]
+    if omitted_on_violation:
+        protocols["omitted_on_violation"] = [*(protocols.get("omitted_on_violation") or []), *omitted_on_violation]
+    if violations:
+        protocols["violations"] = [*(protocols.get("violations") or []), *violations]
+    return {**message, "context": {**context, "protocols": protocols}}

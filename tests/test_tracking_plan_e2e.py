@@ -1,0 +1,74 @@
+"""Through the real daemon: a tracking plan on a source blocks unplanned events before they are
+stored, omits unplanned properties and annotates violations in ``context.protocols``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
+
+PLAN = {
+    "rules": [
+        {
+            "type": "TRACK",
+            "key": "Order Completed",
+            "jsonSchema": {
+                "properties": {
+                    "properties": {
+                        "type": "object",
+                        "properties": {"order_id": {"type": "string"}, "total": {"type": "number"}},
+                        "required": ["order_id"],
+                    }
+                }
+            },
+        }
+    ]
+}
+
+
+def test_tracking_plan_on_a_source(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(PLAN))
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        config_text(tmp_path).replace(f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["plan"]')
+        + f'\n[filters.plan]\ntype = "tracking_plan"\nplan = "{plan}"\n'
+        + 'unplanned_events = "block"\nunplanned_properties = "omit"\nviolations = "allow"\n'
+    )
+    with GatewayProcess(path) as gateway:
+        batch = [
+            {"type": "track", "userId": "u", "event": "Debug Thing", "messageId": "unplanned"},
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "Order Completed",
+                "messageId": "ok",
+                "properties": {"order_id": "o1", "total": 3, "secret": "s3cr3t"},
+            },
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "Order Completed",
+                "messageId": "bad",
+                "properties": {"order_id": 42},
+            },
+        ]
+        assert httpx.post(f"{gateway.url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": batch}).status_code == 200
+        delivered = wait_until(lambda: (got := read_jsonl(tmp_path / "archive")) and len(got) == 2 and got)
+        metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert [m["messageId"] for m in delivered] == ["ok", "bad"]
+    assert delivered[0]["properties"] == {"order_id": "o1", "total": 3}
+    assert delivered[0]["context"]["protocols"] == {"omitted": ["secret"]}
+    assert delivered[1]["context"]["protocols"]["violations"] == [
+        {
+            "type": "Invalid Type",
+            "field": "properties.order_id",
+            "description": "Invalid type. Expected: string, given: integer",
+        }
+    ]
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite3*"))
+    assert b"Debug Thing" not in on_disk and b"s3cr3t" not in on_disk
+    assert 'gateway_messages_filtered_total{reason="plan",stage="source",target="web"} 1.0' in metrics

@@ -18,9 +18,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -549,3 +551,72 @@ def check_load_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
     if args.connections < args.threads:
         parser.error("--connections must be at least --threads")
     return None
+
+
+@dataclass
+class GatewayRun:
+    """What one benchmarked gateway process did: its results and how it ended."""
+
+    results: list[Result]
+    tmp: Path
+    data_dir: Path
+    exit_code: int
+    warnings: list[str]
+    lines: list[str]
+    delivery_note: str
+    archived: int | None
+
+
+def run_gateway(args: argparse.Namespace, scenarios: list[Scenario], *, events: bool = True,
+                inspect: Callable[[list[Result], LogReader], None] | None = None) -> GatewayRun:
+    """Start the gateway on a temp config, drive ``scenarios``, let ``inspect`` look at the log
+    while it is up, wait for delivery, stop it, and collect how it ended."""
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    data_dir = tmp / "data"
+    config_path = tmp / "gateway.toml"
+    config_path.write_text(gateway_config(data_dir, args.destination, args.synchronous))
+    print("gateway:", flush=True)
+    gateway = gateway_server(config_path)
+    log = LogReader(data_dir / "log.sqlite3")
+    delivery_note = ""
+    try:
+        gateway.start()
+        results = drive(gateway, scenarios, args, log, events=events)
+        if inspect is not None:
+            inspect(results, log)
+        if args.destination == "file":
+            delivery_note = wait_for_delivery(log)
+    except BaseException:
+        gateway.kill()
+        if not args.keep_data:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        code = gateway.stop()
+    archived = archive_lines(data_dir / "archive") if args.destination == "file" else None
+    return GatewayRun(results, tmp, data_dir, code, warning_lines(gateway), list(gateway.lines), delivery_note,
+                      archived)
+
+
+def print_gateway_health(run: GatewayRun) -> None:
+    """Delivery, exit code and warnings of the benchmarked gateway."""
+    if run.delivery_note:
+        print(f"  {run.delivery_note}; {run.archived:,} lines in the archive files")
+    print(f"  gateway exit code {run.exit_code}; {len(run.warnings)} warning/error log lines")
+    for line in run.warnings[:5]:
+        print(f"    {line.rstrip()[:300]}")
+
+
+def finish(results: list[Result], run: GatewayRun, args: argparse.Namespace) -> int:
+    """Print the profiles, then keep or remove the gateway's data."""
+    for r in results:
+        if r.notes:
+            print()
+            print(f"profile of the gateway, {r.scenario.title}:")
+            for note in r.notes:
+                print(f"  {note}")
+    if args.keep_data:
+        print(f"  data kept in {run.tmp}")
+    else:
+        shutil.rmtree(run.tmp, ignore_errors=True)
+    return 0

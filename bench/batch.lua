@@ -5,16 +5,6 @@ local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 local size = tonumber(os.getenv("BENCH_BATCH_SIZE") or "100")
 
-local next_tid = 0
-function setup(thread)
-   next_tid = next_tid + 1
-   thread:set("tid", next_tid)
-end
-
-function init(args)
-   common.seed(tid)
-end
-
 local function body()
    local items = {}
    for i = 1, size do

@@ -22,23 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import trio
 
-from gateway.config import GatewayConfig, parse_config
-from gateway.ingest import IngestHub, Source
-from gateway.log import open_log
-from gateway.metrics import Metrics
 from gateway.plugins import build_registry, make_plugin_manager
-from gateway.runtime import build_filters
 from gateway.telemetry import configure_logging
 
-WRITE_KEY = "bench-write-key"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _inprocess import WRITE_KEY, add_arguments, best_rates, print_table
 
 EVENT: dict[str, Any] = {
     "type": "track",
@@ -194,33 +190,6 @@ def config_for(data_dir: Path, chain: bool, synchronous: str, plan: Path) -> str
     )
 
 
-def copies(count: int, prefix: str) -> list[dict[str, Any]]:
-    template = msgspec.json.encode(EVENT)
-    events = []
-    for i in range(count):
-        event = msgspec.json.decode(template)
-        event["messageId"] = f"{prefix}-{i}"
-        events.append(event)
-    return events
-
-
-async def ingest_round(hub: IngestHub, source: Source, events: list[dict[str, Any]], batch: int, tasks: int) -> float:
-    """Seconds to ingest ``events`` in batches of ``batch`` from ``tasks`` concurrent callers."""
-    batches = [[(source, e) for e in events[i : i + batch]] for i in range(0, len(events), batch)]
-    next_batch = iter(batches)
-
-    async def caller() -> None:
-        for messages in next_batch:
-            outcome = await hub.ingest(messages)
-            assert outcome.stored == len(messages), outcome
-
-    start = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(tasks):
-            nursery.start_soon(caller)
-    return time.perf_counter() - start
-
-
 MODES = {"no filters": False, "5 fql + plan + bots": True}
 
 
@@ -232,59 +201,24 @@ async def main(args: argparse.Namespace) -> None:
         f"event; {args.events} events per round in batches of {args.batch} from {args.tasks} callers; "
         f"synchronous = {args.synchronous}"
     )
-    best = dict.fromkeys(MODES, 0.0)
-    with tempfile.TemporaryDirectory(prefix="bench-filter-chain-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
         plan = Path(tmp) / "plan.json"
         plan.write_text(json.dumps(plan_document()))
-        hubs: dict[str, tuple[IngestHub, Source]] = {}
-        async with trio.open_nursery() as nursery:
-            opened = trio.Event()
-            done = trio.Event()
-
-            async def keep_open(mode: str, data_dir: Path) -> None:
-                text = config_for(data_dir, MODES[mode], args.synchronous, plan)
-                config: GatewayConfig = parse_config(text, registry)
-                filters = build_filters(config, registry)
-                async with open_log(config.log, config.data_dir) as log:
-                    hub = IngestHub(log, config, filters, Metrics())
-                    source = hub.authenticate(WRITE_KEY, config.sources["web"].core.type)
-                    assert source is not None
-                    hubs[mode] = (hub, source)
-                    if len(hubs) == len(MODES):
-                        opened.set()
-                    await done.wait()
-
-            for n, mode in enumerate(MODES):
-                nursery.start_soon(keep_open, mode, Path(tmp) / str(n))
-            await opened.wait()
-            for mode in MODES:  # warm-up
-                hub, source = hubs[mode]
-                await ingest_round(hub, source, copies(1000, f"warm-{mode}"), args.batch, args.tasks)
-            for round_no in range(args.rounds):
-                for mode in MODES:
-                    hub, source = hubs[mode]
-                    events = copies(args.events, f"{mode}-{round_no}")
-                    seconds = await ingest_round(hub, source, events, args.batch, args.tasks)
-                    rate = args.events / seconds
-                    best[mode] = max(best[mode], rate)
-                    print(f"  round {round_no + 1} {mode:<22} {rate:>9,.0f} events/s")
-            done.set()
-
-    bare, chain = best["no filters"], best["5 fql + plan + bots"]
-    print()
-    print(f"{'mode':<24}{'events/s (best)':>16}{'vs bare':>10}")
-    for mode, rate in best.items():
-        print(f"{mode:<24}{rate:>16,.0f}{rate / bare:>10.2f}")
-    cost = 1 - chain / bare
+        best = await best_rates(
+            registry,
+            EVENT,
+            lambda data_dir, mode: config_for(data_dir, MODES[mode], args.synchronous, plan),
+            list(MODES),
+            args,
+            prefix="bench-filter-chain-",
+        )
+    print_table(best, "no filters", "vs bare")
+    cost = 1 - best["5 fql + plan + bots"] / best["no filters"]
     verdict = "within" if cost <= 0.30 else "OVER"
     print(f"\nthe filter chain costs {cost:.0%} of ingest throughput: {verdict} the 30% target")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000, help="events per round (default 20000)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode; the best is shown (default 5)")
-    parser.add_argument("--batch", type=int, default=100, help="messages per ingest call (default 100)")
-    parser.add_argument("--tasks", type=int, default=8, help="concurrent callers (default 8)")
-    parser.add_argument("--synchronous", choices=("full", "normal"), default="full", help="the log's synchronous")
+    add_arguments(parser)
     trio.run(main, parser.parse_args())

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-
 from gateway_filter_fql import FQLFilter, FQLFilterConfig, compile_expression
 
 EVENT: dict[str, Any] = {

@@ -25,31 +25,25 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
 from _harness import (
     BENCH,
     LOADGEN_CORE,
     SERVER_CORE,
-    LogReader,
     Result,
     Scenario,
     Server,
     add_load_arguments,
-    archive_lines,
     check_load_arguments,
     drive,
-    gateway_config,
-    gateway_server,
+    finish,
     hypercorn_server,
     medians,
+    print_gateway_health,
     print_table,
+    run_gateway,
     verdict,
-    wait_for_delivery,
-    warning_lines,
     wrk_version,
 )
 
@@ -100,28 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bare.stop()
 
-    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    data_dir = tmp / "data"
-    config_path = tmp / "gateway.toml"
-    config_path.write_text(gateway_config(data_dir, args.destination, args.synchronous))
-    print("gateway:", flush=True)
-    gateway = gateway_server(config_path)
-    log = LogReader(data_dir / "log.sqlite3")
-    delivery_note = ""
-    try:
-        gateway.start()
-        results += drive(gateway, scenarios, args, log)
-        if args.destination == "file":
-            delivery_note = wait_for_delivery(log)
-    except BaseException:
-        gateway.kill()
-        if not args.keep_data:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        code = gateway.stop()
-    warnings = warning_lines(gateway)
-    archived = archive_lines(data_dir / "archive") if args.destination == "file" else None
+    run = run_gateway(args, scenarios)
+    results += run.results
 
     # -- the report -----------------------------------------------------------------------------
     print()
@@ -186,27 +160,11 @@ def main(argv: list[str] | None = None) -> int:
               f"WAL {r.wal_bytes_after / 2**20:,.0f} MiB after it")
     print(f"  every acknowledged event stored: {'yes' if all_stored else 'NO'}; unique messageIds, so "
           f"dedup skipped none" if all_stored else "  acknowledged events are missing from the log!")
-    if delivery_note:
-        print(f"  {delivery_note}; {archived:,} lines in the archive files")
-    print(f"  gateway exit code {code}; {len(warnings)} warning/error log lines")
-    for line in warnings[:5]:
-        print(f"    {line.rstrip()[:300]}")
+    print_gateway_health(run)
     sizes = gw_track.wrk["event_bytes"], gw_track.wrk["request_body_bytes"], gw_batch.wrk["request_body_bytes"]
     print(f"  event body {sizes[0]} bytes; /v1/track request {sizes[1]} bytes; /v1/batch request {sizes[2]:,} bytes")
 
-    for r in results:
-        if r.notes:
-            print()
-            print(f"profile of the gateway, {r.scenario.title}:")
-            for note in r.notes:
-                print(f"  {note}")
-
-    if args.keep_data:
-        print(f"  data kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0
-
+    return finish(results, run, args)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,44 +9,10 @@
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 
-local byte, char, unpack = string.byte, string.char, unpack or table.unpack
-
 -- Standard base64 (what Segment's Pixel API docs show; the gateway also takes the URL-safe
--- alphabet and missing padding). Sent as is, not percent-encoded, like the docs' examples: the
+-- alphabet and missing padding), sent as is, not percent-encoded, like the docs' examples: the
 -- gateway turns a "+" that the query-string decoding made a space back into "+".
--- Written for speed (wrk has one core and also drives nginx): character codes into a reused
--- table, one string.char at the end, and a precomputed encoding of the message's constant
--- prefix (see PREFIX).
-local ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local CODE = {}
-for i = 0, 63 do
-   CODE[i] = byte(ALPHABET, i + 1)
-end
-local PAD = byte("=")
-local out = {}
-
-local function b64(s)
-   local n, len = 0, #s
-   local full = len - len % 3
-   for i = 1, full, 3 do
-      local a, b, c = byte(s, i, i + 2)
-      out[n + 1] = CODE[(a - a % 4) / 4]
-      out[n + 2] = CODE[(a % 4) * 16 + (b - b % 16) / 16]
-      out[n + 3] = CODE[(b % 16) * 4 + (c - c % 64) / 64]
-      out[n + 4] = CODE[c % 64]
-      n = n + 4
-   end
-   local rest = len - full
-   if rest > 0 then
-      local a, b = byte(s, full + 1), rest == 2 and byte(s, full + 2) or 0
-      out[n + 1] = CODE[(a - a % 4) / 4]
-      out[n + 2] = CODE[(a % 4) * 16 + (b - b % 16) / 16]
-      out[n + 3] = rest == 2 and CODE[(b % 16) * 4] or PAD
-      out[n + 4] = PAD
-      n = n + 4
-   end
-   return char(unpack(out, 1, n))
-end
+local b64 = common.b64
 
 -- An email-open event (about 285 bytes of JSON, about 380 bytes of base64). PREFIX is the same
 -- in every message: padded with spaces (valid JSON whitespace) to a multiple of 3 bytes, its
@@ -75,16 +41,6 @@ end
 
 local function path()
    return "/v1/pixel/track?data=" .. PREFIX_B64 .. b64(rest())
-end
-
-local next_tid = 0
-function setup(thread)
-   next_tid = next_tid + 1
-   thread:set("tid", next_tid)
-end
-
-function init(args)
-   common.seed(tid)
 end
 
 function request()

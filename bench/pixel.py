@@ -4,7 +4,7 @@ for context, nginx ``empty_gif``, all answering a 1x1 GIF under the same wrk loa
 
 It prints numbers; it is not a test and asserts nothing. In one run it:
 
-1. starts ``bench/bare_gif_app.py`` under ``hypercorn --worker-class trio`` pinned to core 0 and
+1. starts ``bench/bare_app.py`` under ``hypercorn --worker-class trio`` pinned to core 0 and
    drives it with wrk pinned to core 1 (``bench/pixel.lua``);
 2. if nginx is installed, starts it from a temp config (one worker, ``location / { empty_gif; }``,
    no access log) pinned to core 0, and drives it the same way;
@@ -45,25 +45,23 @@ from _harness import (
     Scenario,
     Server,
     add_load_arguments,
-    archive_lines,
     check_load_arguments,
     drive,
+    finish,
     free_port,
-    gateway_config,
-    gateway_server,
     hypercorn_server,
     medians,
+    print_gateway_health,
     print_table,
+    run_gateway,
     verdict,
-    wait_for_delivery,
-    warning_lines,
     wrk_version,
 )
 
 TARGET_PIXEL_RATIO = 0.6  # gateway pixel req/s >= 0.6 x bare GIF app, every hit stored durably
 SATURATED = 0.9  # a server using less of its core than this during a run was not CPU-bound
 
-# The gateway's Cache-Control on the GIF (bench/bare_gif_app.py sends the same).
+# The gateway's Cache-Control on the GIF (bench/bare_app.py sends the same).
 CACHE_CONTROL = "no-cache, no-store, must-revalidate"
 
 
@@ -176,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                    else "none (ingest only)")
     print(f"  gateway: log synchronous={args.synchronous} (the GIF only after the commit is durable), "
           f"destination: {destination}")
-    print("  bare: hypercorn --worker-class trio serving bench/bare_gif_app.py (answers the GIF, parses nothing)")
+    print("  bare: hypercorn --worker-class trio serving bench/bare_app.py (answers the GIF, parses nothing)")
     if args.only == "gateway":
         print("  nginx: skipped (--only gateway)")
     elif args.no_nginx:
@@ -191,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     if args.only == "all":
         print("bare hypercorn (trio worker):", flush=True)
-        bare = hypercorn_server("bare", str(BENCH / "bare_gif_app.py") + ":app").start()
+        bare = hypercorn_server("bare", str(BENCH / "bare_app.py") + ":app").start()
         try:
             results += drive(bare, [scenario], args, None, events=False)
         finally:
@@ -213,35 +211,17 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
         shutil.rmtree(nginx_tmp, ignore_errors=True)
 
-    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    data_dir = tmp / "data"
-    config_path = tmp / "gateway.toml"
-    config_path.write_text(gateway_config(data_dir, args.destination, args.synchronous))
-    print("gateway:", flush=True)
-    gateway = gateway_server(config_path)
-    log = LogReader(data_dir / "log.sqlite3")
-    delivery_note = ""
     samples: dict[int, str] = {}
     prefixed: dict[int, int] = {}
-    try:
-        gateway.start()
-        gateway_results = drive(gateway, [scenario], args, log, events=False)
+
+    def inspect(gateway_results: list[Result], log: LogReader) -> None:
         for r in gateway_results:
             samples[id(r)] = stored_sample(log, r.log_rows_before)
             prefixed[id(r)] = log.rows_after_with_prefix(r.log_rows_before, r.run_id + "-")
-        results += gateway_results
-        if args.destination == "file":
-            delivery_note = wait_for_delivery(log)
-    except BaseException:
-        gateway.kill()
-        if not args.keep_data:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        code = gateway.stop()
-    warnings = warning_lines(gateway)
-    rejected = [line for line in gateway.lines if '"ingest_rejected"' in line]
-    archived = archive_lines(data_dir / "archive") if args.destination == "file" else None
+
+    run = run_gateway(args, [scenario], events=False, inspect=inspect)
+    results += run.results
+    rejected = [line for line in run.lines if '"ingest_rejected"' in line]
 
     # -- the report -----------------------------------------------------------------------------
     print()
@@ -324,29 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  pixels the gateway rejected (still answered with the GIF, not stored): {len(rejected):,}")
     for line in rejected[:3]:
         print(f"    {line.rstrip()[:300]}")
-    if delivery_note:
-        print(f"  {delivery_note}; {archived:,} lines in the archive files")
-    print(f"  gateway exit code {code}; {len(warnings)} warning/error log lines")
-    for line in warnings[:5]:
-        print(f"    {line.rstrip()[:300]}")
+    print_gateway_health(run)
     print(f"  JSON message {gw.wrk['event_bytes']} bytes; request target (path + ?data=base64) "
           f"{gw.wrk['request_body_bytes']} bytes")
     for note in notes:
         print(f"  {note}")
 
-    for r in results:
-        if r.notes:
-            print()
-            print(f"profile of the gateway, {r.scenario.title}:")
-            for note in r.notes:
-                print(f"  {note}")
-
-    if args.keep_data:
-        print(f"  data kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0
-
+    return finish(results, run, args)
 
 if __name__ == "__main__":
     sys.exit(main())

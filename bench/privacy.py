@@ -25,23 +25,18 @@ from __future__ import annotations
 
 import argparse
 import platform
-import tempfile
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import trio
 
-from gateway.config import GatewayConfig, parse_config
-from gateway.ingest import IngestHub, Source
-from gateway.log import open_log
-from gateway.metrics import Metrics
 from gateway.plugins import build_registry, make_plugin_manager
-from gateway.privacy import Classifier
 from gateway.telemetry import configure_logging
 
-WRITE_KEY = "bench-write-key"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _inprocess import WRITE_KEY, add_arguments, best_rates, print_table
 
 EVENT: dict[str, Any] = {
     "type": "track",
@@ -102,81 +97,24 @@ def config_for(data_dir: Path, mode: str, synchronous: str) -> str:
     )
 
 
-def copies(count: int, prefix: str) -> list[dict[str, Any]]:
-    template = msgspec.json.encode(EVENT)
-    events = []
-    for i in range(count):
-        event = msgspec.json.decode(template)
-        event["messageId"] = f"{prefix}-{i}"
-        events.append(event)
-    return events
-
-
-async def ingest_round(hub: IngestHub, source: Source, events: list[dict[str, Any]], batch: int, tasks: int) -> float:
-    """Seconds to ingest ``events`` in batches of ``batch`` from ``tasks`` concurrent callers."""
-    batches = [[(source, e) for e in events[i : i + batch]] for i in range(0, len(events), batch)]
-    next_batch = iter(batches)
-
-    async def caller() -> None:
-        for messages in next_batch:
-            outcome = await hub.ingest(messages)
-            assert outcome.stored == len(messages), outcome
-
-    start = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(tasks):
-            nursery.start_soon(caller)
-    return time.perf_counter() - start
-
-
 async def main(args: argparse.Namespace) -> None:
     configure_logging("warning")  # not one privacy_field_seen line per new path and mode
     registry = build_registry(make_plugin_manager())
-    matchers = list(registry.matchers.values())
     print(
-        f"python {platform.python_version()} on {platform.machine()}, {len(matchers)} matchers, "
+        f"python {platform.python_version()} on {platform.machine()}, {len(registry.matchers)} matchers, "
         f"{count_fields({k: EVENT[k] for k in ('context', 'traits', 'properties')})} fields per event, "
         f"{len(msgspec.json.encode(EVENT))} bytes; {args.events} events per round in batches of {args.batch} "
         f"from {args.tasks} callers; synchronous = {args.synchronous}"
     )
-    best = dict.fromkeys(MODES, 0.0)
-    with tempfile.TemporaryDirectory(prefix="bench-privacy-") as tmp:
-        hubs: dict[str, tuple[IngestHub, Source, Any]] = {}
-        async with trio.open_nursery() as nursery:
-            opened = trio.Event()
-            done = trio.Event()
-
-            async def keep_open(mode: str, data_dir: Path) -> None:
-                config: GatewayConfig = parse_config(config_for(data_dir, mode, args.synchronous), registry)
-                async with open_log(config.log, config.data_dir) as log:
-                    hub = IngestHub(log, config, {}, Metrics(), Classifier(matchers, config.privacy))
-                    source = hub.authenticate(WRITE_KEY, config.sources["web"].core.type)
-                    assert source is not None
-                    hubs[mode] = (hub, source, log)
-                    if len(hubs) == len(MODES):
-                        opened.set()
-                    await done.wait()
-
-            for n, mode in enumerate(MODES):
-                nursery.start_soon(keep_open, mode, Path(tmp) / str(n))
-            await opened.wait()
-            for mode in MODES:  # warm-up: caches, pages, the first commits
-                hub, source, _ = hubs[mode]
-                await ingest_round(hub, source, copies(1000, f"warm-{mode}"), args.batch, args.tasks)
-            for round_no in range(args.rounds):
-                for mode in MODES:
-                    hub, source, _ = hubs[mode]
-                    events = copies(args.events, f"{mode}-{round_no}")
-                    seconds = await ingest_round(hub, source, events, args.batch, args.tasks)
-                    rate = args.events / seconds
-                    best[mode] = max(best[mode], rate)
-                    print(f"  round {round_no + 1} {mode:<22} {rate:>9,.0f} events/s")
-            done.set()
-
-    print()
-    print(f"{'mode':<24}{'events/s (best)':>16}{'vs off':>10}")
-    for mode, rate in best.items():
-        print(f"{mode:<24}{rate:>16,.0f}{rate / best['off']:>10.2f}")
+    best = await best_rates(
+        registry,
+        EVENT,
+        lambda data_dir, mode: config_for(data_dir, mode, args.synchronous),
+        list(MODES),
+        args,
+        prefix="bench-privacy-",
+    )
+    print_table(best, "off", "vs off")
     full = best["block_red + inventory"] / best["off"]
     verdict = "within" if 1 - full <= 0.25 else "OVER"
     print(f"\nmatching (block_red + inventory) costs {1 - full:.0%} of ingest throughput: {verdict} the 25% target")
@@ -184,9 +122,5 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000, help="events per round (default 20000)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode; the best is shown (default 5)")
-    parser.add_argument("--batch", type=int, default=100, help="messages per ingest call (default 100)")
-    parser.add_argument("--tasks", type=int, default=8, help="concurrent callers (default 8)")
-    parser.add_argument("--synchronous", choices=("full", "normal"), default="full", help="the log's synchronous")
+    add_arguments(parser)
     trio.run(main, parser.parse_args())

@@ -3,16 +3,6 @@
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 
-local next_tid = 0
-function setup(thread)
-   next_tid = next_tid + 1
-   thread:set("tid", next_tid)
-end
-
-function init(args)
-   common.seed(tid)
-end
-
 function request()
    return wrk.format("POST", "/v1/track", common.headers, common.event(false))
 end

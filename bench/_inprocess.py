@@ -1,0 +1,116 @@
+"""In-process ingest benchmarks: IngestHub.ingest on a real SQLite log, one hub per mode, the
+modes measured in turn over several rounds (best round kept). Shared by privacy.py and
+filter_chain.py so both compare their modes the same way."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from gateway.config import GatewayConfig, parse_config
+from gateway.ingest import IngestHub, Source
+from gateway.log import open_log
+from gateway.metrics import Metrics
+from gateway.plugins import Registry
+from gateway.privacy import Classifier
+from gateway.runtime import build_filters
+
+WRITE_KEY = "bench-write-key"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=20_000, help="events per round (default 20000)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode; the best is shown (default 5)")
+    parser.add_argument("--batch", type=int, default=100, help="messages per ingest call (default 100)")
+    parser.add_argument("--tasks", type=int, default=8, help="concurrent callers (default 8)")
+    parser.add_argument("--synchronous", choices=("full", "normal"), default="full", help="the log's synchronous")
+
+
+def copies(event: dict[str, Any], count: int, prefix: str) -> list[dict[str, Any]]:
+    """``count`` fresh copies of ``event``, each with its own messageId (dedup skips nothing)."""
+    template = msgspec.json.encode(event)
+    events = []
+    for i in range(count):
+        copy = msgspec.json.decode(template)
+        copy["messageId"] = f"{prefix}-{i}"
+        events.append(copy)
+    return events
+
+
+async def ingest_round(hub: IngestHub, source: Source, events: list[dict[str, Any]], batch: int, tasks: int) -> float:
+    """Seconds to ingest ``events`` in batches of ``batch`` from ``tasks`` concurrent callers."""
+    batches = [[(source, e) for e in events[i : i + batch]] for i in range(0, len(events), batch)]
+    next_batch = iter(batches)
+
+    async def caller() -> None:
+        for messages in next_batch:
+            outcome = await hub.ingest(messages)
+            assert outcome.stored == len(messages), outcome
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(tasks):
+            nursery.start_soon(caller)
+    return time.perf_counter() - start
+
+
+async def best_rates(
+    registry: Registry,
+    event: dict[str, Any],
+    config_for: Callable[[Path, str], str],
+    modes: list[str],
+    args: argparse.Namespace,
+    *,
+    prefix: str,
+) -> dict[str, float]:
+    """Events/s of the best round per mode; ``config_for(data_dir, mode)`` gives each mode's TOML
+    (one source, key ``WRITE_KEY``). Hubs are built as the daemon builds them."""
+    best = dict.fromkeys(modes, 0.0)
+    matchers = list(registry.matchers.values())
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        hubs: dict[str, tuple[IngestHub, Source]] = {}
+        async with trio.open_nursery() as nursery:
+            opened = trio.Event()
+            done = trio.Event()
+
+            async def keep_open(mode: str, data_dir: Path) -> None:
+                config: GatewayConfig = parse_config(config_for(data_dir, mode), registry)
+                async with open_log(config.log, config.data_dir) as log:
+                    classifier = Classifier(matchers, config.privacy)
+                    hub = IngestHub(log, config, build_filters(config, registry), Metrics(), classifier)
+                    source = hub.authenticate(WRITE_KEY, config.sources["web"].core.type)
+                    assert source is not None
+                    hubs[mode] = (hub, source)
+                    if len(hubs) == len(modes):
+                        opened.set()
+                    await done.wait()
+
+            for n, mode in enumerate(modes):
+                nursery.start_soon(keep_open, mode, Path(tmp) / str(n))
+            await opened.wait()
+            for mode in modes:  # warm-up: caches, pages, the first commits
+                hub, source = hubs[mode]
+                await ingest_round(hub, source, copies(event, 1000, f"warm-{mode}"), args.batch, args.tasks)
+            for round_no in range(args.rounds):
+                for mode in modes:
+                    hub, source = hubs[mode]
+                    events = copies(event, args.events, f"{mode}-{round_no}")
+                    rate = args.events / await ingest_round(hub, source, events, args.batch, args.tasks)
+                    best[mode] = max(best[mode], rate)
+                    print(f"  round {round_no + 1} {mode:<22} {rate:>9,.0f} events/s")
+            done.set()
+    return best
+
+
+def print_table(best: dict[str, float], baseline: str, label: str) -> None:
+    print()
+    print(f"{'mode':<24}{'events/s (best)':>16}{label:>10}")
+    for mode, rate in best.items():
+        print(f"{mode:<24}{rate:>16,.0f}{rate / best[baseline]:>10.2f}")

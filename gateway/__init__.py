@@ -32,6 +32,7 @@ from gateway.messages import (
     decode_single,
     validate,
 )
+from gateway.telemetry import ThrottledWarning
 from gateway.web import (
     basic_auth_user,
     error_response,
@@ -64,6 +65,7 @@ __all__ = [
     "Record",
     "Source",
     "SourceType",
+    "ThrottledWarning",
     "__version__",
     "apply_server_fields",
     "basic_auth_user",

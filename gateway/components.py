@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
+from gateway.telemetry import ThrottledWarning
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -113,6 +115,7 @@ class Filter:
 
 
 _filter_log = structlog.get_logger("gateway.filters")
+_filter_failures: dict[str, ThrottledWarning] = {}
 
 
 def apply_filters(filters: Sequence[tuple[str, Filter]], message: JSONObject) -> tuple[JSONObject | None, str | None]:
@@ -123,7 +126,10 @@ def apply_filters(filters: Sequence[tuple[str, Filter]], message: JSONObject) ->
         try:
             result = message_filter.process(message)
         except Exception as error:
-            _filter_log.warning("filter_failed", filter=filter_id, error_type=type(error).__name__, error=str(error))
+            warning = _filter_failures.get(filter_id)
+            if warning is None:
+                warning = _filter_failures[filter_id] = ThrottledWarning(_filter_log, "filter_failed")
+            warning(filter=filter_id, error_type=type(error).__name__, error=str(error))
             return None, f"{filter_id}:filter_error"
         if result is None:
             return None, filter_id

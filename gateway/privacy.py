@@ -209,23 +209,21 @@ class Classifier:
 
     def scan(self, message: dict[str, Any]) -> list[Finding]:
         """Every non-green field of ``message`` (a field whose key matches stands for its subtree)."""
-        found: list[Finding] = []
-        for root in SCANNED_ROOTS:
-            node = message.get(root)
-            if isinstance(node, dict):
-                self._visit(node, root, False, False, found)
-        return found
+        return self._findings(message, greens=False)
 
     def walk(self, message: dict[str, Any]) -> list[Finding]:
         """Every field of ``message`` for an inventory: what :meth:`scan` finds (a classified
         field stands for its subtree), plus every green leaf, structural ones included (as
         green: they are never classified). One walk gives both the inventory and what a policy
         acts on (the non-green findings)."""
+        return self._findings(message, greens=True)
+
+    def _findings(self, message: dict[str, Any], *, greens: bool) -> list[Finding]:
         found: list[Finding] = []
         for root in SCANNED_ROOTS:
             node = message.get(root)
             if isinstance(node, dict):
-                self._visit(node, root, False, True, found)
+                self._visit(node, root, False, greens, found)
         return found
 
     def _visit(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from typing import Any
 
 import structlog
 
@@ -41,3 +43,33 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+
+
+class ThrottledWarning:
+    """A warning about per-event trouble, logged at most once per ``interval_secs`` with how many
+    occurrences it stands for, so that a broken filter or plan cannot flood the log.
+
+    Args:
+        logger: A structlog logger.
+        event: The stable event name, e.g. ``fql_evaluation_failed``.
+        interval_secs: The least time between two lines.
+    """
+
+    def __init__(self, logger: Any, event: str, interval_secs: float = 60.0) -> None:
+        self.logger = logger
+        self.event = event
+        self.interval_secs = interval_secs
+        self.count = 0
+        self._count_at_last = 0
+        self._last = -float("inf")
+
+    def __call__(self, **fields: Any) -> None:
+        """Count one occurrence; log it (with ``fields``) unless one was logged too recently."""
+        self.count += 1
+        now = time.monotonic()
+        if now - self._last < self.interval_secs:
+            return
+        since = self.count - self._count_at_last
+        self._last = now
+        self._count_at_last = self.count
+        self.logger.warning(self.event, errors=self.count, errors_since_last_warning=since, **fields)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, cast
 
 import msgspec
 import structlog
 from msgspec import Meta
 
-from gateway import ComponentConfig, Filter
+from gateway import ComponentConfig, Filter, ThrottledWarning
 from gateway_filter_fql.actions import allow_fields, compile_fields, drop_fields, make_sampler, split_field_path
 from gateway_filter_fql.fql import FQLSyntaxError, compile_expression
 
@@ -93,7 +92,6 @@ class FQLFilter(Filter):
     """
 
     #: At most one warning per this many seconds about evaluation errors.
-    warn_interval_secs = 60.0
 
     def __init__(self, config: FQLFilterConfig) -> None:
         self.config = config
@@ -109,8 +107,7 @@ class FQLFilter(Filter):
         self.matched = 0
         self.dropped = 0
         self.errors = 0
-        self._errors_at_last_warning = 0
-        self._last_warning = -float("inf")
+        self._warning = ThrottledWarning(log, "fql_evaluation_failed")
 
     def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
         try:
@@ -132,20 +129,19 @@ class FQLFilter(Filter):
     def statistics(self) -> dict[str, int]:
         return {"matched": self.matched, "dropped": self.dropped, "errors": self.errors}
 
+    @property
+    def warn_interval_secs(self) -> float:
+        """The least time between two ``fql_evaluation_failed`` lines."""
+        return self._warning.interval_secs
+
+    @warn_interval_secs.setter
+    def warn_interval_secs(self, seconds: float) -> None:
+        self._warning.interval_secs = seconds
+
     def _evaluation_failed(self, error: Exception, message: Any) -> None:
         self.errors += 1
-        now = time.monotonic()
-        if now - self._last_warning < self.warn_interval_secs:
-            return
-        since = self.errors - self._errors_at_last_warning
-        self._last_warning = now
-        self._errors_at_last_warning = self.errors
-        message_id = message.get("messageId") if isinstance(message, dict) else None
-        log.warning(
-            "fql_evaluation_failed",
+        self._warning(
             error=f"{type(error).__name__}: {error}",
             condition=self.config.condition[:200],
-            message_id=message_id,
-            errors=self.errors,
-            errors_since_last_warning=since,
+            message_id=message.get("messageId") if isinstance(message, dict) else None,
         )

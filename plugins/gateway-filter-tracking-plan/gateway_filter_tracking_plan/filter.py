@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import weakref
 from typing import Annotated, Any, Literal
 
 import msgspec
 import structlog
 
-from gateway import ComponentConfig, Filter
+from gateway import ComponentConfig, Filter, ThrottledWarning
 from gateway_filter_tracking_plan.plan import Plan, PlanError, Rule, Versions, load_plan
 from gateway_filter_tracking_plan.violations import violations_of
 
@@ -72,8 +71,6 @@ class TrackingPlanFilter(Filter):
     rule), ``blocked_common``, ``errors`` (unexpected failures, handled by ``on_error``).
     """
 
-    warn_interval_secs = 60.0
-
     def __init__(self, config: TrackingPlanConfig) -> None:
         self.config = config
         self.plan = config.compiled_plan()
@@ -93,8 +90,7 @@ class TrackingPlanFilter(Filter):
         self.blocked_violation = 0
         self.blocked_common = 0
         self.errors = 0
-        self._errors_at_last_warning = 0
-        self._last_warning = -float("inf")
+        self._warning = ThrottledWarning(log, "tracking_plan_check_failed")
 
     def statistics(self) -> dict[str, int]:
         return {
@@ -192,20 +188,11 @@ class TrackingPlanFilter(Filter):
         return current
 
     def _warn(self, error: Exception, message: Any) -> None:
-        now = time.monotonic()
-        if now - self._last_warning < self.warn_interval_secs:
-            return
-        since = self.errors - self._errors_at_last_warning
-        self._last_warning = now
-        self._errors_at_last_warning = self.errors
-        log.warning(
-            "tracking_plan_check_failed",
+        self._warning(
             error=f"{type(error).__name__}: {error}",
             plan=self.config.plan,
             on_error=self.config.on_error,
             message_id=dict.get(message, "messageId") if isinstance(message, dict) else None,
-            errors=self.errors,
-            errors_since_last_warning=since,
         )
 
 

@@ -12,6 +12,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -20,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 from gateway import __version__
 from gateway.audit import audit
 from gateway.log.sqlite import list_dead_letters
-from gateway.web import error_response, json_response
+from gateway.web import error_response, http_error_response, json_response
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
@@ -42,10 +43,7 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
             return response
         return None
 
-    @app.errorhandler(HTTPException)
-    async def http_error(error: HTTPException) -> Response:
-        code = (error.name or "error").lower().replace(" ", "_")
-        return error_response(error.code or 400, code, error.description or code)
+    app.register_error_handler(HTTPException, http_error_response)
 
     @app.errorhandler(ValueError)
     async def bad_request(error: ValueError) -> Response:
@@ -175,7 +173,5 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
 
 
 def _struct_dict(value: Any) -> dict[str, Any]:
-    import msgspec
-
     result: dict[str, Any] = msgspec.to_builtins(value)
     return result

@@ -139,6 +139,15 @@ def shield_sends(app: Any) -> Any:
     return wrapped
 
 
+async def http_error_response(error: HTTPException) -> Response:
+    """404, 405, 413... in the same JSON shape as every other error (with ``Allow`` on a 405)."""
+    code = (error.name or "error").lower().replace(" ", "_")
+    response = error_response(error.code or 400, code, error.description or code)
+    if error.code == 405 and error.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
 def create_app(
     hub: IngestHub,
     source_types: Iterable[SourceType],
@@ -178,13 +187,7 @@ def create_app(
         hub.metrics.count_request(rule, response.status_code)
         return response
 
-    @app.errorhandler(HTTPException)
-    async def http_error(error: HTTPException) -> Response:
-        code = (error.name or "error").lower().replace(" ", "_")
-        response = error_response(error.code or 400, code, error.description or code)
-        if error.code == 405 and error.valid_methods:  # type: ignore[attr-defined]
-            response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
-        return response
+    app.register_error_handler(HTTPException, http_error_response)
 
     @app.errorhandler(Invalid)
     async def invalid(error: Invalid) -> Response:

@@ -13,10 +13,13 @@ from gateway.components import (
     DestinationContext,
     DestinationType,
     Filter,
+    FilterContext,
     FilterType,
+    Forward,
     MatcherType,
     Record,
     SourceType,
+    Verdict,
 )
 from gateway.errors import ConfigError, DeliveryError, GatewayError, LogUnavailableError, PluginError
 from gateway.hookspecs import hookimpl
@@ -54,7 +57,9 @@ __all__ = [
     "DestinationContext",
     "DestinationType",
     "Filter",
+    "FilterContext",
     "FilterType",
+    "Forward",
     "GatewayError",
     "IngestHub",
     "IngestOutcome",
@@ -66,6 +71,7 @@ __all__ = [
     "Source",
     "SourceType",
     "ThrottledWarning",
+    "Verdict",
     "__version__",
     "apply_server_fields",
     "basic_auth_user",

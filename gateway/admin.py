@@ -78,7 +78,7 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
     @app.get("/dead-letters")
     async def dead_letters() -> Response:
         destination = request.args.get("destination") or None
-        limit = int(request.args.get("limit", "100"))
+        limit = request.args.get("limit", 100, type=int)
         letters = await trio.to_thread.run_sync(
             lambda: list_dead_letters(gateway.config.data_dir, destination=destination, limit=limit)
         )
@@ -93,6 +93,7 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
                     "attempts": x.attempts,
                     "failed_at": x.failed_at,
                     "state": x.state,
+                    "stage": x.stage,
                     "message": x.body.decode("utf-8", "replace"),
                 }
                 for x in letters

@@ -100,7 +100,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
             when = datetime.fromtimestamp(letter["failed_at"], UTC).isoformat(timespec="seconds")
             print(
                 f"{letter['id']}\t{letter['destination']}\tseq={letter['seq']}\t{when}\t{letter['state']}"
-                f"\tattempts={letter['attempts']}\t{letter['error']}"
+                f"\tstage={letter['stage']}\tattempts={letter['attempts']}\t{letter['error']}"
             )
             if args.bodies:
                 print(f"\t{letter['message']}")

@@ -7,10 +7,10 @@ the config, and a factory that builds the running component from a validated con
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import structlog
@@ -101,40 +101,121 @@ class Destination:
         await self.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class FilterContext:
+    """Where a filter runs: the source a message came from and, before a send, the destination.
+
+    Attributes:
+        source: The id of the message's source.
+        destination: The destination's id when the filter is in its ``filters`` list, None
+            when the filter runs at the source, before the message is stored.
+    """
+
+    source: str
+    destination: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A message a filter sends into another source (e.g. a blocked event, or a ``Violation
+    Generated`` report). It is stored in the same commit as the message that caused it,
+    acknowledged with it, and delivered like any message of ``source``; the filters of that
+    source do not see it (forwarded events are never blocked again). Give it a messageId that
+    depends only on what caused it, so a redelivery forwards a duplicate the log drops."""
+
+    source: str
+    message: JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A filter's answer when "the message, or None" says too little.
+
+    Attributes:
+        message: The message to pass on, or None when it is dropped.
+        reason: Why it was dropped, a short code (``unplanned``, ``sampled``...): counted per
+            source and destination, and written into the delivery books as ``filtered:<reason>``.
+        failure: The filter failed on this message: it goes to the dead-letter table with this
+            error (``gateway dead-letters redrive`` runs it through the filters again later).
+        forward: Messages to store into other sources (see :class:`Forward`).
+    """
+
+    message: JSONObject | None = None
+    reason: str | None = None
+    failure: str | None = None
+    forward: tuple[Forward, ...] = ()
+
+
 class Filter:
     """Base class of a running filter: sees one message, returns it (changed or not) or None.
 
     Filters listed in a source's ``filters`` run before the message is stored; filters listed in
-    a destination's ``filters`` run before it is sent there. Returning None drops the message for
-    that stage; the reason is counted under the filter's id.
+    a destination's ``filters`` run before it is sent there. Returning None drops the message
+    for that stage, counted under :attr:`drop_reason` (or, when that is None, the filter's id).
+
+    A filter that needs to know where it runs, name finer drop reasons, dead-letter a message or
+    forward messages to another source overrides :meth:`apply` instead and may return a
+    :class:`Verdict`.
     """
+
+    #: The reason counted when :meth:`process` returns None (e.g. ``bot``); None: the filter id.
+    drop_reason: str | None = None
 
     def process(self, message: JSONObject) -> JSONObject | None:
         """Return the message to pass on, or None to drop it."""
         raise NotImplementedError
 
+    def apply(self, message: JSONObject, context: FilterContext) -> JSONObject | Verdict | None:
+        """What the core calls: by default :meth:`process`."""
+        return self.process(message)
+
+
+class FilterOutcome(NamedTuple):
+    """What a chain of filters made of one message. ``message`` is None when it was dropped
+    (``reason`` says why) or failed (``failure`` is the error: dead-letter it; ``reason`` is
+    then the kind of failure, e.g. ``function_error``)."""
+
+    message: JSONObject | None
+    reason: str | None = None
+    failure: str | None = None
+    forward: tuple[Forward, ...] = ()
+
 
 _filter_log = structlog.get_logger("gateway.filters")
 _filter_failures: dict[str, ThrottledWarning] = {}
+#: The reason counted for a message a filter failed on (raised, or said so without a reason of its own).
+FILTER_ERROR_REASON = "filter_error"
 
 
-def apply_filters(filters: Sequence[tuple[str, Filter]], message: JSONObject) -> tuple[JSONObject | None, str | None]:
-    """Run ``filters`` in order: ``(message, None)`` when it passes, ``(None, reason)`` when
-    one drops it. ``reason`` is the filter id, or ``<id>:filter_error`` when the filter raised:
-    a broken filter drops the message (fail closed, counted) and never stops the pipeline."""
+def apply_filters(filters: Sequence[tuple[str, Filter]], message: JSONObject, context: FilterContext) -> FilterOutcome:
+    """Run ``filters`` in order, collecting what they forward, until one drops or fails the
+    message. A filter that raises fails the message, like a :class:`Verdict` with a ``failure``:
+    it is dead-lettered (nothing goes on, nothing is lost, a redrive retries it once the filter
+    is fixed), and a broken filter never stops the pipeline."""
+    forward: tuple[Forward, ...] = ()
     for filter_id, message_filter in filters:
         try:
-            result = message_filter.process(message)
+            result = message_filter.apply(message, context)
         except Exception as error:
             warning = _filter_failures.get(filter_id)
             if warning is None:
                 warning = _filter_failures[filter_id] = ThrottledWarning(_filter_log, "filter_failed")
             warning(filter=filter_id, error_type=type(error).__name__, error=str(error))
-            return None, f"{filter_id}:filter_error"
+            return FilterOutcome(None, FILTER_ERROR_REASON, f"{filter_id}: {type(error).__name__}: {error}", forward)
         if result is None:
-            return None, filter_id
-        message = result
-    return message, None
+            return FilterOutcome(None, message_filter.drop_reason or filter_id, None, forward)
+        if type(result) is Verdict:
+            if result.forward:
+                forward += result.forward
+            if result.message is None:
+                if result.failure is not None:
+                    reason = result.reason or FILTER_ERROR_REASON
+                    return FilterOutcome(None, reason, f"{filter_id}: {result.failure}", forward)
+                return FilterOutcome(None, result.reason or message_filter.drop_reason or filter_id, None, forward)
+            message = result.message
+        else:
+            message = result  # type: ignore[assignment]
+    return FilterOutcome(message, None, None, forward)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,12 +277,18 @@ class FilterType:
         config_type: Validates the filter's own keys.
         factory: ``factory(config)`` returns a :class:`Filter`.
         description: One line for ``gateway plugins``.
+        forward_targets: For filters that forward messages (:class:`Forward`):
+            ``forward_targets(config)`` returns the sources a filter with this config forwards
+            to, by the config key that names each (``{"forward_violations_to": "protocols"}``).
+            The core refuses a config where one is not a source, or where such a filter is in
+            a destination's ``filters`` (forwarding happens at ingest only).
     """
 
     name: str
     config_type: type[ComponentConfig]
     factory: Callable[[Any], Filter]
     description: str = ""
+    forward_targets: Callable[[Any], Mapping[str, str]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -351,6 +352,7 @@ def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> Ga
             for index, filter_id in enumerate(entity.core.filters):
                 if filter_id not in filters:
                     raise ConfigError(path, f"{kind}.{eid}.filters[{index}]", f"no filter {filter_id!r} in [filters]")
+    _check_forwarding(path, sources, destinations, filters, registry)
     return GatewayConfig(
         path=path,
         server=document.server,
@@ -363,6 +365,30 @@ def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> Ga
         raw=raw,
         secret_paths=frozenset(secret_paths),
     )
+
+
+def _check_forwarding(
+    path: str,
+    sources: Mapping[str, Entity[SourceConfig]],
+    destinations: Mapping[str, Entity[DestinationConfig]],
+    filters: Mapping[str, Entity[FilterConfig]],
+    registry: Registry,
+) -> None:
+    """Filters that forward messages name configured sources, and run in sources only."""
+    for fid, entity in filters.items():
+        targets_of = registry.filters[entity.core.type].forward_targets
+        targets = targets_of(entity.options) if targets_of is not None else {}
+        for key, target in targets.items():
+            if target not in sources:
+                raise ConfigError(path, f"filters.{fid}.{key}", f"no source {target!r} in [sources]")
+        if targets:
+            for did, destination in destinations.items():
+                if fid in destination.core.filters:
+                    raise ConfigError(
+                        path,
+                        f"destinations.{did}.filters",
+                        f"filter {fid!r} forwards messages to other sources, which only a source's filters can do",
+                    )
 
 
 def load_config(path: str | Path, registry: Registry) -> GatewayConfig:

@@ -21,12 +21,13 @@ import msgspec
 import structlog
 import trio
 
-from gateway.components import Destination, Filter, Record, apply_filters
+from gateway.components import Destination, Filter, FilterContext, Record, apply_filters
 from gateway.config import DestinationConfig
 from gateway.errors import DeliveryError, LogUnavailableError
-from gateway.log import IngestLog
+from gateway.log import FILTER_STAGE, SEND_STAGE, IngestLog
 from gateway.metrics import Metrics
 from gateway.privacy import Classifier, apply_policy
+from gateway.telemetry import ThrottledWarning
 
 log = structlog.get_logger("gateway.delivery")
 
@@ -84,7 +85,8 @@ class _Acks:
         return passed
 
 
-INTEGRATIONS_REASON = "integrations_object"
+#: Segment's discard reason for an event its integrations object kept from a destination.
+INTEGRATIONS_REASON = "filtered_by_integrations_object"
 
 
 def integrations_allow(integrations: Any, display_name: str, *, opt_in: bool) -> bool:
@@ -141,6 +143,7 @@ class DestinationWorker:
         # checked against every deletion before it), so a deletion can wait for older ones.
         self._sends: Counter[int] = Counter()
         self._sends_changed = trio.Event()
+        self._forward_warning = ThrottledWarning(log, "forward_ignored")
 
     def set_filters(self, filters: Sequence[tuple[str, Filter]], classifier: Classifier | None = None) -> None:
         """Use other filters (and classifier) from the next batch on (a reload that changed only those)."""
@@ -208,12 +211,16 @@ class DestinationWorker:
             after, max_records=cfg.batch_max_messages, max_bytes=cfg.batch_max_bytes, reader=self.id
         )
 
-    def _filtered(self, batch: list[Record], outcomes: Counter[tuple[str, str]]) -> list[Record]:
+    def _filtered(
+        self, batch: list[Record], outcomes: Counter[tuple[str, str]], failures: list[tuple[Record, str]]
+    ) -> list[Record]:
         """The records to send: tombstones of deleted messages never are; then the integrations
-        object, then the destination's filters."""
+        object, then the destination's filters and privacy policy. Records a filter failed on
+        are added to ``failures`` with the error (for the dead-letter table)."""
         cfg = self._config
         display_name = cfg.display_name or self.id
         privacy = cfg.privacy if cfg.privacy.active and self._classifier is not None else None
+        contexts: dict[str, FilterContext] = {}
         kept = []
         for record in batch:
             # Most events carry no integrations object: skip decoding them when there is nothing to ask.
@@ -228,23 +235,25 @@ class DestinationWorker:
                 continue
             message = record.message()
             if message.get("type") == DELETED_REASON:
-                self._metrics.filtered.labels("destination", self.id, DELETED_REASON).inc()
-                outcomes[(record.source, f"filtered:{DELETED_REASON}")] += 1
-                self._counters.filtered += 1
+                self._count_filtered(record, DELETED_REASON, outcomes)
                 continue
             if not integrations_allow(message.get("integrations"), display_name, opt_in=cfg.opt_in):
-                self._metrics.filtered.labels("destination", self.id, INTEGRATIONS_REASON).inc()
-                outcomes[(record.source, f"filtered:{INTEGRATIONS_REASON}")] += 1
-                self._counters.filtered += 1
+                self._count_filtered(record, INTEGRATIONS_REASON, outcomes)
                 continue
             if not self._filters and privacy is None:
                 kept.append(record)
                 continue
-            result, reason = apply_filters(self._filters, message)
+            context = contexts.get(record.source)
+            if context is None:
+                context = contexts[record.source] = FilterContext(record.source, self.id)
+            result, reason, failure, forward = apply_filters(self._filters, message, context)
+            if forward:
+                self._forward_warning(reason="forwarding works only in a source's filters")
+            if failure is not None:
+                failures.append((record, failure))
+                continue
             if result is None:
-                self._metrics.filtered.labels("destination", self.id, reason or "").inc()
-                outcomes[(record.source, f"filtered:{reason}")] += 1
-                self._counters.filtered += 1
+                self._count_filtered(record, reason or "", outcomes)
                 continue
             if privacy is not None and self._classifier is not None:
                 apply_policy(result, self._classifier, privacy)
@@ -252,6 +261,11 @@ class DestinationWorker:
             body = _encode(result)
             kept.append(record if body == record.body else msgspec.structs.replace(record, body=body))
         return kept
+
+    def _count_filtered(self, record: Record, reason: str, outcomes: Counter[tuple[str, str]]) -> None:
+        self._metrics.filtered.labels("destination", self.id, reason).inc()
+        outcomes[(record.source, f"filtered:{reason}")] += 1
+        self._counters.filtered += 1
 
     async def _deliver(self, batch: list[Record], slots: trio.Semaphore, deletions: int) -> None:
         # A slot is held until the cursor has moved past its batch, not just until the batch
@@ -265,7 +279,10 @@ class DestinationWorker:
             # tombstones now (read again), and are never sent.
             deletions = self._log.deletions
             batch = await self._read_again(batch)
-        to_send = self._filtered(batch, outcomes)
+        failures: list[tuple[Record, str]] = []
+        to_send = self._filtered(batch, outcomes, failures)
+        for record, error in failures:
+            await self._dead_letter([record], error, 1, outcomes, stage=FILTER_STAGE)
         if to_send:
             await self._send_until_done(to_send, outcomes, deletions)
         passed = self._acks.finish(last_seq, outcomes)
@@ -316,9 +333,7 @@ class DestinationWorker:
             if current is None:
                 continue
             if _TOMBSTONE_MARK in current.body and current.message().get("type") == DELETED_REASON:
-                self._metrics.filtered.labels("destination", self.id, DELETED_REASON).inc()
-                outcomes[(record.source, f"filtered:{DELETED_REASON}")] += 1
-                self._counters.filtered += 1
+                self._count_filtered(record, DELETED_REASON, outcomes)
                 continue
             kept.append(record)
         return kept
@@ -409,7 +424,8 @@ class DestinationWorker:
             await self._send_until_done([record], outcomes, deletions)
 
     async def _redrive_loop(self) -> None:
-        """Send again, one by one, the dead letters an operator marked for redrive."""
+        """Send again, one by one, the dead letters an operator marked for redrive. Letters a
+        filter failed on go through the destination's filters again first."""
         with self._redriving:
             while True:
                 await trio.sleep(REDRIVE_POLL_SECS)
@@ -418,12 +434,23 @@ class DestinationWorker:
                 delivered: list[tuple[int, Record]] = []
                 refused: list[int] = []
                 error = ""
-                for letter_id, record in letters:
+                for letter_id, record, stage in letters:
                     if self._log.deletions != deletions:
                         break  # a deletion request may have removed the rest: take them again
+                    to_send = [record]
+                    if stage == FILTER_STAGE:
+                        failures: list[tuple[Record, str]] = []
+                        to_send = self._filtered([record], Counter(), failures)
+                        if failures:
+                            refused.append(letter_id)
+                            error = failures[0][1]
+                            continue
+                        if not to_send:  # the filters drop it now: it leaves the dead letters
+                            delivered.append((letter_id, record))
+                            continue
                     try:
                         with trio.fail_after(self._config.timeout_secs):
-                            await self._send([record])
+                            await self._send(to_send)
                     except DeliveryError as failure:
                         if failure.retryable:
                             break  # try the rest at the next poll
@@ -439,14 +466,20 @@ class DestinationWorker:
                     log.info("dead_letters_redriven", delivered=len(delivered), refused_again=len(refused))
 
     async def _dead_letter(
-        self, batch: list[Record], error: str, attempts: int, outcomes: Counter[tuple[str, str]]
+        self,
+        batch: list[Record],
+        error: str,
+        attempts: int,
+        outcomes: Counter[tuple[str, str]],
+        *,
+        stage: str = SEND_STAGE,
     ) -> None:
         for record in batch:
             outcomes[(record.source, "dead_lettered")] += 1
-        log.error("destination_dead_lettered", records=len(batch), first_seq=batch[0].seq, error=error)
+        log.error("destination_dead_lettered", records=len(batch), first_seq=batch[0].seq, error=error, stage=stage)
         while True:
             try:
-                await self._log.add_dead_letters(self.id, batch, error, attempts)
+                await self._log.add_dead_letters(self.id, batch, error, attempts, stage=stage)
                 break
             except Exception as failure:  # the log is unwritable: keep the batch rather than lose it
                 log.warning("dead_letter_not_saved", error=str(failure))

@@ -62,7 +62,10 @@ def gateway_filter_types() -> Sequence[FilterType]:
 
     Filters run synchronously on one message at a time, on the hot path: keep them fast and free
     of I/O. A source lists filters that run before a message is stored; a destination lists
-    filters that run before it is sent there.
+    filters that run before it is sent there. A filter returns the message or None
+    (:meth:`gateway.components.Filter.process`), or a :class:`gateway.components.Verdict` from
+    :meth:`~gateway.components.Filter.apply` to name a drop reason, dead-letter the message on a
+    failure, or forward messages into another source.
 
     :returns: A list of :class:`gateway.components.FilterType`.
     """

@@ -19,11 +19,12 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway.components import Filter, apply_filters
+from gateway.components import Filter, FilterContext, Forward, Record, apply_filters
 from gateway.config import GatewayConfig, ServerConfig
-from gateway.log import Entry, IngestLog, InventoryRow
+from gateway.log import SOURCE_STAGE, Entry, IngestLog, InventoryRow, source_letters
 from gateway.metrics import Metrics
 from gateway.privacy import RANK, Classifier, Finding, PrivacyPolicy, apply_policy
+from gateway.telemetry import ThrottledWarning
 
 log = structlog.get_logger("gateway.ingest")
 
@@ -101,6 +102,7 @@ class IngestHub:
         self._log = log
         self.metrics = metrics or Metrics()
         self._inventory = _Inventory()
+        self._forward_warning = ThrottledWarning(log, "forward_refused")
         self.use_config(config, filters, classifier)
 
     def use_config(
@@ -125,6 +127,7 @@ class IngestHub:
             )
             for sid, entity in config.sources.items()
         }
+        self._by_id = {source.id: source for _, source in self._by_key_digest.values()}
         self._trusted = [ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies]
 
     def count_rejected(self, code: str) -> None:
@@ -184,33 +187,42 @@ class IngestHub:
     async def ingest(self, messages: Sequence[tuple[Source, JSONObject]]) -> IngestOutcome:
         """Filter, encode and durably store validated messages (with server fields set).
 
+        A message a source filter fails on goes to the dead-letter table (as ``source:<id>``);
+        messages filters forward to other sources are stored in the same commit.
+
         Raises:
             gateway.errors.LogUnavailableError: nothing was stored; answer 503.
         """
-        entries = []
+        entries: list[Entry] = []
+        letters: list[tuple[str, Record, str]] = []
         filtered = 0
-        suppressed = self._log.suppressed
         now_ms = 0
+        context: FilterContext | None = None
         for source, message in messages:
-            if suppressed and message.get("userId") in suppressed:
-                # A deletion/suppression request: the event is acknowledged and never stored.
-                self.metrics.filtered.labels("source", source.id, "suppressed").inc()
+            if not self._admit(source, message):
                 filtered += 1
                 continue
-            findings: list[Finding] | None = None
-            if source.inventory:
+            if not source.filters:
+                entries.append(Entry(source.id, str(message["messageId"]), _encode(message)))
+                continue
+            if context is None or context.source != source.id:
+                context = FilterContext(source.id)
+            kept, reason, failure, forward = apply_filters(source.filters, message, context)
+            if forward:
+                self._forward(source.id, forward, entries)
+            if failure is not None:
                 now_ms = now_ms or int(time.time() * 1000)
-                fields = self.classifier.walk(message)
-                self._see(source.id, fields, now_ms)
-                findings = [f for f in fields if f.cls != "green"]
-            if source.block_red and apply_policy(message, self.classifier, BLOCK_RED, findings):
-                self.metrics.fields_blocked.labels(source.id).inc()
-            kept, reason = apply_filters(source.filters, message) if source.filters else (message, None)
-            if kept is None:
+                letters.append((source_letters(source.id), Record(0, source.id, _encode(message), now_ms), failure))
+                self.metrics.filtered.labels("source", source.id, reason or "").inc()
+                filtered += 1
+            elif kept is None:
                 self.metrics.filtered.labels("source", source.id, reason or "").inc()
                 filtered += 1
             else:
                 entries.append(Entry(source.id, str(kept["messageId"]), _encode(kept)))
+        for destination, record, error in letters:
+            # Durable before the client hears 2xx, like the stored messages.
+            await self._log.add_dead_letters(destination, [record], error, 1, stage=SOURCE_STAGE)
         result = await self._log.append(entries)
         if entries:
             # One request comes from one source in practice; label by the first.
@@ -219,6 +231,71 @@ class IngestHub:
             if result.duplicates:
                 self.metrics.deduplicated.labels(label).inc(result.duplicates)
         return IngestOutcome(stored=result.stored, duplicates=result.duplicates, filtered=filtered)
+
+    def _admit(self, source: Source, message: JSONObject) -> bool:
+        """Suppression, the field inventory and ``block_red``: what every message of ``source``
+        goes through before its filters (and a message forwarded into it, instead of them).
+        False: the message is suppressed (acknowledged, counted, never stored)."""
+        suppressed = self._log.suppressed
+        if suppressed and message.get("userId") in suppressed:
+            self.metrics.filtered.labels("source", source.id, "suppressed").inc()
+            return False
+        findings: list[Finding] | None = None
+        if source.inventory:
+            fields = self.classifier.walk(message)
+            self._see(source.id, fields, int(time.time() * 1000))
+            findings = [f for f in fields if f.cls != "green"]
+        if source.block_red and apply_policy(message, self.classifier, BLOCK_RED, findings):
+            self.metrics.fields_blocked.labels(source.id).inc()
+        return True
+
+    def _forward(self, from_source: str, forward: Sequence[Forward], entries: list[Entry]) -> None:
+        """Store forwarded messages into their sources (privacy applies there, filters do not)."""
+        for item in forward:
+            target = self._by_id.get(item.source)
+            message = item.message
+            message_id = message.get("messageId")
+            if target is None or not isinstance(message_id, str):
+                self._forward_warning(from_source=from_source, to_source=item.source, message_id=message_id)
+                continue
+            if self._admit(target, message):
+                self.metrics.forwarded.labels(from_source, target.id).inc()
+                entries.append(Entry(target.id, message_id, _encode(message)))
+
+    async def redrive_letters(self) -> int:
+        """Run the source dead letters an operator marked for redrive through their source's
+        filters again; returns how many were taken (stored, filtered, or forwarded)."""
+        taken = 0
+        for source in list(self._by_id.values()):
+            destination = source_letters(source.id)
+            letters = await self._log.take_redrive(destination, 100)
+            if not letters:
+                continue
+            done: list[tuple[int, Record]] = []
+            refused: list[int] = []
+            error = ""
+            entries: list[Entry] = []
+            context = FilterContext(source.id)
+            for letter_id, record, _ in letters:
+                message = record.message()
+                kept, reason, failure, forward = apply_filters(source.filters, message, context)
+                if forward:
+                    self._forward(source.id, forward, entries)
+                if failure is not None:
+                    refused.append(letter_id)
+                    error = failure
+                    continue
+                if kept is None:
+                    self.metrics.filtered.labels("source", source.id, reason or "").inc()
+                else:
+                    entries.append(Entry(source.id, str(kept["messageId"]), _encode(kept)))
+                done.append((letter_id, record))
+            # Stored first: a crash in between redrives again, and dedup drops the copy.
+            await self._log.append(entries)
+            await self._log.finish_redrive(destination, done, refused, error)
+            log.info("source_dead_letters_redriven", source=source.id, taken=len(done), refused_again=len(refused))
+            taken += len(done)
+        return taken
 
     # -- the privacy field inventory ---------------------------------------------------------
 

@@ -42,8 +42,14 @@ class Metrics:
         )
         self.filtered = Counter(
             "gateway_messages_filtered",
-            "Messages a filter dropped, by stage and filter id",
+            "Messages that did not go on, by stage (source or destination), its id, and reason",
             ["stage", "target", "reason"],
+            registry=r,
+        )
+        self.forwarded = Counter(
+            "gateway_messages_forwarded",
+            "Messages a source filter stored into another source (blocked events, violation reports)",
+            ["source", "to_source"],
             registry=r,
         )
         self.fields_blocked = Counter(

@@ -28,7 +28,7 @@ from quart_trio import QuartTrio
 from gateway.admin import create_admin_app
 from gateway.components import Destination, DestinationContext, Filter
 from gateway.config import DestinationConfig, Entity, GatewayConfig, ServerConfig, load_config, parse_config
-from gateway.delivery import DestinationWorker
+from gateway.delivery import REDRIVE_POLL_SECS, DestinationWorker
 from gateway.errors import ConfigError, DeliveryError
 from gateway.ingest import IngestHub
 from gateway.log import BacklogInfo, IngestLog, open_log
@@ -466,6 +466,7 @@ async def serve_gateway(
             _every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(list(gateway.config.destinations))
         )
         nursery.start_soon(_every, INVENTORY_FLUSH_SECS, "inventory", gateway.flush_inventory)
+        nursery.start_soon(_every, REDRIVE_POLL_SECS, "source_redrive", gateway.hub.redrive_letters)
         if watch:
             await nursery.start(watch_for_reloads, gateway)
         log.info(

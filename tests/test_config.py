@@ -74,3 +74,30 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert f"{bad}: destinations.crm.url: Object missing required field `url`" in capsys.readouterr().err
     assert main(["check-config", str(REPO / "config" / "gateway.toml")]) == 0
     assert ": ok (" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "where", "problem"),
+    [
+        (
+            '[sources.web]\nwrite_key = "k"\nfilters = ["plan"]\n',
+            "filters.plan.forward_violations_to",
+            "no source 'nope'",
+        ),
+        (
+            '[sources.web]\nwrite_key = "k"\n[sources.nope]\nwrite_key = "k2"\n'
+            '[destinations.crm]\ntype = "file"\npath = "x"\nfilters = ["plan"]\n',
+            "destinations.crm.filters",
+            "only a source's filters",
+        ),
+    ],
+)
+def test_forwarding_filters_name_real_sources_and_run_at_sources(
+    extra: str, where: str, problem: str, registry: Registry, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"rules": []}')
+    text = f'[filters.plan]\ntype = "tracking_plan"\nplan = "{plan}"\nforward_violations_to = "nope"\n' + extra
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, registry, path="g.toml")
+    assert (raised.value.where, problem in raised.value.problem) == (where, True)

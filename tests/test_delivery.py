@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
@@ -239,8 +240,11 @@ def test_backoff_grows_with_jitter_and_respects_retry_after() -> None:
     assert backoff_delay(1, initial=1, maximum=60, retry_after=1000) == 60
 
 
-async def test_a_raising_filter_drops_fail_closed_and_the_worker_goes_on(log: IngestLog, tmp_path: Path) -> None:
+async def test_a_raising_filter_dead_letters_the_message_and_the_worker_goes_on(
+    log: IngestLog, tmp_path: Path
+) -> None:
     from gateway.audit import audit
+    from gateway.log.sqlite import list_dead_letters
 
     class Broken(Filter):
         def process(self, message: dict) -> dict | None:
@@ -255,7 +259,10 @@ async def test_a_raising_filter_drops_fail_closed_and_the_worker_goes_on(log: In
     await run_until(log, worker, lambda: worker.statistics().cursor == 3)
     assert destination.ids == ["a", "c"]
     [books] = audit(tmp_path).destinations
-    assert books.filtered == {"strict:filter_error": 1} and books.delivered == 2 and books.unaccounted == 0
+    assert books.dead_lettered == 1 and books.delivered == 2 and books.unaccounted == 0
+    [letter] = list_dead_letters(tmp_path)
+    assert (letter.destination, letter.stage, letter.error) == ("d", "filter", "strict: KeyError: 'properties'")
+    assert msgspec.json.decode(letter.body)["messageId"] == "boom"
 
 
 @pytest.mark.parametrize(
@@ -296,4 +303,4 @@ async def test_integrations_object_filters_before_send_and_is_accounted(log: Ing
     await run_until(log, worker, lambda: worker.statistics().cursor == 4)
     assert destination.ids == ["a", "c"]
     [books] = audit(tmp_path).destinations
-    assert books.filtered == {"integrations_object": 2} and books.delivered == 2
+    assert books.filtered == {"filtered_by_integrations_object": 2} and books.delivered == 2

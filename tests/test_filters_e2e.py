@@ -65,12 +65,12 @@ def test_fql_filters_drop_trim_account_and_hot_reload(tmp_path: Path) -> None:
         [books] = wait_until(
             lambda: (r := audit(tmp_path)).destinations and r.destinations[0].pending == 0 and r.destinations
         )
-        assert books.delivered == 3 and books.filtered == {"no_tests": 2} and books.unaccounted == 0
+        assert books.delivered == 3 and books.filtered == {"filtered_by_rules": 2} and books.unaccounted == 0
 
         bad = base + filter_toml("event = = 'x'")
         path.write_text(bad)
         gateway.proc.send_signal(signal.SIGHUP)
-        refused = wait_until(lambda: [json.loads(l) for l in gateway.lines if '"config_reload_refused"' in l])
+        refused = wait_until(lambda: [json.loads(line) for line in gateway.lines if '"config_reload_refused"' in line])
         assert refused[-1]["where"] == "filters.no_tests" and "column" in refused[-1]["error"]
 
 
@@ -103,5 +103,5 @@ def test_source_filters_keep_blocked_events_and_bots_out_of_the_log(tmp_path: Pa
         metrics = httpx.get(f"{gateway.url}/metrics").text
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite3*"))
     assert b"078-05-1120" not in on_disk and b"Googlebot" not in on_disk and b"Test Event" not in on_disk
-    assert 'gateway_messages_filtered_total{reason="schema",stage="source",target="web"} 1.0' in metrics
-    assert 'gateway_messages_filtered_total{reason="bots",stage="source",target="web"} 1.0' in metrics
+    assert 'gateway_messages_filtered_total{reason="event_setting",stage="source",target="web"} 1.0' in metrics
+    assert 'gateway_messages_filtered_total{reason="bot",stage="source",target="web"} 1.0' in metrics

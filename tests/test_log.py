@@ -177,3 +177,22 @@ async def test_a_new_destination_can_start_from_a_time_in_the_archive(
         assert await log.cursor("live") == 3
         assert await log.cursor("later", start_ms=now[0] + 1) == 3  # nothing that recent yet
         assert await log.cursor("replay", start_ms=0) == 1  # an existing cursor wins
+
+
+async def test_a_log_from_before_dead_letter_stages_is_upgraded_in_place(tmp_path: Path) -> None:
+    from gateway.components import Record
+
+    with sqlite3.connect(tmp_path / sqlite_log.DB_NAME) as old:
+        old.execute(
+            "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, destination TEXT NOT NULL, seq INTEGER NOT NULL, "
+            "source TEXT NOT NULL, body BLOB NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL, "
+            "failed_at INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'dead')"
+        )
+        old.execute("INSERT INTO dead_letters VALUES (1, 'crm', 7, 'web', '{}', 'HTTP 400', 1, 0, 'dead')")
+    async with open_log(LogConfig(), tmp_path) as log:
+        await log.add_dead_letters("source:web", [Record(0, "web", b'{"messageId":"m"}')], "boom", 1, stage="source")
+    letters = sqlite_log.list_dead_letters(tmp_path)
+    assert [(x.destination, x.stage, x.error) for x in letters] == [
+        ("crm", "send", "HTTP 400"),
+        ("source:web", "source", "boom"),
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 from structlog.testing import capture_logs
 
-from gateway.components import Filter, apply_filters
+from gateway.components import Filter, FilterContext, apply_filters
 from gateway.telemetry import ThrottledWarning
 
 
@@ -29,7 +29,6 @@ def test_a_failing_filter_does_not_log_once_per_event() -> None:
 
     with capture_logs() as logs:
         for _ in range(100):
-            assert apply_filters([("broken-for-logs", Broken())], {"type": "track"}) == (
-                None, "broken-for-logs:filter_error",
-            )
+            outcome = apply_filters([("broken-for-logs", Broken())], {"type": "track"}, FilterContext("web"))
+            assert (outcome.message, outcome.failure) == (None, "broken-for-logs: ValueError: nope")
     assert [e["event"] for e in logs] == ["filter_failed"]

@@ -1,9 +1,11 @@
 """Through the real daemon: a tracking plan on a source blocks unplanned events before they are
-stored, omits unplanned properties and annotates violations in ``context.protocols``."""
+stored, omits unplanned properties and annotates violations in ``context.protocols``, and
+forwards blocked events and ``Violation Generated`` reports into another source."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -71,4 +73,62 @@ def test_tracking_plan_on_a_source(tmp_path: Path) -> None:
     ]
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite3*"))
     assert b"Debug Thing" not in on_disk and b"s3cr3t" not in on_disk
-    assert 'gateway_messages_filtered_total{reason="plan",stage="source",target="web"} 1.0' in metrics
+    assert 'gateway_messages_filtered_total{reason="unplanned",stage="source",target="web"} 1.0' in metrics
+
+
+def test_blocked_events_and_violations_are_forwarded_to_another_source(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(PLAN))
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        config_text(tmp_path).replace(f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["plan"]')
+        + '\n[sources.quarantine]\nwrite_key = "quarantine-key"\n'
+        + f'\n[filters.plan]\ntype = "tracking_plan"\nplan = "{plan}"\nunplanned_events = "block"\n'
+        + 'violations = "allow"\nforward_blocked_to = "quarantine"\nforward_violations_to = "quarantine"\n'
+    )
+    batch = [
+        {"type": "track", "userId": "u", "event": "Debug Thing", "messageId": "unplanned"},
+        {
+            "type": "track",
+            "userId": "u",
+            "event": "Order Completed",
+            "messageId": "bad",
+            "properties": {"order_id": 42},
+            "context": {"app": {"version": "2.1"}, "library": {"name": "analytics-python", "version": "2.4.0"}},
+        },
+    ]
+    with GatewayProcess(path) as gateway:
+        for _ in range(2):  # the second time, every message and report is a duplicate
+            response = httpx.post(f"{gateway.url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": batch})
+            assert response.status_code == 200
+        delivered = wait_until(lambda: (got := read_jsonl(tmp_path / "archive")) and len(got) == 3 and got)
+        metrics = httpx.get(f"{gateway.url}/metrics").text
+    by_id = {m["messageId"]: m for m in delivered}
+    assert len(by_id) == 3 and "bad" in by_id
+    blocked = by_id["unplanned"]
+    assert blocked["event"] == "Debug Thing"
+    assert blocked["context"]["protocols"] == {"sourceId": "web", "blocked": "unplanned"}
+    [report] = [m for m in delivered if m["event"] == "Violation Generated"]
+    assert report["messageId"].startswith("sch-") and report["userId"] == "schema-violations"
+    assert report["forwardedFromProject"] == "web"
+    assert report["context"] == batch[1]["context"]
+    assert report["properties"] == {
+        "appVersion": "2.1",
+        "eventMessageID": "bad",
+        "eventName": "Order Completed",
+        "eventSentAt": None,
+        "eventTimestamp": by_id["bad"]["timestamp"],
+        "eventType": "track",
+        "sourceID": "web",
+        "sourceName": "web",
+        "sourceSlug": "web",
+        "trackingPlanID": str(plan),
+        "trackingPlanName": str(plan),
+        "violationDescription": "Invalid type. Expected: string, given: integer",
+        "violationField": "properties.order_id",
+        "violationType": "Invalid Type",
+    }
+    assert 'gateway_messages_forwarded_total{source="web",to_source="quarantine"} 4.0' in metrics
+    with sqlite3.connect(tmp_path / "log.sqlite3") as db:
+        stored = dict(db.execute("SELECT source, count(*) FROM messages GROUP BY source").fetchall())
+    assert stored == {"web": 1, "quarantine": 2}

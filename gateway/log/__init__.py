@@ -33,8 +33,20 @@ class AppendResult(msgspec.Struct, frozen=True):
     duplicates: int
 
 
+#: Stages a dead letter comes from: ``send`` (the destination refused the batch: redrive sends
+#: the stored body as it is), ``filter`` (a destination filter failed on it: redrive runs the
+#: destination's filters again, then sends) and ``source`` (a source filter failed on it before
+#: it was stored: redrive runs the source's filters again, then stores it).
+SEND_STAGE, FILTER_STAGE, SOURCE_STAGE = "send", "filter", "source"
+
+
+def source_letters(source_id: str) -> str:
+    """The ``destination`` under which the dead letters of a source's filters are kept."""
+    return f"source:{source_id}"
+
+
 class DeadLetter(msgspec.Struct, frozen=True):
-    """A record a destination refused for good, with the reason."""
+    """A record a destination refused for good, or a filter failed on, with the reason."""
 
     id: int
     destination: str
@@ -45,6 +57,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
     attempts: int
     failed_at: float
     state: str = "dead"
+    stage: str = SEND_STAGE
 
 
 class BacklogInfo(msgspec.Struct, frozen=True):
@@ -149,8 +162,8 @@ class IngestLog(Protocol):
         happened to the records it moved over: ``(source, outcome) -> count``."""
         ...
 
-    async def take_redrive(self, destination: str, limit: int) -> list[tuple[int, Record]]:
-        """Dead letters marked for sending again to ``destination``: ``(id, record)``."""
+    async def take_redrive(self, destination: str, limit: int) -> list[tuple[int, Record, str]]:
+        """Dead letters marked for sending again to ``destination``: ``(id, record, stage)``."""
         ...
 
     async def finish_redrive(
@@ -163,8 +176,10 @@ class IngestLog(Protocol):
         """Mark dead letters for ``redrive`` or ``discard`` them; returns how many changed."""
         ...
 
-    async def add_dead_letters(self, destination: str, records: Sequence[Record], error: str, attempts: int) -> None:
-        """Keep records a destination refused for good, with the error."""
+    async def add_dead_letters(
+        self, destination: str, records: Sequence[Record], error: str, attempts: int, *, stage: str = SEND_STAGE
+    ) -> None:
+        """Keep records a destination refused for good (or a filter failed on), with the error."""
         ...
 
     async def delete_user(self, user_id: str, destinations: Sequence[str]) -> DeletionReport:

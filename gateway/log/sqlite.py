@@ -27,7 +27,16 @@ import trio
 from gateway.components import Record
 from gateway.config import LogConfig
 from gateway.errors import LogUnavailableError
-from gateway.log import AppendResult, BacklogInfo, DeadLetter, DeletionReport, Entry, InventoryRow, LogStatistics
+from gateway.log import (
+    SEND_STAGE,
+    AppendResult,
+    BacklogInfo,
+    DeadLetter,
+    DeletionReport,
+    Entry,
+    InventoryRow,
+    LogStatistics,
+)
 
 log = structlog.get_logger("gateway.log")
 
@@ -77,7 +86,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     error TEXT NOT NULL,
     attempts INTEGER NOT NULL,
     failed_at INTEGER NOT NULL,
-    state TEXT NOT NULL DEFAULT 'dead'
+    state TEXT NOT NULL DEFAULT 'dead',
+    stage TEXT NOT NULL DEFAULT 'send'
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_destination ON dead_letters (destination, state, id);
 -- userIds whose later events are dropped at ingest (GDPR/CCPA suppression requests).
@@ -155,6 +165,15 @@ def tombstone(message_id: str) -> bytes:
     return msgspec.json.encode({"messageId": message_id, "type": TOMBSTONE_TYPE})
 
 
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a log written by an earlier version up to this schema (additions only, so an
+    older gateway can still read it)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
+    if "stage" not in columns:
+        with conn:
+            conn.execute("ALTER TABLE dead_letters ADD COLUMN stage TEXT NOT NULL DEFAULT 'send'")
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -203,6 +222,7 @@ class SQLiteLog:
         # The writer's cache holds the hot part of the dedup index; readers scan forward.
         self._writer = _connect(path, config.synchronous, cache_kib=16384)
         self._writer.executescript(_SCHEMA)
+        _upgrade(self._writer)
         self._writer.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
@@ -420,9 +440,11 @@ class SQLiteLog:
         if waiter.error is not None:
             raise waiter.error
 
-    async def add_dead_letters(self, destination: str, records: Sequence[Record], error: str, attempts: int) -> None:
+    async def add_dead_letters(
+        self, destination: str, records: Sequence[Record], error: str, attempts: int, *, stage: str = SEND_STAGE
+    ) -> None:
         now = _now_ms()
-        rows = [(destination, r.seq, r.source, r.body, error, attempts, now) for r in records]
+        rows = [(destination, r.seq, r.source, r.body, error, attempts, now, stage) for r in records]
 
         def insert() -> None:
             with self._writer:
@@ -437,35 +459,37 @@ class SQLiteLog:
                     )
                 }
                 self._writer.executemany(
-                    "INSERT INTO dead_letters (destination, seq, source, body, error, attempts, failed_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [row for row in rows if row[1] not in erased],
+                    "INSERT INTO dead_letters (destination, seq, source, body, error, attempts, failed_at, stage)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [row for row in rows if not row[1] or row[1] not in erased],
                 )
 
         await trio.to_thread.run_sync(insert, limiter=self._write_lock)
 
-    async def take_redrive(self, destination: str, limit: int) -> list[tuple[int, Record]]:
+    async def take_redrive(self, destination: str, limit: int) -> list[tuple[int, Record, str]]:
         """Dead letters an operator asked to send again to ``destination``, oldest first."""
 
-        def query() -> list[tuple[int, Record]]:
+        def query() -> list[tuple[int, Record, str]]:
             rows = self._reader.execute(
-                "SELECT id, seq, source, body FROM dead_letters WHERE destination = ? AND state = 'redrive' "
+                "SELECT id, seq, source, body, stage FROM dead_letters WHERE destination = ? AND state = 'redrive' "
                 "ORDER BY id LIMIT ?",
                 (destination, limit),
             ).fetchall()
-            return [(i, Record(seq=seq, source=source, body=body)) for i, seq, source, body in rows]
+            return [(i, Record(seq=seq, source=source, body=body), stage) for i, seq, source, body, stage in rows]
 
         return await trio.to_thread.run_sync(query, limiter=self._read_lock)
 
     async def finish_redrive(
         self, destination: str, delivered: Sequence[tuple[int, Record]], failed: Sequence[int], error: str
     ) -> None:
-        """Drop redriven letters the destination took (counting them as ``redriven``), and hold
-        the ones it refused again."""
+        """Drop redriven letters the destination took (counting them as ``redriven`` in the
+        destination's books; a source's letters are in no books: they were never stored), and
+        hold the ones it refused again."""
         now = _now_ms()
         counts: dict[str, int] = {}
         for _, record in delivered:
-            counts[record.source] = counts.get(record.source, 0) + 1
+            if record.seq:
+                counts[record.source] = counts.get(record.source, 0) + 1
 
         def write() -> None:
             with self._writer:
@@ -836,7 +860,7 @@ def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: 
         return []
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        sql = "SELECT id, destination, seq, source, body, error, attempts, failed_at, state FROM dead_letters"
+        sql = "SELECT id, destination, seq, source, body, error, attempts, failed_at, state, stage FROM dead_letters"
         args: tuple[object, ...] = ()
         if destination:
             sql += " WHERE destination = ?"
@@ -846,8 +870,10 @@ def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: 
     finally:
         conn.close()
     return [
-        DeadLetter(id=i, destination=d, seq=s, source=src, body=b, error=e, attempts=a, failed_at=f / 1000, state=st)
-        for i, d, s, src, b, e, a, f, st in rows
+        DeadLetter(
+            id=i, destination=d, seq=s, source=src, body=b, error=e, attempts=a, failed_at=f / 1000, state=st, stage=sg
+        )
+        for i, d, s, src, b, e, a, f, st, sg in rows
     ]
 
 

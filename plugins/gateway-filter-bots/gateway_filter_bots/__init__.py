@@ -28,6 +28,8 @@ class BotsConfig(ComponentConfig):
 
 
 class BotFilter(Filter):
+    drop_reason = "bot"
+
     def __init__(self, config: BotsConfig) -> None:
         self._drop = config.action == "drop"
         self._allow = tuple(config.allow)

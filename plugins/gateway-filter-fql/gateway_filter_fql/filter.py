@@ -8,11 +8,15 @@ import msgspec
 import structlog
 from msgspec import Meta
 
-from gateway import ComponentConfig, Filter, ThrottledWarning
+from gateway import ComponentConfig, Filter, FilterContext, ThrottledWarning, Verdict
 from gateway_filter_fql.actions import allow_fields, compile_fields, drop_fields, make_sampler, split_field_path
 from gateway_filter_fql.fql import FQLSyntaxError, compile_expression
 
 log = structlog.get_logger("gateway_filter_fql")
+#: Drop reasons besides ``filtered_by_rules`` (the ``drop`` action): the sample left the event
+#: out, or the condition could not be evaluated on it (fail closed).
+_SAMPLED_OUT = Verdict(reason="sampled")
+_EVALUATION_FAILED = Verdict(reason="filter_evaluation_error")
 
 Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
 FieldName = Annotated[str, Meta(min_length=1)]
@@ -93,6 +97,8 @@ class FQLFilter(Filter):
 
     #: At most one warning per this many seconds about evaluation errors.
 
+    drop_reason = "filtered_by_rules"
+
     def __init__(self, config: FQLFilterConfig) -> None:
         self.config = config
         self.program = compile_expression(config.condition)
@@ -110,14 +116,23 @@ class FQLFilter(Filter):
         self._warning = ThrottledWarning(log, "fql_evaluation_failed")
 
     def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        result = self.apply(message)
+        return None if type(result) is Verdict else result  # type: ignore[return-value]
+
+    def apply(self, message: dict[str, Any], context: FilterContext | None = None) -> dict[str, Any] | Verdict | None:
+        """The message (changed by the actions) or None (dropped by ``drop``), or a Verdict
+        naming why it was dropped otherwise (``sampled``, ``filter_evaluation_error``)."""
         try:
             if not self._matches(message):
                 return message
         except Exception as error:
             self._evaluation_failed(error, message)
-            return None
+            return _EVALUATION_FAILED
         self.matched += 1
-        if (self._sample is not None and not self._sample(message)) or self._drop:
+        if self._sample is not None and not self._sample(message):
+            self.dropped += 1
+            return _SAMPLED_OUT
+        if self._drop:
             self.dropped += 1
             return None
         if self._drop_rules:

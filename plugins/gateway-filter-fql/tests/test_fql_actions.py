@@ -211,3 +211,19 @@ def test_a_message_that_is_not_an_object_is_dropped_not_raised() -> None:
     f = make_filter(**{"if": "type = 'track'", "drop": True})
     assert f.process(["not", "a", "dict"]) is None  # type: ignore[arg-type]
     assert f.errors == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"if": "type = 'track'", "drop": True}, "filtered_by_rules"),
+        ({"if": "type = 'track'", "sample": {"percent": 0.0}}, "sampled"),
+        ({"if": "properties.total and true", "drop": True}, "filter_evaluation_error"),
+    ],
+)
+def test_each_way_of_dropping_is_counted_with_its_own_reason(options: dict[str, Any], reason: str) -> None:
+    from gateway import FilterContext
+    from gateway.components import apply_filters
+
+    outcome = apply_filters([("f", make_filter(**options))], track(), FilterContext("web", "crm"))
+    assert (outcome.message, outcome.reason, outcome.failure) == (None, reason, None)

@@ -19,6 +19,9 @@ class SchemaConfig(ComponentConfig):
 
 
 class SchemaFilter(Filter):
+    #: Segment's discard code for events a source's schema settings block.
+    drop_reason = "event_setting"
+
     def __init__(self, config: SchemaConfig) -> None:
         self._blocked_events = frozenset(config.block_track_events)
         self._blocked_types = frozenset(

@@ -39,6 +39,7 @@ def gateway_filter_types() -> list[FilterType]:
             name="tracking_plan",
             config_type=TrackingPlanConfig,
             factory=TrackingPlanFilter,
+            forward_targets=TrackingPlanConfig.forward_targets,
             description="Segment Protocols tracking plan: unplanned events, unplanned keys, JSON Schema violations",
         )
     ]

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import structlog
 
-from gateway import ComponentConfig, Filter, ThrottledWarning
+from gateway import ComponentConfig, Filter, FilterContext, Forward, ThrottledWarning, Verdict
+from gateway_filter_tracking_plan.forwarding import violation_reports
 from gateway_filter_tracking_plan.plan import Plan, PlanError, Rule, Versions, load_plan
 from gateway_filter_tracking_plan.violations import violations_of
 
@@ -18,6 +19,12 @@ log = structlog.get_logger("gateway_filter_tracking_plan")
 AllowBlock = Literal["allow", "block"]
 AllowOmit = Literal["allow", "omit"]
 ViolationMode = Literal["allow", "block", "omit"]
+
+#: Drop reasons, Segment's discard codes (segment-api.md §7.2).
+UNPLANNED = "unplanned"
+SCHEMA_VIOLATION = "schema_violation"
+COMMON_SCHEMA_VIOLATION = "common_schema_violation"
+_CHECK_FAILED = Verdict(reason="tracking_plan_error")
 
 #: Plans compiled by TrackingPlanConfig.__post_init__, by id() of the config (dropped with it),
 #: so the factory uses exactly what was validated and nothing is compiled twice.
@@ -48,6 +55,12 @@ class TrackingPlanConfig(ComponentConfig, frozen=True, kw_only=True, weakref=Tru
     common_violations: ViolationMode = "allow"
     #: What an unexpected error while checking a message does: block it (default) or let it through.
     on_error: AllowBlock = "block"
+    #: A source id: blocked events are stored there instead, as they came (with
+    #: ``context.protocols`` saying why), so they are kept and can be delivered elsewhere.
+    forward_blocked_to: str | None = None
+    #: A source id: each violation becomes a ``Violation Generated`` track event stored there
+    #: (segment-api.md §7.3), whatever the violation mode.
+    forward_violations_to: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -57,6 +70,11 @@ class TrackingPlanConfig(ComponentConfig, frozen=True, kw_only=True, weakref=Tru
         key = id(self)
         _COMPILED[key] = plan
         weakref.finalize(self, _forget, key)
+
+    def forward_targets(self) -> dict[str, str]:
+        """The sources this filter forwards to, by config key (the core checks they exist)."""
+        keys = {"forward_blocked_to": self.forward_blocked_to, "forward_violations_to": self.forward_violations_to}
+        return {key: source for key, source in keys.items() if source}
 
     def compiled_plan(self) -> Plan:
         """The plan compiled when this config was validated (loaded again only if it was not)."""
@@ -91,6 +109,8 @@ class TrackingPlanFilter(Filter):
         self.blocked_common = 0
         self.errors = 0
         self._warning = ThrottledWarning(log, "tracking_plan_check_failed")
+        self._forward_blocked = config.forward_blocked_to
+        self._forward_violations = config.forward_violations_to
 
     def statistics(self) -> dict[str, int]:
         return {
@@ -101,13 +121,33 @@ class TrackingPlanFilter(Filter):
         }
 
     def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        result = self.apply(message)
+        return result.message if type(result) is Verdict else result  # type: ignore[return-value]
+
+    def apply(self, message: dict[str, Any], context: FilterContext | None = None) -> dict[str, Any] | Verdict | None:
+        """The message (annotated, with omitted data removed), or a Verdict: blocked with its
+        reason (``unplanned``, ``schema_violation``, ``common_schema_violation``), and what is
+        forwarded (the blocked event, ``Violation Generated`` reports)."""
         try:
-            return self._check(message)
+            kept, reason, violations = self._check(message)
         except Exception as error:  # never raise: the documented fail policy decides
             self.errors += 1
             with contextlib.suppress(Exception):  # a message that breaks even the warning changes nothing
                 self._warn(error, message)
-            return message if self._fail_open else None
+            return message if self._fail_open else _CHECK_FAILED
+        forward_violations = self._forward_violations if violations else None
+        if kept is not None and forward_violations is None:
+            return kept
+        source = context.source if context is not None else ""
+        forward: list[Forward] = []
+        if kept is None and self._forward_blocked:
+            forward.append(Forward(self._forward_blocked, _blocked_copy(message, source, reason, violations)))
+        if forward_violations:
+            forward.extend(
+                Forward(forward_violations, report)
+                for report in violation_reports(message, violations, source, self.plan.name or self.config.plan)
+            )
+        return Verdict(message=kept, reason=reason, forward=tuple(forward))
 
     def _rule_for(self, call: Any, message: dict[str, Any]) -> tuple[Rule | None, bool]:
         """The rule of the message's call, and whether it is an unplanned track event."""
@@ -130,12 +170,14 @@ class TrackingPlanFilter(Filter):
             versions = None
         return (versions.select(message) if versions is not None else None), False
 
-    def _check(self, message: dict[str, Any]) -> dict[str, Any] | None:
+    def _check(self, message: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, list[dict[str, str]]]:
+        """``(message to pass on, None, violations)``, or ``(None, reason, violations)`` when
+        the message is blocked."""
         call = message.get("type")
         rule, unplanned = self._rule_for(call, message)
         if unplanned and self._block_unplanned:
             self.blocked_unplanned += 1
-            return None
+            return None, UNPLANNED, []
         current = message  # copied on write: ``message`` itself is never changed
         omitted: list[str] = []
         omitted_on_violation: list[str] = []
@@ -151,15 +193,15 @@ class TrackingPlanFilter(Filter):
             errors = rule.errors(current)
             if errors:
                 mode = self._modes[str(call)]
-                if mode == "block":
-                    self.blocked_violation += 1
-                    return None
                 offending: list[str] = []
                 for error in errors:
                     for violation, at in violations_of(error):
                         violations.append(violation)
                         if at is not None and len(at) >= 2 and at[0] == container and at[1] not in offending:
                             offending.append(at[1])
+                if mode == "block":
+                    self.blocked_violation += 1
+                    return None, SCHEMA_VIOLATION, violations
                 if mode == "omit" and offending:
                     values = current.get(container)
                     if isinstance(values, dict):
@@ -169,15 +211,15 @@ class TrackingPlanFilter(Filter):
         if common is not None:
             errors = common.select(current).errors(current)
             if errors:
-                if self._common_mode == "block":
-                    self.blocked_common += 1
-                    return None
                 paths: list[list[str]] = []
                 for error in errors:
                     for violation, at in violations_of(error):
                         violations.append(violation)
                         if at is not None:
                             paths.append(at)
+                if self._common_mode == "block":
+                    self.blocked_common += 1
+                    return None, COMMON_SCHEMA_VIOLATION, violations
                 if self._common_mode == "omit":
                     for at in paths:
                         current, removed = _remove_path(current, at)
@@ -185,7 +227,7 @@ class TrackingPlanFilter(Filter):
                             omitted_on_violation.append(removed)
         if omitted or omitted_on_violation or violations:
             current = _annotate(current, omitted, omitted_on_violation, violations)
-        return current
+        return current, None, violations
 
     def _warn(self, error: Exception, message: Any) -> None:
         self._warning(
@@ -194,6 +236,18 @@ class TrackingPlanFilter(Filter):
             on_error=self.config.on_error,
             message_id=dict.get(message, "messageId") if isinstance(message, dict) else None,
         )
+
+
+def _blocked_copy(
+    message: dict[str, Any], source: str, reason: str | None, violations: list[dict[str, str]]
+) -> dict[str, Any]:
+    """The blocked event as it came, with ``context.protocols`` saying where and why it was
+    blocked (``sourceId``, ``blocked``, ``violations``), for the source it is forwarded to."""
+    copy = _annotate(message, [], [], violations)
+    context = copy.get("context")
+    if isinstance(context, dict) and isinstance(context.get("protocols"), dict):
+        context["protocols"].update(sourceId=source, blocked=reason)  # _annotate made both copies
+    return copy
 
 
 def _without(message: dict[str, Any], container: str, keys: list[str]) -> dict[str, Any]:

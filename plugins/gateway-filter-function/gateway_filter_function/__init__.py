@@ -1,0 +1,166 @@
+"""The ``function`` filter: a Python callable that changes or drops each event.
+
+```toml
+[filters.enrich]
+type = "function"
+function = "transforms:enrich"   # module:callable
+path = "/etc/gateway/functions"  # optional: a folder to import the module from
+budget_ms = 50                   # time budget per event
+settings = { plan = "pro" }      # optional: passed as the second argument
+```
+
+The callable gets a copy of the event (a dict) and returns it changed (or a new dict), or None to
+drop it. An exception, a timeout or a result that is not a JSON object sends the event, as it was,
+to the dead-letter table with the error; the pipeline goes on. ``gateway dead-letters redrive``
+runs the event through the filters again (fix the function, reload the config, redrive).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import structlog
+
+from gateway import ComponentConfig, Filter, FilterContext, FilterType, Verdict, hookimpl
+from gateway_filter_function.budget import BudgetExceeded, call_within, enforceable
+
+log = structlog.get_logger("gateway_filter_function")
+
+__all__ = ["FunctionConfig", "FunctionFilter", "gateway_filter_types", "load_callable"]
+
+#: Drop reason for an event the function returned None for.
+DROPPED_REASON = "dropped_by_function"
+#: The failure kind: the event is dead-lettered.
+ERROR_REASON = "function_error"
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+#: Callables resolved by FunctionConfig.__post_init__, by id() of the config (dropped with it).
+_RESOLVED: dict[int, Callable[..., Any]] = {}
+
+
+def _forget(key: int) -> None:
+    _RESOLVED.pop(key, None)
+
+
+def load_callable(spec: str, path: str | None = None) -> Callable[..., Any]:
+    """Import ``module:attribute`` (from ``path`` first, when given). The module is imported
+    afresh each time, so a config reload picks up an edited function.
+
+    Raises:
+        ValueError: a bad spec, a module that fails to import, or an attribute that is missing
+            or not callable (the message says which).
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"function: {spec!r} is not 'module:callable'")
+    if path is not None:
+        folder = str(Path(path).resolve())
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    try:
+        module = sys.modules.get(module_name)
+        module = importlib.reload(module) if module is not None else importlib.import_module(module_name)
+    except Exception as error:
+        raise ValueError(f"function: cannot import {module_name!r}: {type(error).__name__}: {error}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise ValueError(f"function: {module_name!r} has no {attribute!r}")
+    if not callable(target):
+        raise ValueError(f"function: {spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+class FunctionConfig(ComponentConfig, frozen=True, kw_only=True, weakref=True):
+    """``[filters.<id>]`` keys of a ``function`` filter."""
+
+    #: ``module:callable``; ``callable(event)`` or, with ``settings``, ``callable(event, settings)``.
+    function: Annotated[str, msgspec.Meta(min_length=3)]
+    #: A folder to import the module from (before the rest of the import path).
+    path: str | None = None
+    #: Time budget per event, in milliseconds; past it the event is dead-lettered.
+    budget_ms: Annotated[float, msgspec.Meta(gt=0, le=60_000)] = 50.0
+    #: Passed as the callable's second argument when given.
+    settings: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        key = id(self)
+        _RESOLVED[key] = load_callable(self.function, self.path)
+        weakref.finalize(self, _forget, key)
+
+    def resolved(self) -> Callable[..., Any]:
+        """The callable imported when this config was validated."""
+        found = _RESOLVED.get(id(self))
+        return found if found is not None else load_callable(self.function, self.path)
+
+
+class FunctionFilter(Filter):
+    """Runs the operator's callable on each event, within ``budget_ms``.
+
+    Counters: ``changed`` (passed on), ``dropped`` (None), ``failed`` (dead-lettered).
+    """
+
+    drop_reason = DROPPED_REASON
+
+    def __init__(self, config: FunctionConfig) -> None:
+        self.config = config
+        self._function = config.resolved()
+        self._budget_secs = config.budget_ms / 1000
+        self._args: tuple[Any, ...] = (config.settings,) if config.settings is not None else ()
+        self.changed = self.dropped = self.failed = 0
+        if not enforceable():
+            log.warning("function_budget_not_enforced", function=config.function, reason="not on the main thread")
+
+    def statistics(self) -> dict[str, int]:
+        return {"changed": self.changed, "dropped": self.dropped, "failed": self.failed}
+
+    def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        result = self.apply(message)
+        return result if type(result) is dict else None
+
+    def apply(self, message: dict[str, Any], context: FilterContext | None = None) -> dict[str, Any] | Verdict | None:
+        # Its own copy: a function that fails half-way leaves the event to dead-letter intact.
+        event = _decode(_encode(message))
+        try:
+            result = call_within(self._budget_secs, self._function, event, *self._args)
+        except BudgetExceeded:
+            return self._failed(f"timed out after {self.config.budget_ms:g} ms")
+        except Exception as error:
+            return self._failed(f"{type(error).__name__}: {error}")
+        if result is None:
+            self.dropped += 1
+            return None
+        if type(result) is not dict:
+            return self._failed(f"returned {type(result).__name__}, not an event (dict) or None")
+        if not isinstance(result.get("messageId"), str) or not result["messageId"]:
+            return self._failed("the returned event has no messageId")
+        try:
+            _encode(result)
+        except (TypeError, ValueError) as error:
+            return self._failed(f"the returned event is not JSON: {error}")
+        self.changed += 1
+        return result
+
+    def _failed(self, error: str) -> Verdict:
+        self.failed += 1
+        return Verdict(reason=ERROR_REASON, failure=f"{self.config.function}: {error}")
+
+
+@hookimpl
+def gateway_filter_types() -> list[FilterType]:
+    return [
+        FilterType(
+            name="function",
+            config_type=FunctionConfig,
+            factory=FunctionFilter,
+            description="a Python callable (module:function) changes or drops each event, within a time budget",
+        )
+    ]

@@ -5,6 +5,7 @@ forwards blocked events and ``Violation Generated`` reports into another source.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -132,3 +133,29 @@ def test_blocked_events_and_violations_are_forwarded_to_another_source(tmp_path:
     with sqlite3.connect(tmp_path / "log.sqlite3") as db:
         stored = dict(db.execute("SELECT source, count(*) FROM messages GROUP BY source").fetchall())
     assert stored == {"web": 1, "quarantine": 2}
+
+
+def test_an_edited_plan_applies_to_new_events_after_a_reload(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(PLAN))
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        config_text(tmp_path).replace(f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["plan"]')
+        + f'\n[filters.plan]\ntype = "tracking_plan"\nplan = "{plan}"\nunplanned_events = "block"\n'
+    )
+
+    def send(message_id: str) -> None:
+        event = {"type": "track", "userId": "u", "event": "Debug Thing", "messageId": message_id}
+        assert httpx.post(f"{gateway.url}/v1/track", auth=(WRITE_KEY, ""), json=event).status_code == 200
+
+    with GatewayProcess(path) as gateway:
+        send("before")
+        planned = {**PLAN, "rules": [*PLAN["rules"], {"type": "TRACK", "key": "Debug Thing", "jsonSchema": {}}]}
+        plan.write_text(json.dumps(planned))
+        reloads = sum('"config_reloaded"' in line for line in gateway.lines)
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: sum('"config_reloaded"' in line for line in gateway.lines) > reloads)
+        send("after")
+        delivered = wait_until(lambda: read_jsonl(tmp_path / "archive"))
+    assert [m["messageId"] for m in delivered] == ["after"]

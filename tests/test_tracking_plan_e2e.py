@@ -32,15 +32,23 @@ PLAN = {
 }
 
 
-def test_tracking_plan_on_a_source(tmp_path: Path) -> None:
+def plan_config(tmp_path: Path, options: str, *, more_sources: str = "") -> tuple[Path, Path]:
+    """Write PLAN and a config whose source ``web`` runs it with ``options`` (TOML lines);
+    returns (plan path, config path)."""
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(PLAN))
     path = tmp_path / "gateway.toml"
     path.write_text(
         config_text(tmp_path).replace(f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["plan"]')
+        + more_sources
         + f'\n[filters.plan]\ntype = "tracking_plan"\nplan = "{plan}"\n'
-        + 'unplanned_events = "block"\nunplanned_properties = "omit"\nviolations = "allow"\n'
+        + options
     )
+    return plan, path
+
+
+def test_tracking_plan_on_a_source(tmp_path: Path) -> None:
+    _, path = plan_config(tmp_path, 'unplanned_events = "block"\nunplanned_properties = "omit"\nviolations = "allow"\n')
     with GatewayProcess(path) as gateway:
         batch = [
             {"type": "track", "userId": "u", "event": "Debug Thing", "messageId": "unplanned"},
@@ -78,14 +86,10 @@ def test_tracking_plan_on_a_source(tmp_path: Path) -> None:
 
 
 def test_blocked_events_and_violations_are_forwarded_to_another_source(tmp_path: Path) -> None:
-    plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps(PLAN))
-    path = tmp_path / "gateway.toml"
-    path.write_text(
-        config_text(tmp_path).replace(f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["plan"]')
-        + '\n[sources.quarantine]\nwrite_key = "quarantine-key"\n'
-        + f'\n[filters.plan]\ntype = "tracking_plan"\nplan = "{plan}"\nunplanned_events = "block"\n'
-        + 'violations = "allow"\nforward_blocked_to = "quarantine"\nforward_violations_to = "quarantine"\n'
+    plan, path = plan_config(
+        tmp_path,
+        'unplanned_events = "block"\nforward_blocked_to = "quarantine"\nforward_violations_to = "quarantine"\n',
+        more_sources='\n[sources.quarantine]\nwrite_key = "quarantine-key"\n',
     )
     batch = [
         {"type": "track", "userId": "u", "event": "Debug Thing", "messageId": "unplanned"},
@@ -136,13 +140,7 @@ def test_blocked_events_and_violations_are_forwarded_to_another_source(tmp_path:
 
 
 def test_an_edited_plan_applies_to_new_events_after_a_reload(tmp_path: Path) -> None:
-    plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps(PLAN))
-    path = tmp_path / "gateway.toml"
-    path.write_text(
-        config_text(tmp_path).replace(f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["plan"]')
-        + f'\n[filters.plan]\ntype = "tracking_plan"\nplan = "{plan}"\nunplanned_events = "block"\n'
-    )
+    plan, path = plan_config(tmp_path, 'unplanned_events = "block"\n')
 
     def send(message_id: str) -> None:
         event = {"type": "track", "userId": "u", "event": "Debug Thing", "messageId": message_id}

@@ -69,6 +69,15 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
                         "type": running.entity.core.type,
                         "backlog_messages": backlog[did].messages if did in backlog else 0,
                         "backlog_bytes_estimate": backlog[did].bytes_estimate if did in backlog else 0,
+                        "replays": {
+                            name: {
+                                "start_seq": worker.replay.start_seq,
+                                "end_seq": worker.replay.end_seq,
+                                **_struct_dict(worker.statistics()),
+                            }
+                            for name, worker in running.replays.items()
+                            if worker.replay is not None
+                        },
                     }
                     for did, running in gateway.destinations.items()
                 },
@@ -98,6 +107,19 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
                 }
                 for x in letters
             ]
+        )
+
+    @app.post("/replays")
+    async def replay() -> Response:
+        body: dict[str, Any] = await request.get_json(force=True, silent=True) or {}
+        destination, since_ms, until_ms = body.get("destination"), body.get("since_ms"), body.get("until_ms")
+        if not isinstance(since_ms, int) or not (until_ms is None or isinstance(until_ms, int)):
+            return error_response(400, "bad_request", 'send {"destination": "...", "since_ms": int, "until_ms": int?}')
+        if destination not in gateway.destinations:
+            return error_response(404, "no_such_destination", f"no running destination {destination!r}")
+        started = await gateway.replay(destination, since_ms, until_ms)
+        return json_response(
+            {"replay": None if started is None else {**msgspec.to_builtins(started), "name": started.name}}
         )
 
     async def change(action: str) -> Response:

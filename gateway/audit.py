@@ -65,7 +65,7 @@ def audit(data_dir: Path, *, since_ms: int | None = None) -> AuditReport:
         head = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
         reports = []
         for destination, cursor, start in conn.execute(
-            "SELECT destination, seq, start_seq FROM cursors ORDER BY destination"
+            "SELECT destination, seq, start_seq FROM cursors WHERE destination NOT LIKE 'replay:%' ORDER BY destination"
         ):
             from_seq = start
             if since_ms is not None:

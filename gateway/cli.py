@@ -11,7 +11,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.config import DEFAULT_CONFIG_PATH, load_config
+from gateway.config import DEFAULT_CONFIG_PATH, iso_to_ms, load_config
 from gateway.errors import GatewayError
 from gateway.plugins import build_registry, make_plugin_manager, plugin_distribution
 from gateway.telemetry import LEVELS, configure_logging
@@ -88,6 +88,9 @@ def _status(args: argparse.Namespace) -> int:
             f"{d['dead_lettered']}, retries {d['retries']}, backlog {d['backlog_messages']} messages"
             + (f", last error: {d['last_error']}" if d["last_error"] else "")
         )
+        for name, r in sorted(d.get("replays", {}).items()):
+            span = f"{r['start_seq'] + 1}..{r['end_seq']}"
+            print(f"    {name}: at seq {r['cursor']} of {span}, delivered {r['delivered']}")
     return 0
 
 
@@ -182,14 +185,34 @@ def _inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _time_argument(option: str, value: str) -> int:
+    try:
+        return iso_to_ms(value)
+    except ValueError:
+        raise GatewayError(f"{option}: {value!r} is not an ISO-8601 time (e.g. 2026-11-28T09:00:00Z)") from None
+
+
+def _replay(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"destination": args.destination, "since_ms": _time_argument("--since", args.since)}
+    if args.until:
+        body["until_ms"] = _time_argument("--until", args.until)
+    answer = _admin(args.config, "POST", "/replays", body)
+    if answer["replay"] is None:
+        print(f"nothing to replay: no stored message was received in that time for {args.destination}")
+        return 0
+    replay = answer["replay"]
+    print(
+        f"replaying up to {replay['end_seq'] - replay['start_seq']} messages (seq {replay['start_seq'] + 1}.."
+        f"{replay['end_seq']}) to {args.destination} as {replay['name']}; `gateway status` shows its progress"
+    )
+    return 0
+
+
 def _audit(args: argparse.Namespace) -> int:
     from gateway.audit import audit, format_report
 
     config = load_config(args.config, build_registry(make_plugin_manager()))
-    since_ms = None
-    if args.since:
-        moment = datetime.fromisoformat(args.since)
-        since_ms = int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+    since_ms = _time_argument("--since", args.since) if args.since else None
     report = audit(config.data_dir, since_ms=since_ms)
     print(format_report(report))
     return 0 if report.balanced else 3
@@ -241,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     privacy.add_argument("--source", help="inventory: only this source")
     privacy.set_defaults(handler=_privacy)
+
+    replay = commands.add_parser(
+        "replay",
+        help="send a destination again what the log received in a time range, beside live delivery (admin API)",
+    )
+    replay.add_argument("destination")
+    replay.add_argument("--since", required=True, help="ISO time: the first messages received at or after it")
+    replay.add_argument("--until", help="ISO time: up to the messages received before it (default: now)")
+    replay.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    replay.set_defaults(handler=_replay)
 
     audit = commands.add_parser(
         "audit", help="prove every accepted message is delivered, filtered, dead-lettered or pending"

@@ -135,8 +135,17 @@ class DestinationConfig(_Table, frozen=True, kw_only=True):
         """``start_at`` in milliseconds since the epoch (naive times are UTC), or None for the end."""
         if self.start_at == "end":
             return None
-        moment = datetime.fromisoformat(self.start_at)
-        return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+        return iso_to_ms(self.start_at)
+
+
+def iso_to_ms(text: str) -> int:
+    """An ISO-8601 time (naive times are UTC) in milliseconds since the epoch.
+
+    Raises:
+        ValueError: ``text`` is not an ISO-8601 time.
+    """
+    moment = datetime.fromisoformat(text)
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 class AdminConfig(_Table, frozen=True, kw_only=True):

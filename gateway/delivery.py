@@ -39,6 +39,33 @@ _TOMBSTONE_MARK = b'"type":"deleted"'
 _encode = msgspec.json.Encoder().encode
 
 
+class Replay(msgspec.Struct, frozen=True):
+    """A destination sent a range of the log again: seqs ``(start_seq, end_seq]``, through a
+    cursor of its own named ``name`` (``replay:<destination>:<end_seq>:<created ms>``), which
+    is persisted like any cursor, so a replay survives restarts and reloads until it is done."""
+
+    destination: str
+    start_seq: int
+    end_seq: int
+    created_ms: int
+
+    @property
+    def name(self) -> str:
+        return f"{REPLAY_PREFIX}{self.destination}:{self.end_seq}:{self.created_ms}"
+
+    @classmethod
+    def parse(cls, name: str, start_seq: int) -> Replay | None:
+        """The replay a cursor name stands for, or None when it is not a replay's."""
+        if not name.startswith(REPLAY_PREFIX):
+            return None
+        destination, end, created = name[len(REPLAY_PREFIX) :].rsplit(":", 2)
+        return cls(destination, start_seq, int(end), int(created))
+
+
+#: Cursor names of replays start with this; the audit leaves them out of the books.
+REPLAY_PREFIX = "replay:"
+
+
 class DestinationStatistics(msgspec.Struct, frozen=True):
     """Counters of one destination worker since it started."""
 
@@ -125,8 +152,14 @@ class DestinationWorker:
         filters: Sequence[tuple[str, Filter]] = (),
         metrics: Metrics | None = None,
         classifier: Classifier | None = None,
+        *,
+        replay: Replay | None = None,
     ) -> None:
         self.id = destination_id
+        self.replay = replay
+        # A replay reads through a cursor of its own; everything else (dead letters, metrics,
+        # the destination) is the destination's.
+        self._cursor_name = replay.name if replay is not None else destination_id
         self._config = config
         self._destination = destination
         self._log = log
@@ -143,7 +176,7 @@ class DestinationWorker:
         # checked against every deletion before it), so a deletion can wait for older ones.
         self._sends: Counter[int] = Counter()
         self._sends_changed = trio.Event()
-        self._forward_warning = ThrottledWarning(log, "forward_ignored")
+        self._forward_warning = ThrottledWarning(structlog.get_logger("gateway.delivery"), "forward_ignored")
 
     def set_filters(self, filters: Sequence[tuple[str, Filter]], classifier: Classifier | None = None) -> None:
         """Use other filters (and classifier) from the next batch on (a reload that changed only those)."""
@@ -170,18 +203,25 @@ class DestinationWorker:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with structlog.contextvars.bound_contextvars(destination=self.id):
-            position = await self._log.cursor(self.id, start_ms=self._config.start_at_ms())
+        replay = self.replay
+        with structlog.contextvars.bound_contextvars(destination=self.id, replay=replay and replay.name):
+            position = await self._log.cursor(self._cursor_name, start_ms=self._config.start_at_ms())
             self._acks = _Acks(cursor=position)
             self._saved_cursor = position
             slots = trio.Semaphore(self._config.concurrency)
             task_status.started()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._redrive_loop)
+                if replay is None:  # the destination's own worker redrives its dead letters
+                    nursery.start_soon(self._redrive_loop)
                 with self._reading:
-                    while True:
+                    while replay is None or position < replay.end_seq:
                         deletions = self._log.deletions
                         batch = await self._next_batch(position)
+                        if replay is not None:
+                            batch = [record for record in batch if record.seq <= replay.end_seq]
+                            if not batch:  # what is left of the range was deleted
+                                await self._persist_cursor_at(replay.end_seq)
+                                break
                         position = batch[-1].seq
                         await slots.acquire()
                         self._acks.start(position)
@@ -204,11 +244,12 @@ class DestinationWorker:
         at most: a deletion request may have removed some)."""
         cfg = self._config
         await self._log.wait_for_records(after)
-        with trio.move_on_after(cfg.batch_max_wait_secs):
-            while self._log.head() - after < cfg.batch_max_messages:
-                await self._log.wait_for_records(self._log.head())
+        if self.replay is None:  # a replay's records are all there: no waiting for more
+            with trio.move_on_after(cfg.batch_max_wait_secs):
+                while self._log.head() - after < cfg.batch_max_messages:
+                    await self._log.wait_for_records(self._log.head())
         return await self._log.read(
-            after, max_records=cfg.batch_max_messages, max_bytes=cfg.batch_max_bytes, reader=self.id
+            after, max_records=cfg.batch_max_messages, max_bytes=cfg.batch_max_bytes, reader=self._cursor_name
         )
 
     def _filtered(
@@ -301,7 +342,7 @@ class DestinationWorker:
                     return  # another task saved it meanwhile
                 self._acks.unsaved = Counter()
                 try:
-                    await self._log.set_cursor(self.id, seq, {key: n for key, n in outcomes.items() if n})
+                    await self._log.set_cursor(self._cursor_name, seq, {key: n for key, n in outcomes.items() if n})
                 except LogUnavailableError as error:
                     # Delivered but not recorded: at worst re-sent after a crash. Keep trying.
                     self._acks.unsaved.update(outcomes)
@@ -312,6 +353,12 @@ class DestinationWorker:
                     self._saved_cursor = seq
                     return
 
+    async def _persist_cursor_at(self, seq: int) -> None:
+        """Move the cursor to ``seq`` over records that are gone (a replay's deleted tail)."""
+        if not self._acks.in_flight and seq > self._acks.cursor:
+            self._acks.cursor = seq
+            await self._persist_cursor()
+
     async def _read_again(self, batch: list[Record]) -> list[Record]:
         """The records of ``batch`` as the log holds them now. A deletion turns the records a
         worker holds into tombstones (and books none of them); a record that is gone was
@@ -320,7 +367,7 @@ class DestinationWorker:
             batch[0].seq - 1,
             max_records=batch[-1].seq - batch[0].seq + 1,
             max_bytes=2**62,
-            reader=self.id,
+            reader=self._cursor_name,
         )
         return [record for record in fresh if record.seq <= batch[-1].seq]
 

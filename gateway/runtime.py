@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from quart_trio import QuartTrio
 from gateway.admin import create_admin_app
 from gateway.components import Destination, DestinationContext, Filter
 from gateway.config import DestinationConfig, Entity, GatewayConfig, ServerConfig, load_config, parse_config
-from gateway.delivery import REDRIVE_POLL_SECS, DestinationWorker
+from gateway.delivery import REDRIVE_POLL_SECS, DestinationWorker, Replay
 from gateway.errors import ConfigError, DeliveryError
 from gateway.ingest import IngestHub
 from gateway.log import BacklogInfo, IngestLog, open_log
@@ -107,10 +108,16 @@ class _RunningDestination:
     destination: Destination
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
+    #: Replays under way, by cursor name; they run beside the worker, in this nursery.
+    replays: dict[str, DestinationWorker] = field(default_factory=dict)
+    nursery: trio.Nursery | None = None
 
     async def stop(self, grace_secs: float = WORKER_STOP_GRACE_SECS) -> None:
-        """Finish the batches in flight (bounded), then close the destination."""
+        """Finish the batches in flight (bounded), then close the destination. Replays stop
+        too; their cursors stay, so they resume when the destination starts again."""
         self.worker.stop()
+        for replay in self.replays.values():
+            replay.stop()
         with trio.move_on_after(grace_secs):
             await self.done.wait()
         self.scope.cancel()  # still retrying: the batch stays unrecorded and is sent again later
@@ -196,17 +203,77 @@ class Gateway:
             self.classifier,
         )
         running = _RunningDestination(entity=entity, worker=worker, destination=destination)
+        resumed = [
+            replay
+            for name, (_, start) in (await self.log.cursors()).items()
+            if (replay := Replay.parse(name, start)) is not None and replay.destination == did
+        ]
 
         async def run(task_status: trio.TaskStatus[None]) -> None:
             try:
                 async with stack:
                     with running.scope:
-                        await worker.run(task_status=task_status)
+                        async with trio.open_nursery() as nursery:
+                            running.nursery = nursery
+                            await nursery.start(worker.run)
+                            task_status.started()
+                            for replay in resumed:
+                                self._start_replay(running, replay)
             finally:
                 running.done.set()
 
         await self._nursery.start(run)
         self.destinations[did] = running
+
+    def _start_replay(self, running: _RunningDestination, replay: Replay) -> None:
+        entity = running.entity
+        worker = DestinationWorker(
+            replay.destination,
+            msgspec.structs.replace(entity.core, start_at="end"),
+            running.destination,
+            self.log,
+            [(f, self.filters[f]) for f in entity.core.filters],
+            self.metrics,
+            self.classifier,
+            replay=replay,
+        )
+        running.replays[replay.name] = worker
+
+        async def run() -> None:
+            try:
+                await worker.run()
+            finally:
+                del running.replays[replay.name]
+            # Stopped (a reload, a shutdown): the cursor stays and the replay resumes later.
+            if worker.statistics().cursor >= replay.end_seq:
+                await self.log.forget_cursor(replay.name)
+                log.info("replay_finished", destination=replay.destination, replay=replay.name)
+
+        assert running.nursery is not None
+        running.nursery.start_soon(run)
+
+    async def replay(self, did: str, since_ms: int, until_ms: int | None = None) -> Replay | None:
+        """Send destination ``did`` again the stored messages received in ``[since_ms,
+        until_ms)``, beside its live delivery, through its filters and privacy settings as they
+        are now. Returns None when there is nothing to send.
+
+        Raises:
+            KeyError: ``did`` is not a running destination.
+        """
+        async with self._apply_lock:
+            running = self.destinations[did]
+            after, upto = await self.log.seq_range(since_ms, until_ms)
+            if upto <= after:
+                return None
+            replay = Replay(did, after, upto, int(time.time() * 1000))
+            await self.log.set_cursor(replay.name, after)
+            self._start_replay(running, replay)
+        log.info("replay_started", destination=did, replay=replay.name, messages_at_most=upto - after)
+        return replay
+
+    def cursor_holders(self) -> list[str]:
+        """The cursors the log must keep messages for: every destination's and replay's."""
+        return [*self.destinations, *(name for r in self.destinations.values() for name in r.replays)]
 
     def _wanted_listeners(self, config: GatewayConfig) -> set[tuple[str, str]]:
         """(app, address) pairs a config asks for: the HTTP API, and the admin API if it has a token."""
@@ -316,9 +383,10 @@ class Gateway:
             for did, running in self.destinations.items():
                 if did in new.destinations and did not in opened:
                     running.entity = new.destinations[did]
-                    running.worker.set_filters(
-                        [(f, filters[f]) for f in new.destinations[did].core.filters], self.classifier
-                    )
+                    for worker in (running.worker, *running.replays.values()):
+                        worker.set_filters(
+                            [(f, filters[f]) for f in new.destinations[did].core.filters], self.classifier
+                        )
             # Destinations: stop removed and changed ones, then start the changed and added ones
             # (each resumes from its persisted cursor, so nothing is skipped or sent twice).
             for did in [d for d in self.destinations if d not in new.destinations or d in opened]:
@@ -344,10 +412,13 @@ class Gateway:
             # so the destination's own deletion covers them. Later ones leave them out.
             with trio.move_on_after(DELETE_SETTLE_SECS):
                 for running in self.destinations.values():
-                    await running.worker.wait_sends_from_before(deletions)
+                    for worker in (running.worker, *running.replays.values()):
+                        await worker.wait_sends_from_before(deletions)
             results: dict[str, DestinationDeletion] = {}
             for did, running in self.destinations.items():
-                settled = not running.worker.sending_from_before(deletions)
+                settled = not any(
+                    worker.sending_from_before(deletions) for worker in (running.worker, *running.replays.values())
+                )
                 results[did] = await _delete_at_destination(running, user_id, settled)
         log.info(
             "user_deletion_done",
@@ -463,7 +534,7 @@ async def serve_gateway(
         binds = await gateway.start()
         nursery.start_soon(_every, CHECKPOINT_INTERVAL_SECS, "checkpoint", ingest_log.checkpoint)
         nursery.start_soon(
-            _every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(list(gateway.config.destinations))
+            _every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(gateway.cursor_holders())
         )
         nursery.start_soon(_every, INVENTORY_FLUSH_SECS, "inventory", gateway.flush_inventory)
         nursery.start_soon(_every, REDRIVE_POLL_SECS, "source_redrive", gateway.hub.redrive_letters)

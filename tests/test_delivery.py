@@ -304,3 +304,22 @@ async def test_integrations_object_filters_before_send_and_is_accounted(log: Ing
     assert destination.ids == ["a", "c"]
     [books] = audit(tmp_path).destinations
     assert books.filtered == {"filtered_by_integrations_object": 2} and books.delivered == 2
+
+
+async def test_a_replay_sends_exactly_its_range_and_then_stops(log: IngestLog) -> None:
+    from gateway.delivery import Replay
+
+    await append(log, [f"m{i}" for i in range(1, 11)])
+    after, upto = await log.seq_range(0)
+    assert (after, upto) == (0, 10)
+    replay = Replay("d", start_seq=2, end_seq=7, created_ms=1)
+    await log.set_cursor(replay.name, replay.start_seq)
+    destination = Recording()
+    worker = DestinationWorker("d", DestinationConfig(**FAST, batch_max_messages=2), destination, log, replay=replay)
+    with trio.fail_after(5):
+        await worker.run()  # returns by itself once the range is sent
+    assert destination.ids == ["m3", "m4", "m5", "m6", "m7"]
+    assert worker.statistics().cursor == 7
+    assert Replay.parse(replay.name, 2) == replay
+    await log.forget_cursor(replay.name)
+    assert replay.name not in await log.cursors()

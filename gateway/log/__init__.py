@@ -157,6 +157,19 @@ class IngestLog(Protocol):
         with ``start_ms``, before the first message the log still holds from that time on."""
         ...
 
+    async def cursors(self) -> dict[str, tuple[int, int]]:
+        """Every persisted cursor: name -> (seq, start_seq)."""
+        ...
+
+    async def forget_cursor(self, name: str) -> None:
+        """Remove a cursor and its delivery books (a finished replay's)."""
+        ...
+
+    async def seq_range(self, since_ms: int, until_ms: int | None = None) -> tuple[int, int]:
+        """``(after, upto)``: the stored messages received in ``[since_ms, until_ms)`` (until
+        now when None) are those with ``after < seq <= upto`` (``after == upto``: none)."""
+        ...
+
     async def set_cursor(self, destination: str, seq: int, outcomes: dict[tuple[str, str], int] | None = None) -> None:
         """Persist that ``destination`` has every record up to ``seq``, together with what
         happened to the records it moved over: ``(source, outcome) -> count``."""

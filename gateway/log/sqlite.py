@@ -429,6 +429,42 @@ class SQLiteLog:
                 _ADD_OUTCOME, [(destination, source, DELETED_OUTCOME, n, upto, now) for source, n, upto in runs]
             )
 
+    async def cursors(self) -> dict[str, tuple[int, int]]:
+        def query() -> dict[str, tuple[int, int]]:
+            rows = self._reader.execute("SELECT destination, seq, start_seq FROM cursors").fetchall()
+            return {name: (seq, start) for name, seq, start in rows}
+
+        return await trio.to_thread.run_sync(query, limiter=self._read_lock)
+
+    async def forget_cursor(self, name: str) -> None:
+        def write() -> None:
+            with self._writer:
+                self._writer.execute("DELETE FROM cursors WHERE destination = ?", (name,))
+                self._writer.execute("DELETE FROM delivery_outcomes WHERE destination = ?", (name,))
+
+        await trio.to_thread.run_sync(write, limiter=self._write_lock)
+        self._cursors.pop(name, None)
+        self._read_upto.pop(name, None)
+
+    async def seq_range(self, since_ms: int, until_ms: int | None = None) -> tuple[int, int]:
+        head = self._head_seq
+
+        def query() -> tuple[int, int]:
+            first = self._reader.execute(
+                "SELECT min(seq) FROM messages WHERE received_at >= ? AND seq <= ?", (since_ms, head)
+            ).fetchone()[0]
+            if first is None:
+                return head, head
+            upto = head
+            if until_ms is not None:
+                last = self._reader.execute(
+                    "SELECT max(seq) FROM messages WHERE received_at < ? AND seq <= ?", (until_ms, head)
+                ).fetchone()[0]
+                upto = max(first - 1, last or 0)
+            return first - 1, upto
+
+        return await trio.to_thread.run_sync(query, limiter=self._read_lock)
+
     async def set_cursor(self, destination: str, seq: int, outcomes: Outcomes | None = None) -> None:
         waiter = _Waiter(())
         self._queued_cursors[destination] = seq

@@ -169,6 +169,10 @@ class Filter:
         """What the core calls: by default :meth:`process`."""
         return self.process(message)
 
+    def statistics(self) -> dict[str, int]:
+        """The filter's own counters (exported as ``gateway_filter_statistic``); none by default."""
+        return {}
+
 
 class FilterOutcome(NamedTuple):
     """What a chain of filters made of one message. ``message`` is None when it was dropped

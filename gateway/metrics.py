@@ -7,7 +7,7 @@ config ids, never from event data.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from gateway.components import Filter
     from gateway.log import BacklogInfo
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
@@ -94,6 +95,10 @@ class Metrics:
         """Export per-destination backlog gauges, computed when scraped."""
         self.registry.register(_BacklogCollector(backlog))
 
+    def watch_filters(self, filters: Callable[[], Mapping[str, Filter]]) -> None:
+        """Export each filter's own counters (``Filter.statistics``), read when scraped."""
+        self.registry.register(_FilterCollector(filters))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -122,3 +127,19 @@ class _BacklogCollector(Collector):
             size.add_metric([info.destination], info.bytes_estimate)
             age.add_metric([info.destination], max(0.0, now - info.oldest_received_at) if info.messages else 0.0)
         yield from (messages, size, age)
+
+
+class _FilterCollector(Collector):
+    def __init__(self, filters: Callable[[], Mapping[str, Filter]]) -> None:
+        self._filters = filters
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "gateway_filter_statistic",
+            "A filter's own counters since it was built (a reload that rebuilds it starts them again)",
+            labels=["filter", "name"],
+        )
+        for filter_id, message_filter in sorted(self._filters().items()):
+            for name, value in sorted(message_filter.statistics().items()):
+                family.add_metric([filter_id, name], value)
+        yield family

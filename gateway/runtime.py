@@ -154,6 +154,7 @@ class Gateway:
         self.hub = IngestHub(ingest_log, config, self.filters, metrics, self.classifier)
         self._backlog: list[BacklogInfo] = []
         metrics.watch_backlog(lambda: self._backlog)
+        metrics.watch_filters(lambda: self.filters)
         self.app: QuartTrio = create_app(
             self.hub, registry.sources.values(), readiness=self.readiness, refresh_metrics=self.refresh_metrics
         )

@@ -113,14 +113,23 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
     async def replay() -> Response:
         body: dict[str, Any] = await request.get_json(force=True, silent=True) or {}
         destination, since_ms, until_ms = body.get("destination"), body.get("since_ms"), body.get("until_ms")
-        if not isinstance(since_ms, int) or not (until_ms is None or isinstance(until_ms, int)):
+        if type(destination) is not str or type(since_ms) is not int or type(until_ms) not in (int, type(None)):
             return error_response(400, "bad_request", 'send {"destination": "...", "since_ms": int, "until_ms": int?}')
-        if destination not in gateway.destinations:
+        try:
+            started = await gateway.replay(destination, since_ms, until_ms)
+        except KeyError:
             return error_response(404, "no_such_destination", f"no running destination {destination!r}")
-        started = await gateway.replay(destination, since_ms, until_ms)
         return json_response(
             {"replay": None if started is None else {**msgspec.to_builtins(started), "name": started.name}}
         )
+
+    @app.post("/replays/cancel")
+    async def cancel_replays() -> Response:
+        body: dict[str, Any] = await request.get_json(force=True, silent=True) or {}
+        destination = body.get("destination")
+        if type(destination) is not str:
+            return error_response(400, "bad_request", 'send {"destination": "..."}')
+        return json_response({"cancelled": await gateway.cancel_replays(destination)})
 
     async def change(action: str) -> Response:
         body: dict[str, Any] = await request.get_json(force=True, silent=True) or {}

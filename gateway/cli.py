@@ -193,6 +193,12 @@ def _time_argument(option: str, value: str) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if args.cancel:
+        cancelled = _admin(args.config, "POST", "/replays/cancel", {"destination": args.destination})["cancelled"]
+        print(f"{cancelled} replay(s) of {args.destination} cancelled")
+        return 0
+    if not args.since:
+        raise GatewayError("replay: give --since (or --cancel)")
     body: dict[str, Any] = {"destination": args.destination, "since_ms": _time_argument("--since", args.since)}
     if args.until:
         body["until_ms"] = _time_argument("--until", args.until)
@@ -270,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="send a destination again what the log received in a time range, beside live delivery (admin API)",
     )
     replay.add_argument("destination")
-    replay.add_argument("--since", required=True, help="ISO time: the first messages received at or after it")
+    replay.add_argument("--since", help="ISO time: the first messages received at or after it")
     replay.add_argument("--until", help="ISO time: up to the messages received before it (default: now)")
+    replay.add_argument("--cancel", action="store_true", help="stop and forget the destination's replays")
     replay.add_argument("--config", default=DEFAULT_CONFIG_PATH)
     replay.set_defaults(handler=_replay)
 

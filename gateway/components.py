@@ -136,7 +136,8 @@ class Verdict:
         reason: Why it was dropped, a short code (``unplanned``, ``sampled``...): counted per
             source and destination, and written into the delivery books as ``filtered:<reason>``.
         failure: The filter failed on this message: it goes to the dead-letter table with this
-            error (``gateway dead-letters redrive`` runs it through the filters again later).
+            error (``gateway dead-letters redrive`` runs it through the filters again later);
+            ``message`` is then ignored.
         forward: Messages to store into other sources (see :class:`Forward`).
     """
 
@@ -170,7 +171,7 @@ class Filter:
         return self.process(message)
 
     def statistics(self) -> dict[str, int]:
-        """The filter's own counters (exported as ``gateway_filter_statistic``); none by default."""
+        """The filter's own counters (exported as ``gateway_filter_events_total``); none by default."""
         return {}
 
 
@@ -193,32 +194,38 @@ FILTER_ERROR_REASON = "filter_error"
 
 def apply_filters(filters: Sequence[tuple[str, Filter]], message: JSONObject, context: FilterContext) -> FilterOutcome:
     """Run ``filters`` in order, collecting what they forward, until one drops or fails the
-    message. A filter that raises fails the message, like a :class:`Verdict` with a ``failure``:
-    it is dead-lettered (nothing goes on, nothing is lost, a redrive retries it once the filter
-    is fixed), and a broken filter never stops the pipeline."""
+    message. A filter that raises, or returns something that is not a message (a dict with a
+    string ``messageId``), None or a :class:`Verdict`, fails the message like a Verdict with a
+    ``failure``: it is dead-lettered (nothing goes on, nothing is lost, a redrive retries it once
+    the filter is fixed), and a broken filter never stops the pipeline."""
     forward: tuple[Forward, ...] = ()
     for filter_id, message_filter in filters:
         try:
             result = message_filter.apply(message, context)
+            if result is None:
+                return FilterOutcome(None, message_filter.drop_reason or filter_id, None, forward)
+            if type(result) is not dict:
+                if not isinstance(result, Verdict):
+                    raise TypeError(f"returned {type(result).__name__}, not a message, None or a Verdict")
+                if result.forward:
+                    forward += tuple(result.forward)
+                if result.failure is not None:
+                    reason = result.reason or FILTER_ERROR_REASON
+                    return FilterOutcome(None, reason, f"{filter_id}: {result.failure}", forward)
+                if result.message is None:
+                    return FilterOutcome(None, result.reason or message_filter.drop_reason or filter_id, None, forward)
+                result = result.message
+                if type(result) is not dict:
+                    raise TypeError(f"its Verdict holds {type(result).__name__}, not a message")
+            if type(result.get("messageId")) is not str:
+                raise TypeError("it returned a message without a string messageId")
+            message = result
         except Exception as error:
             warning = _filter_failures.get(filter_id)
             if warning is None:
                 warning = _filter_failures[filter_id] = ThrottledWarning(_filter_log, "filter_failed")
             warning(filter=filter_id, error_type=type(error).__name__, error=str(error))
             return FilterOutcome(None, FILTER_ERROR_REASON, f"{filter_id}: {type(error).__name__}: {error}", forward)
-        if result is None:
-            return FilterOutcome(None, message_filter.drop_reason or filter_id, None, forward)
-        if type(result) is Verdict:
-            if result.forward:
-                forward += result.forward
-            if result.message is None:
-                if result.failure is not None:
-                    reason = result.reason or FILTER_ERROR_REASON
-                    return FilterOutcome(None, reason, f"{filter_id}: {result.failure}", forward)
-                return FilterOutcome(None, result.reason or message_filter.drop_reason or filter_id, None, forward)
-            message = result.message
-        else:
-            message = result  # type: ignore[assignment]
     return FilterOutcome(message, None, None, forward)
 
 

@@ -209,6 +209,7 @@ class DestinationWorker:
             self._acks = _Acks(cursor=position)
             self._saved_cursor = position
             slots = trio.Semaphore(self._config.concurrency)
+            range_gone = False
             task_status.started()
             async with trio.open_nursery() as nursery:
                 if replay is None:  # the destination's own worker redrives its dead letters
@@ -220,12 +221,15 @@ class DestinationWorker:
                         if replay is not None:
                             batch = [record for record in batch if record.seq <= replay.end_seq]
                             if not batch:  # what is left of the range was deleted
-                                await self._persist_cursor_at(replay.end_seq)
+                                range_gone = True
                                 break
                         position = batch[-1].seq
                         await slots.acquire()
                         self._acks.start(position)
                         nursery.start_soon(self._deliver, batch, slots, deletions)
+            if range_gone and replay is not None:
+                # Every batch in flight has landed (the nursery waited): past the deleted tail.
+                await self._persist_cursor_at(replay.end_seq)
 
     def sending_from_before(self, deletions: int) -> bool:
         """Whether a send that started before the log's ``deletions``-th deletion is still running."""
@@ -299,7 +303,11 @@ class DestinationWorker:
             if privacy is not None and self._classifier is not None:
                 apply_policy(result, self._classifier, privacy)
             # Stored bodies are msgspec's own encoding, so an untouched message encodes the same.
-            body = _encode(result)
+            try:
+                body = _encode(result)
+            except (TypeError, ValueError, OverflowError) as error:  # a filter left a value JSON cannot hold
+                failures.append((record, f"the filtered message cannot be sent as JSON: {error}"))
+                continue
             kept.append(record if body == record.body else msgspec.structs.replace(record, body=body))
         return kept
 
@@ -479,6 +487,7 @@ class DestinationWorker:
                 deletions = self._log.deletions
                 letters = await self._log.take_redrive(self.id, 100)
                 delivered: list[tuple[int, Record]] = []
+                dropped: list[int] = []
                 refused: list[int] = []
                 error = ""
                 for letter_id, record, stage in letters:
@@ -492,8 +501,8 @@ class DestinationWorker:
                             refused.append(letter_id)
                             error = failures[0][1]
                             continue
-                        if not to_send:  # the filters drop it now: it leaves the dead letters
-                            delivered.append((letter_id, record))
+                        if not to_send:  # the filters drop it now (and counted why): it leaves the dead letters
+                            dropped.append(letter_id)
                             continue
                     try:
                         with trio.fail_after(self._config.timeout_secs):
@@ -507,8 +516,8 @@ class DestinationWorker:
                         break
                     else:
                         delivered.append((letter_id, record))
-                if delivered or refused:
-                    await self._log.finish_redrive(self.id, delivered, refused, error)
+                if delivered or refused or dropped:
+                    await self._log.finish_redrive(self.id, delivered, refused, error, dropped=dropped)
                     self._record_delivery([r for _, r in delivered])
                     log.info("dead_letters_redriven", delivered=len(delivered), refused_again=len(refused))
 

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway.components import Filter, FilterContext, Forward, Record, apply_filters
+from gateway.components import FILTER_ERROR_REASON, Filter, FilterContext, Forward, Record, apply_filters
 from gateway.config import GatewayConfig, ServerConfig
 from gateway.log import SOURCE_STAGE, Entry, IngestLog, InventoryRow, source_letters
 from gateway.metrics import Metrics
@@ -30,6 +30,8 @@ log = structlog.get_logger("gateway.ingest")
 
 JSONObject = dict[str, Any]
 _encode = msgspec.json.Encoder().encode
+#: For a dead letter, whatever a filter left in the message: what JSON cannot hold is written as its repr.
+_encode_for_the_record = msgspec.json.Encoder(enc_hook=repr).encode
 BLOCK_RED = PrivacyPolicy(red="block")
 #: Distinct (source, path) pairs the field inventory holds at most: keys that are data (ids,
 #: emails used as keys) must not grow it without bound.
@@ -102,7 +104,7 @@ class IngestHub:
         self._log = log
         self.metrics = metrics or Metrics()
         self._inventory = _Inventory()
-        self._forward_warning = ThrottledWarning(log, "forward_refused")
+        self._forward_warning = ThrottledWarning(structlog.get_logger("gateway.ingest"), "forward_refused")
         self.use_config(config, filters, classifier)
 
     def use_config(
@@ -194,9 +196,9 @@ class IngestHub:
             gateway.errors.LogUnavailableError: nothing was stored; answer 503.
         """
         entries: list[Entry] = []
+        forwarded: list[Entry] = []
         letters: list[tuple[str, Record, str]] = []
         filtered = 0
-        now_ms = 0
         context: FilterContext | None = None
         for source, message in messages:
             if not self._admit(source, message):
@@ -207,30 +209,44 @@ class IngestHub:
                 continue
             if context is None or context.source != source.id:
                 context = FilterContext(source.id)
-            kept, reason, failure, forward = apply_filters(source.filters, message, context)
-            if forward:
-                self._forward(source.id, forward, entries)
+            entry, reason, failure = self._filter(source, message, context, forwarded)
+            if entry is not None:
+                entries.append(entry)
+                continue
+            filtered += 1
+            self.metrics.filtered.labels("source", source.id, reason or "").inc()
             if failure is not None:
-                now_ms = now_ms or int(time.time() * 1000)
-                letters.append((source_letters(source.id), Record(0, source.id, _encode(message), now_ms), failure))
-                self.metrics.filtered.labels("source", source.id, reason or "").inc()
-                filtered += 1
-            elif kept is None:
-                self.metrics.filtered.labels("source", source.id, reason or "").inc()
-                filtered += 1
-            else:
-                entries.append(Entry(source.id, str(kept["messageId"]), _encode(kept)))
+                body = _encode_for_the_record(message)
+                letters.append(
+                    (source_letters(source.id), Record(0, source.id, body, int(time.time() * 1000)), failure)
+                )
         for destination, record, error in letters:
             # Durable before the client hears 2xx, like the stored messages.
             await self._log.add_dead_letters(destination, [record], error, 1, stage=SOURCE_STAGE)
-        result = await self._log.append(entries)
-        if entries:
+        # Forwarded messages after the request's own, which label the counts below.
+        result = await self._log.append(entries + forwarded if forwarded else entries)
+        if entries or forwarded:
             # One request comes from one source in practice; label by the first.
-            label = entries[0].source
+            label = (entries or forwarded)[0].source
             self.metrics.accepted.labels(label).inc(result.stored)
             if result.duplicates:
                 self.metrics.deduplicated.labels(label).inc(result.duplicates)
         return IngestOutcome(stored=result.stored, duplicates=result.duplicates, filtered=filtered)
+
+    def _filter(
+        self, source: Source, message: JSONObject, context: FilterContext, forwarded: list[Entry]
+    ) -> tuple[Entry | None, str | None, str | None]:
+        """Run ``source``'s filters on ``message``: ``(entry to store, None, None)``, or
+        ``(None, drop reason, failure or None)``. What they forward is added to ``forwarded``."""
+        kept, reason, failure, forward = apply_filters(source.filters, message, context)
+        if forward:
+            self._forward(source.id, forward, forwarded)
+        if kept is None:
+            return None, reason, failure
+        try:
+            return Entry(source.id, kept["messageId"], _encode(kept)), None, None
+        except (TypeError, ValueError, OverflowError) as error:  # a filter left a value JSON cannot hold
+            return None, FILTER_ERROR_REASON, f"the filtered message cannot be stored as JSON: {error}"
 
     def _admit(self, source: Source, message: JSONObject) -> bool:
         """Suppression, the field inventory and ``block_red``: what every message of ``source``
@@ -252,15 +268,20 @@ class IngestHub:
     def _forward(self, from_source: str, forward: Sequence[Forward], entries: list[Entry]) -> None:
         """Store forwarded messages into their sources (privacy applies there, filters do not)."""
         for item in forward:
-            target = self._by_id.get(item.source)
-            message = item.message
-            message_id = message.get("messageId")
-            if target is None or not isinstance(message_id, str):
-                self._forward_warning(from_source=from_source, to_source=item.source, message_id=message_id)
+            target = self._by_id.get(item.source) if isinstance(item, Forward) else None
+            message = item.message if target is not None else None
+            if target is None or type(message) is not dict or type(message.get("messageId")) is not str:
+                self._forward_warning(from_source=from_source, problem="no such source, or not a message")
                 continue
-            if self._admit(target, message):
-                self.metrics.forwarded.labels(from_source, target.id).inc()
-                entries.append(Entry(target.id, message_id, _encode(message)))
+            if not self._admit(target, message):
+                continue  # its user is suppressed
+            try:
+                body = _encode(message)
+            except (TypeError, ValueError, OverflowError) as error:
+                self._forward_warning(from_source=from_source, problem=f"not JSON: {error}")
+                continue
+            self.metrics.forwarded.labels(from_source, target.id).inc()
+            entries.append(Entry(target.id, message["messageId"], body))
 
     async def redrive_letters(self) -> int:
         """Run the source dead letters an operator marked for redrive through their source's
@@ -268,33 +289,51 @@ class IngestHub:
         taken = 0
         for source in list(self._by_id.values()):
             destination = source_letters(source.id)
+            deletions = self._log.deletions
             letters = await self._log.take_redrive(destination, 100)
             if not letters:
                 continue
             done: list[tuple[int, Record]] = []
+            dropped: list[int] = []
             refused: list[int] = []
             error = ""
             entries: list[Entry] = []
             context = FilterContext(source.id)
+            suppressed = self._log.suppressed
             for letter_id, record, _ in letters:
-                message = record.message()
-                kept, reason, failure, forward = apply_filters(source.filters, message, context)
-                if forward:
-                    self._forward(source.id, forward, entries)
+                try:
+                    message = record.message()
+                except msgspec.DecodeError as problem:
+                    refused.append(letter_id)
+                    error = f"the dead letter is not a JSON message: {problem}"
+                    continue
+                if suppressed and message.get("userId") in suppressed:
+                    dropped.append(letter_id)  # the user asked since: it is never stored
+                    continue
+                entry, reason, failure = self._filter(source, message, context, entries)
                 if failure is not None:
                     refused.append(letter_id)
                     error = failure
                     continue
-                if kept is None:
+                if entry is None:
                     self.metrics.filtered.labels("source", source.id, reason or "").inc()
+                    dropped.append(letter_id)
                 else:
-                    entries.append(Entry(source.id, str(kept["messageId"]), _encode(kept)))
-                done.append((letter_id, record))
+                    entries.append(entry)
+                    done.append((letter_id, record))
+            if self._log.deletions != deletions:
+                continue  # a deletion request ran meanwhile: take what is left again next time
             # Stored first: a crash in between redrives again, and dedup drops the copy.
             await self._log.append(entries)
-            await self._log.finish_redrive(destination, done, refused, error)
-            log.info("source_dead_letters_redriven", source=source.id, taken=len(done), refused_again=len(refused))
-            taken += len(done)
+            await self._log.finish_redrive(destination, done, refused, error, dropped=dropped)
+            log.info(
+                "source_dead_letters_redriven",
+                source=source.id,
+                stored=len(done),
+                dropped=len(dropped),
+                refused_again=len(refused),
+            )
+            taken += len(done) + len(dropped)
         return taken
 
     # -- the privacy field inventory ---------------------------------------------------------

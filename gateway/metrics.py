@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class Metrics:
         self.registry.register(_BacklogCollector(backlog))
 
     def watch_filters(self, filters: Callable[[], Mapping[str, Filter]]) -> None:
-        """Export each filter's own counters (``Filter.statistics``), read when scraped."""
+        """Export each filter's own counters (``Filter.statistics``) as ``gateway_filter_events_total``."""
         self.registry.register(_FilterCollector(filters))
 
     def render(self) -> bytes:
@@ -133,13 +133,17 @@ class _FilterCollector(Collector):
     def __init__(self, filters: Callable[[], Mapping[str, Filter]]) -> None:
         self._filters = filters
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "gateway_filter_statistic",
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "gateway_filter_events",
             "A filter's own counters since it was built (a reload that rebuilds it starts them again)",
-            labels=["filter", "name"],
+            labels=["filter", "counter"],
         )
         for filter_id, message_filter in sorted(self._filters().items()):
-            for name, value in sorted(message_filter.statistics().items()):
+            try:
+                counters = sorted(message_filter.statistics().items())
+            except Exception:  # a plugin's bug must not take /metrics down
+                continue
+            for name, value in counters:
                 family.add_metric([filter_id, name], value)
         yield family

@@ -110,6 +110,8 @@ class _RunningDestination:
     done: trio.Event = field(default_factory=trio.Event)
     #: Replays under way, by cursor name; they run beside the worker, in this nursery.
     replays: dict[str, DestinationWorker] = field(default_factory=dict)
+    replay_scopes: dict[str, trio.CancelScope] = field(default_factory=dict)
+    replay_ended: trio.Event = field(default_factory=trio.Event)  # set (and replaced) as each one ends
     nursery: trio.Nursery | None = None
 
     async def stop(self, grace_secs: float = WORKER_STOP_GRACE_SECS) -> None:
@@ -241,10 +243,14 @@ class Gateway:
         running.replays[replay.name] = worker
 
         async def run() -> None:
+            scope = running.replay_scopes[replay.name] = trio.CancelScope()
             try:
-                await worker.run()
+                with scope:
+                    await worker.run()
             finally:
-                del running.replays[replay.name]
+                del running.replays[replay.name], running.replay_scopes[replay.name]
+                running.replay_ended.set()
+                running.replay_ended = trio.Event()
             # Stopped (a reload, a shutdown): the cursor stays and the replay resumes later.
             if worker.statistics().cursor >= replay.end_seq:
                 await self.log.forget_cursor(replay.name)
@@ -266,15 +272,51 @@ class Gateway:
             after, upto = await self.log.seq_range(since_ms, until_ms)
             if upto <= after:
                 return None
-            replay = Replay(did, after, upto, int(time.time() * 1000))
+            created = int(time.time() * 1000)
+            names = await self.log.cursors()
+            while (replay := Replay(did, after, upto, created)).name in names:
+                created += 1
             await self.log.set_cursor(replay.name, after)
             self._start_replay(running, replay)
         log.info("replay_started", destination=did, replay=replay.name, messages_at_most=upto - after)
         return replay
 
+    async def cancel_replays(self, did: str) -> int:
+        """Stop the replays of ``did`` and forget them; returns how many there were."""
+        async with self._apply_lock:
+            running = self.destinations.get(did)
+            names = [name for name, (_, start) in (await self.log.cursors()).items() if _replay_of(name, start) == did]
+            if running is not None:
+                for name in names:  # a send under way is abandoned: the replay is over
+                    if name in running.replay_scopes:
+                        running.replay_scopes[name].cancel()
+                while any(name in running.replays for name in names):
+                    await running.replay_ended.wait()
+            for name in names:
+                await self.log.forget_cursor(name)
+        log.info("replays_cancelled", destination=did, replays=names)
+        return len(names)
+
+    async def _forget_replays_of_gone_destinations(self) -> None:
+        for name, (_, start) in (await self.log.cursors()).items():
+            did = _replay_of(name, start)
+            if did is not None and did not in self.config.destinations:
+                await self.log.forget_cursor(name)
+                log.warning("replay_dropped", replay=name, reason=f"destination {did!r} is no longer configured")
+
     def cursor_holders(self) -> list[str]:
-        """The cursors the log must keep messages for: every destination's and replay's."""
-        return [*self.destinations, *(name for r in self.destinations.values() for name in r.replays)]
+        """The cursors the log must keep messages for: every configured destination's (running
+        or not: a destination being restarted by a reload still needs its backlog) and every
+        replay's of one."""
+        configured = self.config.destinations
+        return [
+            *configured,
+            *(
+                name
+                for name in self.log.statistics().cursors
+                if (did := _replay_of(name, 0)) is not None and did in configured
+            ),
+        ]
 
     def _wanted_listeners(self, config: GatewayConfig) -> set[tuple[str, str]]:
         """(app, address) pairs a config asks for: the HTTP API, and the admin API if it has a token."""
@@ -325,6 +367,7 @@ class Gateway:
     async def start(self) -> list[str]:
         """Start everything for the initial config; returns the bound HTTP addresses."""
         self.hub.load_inventory(await self.log.load_inventory())
+        await self._forget_replays_of_gone_destinations()
         for did, entity in self.config.destinations.items():
             stack = AsyncExitStack()
             destination = await self._open_destination(did, entity, stack)
@@ -392,6 +435,7 @@ class Gateway:
             # (each resumes from its persisted cursor, so nothing is skipped or sent twice).
             for did in [d for d in self.destinations if d not in new.destinations or d in opened]:
                 await self.destinations.pop(did).stop()
+            await self._forget_replays_of_gone_destinations()
             for did, (destination, stack) in opened.items():
                 await self._start_worker(did, new.destinations[did], destination, stack, filters)
             # Listeners: new ones are already open; now close the ones no longer wanted.
@@ -489,6 +533,12 @@ async def _delete_at_destination(running: _RunningDestination, user_id: str, set
     return DestinationDeletion(settled=settled, error=error)
 
 
+def _replay_of(cursor_name: str, start_seq: int) -> str | None:
+    """The destination a replay cursor belongs to, or None when the cursor is not a replay's."""
+    replay = Replay.parse(cursor_name, start_seq)
+    return replay.destination if replay is not None else None
+
+
 async def _every(interval_secs: float, name: str, fn: Callable[[], Awaitable[object]]) -> None:
     """Run an upkeep job for ever; a failure is logged and retried at the next tick."""
     while True:
@@ -534,9 +584,7 @@ async def serve_gateway(
         gateway = Gateway(registry, ingest_log, config, nursery, metrics, notifier)
         binds = await gateway.start()
         nursery.start_soon(_every, CHECKPOINT_INTERVAL_SECS, "checkpoint", ingest_log.checkpoint)
-        nursery.start_soon(
-            _every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(gateway.cursor_holders())
-        )
+        nursery.start_soon(_every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(gateway.cursor_holders()))
         nursery.start_soon(_every, INVENTORY_FLUSH_SECS, "inventory", gateway.flush_inventory)
         nursery.start_soon(_every, REDRIVE_POLL_SECS, "source_redrive", gateway.hub.redrive_letters)
         if watch:

@@ -116,8 +116,8 @@ def test_failing_functions_dead_letter_and_redrive_after_a_fix(tmp_path: Path) -
     }
     assert 'gateway_messages_filtered_total{reason="function_error",stage="source",target="web"} 1.0' in metrics
     # the filters' own counters, since the reload rebuilt them: one event each through the fixed functions
-    assert 'gateway_filter_statistic{filter="at_source",name="changed"} 1.0' in metrics
-    assert 'gateway_filter_statistic{filter="at_destination",name="changed"} 2.0' in metrics
+    assert 'gateway_filter_events_total{counter="passed",filter="at_source"} 1.0' in metrics
+    assert 'gateway_filter_events_total{counter="passed",filter="at_destination"} 2.0' in metrics
     [books] = audit(tmp_path).destinations
     assert books.unaccounted == 0 and books.dead_lettered == 1 and books.redriven == 1
     assert books.by_source["web"]["delivered"] == 2

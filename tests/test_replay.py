@@ -79,6 +79,12 @@ def test_replay_resends_a_time_range_and_survives_kill_9(tmp_path: Path) -> None
             send(gateway, "live")  # live delivery went on beside it
             wait_until(lambda: "live" in sink.delivered_ids())
             assert "nothing to replay" in cli(config, "replay", "hook", "--since", "2999-01-01T00:00:00Z").stdout
+            sink.failing = True  # a replay stuck on a dead endpoint can be called off
+            assert cli(config, "replay", "hook", "--since", since).returncode == 0
+            assert len(replay_cursors(tmp_path)) == 1
+            assert cli(config, "replay", "hook", "--cancel").stdout.strip() == "1 replay(s) of hook cancelled"
+            assert replay_cursors(tmp_path) == []
+            sink.failing = False
             bad = cli(config, "replay", "nope", "--since", since)
             assert bad.returncode == 2 and "no running destination 'nope'" in bad.stderr
             assert "is not an ISO-8601 time" in cli(config, "replay", "hook", "--since", "yesterday").stderr

@@ -180,9 +180,17 @@ class IngestLog(Protocol):
         ...
 
     async def finish_redrive(
-        self, destination: str, delivered: Sequence[tuple[int, Record]], failed: Sequence[int], error: str
+        self,
+        destination: str,
+        delivered: Sequence[tuple[int, Record]],
+        failed: Sequence[int],
+        error: str,
+        *,
+        dropped: Sequence[int] = (),
     ) -> None:
-        """Forget redriven letters the destination took; hold the refused ones again."""
+        """Forget redriven letters the destination took (booked as ``redriven``) and the ones
+        the filters now drop (``dropped``: booked nowhere, counted by the filters); hold the
+        refused ones again."""
         ...
 
     async def change_dead_letters(self, action: str, *, destination: str | None = None, ids: Sequence[int] = ()) -> int:

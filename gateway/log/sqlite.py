@@ -137,7 +137,7 @@ _ADD_OUTCOME = (
 )
 
 #: Outcome counts of a run of batches: (source, outcome) -> messages. Outcomes are ``delivered``,
-#: ``dead_lettered``, ``filtered:<filter id>``, ``filtered:deleted`` (removed by a deletion
+#: ``dead_lettered``, ``filtered:<reason>`` (see README: Configuration), ``filtered:deleted`` (removed by a deletion
 #: request) and ``redriven`` (a dead letter delivered later).
 Outcomes = dict[tuple[str, str], int]
 DELETED_OUTCOME = "filtered:deleted"
@@ -516,7 +516,13 @@ class SQLiteLog:
         return await trio.to_thread.run_sync(query, limiter=self._read_lock)
 
     async def finish_redrive(
-        self, destination: str, delivered: Sequence[tuple[int, Record]], failed: Sequence[int], error: str
+        self,
+        destination: str,
+        delivered: Sequence[tuple[int, Record]],
+        failed: Sequence[int],
+        error: str,
+        *,
+        dropped: Sequence[int] = (),
     ) -> None:
         """Drop redriven letters the destination took (counting them as ``redriven`` in the
         destination's books; a source's letters are in no books: they were never stored), and
@@ -529,7 +535,9 @@ class SQLiteLog:
 
         def write() -> None:
             with self._writer:
-                self._writer.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i, _ in delivered])
+                self._writer.executemany(
+                    "DELETE FROM dead_letters WHERE id = ?", [(i,) for i, _ in delivered] + [(i,) for i in dropped]
+                )
                 self._writer.executemany(
                     "UPDATE dead_letters SET state = 'dead', error = ?, attempts = attempts + 1, failed_at = ? "
                     "WHERE id = ?",

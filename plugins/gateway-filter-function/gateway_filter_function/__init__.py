@@ -50,8 +50,9 @@ def _forget(key: int) -> None:
 
 
 def load_callable(spec: str, path: str | None = None) -> Callable[..., Any]:
-    """Import ``module:attribute`` (from ``path`` first, when given). The module is imported
-    afresh each time, so a config reload picks up an edited function.
+    """Import ``module:attribute`` (from ``path`` first, when given). A module that lives in
+    ``path`` is imported afresh each time, so a config reload picks up an edited function;
+    others (installed packages, the standard library) are imported once.
 
     Raises:
         ValueError: a bad spec, a module that fails to import, or an attribute that is missing
@@ -60,13 +61,15 @@ def load_callable(spec: str, path: str | None = None) -> Callable[..., Any]:
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise ValueError(f"function: {spec!r} is not 'module:callable'")
-    if path is not None:
-        folder = str(Path(path).resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+    folder = str(Path(path).resolve()) if path is not None else None
+    if folder is not None and folder not in sys.path:
+        sys.path.insert(0, folder)
     try:
         module = sys.modules.get(module_name)
-        module = importlib.reload(module) if module is not None else importlib.import_module(module_name)
+        if module is None:
+            module = importlib.import_module(module_name)
+        elif folder is not None and str(getattr(module, "__file__", "")).startswith(folder + "/"):
+            module = importlib.reload(module)  # the operator's own module: pick up their edits
     except Exception as error:
         raise ValueError(f"function: cannot import {module_name!r}: {type(error).__name__}: {error}") from None
     target: Any = module
@@ -105,7 +108,7 @@ class FunctionConfig(ComponentConfig, frozen=True, kw_only=True, weakref=True):
 class FunctionFilter(Filter):
     """Runs the operator's callable on each event, within ``budget_ms``.
 
-    Counters: ``changed`` (passed on), ``dropped`` (None), ``failed`` (dead-lettered).
+    Counters: ``passed`` (returned an event), ``dropped`` (None), ``failed`` (dead-lettered).
     """
 
     drop_reason = DROPPED_REASON
@@ -115,12 +118,12 @@ class FunctionFilter(Filter):
         self._function = config.resolved()
         self._budget_secs = config.budget_ms / 1000
         self._args: tuple[Any, ...] = (config.settings,) if config.settings is not None else ()
-        self.changed = self.dropped = self.failed = 0
+        self.passed = self.dropped = self.failed = 0
         if not enforceable():
             log.warning("function_budget_not_enforced", function=config.function, reason="not on the main thread")
 
     def statistics(self) -> dict[str, int]:
-        return {"changed": self.changed, "dropped": self.dropped, "failed": self.failed}
+        return {"passed": self.passed, "dropped": self.dropped, "failed": self.failed}
 
     def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
         result = self.apply(message)
@@ -133,7 +136,7 @@ class FunctionFilter(Filter):
             result = call_within(self._budget_secs, self._function, event, *self._args)
         except BudgetExceeded:
             return self._failed(f"timed out after {self.config.budget_ms:g} ms")
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # sys.exit() in a function ends the event, not the gateway
             return self._failed(f"{type(error).__name__}: {error}")
         if result is None:
             self.dropped += 1
@@ -146,7 +149,7 @@ class FunctionFilter(Filter):
             _encode(result)
         except (TypeError, ValueError) as error:
             return self._failed(f"the returned event is not JSON: {error}")
-        self.changed += 1
+        self.passed += 1
         return result
 
     def _failed(self, error: str) -> Verdict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -21,6 +22,10 @@ from typing import Any
 
 class BudgetExceeded(BaseException):
     """The running function used up its time budget."""
+
+
+#: After the budget, the timer fires again this often until the function gives up.
+REFIRE_SECS = 0.005
 
 
 _armed = False
@@ -49,16 +54,25 @@ def _install() -> None:
 
 def call_within(budget_secs: float, function: Callable[..., Any], *args: Any) -> Any:
     """``function(*args)``, interrupted with :class:`BudgetExceeded` after ``budget_secs``
-    (when :func:`enforceable`; otherwise it simply runs)."""
+    (when :func:`enforceable`; otherwise it simply runs).
+
+    The timer fires again every :data:`REFIRE_SECS` until the call returns, so a function that
+    swallows one interruption (a bare ``except:``) gets the next; and a call that returns after
+    its budget anyway (it swallowed them all) raises :class:`BudgetExceeded` too.
+    """
     global _armed
-    if not enforceable():
+    if _armed or not enforceable():  # a budget inside a budget: the outer one holds
         return function(*args)
     _install()
-    _armed = True
-    signal.setitimer(signal.ITIMER_REAL, budget_secs)
+    started = time.monotonic()
     try:
-        return function(*args)
+        _armed = True
+        signal.setitimer(signal.ITIMER_REAL, budget_secs, REFIRE_SECS)
+        result = function(*args)
     finally:
         # Disarm first: an alarm that fires between these two lines is ignored.
         _armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
+    if time.monotonic() - started > budget_secs:
+        raise BudgetExceeded
+    return result

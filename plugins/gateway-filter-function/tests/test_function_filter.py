@@ -56,6 +56,7 @@ def test_settings_are_the_second_argument(tmp_path: Path) -> None:
     ("body", "error"),
     [
         ("def transform(e):\n    raise ValueError('no plan')\n", "ValueError: no plan"),
+        ("import sys\ndef transform(e):\n    sys.exit(3)\n", "SystemExit: 3"),
         ("def transform(e):\n    return [e]\n", "returned list, not an event (dict) or None"),
         ("def transform(e):\n    return {'type': 'track'}\n", "the returned event has no messageId"),
         ("def transform(e):\n    e['x'] = object()\n    return e\n", "the returned event is not JSON"),
@@ -79,8 +80,11 @@ def test_a_failure_dead_letters_the_event_unchanged(tmp_path: Path, body: str, e
         "def transform(e):\n    while True:\n        try:\n            sum(range(1000))\n"
         "        except Exception:\n            pass\n",
         "import time\ndef transform(e):\n    time.sleep(30)\n",
+        # swallows every interruption and returns late: still over budget
+        "import time\ndef transform(e):\n    for _ in range(3):\n        try:\n            time.sleep(0.1)\n"
+        "        except BaseException:\n            pass\n    return e\n",
     ],
-    ids=["busy-loop", "swallowing-loop", "sleep"],
+    ids=["busy-loop", "swallowing-loop", "sleep", "swallowing-everything"],
 )
 def test_a_function_over_its_budget_is_stopped_and_dead_lettered(tmp_path: Path, body: str) -> None:
     f = make(tmp_path, body, budget_ms=30)

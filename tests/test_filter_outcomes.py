@@ -1,0 +1,123 @@
+"""What the core does with each kind of filter answer, in process on a real log: drops are
+counted by reason, failures and malformed answers are dead-lettered (never a 5xx, never lost),
+forwards land in their source, and redrives of dead letters honour suppressions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import Filter, FilterContext, Forward, Verdict
+from gateway.components import apply_filters
+from gateway.config import parse_config
+from gateway.ingest import IngestHub
+from gateway.log import open_log
+from gateway.log.sqlite import list_dead_letters
+from gateway.plugins import Registry
+from tests.gatewayproc import WRITE_KEY, config_text
+
+
+class Answers(Filter):
+    """Answers each message with what ``answer(message)`` returns."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def process(self, message: dict[str, Any]) -> Any:
+        return self.answer(message)
+
+
+def event(message_id: str = "m1", **fields: Any) -> dict[str, Any]:
+    return {"type": "track", "event": "e", "userId": "u", "messageId": message_id, **fields}
+
+
+@pytest.mark.parametrize(
+    ("answer", "failure"),
+    [
+        (lambda m: [m], "f: TypeError: returned list, not a message, None or a Verdict"),
+        (lambda m: Verdict(message=5), "f: TypeError: its Verdict holds int, not a message"),  # type: ignore[arg-type]
+        (lambda m: {"type": "track"}, "f: TypeError: it returned a message without a string messageId"),
+        (lambda m: Verdict(message=m, failure="nope"), "f: nope"),
+        (lambda m: 1 / 0, "f: ZeroDivisionError: division by zero"),
+    ],
+)
+def test_malformed_answers_and_errors_fail_the_message(answer: Any, failure: str) -> None:
+    outcome = apply_filters([("f", Answers(answer))], event(), FilterContext("web"))
+    assert (outcome.message, outcome.failure) == (None, failure)
+
+
+def test_forwards_given_as_a_list_are_kept() -> None:
+    forward = [Forward("other", event("x"))]
+    outcome = apply_filters(
+        [("f", Answers(lambda m: Verdict(message=m, forward=forward)))],  # type: ignore[arg-type]
+        event(),
+        FilterContext("web"),
+    )
+    assert outcome.message == event() and outcome.forward == tuple(forward)
+
+
+def hub_config(tmp_path: Path, registry: Registry) -> Any:
+    """Source ``web`` lists filter ``f`` (its type is a stand-in: the tests give the hub their
+    own filter under that id); source ``other`` takes forwards."""
+    text = config_text(tmp_path, archive=False).replace(
+        f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["f"]'
+    )
+    return parse_config(text + '\n[sources.other]\nwrite_key = "other-key"\n[filters.f]\ntype = "bots"\n', registry)
+
+
+async def test_at_ingest_every_kind_of_answer_is_stored_counted_or_dead_lettered(
+    tmp_path: Path, registry: Registry
+) -> None:
+    def answer(message: dict[str, Any]) -> Any:
+        kind = message["properties"]["kind"]
+        if kind == "unencodable":
+            message["properties"]["x"] = object()
+            return message
+        if kind == "forward-junk":
+            return Verdict(message=message, forward=(Forward("nope", {}), Forward("other", {"no": "id"})))
+        if kind == "forward":
+            return Verdict(reason="unplanned", forward=(Forward("other", event("fwd-" + message["messageId"])),))
+        if kind == "raise":
+            raise RuntimeError("boom")
+        return message
+
+    config = hub_config(tmp_path, registry)
+    async with open_log(config.log, config.data_dir) as log:
+        hub = IngestHub(log, config, {"f": Answers(answer)})
+        web = hub.authenticate(WRITE_KEY, "tracking_api")
+        assert web is not None
+        kinds = ["ok", "unencodable", "forward-junk", "forward", "raise"]
+        outcome = await hub.ingest([(web, event(kind, properties={"kind": kind})) for kind in kinds])
+        assert (outcome.stored, outcome.filtered) == (3, 3)  # ok, forward-junk, fwd-forward
+        letters = {x.body: x for x in list_dead_letters(tmp_path)}
+        assert len(letters) == 2
+        assert {x.destination for x in letters.values()} == {"source:web"}
+        errors = sorted(x.error for x in letters.values())
+        assert errors[0].startswith("f: RuntimeError: boom")
+        assert errors[1].startswith("the filtered message cannot be stored as JSON")
+        records = await log.read(0, max_records=10, max_bytes=10**6)
+        stored = [(r.source, r.message()["messageId"]) for r in records]
+        assert stored == [("web", "ok"), ("web", "forward-junk"), ("other", "fwd-forward")]
+        text = hub.metrics.render().decode()
+        assert 'gateway_messages_filtered_total{reason="unplanned",stage="source",target="web"} 1.0' in text
+        assert 'gateway_messages_filtered_total{reason="filter_error",stage="source",target="web"} 2.0' in text
+
+
+async def test_a_source_redrive_drops_the_letters_of_users_suppressed_since(tmp_path: Path, registry: Registry) -> None:
+    config = hub_config(tmp_path, registry)
+    broken = Answers(lambda m: 1 / 0)
+    async with open_log(config.log, config.data_dir) as log:
+        hub = IngestHub(log, config, {"f": broken})
+        web = hub.authenticate(WRITE_KEY, "tracking_api")
+        assert web is not None
+        await hub.ingest([(web, event("a", userId="keep")), (web, event("b", userId="gone"))])
+        assert len(list_dead_letters(tmp_path)) == 2
+        await log.set_suppressed("gone", True)
+        broken.answer = lambda m: m  # fixed
+        assert await log.change_dead_letters("redrive", destination="source:web") == 2
+        assert await hub.redrive_letters() == 2
+        assert list_dead_letters(tmp_path) == []
+        records = await log.read(0, max_records=10, max_bytes=10**6)
+        assert [r.message()["messageId"] for r in records] == ["a"]

@@ -117,7 +117,9 @@ CREATE TABLE IF NOT EXISTS privacy_inventory (
 # multi-row INSERTs (VALUES rows are inserted in order, so a duplicate inside one statement is
 # skipped too): one call into SQLite per chunk instead of per row, so the commit thread takes
 # the GIL back once per chunk, not once per row, while the event loop is busy.
-_APPEND_CHUNK = 256  # a power of two: chunk sizes are powers of two, a handful of cached statements
+# A power of two (chunk sizes are powers of two: a handful of cached statements), and 4 x 128
+# parameters stay under 999, the variable limit of SQLite builds before 3.32.
+_APPEND_CHUNK = 128
 
 
 def _append_sql(rows: int) -> str:

@@ -39,6 +39,23 @@ async def test_append_is_durable_and_deduplicated_across_restarts(tmp_path: Path
         assert log.statistics().head_seq == 5
 
 
+async def test_large_appends_keep_order_and_dedup_across_insert_chunks(tmp_path: Path) -> None:
+    # 600 entries go in as several multi-row INSERTs; duplicates inside one chunk, across chunks
+    # of one request and across requests are all skipped, and the seqs follow the request's order.
+    ids = [f"m{i}" for i in range(600)]
+    request = [entry(i) for i in ids]
+    request[300] = entry("m5")  # an earlier chunk of the same request
+    request[301] = entry("m299")  # the same chunk: m299 is the row just before
+    request[599] = entry("m598")  # the last, one-row chunk
+    async with open_log(LogConfig(), tmp_path) as log:
+        first = await log.append(request)
+        assert (first.stored, first.duplicates) == (597, 3)
+        second = await log.append([entry("m300"), entry("m0"), entry("m600"), entry("m300")])
+        assert (second.stored, second.duplicates) == (2, 2)
+    expected = [i for i in ids if i not in ("m300", "m301", "m599")]
+    assert stored_ids(tmp_path) == [*expected, "m300", "m600"]
+
+
 async def test_dedup_holds_for_the_window_even_when_delivered_and_archive_is_shorter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -123,11 +123,38 @@ CREATE TABLE IF NOT EXISTS privacy_inventory (
 """
 
 # A duplicate key is skipped by the same statement that would store it, in the same
-# transaction: the only way to be exact across concurrent requests and crashes.
-_APPEND = (
-    "INSERT INTO messages (source, message_id, received_at, body) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (source, message_id) DO NOTHING"
-)
+# transaction: the only way to be exact across concurrent requests and crashes. Rows go in as
+# multi-row INSERTs (VALUES rows are inserted in order, so a duplicate inside one statement is
+# skipped too): one call into SQLite per chunk instead of per row, so the commit thread takes
+# the GIL back once per chunk, not once per row, while the event loop is busy.
+# A power of two (chunk sizes are powers of two: a handful of cached statements), and 4 x 128
+# parameters stay under 999, the variable limit of SQLite builds before 3.32.
+_APPEND_CHUNK = 128
+
+
+def _append_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO messages (source, message_id, received_at, body) VALUES {values} "
+        "ON CONFLICT (source, message_id) DO NOTHING"
+    )
+
+
+_APPEND_SQL = {size: _append_sql(size) for size in (1 << bit for bit in range(_APPEND_CHUNK.bit_length()))}
+
+
+def _append_chunks(entries: Sequence[Entry]) -> Iterator[Sequence[Entry]]:
+    """``entries`` in order, in chunks of ``_APPEND_CHUNK`` and then of decreasing powers of two."""
+    start, left = 0, len(entries)
+    size = _APPEND_CHUNK
+    while left:
+        while size > left:
+            size >>= 1
+        yield entries[start : start + size]
+        start += size
+        left -= size
+
+
 _SET_CURSOR = """
 INSERT INTO cursors (destination, seq, start_seq, updated_at) VALUES (?1, ?2, ?2, ?3)
 ON CONFLICT (destination) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
@@ -343,7 +370,9 @@ class SQLiteLog:
         try:
             for waiter in waiters:
                 before = conn.total_changes
-                cur.executemany(_APPEND, [(e.source, e.message_id, now, e.body) for e in waiter.entries])
+                for chunk in _append_chunks(waiter.entries):
+                    params = [value for e in chunk for value in (e.source, e.message_id, now, e.body)]
+                    cur.execute(_APPEND_SQL[len(chunk)], params)
                 stored = conn.total_changes - before
                 results.append(AppendResult(stored=stored, duplicates=len(waiter.entries) - stored))
             for destination, seq in cursors.items():

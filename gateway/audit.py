@@ -42,9 +42,27 @@ class DestinationAudit(msgspec.Struct):
         return self.expected - (self.delivered + sum(self.filtered.values()) + self.dead_lettered + self.pending)
 
 
+class SourceAudit(msgspec.Struct):
+    """The books of one source: what became of each valid message it received. ``received``
+    is their sum, by construction: the books say where each message went, exactly (they are
+    written in the commit that stored the messages), with the reason of each drop."""
+
+    source: str
+    stored: int = 0
+    duplicates: int = 0
+    filtered: dict[str, int] = msgspec.field(default_factory=dict)
+    dead_lettered: int = 0
+    suppressed: int = 0
+
+    @property
+    def received(self) -> int:
+        return self.stored + self.duplicates + sum(self.filtered.values()) + self.dead_lettered + self.suppressed
+
+
 class AuditReport(msgspec.Struct):
     destinations: list[DestinationAudit]
     since_ms: int | None = None
+    sources: list[SourceAudit] = msgspec.field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
@@ -104,9 +122,28 @@ def audit(data_dir: Path, *, since_ms: int | None = None) -> AuditReport:
             ).fetchone()[0]
             report.by_source = dict(by_source)
             reports.append(report)
+        sources = _source_books(conn, since_ms)
     finally:
         conn.close()
-    return AuditReport(destinations=reports, since_ms=since_ms)
+    return AuditReport(destinations=reports, since_ms=since_ms, sources=sources)
+
+
+def _source_books(conn: sqlite3.Connection, since_ms: int | None) -> list[SourceAudit]:
+    """Each source's books, from the hour that holds ``since_ms`` (all of them without it)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'source_outcomes'").fetchone():
+        return []  # a log from before the books
+    books: dict[str, SourceAudit] = {}
+    for source, outcome, count in conn.execute(
+        "SELECT source, outcome, sum(count) FROM source_outcomes WHERE hour >= ? GROUP BY source, outcome",
+        ((since_ms or 0) // 3_600_000,),
+    ):
+        book = books.setdefault(source, SourceAudit(source))
+        if outcome.startswith("filtered:"):
+            reason = outcome.removeprefix("filtered:")
+            book.filtered[reason] = book.filtered.get(reason, 0) + count
+        elif outcome in ("stored", "duplicates", "dead_lettered", "suppressed"):
+            setattr(book, outcome, getattr(book, outcome) + count)
+    return [books[source] for source in sorted(books)]
 
 
 def format_report(report: AuditReport) -> str:
@@ -131,6 +168,13 @@ def format_report(report: AuditReport) -> str:
             )
     if not report.destinations:
         lines.append("no destination has read the log yet")
+    for b in report.sources:
+        filtered = ", ".join(f"{reason} {n}" for reason, n in sorted(b.filtered.items())) or "none"
+        lines.append(
+            f"source {b.source}: received {b.received} = stored {b.stored} + duplicates {b.duplicates} "
+            f"+ filtered {sum(b.filtered.values())} ({filtered}) + dead-lettered {b.dead_lettered} "
+            f"+ suppressed {b.suppressed}"
+        )
     lines.append(
         "every accepted message is accounted for"
         if report.balanced

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import ipaddress
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import structlog
 
 from gateway.components import FILTER_ERROR_REASON, Filter, FilterContext, Forward, Record, apply_filters
 from gateway.config import GatewayConfig, ServerConfig
-from gateway.log import SOURCE_STAGE, Entry, IngestLog, InventoryRow, source_letters
+from gateway.log import Entry, IngestLog, InventoryRow, SourceLetter, source_letters
 from gateway.metrics import Metrics
 from gateway.privacy import RANK, Classifier, Finding, PrivacyPolicy, apply_policy
 from gateway.telemetry import ThrottledWarning
@@ -30,6 +31,8 @@ log = structlog.get_logger("gateway.ingest")
 
 JSONObject = dict[str, Any]
 _encode = msgspec.json.Encoder().encode
+#: Outcomes in the sources' books besides ``filtered:<reason>`` (and the log's stored/duplicates).
+SUPPRESSED, DEAD_LETTERED = "suppressed", "dead_lettered"
 #: For a dead letter, whatever a filter left in the message: what JSON cannot hold is written as its repr.
 _encode_for_the_record = msgspec.json.Encoder(enc_hook=repr).encode
 BLOCK_RED = PrivacyPolicy(red="block")
@@ -197,11 +200,15 @@ class IngestHub:
         """
         entries: list[Entry] = []
         forwarded: list[Entry] = []
-        letters: list[tuple[str, Record, str]] = []
+        letters: list[SourceLetter] = []
+        # The sources' books: what became of every message that is not stored (the log adds
+        # the stored and duplicate ones), committed with the messages.
+        tally: Counter[tuple[str, str]] = Counter()
         filtered = 0
         context: FilterContext | None = None
         for source, message in messages:
             if not self._admit(source, message):
+                tally[(source.id, SUPPRESSED)] += 1
                 filtered += 1
                 continue
             if not source.filters:
@@ -216,15 +223,15 @@ class IngestHub:
             filtered += 1
             self.metrics.filtered.labels("source", source.id, reason or "").inc()
             if failure is not None:
-                body = _encode_for_the_record(message)
+                tally[(source.id, DEAD_LETTERED)] += 1
                 letters.append(
-                    (source_letters(source.id), Record(0, source.id, body, int(time.time() * 1000)), failure)
+                    SourceLetter(source_letters(source.id), source.id, _encode_for_the_record(message), failure)
                 )
-        for destination, record, error in letters:
-            # Durable before the client hears 2xx, like the stored messages.
-            await self._log.add_dead_letters(destination, [record], error, 1, stage=SOURCE_STAGE)
-        # Forwarded messages after the request's own, which label the counts below.
-        result = await self._log.append(entries + forwarded if forwarded else entries)
+            else:
+                tally[(source.id, f"filtered:{reason}")] += 1
+        # Forwarded messages after the request's own, which label the counts below. Dead
+        # letters are durable in the same commit, before the client hears 2xx.
+        result = await self._log.append(entries + forwarded if forwarded else entries, letters=letters, tally=tally)
         if entries or forwarded:
             # One request comes from one source in practice; label by the first.
             label = (entries or forwarded)[0].source

@@ -96,6 +96,7 @@ def test_dead_letters_list_redrive_and_audit(gateway: GatewayProcess, sink: Sink
     wait_until(lambda: cli(gateway, "audit").returncode == 0)
     books = cli(gateway, "audit").stdout
     assert "hook: accepted 3 " in books and "delivered 2" in books and "dead-lettered 1" in books
+    assert "source web: received 3 = stored 3 + duplicates 0 + filtered 0 (none) + dead-lettered 0" in books
     assert "every accepted message is accounted for" in books
 
     sink.rejected.clear()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gateway import Filter, FilterContext, Forward, Verdict
+from gateway.audit import audit
 from gateway.components import apply_filters
 from gateway.config import parse_config
 from gateway.ingest import IngestHub
@@ -100,6 +101,12 @@ async def test_at_ingest_every_kind_of_answer_is_stored_counted_or_dead_lettered
         records = await log.read(0, max_records=10, max_bytes=10**6)
         stored = [(r.source, r.message()["messageId"]) for r in records]
         assert stored == [("web", "ok"), ("web", "forward-junk"), ("other", "fwd-forward")]
+        other_books, web_books = audit(tmp_path).sources  # by source id
+        assert (web_books.source, web_books.received, web_books.stored, web_books.dead_lettered) == ("web", 5, 2, 2)
+        assert web_books.filtered == {"unplanned": 1}
+        assert (other_books.source, other_books.received, other_books.stored) == ("other", 1, 1)
+        duplicate = await hub.ingest([(web, event("ok", properties={"kind": "ok"}))])
+        assert duplicate.duplicates == 1 and audit(tmp_path).sources[1].duplicates == 1
         text = hub.metrics.render().decode()
         assert 'gateway_messages_filtered_total{reason="unplanned",stage="source",target="web"} 1.0' in text
         assert 'gateway_messages_filtered_total{reason="filter_error",stage="source",target="web"} 2.0' in text

@@ -7,7 +7,7 @@ gateway uses, so another engine (Redis Streams, PostgreSQL) can replace the embe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +24,15 @@ class Entry(msgspec.Struct, frozen=True, array_like=True):
     source: str
     message_id: str
     body: bytes
+
+
+class SourceLetter(msgspec.Struct, frozen=True):
+    """A message a source's filter failed on, to keep as a dead letter (it is never stored)."""
+
+    destination: str  # source_letters(source)
+    source: str
+    body: bytes
+    error: str
 
 
 class AppendResult(msgspec.Struct, frozen=True):
@@ -127,9 +136,20 @@ class IngestLog(Protocol):
         """Add or remove a suppressed userId (persistently); returns whether anything changed."""
         ...
 
-    async def append(self, entries: Sequence[Entry]) -> AppendResult:
+    async def append(
+        self,
+        entries: Sequence[Entry],
+        *,
+        letters: Sequence[SourceLetter] = (),
+        tally: Mapping[tuple[str, str], int] | None = None,
+    ) -> AppendResult:
         """Store the entries durably, skipping (source, message_id) pairs seen within the dedup
         window, and return once they are on disk.
+
+        In the same commit: ``letters`` go to the dead-letter table, and, when ``tally`` is
+        given, the sources' books count the entries stored and duplicated per source and the
+        ``tally`` counts ((source, outcome) -> messages: ``filtered:<reason>``,
+        ``dead_lettered``, ``suppressed``), so the books are exact across crashes.
 
         Raises:
             gateway.errors.LogUnavailableError: the log cannot take writes now; nothing was stored.

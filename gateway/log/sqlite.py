@@ -15,8 +15,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from gateway.config import LogConfig
 from gateway.errors import LogUnavailableError
 from gateway.log import (
     SEND_STAGE,
+    SOURCE_STAGE,
     AppendResult,
     BacklogInfo,
     DeadLetter,
@@ -36,6 +40,7 @@ from gateway.log import (
     Entry,
     InventoryRow,
     LogStatistics,
+    SourceLetter,
 )
 
 log = structlog.get_logger("gateway.log")
@@ -109,6 +114,16 @@ CREATE TABLE IF NOT EXISTS deleted_seqs (
     seq INTEGER PRIMARY KEY,
     source TEXT NOT NULL
 );
+-- Each source's books, per hour: what became of the messages it received (stored, duplicates,
+-- filtered:<reason>, dead_lettered, suppressed), written in the same transaction as the
+-- messages themselves, so they are exact across crashes.
+CREATE TABLE IF NOT EXISTS source_outcomes (
+    source TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (source, outcome, hour)
+) WITHOUT ROWID;
 -- The field paths each source sent (never their values): most severe class seen, the
 -- matchers that recognised them (a JSON array of names), first and last seen.
 CREATE TABLE IF NOT EXISTS privacy_inventory (
@@ -159,6 +174,14 @@ _SET_CURSOR = """
 INSERT INTO cursors (destination, seq, start_seq, updated_at) VALUES (?1, ?2, ?2, ?3)
 ON CONFLICT (destination) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
 """
+_ADD_SOURCE_OUTCOME = (
+    "INSERT INTO source_outcomes (source, outcome, hour, count) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (source, outcome, hour) DO UPDATE SET count = count + excluded.count"
+)
+_ADD_DEAD_LETTER = (
+    "INSERT INTO dead_letters (destination, seq, source, body, error, attempts, failed_at, stage)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _ADD_OUTCOME = (
     "INSERT INTO delivery_outcomes (destination, source, outcome, count, upto_seq, at) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -229,10 +252,17 @@ def _unavailable(error: sqlite3.Error) -> LogUnavailableError:
 class _Waiter:
     """One request's entries, and how it learns the outcome of the commit that took them."""
 
-    __slots__ = ("done", "entries", "error", "result")
+    __slots__ = ("done", "entries", "error", "letters", "result", "tally")
 
-    def __init__(self, entries: Sequence[Entry]) -> None:
+    def __init__(
+        self,
+        entries: Sequence[Entry],
+        letters: Sequence[SourceLetter] = (),
+        tally: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         self.entries = entries
+        self.letters = letters
+        self.tally = tally
         self.done = trio.Event()
         self.result: AppendResult | None = None
         self.error: LogUnavailableError | None = None
@@ -287,7 +317,13 @@ class SQLiteLog:
 
     # -- appending ---------------------------------------------------------------------------
 
-    async def append(self, entries: Sequence[Entry]) -> AppendResult:
+    async def append(
+        self,
+        entries: Sequence[Entry],
+        *,
+        letters: Sequence[SourceLetter] = (),
+        tally: Mapping[tuple[str, str], int] | None = None,
+    ) -> AppendResult:
         if self._closed:
             raise LogUnavailableError("closed", "the gateway is shutting down")
         if self._disk_bytes >= self._config.max_disk_bytes:
@@ -298,9 +334,9 @@ class SQLiteLog:
             )
         if self._queued_messages + len(entries) > self._config.max_pending_messages:
             raise LogUnavailableError("overloaded", "too many messages are waiting for a commit")
-        if not entries:
+        if not entries and not letters and not tally:
             return AppendResult(stored=0, duplicates=0)
-        waiter = _Waiter(entries)
+        waiter = _Waiter(entries, letters, tally)
         self._queue.append(waiter)
         self._queued_messages += len(entries)
         self._wake_committer()
@@ -368,13 +404,37 @@ class SQLiteLog:
         results = []
         cur.execute("BEGIN IMMEDIATE")
         try:
+            books: Counter[tuple[str, str]] = Counter()
             for waiter in waiters:
-                before = conn.total_changes
-                for chunk in _append_chunks(waiter.entries):
-                    params = [value for e in chunk for value in (e.source, e.message_id, now, e.body)]
-                    cur.execute(_APPEND_SQL[len(chunk)], params)
-                stored = conn.total_changes - before
+                stored = 0
+                # Runs of one source (a request's own messages, then what its filters forwarded),
+                # so the books know each source's stored and duplicate counts.
+                for source, run in groupby(waiter.entries, key=attrgetter("source")):
+                    run_entries = list(run)
+                    before = conn.total_changes
+                    for chunk in _append_chunks(run_entries):
+                        params = [value for e in chunk for value in (e.source, e.message_id, now, e.body)]
+                        cur.execute(_APPEND_SQL[len(chunk)], params)
+                    run_stored = conn.total_changes - before
+                    stored += run_stored
+                    if waiter.tally is not None:
+                        books[(source, "stored")] += run_stored
+                        books[(source, "duplicates")] += len(run_entries) - run_stored
+                if waiter.tally:
+                    books.update(waiter.tally)
+                if waiter.letters:
+                    cur.executemany(
+                        _ADD_DEAD_LETTER,
+                        [
+                            (x.destination, 0, x.source, x.body, x.error, 1, now, SOURCE_STAGE)
+                            for x in waiter.letters
+                        ],
+                    )
                 results.append(AppendResult(stored=stored, duplicates=len(waiter.entries) - stored))
+            hour = now // 3_600_000
+            cur.executemany(
+                _ADD_SOURCE_OUTCOME, [(source, outcome, hour, n) for (source, outcome), n in books.items() if n]
+            )
             for destination, seq in cursors.items():
                 cur.execute(_SET_CURSOR, (destination, seq, now))
             cur.executemany(_ADD_OUTCOME, [(*row, now) for row in outcomes])

@@ -101,6 +101,12 @@ class Rule:
     def is_planned(self, name: str) -> bool:
         return name in self.planned or any(p.search(name) for p in self.planned_patterns)
 
+    def unplanned(self, values: dict[str, Any]) -> list[str]:
+        """The keys of ``values`` this rule does not plan, in their order."""
+        if values.keys() <= self.planned:  # the usual case, one set operation
+            return []
+        return [key for key in values if not self.is_planned(key)]
+
 
 @dataclass(frozen=True, slots=True)
 class Versions:

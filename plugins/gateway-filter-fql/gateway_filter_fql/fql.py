@@ -210,14 +210,14 @@ def _path_code(keys: tuple[str, ...], getter: Evaluator) -> tuple[str, Bindings]
 
 
 _EVENT = "event"
-#: The deepest source Python's parser takes is about 200 nested parentheses; deeper conditions
-#: keep the closures.
-_MAX_CODE_NESTING = 150
+#: Python's parser refuses more than 200 nested parentheses. Counting all of them is a cheap,
+#: safe bound: a condition with more keeps its closures (a SyntaxError would too).
+_MAX_CODE_PARENTHESES = 600
 
 
 def _function(code: str, bindings: Bindings) -> Callable[[Event], bool] | None:
     """``def matches(event): return <code>``, or None when Python will not compile it."""
-    if code.count("(") > _MAX_CODE_NESTING * 4:
+    if code.count("(") > _MAX_CODE_PARENTHESES:
         return None
     namespace: dict[str, Any] = {"_NUMBER_TYPES": NUMBER_TYPES, **dict(bindings)}
     try:

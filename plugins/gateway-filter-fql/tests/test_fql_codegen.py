@@ -100,3 +100,16 @@ def test_generated_expressions_agree_with_the_closures(expression: str, event: d
     except FQLSyntaxError:
         assume(False)
     assert_same(expression, event)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "!(" * 60 + "a.b" + ")" * 60,
+        "(" * 63 + "a = 1" + ")" * 63,
+        " or ".join(f"a.b{i} = {i}" for i in range(1000)),
+    ],
+)
+def test_deep_or_long_conditions_still_agree(expression: str) -> None:
+    for event in ({"a": {"b": "x", "b5": 5}}, {"a": {"b": True}}, {"a": 1}, {}):
+        assert_same(expression, event)

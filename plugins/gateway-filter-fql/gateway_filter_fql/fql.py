@@ -5,6 +5,12 @@ of closures, each taking the event and returning a value; constant sub-expressio
 and the common shapes (``path = 'literal'``, ``path in [literals]``, numeric comparisons against
 a literal, ``match`` with a literal pattern) get specialised closures. Evaluating never parses.
 
+A condition is then also written out as the source of one Python function (``Program.matches``):
+the common shapes above, paths of up to two keys and ``and``/``or``/``!`` become inline Python
+(each node's ``code``); any other node is a call to its closure. It computes exactly what the
+closures compute, in the same order, without a Python call per node; the closures stay the
+reference (``Program.evaluate``) and the fallback when the source cannot be compiled.
+
 Semantics (see the plugin README for the full table):
 
 * A missing field, or a path through something that is not an object, is ``null``.
@@ -19,6 +25,7 @@ Semantics (see the plugin README for the full table):
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -43,6 +50,8 @@ __all__ = [
 
 Event = dict[str, Any]
 Evaluator = Callable[[Event], Any]
+#: Names a node's ``code`` uses, and their values.
+Bindings = tuple[tuple[str, Any], ...]
 
 #: Deeper nesting is refused at compile time (it would only recurse deeper at run time).
 MAX_DEPTH = 64
@@ -139,10 +148,86 @@ class _Node:
     line: int = 1
     column: int = 1
     keys: tuple[str, ...] | None = None  # the path, for a path node
+    code: str | None = None  # a Python expression on ``event`` computing what ``fn`` computes
+    bindings: Bindings = ()  # the names ``code`` uses
 
     @property
     def is_const(self) -> bool:
         return self.const is not _NO_CONSTANT
+
+
+# --- Python source for the conditions ----------------------------------------------------------
+
+_fresh_numbers = itertools.count()
+
+
+def _fresh(prefix: str) -> str:
+    """A name no other node uses (locals for ``:=`` and globals for bound values alike)."""
+    return f"{prefix}{next(_fresh_numbers)}"
+
+
+def _literal(value: Any) -> tuple[str, Bindings]:
+    """Source for a constant: a literal when repr() gives one, else a bound name."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None or (kind is int and abs(value) < 2**63):
+        return repr(value), ()
+    name = _fresh("_k")
+    return name, ((name, value),)
+
+
+def _code(node: _Node) -> tuple[str, Bindings]:
+    """``node`` as a Python expression on ``event``: its code, its constant, or a call to its closure."""
+    if node.code is not None:
+        return node.code, node.bindings
+    if node.is_const:
+        return _literal(node.const)
+    name = _fresh("_f")
+    return f"{name}({_EVENT})", ((name, node.fn),)
+
+
+def _truth_code(node: _Node, check: Evaluator) -> tuple[str, Bindings]:
+    """Source for ``check``, the :func:`_truth` evaluator of ``node``."""
+    if node.types == _BOOL:  # _truth returned node.fn itself
+        return _code(node)
+    name = _fresh("_f")
+    return f"{name}({_EVENT})", ((name, check),)
+
+
+def _bound(fn: Any) -> tuple[str, Bindings]:
+    name = _fresh("_f")
+    return name, ((name, fn),)
+
+
+def _path_code(keys: tuple[str, ...], getter: Evaluator) -> tuple[str, Bindings]:
+    """Paths of one or two object keys inline (as :func:`make_getter` reads them); others call the getter."""
+    if len(keys) == 1:
+        return f"{_EVENT}.get({keys[0]!r})", ()
+    if len(keys) == 2 and not (keys[1].isascii() and keys[1].isdigit()):
+        parent = _fresh("_v")
+        return f"({parent}.get({keys[1]!r}) if type({parent} := {_EVENT}.get({keys[0]!r})) is dict else None)", ()
+    name, bindings = _bound(getter)
+    return f"{name}({_EVENT})", bindings
+
+
+_EVENT = "event"
+#: Python's parser refuses more than 200 nested parentheses. Counting all of them is a cheap,
+#: safe bound: a condition with more keeps its closures (a SyntaxError would too).
+_MAX_CODE_PARENTHESES = 600
+
+
+def _function(code: str, bindings: Bindings) -> Callable[[Event], bool] | None:
+    """``def matches(event): return <code>``, or None when Python will not compile it."""
+    if code.count("(") > _MAX_CODE_PARENTHESES:
+        return None
+    namespace: dict[str, Any] = {"_NUMBER_TYPES": NUMBER_TYPES, **dict(bindings)}
+    try:
+        # Only our own code: values from the expression enter as repr() of str/bool/None/int or as
+        # bound names.
+        exec(compile(f"def matches({_EVENT}):\n    return {code}\n", "<fql condition>", "exec"), namespace)
+    except (SyntaxError, RecursionError):  # pragma: no cover - nesting beyond the parser
+        return None
+    matches: Callable[[Event], bool] = namespace["matches"]
+    return matches
 
 
 class Program:
@@ -425,8 +510,14 @@ def _constant(value: Any, types: frozenset[str], at: Tree | Token) -> _Node:
     return _Node(lambda event: value, types, value, line, column)
 
 
-def _folded(fn: Evaluator, types: frozenset[str], children: Sequence[_Node], at: Tree | Token) -> _Node:
-    """A node; evaluated now when every child is constant."""
+def _folded(
+    fn: Evaluator,
+    types: frozenset[str],
+    children: Sequence[_Node],
+    at: Tree | Token,
+    source: tuple[str, Bindings] | None = None,
+) -> _Node:
+    """A node; evaluated now when every child is constant. ``source``: its code, if any."""
     line, column = _position(at)
     if children and all(child.is_const for child in children):
         try:
@@ -434,7 +525,8 @@ def _folded(fn: Evaluator, types: frozenset[str], children: Sequence[_Node], at:
         except FQLEvaluationError as error:
             raise FQLSyntaxError(str(error), line=line, column=column) from None
         return _Node(lambda event: value, types, value, line, column)
-    return _Node(fn, types, _NO_CONSTANT, line, column)
+    code, bindings = source if source is not None else (None, ())
+    return _Node(fn, types, _NO_CONSTANT, line, column, None, code, bindings)
 
 
 def _truth(node: _Node, role: str) -> Evaluator:
@@ -468,6 +560,7 @@ def _compile_logic(tree: Tree, depth: int, is_and: bool) -> _Node:
         return _folded(_logic(checks, is_and), _BOOL, nodes, tree)
     # Drop constant operands that cannot change the result; a decisive one decides it all.
     kept = []
+    codes = []
     for node, check in zip(nodes, checks, strict=True):
         if node.is_const:
             value = check({})
@@ -475,10 +568,14 @@ def _compile_logic(tree: Tree, depth: int, is_and: bool) -> _Node:
                 return _constant(value, _BOOL, tree)
             continue
         kept.append(check)
+        codes.append(_truth_code(node, check))
     line, column = _position(tree)
     if len(kept) == 1:
-        return _Node(kept[0], _BOOL, _NO_CONSTANT, line, column)
-    return _Node(_logic(kept, is_and), _BOOL, _NO_CONSTANT, line, column)
+        code, bindings = codes[0]
+        return _Node(kept[0], _BOOL, _NO_CONSTANT, line, column, None, code, bindings)
+    joined = (" and " if is_and else " or ").join(code for code, _ in codes)
+    bindings = tuple(pair for _, pairs in codes for pair in pairs)
+    return _Node(_logic(kept, is_and), _BOOL, _NO_CONSTANT, line, column, None, f"({joined})", bindings)
 
 
 def _logic(checks: Sequence[Evaluator], is_and: bool) -> Evaluator:
@@ -568,15 +665,19 @@ def _compile_compare(tree: Tree, depth: int) -> _Node:
     a = left.fn
     b = right.fn
     fn: Evaluator
+    source: tuple[str, Bindings] | None = None
     if op in ("=", "!="):
         if right.is_const:
             fn = _path_equals_string(left.keys, right.const) or _equals_constant(a, right.const)
+            source = _equals_constant_code(left, right.const)
         else:
             fn = lambda event: strict_equal(a(event), b(event))  # noqa: E731
         if op == "!=":
             equals = fn
             fn = lambda event: not equals(event)  # noqa: E731
-        return _folded(fn, _BOOL, (left, right), tree)
+            if source is not None:
+                source = (f"(not {source[0]})", source[1])
+        return _folded(fn, _BOOL, (left, right), tree, source)
     order = _ORDER[op]
     if right.is_const and type(right.const) in NUMBER_TYPES:
         constant = right.const
@@ -588,6 +689,13 @@ def _compile_compare(tree: Tree, depth: int) -> _Node:
             fn = lambda event: type(v := a(event)) in NUMBER_TYPES and v > constant  # noqa: E731
         else:
             fn = lambda event: type(v := a(event)) in NUMBER_TYPES and v >= constant  # noqa: E731
+        value_code, bindings = _code(left)
+        constant_code, constant_bindings = _literal(constant)
+        value = _fresh("_v")
+        source = (
+            f"(type({value} := {value_code}) in _NUMBER_TYPES and {value} {op} {constant_code})",
+            bindings + constant_bindings,
+        )
     else:
 
         def fn(event: Event) -> bool:
@@ -595,7 +703,25 @@ def _compile_compare(tree: Tree, depth: int) -> _Node:
             y = b(event)
             return type(x) in NUMBER_TYPES and type(y) in NUMBER_TYPES and order(x, y)
 
-    return _folded(fn, _BOOL, (left, right), tree)
+    return _folded(fn, _BOOL, (left, right), tree, source)
+
+
+def _equals_constant_code(left: _Node, constant: Any) -> tuple[str, Bindings] | None:
+    """Source for ``left = constant``, as :func:`_equals_constant` computes it."""
+    value_code, bindings = _code(left)
+    kind = type(constant)
+    if kind is str:
+        return f"({value_code} == {constant!r})", bindings
+    if constant is None or kind is bool:
+        return f"({value_code} is {constant!r})", bindings
+    if kind is int or kind is float:
+        constant_code, constant_bindings = _literal(constant)
+        value = _fresh("_v")
+        return (
+            f"(type({value} := {value_code}) in _NUMBER_TYPES and {value} == {constant_code})",
+            bindings + constant_bindings,
+        )
+    return None
 
 
 def _in_constant_list(fn: Evaluator, items: list[Any]) -> Evaluator:
@@ -636,8 +762,16 @@ def _compile_membership(tree: Tree, depth: int) -> _Node:
     a = left.fn
     b = right.fn
     fn: Evaluator
+    source: tuple[str, Bindings] | None = None
     if right.is_const:
         fn = _in_constant_list(a, right.const) if right.const is not None else (lambda event: False)
+        if right.const is None:
+            source = ("False", ())
+        elif all(type(item) is str for item in right.const):  # what _in_constant_list's in_strings does
+            value_code, bindings = _code(left)
+            strings, set_bindings = _bound(frozenset(right.const))
+            value = _fresh("_v")
+            source = (f"(type({value} := {value_code}) is str and {value} in {strings})", bindings + set_bindings)
     else:
 
         def fn(event: Event) -> bool:
@@ -647,7 +781,7 @@ def _compile_membership(tree: Tree, depth: int) -> _Node:
             value = a(event)
             return any(strict_equal(value, item) for item in items)
 
-    return _folded(fn, _BOOL, (left, right), tree)
+    return _folded(fn, _BOOL, (left, right), tree, source)
 
 
 def _compile_call(tree: Tree, depth: int) -> _Node:
@@ -677,13 +811,27 @@ def _compile_call(tree: Tree, depth: int) -> _Node:
             value = a(event)
             return type(value) is str and matcher(value)
 
-    elif function.arity == 1:
-        a = args[0].fn
-        fn = lambda event: impl(a(event))  # noqa: E731
+        value_code, bindings = _code(args[0])
+        matcher_name, matcher_bindings = _bound(matcher)
+        value = _fresh("_v")
+        source = (
+            f"(type({value} := {value_code}) is str and {matcher_name}({value}))",
+            bindings + matcher_bindings,
+        )
     else:
-        a, b = args[0].fn, args[1].fn
-        fn = lambda event: impl(a(event), b(event))  # noqa: E731
-    return _folded(fn, function.types, args, name_token)
+        if function.arity == 1:
+            a = args[0].fn
+            fn = lambda event: impl(a(event))  # noqa: E731
+        else:
+            a, b = args[0].fn, args[1].fn
+            fn = lambda event: impl(a(event), b(event))  # noqa: E731
+        impl_name, bindings = _bound(impl)
+        arg_codes = [_code(arg) for arg in args]
+        source = (
+            f"{impl_name}({', '.join(code for code, _ in arg_codes)})",
+            bindings + tuple(pair for _, pairs in arg_codes for pair in pairs),
+        )
+    return _folded(fn, function.types, args, name_token, source)
 
 
 def _compile_list(tree: Tree, depth: int) -> _Node:
@@ -697,7 +845,8 @@ def _compile_list(tree: Tree, depth: int) -> _Node:
 def _compile_negate(tree: Tree, depth: int) -> _Node:
     operand = _compile(tree.children[1], depth + 1)
     check = _truth(operand, "the operand of '!'")
-    return _folded(lambda event: not check(event), _BOOL, (operand,), _token(tree))
+    code, bindings = _truth_code(operand, check)
+    return _folded(lambda event: not check(event), _BOOL, (operand,), _token(tree), (f"(not {code})", bindings))
 
 
 def _number(raw: str) -> int | float:
@@ -717,7 +866,9 @@ def _compile(tree: Tree, depth: int) -> _Node:
         token = _token(tree)
         line, column = _position(token)
         keys = _split_path(token.value)
-        return _Node(make_getter(keys), _ANY, _NO_CONSTANT, line, column, keys)
+        getter = make_getter(keys)
+        code, bindings = _path_code(keys, getter)
+        return _Node(getter, _ANY, _NO_CONSTANT, line, column, keys, code, bindings)
     if kind == "string":
         return _constant(_unquote(_token(tree).value), frozenset(("string",)), tree)
     if kind == "number":
@@ -812,6 +963,9 @@ def compile_expression(source: str, *, condition: bool = True) -> Program:
     evaluate = node.fn
     if condition:
         matches = _truth(node, "the expression")
+        if not node.is_const:
+            code, bindings = _truth_code(node, matches)
+            matches = _function(code, bindings) or matches
     else:
 
         def matches(event: Event) -> bool:

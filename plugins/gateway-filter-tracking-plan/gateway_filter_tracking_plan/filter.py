@@ -187,7 +187,7 @@ class TrackingPlanFilter(Filter):
             omit_unplanned = self._omit_traits if container == "traits" else self._omit_properties
             values = current.get(container)
             if omit_unplanned and isinstance(values, dict):
-                omitted = [k for k in values if not rule.is_planned(k)]
+                omitted = rule.unplanned(values)
                 if omitted:
                     current = _without(current, container, omitted)
             errors = rule.errors(current)

@@ -22,6 +22,8 @@ from typing import Any
 
 import fastjsonschema
 
+from gateway_filter_tracking_plan.quick import QuickCheck, compile_quick_check
+
 RULE_TYPES = ("TRACK", "IDENTIFY", "GROUP", "PAGE", "SCREEN", "COMMON")
 #: Where a rule's planned keys live in the message: properties of events, traits of users/groups.
 CONTAINERS = {
@@ -70,6 +72,8 @@ class Rule:
         container: ``properties`` or ``traits``: where the planned keys are (None for COMMON).
         planned: The keys declared under ``properties.<container>.properties``.
         planned_patterns: The ``patternProperties`` regexes of that schema.
+        quick_check: True only for a valid message, tried before ``validate`` (see
+            :mod:`gateway_filter_tracking_plan.quick`); None when the schema has none.
     """
 
     type: str
@@ -80,9 +84,12 @@ class Rule:
     container: str | None = None
     planned: frozenset[str] = frozenset()
     planned_patterns: tuple[re.Pattern[str], ...] = ()
+    quick_check: QuickCheck | None = field(default=None, repr=False)
 
     def errors(self, message: Any) -> list[fastjsonschema.JsonSchemaValueException]:
         """Every error of ``message`` against this rule ([] when valid)."""
+        if self.quick_check is not None and self.quick_check(message):
+            return []
         try:
             self.validate(message)
         except fastjsonschema.JsonSchemaValuesException as error:
@@ -93,6 +100,12 @@ class Rule:
 
     def is_planned(self, name: str) -> bool:
         return name in self.planned or any(p.search(name) for p in self.planned_patterns)
+
+    def unplanned(self, values: dict[str, Any]) -> list[str]:
+        """The keys of ``values`` this rule does not plan, in their order."""
+        if values.keys() <= self.planned:  # the usual case, one set operation
+            return []
+        return [key for key in values if not self.is_planned(key)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,4 +282,8 @@ def _compile_rule(label: str, rule_type: str, key: str | None, version: int, sch
                 patterns = tuple(re.compile(p) for p in section.get("patternProperties") or ())
             except re.error as error:
                 raise PlanError(f"{label}: bad patternProperties regex: {error}") from None
-    return Rule(rule_type, key, version, label, validate, container, planned, patterns)
+    # fastjsonschema keeps its compiled ``pattern`` regexes in the generated code's globals; the
+    # quick check uses the very same ones (without them, patterns get no quick check).
+    regexes = getattr(validate, "__globals__", {}).get("REGEX_PATTERNS", {})
+    quick_check = compile_quick_check(schema, regexes)
+    return Rule(rule_type, key, version, label, validate, container, planned, patterns, quick_check)

@@ -1,0 +1,115 @@
+"""The generated condition functions compute exactly what the closures compute: the same result,
+or the same evaluation error, on arbitrary events."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_filter_fql import FQLEvaluationError, FQLSyntaxError, compile_expression, fql
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+
+def _properties_module() -> Any:
+    """The strategies of the property tests (test modules cannot import each other here)."""
+    path = Path(__file__).with_name("test_fql_properties.py")
+    spec = importlib.util.spec_from_file_location("_fql_property_strategies", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_strategies = _properties_module()
+
+
+def outcome(matches: Any, event: dict[str, Any]) -> Any:
+    try:
+        return matches(event)
+    except FQLEvaluationError:
+        return FQLEvaluationError
+
+
+def assert_same(expression: str, event: dict[str, Any]) -> None:
+    generated = compile_expression(expression).matches
+    reference = fql._truth(fql._compile(fql._parse(expression), 0), "the expression")
+    assert outcome(generated, event) == outcome(reference, event), expression
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "event = 'Order Completed'",
+        "context.library.name = 'analytics.js' and properties.total > 10",
+        "userId in ['a', 'b'] or !(type = 'track')",
+        "match(context.library.name, 'test*')",
+        "properties.total < 0 or length(properties.coupon) > 64",
+    ],
+)
+def test_common_conditions_become_one_generated_function(expression: str) -> None:
+    matches = compile_expression(expression).matches
+    assert matches.__code__.co_filename == "<fql condition>"
+
+
+VALUES: list[Any] = [None, True, False, 0, 1, 1.0, 1.5, -1, 2**70, "", "1", "x", "xa", "true", [], [1], {}, {"b": "x"}]
+STRICT = [
+    "a = true",
+    "a != false",
+    "a = null",
+    "a = 1",
+    "a = 1.5",
+    "a = 'x'",
+    "a < 1",
+    "a >= 0",
+    "a in ['1', 'x']",
+    "a in [1, true, null]",
+    "a.b = 'x'",
+    "a.0 = 1",
+    "match(a, 'x*')",
+    "!(a = 1) and a != null",
+    "a or false",
+]
+
+
+@pytest.mark.parametrize("expression", STRICT)
+def test_types_stay_strict_in_generated_code(expression: str) -> None:
+    """FQL's ``=`` is strict about types where Python's is not (``1 == True``, ``1 == 1.0``)."""
+    for value in VALUES:
+        assert_same(expression, {"a": value})
+
+
+def test_a_constant_condition_keeps_its_closure() -> None:
+    assert compile_expression("1 = 1").matches({}) is True
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_strategies.KNOWN), _strategies.events)
+def test_known_expressions_agree_with_the_closures(expression: str, event: dict[str, Any]) -> None:
+    assume(expression.strip() != "all")  # the match-all condition is no compiled expression
+    assert_same(expression, event)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(_strategies.conditions(), _strategies.events)
+def test_generated_expressions_agree_with_the_closures(expression: str, event: dict[str, Any]) -> None:
+    try:
+        compile_expression(expression)
+    except FQLSyntaxError:
+        assume(False)
+    assert_same(expression, event)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "!(" * 60 + "a.b" + ")" * 60,
+        "(" * 63 + "a = 1" + ")" * 63,
+        " or ".join(f"a.b{i} = {i}" for i in range(1000)),
+    ],
+)
+def test_deep_or_long_conditions_still_agree(expression: str) -> None:
+    for event in ({"a": {"b": "x", "b5": 5}}, {"a": {"b": True}}, {"a": 1}, {}):
+        assert_same(expression, event)

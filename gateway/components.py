@@ -201,32 +201,42 @@ def apply_filters(filters: Sequence[tuple[str, Filter]], message: JSONObject, co
     forward: tuple[Forward, ...] = ()
     for filter_id, message_filter in filters:
         try:
-            result = message_filter.apply(message, context)
+            # Most filters only have process(): call it directly (this runs per filter per event).
+            result: JSONObject | Verdict | None
+            if type(message_filter).apply is _BASE_APPLY:
+                result = message_filter.process(message)
+            else:
+                result = message_filter.apply(message, context)
+            if type(result) is dict:
+                message = result
+                continue
             if result is None:
                 return FilterOutcome(None, message_filter.drop_reason or filter_id, None, forward)
-            if type(result) is not dict:
-                if not isinstance(result, Verdict):
-                    raise TypeError(f"returned {type(result).__name__}, not a message, None or a Verdict")
-                if result.forward:
-                    forward += tuple(result.forward)
-                if result.failure is not None:
-                    reason = result.reason or FILTER_ERROR_REASON
-                    return FilterOutcome(None, reason, f"{filter_id}: {result.failure}", forward)
-                if result.message is None:
-                    return FilterOutcome(None, result.reason or message_filter.drop_reason or filter_id, None, forward)
-                result = result.message
-                if type(result) is not dict:
-                    raise TypeError(f"its Verdict holds {type(result).__name__}, not a message")
-            if type(result.get("messageId")) is not str:
-                raise TypeError("it returned a message without a string messageId")
-            message = result
+            if not isinstance(result, Verdict):
+                raise TypeError(f"returned {type(result).__name__}, not a message, None or a Verdict")
+            if result.forward:
+                forward += tuple(result.forward)
+            if result.failure is not None:
+                reason = result.reason or FILTER_ERROR_REASON
+                return FilterOutcome(None, reason, f"{filter_id}: {result.failure}", forward)
+            if result.message is None:
+                return FilterOutcome(None, result.reason or message_filter.drop_reason or filter_id, None, forward)
+            if type(result.message) is not dict:
+                raise TypeError(f"its Verdict holds {type(result.message).__name__}, not a message")
+            message = result.message
         except Exception as error:
             warning = _filter_failures.get(filter_id)
             if warning is None:
                 warning = _filter_failures[filter_id] = ThrottledWarning(_filter_log, "filter_failed")
             warning(filter=filter_id, error_type=type(error).__name__, error=str(error))
             return FilterOutcome(None, FILTER_ERROR_REASON, f"{filter_id}: {type(error).__name__}: {error}", forward)
+    if type(message.get("messageId")) is not str:
+        failure = "the filters returned a message without a string messageId"
+        return FilterOutcome(None, FILTER_ERROR_REASON, failure, forward)
     return FilterOutcome(message, None, None, forward)
+
+
+_BASE_APPLY = Filter.apply
 
 
 @dataclass(frozen=True, slots=True)

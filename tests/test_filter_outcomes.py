@@ -39,7 +39,7 @@ def event(message_id: str = "m1", **fields: Any) -> dict[str, Any]:
     [
         (lambda m: [m], "f: TypeError: returned list, not a message, None or a Verdict"),
         (lambda m: Verdict(message=5), "f: TypeError: its Verdict holds int, not a message"),  # type: ignore[arg-type]
-        (lambda m: {"type": "track"}, "f: TypeError: it returned a message without a string messageId"),
+        (lambda m: {"type": "track"}, "the filters returned a message without a string messageId"),
         (lambda m: Verdict(message=m, failure="nope"), "f: nope"),
         (lambda m: 1 / 0, "f: ZeroDivisionError: division by zero"),
     ],

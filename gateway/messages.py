@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -91,10 +92,6 @@ def decode_item(raw: bytes) -> JSONObject:
     return item
 
 
-def _present(message: JSONObject, key: str) -> bool:
-    return message.get(key) is not None
-
-
 def _require_string(message: JSONObject, key: str, missing: str, wrong: str) -> None:
     value = message.get(key)
     if value is None:
@@ -105,7 +102,7 @@ def _require_string(message: JSONObject, key: str, missing: str, wrong: str) -> 
 
 def _optional_object(message: JSONObject, key: str) -> None:
     value = message.get(key)
-    if value is not None and not isinstance(value, dict):
+    if value is not None and type(value) is not dict:
         raise Invalid(f"{key}_not_object", f"{key} must be an object")
 
 
@@ -121,26 +118,32 @@ def validate(message: JSONObject, call_type: str) -> None:
     Raises:
         Invalid: the first rule the message breaks.
     """
-    user_id = message.get("userId")
-    anonymous_id = message.get("anonymousId")
+    get = message.get  # this runs once per event: plain lookups, no helper calls on the happy path
+    user_id = get("userId")
+    anonymous_id = get("anonymousId")
     if user_id is None and anonymous_id is None:
         raise Invalid("no_user_anon_id", "userId or anonymousId is required")
-    for key, value in (("userId", user_id), ("anonymousId", anonymous_id)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise Invalid("id_not_string", f"{key} must be a non-empty string")
-    message_id = message.get("messageId")
+    if user_id is not None and (type(user_id) is not str or not user_id):
+        raise Invalid("id_not_string", "userId must be a non-empty string")
+    if anonymous_id is not None and (type(anonymous_id) is not str or not anonymous_id):
+        raise Invalid("id_not_string", "anonymousId must be a non-empty string")
+    message_id = get("messageId")
     if message_id is not None:
-        if not isinstance(message_id, str) or not message_id:
+        if type(message_id) is not str or not message_id:
             raise Invalid("message_id_not_string", "messageId must be a non-empty string")
         if len(message_id) > MAX_MESSAGE_ID_CHARS:
             raise Invalid("message_id_too_long", f"messageId is longer than {MAX_MESSAGE_ID_CHARS} characters")
-    _optional_object(message, "context")
-    _optional_object(message, "integrations")
+    for key in ("context", "integrations"):
+        value = get(key)
+        if value is not None and type(value) is not dict:
+            raise Invalid(f"{key}_not_object", f"{key} must be an object")
     if call_type == "track":
-        if not _present(message, "event"):
-            raise Invalid("event_not_defined", "track calls need an event name")
-        _require_string(message, "event", "event_not_defined", "event_not_string")
-        _optional_object(message, "properties")
+        event = get("event")
+        if type(event) is not str or not event:
+            _require_string(message, "event", "event_not_defined", "event_not_string")
+        properties = get("properties")
+        if properties is not None and type(properties) is not dict:
+            raise Invalid("properties_not_object", "properties must be an object")
     elif call_type in ("page", "screen"):
         _optional_string(message, "name")
         _optional_string(message, "category")
@@ -178,6 +181,14 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _parse_sent_at(value: Any) -> datetime | None:
+    """:func:`parse_time` for ``sentAt``, which every item of a batch shares: parsed once."""
+    return _parse_time_cached(value) if type(value) is str else None
+
+
+_parse_time_cached = lru_cache(maxsize=256)(parse_time)
 
 
 def format_time(moment: datetime) -> str:
@@ -267,6 +278,6 @@ def apply_server_fields(
     if original is None:
         raise Invalid("timestamp_invalid", "timestamp must be an ISO-8601 date-time")
     message["originalTimestamp"] = client_time
-    sent_at = parse_time(message.get("sentAt"))
+    sent_at = _parse_sent_at(message.get("sentAt"))
     corrected = arrival.at - (sent_at - original) if sent_at is not None else original
     message["timestamp"] = format_time(corrected)

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from gateway.components import Filter, apply_filters
 from gateway.config import GatewayConfig, ServerConfig
 from gateway.log import Entry, IngestLog, InventoryRow
 from gateway.metrics import Metrics
-from gateway.privacy import RANK, Classifier, Finding, PrivacyPolicy, apply_policy
+from gateway.privacy import RANK, Classifier, FieldClass, Finding, PrivacyPolicy, Shape, apply_policy
 
 log = structlog.get_logger("gateway.ingest")
 
@@ -33,6 +33,8 @@ BLOCK_RED = PrivacyPolicy(red="block")
 #: Distinct (source, path) pairs the field inventory holds at most: keys that are data (ids,
 #: emails used as keys) must not grow it without bound.
 INVENTORY_MAX_PATHS = 10_000
+#: Message shapes per source whose last sighting is remembered instead of booked field by field.
+INVENTORY_MAX_SHAPES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +67,21 @@ class _Seen:
 @dataclass
 class _Inventory:
     by_source: dict[str, dict[str, _Seen]] = field(default_factory=dict)
+    #: Per source, the message shapes booked already and when one was last seen (ms): a message
+    #: of a known shape only refreshes that; its fields' last_seen follow on :meth:`settle`.
+    shapes: dict[str, dict[Shape, int]] = field(default_factory=dict)
     size: int = 0
     full_warned: bool = False
+
+    def settle(self) -> None:
+        """Carry the shapes' last sightings over to their fields."""
+        for source, shapes in self.shapes.items():
+            seen = self.by_source.get(source, {})
+            for shape, last in shapes.items():
+                for path, _, _ in shape.fields:
+                    entry = seen.get(path)
+                    if entry is not None and entry.last < last:
+                        entry.last = last
 
 
 class IngestOutcome(msgspec.Struct, frozen=True):
@@ -191,6 +206,7 @@ class IngestHub:
         filtered = 0
         suppressed = self._log.suppressed
         now_ms = 0
+        blocked: dict[str, int] = {}  # messages that had Red fields removed, per source
         for source, message in messages:
             if suppressed and message.get("userId") in suppressed:
                 # A deletion/suppression request: the event is acknowledged and never stored.
@@ -200,17 +216,18 @@ class IngestHub:
             findings: list[Finding] | None = None
             if source.inventory:
                 now_ms = now_ms or int(time.time() * 1000)
-                fields = self.classifier.walk(message)
-                self._see(source.id, fields, now_ms)
-                findings = [f for f in fields if f.cls != "green"]
+                findings, shape = self.classifier.survey(message, BLOCK_RED.acts_on)
+                self._see_shape(source.id, shape, now_ms)
             if source.block_red and apply_policy(message, self.classifier, BLOCK_RED, findings):
-                self.metrics.fields_blocked.labels(source.id).inc()
+                blocked[source.id] = blocked.get(source.id, 0) + 1
             kept, reason = apply_filters(source.filters, message) if source.filters else (message, None)
             if kept is None:
                 self.metrics.filtered.labels("source", source.id, reason or "").inc()
                 filtered += 1
             else:
                 entries.append(Entry(source.id, str(kept["messageId"]), _encode(kept)))
+        for source_id, count in blocked.items():
+            self.metrics.fields_blocked.labels(source_id).inc(count)
         result = await self._log.append(entries)
         if entries:
             # One request comes from one source in practice; label by the first.
@@ -222,7 +239,18 @@ class IngestHub:
 
     # -- the privacy field inventory ---------------------------------------------------------
 
-    def _see(self, source_id: str, fields: list[Finding], now_ms: int) -> None:
+    def _see_shape(self, source_id: str, shape: Shape, now_ms: int) -> None:
+        shapes = self._inventory.shapes.get(source_id)
+        if shapes is None:
+            shapes = self._inventory.shapes[source_id] = {}
+        if shape not in shapes:
+            if len(shapes) >= INVENTORY_MAX_SHAPES:
+                self._inventory.settle()
+                shapes.clear()
+            self._see(source_id, shape.fields, now_ms)
+        shapes[shape] = now_ms
+
+    def _see(self, source_id: str, fields: Iterable[FieldClass], now_ms: int) -> None:
         inventory = self._inventory
         seen = inventory.by_source.get(source_id)
         if seen is None:
@@ -254,6 +282,8 @@ class IngestHub:
 
     def load_inventory(self, rows: Sequence[InventoryRow]) -> None:
         """Start from the inventory saved by earlier runs (known paths are not logged again)."""
+        self._inventory.settle()
+        self._inventory.shapes.clear()  # booked against entries about to be replaced
         for row in rows:
             seen = self._inventory.by_source.setdefault(row.source, {})
             if row.path not in seen:
@@ -264,6 +294,7 @@ class IngestHub:
 
     def inventory_changes(self) -> list[InventoryRow]:
         """Inventory rows that are new or changed since they were last saved."""
+        self._inventory.settle()
         return [
             entry.row(source, path)
             for source, seen in self._inventory.by_source.items()

@@ -1,0 +1,230 @@
+"""Shape plans: what a classification walk decides for a dict, compiled once per shape.
+
+Events of one source come in few shapes, and every decision a walk makes from a field's path and
+key alone (its class by key, whether it is structural, whether it stands for its subtree) is the
+same for every event of a shape. A dict's shape is its keys and the types of its values, in
+order; a plan lists, for a shape at a field path, only what a walk still has to do per event:
+the non-green fields to report and the containers to walk into. Green leaves cost nothing, and a
+message of a known shape costs two tuples and one lookup per object instead of a decision per field.
+
+The classifier decides (:data:`Decide`); this module only remembers. A plan exists only when no
+field of its dict needs its value checked on this event: the classifier walks other messages
+field by field, and drops every plan when a value changes what it decided (:meth:`ShapePlans.clear`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+#: Distinct dict shapes (over all paths) remembered at most: beyond, plans start over.
+MAX_PLANS = 4096
+
+_LEAF, _DICT, _LIST = 0, 1, 2
+
+
+class FieldClass(NamedTuple):
+    """A field path with its class and the matchers that said so (never a value)."""
+
+    path: str
+    cls: str
+    hits: tuple[str, ...]
+
+
+class Finding(NamedTuple):
+    """One classified field: where it is, its class, and which matchers said so. (A named
+    tuple: a walk makes one per field of every message, so it must be cheap to build.)"""
+
+    path: str
+    container: dict[str, Any] | list[Any]
+    key: str | int
+    value: Any
+    cls: str
+    hits: tuple[str, ...]
+
+
+class Shape:
+    """Every field of a message, as an inventory books them: one object per distinct set of
+    fields (compare by identity), so a message of a known shape is booked by one lookup."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: tuple[FieldClass, ...]) -> None:
+        self.fields = fields
+
+
+#: ``decide(path, key, structural)``: the child's path, whether it is structural, and its class
+#: and hits, or None when the field's value must be checked on this event (no plan then).
+Decide = Callable[[str, Any, bool], tuple[str, bool, str, tuple[str, ...]] | None]
+#: One step of a plan: kind (leaf, dict, list), key, the field's path, class and hits, and for
+#: containers the table of the shapes found at that path.
+_Op = tuple[int, Any, str, str, tuple[str, ...], "_Table | None"]
+
+
+class _Table(dict[tuple[Any, ...], "_Plan"]):
+    """The plans of the dicts found at one field path (structural or not), by shape."""
+
+    __slots__ = ("path", "scalars", "structural")
+
+    def __init__(self, path: str, structural: bool) -> None:
+        super().__init__()
+        self.path = path
+        self.structural = structural
+        self.scalars = FieldClass(path, "green", ())  # what an array's scalar items are booked as
+
+
+def _signature(node: dict[str, Any]) -> tuple[Any, ...]:
+    """A dict's shape: its keys, then the types of its values, in order."""
+    return (*node, *map(type, node.values()))
+
+
+class _Plan:
+    """What to do with a dict of one shape: ``steps`` by variant (scan or survey, yellow and
+    red or red only; see :func:`_variant`): the findings to report and the containers to walk
+    into (a survey also walks structural ones); and ``fields``: every leaf of the dict with its
+    class (what an inventory books)."""
+
+    __slots__ = ("fields", "steps")
+
+    def __init__(self, steps: tuple[tuple[_Op, ...], ...], fields: tuple[FieldClass, ...]) -> None:
+        self.steps = steps
+        self.fields = fields
+
+
+def _variant(survey: bool, red_only: bool) -> int:
+    return 2 * survey + red_only
+
+
+_ALL = tuple(_variant(survey, red_only) for survey in (False, True) for red_only in (False, True))
+_SURVEYS = (_variant(True, False), _variant(True, True))
+_NON_GREEN_ONLY = (_variant(False, False), _variant(True, False))
+
+
+class ShapePlans:
+    """The plans of one classifier, per field path and shape, and the message shapes they make."""
+
+    def __init__(self, decide: Decide) -> None:
+        self._decide = decide
+        self._tables: dict[tuple[str, bool], _Table] = {}
+        self._plans = 0
+        self._shapes: dict[tuple[_Plan | FieldClass, ...], Shape] = {}
+        self._by_fields: dict[tuple[FieldClass, ...], Shape] = {}
+
+    def clear(self) -> None:
+        """Forget every plan (a decision changed)."""
+        self._tables.clear()
+        self._shapes.clear()
+        self._plans = 0
+
+    def shape_of(self, fields: tuple[FieldClass, ...]) -> Shape:
+        """The one :class:`Shape` of these fields."""
+        shape = self._by_fields.get(fields)
+        if shape is None:
+            if len(self._by_fields) >= MAX_PLANS:
+                self._by_fields.clear()
+            shape = self._by_fields[fields] = Shape(fields)
+        return shape
+
+    def findings(
+        self, roots: list[tuple[str, dict[str, Any]]], *, survey: bool, red_only: bool
+    ) -> tuple[list[Finding], Shape | None] | None:
+        """The non-green (or only the red) findings of a message's ``roots``, and its shape when
+        ``survey``; or None when some dict has no plan (a value to check: walk it field by field)."""
+        found: list[Finding] = []
+        visited: list[_Plan | FieldClass] | None = [] if survey else None
+        variant = _variant(survey, red_only)
+        for path, node in roots:
+            table = self._tables.get((path, False))
+            if table is None:
+                table = self._table(path, False)
+            if not self._visit(node, table, variant, found, visited):
+                return None
+        if visited is None:
+            return found, None
+        token = tuple(visited)
+        shape = self._shapes.get(token)
+        if shape is None:
+            if len(self._shapes) >= MAX_PLANS:
+                self._shapes.clear()
+            fields = tuple(f for p in visited for f in (p.fields if isinstance(p, _Plan) else (p,)))
+            shape = self._shapes[token] = self.shape_of(fields)
+        return found, shape
+
+    def _visit(
+        self,
+        node: dict[str, Any],
+        table: _Table,
+        variant: int,
+        found: list[Finding],
+        visited: list[_Plan | FieldClass] | None,
+    ) -> bool:
+        plan = table.get(_signature(node))
+        if plan is None:
+            plan = self._plan(node, table)
+            if plan is None:
+                return False
+        if visited is not None and (not visited or visited[-1] is not plan):
+            visited.append(plan)
+        for kind, key, path, cls, hits, sub in plan.steps[variant]:
+            value = node[key]
+            if kind == _LEAF:
+                found.append(Finding(path, node, key, value, cls, hits))
+            elif kind == _DICT:
+                if not self._visit(value, sub, variant, found, visited):  # type: ignore[arg-type]
+                    return False
+            elif not self._visit_list(value, sub, variant, found, visited):  # type: ignore[arg-type]
+                return False
+        return True
+
+    def _visit_list(
+        self,
+        items: list[Any],
+        table: _Table,
+        variant: int,
+        found: list[Finding],
+        visited: list[_Plan | FieldClass] | None,
+    ) -> bool:
+        """Array items take the array's path; scalar items are green and never classified."""
+        scalars = False
+        for item in items:
+            if isinstance(item, dict):
+                if not self._visit(item, table, variant, found, visited):
+                    return False
+            elif isinstance(item, list):
+                if not self._visit_list(item, table, variant, found, visited):
+                    return False
+            elif visited is not None and not scalars:
+                scalars = True
+                visited.append(table.scalars)
+        return True
+
+    def _table(self, path: str, structural: bool) -> _Table:
+        table = self._tables.get((path, structural))
+        if table is None:
+            table = self._tables[(path, structural)] = _Table(path, structural)
+        return table
+
+    def _plan(self, node: dict[str, Any], table: _Table) -> _Plan | None:
+        steps: tuple[list[_Op], ...] = ([], [], [], [])
+        fields: list[FieldClass] = []
+        for key, value in node.items():
+            decision = self._decide(table.path, key, table.structural)
+            if decision is None:
+                return None
+            path, exempt, cls, hits = decision
+            kind = _DICT if isinstance(value, dict) else _LIST if isinstance(value, list) else _LEAF
+            if kind != _LEAF and cls == "green":  # walked into; a scan skips structural subtrees
+                op: _Op = (kind, key, path, cls, hits, self._table(path, exempt))
+                variants = _SURVEYS if exempt else _ALL
+            else:  # a leaf, or a classified field standing for its subtree
+                fields.append(FieldClass(path, cls, hits))
+                op = (_LEAF, key, path, cls, hits, None)
+                variants = _ALL if cls == "red" else _NON_GREEN_ONLY if cls != "green" else ()
+            for variant in variants:
+                steps[variant].append(op)
+        if self._plans >= MAX_PLANS:
+            self.clear()  # keys that are data (ids as keys): start over rather than grow
+            table = self._table(table.path, table.structural)
+        self._plans += 1
+        plan = table[_signature(node)] = _Plan(tuple(map(tuple, steps)), tuple(fields))
+        return plan

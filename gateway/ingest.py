@@ -30,6 +30,7 @@ log = structlog.get_logger("gateway.ingest")
 JSONObject = dict[str, Any]
 _encode = msgspec.json.Encoder().encode
 BLOCK_RED = PrivacyPolicy(red="block")
+_BLOCK_RED_ACTS_ON = BLOCK_RED.acts_on
 #: Distinct (source, path) pairs the field inventory holds at most: keys that are data (ids,
 #: emails used as keys) must not grow it without bound.
 INVENTORY_MAX_PATHS = 10_000
@@ -216,7 +217,7 @@ class IngestHub:
             findings: list[Finding] | None = None
             if source.inventory:
                 now_ms = now_ms or int(time.time() * 1000)
-                findings, shape = self.classifier.survey(message, BLOCK_RED.acts_on)
+                findings, shape = self.classifier.survey(message, _BLOCK_RED_ACTS_ON)
                 self._see_shape(source.id, shape, now_ms)
             if source.block_red and apply_policy(message, self.classifier, BLOCK_RED, findings):
                 blocked[source.id] = blocked.get(source.id, 0) + 1

@@ -170,7 +170,7 @@ class Classifier:
         self._messages = 0  # messages classified, to pick the sampled ones
         # (parent path, key) -> what a walk decides from them alone; see _step.
         self._steps: dict[tuple[str, Any], tuple[str, bool, str, tuple[str, ...], bool]] = {}
-        self._plans = ShapePlans(self._decide)
+        self._plans = ShapePlans(self._decide, SCANNED_ROOTS)
 
     def _key_class(self, path: str, key: str) -> tuple[str, tuple[str, ...]]:
         explicit = self.config.classes.get(path)
@@ -221,25 +221,25 @@ class Classifier:
     def scan(self, message: dict[str, Any], at_least: Class = "yellow") -> list[Finding]:
         """Every non-green field of ``message`` (a field whose key matches stands for its
         subtree), or only the red ones (``at_least="red"``)."""
-        roots, sampled = self._start(message)
+        sampled = self._sampled()
         if not sampled:
-            planned = self._plans.findings(roots, survey=False, red_only=at_least == "red")
+            planned = self._plans.findings(message, survey=False, red_only=at_least == "red")
             if planned is not None:
                 return planned[0]
-        found = self._findings(roots, sampled, greens=False)
+        found = self._findings(message, sampled, greens=False)
         return found if at_least != "red" else [f for f in found if f.cls == "red"]
 
     def survey(self, message: dict[str, Any], at_least: Class = "yellow") -> tuple[list[Finding], Shape]:
         """What :meth:`scan` finds, and the :class:`Shape` of ``message``: every field of it
         (what :meth:`walk` gives) with its class, for an inventory. One walk gives both."""
-        roots, sampled = self._start(message)
+        sampled = self._sampled()
         if not sampled:
-            planned = self._plans.findings(roots, survey=True, red_only=at_least == "red")
+            planned = self._plans.findings(message, survey=True, red_only=at_least == "red")
             if planned is not None:
                 found, shape = planned
                 assert shape is not None
                 return found, shape
-        fields = self._findings(roots, sampled, greens=True)
+        fields = self._findings(message, sampled, greens=True)
         shape = self._plans.shape_of(tuple(FieldClass(f.path, f.cls, f.hits) for f in fields))
         floor = max(RANK[at_least], RANK["yellow"])
         return [f for f in fields if RANK[f.cls] >= floor], shape
@@ -248,21 +248,20 @@ class Classifier:
         """Every field of ``message`` for an inventory: what :meth:`scan` finds (a classified
         field stands for its subtree), plus every green leaf, structural ones included (as
         green: they are never classified), field by field."""
-        roots, sampled = self._start(message)
-        return self._findings(roots, sampled, greens=True)
+        return self._findings(message, self._sampled(), greens=True)
 
-    def _start(self, message: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-        """The scanned roots of ``message``, and whether its settled paths are sampled."""
+    def _sampled(self) -> bool:
+        """Whether the next message is one whose settled paths have their values checked."""
         self._messages += 1
-        sampled = self.config.value_checks == "every" or self._messages % SAMPLE_EVERY == 0
-        roots = [(root, node) for root in SCANNED_ROOTS if isinstance(node := message.get(root), dict)]
-        return roots, sampled
+        return self.config.value_checks == "every" or self._messages % SAMPLE_EVERY == 0
 
-    def _findings(self, roots: list[tuple[str, dict[str, Any]]], sampled: bool, *, greens: bool) -> list[Finding]:
+    def _findings(self, message: dict[str, Any], sampled: bool, *, greens: bool) -> list[Finding]:
         """The walk field by field: every decision made again, every value due a check checked."""
         found: list[Finding] = []
-        for root, node in roots:
-            self._visit(node, root, False, sampled, greens, found)
+        for root in SCANNED_ROOTS:
+            node = message.get(root)
+            if isinstance(node, dict):
+                self._visit(node, root, False, sampled, greens, found)
         return found
 
     def _visit(

@@ -7,6 +7,10 @@ order; a plan lists, for a shape at a field path, only what a walk still has to 
 the non-green fields to report and the containers to walk into. Green leaves cost nothing, and a
 message of a known shape costs two tuples and one lookup per object instead of a decision per field.
 
+A message of a shape seen before does not even need that: its dict plans are compiled into one
+msgspec type of the whole message (every key, and whether each value is a scalar, an object or
+an array, checked in C by :func:`msgspec.convert`) and the few steps that reach its findings.
+
 The classifier decides (:data:`Decide`); this module only remembers. A plan exists only when no
 field of its dict needs its value checked on this event: the classifier walks other messages
 field by field, and drops every plan when a value changes what it decided (:meth:`ShapePlans.clear`).
@@ -15,10 +19,15 @@ field by field, and drops every plan when a value changes what it decided (:meth
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
+
+import msgspec
 
 #: Distinct dict shapes (over all paths) remembered at most: beyond, plans start over.
 MAX_PLANS = 4096
+#: Message plans tried per message kind (type and event name), most recently used first.
+MESSAGE_PLANS_PER_KIND = 2
+_SCALAR = str | int | float | bool | None
 
 _LEAF, _DICT, _LIST = 0, 1, 2
 
@@ -91,6 +100,25 @@ class _Plan:
         self.fields = fields
 
 
+#: A step of a message plan: ``(_LEAF, key, path, cls, hits)``, or ``(_DICT or _LIST, key,
+#: steps, "", ())`` to reach findings below ``key`` (an array: in each of its items).
+_Step = tuple[Any, ...]
+
+
+class _MessagePlan:
+    """A message shape: the msgspec ``type`` a message has exactly when it has this shape, the
+    steps to its findings per ``(root, steps)`` (non-green, then red only), and its :class:`Shape`."""
+
+    __slots__ = ("roots", "shape", "type")
+
+    def __init__(
+        self, type_: Any, roots: tuple[tuple[tuple[str, tuple[_Step, ...]], ...], ...], shape: Shape | None
+    ) -> None:
+        self.type = type_
+        self.roots = roots
+        self.shape = shape
+
+
 def _variant(survey: bool, red_only: bool) -> int:
     return 2 * survey + red_only
 
@@ -100,20 +128,39 @@ _SURVEYS = (_variant(True, False), _variant(True, True))
 _NON_GREEN_ONLY = (_variant(False, False), _variant(True, False))
 
 
+def _run(steps: tuple[_Step, ...], node: dict[str, Any], found: list[Finding]) -> None:
+    """Follow a message plan's steps in a message that has its shape."""
+    for kind, key, path_or_steps, cls, hits in steps:
+        if kind == _LEAF:
+            found.append(Finding(path_or_steps, node, key, node[key], cls, hits))
+        elif kind == _DICT:
+            _run(path_or_steps, node[key], found)
+        else:
+            for item in node[key]:
+                _run(path_or_steps, item, found)
+
+
 class ShapePlans:
     """The plans of one classifier, per field path and shape, and the message shapes they make."""
 
-    def __init__(self, decide: Decide) -> None:
+    def __init__(self, decide: Decide, roots: tuple[str, ...]) -> None:
         self._decide = decide
+        self._roots = roots  # the message's keys a walk starts from
         self._tables: dict[tuple[str, bool], _Table] = {}
         self._plans = 0
         self._shapes: dict[tuple[_Plan | FieldClass, ...], Shape] = {}
         self._by_fields: dict[tuple[FieldClass, ...], Shape] = {}
+        #: Message plans by the dict plans a message took (None: none can be compiled), and the
+        #: ones to try first by message kind.
+        self._compiled: dict[tuple[bool, tuple[_Plan | FieldClass, ...]], _MessagePlan | None] = {}
+        self._recent: dict[tuple[Any, ...], list[_MessagePlan]] = {}
 
     def clear(self) -> None:
         """Forget every plan (a decision changed)."""
         self._tables.clear()
         self._shapes.clear()
+        self._compiled.clear()
+        self._recent.clear()
         self._plans = 0
 
     def shape_of(self, fields: tuple[FieldClass, ...]) -> Shape:
@@ -126,29 +173,153 @@ class ShapePlans:
         return shape
 
     def findings(
-        self, roots: list[tuple[str, dict[str, Any]]], *, survey: bool, red_only: bool
+        self, message: dict[str, Any], *, survey: bool, red_only: bool
     ) -> tuple[list[Finding], Shape | None] | None:
-        """The non-green (or only the red) findings of a message's ``roots``, and its shape when
-        ``survey``; or None when some dict has no plan (a value to check: walk it field by field)."""
-        found: list[Finding] = []
-        visited: list[_Plan | FieldClass] | None = [] if survey else None
+        """The non-green (or only the red) findings of a message, and its shape when ``survey``;
+        or None when some dict has no plan (a value to check: walk it field by field)."""
+        try:
+            kind = (survey, message.get("type"), message.get("event"))
+            recent = self._recent.get(kind)
+        except TypeError:  # an unhashable type or event: no kind
+            kind, recent = None, None
+        if recent is not None:
+            for plan in recent:
+                try:
+                    msgspec.convert(message, plan.type)
+                except msgspec.ValidationError:
+                    continue
+                found: list[Finding] = []
+                for root, steps in plan.roots[red_only]:
+                    _run(steps, message[root], found)
+                return found, plan.shape
+        found = []
+        visited: list[_Plan | FieldClass] = []
         variant = _variant(survey, red_only)
+        roots = [(root, node) for root in self._roots if isinstance(node := message.get(root), dict)]
         for path, node in roots:
             table = self._tables.get((path, False))
             if table is None:
                 table = self._table(path, False)
             if not self._visit(node, table, variant, found, visited):
                 return None
-        if visited is None:
-            return found, None
         token = tuple(visited)
-        shape = self._shapes.get(token)
-        if shape is None:
-            if len(self._shapes) >= MAX_PLANS:
-                self._shapes.clear()
-            fields = tuple(f for p in visited for f in (p.fields if isinstance(p, _Plan) else (p,)))
-            shape = self._shapes[token] = self.shape_of(fields)
+        shape: Shape | None = None
+        if survey:
+            shape = self._shapes.get(token)
+            if shape is None:
+                if len(self._shapes) >= MAX_PLANS:
+                    self._shapes.clear()
+                fields = tuple(f for p in visited for f in (p.fields if isinstance(p, _Plan) else (p,)))
+                shape = self._shapes[token] = self.shape_of(fields)
+        if kind is not None:
+            self._remember(kind, (survey, token), message, roots, shape)
         return found, shape
+
+    def _remember(
+        self,
+        kind: tuple[Any, ...],
+        token: tuple[bool, tuple[_Plan | FieldClass, ...]],
+        message: dict[str, Any],
+        roots: list[tuple[str, dict[str, Any]]],
+        shape: Shape | None,
+    ) -> None:
+        """Make the message plan of this message's shape (once per shape) the first of its kind."""
+        if token in self._compiled:
+            plan = self._compiled[token]
+        else:
+            if len(self._compiled) >= MAX_PLANS:
+                self._compiled.clear()
+                self._recent.clear()
+            plan = self._compiled[token] = self._compile_message(message, roots, token[0], shape)
+        if plan is None:
+            return
+        recent = self._recent.setdefault(kind, [])
+        if plan in recent:
+            recent.remove(plan)
+        recent.insert(0, plan)
+        del recent[MESSAGE_PLANS_PER_KIND:]
+
+    def _compile_message(
+        self, message: dict[str, Any], roots: list[tuple[str, dict[str, Any]]], survey: bool, shape: Shape | None
+    ) -> _MessagePlan | None:
+        present = dict(roots)
+        fields: list[tuple[str, Any, Any]] = []
+        steps: tuple[list[tuple[str, tuple[_Step, ...]]], list[tuple[str, tuple[_Step, ...]]]] = ([], [])
+        for n, root in enumerate(self._roots):
+            node = present.get(root)
+            if node is None:
+                if root in message:
+                    return None  # there, but not an object: not a shape a type can say
+                fields.append((f"f{n}", msgspec.UnsetType, msgspec.field(default=msgspec.UNSET, name=root)))
+                continue
+            table = self._tables.get((root, False))
+            compiled = None if table is None else self._compile_dict(node, table, survey)
+            if compiled is None:
+                return None
+            type_, root_steps = compiled
+            fields.append((f"f{n}", type_, msgspec.field(name=root)))
+            for red_only in (False, True):
+                if root_steps[red_only]:
+                    steps[red_only].append((root, root_steps[red_only]))
+        type_ = msgspec.defstruct("MessageShape", fields, kw_only=True, gc=False)
+        return _MessagePlan(type_, (tuple(steps[0]), tuple(steps[1])), shape)
+
+    def _compile_dict(
+        self, node: dict[str, Any], table: _Table, survey: bool
+    ) -> tuple[Any, tuple[tuple[_Step, ...], tuple[_Step, ...]]] | None:
+        """The msgspec type of dicts of this one's shape, and the steps to their findings."""
+        plan = table.get(_signature(node))
+        if plan is None:
+            return None
+        ops = {op[1]: op for op in plan.steps[_variant(survey, False)]}
+        fields: list[tuple[str, Any, Any]] = []
+        steps: tuple[list[_Step], list[_Step]] = ([], [])
+        for n, (key, value) in enumerate(node.items()):
+            if not isinstance(key, str):
+                return None
+            op = ops.get(key)
+            type_: Any = _SCALAR
+            if op is None:  # a green leaf, or a structural subtree a scan skips
+                if isinstance(value, dict | list):
+                    type_ = Any
+            elif op[0] == _LEAF:  # a finding: it stands for its subtree, whatever the value
+                type_ = Any
+                steps[0].append(op[:5])
+                if op[3] == "red":
+                    steps[1].append(op[:5])
+            else:
+                sub_table = op[5]
+                assert sub_table is not None  # a container step has its table
+                compiled = self._compile_container(value, sub_table, survey)
+                if compiled is None:
+                    return None
+                type_, sub = compiled
+                for red_only in (False, True):
+                    if sub[red_only]:
+                        steps[red_only].append((op[0], key, sub[red_only], "", ()))
+            fields.append((f"f{n}", type_, msgspec.field(name=key)))
+        type_ = msgspec.defstruct("DictShape", fields, forbid_unknown_fields=True, gc=False)
+        return type_, (tuple(steps[0]), tuple(steps[1]))
+
+    def _compile_container(
+        self, value: Any, table: _Table, survey: bool
+    ) -> tuple[Any, tuple[tuple[_Step, ...], tuple[_Step, ...]]] | None:
+        if isinstance(value, dict):
+            return self._compile_dict(value, table, survey)
+        if not value:
+            return Annotated[list[Any], msgspec.Meta(max_length=0)], ((), ())
+        if not any(isinstance(item, dict | list) for item in value):
+            return Annotated[list[_SCALAR], msgspec.Meta(min_length=1)], ((), ())
+        first = value[0]
+        if not isinstance(first, dict) or any(
+            not isinstance(item, dict) or _signature(item) != _signature(first) for item in value
+        ):
+            return None  # arrays of mixed items: walked dict by dict
+        compiled = self._compile_dict(first, table, survey)
+        if compiled is None:
+            return None
+        item_type, steps = compiled
+        return Annotated[list[item_type], msgspec.Meta(min_length=1)], steps  # type: ignore[valid-type]
 
     def _visit(
         self,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gateway.ingest import IngestHub, _Inventory
 from gateway.plugins import Registry
-from gateway.privacy import LEARN_AFTER, Classifier, FieldClass, PrivacyConfig
+from gateway.privacy import LEARN_AFTER, Classifier, FieldClass, Finding, PrivacyConfig
 
 KEYS = ["email", "password", "note", "plan", "card", "library", "name", "ip", "address", "sku", "userAgent", "items"]
 VALUES = [
@@ -56,21 +56,37 @@ def test_a_planned_message_is_classified_as_field_by_field(registry: Registry, b
     classifier = settled(registry, batch)
     planned_any = False
     for message in batch:
-        roots, _ = classifier._start(message)
-        slow = classifier._findings(roots, False, greens=True)
+        slow = classifier._findings(message, False, greens=True)
         for red_only in (False, True):
-            planned = classifier._plans.findings(roots, survey=True, red_only=red_only)
+            planned = classifier._plans.findings(message, survey=True, red_only=red_only)
             assert planned is not None  # every path settled: no value to check on this message
             planned_any = True
             found, shape = planned
             floor = ("red",) if red_only else ("red", "yellow")
             assert found == [f for f in slow if f.cls in floor]
             assert shape is not None and set(shape.fields) == {FieldClass(f.path, f.cls, f.hits) for f in slow}
-            scanned = classifier._plans.findings(roots, survey=False, red_only=red_only)
+            scanned = classifier._plans.findings(message, survey=False, red_only=red_only)
             assert scanned is not None and scanned[0] == [
-                f for f in classifier._findings(roots, False, greens=False) if f.cls in floor
+                f for f in classifier._findings(message, False, greens=False) if f.cls in floor
             ]
     assert planned_any
+    for message in batch:  # the same shapes with their keys in another order
+        reordered = _reversed(message)
+        planned = classifier._plans.findings(reordered, survey=True, red_only=False)
+        assert planned is not None
+        assert _loose(planned[0]) == _loose(classifier._findings(reordered, False, greens=False))
+
+
+def _reversed(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _reversed(node[key]) for key in reversed(node)}
+    return [_reversed(item) for item in node] if isinstance(node, list) else node
+
+
+def _loose(findings: list[Finding]) -> list[tuple[str, str, str, tuple[str, ...], str]]:
+    """Findings in any order, each still pointing at its value in its container."""
+    assert all(f.container[f.key] is f.value for f in findings)  # type: ignore[index]
+    return sorted((f.path, str(f.key), f.cls, f.hits, repr(f.value)) for f in findings)
 
 
 def test_scan_and_survey_agree_with_walk_on_sampled_and_planned_messages(registry: Registry) -> None:

@@ -218,7 +218,11 @@ class IngestHub:
             if source.inventory:
                 now_ms = now_ms or int(time.time() * 1000)
                 findings, shape = self.classifier.survey(message, _BLOCK_RED_ACTS_ON)
-                self._see_shape(source.id, shape, now_ms)
+                shapes = self._inventory.shapes.get(source.id)
+                if shapes is not None and shape in shapes:
+                    shapes[shape] = now_ms  # booked already: only last seen moves
+                else:
+                    self._see_shape(source.id, shape, now_ms)
             if source.block_red and apply_policy(message, self.classifier, BLOCK_RED, findings):
                 blocked[source.id] = blocked.get(source.id, 0) + 1
             kept, reason = apply_filters(source.filters, message) if source.filters else (message, None)

@@ -167,7 +167,9 @@ class Classifier:
         # Value classes learned per path (sticky), and clean values seen in a row per path.
         self._learned: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._clean: dict[str, int] = {}
-        self._messages = 0  # messages classified, to pick the sampled ones
+        # Messages classified, to pick the sampled ones: those whose settled paths are checked.
+        self._messages = 0
+        self._every = config.value_checks == "every"
         # (parent path, key) -> what a walk decides from them alone; see _step.
         self._steps: dict[tuple[str, Any], tuple[str, bool, str, tuple[str, ...], bool]] = {}
         self._plans = ShapePlans(self._decide, SCANNED_ROOTS)
@@ -221,8 +223,9 @@ class Classifier:
     def scan(self, message: dict[str, Any], at_least: Class = "yellow") -> list[Finding]:
         """Every non-green field of ``message`` (a field whose key matches stands for its
         subtree), or only the red ones (``at_least="red"``)."""
-        sampled = self._sampled()
-        if not sampled:
+        self._messages += 1
+        sampled = self._every or not self._messages % SAMPLE_EVERY
+        if not sampled:  # (the common case: a message of a known shape takes a plan)
             planned = self._plans.findings(message, survey=False, red_only=at_least == "red")
             if planned is not None:
                 return planned[0]
@@ -232,7 +235,8 @@ class Classifier:
     def survey(self, message: dict[str, Any], at_least: Class = "yellow") -> tuple[list[Finding], Shape]:
         """What :meth:`scan` finds, and the :class:`Shape` of ``message``: every field of it
         (what :meth:`walk` gives) with its class, for an inventory. One walk gives both."""
-        sampled = self._sampled()
+        self._messages += 1
+        sampled = self._every or not self._messages % SAMPLE_EVERY
         if not sampled:
             planned = self._plans.findings(message, survey=True, red_only=at_least == "red")
             if planned is not None:
@@ -248,12 +252,8 @@ class Classifier:
         """Every field of ``message`` for an inventory: what :meth:`scan` finds (a classified
         field stands for its subtree), plus every green leaf, structural ones included (as
         green: they are never classified), field by field."""
-        return self._findings(message, self._sampled(), greens=True)
-
-    def _sampled(self) -> bool:
-        """Whether the next message is one whose settled paths have their values checked."""
         self._messages += 1
-        return self.config.value_checks == "every" or self._messages % SAMPLE_EVERY == 0
+        return self._findings(message, self._every or not self._messages % SAMPLE_EVERY, greens=True)
 
     def _findings(self, message: dict[str, Any], sampled: bool, *, greens: bool) -> list[Finding]:
         """The walk field by field: every decision made again, every value due a check checked."""

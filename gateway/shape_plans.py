@@ -105,18 +105,38 @@ class _Plan:
 _Step = tuple[Any, ...]
 
 
+#: Where a finding is when no array is on the way: the keys from the message to its dict, then
+#: its key, path, class and hits.
+_Leaf = tuple[tuple[str, ...], str, str, str, tuple[str, ...]]
+
+
 class _MessagePlan:
     """A message shape: the msgspec ``type`` a message has exactly when it has this shape, the
-    steps to its findings per ``(root, steps)`` (non-green, then red only), and its :class:`Shape`."""
+    steps from the message to its findings (non-green, then red only), the same as ``leaves``
+    when no array is on the way (else None), and its :class:`Shape`."""
 
-    __slots__ = ("roots", "shape", "type")
+    __slots__ = ("leaves", "shape", "steps", "type")
 
-    def __init__(
-        self, type_: Any, roots: tuple[tuple[tuple[str, tuple[_Step, ...]], ...], ...], shape: Shape | None
-    ) -> None:
+    def __init__(self, type_: Any, steps: tuple[tuple[_Step, ...], tuple[_Step, ...]], shape: Shape | None) -> None:
         self.type = type_
-        self.roots = roots
+        self.steps = steps
+        self.leaves = (_leaves(steps[0], ()), _leaves(steps[1], ()))
         self.shape = shape
+
+
+def _leaves(steps: tuple[_Step, ...], keys: tuple[str, ...]) -> tuple[_Leaf, ...] | None:
+    leaves: list[_Leaf] = []
+    for kind, key, path_or_steps, cls, hits in steps:
+        if kind == _LEAF:
+            leaves.append((keys, key, path_or_steps, cls, hits))
+        elif kind == _LIST:
+            return None
+        else:
+            below = _leaves(path_or_steps, (*keys, key))
+            if below is None:
+                return None
+            leaves.extend(below)
+    return tuple(leaves)
 
 
 def _variant(survey: bool, red_only: bool) -> int:
@@ -189,8 +209,15 @@ class ShapePlans:
                 except msgspec.ValidationError:
                     continue
                 found: list[Finding] = []
-                for root, steps in plan.roots[red_only]:
-                    _run(steps, message[root], found)
+                leaves = plan.leaves[red_only]
+                if leaves is None:
+                    _run(plan.steps[red_only], message, found)
+                    return found, plan.shape
+                for keys, key, path, cls, hits in leaves:
+                    node: Any = message
+                    for name in keys:
+                        node = node[name]
+                    found.append(Finding(path, node, key, node[key], cls, hits))
                 return found, plan.shape
         found = []
         visited: list[_Plan | FieldClass] = []
@@ -244,7 +271,7 @@ class ShapePlans:
     ) -> _MessagePlan | None:
         present = dict(roots)
         fields: list[tuple[str, Any, Any]] = []
-        steps: tuple[list[tuple[str, tuple[_Step, ...]]], list[tuple[str, tuple[_Step, ...]]]] = ([], [])
+        steps: tuple[list[_Step], list[_Step]] = ([], [])
         for n, root in enumerate(self._roots):
             node = present.get(root)
             if node is None:
@@ -260,7 +287,7 @@ class ShapePlans:
             fields.append((f"f{n}", type_, msgspec.field(name=root)))
             for red_only in (False, True):
                 if root_steps[red_only]:
-                    steps[red_only].append((root, root_steps[red_only]))
+                    steps[red_only].append((_DICT, root, root_steps[red_only], "", ()))
         type_ = msgspec.defstruct("MessageShape", fields, kw_only=True, gc=False)
         return _MessagePlan(type_, (tuple(steps[0]), tuple(steps[1])), shape)
 

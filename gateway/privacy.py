@@ -162,7 +162,15 @@ class Classifier:
             value_check = _full_match(re.compile(custom.pattern)) if custom.pattern is not None else None
             found.append(_Matcher(name, custom.class_, key_terms, value_check))
         self._key_matchers = [m for m in found if m.match_key is not None]
-        self._value_matchers = [m for m in found if m.match_value is not None]
+        # Per class, the value checks that could raise it: (name, class, rank, check), in order.
+        self._value_checks = {
+            cls: [
+                (m.name, m.cls, RANK[m.cls], m.match_value)
+                for m in found
+                if m.match_value is not None and RANK[m.cls] > rank
+            ]
+            for cls, rank in RANK.items()
+        }
         self.key_class = lru_cache(maxsize=_MAX_STEPS)(self._key_class)
         # Value classes learned per path (sticky), and clean values seen in a row per path.
         self._learned: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -192,9 +200,10 @@ class Classifier:
         if (isinstance(value, str) and _MAY_HAVE_SHAPE.search(value)) or (
             isinstance(value, int) and not isinstance(value, bool)
         ):
-            for matcher in self._value_matchers:
-                if matcher.match_value and RANK[matcher.cls] > RANK[cls] and matcher.match_value(value):
-                    cls, hits = matcher.cls, (*hits, matcher.name)
+            rank = RANK[cls]
+            for name, matcher_cls, matcher_rank, check in self._value_checks[cls]:
+                if matcher_rank > rank and check(value):  # (a hit raises the bar for the next ones)
+                    cls, rank, hits = matcher_cls, matcher_rank, (*hits, name)
         return cls, hits
 
     def _path_value_class(

@@ -234,10 +234,9 @@ class Classifier:
         subtree), or only the red ones (``at_least="red"``)."""
         self._messages += 1
         sampled = self._every or not self._messages % SAMPLE_EVERY
-        if not sampled:  # (the common case: a message of a known shape takes a plan)
-            planned = self._plans.findings(message, survey=False, red_only=at_least == "red")
-            if planned is not None:
-                return planned[0]
+        planned = self._planned(message, sampled, survey=False, red_only=at_least == "red")
+        if planned is not None:
+            return planned[0]
         found = self._findings(message, sampled, greens=False)
         return found if at_least != "red" else [f for f in found if f.cls == "red"]
 
@@ -246,16 +245,30 @@ class Classifier:
         (what :meth:`walk` gives) with its class, for an inventory. One walk gives both."""
         self._messages += 1
         sampled = self._every or not self._messages % SAMPLE_EVERY
-        if not sampled:
-            planned = self._plans.findings(message, survey=True, red_only=at_least == "red")
-            if planned is not None:
-                found, shape = planned
-                assert shape is not None
-                return found, shape
+        planned = self._planned(message, sampled, survey=True, red_only=at_least == "red")
+        if planned is not None:
+            found, shape = planned
+            assert shape is not None
+            return found, shape
         fields = self._findings(message, sampled, greens=True)
         shape = self._plans.shape_of(tuple(FieldClass(f.path, f.cls, f.hits) for f in fields))
         floor = max(RANK[at_least], RANK["yellow"])
         return [f for f in fields if RANK[f.cls] >= floor], shape
+
+    def _planned(
+        self, message: dict[str, Any], sampled: bool, *, survey: bool, red_only: bool
+    ) -> tuple[list[Finding], Shape | None] | None:
+        """What the shape plans find in ``message`` (the common case), or None: walk it field by
+        field. A sampled message takes its plan only when no value checked changes a class."""
+        if not sampled:
+            return self._plans.findings(message, survey=survey, red_only=red_only)
+        if self._every:
+            return None
+        sites: list[Finding] = []
+        planned = self._plans.findings(message, survey=survey, red_only=red_only, sites=sites)
+        if planned is None or any(self._value_class(site.value, site.cls, site.hits)[0] != site.cls for site in sites):
+            return None  # the walk checks them again and learns what changed
+        return planned
 
     def walk(self, message: dict[str, Any]) -> list[Finding]:
         """Every field of ``message`` for an inventory: what :meth:`scan` finds (a classified
@@ -320,9 +333,10 @@ class Classifier:
         self._steps[(path, key)] = step
         return step
 
-    def _decide(self, path: str, key: Any, structural: bool) -> tuple[str, bool, str, tuple[str, ...]] | None:
+    def _decide(self, path: str, key: Any, structural: bool) -> tuple[str, bool, str, tuple[str, ...], bool] | None:
         """A field's decision for a shape plan: what :meth:`_visit` decides on a message that is
-        not sampled, or None while the field's values are still checked (learning, or ``every``)."""
+        not sampled, and whether a sampled one checks its value; or None while the field's values
+        are still checked in every message (learning, or ``every``)."""
         step = self._steps.get((path, key))
         if step is None:
             step = self._step(path, key, structural)
@@ -333,7 +347,7 @@ class Classifier:
             learned = self._learned.get(child)
             if learned is not None and RANK[learned[0]] > RANK[cls]:
                 cls, hits = learned[0], (*hits, *learned[1])
-        return child, exempt, cls, hits
+        return child, exempt, cls, hits, not settled
 
 
 def _normalise_for_hash(value: Any, hits: tuple[str, ...]) -> str:

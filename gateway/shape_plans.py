@@ -62,9 +62,10 @@ class Shape:
         self.fields = fields
 
 
-#: ``decide(path, key, structural)``: the child's path, whether it is structural, and its class
-#: and hits, or None when the field's value must be checked on this event (no plan then).
-Decide = Callable[[str, Any, bool], tuple[str, bool, str, tuple[str, ...]] | None]
+#: ``decide(path, key, structural)``: the child's path, whether it is structural, its class and
+#: hits, and whether its value is checked in sampled messages; or None when the field's value must
+#: be checked on this message (no plan then).
+Decide = Callable[[str, Any, bool], tuple[str, bool, str, tuple[str, ...], bool] | None]
 #: One step of a plan: kind (leaf, dict, list), key, the field's path, class and hits, and for
 #: containers the table of the shapes found at that path.
 _Op = tuple[int, Any, str, str, tuple[str, ...], "_Table | None"]
@@ -90,14 +91,17 @@ def _signature(node: dict[str, Any]) -> tuple[Any, ...]:
 class _Plan:
     """What to do with a dict of one shape: ``steps`` by variant (scan or survey, yellow and
     red or red only; see :func:`_variant`): the findings to report and the containers to walk
-    into (a survey also walks structural ones); and ``fields``: every leaf of the dict with its
-    class (what an inventory books)."""
+    into (a survey also walks structural ones); ``fields``: every leaf of the dict with its class
+    (what an inventory books); ``sites``: the leaves whose values a sampled message checks."""
 
-    __slots__ = ("fields", "steps")
+    __slots__ = ("fields", "sites", "steps")
 
-    def __init__(self, steps: tuple[tuple[_Op, ...], ...], fields: tuple[FieldClass, ...]) -> None:
+    def __init__(
+        self, steps: tuple[tuple[_Op, ...], ...], fields: tuple[FieldClass, ...], sites: tuple[_Op, ...]
+    ) -> None:
         self.steps = steps
         self.fields = fields
+        self.sites = sites
 
 
 #: A step of a message plan: ``(_LEAF, key, path, cls, hits)``, or ``(_DICT or _LIST, key,
@@ -112,15 +116,16 @@ _Leaf = tuple[tuple[str, ...], str, str, str, tuple[str, ...]]
 
 class _MessagePlan:
     """A message shape: the msgspec ``type`` a message has exactly when it has this shape, the
-    steps from the message to its findings (non-green, then red only), the same as ``leaves``
-    when no array is on the way (else None), and its :class:`Shape`."""
+    steps from the message to its findings (non-green, then red only) and to the fields a sampled
+    message checks, the same as ``leaves`` when no array is on the way (else None), and its
+    :class:`Shape`."""
 
     __slots__ = ("leaves", "shape", "steps", "type")
 
-    def __init__(self, type_: Any, steps: tuple[tuple[_Step, ...], tuple[_Step, ...]], shape: Shape | None) -> None:
+    def __init__(self, type_: Any, steps: tuple[tuple[_Step, ...], ...], shape: Shape | None) -> None:
         self.type = type_
-        self.steps = steps
-        self.leaves = (_leaves(steps[0], ()), _leaves(steps[1], ()))
+        self.steps = steps  # non-green findings, red ones, the sites to check in a sampled message
+        self.leaves = tuple(_leaves(variant, ()) for variant in steps)
         self.shape = shape
 
 
@@ -146,6 +151,22 @@ def _variant(survey: bool, red_only: bool) -> int:
 _ALL = tuple(_variant(survey, red_only) for survey in (False, True) for red_only in (False, True))
 _SURVEYS = (_variant(True, False), _variant(True, True))
 _NON_GREEN_ONLY = (_variant(False, False), _variant(True, False))
+
+
+_SITES = 2  # the message plan steps to the fields a sampled message checks
+
+
+def _follow(plan: _MessagePlan, variant: int, message: dict[str, Any], found: list[Finding]) -> None:
+    """Add what the plan's ``variant`` steps reach in ``message`` (which has its shape) to ``found``."""
+    leaves = plan.leaves[variant]
+    if leaves is None:
+        _run(plan.steps[variant], message, found)
+        return
+    for keys, key, path, cls, hits in leaves:
+        node: Any = message
+        for name in keys:
+            node = node[name]
+        found.append(Finding(path, node, key, node[key], cls, hits))
 
 
 def _run(steps: tuple[_Step, ...], node: dict[str, Any], found: list[Finding]) -> None:
@@ -193,10 +214,12 @@ class ShapePlans:
         return shape
 
     def findings(
-        self, message: dict[str, Any], *, survey: bool, red_only: bool
+        self, message: dict[str, Any], *, survey: bool, red_only: bool, sites: list[Finding] | None = None
     ) -> tuple[list[Finding], Shape | None] | None:
         """The non-green (or only the red) findings of a message, and its shape when ``survey``;
-        or None when some dict has no plan (a value to check: walk it field by field)."""
+        or None when some dict has no plan (a value to check: walk it field by field). Given
+        ``sites``, a sampled message: only a message plan serves, and it adds the fields whose
+        values are to be checked (with the class a check must not change) to ``sites``."""
         try:
             kind = (survey, message.get("type"), message.get("event"))
             recent = self._recent.get(kind)
@@ -209,16 +232,12 @@ class ShapePlans:
                 except msgspec.ValidationError:
                     continue
                 found: list[Finding] = []
-                leaves = plan.leaves[red_only]
-                if leaves is None:
-                    _run(plan.steps[red_only], message, found)
-                    return found, plan.shape
-                for keys, key, path, cls, hits in leaves:
-                    node: Any = message
-                    for name in keys:
-                        node = node[name]
-                    found.append(Finding(path, node, key, node[key], cls, hits))
+                _follow(plan, red_only, message, found)
+                if sites is not None:
+                    _follow(plan, _SITES, message, sites)
                 return found, plan.shape
+        if sites is not None:
+            return None
         found = []
         visited: list[_Plan | FieldClass] = []
         variant = _variant(survey, red_only)
@@ -271,7 +290,7 @@ class ShapePlans:
     ) -> _MessagePlan | None:
         present = dict(roots)
         fields: list[tuple[str, Any, Any]] = []
-        steps: tuple[list[_Step], list[_Step]] = ([], [])
+        steps: tuple[list[_Step], ...] = ([], [], [])
         for n, root in enumerate(self._roots):
             node = present.get(root)
             if node is None:
@@ -285,27 +304,32 @@ class ShapePlans:
                 return None
             type_, root_steps = compiled
             fields.append((f"f{n}", type_, msgspec.field(name=root)))
-            for red_only in (False, True):
-                if root_steps[red_only]:
-                    steps[red_only].append((_DICT, root, root_steps[red_only], "", ()))
+            for variant, below in enumerate(root_steps):
+                if below:
+                    steps[variant].append((_DICT, root, below, "", ()))
         type_ = msgspec.defstruct("MessageShape", fields, kw_only=True, gc=False)
-        return _MessagePlan(type_, (tuple(steps[0]), tuple(steps[1])), shape)
+        return _MessagePlan(type_, tuple(map(tuple, steps)), shape)
 
     def _compile_dict(
         self, node: dict[str, Any], table: _Table, survey: bool
-    ) -> tuple[Any, tuple[tuple[_Step, ...], tuple[_Step, ...]]] | None:
-        """The msgspec type of dicts of this one's shape, and the steps to their findings."""
+    ) -> tuple[Any, tuple[tuple[_Step, ...], ...]] | None:
+        """The msgspec type of dicts of this one's shape, and the steps to their findings (non-green,
+        red) and to the fields a sampled message checks."""
         plan = table.get(_signature(node))
         if plan is None:
             return None
         ops = {op[1]: op for op in plan.steps[_variant(survey, False)]}
+        sites = {op[1]: op for op in plan.sites}
         fields: list[tuple[str, Any, Any]] = []
-        steps: tuple[list[_Step], list[_Step]] = ([], [])
+        steps: tuple[list[_Step], ...] = ([], [], [])
         for n, (key, value) in enumerate(node.items()):
             if not isinstance(key, str):
                 return None
             op = ops.get(key)
             type_: Any = _SCALAR
+            site = sites.get(key)
+            if site is not None:
+                steps[_SITES].append(site[:5])
             if op is None:  # a green leaf, or a structural subtree a scan skips
                 if isinstance(value, dict | list):
                     type_ = Any
@@ -321,22 +345,22 @@ class ShapePlans:
                 if compiled is None:
                     return None
                 type_, sub = compiled
-                for red_only in (False, True):
-                    if sub[red_only]:
-                        steps[red_only].append((op[0], key, sub[red_only], "", ()))
+                for variant, below in enumerate(sub):
+                    if below:
+                        steps[variant].append((op[0], key, below, "", ()))
             fields.append((f"f{n}", type_, msgspec.field(name=key)))
         type_ = msgspec.defstruct("DictShape", fields, forbid_unknown_fields=True, gc=False)
-        return type_, (tuple(steps[0]), tuple(steps[1]))
+        return type_, tuple(map(tuple, steps))
 
     def _compile_container(
         self, value: Any, table: _Table, survey: bool
-    ) -> tuple[Any, tuple[tuple[_Step, ...], tuple[_Step, ...]]] | None:
+    ) -> tuple[Any, tuple[tuple[_Step, ...], ...]] | None:
         if isinstance(value, dict):
             return self._compile_dict(value, table, survey)
         if not value:
-            return Annotated[list[Any], msgspec.Meta(max_length=0)], ((), ())
+            return Annotated[list[Any], msgspec.Meta(max_length=0)], ((), (), ())
         if not any(isinstance(item, dict | list) for item in value):
-            return Annotated[list[_SCALAR], msgspec.Meta(min_length=1)], ((), ())
+            return Annotated[list[_SCALAR], msgspec.Meta(min_length=1)], ((), (), ())
         first = value[0]
         if not isinstance(first, dict) or any(
             not isinstance(item, dict) or _signature(item) != _signature(first) for item in value
@@ -405,11 +429,12 @@ class ShapePlans:
     def _plan(self, node: dict[str, Any], table: _Table) -> _Plan | None:
         steps: tuple[list[_Op], ...] = ([], [], [], [])
         fields: list[FieldClass] = []
+        sites: list[_Op] = []
         for key, value in node.items():
             decision = self._decide(table.path, key, table.structural)
             if decision is None:
                 return None
-            path, exempt, cls, hits = decision
+            path, exempt, cls, hits, sampled = decision
             kind = _DICT if isinstance(value, dict) else _LIST if isinstance(value, list) else _LEAF
             if kind != _LEAF and cls == "green":  # walked into; a scan skips structural subtrees
                 op: _Op = (kind, key, path, cls, hits, self._table(path, exempt))
@@ -418,11 +443,13 @@ class ShapePlans:
                 fields.append(FieldClass(path, cls, hits))
                 op = (_LEAF, key, path, cls, hits, None)
                 variants = _ALL if cls == "red" else _NON_GREEN_ONLY if cls != "green" else ()
+                if sampled and kind == _LEAF and cls != "red":
+                    sites.append(op)
             for variant in variants:
                 steps[variant].append(op)
         if self._plans >= MAX_PLANS:
             self.clear()  # keys that are data (ids as keys): start over rather than grow
             table = self._table(table.path, table.structural)
         self._plans += 1
-        plan = table[_signature(node)] = _Plan(tuple(map(tuple, steps)), tuple(fields))
+        plan = table[_signature(node)] = _Plan(tuple(map(tuple, steps)), tuple(fields), tuple(sites))
         return plan

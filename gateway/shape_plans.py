@@ -18,6 +18,7 @@ field by field, and drops every plan when a value changes what it decided (:meth
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any, NamedTuple
 
@@ -50,6 +51,11 @@ class Finding(NamedTuple):
     value: Any
     cls: str
     hits: tuple[str, ...]
+
+
+#: ``_finding((path, container, key, value, cls, hits))``: a Finding without the named tuple's
+#: Python-level ``__new__`` (a plan makes one per finding of every message).
+_finding = functools.partial(tuple.__new__, Finding)
 
 
 class Shape:
@@ -166,14 +172,14 @@ def _follow(plan: _MessagePlan, variant: int, message: dict[str, Any], found: li
         node: Any = message
         for name in keys:
             node = node[name]
-        found.append(Finding(path, node, key, node[key], cls, hits))
+        found.append(_finding((path, node, key, node[key], cls, hits)))
 
 
 def _run(steps: tuple[_Step, ...], node: dict[str, Any], found: list[Finding]) -> None:
     """Follow a message plan's steps in a message that has its shape."""
     for kind, key, path_or_steps, cls, hits in steps:
         if kind == _LEAF:
-            found.append(Finding(path_or_steps, node, key, node[key], cls, hits))
+            found.append(_finding((path_or_steps, node, key, node[key], cls, hits)))
         elif kind == _DICT:
             _run(path_or_steps, node[key], found)
         else:
@@ -390,7 +396,7 @@ class ShapePlans:
         for kind, key, path, cls, hits, sub in plan.steps[variant]:
             value = node[key]
             if kind == _LEAF:
-                found.append(Finding(path, node, key, value, cls, hits))
+                found.append(_finding((path, node, key, value, cls, hits)))
             elif kind == _DICT:
                 if not self._visit(value, sub, variant, found, visited):  # type: ignore[arg-type]
                     return False

@@ -234,7 +234,10 @@ class Classifier:
         subtree), or only the red ones (``at_least="red"``)."""
         self._messages += 1
         sampled = self._every or not self._messages % SAMPLE_EVERY
-        planned = self._planned(message, sampled, survey=False, red_only=at_least == "red")
+        if sampled:
+            planned = self._sampled_plan(message, survey=False, red_only=at_least == "red")
+        else:  # the common case: a message of a known shape takes its plan
+            planned = self._plans.findings(message, survey=False, red_only=at_least == "red")
         if planned is not None:
             return planned[0]
         found = self._findings(message, sampled, greens=False)
@@ -245,7 +248,10 @@ class Classifier:
         (what :meth:`walk` gives) with its class, for an inventory. One walk gives both."""
         self._messages += 1
         sampled = self._every or not self._messages % SAMPLE_EVERY
-        planned = self._planned(message, sampled, survey=True, red_only=at_least == "red")
+        if sampled:
+            planned = self._sampled_plan(message, survey=True, red_only=at_least == "red")
+        else:
+            planned = self._plans.findings(message, survey=True, red_only=at_least == "red")
         if planned is not None:
             found, shape = planned
             assert shape is not None
@@ -255,13 +261,11 @@ class Classifier:
         floor = max(RANK[at_least], RANK["yellow"])
         return [f for f in fields if RANK[f.cls] >= floor], shape
 
-    def _planned(
-        self, message: dict[str, Any], sampled: bool, *, survey: bool, red_only: bool
+    def _sampled_plan(
+        self, message: dict[str, Any], *, survey: bool, red_only: bool
     ) -> tuple[list[Finding], Shape | None] | None:
-        """What the shape plans find in ``message`` (the common case), or None: walk it field by
-        field. A sampled message takes its plan only when no value checked changes a class."""
-        if not sampled:
-            return self._plans.findings(message, survey=survey, red_only=red_only)
+        """What the shape plans find in a sampled ``message``, or None: walk it field by field.
+        It takes its plan only when no value checked changes a class."""
         if self._every:
             return None
         sites: list[Finding] = []

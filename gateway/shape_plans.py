@@ -56,6 +56,8 @@ class Finding(NamedTuple):
 #: ``_finding((path, container, key, value, cls, hits))``: a Finding without the named tuple's
 #: Python-level ``__new__`` (a plan makes one per finding of every message).
 _finding = functools.partial(tuple.__new__, Finding)
+_convert = msgspec.convert
+_ValidationError = msgspec.ValidationError
 
 
 class Shape:
@@ -234,11 +236,19 @@ class ShapePlans:
         if recent is not None:
             for plan in recent:
                 try:
-                    msgspec.convert(message, plan.type)
-                except msgspec.ValidationError:
+                    _convert(message, plan.type)
+                except _ValidationError:
                     continue
                 found: list[Finding] = []
-                _follow(plan, red_only, message, found)
+                leaves = plan.leaves[red_only]
+                if leaves is None:
+                    _run(plan.steps[red_only], message, found)
+                else:  # (inline: this is the path nearly every message takes)
+                    for keys, key, path, cls, hits in leaves:
+                        node: Any = message
+                        for name in keys:
+                            node = node[name]
+                        found.append(_finding((path, node, key, node[key], cls, hits)))
                 if sites is not None:
                     _follow(plan, _SITES, message, sites)
                 return found, plan.shape

@@ -71,7 +71,7 @@ def test_a_planned_message_is_classified_as_field_by_field(registry: Registry, b
             ]
     assert planned_any
     for message in batch:  # a sampled message takes its plan only when its values change nothing
-        sampled = classifier._planned(message, True, survey=True, red_only=False)
+        sampled = classifier._sampled_plan(message, survey=True, red_only=False)
         if sampled is not None:
             assert sampled[0] == classifier._findings(message, True, greens=False)
     for message in batch:  # the same shapes with their keys in another order

@@ -9,10 +9,11 @@ message of a known shape costs two tuples and one lookup per object instead of a
 
 A message of a shape seen before does not even need that: its dict plans are compiled into one
 msgspec type of the whole message (every key, and whether each value is a scalar, an object or
-an array, checked in C by :func:`msgspec.convert`) and the few steps that reach its findings.
+an array, checked in C by :func:`msgspec.convert`; key order aside) and the few steps that reach
+its findings, and, for a sampled message, the fields whose values are to be checked.
 
 The classifier decides (:data:`Decide`); this module only remembers. A plan exists only when no
-field of its dict needs its value checked on this event: the classifier walks other messages
+field of its dict needs its value checked on every message: the classifier walks other messages
 field by field, and drops every plan when a value changes what it decided (:meth:`ShapePlans.clear`).
 """
 
@@ -26,8 +27,10 @@ import msgspec
 
 #: Distinct dict shapes (over all paths) remembered at most: beyond, plans start over.
 MAX_PLANS = 4096
-#: Message plans tried per message kind (type and event name), most recently used first.
+#: Message plans tried per message kind (type and event name), most recently used first, and
+#: message shapes and kinds remembered at most (each plan holds a few msgspec types).
 MESSAGE_PLANS_PER_KIND = 2
+MAX_MESSAGE_PLANS = 1024
 _SCALAR = str | int | float | bool | None
 
 _LEAF, _DICT, _LIST = 0, 1, 2
@@ -289,12 +292,14 @@ class ShapePlans:
         if token in self._compiled:
             plan = self._compiled[token]
         else:
-            if len(self._compiled) >= MAX_PLANS:
+            if len(self._compiled) >= MAX_MESSAGE_PLANS:
                 self._compiled.clear()
                 self._recent.clear()
             plan = self._compiled[token] = self._compile_message(message, roots, token[0], shape)
         if plan is None:
             return
+        if kind not in self._recent and len(self._recent) >= MAX_MESSAGE_PLANS:
+            self._recent.clear()  # event names are data: many kinds must not grow it
         recent = self._recent.setdefault(kind, [])
         if plan in recent:
             recent.remove(plan)

@@ -12,7 +12,7 @@ import hmac
 import ipaddress
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from gateway.components import FILTER_ERROR_REASON, Filter, FilterContext, Forwa
 from gateway.config import GatewayConfig, ServerConfig
 from gateway.log import Entry, IngestLog, InventoryRow, SourceLetter, source_letters
 from gateway.metrics import Metrics
-from gateway.privacy import RANK, Classifier, Finding, PrivacyPolicy, apply_policy
+from gateway.privacy import RANK, Classifier, FieldClass, Finding, PrivacyPolicy, Shape, apply_policy
 from gateway.telemetry import ThrottledWarning
 
 log = structlog.get_logger("gateway.ingest")
@@ -36,9 +36,12 @@ SUPPRESSED, DEAD_LETTERED = "suppressed", "dead_lettered"
 #: For a dead letter, whatever a filter left in the message: what JSON cannot hold is written as its repr.
 _encode_for_the_record = msgspec.json.Encoder(enc_hook=repr).encode
 BLOCK_RED = PrivacyPolicy(red="block")
+_BLOCK_RED_ACTS_ON = BLOCK_RED.acts_on
 #: Distinct (source, path) pairs the field inventory holds at most: keys that are data (ids,
 #: emails used as keys) must not grow it without bound.
 INVENTORY_MAX_PATHS = 10_000
+#: Message shapes per source whose last sighting is remembered instead of booked field by field.
+INVENTORY_MAX_SHAPES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +74,21 @@ class _Seen:
 @dataclass
 class _Inventory:
     by_source: dict[str, dict[str, _Seen]] = field(default_factory=dict)
+    #: Per source, the message shapes booked already and when one was last seen (ms): a message
+    #: of a known shape only refreshes that; its fields' last_seen follow on :meth:`settle`.
+    shapes: dict[str, dict[Shape, int]] = field(default_factory=dict)
     size: int = 0
     full_warned: bool = False
+
+    def settle(self) -> None:
+        """Carry the shapes' last sightings over to their fields."""
+        for source, shapes in self.shapes.items():
+            seen = self.by_source.get(source, {})
+            for shape, last in shapes.items():
+                for path, _, _ in shape.fields:
+                    entry = seen.get(path)
+                    if entry is not None and entry.last < last:
+                        entry.last = last
 
 
 class IngestOutcome(msgspec.Struct, frozen=True):
@@ -107,6 +123,7 @@ class IngestHub:
         self._log = log
         self.metrics = metrics or Metrics()
         self._inventory = _Inventory()
+        self._blocked: dict[str, int] = {}  # messages that had Red fields removed, per source, this call
         self._forward_warning = ThrottledWarning(structlog.get_logger("gateway.ingest"), "forward_refused")
         self.use_config(config, filters, classifier)
 
@@ -229,6 +246,10 @@ class IngestHub:
                 )
             else:
                 tally[(source.id, f"filtered:{reason}")] += 1
+        if self._blocked:
+            for source_id, count in self._blocked.items():
+                self.metrics.fields_blocked.labels(source_id).inc(count)
+            self._blocked.clear()
         # Forwarded messages after the request's own, which label the counts below. Dead
         # letters are durable in the same commit, before the client hears 2xx.
         result = await self._log.append(entries + forwarded if forwarded else entries, letters=letters, tally=tally)
@@ -265,11 +286,16 @@ class IngestHub:
             return False
         findings: list[Finding] | None = None
         if source.inventory:
-            fields = self.classifier.walk(message)
-            self._see(source.id, fields, int(time.time() * 1000))
-            findings = [f for f in fields if f.cls != "green"]
+            now_ms = int(time.time() * 1000)
+            findings, shape = self.classifier.survey(message, _BLOCK_RED_ACTS_ON)
+            shapes = self._inventory.shapes.get(source.id)
+            if shapes is not None and shape in shapes:
+                shapes[shape] = now_ms  # booked already: only last seen moves
+            else:
+                self._see_shape(source.id, shape, now_ms)
         if source.block_red and apply_policy(message, self.classifier, BLOCK_RED, findings):
-            self.metrics.fields_blocked.labels(source.id).inc()
+            # Counted per call of ingest, not per message (a metric update costs as much as a check).
+            self._blocked[source.id] = self._blocked.get(source.id, 0) + 1
         return True
 
     def _forward(self, from_source: str, forward: Sequence[Forward], entries: list[Entry]) -> None:
@@ -345,7 +371,18 @@ class IngestHub:
 
     # -- the privacy field inventory ---------------------------------------------------------
 
-    def _see(self, source_id: str, fields: list[Finding], now_ms: int) -> None:
+    def _see_shape(self, source_id: str, shape: Shape, now_ms: int) -> None:
+        shapes = self._inventory.shapes.get(source_id)
+        if shapes is None:
+            shapes = self._inventory.shapes[source_id] = {}
+        if shape not in shapes:
+            if len(shapes) >= INVENTORY_MAX_SHAPES:
+                self._inventory.settle()
+                shapes.clear()
+            self._see(source_id, shape.fields, now_ms)
+        shapes[shape] = now_ms
+
+    def _see(self, source_id: str, fields: Iterable[FieldClass], now_ms: int) -> None:
         inventory = self._inventory
         seen = inventory.by_source.get(source_id)
         if seen is None:
@@ -377,6 +414,8 @@ class IngestHub:
 
     def load_inventory(self, rows: Sequence[InventoryRow]) -> None:
         """Start from the inventory saved by earlier runs (known paths are not logged again)."""
+        self._inventory.settle()
+        self._inventory.shapes.clear()  # booked against entries about to be replaced
         for row in rows:
             seen = self._inventory.by_source.setdefault(row.source, {})
             if row.path not in seen:
@@ -387,6 +426,7 @@ class IngestHub:
 
     def inventory_changes(self) -> list[InventoryRow]:
         """Inventory rows that are new or changed since they were last saved."""
+        self._inventory.settle()
         return [
             entry.row(source, path)
             for source, seen in self._inventory.by_source.items()

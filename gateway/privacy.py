@@ -5,7 +5,8 @@ redact or hash (segment-api.md §6).
 Fields are named by dotted paths under ``context``, ``traits`` and ``properties`` (array items
 take their array's path: ``properties.products.email``). A key decision is made once per path
 and cached; values are checked only when they could have a shape a matcher knows (digits, ``@``
-or ``:``), so free text costs one cheap test.
+or ``:``), so free text costs one cheap test. Once no field of a dict shape needs its value
+checked on an event, the dict is classified by its shape plan (:mod:`gateway.shape_plans`).
 """
 
 from __future__ import annotations
@@ -15,20 +16,34 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
 from gateway.components import MatcherType
+from gateway.shape_plans import FieldClass, Finding, Shape, ShapePlans
 from gateway.similarity import KeyTerms
+
+__all__ = [
+    "Classifier",
+    "CustomMatcher",
+    "FieldClass",
+    "Finding",
+    "PrivacyConfig",
+    "PrivacyPolicy",
+    "Shape",
+    "apply_policy",
+    "hash_value",
+]
 
 Class = Literal["red", "yellow", "green"]
 Action = Literal["allow", "block", "redact", "hash"]
 RANK: dict[str, int] = {"green": 0, "yellow": 1, "red": 2}
 SCANNED_ROOTS = ("context", "traits", "properties")
 REDACTED = "[REDACTED]"
-#: ``value_checks = "learn"``: clean values in a row before a path is sampled, and the sample rate.
+#: ``value_checks = "learn"``: clean values in a row before a path is sampled, and the sample
+#: rate (every SAMPLE_EVERY-th message has the values of all its settled paths checked).
 LEARN_AFTER = 200
 SAMPLE_EVERY = 100
 MAX_LEARNED_PATHS = 100_000
@@ -97,7 +112,7 @@ class PrivacyConfig(_Table, frozen=True, kw_only=True):
     #: Prepended to values before hashing (write it as ``{ env = "..." }``).
     hash_salt: str = ""
     #: ``learn`` (default): a field path's values are checked by value matchers until the path
-    #: has shown LEARN_AFTER clean values in a row, then one value in SAMPLE_EVERY; a hit
+    #: has shown LEARN_AFTER clean values in a row, then in one message in SAMPLE_EVERY; a hit
     #: classifies the path for good (field-level classes, as Segment's). ``every``: check every
     #: value of every event (exact, several times slower).
     value_checks: Literal["learn", "every"] = "learn"
@@ -115,17 +130,10 @@ class PrivacyPolicy(_Table, frozen=True, kw_only=True):
     def active(self) -> bool:
         return (self.red, self.yellow, self.green) != ("allow", "allow", "allow") or bool(self.fields)
 
-
-class Finding(NamedTuple):
-    """One classified field: where it is, its class, and which matchers said so. (A named
-    tuple: a walk makes one per field of every message, so it must be cheap to build.)"""
-
-    path: str
-    container: dict[str, Any] | list[Any]
-    key: str | int
-    value: Any
-    cls: str
-    hits: tuple[str, ...]
+    @property
+    def acts_on(self) -> Class:
+        """The least class of a finding this policy may change (a scan needs none below)."""
+        return "yellow" if self.fields or self.yellow != "allow" else "red"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,14 +162,25 @@ class Classifier:
             value_check = _full_match(re.compile(custom.pattern)) if custom.pattern is not None else None
             found.append(_Matcher(name, custom.class_, key_terms, value_check))
         self._key_matchers = [m for m in found if m.match_key is not None]
-        self._value_matchers = [m for m in found if m.match_value is not None]
+        # Per class, the value checks that could raise it: (name, class, rank, check), in order.
+        self._value_checks = {
+            cls: [
+                (m.name, m.cls, RANK[m.cls], m.match_value)
+                for m in found
+                if m.match_value is not None and RANK[m.cls] > rank
+            ]
+            for cls, rank in RANK.items()
+        }
         self.key_class = lru_cache(maxsize=_MAX_STEPS)(self._key_class)
         # Value classes learned per path (sticky), and clean values seen in a row per path.
         self._learned: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._clean: dict[str, int] = {}
-        self._sampled = 0
+        # Messages classified, to pick the sampled ones: those whose settled paths are checked.
+        self._messages = 0
+        self._every = config.value_checks == "every"
         # (parent path, key) -> what a walk decides from them alone; see _step.
         self._steps: dict[tuple[str, Any], tuple[str, bool, str, tuple[str, ...], bool]] = {}
+        self._plans = ShapePlans(self._decide, SCANNED_ROOTS)
 
     def _key_class(self, path: str, key: str) -> tuple[str, tuple[str, ...]]:
         explicit = self.config.classes.get(path)
@@ -181,58 +200,109 @@ class Classifier:
         if (isinstance(value, str) and _MAY_HAVE_SHAPE.search(value)) or (
             isinstance(value, int) and not isinstance(value, bool)
         ):
-            for matcher in self._value_matchers:
-                if matcher.match_value and RANK[matcher.cls] > RANK[cls] and matcher.match_value(value):
-                    cls, hits = matcher.cls, (*hits, matcher.name)
+            rank = RANK[cls]
+            for name, matcher_cls, matcher_rank, check in self._value_checks[cls]:
+                if matcher_rank > rank and check(value):  # (a hit raises the bar for the next ones)
+                    cls, rank, hits = matcher_cls, matcher_rank, (*hits, name)
         return cls, hits
 
-    def _path_value_class(self, path: str, value: Any, cls: str, hits: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-        """The value-based class of a field, learned per path (see ``PrivacyConfig.value_checks``)."""
+    def _path_value_class(
+        self, path: str, value: Any, cls: str, hits: tuple[str, ...], sampled: bool
+    ) -> tuple[str, tuple[str, ...]]:
+        """The value-based class of a field, learned per path (see ``PrivacyConfig.value_checks``);
+        ``sampled``: the message is one whose settled paths are checked too."""
         learned = self._learned.get(path)
         if learned is not None and RANK[learned[0]] > RANK[cls]:
             cls, hits = learned[0], (*hits, *learned[1])
         if self.config.value_checks == "every":
             return self._value_class(value, cls, hits)
         clean = self._clean.get(path, 0)
-        if clean >= LEARN_AFTER:
-            self._sampled += 1
-            if self._sampled % SAMPLE_EVERY:
-                return cls, hits
+        if clean >= LEARN_AFTER and not sampled:
+            return cls, hits
         found_cls, found_hits = self._value_class(value, cls, hits)
         if found_cls != cls:
             if len(self._learned) < MAX_LEARNED_PATHS:
                 self._learned[path] = (found_cls, found_hits[len(hits) :])
             self._clean.pop(path, None)
+            self._plans.clear()  # the path's class changed, and its values are checked again
         elif clean < LEARN_AFTER and len(self._clean) < MAX_LEARNED_PATHS:
             self._clean[path] = clean + 1
         return found_cls, found_hits
 
-    def scan(self, message: dict[str, Any]) -> list[Finding]:
-        """Every non-green field of ``message`` (a field whose key matches stands for its subtree)."""
-        return self._findings(message, greens=False)
+    def scan(self, message: dict[str, Any], at_least: Class = "yellow") -> list[Finding]:
+        """Every non-green field of ``message`` (a field whose key matches stands for its
+        subtree), or only the red ones (``at_least="red"``)."""
+        self._messages += 1
+        sampled = self._every or not self._messages % SAMPLE_EVERY
+        if sampled:
+            planned = self._sampled_plan(message, survey=False, red_only=at_least == "red")
+        else:  # the common case: a message of a known shape takes its plan
+            planned = self._plans.findings(message, survey=False, red_only=at_least == "red")
+        if planned is not None:
+            return planned[0]
+        found = self._findings(message, sampled, greens=False)
+        return found if at_least != "red" else [f for f in found if f.cls == "red"]
+
+    def survey(self, message: dict[str, Any], at_least: Class = "yellow") -> tuple[list[Finding], Shape]:
+        """What :meth:`scan` finds, and the :class:`Shape` of ``message``: every field of it
+        (what :meth:`walk` gives) with its class, for an inventory. One walk gives both."""
+        self._messages += 1
+        sampled = self._every or not self._messages % SAMPLE_EVERY
+        if sampled:
+            planned = self._sampled_plan(message, survey=True, red_only=at_least == "red")
+        else:
+            planned = self._plans.findings(message, survey=True, red_only=at_least == "red")
+        if planned is not None:
+            found, shape = planned
+            assert shape is not None
+            return found, shape
+        fields = self._findings(message, sampled, greens=True)
+        shape = self._plans.shape_of(tuple(FieldClass(f.path, f.cls, f.hits) for f in fields))
+        floor = max(RANK[at_least], RANK["yellow"])
+        return [f for f in fields if RANK[f.cls] >= floor], shape
+
+    def _sampled_plan(
+        self, message: dict[str, Any], *, survey: bool, red_only: bool
+    ) -> tuple[list[Finding], Shape | None] | None:
+        """What the shape plans find in a sampled ``message``, or None: walk it field by field.
+        It takes its plan only when no value checked changes a class."""
+        if self._every:
+            return None
+        sites: list[Finding] = []
+        planned = self._plans.findings(message, survey=survey, red_only=red_only, sites=sites)
+        if planned is None or any(self._value_class(site.value, site.cls, site.hits)[0] != site.cls for site in sites):
+            return None  # the walk checks them again and learns what changed
+        return planned
 
     def walk(self, message: dict[str, Any]) -> list[Finding]:
         """Every field of ``message`` for an inventory: what :meth:`scan` finds (a classified
         field stands for its subtree), plus every green leaf, structural ones included (as
-        green: they are never classified). One walk gives both the inventory and what a policy
-        acts on (the non-green findings)."""
-        return self._findings(message, greens=True)
+        green: they are never classified), field by field."""
+        self._messages += 1
+        return self._findings(message, self._every or not self._messages % SAMPLE_EVERY, greens=True)
 
-    def _findings(self, message: dict[str, Any], *, greens: bool) -> list[Finding]:
+    def _findings(self, message: dict[str, Any], sampled: bool, *, greens: bool) -> list[Finding]:
+        """The walk field by field: every decision made again, every value due a check checked."""
         found: list[Finding] = []
         for root in SCANNED_ROOTS:
             node = message.get(root)
             if isinstance(node, dict):
-                self._visit(node, root, False, greens, found)
+                self._visit(node, root, False, sampled, greens, found)
         return found
 
     def _visit(
-        self, node: dict[str, Any] | list[Any], path: str, structural: bool, greens: bool, found: list[Finding]
+        self,
+        node: dict[str, Any] | list[Any],
+        path: str,
+        structural: bool,
+        sampled: bool,
+        greens: bool,
+        found: list[Finding],
     ) -> None:
         if isinstance(node, list):  # array items take the array's path and are not classified by key
             for index, item in enumerate(node):
                 if isinstance(item, dict | list):
-                    self._visit(item, path, structural, greens, found)
+                    self._visit(item, path, structural, sampled, greens, found)
                 elif greens:
                     found.append(Finding(path, node, index, item, "green", ()))
             return
@@ -245,9 +315,9 @@ class Classifier:
             if exempt and not greens:
                 continue  # scan: structural fields are not personal data
             if not settled:
-                cls, hits = self._path_value_class(child, value, cls, hits)
+                cls, hits = self._path_value_class(child, value, cls, hits, sampled)
             if cls == "green" and isinstance(value, dict | list):
-                self._visit(value, child, exempt, greens, found)
+                self._visit(value, child, exempt, sampled, greens, found)
             elif greens or cls != "green":
                 found.append(Finding(child, node, key, value, cls, hits))
 
@@ -266,6 +336,22 @@ class Classifier:
             self._steps.clear()  # keys that are data (ids as keys): start over rather than grow
         self._steps[(path, key)] = step
         return step
+
+    def _decide(self, path: str, key: Any, structural: bool) -> tuple[str, bool, str, tuple[str, ...], bool] | None:
+        """A field's decision for a shape plan: what :meth:`_visit` decides on a message that is
+        not sampled, and whether a sampled one checks its value; or None while the field's values
+        are still checked in every message (learning, or ``every``)."""
+        step = self._steps.get((path, key))
+        if step is None:
+            step = self._step(path, key, structural)
+        child, exempt, cls, hits, settled = step
+        if not settled:
+            if self.config.value_checks == "every" or self._clean.get(child, 0) < LEARN_AFTER:
+                return None
+            learned = self._learned.get(child)
+            if learned is not None and RANK[learned[0]] > RANK[cls]:
+                cls, hits = learned[0], (*hits, *learned[1])
+        return child, exempt, cls, hits, not settled
 
 
 def _normalise_for_hash(value: Any, hits: tuple[str, ...]) -> str:
@@ -287,10 +373,13 @@ def apply_policy(
     message: dict[str, Any], classifier: Classifier, policy: PrivacyPolicy, findings: Sequence[Finding] | None = None
 ) -> bool:
     """Apply ``policy`` to ``message`` in place; returns whether anything changed. ``findings``
-    are the message's non-green fields when the caller has them already (from :meth:`Classifier.walk`)."""
+    are the message's fields of class ``policy.acts_on`` and above when the caller has them
+    already (from :meth:`Classifier.survey`)."""
     changed = False
-    found = list(classifier.scan(message)) if findings is None else findings
-    for finding in [*found, *_green_fields(message, classifier, policy)]:
+    found = classifier.scan(message, policy.acts_on) if findings is None else findings
+    if policy.fields:
+        found = [*found, *_green_fields(message, classifier, policy)]
+    for finding in found:
         action = policy.fields.get(finding.path) or getattr(policy, finding.cls)
         if action == "allow":
             continue

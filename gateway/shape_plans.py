@@ -1,0 +1,476 @@
+"""Shape plans: what a classification walk decides for a dict, compiled once per shape.
+
+Events of one source come in few shapes, and every decision a walk makes from a field's path and
+key alone (its class by key, whether it is structural, whether it stands for its subtree) is the
+same for every event of a shape. A dict's shape is its keys and the types of its values, in
+order; a plan lists, for a shape at a field path, only what a walk still has to do per event:
+the non-green fields to report and the containers to walk into. Green leaves cost nothing, and a
+message of a known shape costs two tuples and one lookup per object instead of a decision per field.
+
+A message of a shape seen before does not even need that: its dict plans are compiled into one
+msgspec type of the whole message (every key, and whether each value is a scalar, an object or
+an array, checked in C by :func:`msgspec.convert`; key order aside) and the few steps that reach
+its findings, and, for a sampled message, the fields whose values are to be checked.
+
+The classifier decides (:data:`Decide`); this module only remembers. A plan exists only when no
+field of its dict needs its value checked on every message: the classifier walks other messages
+field by field, and drops every plan when a value changes what it decided (:meth:`ShapePlans.clear`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, NamedTuple
+
+import msgspec
+
+#: Distinct dict shapes (over all paths) remembered at most: beyond, plans start over.
+MAX_PLANS = 4096
+#: Message plans tried per message kind (type and event name), most recently used first, and
+#: message shapes and kinds remembered at most (each plan holds a few msgspec types).
+MESSAGE_PLANS_PER_KIND = 2
+MAX_MESSAGE_PLANS = 1024
+_SCALAR = str | int | float | bool | None
+
+_LEAF, _DICT, _LIST = 0, 1, 2
+
+
+class FieldClass(NamedTuple):
+    """A field path with its class and the matchers that said so (never a value)."""
+
+    path: str
+    cls: str
+    hits: tuple[str, ...]
+
+
+class Finding(NamedTuple):
+    """One classified field: where it is, its class, and which matchers said so. (A named
+    tuple: a walk makes one per field of every message, so it must be cheap to build.)"""
+
+    path: str
+    container: dict[str, Any] | list[Any]
+    key: str | int
+    value: Any
+    cls: str
+    hits: tuple[str, ...]
+
+
+#: ``_finding((path, container, key, value, cls, hits))``: a Finding without the named tuple's
+#: Python-level ``__new__`` (a plan makes one per finding of every message).
+_finding = functools.partial(tuple.__new__, Finding)
+_convert = msgspec.convert
+_ValidationError = msgspec.ValidationError
+
+
+class Shape:
+    """Every field of a message, as an inventory books them: one object per distinct set of
+    fields (compare by identity), so a message of a known shape is booked by one lookup."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: tuple[FieldClass, ...]) -> None:
+        self.fields = fields
+
+
+#: ``decide(path, key, structural)``: the child's path, whether it is structural, its class and
+#: hits, and whether its value is checked in sampled messages; or None when the field's value must
+#: be checked on this message (no plan then).
+Decide = Callable[[str, Any, bool], tuple[str, bool, str, tuple[str, ...], bool] | None]
+#: One step of a plan: kind (leaf, dict, list), key, the field's path, class and hits, and for
+#: containers the table of the shapes found at that path.
+_Op = tuple[int, Any, str, str, tuple[str, ...], "_Table | None"]
+
+
+class _Table(dict[tuple[Any, ...], "_Plan"]):
+    """The plans of the dicts found at one field path (structural or not), by shape."""
+
+    __slots__ = ("path", "scalars", "structural")
+
+    def __init__(self, path: str, structural: bool) -> None:
+        super().__init__()
+        self.path = path
+        self.structural = structural
+        self.scalars = FieldClass(path, "green", ())  # what an array's scalar items are booked as
+
+
+def _signature(node: dict[str, Any]) -> tuple[Any, ...]:
+    """A dict's shape: its keys, then the types of its values, in order."""
+    return (*node, *map(type, node.values()))
+
+
+class _Plan:
+    """What to do with a dict of one shape: ``steps`` by variant (scan or survey, yellow and
+    red or red only; see :func:`_variant`): the findings to report and the containers to walk
+    into (a survey also walks structural ones); ``fields``: every leaf of the dict with its class
+    (what an inventory books); ``sites``: the leaves whose values a sampled message checks."""
+
+    __slots__ = ("fields", "sites", "steps")
+
+    def __init__(
+        self, steps: tuple[tuple[_Op, ...], ...], fields: tuple[FieldClass, ...], sites: tuple[_Op, ...]
+    ) -> None:
+        self.steps = steps
+        self.fields = fields
+        self.sites = sites
+
+
+#: A step of a message plan: ``(_LEAF, key, path, cls, hits)``, or ``(_DICT or _LIST, key,
+#: steps, "", ())`` to reach findings below ``key`` (an array: in each of its items).
+_Step = tuple[Any, ...]
+
+
+#: Where a finding is when no array is on the way: the keys from the message to its dict, then
+#: its key, path, class and hits.
+_Leaf = tuple[tuple[str, ...], str, str, str, tuple[str, ...]]
+
+
+class _MessagePlan:
+    """A message shape: the msgspec ``type`` a message has exactly when it has this shape, the
+    steps from the message to its findings (non-green, then red only) and to the fields a sampled
+    message checks, the same as ``leaves`` when no array is on the way (else None), and its
+    :class:`Shape`."""
+
+    __slots__ = ("leaves", "shape", "steps", "type")
+
+    def __init__(self, type_: Any, steps: tuple[tuple[_Step, ...], ...], shape: Shape | None) -> None:
+        self.type = type_
+        self.steps = steps  # non-green findings, red ones, the sites to check in a sampled message
+        self.leaves = tuple(_leaves(variant, ()) for variant in steps)
+        self.shape = shape
+
+
+def _leaves(steps: tuple[_Step, ...], keys: tuple[str, ...]) -> tuple[_Leaf, ...] | None:
+    leaves: list[_Leaf] = []
+    for kind, key, path_or_steps, cls, hits in steps:
+        if kind == _LEAF:
+            leaves.append((keys, key, path_or_steps, cls, hits))
+        elif kind == _LIST:
+            return None
+        else:
+            below = _leaves(path_or_steps, (*keys, key))
+            if below is None:
+                return None
+            leaves.extend(below)
+    return tuple(leaves)
+
+
+def _variant(survey: bool, red_only: bool) -> int:
+    return 2 * survey + red_only
+
+
+_ALL = tuple(_variant(survey, red_only) for survey in (False, True) for red_only in (False, True))
+_SURVEYS = (_variant(True, False), _variant(True, True))
+_NON_GREEN_ONLY = (_variant(False, False), _variant(True, False))
+
+
+_SITES = 2  # the message plan steps to the fields a sampled message checks
+
+
+def _follow(plan: _MessagePlan, variant: int, message: dict[str, Any], found: list[Finding]) -> None:
+    """Add what the plan's ``variant`` steps reach in ``message`` (which has its shape) to ``found``."""
+    leaves = plan.leaves[variant]
+    if leaves is None:
+        _run(plan.steps[variant], message, found)
+        return
+    for keys, key, path, cls, hits in leaves:
+        node: Any = message
+        for name in keys:
+            node = node[name]
+        found.append(_finding((path, node, key, node[key], cls, hits)))
+
+
+def _run(steps: tuple[_Step, ...], node: dict[str, Any], found: list[Finding]) -> None:
+    """Follow a message plan's steps in a message that has its shape."""
+    for kind, key, path_or_steps, cls, hits in steps:
+        if kind == _LEAF:
+            found.append(_finding((path_or_steps, node, key, node[key], cls, hits)))
+        elif kind == _DICT:
+            _run(path_or_steps, node[key], found)
+        else:
+            for item in node[key]:
+                _run(path_or_steps, item, found)
+
+
+class ShapePlans:
+    """The plans of one classifier, per field path and shape, and the message shapes they make."""
+
+    def __init__(self, decide: Decide, roots: tuple[str, ...]) -> None:
+        self._decide = decide
+        self._roots = roots  # the message's keys a walk starts from
+        self._tables: dict[tuple[str, bool], _Table] = {}
+        self._plans = 0
+        self._shapes: dict[tuple[_Plan | FieldClass, ...], Shape] = {}
+        self._by_fields: dict[tuple[FieldClass, ...], Shape] = {}
+        #: Message plans by the dict plans a message took (None: none can be compiled), and the
+        #: ones to try first by message kind.
+        self._compiled: dict[tuple[bool, tuple[_Plan | FieldClass, ...]], _MessagePlan | None] = {}
+        self._recent: dict[tuple[Any, ...], list[_MessagePlan]] = {}
+
+    def clear(self) -> None:
+        """Forget every plan (a decision changed)."""
+        self._tables.clear()
+        self._shapes.clear()
+        self._compiled.clear()
+        self._recent.clear()
+        self._plans = 0
+
+    def shape_of(self, fields: tuple[FieldClass, ...]) -> Shape:
+        """The one :class:`Shape` of these fields."""
+        shape = self._by_fields.get(fields)
+        if shape is None:
+            if len(self._by_fields) >= MAX_PLANS:
+                self._by_fields.clear()
+            shape = self._by_fields[fields] = Shape(fields)
+        return shape
+
+    def findings(
+        self, message: dict[str, Any], *, survey: bool, red_only: bool, sites: list[Finding] | None = None
+    ) -> tuple[list[Finding], Shape | None] | None:
+        """The non-green (or only the red) findings of a message, and its shape when ``survey``;
+        or None when some dict has no plan (a value to check: walk it field by field). Given
+        ``sites``, a sampled message: only a message plan serves, and it adds the fields whose
+        values are to be checked (with the class a check must not change) to ``sites``."""
+        try:
+            kind = (survey, message.get("type"), message.get("event"))
+            recent = self._recent.get(kind)
+        except TypeError:  # an unhashable type or event: no kind
+            kind, recent = None, None
+        if recent is not None:
+            for plan in recent:
+                try:
+                    _convert(message, plan.type)
+                except _ValidationError:
+                    continue
+                found: list[Finding] = []
+                leaves = plan.leaves[red_only]
+                if leaves is None:
+                    _run(plan.steps[red_only], message, found)
+                else:  # (inline: this is the path nearly every message takes)
+                    for keys, key, path, cls, hits in leaves:
+                        node: Any = message
+                        for name in keys:
+                            node = node[name]
+                        found.append(_finding((path, node, key, node[key], cls, hits)))
+                if sites is not None:
+                    _follow(plan, _SITES, message, sites)
+                return found, plan.shape
+        if sites is not None:
+            return None
+        found = []
+        visited: list[_Plan | FieldClass] = []
+        variant = _variant(survey, red_only)
+        roots = [(root, node) for root in self._roots if isinstance(node := message.get(root), dict)]
+        for path, node in roots:
+            table = self._tables.get((path, False))
+            if table is None:
+                table = self._table(path, False)
+            if not self._visit(node, table, variant, found, visited):
+                return None
+        token = tuple(visited)
+        shape: Shape | None = None
+        if survey:
+            shape = self._shapes.get(token)
+            if shape is None:
+                if len(self._shapes) >= MAX_PLANS:
+                    self._shapes.clear()
+                fields = tuple(f for p in visited for f in (p.fields if isinstance(p, _Plan) else (p,)))
+                shape = self._shapes[token] = self.shape_of(fields)
+        if kind is not None:
+            self._remember(kind, (survey, token), message, roots, shape)
+        return found, shape
+
+    def _remember(
+        self,
+        kind: tuple[Any, ...],
+        token: tuple[bool, tuple[_Plan | FieldClass, ...]],
+        message: dict[str, Any],
+        roots: list[tuple[str, dict[str, Any]]],
+        shape: Shape | None,
+    ) -> None:
+        """Make the message plan of this message's shape (once per shape) the first of its kind."""
+        if token in self._compiled:
+            plan = self._compiled[token]
+        else:
+            if len(self._compiled) >= MAX_MESSAGE_PLANS:
+                self._compiled.clear()
+                self._recent.clear()
+            plan = self._compiled[token] = self._compile_message(message, roots, token[0], shape)
+        if plan is None:
+            return
+        if kind not in self._recent and len(self._recent) >= MAX_MESSAGE_PLANS:
+            self._recent.clear()  # event names are data: many kinds must not grow it
+        recent = self._recent.setdefault(kind, [])
+        if plan in recent:
+            recent.remove(plan)
+        recent.insert(0, plan)
+        del recent[MESSAGE_PLANS_PER_KIND:]
+
+    def _compile_message(
+        self, message: dict[str, Any], roots: list[tuple[str, dict[str, Any]]], survey: bool, shape: Shape | None
+    ) -> _MessagePlan | None:
+        present = dict(roots)
+        fields: list[tuple[str, Any, Any]] = []
+        steps: tuple[list[_Step], ...] = ([], [], [])
+        for n, root in enumerate(self._roots):
+            node = present.get(root)
+            if node is None:
+                if root in message:
+                    return None  # there, but not an object: not a shape a type can say
+                fields.append((f"f{n}", msgspec.UnsetType, msgspec.field(default=msgspec.UNSET, name=root)))
+                continue
+            table = self._tables.get((root, False))
+            compiled = None if table is None else self._compile_dict(node, table, survey)
+            if compiled is None:
+                return None
+            type_, root_steps = compiled
+            fields.append((f"f{n}", type_, msgspec.field(name=root)))
+            for variant, below in enumerate(root_steps):
+                if below:
+                    steps[variant].append((_DICT, root, below, "", ()))
+        type_ = msgspec.defstruct("MessageShape", fields, kw_only=True, gc=False)
+        return _MessagePlan(type_, tuple(map(tuple, steps)), shape)
+
+    def _compile_dict(
+        self, node: dict[str, Any], table: _Table, survey: bool
+    ) -> tuple[Any, tuple[tuple[_Step, ...], ...]] | None:
+        """The msgspec type of dicts of this one's shape, and the steps to their findings (non-green,
+        red) and to the fields a sampled message checks."""
+        plan = table.get(_signature(node))
+        if plan is None:
+            return None
+        ops = {op[1]: op for op in plan.steps[_variant(survey, False)]}
+        sites = {op[1]: op for op in plan.sites}
+        fields: list[tuple[str, Any, Any]] = []
+        steps: tuple[list[_Step], ...] = ([], [], [])
+        for n, (key, value) in enumerate(node.items()):
+            if not isinstance(key, str):
+                return None
+            op = ops.get(key)
+            type_: Any = _SCALAR
+            site = sites.get(key)
+            if site is not None:
+                steps[_SITES].append(site[:5])
+            if op is None:  # a green leaf, or a structural subtree a scan skips
+                if isinstance(value, dict | list):
+                    type_ = Any
+            elif op[0] == _LEAF:  # a finding: it stands for its subtree, whatever the value
+                type_ = Any
+                steps[0].append(op[:5])
+                if op[3] == "red":
+                    steps[1].append(op[:5])
+            else:
+                sub_table = op[5]
+                assert sub_table is not None  # a container step has its table
+                compiled = self._compile_container(value, sub_table, survey)
+                if compiled is None:
+                    return None
+                type_, sub = compiled
+                for variant, below in enumerate(sub):
+                    if below:
+                        steps[variant].append((op[0], key, below, "", ()))
+            fields.append((f"f{n}", type_, msgspec.field(name=key)))
+        type_ = msgspec.defstruct("DictShape", fields, forbid_unknown_fields=True, gc=False)
+        return type_, tuple(map(tuple, steps))
+
+    def _compile_container(
+        self, value: Any, table: _Table, survey: bool
+    ) -> tuple[Any, tuple[tuple[_Step, ...], ...]] | None:
+        if isinstance(value, dict):
+            return self._compile_dict(value, table, survey)
+        if not value:
+            return Annotated[list[Any], msgspec.Meta(max_length=0)], ((), (), ())
+        if not any(isinstance(item, dict | list) for item in value):
+            return Annotated[list[_SCALAR], msgspec.Meta(min_length=1)], ((), (), ())
+        first = value[0]
+        if not isinstance(first, dict) or any(
+            not isinstance(item, dict) or _signature(item) != _signature(first) for item in value
+        ):
+            return None  # arrays of mixed items: walked dict by dict
+        compiled = self._compile_dict(first, table, survey)
+        if compiled is None:
+            return None
+        item_type, steps = compiled
+        return Annotated[list[item_type], msgspec.Meta(min_length=1)], steps  # type: ignore[valid-type]
+
+    def _visit(
+        self,
+        node: dict[str, Any],
+        table: _Table,
+        variant: int,
+        found: list[Finding],
+        visited: list[_Plan | FieldClass] | None,
+    ) -> bool:
+        plan = table.get(_signature(node))
+        if plan is None:
+            plan = self._plan(node, table)
+            if plan is None:
+                return False
+        if visited is not None and (not visited or visited[-1] is not plan):
+            visited.append(plan)
+        for kind, key, path, cls, hits, sub in plan.steps[variant]:
+            value = node[key]
+            if kind == _LEAF:
+                found.append(_finding((path, node, key, value, cls, hits)))
+            elif kind == _DICT:
+                if not self._visit(value, sub, variant, found, visited):  # type: ignore[arg-type]
+                    return False
+            elif not self._visit_list(value, sub, variant, found, visited):  # type: ignore[arg-type]
+                return False
+        return True
+
+    def _visit_list(
+        self,
+        items: list[Any],
+        table: _Table,
+        variant: int,
+        found: list[Finding],
+        visited: list[_Plan | FieldClass] | None,
+    ) -> bool:
+        """Array items take the array's path; scalar items are green and never classified."""
+        scalars = False
+        for item in items:
+            if isinstance(item, dict):
+                if not self._visit(item, table, variant, found, visited):
+                    return False
+            elif isinstance(item, list):
+                if not self._visit_list(item, table, variant, found, visited):
+                    return False
+            elif visited is not None and not scalars:
+                scalars = True
+                visited.append(table.scalars)
+        return True
+
+    def _table(self, path: str, structural: bool) -> _Table:
+        table = self._tables.get((path, structural))
+        if table is None:
+            table = self._tables[(path, structural)] = _Table(path, structural)
+        return table
+
+    def _plan(self, node: dict[str, Any], table: _Table) -> _Plan | None:
+        steps: tuple[list[_Op], ...] = ([], [], [], [])
+        fields: list[FieldClass] = []
+        sites: list[_Op] = []
+        for key, value in node.items():
+            decision = self._decide(table.path, key, table.structural)
+            if decision is None:
+                return None
+            path, exempt, cls, hits, sampled = decision
+            kind = _DICT if isinstance(value, dict) else _LIST if isinstance(value, list) else _LEAF
+            if kind != _LEAF and cls == "green":  # walked into; a scan skips structural subtrees
+                op: _Op = (kind, key, path, cls, hits, self._table(path, exempt))
+                variants = _SURVEYS if exempt else _ALL
+            else:  # a leaf, or a classified field standing for its subtree
+                fields.append(FieldClass(path, cls, hits))
+                op = (_LEAF, key, path, cls, hits, None)
+                variants = _ALL if cls == "red" else _NON_GREEN_ONLY if cls != "green" else ()
+                if sampled and kind == _LEAF and cls != "red":
+                    sites.append(op)
+            for variant in variants:
+                steps[variant].append(op)
+        if self._plans >= MAX_PLANS:
+            self.clear()  # keys that are data (ids as keys): start over rather than grow
+            table = self._table(table.path, table.structural)
+        self._plans += 1
+        plan = table[_signature(node)] = _Plan(tuple(map(tuple, steps)), tuple(fields), tuple(sites))
+        return plan

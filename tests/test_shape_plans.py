@@ -1,0 +1,136 @@
+"""Shape plans: a message classified by its shape plans gives what the field-by-field walk gives,
+and the inventory booked per message shape holds what it held when booked field by field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.ingest import IngestHub, _Inventory
+from gateway.plugins import Registry
+from gateway.privacy import LEARN_AFTER, Classifier, FieldClass, Finding, PrivacyConfig
+
+KEYS = ["email", "password", "note", "plan", "card", "library", "name", "ip", "address", "sku", "userAgent", "items"]
+VALUES = [
+    "4111 1111 1111 1111",
+    "jane@example.com",
+    "+33 6 12 34 56 78",
+    "203.0.113.42",
+    "premium",
+    "call me after 5",
+    "123-45-6789",
+    42,
+    1.5,
+    True,
+    None,
+]
+scalars = st.sampled_from(VALUES)
+trees = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(KEYS), children, max_size=4),
+    max_leaves=12,
+)
+messages = st.fixed_dictionaries(
+    {},
+    optional={
+        root: st.dictionaries(st.sampled_from(KEYS), trees, max_size=5) for root in ("context", "traits", "properties")
+    },
+)
+
+
+def settled(registry: Registry, batch: list[dict[str, Any]]) -> Classifier:
+    """A classifier that has seen ``batch`` often enough for every path in it to settle."""
+    classifier = Classifier(list(registry.matchers.values()), PrivacyConfig(classes={"traits.plan": "red"}))
+    for _ in range(LEARN_AFTER + 1):
+        for message in batch:
+            classifier.walk(message)
+    return classifier
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.lists(messages, min_size=1, max_size=4))
+def test_a_planned_message_is_classified_as_field_by_field(registry: Registry, batch: list[dict[str, Any]]) -> None:
+    classifier = settled(registry, batch)
+    planned_any = False
+    for message in batch:
+        slow = classifier._findings(message, False, greens=True)
+        for red_only in (False, True):
+            planned = classifier._plans.findings(message, survey=True, red_only=red_only)
+            assert planned is not None  # every path settled: no value to check on this message
+            planned_any = True
+            found, shape = planned
+            floor = ("red",) if red_only else ("red", "yellow")
+            assert found == [f for f in slow if f.cls in floor]
+            assert shape is not None and set(shape.fields) == {FieldClass(f.path, f.cls, f.hits) for f in slow}
+            scanned = classifier._plans.findings(message, survey=False, red_only=red_only)
+            assert scanned is not None and scanned[0] == [
+                f for f in classifier._findings(message, False, greens=False) if f.cls in floor
+            ]
+    assert planned_any
+    for message in batch:  # a sampled message takes its plan only when its values change nothing
+        sampled = classifier._sampled_plan(message, survey=True, red_only=False)
+        if sampled is not None:
+            assert sampled[0] == classifier._findings(message, True, greens=False)
+    for message in batch:  # the same shapes with their keys in another order
+        reordered = _reversed(message)
+        planned = classifier._plans.findings(reordered, survey=True, red_only=False)
+        assert planned is not None
+        assert _loose(planned[0]) == _loose(classifier._findings(reordered, False, greens=False))
+
+
+def _reversed(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _reversed(node[key]) for key in reversed(node)}
+    return [_reversed(item) for item in node] if isinstance(node, list) else node
+
+
+def _loose(findings: list[Finding]) -> list[tuple[str, str, str, tuple[str, ...], str]]:
+    """Findings in any order, each still pointing at its value in its container."""
+    assert all(f.container[f.key] is f.value for f in findings)  # type: ignore[index]
+    return sorted((f.path, str(f.key), f.cls, f.hits, repr(f.value)) for f in findings)
+
+
+def test_scan_and_survey_agree_with_walk_on_sampled_and_planned_messages(registry: Registry) -> None:
+    message = {
+        "traits": {"email": "a@b.co", "password": "x", "plan": "pro", "tags": ["a", {"card": "4111 1111 1111 1111"}]},
+        "properties": {"note": "4111 1111 1111 1111", "total": 3},
+        "context": {"library": {"name": "analytics.js"}, "ip": "10.0.0.1"},
+    }
+    classifier = settled(registry, [message])
+    walked = classifier.walk(message)
+    for _ in range(250):  # planned messages and sampled ones alike
+        found, shape = classifier.survey(message)
+        assert found == [f for f in walked if f.cls != "green"] == classifier.scan(message)
+        assert set(shape.fields) == {FieldClass(f.path, f.cls, f.hits) for f in walked}
+    assert classifier.scan(message, "red") == [f for f in walked if f.cls == "red"]
+
+
+def test_a_value_that_changes_a_settled_path_reaches_the_plans(registry: Registry) -> None:
+    classifier = settled(registry, [{"properties": {"note": "call me"}}])
+    assert classifier.scan({"properties": {"note": "call me"}}) == []
+    # Settled paths are checked in one message in SAMPLE_EVERY: a card number is found then...
+    hits = [bool(classifier.scan({"properties": {"note": "4111 1111 1111 1111"}})) for _ in range(100)]
+    first = hits.index(True)
+    # ...and the path is red from then on (sticky): the plans made before are gone.
+    assert hits == [False] * first + [True] * (100 - first)
+    assert [f.cls for f in classifier.scan({"properties": {"note": "call me"}})] == ["red"]
+
+
+def test_the_inventory_books_a_known_shape_once_and_keeps_last_seen(registry: Registry) -> None:
+    classifier = settled(registry, [{"traits": {"email": "a@b.co", "plan": "pro"}}])
+    hub = IngestHub.__new__(IngestHub)
+    hub._inventory = _Inventory()
+    for now_ms in (1_000, 2_000, 3_000):
+        message = {"traits": {"email": "a@b.co", "plan": "pro"}}
+        hub._see_shape("web", classifier.survey(copy.deepcopy(message))[1], now_ms)
+    rows = {row.path: row for row in hub.inventory_changes()}
+    assert set(rows) == {"traits.email", "traits.plan"}
+    assert rows["traits.email"].cls == "yellow" and rows["traits.email"].hits == ("email",)
+    assert all(row.first_seen == 1_000 and row.last_seen == 3_000 for row in rows.values())
+    hub.inventory_saved(list(rows.values()))
+    assert hub.inventory_changes() == []
+    hub._see_shape("web", classifier.survey({"traits": {"email": "a@b.co", "plan": "pro"}})[1], 4_000)
+    assert {row.path: row.last_seen for row in hub.inventory_changes()} == {"traits.email": 4_000, "traits.plan": 4_000}

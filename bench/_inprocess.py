@@ -109,8 +109,8 @@ async def best_rates(
     return best
 
 
-def print_table(best: dict[str, float], baseline: str, label: str) -> None:
+def print_table(best: dict[str, float], baseline: str, label: str, kept: str = "best") -> None:
     print()
-    print(f"{'mode':<24}{'events/s (best)':>16}{label:>10}")
+    print(f"{'mode':<24}{f'events/s ({kept})':>18}{label:>10}")
     for mode, rate in best.items():
-        print(f"{mode:<24}{rate:>16,.0f}{rate / best[baseline]:>10.2f}")
+        print(f"{mode:<24}{rate:>18,.0f}{rate / best[baseline]:>10.2f}")

@@ -34,6 +34,7 @@ from gateway.plugins import build_registry, make_plugin_manager
 from gateway.telemetry import configure_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _http_modes import add_http_arguments, http_rates
 from _inprocess import WRITE_KEY, add_arguments, best_rates, print_table
 
 EVENT: dict[str, Any] = {
@@ -204,21 +205,20 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
         plan = Path(tmp) / "plan.json"
         plan.write_text(json.dumps(plan_document()))
-        best = await best_rates(
-            registry,
-            EVENT,
-            lambda data_dir, mode: config_for(data_dir, MODES[mode], args.synchronous, plan),
-            list(MODES),
-            args,
-            prefix="bench-filter-chain-",
-        )
-    print_table(best, "no filters", "vs bare")
+        chain_config = lambda data_dir, mode: config_for(data_dir, MODES[mode], args.synchronous, plan)  # noqa: E731
+        if args.http:
+            best = await trio.to_thread.run_sync(http_rates, EVENT, chain_config, list(MODES), args)
+        else:
+            best = await best_rates(registry, EVENT, chain_config, list(MODES), args, prefix="bench-filter-chain-")
+    print_table(best, "no filters", "vs bare", "median" if args.http else "best")
     cost = 1 - best["5 fql + plan + bots"] / best["no filters"]
     verdict = "within" if cost <= 0.30 else "OVER"
-    print(f"\nthe filter chain costs {cost:.0%} of ingest throughput: {verdict} the 30% target")
+    where = "through the HTTP API (median rounds)" if args.http else "in process (best rounds)"
+    print(f"\nthe filter chain costs {cost:.0%} of ingest throughput {where}: {verdict} the 30% target")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
+    add_http_arguments(parser)
     trio.run(main, parser.parse_args())

@@ -36,6 +36,7 @@ from gateway.plugins import build_registry, make_plugin_manager
 from gateway.telemetry import configure_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _http_modes import add_http_arguments, http_rates
 from _inprocess import WRITE_KEY, add_arguments, best_rates, print_table
 
 EVENT: dict[str, Any] = {
@@ -106,21 +107,20 @@ async def main(args: argparse.Namespace) -> None:
         f"{len(msgspec.json.encode(EVENT))} bytes; {args.events} events per round in batches of {args.batch} "
         f"from {args.tasks} callers; synchronous = {args.synchronous}"
     )
-    best = await best_rates(
-        registry,
-        EVENT,
-        lambda data_dir, mode: config_for(data_dir, mode, args.synchronous),
-        list(MODES),
-        args,
-        prefix="bench-privacy-",
-    )
-    print_table(best, "off", "vs off")
+    privacy_config = lambda data_dir, mode: config_for(data_dir, mode, args.synchronous)  # noqa: E731
+    if args.http:
+        best = await trio.to_thread.run_sync(http_rates, EVENT, privacy_config, list(MODES), args)
+    else:
+        best = await best_rates(registry, EVENT, privacy_config, list(MODES), args, prefix="bench-privacy-")
+    print_table(best, "off", "vs off", "median" if args.http else "best")
     full = best["block_red + inventory"] / best["off"]
     verdict = "within" if 1 - full <= 0.25 else "OVER"
-    print(f"\nmatching (block_red + inventory) costs {1 - full:.0%} of ingest throughput: {verdict} the 25% target")
+    where = "through the HTTP API (median rounds)" if args.http else "in process (best rounds)"
+    print(f"\nmatching (block_red + inventory) costs {1 - full:.0%} of ingest throughput {where}: {verdict} the 25% target")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
+    add_http_arguments(parser)
     trio.run(main, parser.parse_args())

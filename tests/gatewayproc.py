@@ -125,3 +125,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def gateway_cli(config_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m gateway ARGS --config CONFIG_PATH``, its output captured (``env`` added to ours)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args, "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, gateway_cli, read_jsonl, wait_until
 from tests.sink import Sink, free_port, http_destination
 
 TOKEN = "admin-token-for-tests-0123456789"
@@ -47,13 +46,7 @@ def gateway(tmp_path: Path, sink: Sink) -> GatewayProcess:
 
 
 def cli(process: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args, "--config", str(process.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "GW_TEST_ADMIN_TOKEN": TOKEN},
-    )
+    return gateway_cli(process.config_path, *args, env={"GW_TEST_ADMIN_TOKEN": TOKEN})
 
 
 def send(process: GatewayProcess, *ids: str) -> None:

@@ -4,16 +4,13 @@ fixed and the config reloaded, one redrive delivers what failed; the books stay 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
 from gateway.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, gateway_cli, read_jsonl, wait_until
 from tests.sink import free_port
 
 TOKEN = "admin-token-for-function-tests-0123"
@@ -33,14 +30,8 @@ def transform(event):
 
 
 def cli(config: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "GW_TEST_ADMIN_TOKEN": TOKEN},
-        check=True,
-    )
+    done = gateway_cli(config, *args, env={"GW_TEST_ADMIN_TOKEN": TOKEN})
+    assert done.returncode == 0, done.stderr
     return done.stdout
 
 

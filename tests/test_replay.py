@@ -3,10 +3,8 @@ delivery; a replay survives ``kill -9`` (its cursor is persisted) and leaves the
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,20 +12,14 @@ from pathlib import Path
 import httpx
 
 from gateway.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, gateway_cli, wait_until
 from tests.sink import Sink, free_port, http_destination
 
 TOKEN = "admin-token-for-replay-tests-01234"
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "GW_TEST_ADMIN_TOKEN": TOKEN},
-    )
+    return gateway_cli(config, *args, env={"GW_TEST_ADMIN_TOKEN": TOKEN})
 
 
 def send(gateway: GatewayProcess, *ids: str) -> None:

@@ -172,6 +172,8 @@ class Gateway:
         self.attempted_hash = ""
         #: The addresses the HTTP listener is bound to.
         self.urls: list[str] = []
+        #: Whether serve_gateway froze the startup heap (gc.freeze), so a reload freezes again.
+        self.heap_frozen = False
 
     async def readiness(self) -> dict[str, bool]:
         """What ``/ready`` reports: the log takes writes and a config is loaded."""
@@ -512,6 +514,12 @@ class Gateway:
             return False
         self.reloads["ok"] += 1
         self.metrics.reloads.labels("ok").inc()
+        if self.heap_frozen:
+            # The old config's objects were frozen with the rest at startup: free what the swap
+            # let go of (cycles included), then freeze what is left again.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
         await self.notifier.ready(f"serving on {', '.join(self.urls)}")
         log.info("config_reloaded", reason=reason, sources=sorted(new.sources), destinations=sorted(new.destinations))
         return True
@@ -592,6 +600,7 @@ async def serve_gateway(
             # it out of the collector's reach, so the full collections that batch decoding triggers
             # walk only the young objects instead of pausing requests over the whole heap.
             gc.freeze()
+            gateway.heap_frozen = True
         nursery.start_soon(_every, CHECKPOINT_INTERVAL_SECS, "checkpoint", ingest_log.checkpoint)
         nursery.start_soon(_every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(gateway.cursor_holders()))
         nursery.start_soon(_every, INVENTORY_FLUSH_SECS, "inventory", gateway.flush_inventory)

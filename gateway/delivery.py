@@ -460,11 +460,10 @@ class DestinationWorker:
 
     def _record_delivery(self, batch: list[Record]) -> None:
         self._metrics.delivered.labels(self.id).inc(len(batch))
-        latency = self._metrics.delivery_latency.labels(self.id)
         now_ms = time.time() * 1000
-        for record in batch:
-            if record.received_at:
-                latency.observe(max(0.0, (now_ms - record.received_at) / 1000))
+        self._metrics.delivery_latency.observe_many(
+            self.id, [max(0.0, (now_ms - r.received_at) / 1000) for r in batch if r.received_at]
+        )
 
     async def _permanent_failure(
         self, batch: list[Record], error: str, attempt: int, outcomes: Counter[tuple[str, str]], deletions: int

@@ -7,12 +7,14 @@ config ids, never from event data.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from gateway.components import Filter
@@ -68,13 +70,13 @@ class Metrics:
         self.retries = Counter(
             "gateway_destination_retries", "Failed sends that will be retried", ["destination"], registry=r
         )
-        self.delivery_latency = Histogram(
+        self.delivery_latency = BatchHistogram(
             "gateway_delivery_latency_seconds",
             "From receivedAt to the destination's acknowledgement",
-            ["destination"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            "destination",
+            LATENCY_BUCKETS,
         )
+        r.register(self.delivery_latency)
         self.commit_latency = Histogram(
             "gateway_log_commit_seconds",
             "Duration of one group commit (including fsync)",
@@ -146,4 +148,41 @@ class _FilterCollector(Collector):
                 continue
             for name, value in counters:
                 family.add_metric([filter_id, name], value)
+        yield family
+
+
+class BatchHistogram(Collector):
+    """A histogram with one label that takes a whole batch of observations in one call.
+
+    Delivery observes one latency per message; prometheus_client's ``observe`` takes a lock
+    per call (about 1 µs, per delivered event, on the event loop). This one is updated only
+    from the event loop's thread, so plain counters and a binary search do (about 0.15 µs).
+    """
+
+    def __init__(self, name: str, documentation: str, label: str, buckets: tuple[float, ...]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._label = label
+        self._bounds = list(buckets)
+        self._bound_texts = [floatToGoString(b) for b in (*buckets, float("inf"))]  # type: ignore[no-untyped-call]
+        self._series: dict[str, tuple[list[int], list[float]]] = {}  # label -> (bucket counts, [sum])
+
+    def observe_many(self, label: str, values: Iterable[float]) -> None:
+        series = self._series.get(label)
+        if series is None:
+            series = self._series[label] = ([0] * (len(self._bounds) + 1), [0.0])
+        counts, total = series
+        bounds = self._bounds
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+            total[0] += value
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=[self._label])
+        for label, (counts, total) in sorted(self._series.items()):
+            cumulative, running = [], 0
+            for bound, count in zip(self._bound_texts, counts, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            family.add_metric([label], cumulative, total[0])
         yield family

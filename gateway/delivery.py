@@ -437,8 +437,7 @@ class DestinationWorker:
             else:
                 self._counters.delivered += len(batch)
                 self._record_delivery(batch)
-                for record in batch:
-                    outcomes[(record.source, "delivered")] += 1
+                outcomes.update((record.source, "delivered") for record in batch)
                 return
             if cfg.max_attempts and attempt >= cfg.max_attempts:
                 await self._dead_letter(batch, self._counters.last_error or "failed", attempt, outcomes)

@@ -51,6 +51,29 @@ _decode_batch = msgspec.json.Decoder(BatchBody).decode
 encode = msgspec.json.Encoder().encode
 
 
+#: Objects and arrays nest at most this deep in a message: deeper ones are refused (400), so
+#: nothing downstream (privacy walks, filters, destinations) meets unbounded recursion.
+MAX_NESTING = 100
+
+
+def check_nesting(message: Any, raw: bytes) -> None:
+    """Refuse a message nested deeper than :data:`MAX_NESTING` (``raw``: its JSON, to skip the
+    walk for the messages that cannot be: fewer brackets than the limit).
+
+    Raises:
+        Invalid: ``nesting_too_deep``.
+    """
+    if raw.count(b"{") + raw.count(b"[") <= MAX_NESTING:
+        return
+    stack: list[tuple[Any, int]] = [(message, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise Invalid("nesting_too_deep", f"objects and arrays may nest at most {MAX_NESTING} deep")
+        children = node.values() if type(node) is dict else node
+        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
+
+
 def decode_single(body: bytes) -> JSONObject:
     """Decode the body of a single-call endpoint.
 
@@ -63,6 +86,7 @@ def decode_single(body: bytes) -> JSONObject:
         raise Invalid("invalid_json", f"the body is not valid JSON: {error}") from None
     if not isinstance(message, dict):
         raise Invalid("message_not_object", "the body must be a JSON object")
+    check_nesting(message, body)
     return message
 
 
@@ -89,6 +113,7 @@ def decode_item(raw: bytes) -> JSONObject:
     item = _decode_any(raw)
     if not isinstance(item, dict):
         raise Invalid("message_not_object", "each batch item must be a JSON object")
+    check_nesting(item, raw)
     return item
 
 

@@ -316,7 +316,9 @@ class Classifier:
                 continue  # scan: structural fields are not personal data
             if not settled:
                 cls, hits = self._path_value_class(child, value, cls, hits, sampled)
-            if cls == "green" and isinstance(value, dict | list):
+            if cls != "red" and isinstance(value, dict | list):
+                if cls != "green":  # a Yellow object stands for its subtree, and what is Red in it is found too
+                    found.append(Finding(child, node, key, value, cls, hits))
                 self._visit(value, child, exempt, sampled, greens, found)
             elif greens or cls != "green":
                 found.append(Finding(child, node, key, value, cls, hits))
@@ -379,6 +381,10 @@ def apply_policy(
     found = classifier.scan(message, policy.acts_on) if findings is None else findings
     if policy.fields:
         found = [*found, *_green_fields(message, classifier, policy)]
+    if any(f.cls != "red" for f in found):
+        # Red fields first: one inside a Yellow object is dealt with (say, blocked) before that
+        # object is replaced (say, by its hash), which would carry the Red value along.
+        found = [*(f for f in found if f.cls == "red"), *(f for f in found if f.cls != "red")]
     for finding in found:
         action = policy.fields.get(finding.path) or getattr(policy, finding.cls)
         if action == "allow":

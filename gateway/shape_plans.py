@@ -27,6 +27,13 @@ import msgspec
 
 #: Distinct dict shapes (over all paths) remembered at most: beyond, plans start over.
 MAX_PLANS = 4096
+#: Fields all remembered plans (and, separately, all message plans and shapes) hold at most:
+#: what bounds memory when clients send wide messages, whatever their count.
+MAX_PLANNED_FIELDS = 100_000
+#: A dict with more keys than this is walked field by field, never planned (keys that are data).
+MAX_PLAN_KEYS = 256
+#: A message with more planned fields than this gets no message plan (its msgspec type).
+MAX_MESSAGE_PLAN_FIELDS = 512
 #: Message plans tried per message kind (type and event name), most recently used first, and
 #: message shapes and kinds remembered at most (each plan holds a few msgspec types).
 MESSAGE_PLANS_PER_KIND = 2
@@ -200,6 +207,9 @@ class ShapePlans:
         self._roots = roots  # the message's keys a walk starts from
         self._tables: dict[tuple[str, bool], _Table] = {}
         self._plans = 0
+        self._planned_fields = 0  # fields of the plans in _tables
+        self._shaped_fields = 0  # fields of the shapes in _by_fields
+        self._compiled_fields = 0  # fields of the message plans in _compiled
         self._shapes: dict[tuple[_Plan | FieldClass, ...], Shape] = {}
         self._by_fields: dict[tuple[FieldClass, ...], Shape] = {}
         #: Message plans by the dict plans a message took (None: none can be compiled), and the
@@ -214,14 +224,18 @@ class ShapePlans:
         self._compiled.clear()
         self._recent.clear()
         self._plans = 0
+        self._planned_fields = 0
+        self._compiled_fields = 0
 
     def shape_of(self, fields: tuple[FieldClass, ...]) -> Shape:
         """The one :class:`Shape` of these fields."""
         shape = self._by_fields.get(fields)
         if shape is None:
-            if len(self._by_fields) >= MAX_PLANS:
+            if len(self._by_fields) >= MAX_PLANS or self._shaped_fields >= MAX_PLANNED_FIELDS:
                 self._by_fields.clear()
+                self._shaped_fields = 0
             shape = self._by_fields[fields] = Shape(fields)
+            self._shaped_fields += len(fields)
         return shape
 
     def findings(
@@ -292,10 +306,21 @@ class ShapePlans:
         if token in self._compiled:
             plan = self._compiled[token]
         else:
-            if len(self._compiled) >= MAX_MESSAGE_PLANS:
+            size = sum(len(p.fields) if isinstance(p, _Plan) else 1 for p in token[1])
+            if len(self._compiled) >= MAX_MESSAGE_PLANS or self._compiled_fields + size > MAX_PLANNED_FIELDS:
                 self._compiled.clear()
                 self._recent.clear()
-            plan = self._compiled[token] = self._compile_message(message, roots, token[0], shape)
+                self._compiled_fields = 0
+            plan = None
+            if size <= MAX_MESSAGE_PLAN_FIELDS:
+                try:
+                    plan = self._compile_message(message, roots, token[0], shape)
+                except (ValueError, TypeError, RecursionError):
+                    # Keys msgspec cannot take as field names (quotes, backslashes, control
+                    # characters), or nesting too deep to compile: walk such messages instead.
+                    plan = None
+            self._compiled[token] = plan
+            self._compiled_fields += size
         if plan is None:
             return
         if kind not in self._recent and len(self._recent) >= MAX_MESSAGE_PLANS:
@@ -339,36 +364,38 @@ class ShapePlans:
         plan = table.get(_signature(node))
         if plan is None:
             return None
-        ops = {op[1]: op for op in plan.steps[_variant(survey, False)]}
+        ops: dict[Any, list[_Op]] = {}
+        for op in plan.steps[_variant(survey, False)]:
+            ops.setdefault(op[1], []).append(op)  # a Yellow object: its finding, then the walk into it
         sites = {op[1]: op for op in plan.sites}
         fields: list[tuple[str, Any, Any]] = []
         steps: tuple[list[_Step], ...] = ([], [], [])
         for n, (key, value) in enumerate(node.items()):
             if not isinstance(key, str):
                 return None
-            op = ops.get(key)
+            key_ops = ops.get(key)
             type_: Any = _SCALAR
             site = sites.get(key)
             if site is not None:
                 steps[_SITES].append(site[:5])
-            if op is None:  # a green leaf, or a structural subtree a scan skips
-                if isinstance(value, dict | list):
-                    type_ = Any
-            elif op[0] == _LEAF:  # a finding: it stands for its subtree, whatever the value
+            if key_ops is None and isinstance(value, dict | list):  # a structural subtree a scan skips
                 type_ = Any
-                steps[0].append(op[:5])
-                if op[3] == "red":
-                    steps[1].append(op[:5])
-            else:
-                sub_table = op[5]
-                assert sub_table is not None  # a container step has its table
-                compiled = self._compile_container(value, sub_table, survey)
-                if compiled is None:
-                    return None
-                type_, sub = compiled
-                for variant, below in enumerate(sub):
-                    if below:
-                        steps[variant].append((op[0], key, below, "", ()))
+            for op in key_ops or ():
+                if op[0] == _LEAF:  # a finding: it stands for its subtree, whatever the value
+                    type_ = Any
+                    steps[0].append(op[:5])
+                    if op[3] == "red":
+                        steps[1].append(op[:5])
+                else:
+                    sub_table = op[5]
+                    assert sub_table is not None  # a container step has its table
+                    compiled = self._compile_container(value, sub_table, survey)
+                    if compiled is None:
+                        return None
+                    type_, sub = compiled
+                    for variant, below in enumerate(sub):
+                        if below:
+                            steps[variant].append((op[0], key, below, "", ()))
             fields.append((f"f{n}", type_, msgspec.field(name=key)))
         type_ = msgspec.defstruct("DictShape", fields, forbid_unknown_fields=True, gc=False)
         return type_, tuple(map(tuple, steps))
@@ -448,6 +475,8 @@ class ShapePlans:
         return table
 
     def _plan(self, node: dict[str, Any], table: _Table) -> _Plan | None:
+        if len(node) > MAX_PLAN_KEYS:
+            return None
         steps: tuple[list[_Op], ...] = ([], [], [], [])
         fields: list[FieldClass] = []
         sites: list[_Op] = []
@@ -457,10 +486,17 @@ class ShapePlans:
                 return None
             path, exempt, cls, hits, sampled = decision
             kind = _DICT if isinstance(value, dict) else _LIST if isinstance(value, list) else _LEAF
-            if kind != _LEAF and cls == "green":  # walked into; a scan skips structural subtrees
+            if kind != _LEAF and cls == "yellow":  # stands for its subtree, and what is Red in it is found too
+                fields.append(FieldClass(path, cls, hits))
+                container: _Op = (_LEAF, key, path, cls, hits, None)
+                for variant in _NON_GREEN_ONLY:
+                    steps[variant].append(container)
                 op: _Op = (kind, key, path, cls, hits, self._table(path, exempt))
+                variants = _ALL
+            elif kind != _LEAF and cls == "green":  # walked into; a scan skips structural subtrees
+                op = (kind, key, path, cls, hits, self._table(path, exempt))
                 variants = _SURVEYS if exempt else _ALL
-            else:  # a leaf, or a classified field standing for its subtree
+            else:  # a leaf, or a Red field standing for its subtree
                 fields.append(FieldClass(path, cls, hits))
                 op = (_LEAF, key, path, cls, hits, None)
                 variants = _ALL if cls == "red" else _NON_GREEN_ONLY if cls != "green" else ()
@@ -468,9 +504,10 @@ class ShapePlans:
                     sites.append(op)
             for variant in variants:
                 steps[variant].append(op)
-        if self._plans >= MAX_PLANS:
+        if self._plans >= MAX_PLANS or self._planned_fields >= MAX_PLANNED_FIELDS:
             self.clear()  # keys that are data (ids as keys): start over rather than grow
             table = self._table(table.path, table.structural)
         self._plans += 1
+        self._planned_fields += len(node)
         plan = table[_signature(node)] = _Plan(tuple(map(tuple, steps)), tuple(fields), tuple(sites))
         return plan

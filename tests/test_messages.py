@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from gateway.messages import (
@@ -13,6 +14,7 @@ from gateway.messages import (
     apply_server_fields,
     batch_item_type,
     decode_batch,
+    decode_item,
     decode_single,
     format_time,
     validate,
@@ -178,3 +180,19 @@ def test_batch_items_need_a_valid_type(item: dict, code: str) -> None:
     with pytest.raises(Invalid) as raised:
         batch_item_type(item)
     assert raised.value.code == code
+
+
+def test_messages_nested_deeper_than_the_limit_are_refused_per_item() -> None:
+    from gateway.messages import MAX_NESTING, check_nesting
+
+    deep: dict = {"type": "track"}
+    node = deep
+    for _ in range(MAX_NESTING):
+        node["a"] = {}
+        node = node["a"]
+    raw = msgspec.json.encode(deep)
+    with pytest.raises(Invalid) as refused:
+        decode_item(raw)
+    assert refused.value.code == "nesting_too_deep"
+    shallow = msgspec.json.encode({"a": [{"b": [1, 2]}] * 200})  # many brackets, little depth
+    check_nesting(msgspec.json.decode(shallow), shallow)

@@ -129,7 +129,9 @@ def test_walk_gives_every_field_and_the_scan_findings(classifier: Classifier) ->
     assert fields["context.library.name"] == ("green", ())  # structural: inventoried, never classified
     assert fields["context.library.version"] == ("green", ())
     assert fields["traits.email"] == ("yellow", ("email",))
-    assert "traits.address.city" not in fields  # a classified field stands for its subtree
+    # A Yellow object stands for its subtree (a policy acts on it whole), and its fields are
+    # classified too, so nothing Red hides under it.
+    assert fields["traits.address"][0] == "yellow" and fields["traits.address.city"][0] == "yellow"
     assert "userId" not in fields and "type" not in fields
     # One walk serves block_red too.
     blocked = event()
@@ -138,6 +140,17 @@ def test_walk_gives_every_field_and_the_scan_findings(classifier: Classifier) ->
     reference = event()
     apply_policy(reference, classifier, PrivacyPolicy(red="block"))
     assert blocked == reference
+
+
+def test_red_fields_inside_a_yellow_object_are_blocked_and_hashing_it_never_carries_them(
+    classifier: Classifier,
+) -> None:
+    message = {"type": "identify", "traits": {"address": {"street": "1 Main St", "password": "hunter2"}}}
+    assert apply_policy(message, classifier, PrivacyPolicy(red="block"))
+    assert message["traits"]["address"] == {"street": "1 Main St"}
+    hashed = {"type": "identify", "traits": {"address": {"street": "1 Main St", "password": "hunter2"}}}
+    apply_policy(hashed, classifier, PrivacyPolicy(red="block", yellow="hash"))
+    assert list(hashed["traits"]["address"]) == ["street"]  # hashed, and the password is gone, not hashed
 
 
 def test_inventory_records_paths_never_values(tmp_path: Path) -> None:

@@ -134,3 +134,28 @@ def test_the_inventory_books_a_known_shape_once_and_keeps_last_seen(registry: Re
     assert hub.inventory_changes() == []
     hub._see_shape("web", classifier.survey({"traits": {"email": "a@b.co", "plan": "pro"}})[1], 4_000)
     assert {row.path: row.last_seen for row in hub.inventory_changes()} == {"traits.email": 4_000, "traits.plan": 4_000}
+
+
+def test_keys_msgspec_cannot_name_and_wide_messages_are_walked_not_planned(registry: Registry) -> None:
+    classifier = Classifier(list(registry.matchers.values()), PrivacyConfig())
+    odd = {"properties": {'C:\\dir': "v", 'say "hi"': 1, "tab\there": 2, "password": "hunter2"}, "type": "track"}
+    for _ in range(LEARN_AFTER + 50):  # past learning: plans are compiled, or refused, from here on
+        found, _ = classifier.survey(copy.deepcopy(odd), "red")
+        assert [f.path for f in found] == ["properties.password"]
+    wide = {"type": "track", "context": {"library": {f"k{i}": i for i in range(3000)}}, "properties": {"password": "x"}}
+    for n in range(20):
+        message = copy.deepcopy(wide)
+        message["context"]["library"] = {f"k{n}-{i}": i for i in range(3000)}  # a new wide shape each time
+        found, _ = classifier.survey(message, "red")
+        assert [f.path for f in found] == ["properties.password"]
+    plans = classifier._plans
+    assert plans._planned_fields <= 100_000 and plans._shaped_fields <= 100_000 + 3_002
+
+
+def test_a_planned_message_finds_red_fields_inside_yellow_objects(registry: Registry) -> None:
+    message = {"type": "identify", "traits": {"address": {"city": "Paris", "password": "hunter2"}}}
+    classifier = settled(registry, [message])
+    for _ in range(3):  # by the dict plans, then by the message plan
+        planned = classifier._plans.findings(copy.deepcopy(message), survey=False, red_only=True)
+        assert planned is not None
+        assert [(f.path, f.cls) for f in planned[0]] == [("traits.address.password", "red")]

@@ -17,7 +17,7 @@ from urllib.parse import unquote_plus, urlsplit
 import structlog
 from quart import Blueprint, Response, redirect, request
 
-from gateway import Arrival, Invalid, Source, apply_server_fields, error_response, validate
+from gateway import Arrival, Invalid, Source, apply_server_fields, check_nesting, error_response, validate
 from gateway.messages import CALL_TYPES
 
 from ._common import Routes
@@ -84,12 +84,14 @@ def pixel_message(params: list[tuple[str, str]]) -> dict[str, Any]:
     data = [value for name, value in params if name == "data"]
     if not data:
         return _dotted(params)
+    raw = _b64decode(data[-1])
     try:
-        message = json.loads(_b64decode(data[-1]))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        message = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise Invalid("invalid_json", "data is not base64-encoded JSON") from None
     if not isinstance(message, dict):
         raise Invalid("message_not_object", "data must encode a JSON object")
+    check_nesting(message, raw)
     return message
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway.components import FILTER_ERROR_REASON, Filter, FilterContext, Forward, Record, apply_filters
+from gateway.components import FILTER_ERROR_REASON, Filter, FilterContext, Forward, apply_filters
 from gateway.config import GatewayConfig, ServerConfig
 from gateway.log import Entry, IngestLog, InventoryRow, SourceLetter, source_letters
 from gateway.metrics import Metrics
@@ -326,11 +326,12 @@ class IngestHub:
             letters = await self._log.take_redrive(destination, 100)
             if not letters:
                 continue
-            done: list[tuple[int, Record]] = []
-            dropped: list[int] = []
+            done: list[int] = []  # letter ids: stored, or dropped by the filters or a suppression
             refused: list[int] = []
             error = ""
             entries: list[Entry] = []
+            # The books move each letter taken from dead_lettered to where it went now.
+            tally: Counter[tuple[str, str]] = Counter()
             context = FilterContext(source.id)
             suppressed = self._log.suppressed
             for letter_id, record, _ in letters:
@@ -341,32 +342,35 @@ class IngestHub:
                     error = f"the dead letter is not a JSON message: {problem}"
                     continue
                 if suppressed and message.get("userId") in suppressed:
-                    dropped.append(letter_id)  # the user asked since: it is never stored
-                    continue
-                entry, reason, failure = self._filter(source, message, context, entries)
-                if failure is not None:
-                    refused.append(letter_id)
-                    error = failure
-                    continue
-                if entry is None:
-                    self.metrics.filtered.labels("source", source.id, reason or "").inc()
-                    dropped.append(letter_id)
+                    outcome: str | None = SUPPRESSED  # the user asked since: it is never stored
                 else:
-                    entries.append(entry)
-                    done.append((letter_id, record))
+                    entry, reason, failure = self._filter(source, message, context, entries)
+                    if failure is not None:
+                        refused.append(letter_id)
+                        error = failure
+                        continue
+                    outcome = None if entry is not None else f"filtered:{reason}"
+                    if entry is not None:
+                        entries.append(entry)  # the log books it as stored (or a duplicate)
+                    else:
+                        self.metrics.filtered.labels("source", source.id, reason or "").inc()
+                done.append(letter_id)
+                tally[(source.id, DEAD_LETTERED)] -= 1
+                if outcome is not None:
+                    tally[(source.id, outcome)] += 1
             if self._log.deletions != deletions:
                 continue  # a deletion request ran meanwhile: take what is left again next time
-            # Stored first: a crash in between redrives again, and dedup drops the copy.
-            await self._log.append(entries)
-            await self._log.finish_redrive(destination, done, refused, error, dropped=dropped)
+            # Stored, booked and taken out of the dead letters in one commit: exact across crashes.
+            await self._log.append(entries, tally=tally, redriven=done)
+            if refused:
+                await self._log.finish_redrive(destination, [], refused, error)
             log.info(
                 "source_dead_letters_redriven",
                 source=source.id,
-                stored=len(done),
-                dropped=len(dropped),
+                taken=len(done),
                 refused_again=len(refused),
             )
-            taken += len(done) + len(dropped)
+            taken += len(done)
         return taken
 
     # -- the privacy field inventory ---------------------------------------------------------

@@ -56,14 +56,15 @@ encode = msgspec.json.Encoder().encode
 MAX_NESTING = 100
 
 
-def check_nesting(message: Any, raw: bytes) -> None:
+def check_nesting(message: Any, raw: bytes | msgspec.Raw) -> None:
     """Refuse a message nested deeper than :data:`MAX_NESTING` (``raw``: its JSON, to skip the
     walk for the messages that cannot be: fewer brackets than the limit).
 
     Raises:
         Invalid: ``nesting_too_deep``.
     """
-    if raw.count(b"{") + raw.count(b"[") <= MAX_NESTING:
+    data = raw if type(raw) is bytes else bytes(raw)  # a batch item is a msgspec.Raw
+    if data.count(b"{") + data.count(b"[") <= MAX_NESTING:
         return
     stack: list[tuple[Any, int]] = [(message, 1)]
     while stack:

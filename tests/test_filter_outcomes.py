@@ -128,3 +128,5 @@ async def test_a_source_redrive_drops_the_letters_of_users_suppressed_since(tmp_
         assert list_dead_letters(tmp_path) == []
         records = await log.read(0, max_records=10, max_bytes=10**6)
         assert [r.message()["messageId"] for r in records] == ["a"]
+        [books] = audit(tmp_path).sources  # the letters moved to where they went, in the same commit
+        assert (books.received, books.stored, books.suppressed, books.dead_lettered) == (2, 1, 1, 0)

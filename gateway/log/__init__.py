@@ -142,6 +142,7 @@ class IngestLog(Protocol):
         *,
         letters: Sequence[SourceLetter] = (),
         tally: Mapping[tuple[str, str], int] | None = None,
+        redriven: Sequence[int] = (),
     ) -> AppendResult:
         """Store the entries durably, skipping (source, message_id) pairs seen within the dedup
         window, and return once they are on disk.
@@ -149,7 +150,8 @@ class IngestLog(Protocol):
         In the same commit: ``letters`` go to the dead-letter table, and, when ``tally`` is
         given, the sources' books count the entries stored and duplicated per source and the
         ``tally`` counts ((source, outcome) -> messages: ``filtered:<reason>``,
-        ``dead_lettered``, ``suppressed``), so the books are exact across crashes.
+        ``dead_lettered``, ``suppressed``; negative counts move messages between outcomes), and
+        the dead letters ``redriven`` (ids) are deleted, so the books are exact across crashes.
 
         Raises:
             gateway.errors.LogUnavailableError: the log cannot take writes now; nothing was stored.

@@ -252,17 +252,19 @@ def _unavailable(error: sqlite3.Error) -> LogUnavailableError:
 class _Waiter:
     """One request's entries, and how it learns the outcome of the commit that took them."""
 
-    __slots__ = ("done", "entries", "error", "letters", "result", "tally")
+    __slots__ = ("done", "entries", "error", "letters", "redriven", "result", "tally")
 
     def __init__(
         self,
         entries: Sequence[Entry],
         letters: Sequence[SourceLetter] = (),
         tally: Mapping[tuple[str, str], int] | None = None,
+        redriven: Sequence[int] = (),
     ) -> None:
         self.entries = entries
         self.letters = letters
         self.tally = tally
+        self.redriven = redriven
         self.done = trio.Event()
         self.result: AppendResult | None = None
         self.error: LogUnavailableError | None = None
@@ -323,6 +325,7 @@ class SQLiteLog:
         *,
         letters: Sequence[SourceLetter] = (),
         tally: Mapping[tuple[str, str], int] | None = None,
+        redriven: Sequence[int] = (),
     ) -> AppendResult:
         if self._closed:
             raise LogUnavailableError("closed", "the gateway is shutting down")
@@ -334,9 +337,9 @@ class SQLiteLog:
             )
         if self._queued_messages + len(entries) > self._config.max_pending_messages:
             raise LogUnavailableError("overloaded", "too many messages are waiting for a commit")
-        if not entries and not letters and not tally:
+        if not entries and not letters and not tally and not redriven:
             return AppendResult(stored=0, duplicates=0)
-        waiter = _Waiter(entries, letters, tally)
+        waiter = _Waiter(entries, letters, tally, redriven)
         self._queue.append(waiter)
         self._queued_messages += len(entries)
         self._wake_committer()
@@ -368,8 +371,12 @@ class SQLiteLog:
                 results, head = await trio.to_thread.run_sync(
                     self._commit, waiters, cursors, outcomes, limiter=self._write_lock
                 )
-            except sqlite3.Error as error:
-                failure = _unavailable(error)
+            except Exception as error:  # sqlite3 errors, and a bug must not take the committer down either
+                failure = (
+                    _unavailable(error)
+                    if isinstance(error, sqlite3.Error)
+                    else LogUnavailableError("log_error", f"the commit failed: {type(error).__name__}: {error}")
+                )
                 log.error("log_commit_failed", reason=failure.reason, error=str(error))
                 for waiter in (*waiters, *cursor_waiters):
                     waiter.error = failure
@@ -411,17 +418,20 @@ class SQLiteLog:
                 # so the books know each source's stored and duplicate counts.
                 for source, run in groupby(waiter.entries, key=attrgetter("source")):
                     run_entries = list(run)
-                    before = conn.total_changes
+                    run_stored = 0
                     for chunk in _append_chunks(run_entries):
                         params = [value for e in chunk for value in (e.source, e.message_id, now, e.body)]
                         cur.execute(_APPEND_SQL[len(chunk)], params)
-                    run_stored = conn.total_changes - before
+                        # This statement's rows (the connection's total_changes is a C int that wraps).
+                        run_stored += cur.rowcount
                     stored += run_stored
                     if waiter.tally is not None:
                         books[(source, "stored")] += run_stored
                         books[(source, "duplicates")] += len(run_entries) - run_stored
                 if waiter.tally:
                     books.update(waiter.tally)
+                if waiter.redriven:
+                    cur.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i in waiter.redriven])
                 if waiter.letters:
                     cur.executemany(
                         _ADD_DEAD_LETTER,

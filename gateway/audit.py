@@ -146,14 +146,18 @@ def _source_books(conn: sqlite3.Connection, since_ms: int | None) -> list[Source
     return [books[source] for source in sorted(books)]
 
 
+def _filtered_text(filtered: dict[str, int]) -> str:
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(filtered.items())) or "none"
+    return f"filtered {sum(filtered.values())} ({reasons})"
+
+
 def format_report(report: AuditReport) -> str:
     """The audit as an operator reads it, ending with a plain verdict."""
     lines = []
     for d in report.destinations:
-        filtered = ", ".join(f"{reason} {n}" for reason, n in sorted(d.filtered.items())) or "none"
         lines.append(
             f"{d.destination}: accepted {d.expected} (seq {d.from_seq + 1}..{d.head}) = delivered {d.delivered} "
-            f"+ filtered {sum(d.filtered.values())} ({filtered}) + dead-lettered {d.dead_lettered} "
+            f"+ {_filtered_text(d.filtered)} + dead-lettered {d.dead_lettered} "
             f"+ pending {d.pending}"
             + (f"; {d.redriven} dead letters redriven since" if d.redriven else "")
             + (f"; {d.dead_letters_held} dead letters held" if d.dead_letters_held else "")
@@ -169,10 +173,9 @@ def format_report(report: AuditReport) -> str:
     if not report.destinations:
         lines.append("no destination has read the log yet")
     for b in report.sources:
-        filtered = ", ".join(f"{reason} {n}" for reason, n in sorted(b.filtered.items())) or "none"
         lines.append(
             f"source {b.source}: received {b.received} = stored {b.stored} + duplicates {b.duplicates} "
-            f"+ filtered {sum(b.filtered.values())} ({filtered}) + dead-lettered {b.dead_lettered} "
+            f"+ {_filtered_text(b.filtered)} + dead-lettered {b.dead_lettered} "
             f"+ suppressed {b.suppressed}"
         )
     lines.append(

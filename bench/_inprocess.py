@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import trio
+from _http_modes import add_http_arguments, http_rates
 
 from gateway.config import GatewayConfig, parse_config
 from gateway.ingest import IngestHub, Source
@@ -23,6 +24,23 @@ from gateway.privacy import Classifier
 from gateway.runtime import build_filters
 
 WRITE_KEY = "bench-write-key"
+#: The envelope of the benchmarks' event: a browser's Order Completed track call; each benchmark
+#: adds the traits and properties it needs.
+ORDER_COMPLETED: dict[str, Any] = {
+    "type": "track",
+    "event": "Order Completed",
+    "userId": "u_8842",
+    "anonymousId": "2f4c8f0e-8b0a-4f6e-9c51-3c3e2f9d1a77",
+    "messageId": "set per copy",
+    "timestamp": "2026-05-09T07:35:25.123Z",
+    "context": {
+        "library": {"name": "analytics.js", "version": "next-1.84.1"},
+        "page": {"path": "/checkout/complete", "url": "https://shop.example.com/checkout/complete?step=3"},
+        "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari/605.1.15",
+        "locale": "en-US",
+        "ip": "203.0.113.42",
+    },
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=100, help="messages per ingest call (default 100)")
     parser.add_argument("--tasks", type=int, default=8, help="concurrent callers (default 8)")
     parser.add_argument("--synchronous", choices=("full", "normal"), default="full", help="the log's synchronous")
+    add_http_arguments(parser)
 
 
 def copies(event: dict[str, Any], count: int, prefix: str) -> list[dict[str, Any]]:
@@ -111,6 +130,33 @@ async def best_rates(
 
 def print_table(best: dict[str, float], baseline: str, label: str, kept: str = "best") -> None:
     print()
-    print(f"{'mode':<24}{f'events/s ({kept})':>18}{label:>10}")
+    print(f"{'mode':<24}{f'events/s ({kept})':>18}{label:>16}")
     for mode, rate in best.items():
-        print(f"{mode:<24}{rate:>18,.0f}{rate / best[baseline]:>10.2f}")
+        print(f"{mode:<24}{rate:>18,.0f}{rate / best[baseline]:>16.2f}")
+
+
+async def rates(
+    registry: Registry,
+    event: dict[str, Any],
+    config_for: Callable[[Path, str], str],
+    modes: list[str],
+    args: argparse.Namespace,
+    *,
+    prefix: str,
+) -> dict[str, float]:
+    """Events/s per mode: through the HTTP API with ``--http`` (median rounds), else in process
+    (best rounds)."""
+    if args.http:
+        return await trio.to_thread.run_sync(http_rates, event, config_for, modes, args)
+    return await best_rates(registry, event, config_for, modes, args, prefix=prefix)
+
+
+def report_cost(
+    best: dict[str, float], baseline: str, measured: str, what: str, target: float, args: argparse.Namespace
+) -> None:
+    """The table, then what ``measured`` costs against ``baseline`` and whether that meets ``target``."""
+    print_table(best, baseline, f"vs {baseline}", "median" if args.http else "best")
+    cost = 1 - best[measured] / best[baseline]
+    verdict = "within" if cost <= target else "OVER"
+    where = "through the HTTP API (median rounds)" if args.http else "in process (best rounds)"
+    print(f"\n{what} costs {cost:.0%} of ingest throughput {where}: {verdict} the {target:.0%} target")

@@ -34,23 +34,10 @@ from gateway.plugins import build_registry, make_plugin_manager
 from gateway.telemetry import configure_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _http_modes import add_http_arguments, http_rates
-from _inprocess import WRITE_KEY, add_arguments, best_rates, print_table
+from _inprocess import ORDER_COMPLETED, WRITE_KEY, add_arguments, rates, report_cost
 
 EVENT: dict[str, Any] = {
-    "type": "track",
-    "event": "Order Completed",
-    "userId": "u_8842",
-    "anonymousId": "2f4c8f0e-8b0a-4f6e-9c51-3c3e2f9d1a77",
-    "messageId": "set per copy",
-    "timestamp": "2026-05-09T07:35:25.123Z",
-    "context": {
-        "library": {"name": "analytics.js", "version": "next-1.84.1"},
-        "page": {"path": "/checkout/complete", "url": "https://shop.example.com/checkout/complete?step=3"},
-        "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari/605.1.15",
-        "locale": "en-US",
-        "ip": "203.0.113.42",
-    },
+    **ORDER_COMPLETED,
     "properties": {
         "order_id": "ORD-50314",
         "total": 142.5,
@@ -205,20 +192,18 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
         plan = Path(tmp) / "plan.json"
         plan.write_text(json.dumps(plan_document()))
-        chain_config = lambda data_dir, mode: config_for(data_dir, MODES[mode], args.synchronous, plan)  # noqa: E731
-        if args.http:
-            best = await trio.to_thread.run_sync(http_rates, EVENT, chain_config, list(MODES), args)
-        else:
-            best = await best_rates(registry, EVENT, chain_config, list(MODES), args, prefix="bench-filter-chain-")
-    print_table(best, "no filters", "vs bare", "median" if args.http else "best")
-    cost = 1 - best["5 fql + plan + bots"] / best["no filters"]
-    verdict = "within" if cost <= 0.30 else "OVER"
-    where = "through the HTTP API (median rounds)" if args.http else "in process (best rounds)"
-    print(f"\nthe filter chain costs {cost:.0%} of ingest throughput {where}: {verdict} the 30% target")
+        best = await rates(
+            registry,
+            EVENT,
+            lambda data_dir, mode: config_for(data_dir, MODES[mode], args.synchronous, plan),
+            list(MODES),
+            args,
+            prefix="bench-filter-chain-",
+        )
+    report_cost(best, "no filters", "5 fql + plan + bots", "the filter chain", 0.30, args)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
-    add_http_arguments(parser)
     trio.run(main, parser.parse_args())

@@ -36,23 +36,10 @@ from gateway.plugins import build_registry, make_plugin_manager
 from gateway.telemetry import configure_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _http_modes import add_http_arguments, http_rates
-from _inprocess import WRITE_KEY, add_arguments, best_rates, print_table
+from _inprocess import ORDER_COMPLETED, WRITE_KEY, add_arguments, rates, report_cost
 
 EVENT: dict[str, Any] = {
-    "type": "track",
-    "event": "Order Completed",
-    "userId": "u_8842",
-    "anonymousId": "2f4c8f0e-8b0a-4f6e-9c51-3c3e2f9d1a77",
-    "messageId": "set per copy",
-    "timestamp": "2026-05-09T07:35:25.123Z",
-    "context": {
-        "library": {"name": "analytics.js", "version": "next-1.84.1"},
-        "page": {"path": "/checkout/complete", "url": "https://shop.example.com/checkout/complete?step=3"},
-        "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari/605.1.15",
-        "locale": "en-US",
-        "ip": "203.0.113.42",
-    },
+    **ORDER_COMPLETED,
     "traits": {
         "email": "jane.doe@example.com",
         "firstName": "Jane",
@@ -107,20 +94,18 @@ async def main(args: argparse.Namespace) -> None:
         f"{len(msgspec.json.encode(EVENT))} bytes; {args.events} events per round in batches of {args.batch} "
         f"from {args.tasks} callers; synchronous = {args.synchronous}"
     )
-    privacy_config = lambda data_dir, mode: config_for(data_dir, mode, args.synchronous)  # noqa: E731
-    if args.http:
-        best = await trio.to_thread.run_sync(http_rates, EVENT, privacy_config, list(MODES), args)
-    else:
-        best = await best_rates(registry, EVENT, privacy_config, list(MODES), args, prefix="bench-privacy-")
-    print_table(best, "off", "vs off", "median" if args.http else "best")
-    full = best["block_red + inventory"] / best["off"]
-    verdict = "within" if 1 - full <= 0.25 else "OVER"
-    where = "through the HTTP API (median rounds)" if args.http else "in process (best rounds)"
-    print(f"\nmatching (block_red + inventory) costs {1 - full:.0%} of ingest throughput {where}: {verdict} the 25% target")
+    best = await rates(
+        registry,
+        EVENT,
+        lambda data_dir, mode: config_for(data_dir, mode, args.synchronous),
+        list(MODES),
+        args,
+        prefix="bench-privacy-",
+    )
+    report_cost(best, "off", "block_red + inventory", "matching (block_red + inventory)", 0.25, args)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
-    add_http_arguments(parser)
     trio.run(main, parser.parse_args())

@@ -23,7 +23,7 @@ from gateway.components import (
 )
 from gateway.errors import ConfigError, DeliveryError, GatewayError, LogUnavailableError, PluginError
 from gateway.hookspecs import hookimpl
-from gateway.ingest import IngestHub, IngestOutcome, Source
+from gateway.ingest import IngestHub, IngestOutcome, Prepared, Source
 from gateway.messages import (
     Arrival,
     BatchDefaults,
@@ -68,6 +68,7 @@ __all__ = [
     "LogUnavailableError",
     "MatcherType",
     "PluginError",
+    "Prepared",
     "Record",
     "Source",
     "SourceType",

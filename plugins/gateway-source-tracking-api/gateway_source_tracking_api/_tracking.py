@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from msgspec import Raw
 from quart import Blueprint, Response, request
 
 from gateway import (
     Arrival,
     BatchDefaults,
     Invalid,
+    Prepared,
+    Source,
     apply_server_fields,
     batch_item_type,
     decode_batch,
@@ -78,10 +81,33 @@ def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
             context=_object_or_none(body.context),
             integrations=_object_or_none(body.integrations),
         )
-        arrival = Arrival.now(routes.client_ip())
+        prepared, rejected = accept_items(body.batch, request_source, defaults, Arrival.now(routes.client_ip()))
+        if rejected:
+            log.info("messages_rejected", count=len(rejected), codes=sorted({r["code"] for r in rejected}))
+            for r in rejected:
+                hub.count_rejected(r["code"])
+            if len(rejected) == len(body.batch):
+                if request_source is None and all(r["code"] == "invalid_write_key" for r in rejected):
+                    return unauthorized()
+                first = rejected[0]
+                return error_response(
+                    400, first["code"], f"no valid message in the batch: {first['message']}", rejected=rejected
+                )
+        await hub.store(prepared)
+        if rejected:
+            return json_response({"success": True, "rejected": rejected})
+        return success_response()
+
+    def accept_items(
+        items: list[Raw], request_source: Source | None, defaults: BatchDefaults, arrival: Arrival
+    ) -> tuple[Prepared, list[dict[str, Any]]]:
+        """Decode, validate, rate-check and prepare a batch's items: what to store and the
+        rejected items by index. The item dicts live only in here, so
+        none is held while the commit is awaited (see IngestHub.prepare)."""
+        server = hub.server
         accepted = []
         rejected: list[dict[str, Any]] = []
-        for index, raw in enumerate(body.batch):
+        for index, raw in enumerate(items):
             try:
                 if index >= server.max_batch_messages:
                     raise Invalid(
@@ -106,23 +132,9 @@ def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
                 rejected.append({"index": index, "code": error.code, "message": error.message})
             else:
                 accepted.append((source, item))
-        if rejected:
-            log.info("messages_rejected", count=len(rejected), codes=sorted({r["code"] for r in rejected}))
-            for r in rejected:
-                hub.count_rejected(r["code"])
-            if not accepted:
-                if request_source is None and all(r["code"] == "invalid_write_key" for r in rejected):
-                    return unauthorized()
-                first = rejected[0]
-                return error_response(
-                    400, first["code"], f"no valid message in the batch: {first['message']}", rejected=rejected
-                )
         for source in {id(s): s for s, _ in accepted}.values():
             routes.check_rate(source, sum(1 for s, _ in accepted if s is source))
-        await hub.ingest(accepted)
-        if rejected:
-            return json_response({"success": True, "rejected": rejected})
-        return success_response()
+        return hub.prepare(accepted), rejected
 
     @bp.post("/v1/m")
     async def metrics() -> Response:

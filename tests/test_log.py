@@ -213,3 +213,37 @@ async def test_a_log_from_before_dead_letter_stages_is_upgraded_in_place(tmp_pat
         ("crm", "send", "HTTP 400"),
         ("source:web", "source", "boom"),
     ]
+
+
+async def test_the_wal_stays_bounded_under_sustained_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Commits that never pause keep passive checkpoints from ever resetting the WAL; without a
+    # restart past the bound it grew by everything written (660 MB in 25 s of bench/ingest.py).
+    monkeypatch.setattr(sqlite_log, "WAL_RESTART_BYTES", 1024 * 1024)
+    wal = tmp_path / f"{sqlite_log.DB_NAME}-wal"
+    body = b"x" * 2000
+    largest = 0
+    written = 0
+    async with open_log(LogConfig(), tmp_path) as log:
+
+        async def write(task: int) -> None:
+            nonlocal written
+            for batch in range(100):
+                await log.append([Entry("web", f"{task}-{batch}-{i}", body) for i in range(50)])
+                written += 50 * len(body)
+
+        async def read_and_checkpoint() -> None:
+            nonlocal largest
+            while True:
+                await log.read(0, max_records=100, max_bytes=1 << 20)
+                await log.checkpoint()
+                largest = max(largest, wal.stat().st_size)
+                await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_and_checkpoint)
+            async with trio.open_nursery() as writers:
+                for task in range(4):
+                    writers.start_soon(write, task)
+            nursery.cancel_scope.cancel()
+    assert written >= 30 * 1024 * 1024
+    assert largest < 8 * 1024 * 1024, f"the WAL reached {largest / 1024 / 1024:.0f} MiB"

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from itertools import groupby
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import structlog
@@ -48,6 +48,10 @@ log = structlog.get_logger("gateway.log")
 DB_NAME = "log.sqlite3"
 SCHEMA_VERSION = 1
 PURGE_CHUNK = 5000
+#: Past this size, a checkpoint restarts the WAL (and SQLite truncates the file back to it).
+#: Passive checkpoints alone never restart it while commits keep coming, so under sustained
+#: load it grew by everything written: 660 MB in 25 s of bench/ingest.py batches.
+WAL_RESTART_BYTES = 64 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -235,7 +239,7 @@ def _connect(path: Path, synchronous: str, cache_kib: int) -> sqlite3.Connection
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
     conn.execute("PRAGMA wal_autocheckpoint = 0")
-    conn.execute("PRAGMA journal_size_limit = 67108864")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_RESTART_BYTES}")
     conn.execute(f"PRAGMA cache_size = -{cache_kib}")
     return conn
 
@@ -810,22 +814,31 @@ class SQLiteLog:
         """Checkpoint the whole WAL into the database and truncate it to zero bytes, so the
         page images from before a deletion are gone from the disk. Retries while a reader
         (a worker, an admin command) holds an older snapshot."""
+        for _ in range(50):
+            if await self._reset_wal("TRUNCATE"):
+                return
+            await trio.sleep(0.1)
+        log.warning("wal_not_truncated", reason="a reader kept an old snapshot; the next checkpoints overwrite it")
+
+    async def _reset_wal(self, mode: Literal["RESTART", "TRUNCATE"]) -> bool:
+        """Checkpoint all of the WAL so the next commit writes it from the start (RESTART), or
+        truncate it too (TRUNCATE). False if a reader of another process holds an older snapshot.
+
+        It runs on the writer between commits, with this process's readers held back, so
+        only what the last passive checkpoint left is copied while commits wait.
+        """
 
         def run() -> bool:
             # Briefly: commits wait behind this, so a reader in the way means "try again later".
             self._writer.execute("PRAGMA busy_timeout = 100")
             try:
-                busy: int = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                busy: int = self._writer.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
             finally:
                 self._writer.execute("PRAGMA busy_timeout = 30000")
             return busy == 0
 
-        for _ in range(50):
-            async with self._maintain_lock, self._read_lock:
-                if await trio.to_thread.run_sync(run, limiter=self._write_lock):
-                    return
-            await trio.sleep(0.1)
-        log.warning("wal_not_truncated", reason="a reader kept an old snapshot; the next checkpoints overwrite it")
+        async with self._maintain_lock, self._read_lock:
+            return await trio.to_thread.run_sync(run, limiter=self._write_lock)
 
     # -- privacy inventory ---------------------------------------------------------------------
 
@@ -875,23 +888,31 @@ class SQLiteLog:
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database without blocking commits (PASSIVE), and re-measure
-        the size on disk. Called often, so each checkpoint stays small."""
+        the size on disk. Called often, so each checkpoint stays small. Past
+        :data:`WAL_RESTART_BYTES`, restart the WAL, which passive checkpoints never do while
+        commits keep coming."""
 
         def run() -> int:
             self._maintainer.execute("PRAGMA wal_checkpoint(PASSIVE)")
             return self._measure_disk_bytes(self._maintainer)
 
         self._disk_bytes = await trio.to_thread.run_sync(run, limiter=self._maintain_lock)
+        if self._wal_bytes() > WAL_RESTART_BYTES and await self._reset_wal("RESTART"):
+            self._disk_bytes = await trio.to_thread.run_sync(
+                self._measure_disk_bytes, self._maintainer, limiter=self._maintain_lock
+            )
 
     def _measure_disk_bytes(self, conn: sqlite3.Connection) -> int:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pages - free) * page_size + self._wal_bytes())
+
+    def _wal_bytes(self) -> int:
         try:
-            wal = os.path.getsize(f"{self._path}-wal")
+            return os.path.getsize(f"{self._path}-wal")
         except OSError:
-            wal = 0
-        return int((pages - free) * page_size + wal)
+            return 0
 
     async def backlog(self, destinations: Sequence[str]) -> list[BacklogInfo]:
         head = self._head_seq

@@ -110,6 +110,14 @@ class IngestOutcome(msgspec.Struct, frozen=True):
     filtered: int
 
 
+def forwarded_key(from_source: str, message_id: str) -> str:
+    """The dedup key of a message a filter of ``from_source`` forwarded: its messageId alone
+    would make two sources' forwards of the same id, or a forward and a message sent to the
+    target source directly, duplicates of each other, and all but one would be lost. A retry
+    of the same forward still has the same key."""
+    return f"\x00forwarded\x00{from_source}\x00{message_id}"
+
+
 def _key_digest(write_key: str) -> bytes:
     return hashlib.sha256(write_key.encode("utf-8", "surrogatepass")).digest()
 
@@ -343,7 +351,7 @@ class IngestHub:
                 self._forward_warning(from_source=from_source, problem=f"not JSON: {error}")
                 continue
             self.metrics.forwarded.labels(from_source, target.id).inc()
-            entries.append(Entry(target.id, message["messageId"], body))
+            entries.append(Entry(target.id, forwarded_key(from_source, message["messageId"]), body))
 
     async def redrive_letters(self) -> int:
         """Run the source dead letters an operator marked for redrive through their source's

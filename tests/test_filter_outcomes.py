@@ -112,6 +112,32 @@ async def test_at_ingest_every_kind_of_answer_is_stored_counted_or_dead_lettered
         assert 'gateway_messages_filtered_total{reason="filter_error",stage="source",target="web"} 2.0' in text
 
 
+async def test_forwards_from_different_sources_never_deduplicate_each_other(tmp_path: Path, registry: Registry) -> None:
+    # Two sources block the same messageId into one quarantine source, which also receives it
+    # directly: three different events, all kept. A retry of one of them is still a duplicate.
+    def block(message: dict[str, Any]) -> Verdict:
+        return Verdict(reason="unplanned", forward=(Forward("other", dict(message)),))
+
+    text = config_text(tmp_path, archive=False).replace(
+        f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["f"]'
+    )
+    config = parse_config(
+        text + '\n[sources.app]\nwrite_key = "app-key"\nfilters = ["f"]\n'
+        '[sources.other]\nwrite_key = "other-key"\n[filters.f]\ntype = "bots"\n',
+        registry,
+    )
+    async with open_log(config.log, config.data_dir) as log:
+        hub = IngestHub(log, config, {"f": Answers(block)})
+        web, app = hub.authenticate(WRITE_KEY, "tracking_api"), hub.authenticate("app-key", "tracking_api")
+        other = hub.authenticate("other-key", "tracking_api")
+        assert web is not None and app is not None and other is not None
+        for source in (web, app, other):
+            assert (await hub.ingest([(source, event("shared"))])).stored == 1
+        assert (await hub.ingest([(web, event("shared"))])).duplicates == 1
+        records = await log.read(0, max_records=10, max_bytes=10**6)
+        assert [(r.source, r.message()["messageId"]) for r in records] == [("other", "shared")] * 3
+
+
 async def test_a_source_redrive_drops_the_letters_of_users_suppressed_since(tmp_path: Path, registry: Registry) -> None:
     config = hub_config(tmp_path, registry)
     broken = Answers(lambda m: 1 / 0)

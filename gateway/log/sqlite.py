@@ -199,6 +199,9 @@ DELETED_OUTCOME = "filtered:deleted"
 #: read it): the body is replaced by this, and workers count it as ``filtered:deleted``.
 TOMBSTONE_TYPE = "deleted"
 _USER_ID = "json_extract(CAST(body AS TEXT), '$.userId')"
+# A tombstone carries the message's own messageId; the message_id column is the dedup key,
+# which differs for forwarded messages (gateway.ingest.forwarded_key).
+_MESSAGE_ID = "coalesce(json_extract(CAST(body AS TEXT), '$.messageId'), message_id)"
 _UPSERT_INVENTORY = """
 INSERT INTO privacy_inventory (source, path, class, hits, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (source, path) DO UPDATE SET class = excluded.class, hits = excluded.hits,
@@ -755,12 +758,12 @@ class SQLiteLog:
         cur.execute("BEGIN IMMEDIATE")
         try:
             rows: list[tuple[int, str, str]] = cur.execute(
-                f"SELECT seq, source, message_id FROM messages WHERE seq IN (SELECT value FROM json_each(?)) "
+                f"SELECT seq, source, {_MESSAGE_ID} FROM messages WHERE seq IN (SELECT value FROM json_each(?)) "
                 f"AND {_USER_ID} = ?",
                 (msgspec.json.encode(candidates).decode(), user_id),
             ).fetchall()
             rows += cur.execute(
-                f"SELECT seq, source, message_id FROM messages WHERE seq > ? AND {_USER_ID} = ?",
+                f"SELECT seq, source, {_MESSAGE_ID} FROM messages WHERE seq > ? AND {_USER_ID} = ?",
                 (scanned_to, user_id),
             ).fetchall()
             rows.sort()

@@ -251,7 +251,10 @@ class LogReader:
         """Wait until ``destination``'s cursor reaches ``head`` (at most ``timeout``); the seconds
         waited. No wait when the destination has no cursor (none configured)."""
         start = time.monotonic()
-        while (self.cursor(destination) or head) < head and time.monotonic() - start < timeout:
+        while time.monotonic() - start < timeout:
+            cursor = self.cursor(destination)
+            if cursor is None or cursor >= head:
+                break
             time.sleep(0.1)
         return time.monotonic() - start
 

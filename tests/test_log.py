@@ -247,3 +247,40 @@ async def test_the_wal_stays_bounded_under_sustained_load(tmp_path: Path, monkey
             nursery.cancel_scope.cancel()
     assert written >= 30 * 1024 * 1024
     assert largest < 8 * 1024 * 1024, f"the WAL reached {largest / 1024 / 1024:.0f} MiB"
+
+
+async def test_a_reader_in_another_process_postpones_the_wal_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restart must wait for every reader to leave the WAL, and commits wait behind it: with
+    # another process's reader in the way it gives up at once and is not tried again until the
+    # backoff has passed, so commits are never held up checkpoint after checkpoint.
+    monkeypatch.setattr(sqlite_log, "WAL_RESTART_BYTES", 64 * 1024)
+    monkeypatch.setattr(sqlite_log, "WAL_RESTART_BACKOFF_SECS", (0.3, 0.3))
+    wal = tmp_path / f"{sqlite_log.DB_NAME}-wal"
+    body = b"x" * 2000
+    async with open_log(LogConfig(), tmp_path) as log:
+        tries: list[str] = []
+        reset_wal = log._reset_wal  # type: ignore[attr-defined]
+
+        async def counted(mode: str, wait_ms: int) -> bool:
+            tries.append(mode)
+            return await reset_wal(mode, wait_ms)
+
+        log._reset_wal = counted  # type: ignore[attr-defined]
+        await log.append([Entry("web", f"a{i}", body) for i in range(100)])
+        reader = sqlite3.connect(tmp_path / sqlite_log.DB_NAME, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchone()  # holds a snapshot in the WAL
+        try:
+            await log.checkpoint()
+            await log.checkpoint()
+            assert tries == ["RESTART"]  # busy once, then backing off
+            assert (await log.append([Entry("web", "b", body)])).stored == 1
+        finally:
+            reader.close()
+        await trio.sleep(0.35)
+        await log.checkpoint()
+        assert tries == ["RESTART", "RESTART"]
+        await log.append([Entry("web", "c", body)])  # starts the WAL over, cut to the limit
+        assert wal.stat().st_size <= 64 * 1024

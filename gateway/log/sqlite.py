@@ -30,6 +30,7 @@ import trio
 from gateway.components import Record
 from gateway.config import LogConfig
 from gateway.errors import LogUnavailableError
+from gateway.telemetry import ThrottledWarning
 from gateway.log import (
     SEND_STAGE,
     SOURCE_STAGE,
@@ -48,10 +49,16 @@ log = structlog.get_logger("gateway.log")
 DB_NAME = "log.sqlite3"
 SCHEMA_VERSION = 1
 PURGE_CHUNK = 5000
-#: Past this size, a checkpoint restarts the WAL (and SQLite truncates the file back to it).
-#: Passive checkpoints alone never restart it while commits keep coming, so under sustained
-#: load it grew by everything written: 660 MB in 25 s of bench/ingest.py batches.
+#: Past this size (or an eighth of ``log.max_disk_bytes`` if less), a checkpoint restarts the
+#: WAL and SQLite truncates the file back to it. Passive checkpoints alone never restart it while
+#: commits keep coming, so under sustained load it grew by everything written: 660 MB in 25 s of
+#: bench/ingest.py batches.
 WAL_RESTART_BYTES = 64 * 1024 * 1024
+#: A restart waits for every reader to leave the WAL, and commits wait behind it: this long at
+#: most. Another process's reader (``gateway audit``, a backup, a sqlite3 shell) can hold it
+#: for longer, so after a busy try the restart waits this many seconds, doubling up to the max.
+WAL_RESTART_WAIT_MS = 10
+WAL_RESTART_BACKOFF_SECS = (30.0, 600.0)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -235,14 +242,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _connect(path: Path, synchronous: str, cache_kib: int) -> sqlite3.Connection:
+def _wal_limit(config: LogConfig) -> int:
+    return min(WAL_RESTART_BYTES, config.max_disk_bytes // 8)
+
+
+def _connect(path: Path, synchronous: str, cache_kib: int, wal_limit: int) -> sqlite3.Connection:
     # check_same_thread=False: each connection is used by one trio worker thread at a time,
     # serialised by its own CapacityLimiter(1).
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
     conn.execute("PRAGMA wal_autocheckpoint = 0")
-    conn.execute(f"PRAGMA journal_size_limit = {WAL_RESTART_BYTES}")
+    conn.execute(f"PRAGMA journal_size_limit = {wal_limit}")
     conn.execute(f"PRAGMA cache_size = -{cache_kib}")
     return conn
 
@@ -286,16 +297,20 @@ class SQLiteLog:
         self._last_commit_failed = False
         self._path = path
         # The writer's cache holds the hot part of the dedup index; readers scan forward.
-        self._writer = _connect(path, config.synchronous, cache_kib=16384)
+        self._writer = _connect(path, config.synchronous, cache_kib=16384, wal_limit=_wal_limit(config))
         self._writer.executescript(_SCHEMA)
         _upgrade(self._writer)
         self._writer.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
-        self._reader = _connect(path, config.synchronous, cache_kib=4096)
-        self._maintainer = _connect(path, config.synchronous, cache_kib=1024)
+        self._reader = _connect(path, config.synchronous, cache_kib=4096, wal_limit=_wal_limit(config))
+        self._maintainer = _connect(path, config.synchronous, cache_kib=1024, wal_limit=_wal_limit(config))
         self._write_lock = trio.CapacityLimiter(1)
         self._read_lock = trio.CapacityLimiter(1)
+        #: When the WAL may next be restarted, and the wait after the next busy try.
+        self._wal_restart_at = 0.0
+        self._wal_restart_backoff = WAL_RESTART_BACKOFF_SECS[0]
+        self._wal_busy_warning = ThrottledWarning(log, "wal_restart_busy", interval_secs=600.0)
         self._maintain_lock = trio.CapacityLimiter(1)
         self._deleting = trio.Lock()
         # The highest seq each reader (destination) was handed; a record at or below it and
@@ -818,12 +833,12 @@ class SQLiteLog:
         page images from before a deletion are gone from the disk. Retries while a reader
         (a worker, an admin command) holds an older snapshot."""
         for _ in range(50):
-            if await self._reset_wal("TRUNCATE"):
+            if await self._reset_wal("TRUNCATE", wait_ms=100):
                 return
             await trio.sleep(0.1)
         log.warning("wal_not_truncated", reason="a reader kept an old snapshot; the next checkpoints overwrite it")
 
-    async def _reset_wal(self, mode: Literal["RESTART", "TRUNCATE"]) -> bool:
+    async def _reset_wal(self, mode: Literal["RESTART", "TRUNCATE"], wait_ms: int) -> bool:
         """Checkpoint all of the WAL so the next commit writes it from the start (RESTART), or
         truncate it too (TRUNCATE). False if a reader of another process holds an older snapshot.
 
@@ -833,7 +848,7 @@ class SQLiteLog:
 
         def run() -> bool:
             # Briefly: commits wait behind this, so a reader in the way means "try again later".
-            self._writer.execute("PRAGMA busy_timeout = 100")
+            self._writer.execute(f"PRAGMA busy_timeout = {wait_ms}")
             try:
                 busy: int = self._writer.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
             finally:
@@ -900,10 +915,19 @@ class SQLiteLog:
             return self._measure_disk_bytes(self._maintainer)
 
         self._disk_bytes = await trio.to_thread.run_sync(run, limiter=self._maintain_lock)
-        if self._wal_bytes() > WAL_RESTART_BYTES and await self._reset_wal("RESTART"):
-            self._disk_bytes = await trio.to_thread.run_sync(
-                self._measure_disk_bytes, self._maintainer, limiter=self._maintain_lock
-            )
+        now = time.monotonic()
+        if self._wal_bytes() <= _wal_limit(self._config) or now < self._wal_restart_at:
+            return
+        if await self._reset_wal("RESTART", wait_ms=WAL_RESTART_WAIT_MS):
+            self._wal_restart_backoff = WAL_RESTART_BACKOFF_SECS[0]
+            return
+        self._wal_restart_at = now + self._wal_restart_backoff
+        self._wal_busy_warning(
+            wal_bytes=self._wal_bytes(),
+            retry_in_secs=self._wal_restart_backoff,
+            reason="another connection keeps reading the log, so the WAL cannot start over",
+        )
+        self._wal_restart_backoff = min(self._wal_restart_backoff * 2, WAL_RESTART_BACKOFF_SECS[1])
 
     def _measure_disk_bytes(self, conn: sqlite3.Connection) -> int:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]

@@ -132,6 +132,8 @@ def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
                 rejected.append({"index": index, "code": error.code, "message": error.message})
             else:
                 accepted.append((source, item))
+        # A 429 refuses the whole batch before its rejected items are counted: the client sends
+        # it all again, and they are counted then.
         for source in {id(s): s for s, _ in accepted}.values():
             routes.check_rate(source, sum(1 for s, _ in accepted if s is source))
         return hub.prepare(accepted), rejected

@@ -30,7 +30,6 @@ import trio
 from gateway.components import Record
 from gateway.config import LogConfig
 from gateway.errors import LogUnavailableError
-from gateway.telemetry import ThrottledWarning
 from gateway.log import (
     SEND_STAGE,
     SOURCE_STAGE,
@@ -43,6 +42,7 @@ from gateway.log import (
     LogStatistics,
     SourceLetter,
 )
+from gateway.telemetry import ThrottledWarning
 
 log = structlog.get_logger("gateway.log")
 

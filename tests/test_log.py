@@ -284,3 +284,5 @@ async def test_a_reader_in_another_process_postpones_the_wal_restart(
         assert tries == ["RESTART", "RESTART"]
         await log.append([Entry("web", "c", body)])  # starts the WAL over, cut to the limit
         assert wal.stat().st_size <= 64 * 1024
+        await log.checkpoint()
+        assert tries == ["RESTART", "RESTART"]  # what the WAL holds now is small: no restart

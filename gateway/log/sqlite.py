@@ -910,13 +910,16 @@ class SQLiteLog:
         :data:`WAL_RESTART_BYTES`, restart the WAL, which passive checkpoints never do while
         commits keep coming."""
 
-        def run() -> int:
-            self._maintainer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            return self._measure_disk_bytes(self._maintainer)
+        def run() -> tuple[int, int]:
+            frames = self._maintainer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+            page_size = self._maintainer.execute("PRAGMA page_size").fetchone()[0]
+            # What the WAL holds since it last started over; the file keeps its size after a
+            # restart (up to the limit), so its size says nothing once a burst is over.
+            return self._measure_disk_bytes(self._maintainer), max(frames, 0) * page_size
 
-        self._disk_bytes = await trio.to_thread.run_sync(run, limiter=self._maintain_lock)
+        self._disk_bytes, wal_in_use = await trio.to_thread.run_sync(run, limiter=self._maintain_lock)
         now = time.monotonic()
-        if self._wal_bytes() <= _wal_limit(self._config) or now < self._wal_restart_at:
+        if wal_in_use <= _wal_limit(self._config) or now < self._wal_restart_at:
             return
         if await self._reset_wal("RESTART", wait_ms=WAL_RESTART_WAIT_MS):
             self._wal_restart_backoff = WAL_RESTART_BACKOFF_SECS[0]

@@ -341,45 +341,63 @@ def run_wrk(url: str, scenario: Scenario, duration: int, run_id: str) -> tuple[d
 
 
 def drive(server: Server, scenarios: list[Scenario], args: argparse.Namespace,
-          log: LogReader | None, events: bool = True) -> list[Result]:
+          log: LogReader | None, events: bool = True, baseline: Server | None = None) -> list[Result]:
     """Run each scenario ``args.repeat`` times (after ``args.warmup`` seconds of unmeasured load)
     against ``server``; ``args.profile`` runs py-spy on a server named "gateway". With ``log``,
     count the rows it gained in each run. ``events=False``: one event per request, so the
-    progress lines show req/s only."""
+    progress lines show req/s only.
+
+    With ``baseline`` (up at the same time, on the same core), each run of ``server`` comes
+    right after the same run of ``baseline``: the speed of a shared VM drifts over minutes, and
+    back-to-back pairs keep that drift out of the ratios."""
     results = []
     for scenario, repeat in [(sc, i) for sc in scenarios for i in range(args.repeat)]:
-        duration = args.duration
-        if args.warmup > 0 and repeat == 0:
-            run_wrk(server.url, scenario, args.warmup, f"w{uuid.uuid4().hex[:10]}")
         head = 0
         if log:
             # Each run measures its own load: delivery of the previous one's (a batch run leaves
             # hundreds of thousands of rows) is done first, not during the next measurement.
             head = log.settle()
             log.catch_up(head)
-        profiling = args.profile and server.name == "gateway" and repeat == 0
-        profiler = start_profiler(server, scenario, args) if profiling else None
-        cpu0, main0, core0 = server.cpu_seconds(), server.main_thread_cpu_seconds(), core_busy_seconds(SERVER_CORE)
-        run_id = uuid.uuid4().hex[:12]
-        data, wrk_cpu = run_wrk(server.url, scenario, duration, run_id)
-        cpu1, main1, core1 = server.cpu_seconds(), server.main_thread_cpu_seconds(), core_busy_seconds(SERVER_CORE)
-        result = Result(server.name, scenario, data, cpu1 - cpu0, main1 - main0, wrk_cpu, run_id=run_id,
-                        server_core_busy=core1 - core0)
-        if profiler is not None:
-            result.notes += finish_profiler(*profiler)
-        if log:
-            log.settle()
-            result.stored = log.rows_after(head)
-            result.log_rows_before = head
-            result.wal_bytes_after = log.wal_bytes()
+        if baseline is not None:
+            results.append(_measure(baseline, scenario, repeat, args, events))
+        if args.warmup > 0 and repeat == 0:
+            run_wrk(server.url, scenario, args.warmup, f"w{uuid.uuid4().hex[:10]}")
+            if log:
+                head = log.settle()
+                log.catch_up(head)
+        result = _measure(server, scenario, repeat, args, events, log, head)
         results.append(result)
-        if events:
-            print(f"  {scenario.title:<34} {server.name:<8} {result.req_s:>9,.0f} req/s "
-                  f"{result.events_s:>10,.0f} events/s  p99 {data['p99_us'] / 1000:.2f} ms", flush=True)
-        else:
-            print(f"  {scenario.title:<34} {server.name:<8} {result.req_s:>9,.0f} req/s  "
-                  f"p50 {data['p50_us'] / 1000:.2f} ms  p99 {data['p99_us'] / 1000:.2f} ms", flush=True)
     return results
+
+
+def _measure(server: Server, scenario: Scenario, repeat: int, args: argparse.Namespace, events: bool,
+             log: LogReader | None = None, head: int = 0) -> Result:
+    """One measured wrk run against ``server`` (after the warm-up when it is the first of its
+    scenario and has no log: a gateway's warm-up is run by the caller, before catching up)."""
+    if args.warmup > 0 and repeat == 0 and log is None:
+        run_wrk(server.url, scenario, args.warmup, f"w{uuid.uuid4().hex[:10]}")
+    profiling = args.profile and server.name == "gateway" and repeat == 0
+    profiler = start_profiler(server, scenario, args) if profiling else None
+    cpu0, main0, core0 = server.cpu_seconds(), server.main_thread_cpu_seconds(), core_busy_seconds(SERVER_CORE)
+    run_id = uuid.uuid4().hex[:12]
+    data, wrk_cpu = run_wrk(server.url, scenario, args.duration, run_id)
+    cpu1, main1, core1 = server.cpu_seconds(), server.main_thread_cpu_seconds(), core_busy_seconds(SERVER_CORE)
+    result = Result(server.name, scenario, data, cpu1 - cpu0, main1 - main0, wrk_cpu, run_id=run_id,
+                    server_core_busy=core1 - core0)
+    if profiler is not None:
+        result.notes += finish_profiler(*profiler)
+    if log:
+        log.settle()
+        result.stored = log.rows_after(head)
+        result.log_rows_before = head
+        result.wal_bytes_after = log.wal_bytes()
+    if events:
+        print(f"  {scenario.title:<34} {server.name:<8} {result.req_s:>9,.0f} req/s "
+              f"{result.events_s:>10,.0f} events/s  p99 {data['p99_us'] / 1000:.2f} ms", flush=True)
+    else:
+        print(f"  {scenario.title:<34} {server.name:<8} {result.req_s:>9,.0f} req/s  "
+              f"p50 {data['p50_us'] / 1000:.2f} ms  p99 {data['p99_us'] / 1000:.2f} ms", flush=True)
+    return result
 
 
 # -- profiling (--profile) ----------------------------------------------------------------------
@@ -581,6 +599,7 @@ class GatewayRun:
 
 
 def run_gateway(args: argparse.Namespace, scenarios: list[Scenario], *, events: bool = True,
+                baseline: Server | None = None,
                 inspect: Callable[[list[Result], LogReader], None] | None = None) -> GatewayRun:
     """Start the gateway on a temp config, drive ``scenarios``, let ``inspect`` look at the log
     while it is up, wait for delivery, stop it, and collect how it ended."""
@@ -594,7 +613,7 @@ def run_gateway(args: argparse.Namespace, scenarios: list[Scenario], *, events: 
     delivery_note = ""
     try:
         gateway.start()
-        results = drive(gateway, scenarios, args, log, events=events)
+        results = drive(gateway, scenarios, args, log, events=events, baseline=baseline)
         if inspect is not None:
             inspect(results, log)
         if args.destination == "file":

@@ -2,7 +2,9 @@
 
 It holds the sources of the current config, runs each source's filters, encodes the messages,
 and appends them to the log. A source answers its client with a 2xx only after :meth:`ingest`
-returned, because that is when the messages are durable.
+(or :meth:`store`) returned, because that is when the messages are durable. Ingest is two
+steps, :meth:`prepare` (synchronous: privacy, filters, encoding) and :meth:`store` (the commit
+wait), so a source can let go of its message dicts before it waits.
 """
 
 from __future__ import annotations

@@ -242,10 +242,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _wal_limit(config: LogConfig) -> int:
-    return min(WAL_RESTART_BYTES, config.max_disk_bytes // 8)
-
-
 def _connect(path: Path, synchronous: str, cache_kib: int, wal_limit: int) -> sqlite3.Connection:
     # check_same_thread=False: each connection is used by one trio worker thread at a time,
     # serialised by its own CapacityLimiter(1).
@@ -297,14 +293,16 @@ class SQLiteLog:
         self._last_commit_failed = False
         self._path = path
         # The writer's cache holds the hot part of the dedup index; readers scan forward.
-        self._writer = _connect(path, config.synchronous, cache_kib=16384, wal_limit=_wal_limit(config))
+        #: How much the WAL may hold before a checkpoint restarts it (see WAL_RESTART_BYTES).
+        self._wal_limit = min(WAL_RESTART_BYTES, config.max_disk_bytes // 8)
+        self._writer = _connect(path, config.synchronous, cache_kib=16384, wal_limit=self._wal_limit)
         self._writer.executescript(_SCHEMA)
         _upgrade(self._writer)
         self._writer.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
-        self._reader = _connect(path, config.synchronous, cache_kib=4096, wal_limit=_wal_limit(config))
-        self._maintainer = _connect(path, config.synchronous, cache_kib=1024, wal_limit=_wal_limit(config))
+        self._reader = _connect(path, config.synchronous, cache_kib=4096, wal_limit=self._wal_limit)
+        self._maintainer = _connect(path, config.synchronous, cache_kib=1024, wal_limit=self._wal_limit)
         self._write_lock = trio.CapacityLimiter(1)
         self._read_lock = trio.CapacityLimiter(1)
         #: When the WAL may next be restarted, and the wait after the next busy try.
@@ -337,6 +335,8 @@ class SQLiteLog:
         self.suppressed: frozenset[str] = frozenset(
             r[0] for r in self._writer.execute("SELECT user_id FROM suppressions")
         )
+        # Fixed once the database exists (a WAL database cannot change it).
+        self._page_size: int = self._maintainer.execute("PRAGMA page_size").fetchone()[0]
         self._disk_bytes = self._measure_disk_bytes(self._maintainer)
 
     # -- appending ---------------------------------------------------------------------------
@@ -912,14 +912,13 @@ class SQLiteLog:
 
         def run() -> tuple[int, int]:
             frames = self._maintainer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
-            page_size = self._maintainer.execute("PRAGMA page_size").fetchone()[0]
             # What the WAL holds since it last started over; the file keeps its size after a
             # restart (up to the limit), so its size says nothing once a burst is over.
-            return self._measure_disk_bytes(self._maintainer), max(frames, 0) * page_size
+            return self._measure_disk_bytes(self._maintainer), max(frames, 0) * self._page_size
 
         self._disk_bytes, wal_in_use = await trio.to_thread.run_sync(run, limiter=self._maintain_lock)
         now = time.monotonic()
-        if wal_in_use <= _wal_limit(self._config) or now < self._wal_restart_at:
+        if wal_in_use <= self._wal_limit or now < self._wal_restart_at:
             return
         if await self._reset_wal("RESTART", wait_ms=WAL_RESTART_WAIT_MS):
             self._wal_restart_backoff = WAL_RESTART_BACKOFF_SECS[0]
@@ -933,10 +932,9 @@ class SQLiteLog:
         self._wal_restart_backoff = min(self._wal_restart_backoff * 2, WAL_RESTART_BACKOFF_SECS[1])
 
     def _measure_disk_bytes(self, conn: sqlite3.Connection) -> int:
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        return int((pages - free) * page_size + self._wal_bytes())
+        return int((pages - free) * self._page_size + self._wal_bytes())
 
     def _wal_bytes(self) -> int:
         try:

@@ -102,8 +102,8 @@ def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
         items: list[Raw], request_source: Source | None, defaults: BatchDefaults, arrival: Arrival
     ) -> tuple[Prepared, list[dict[str, Any]]]:
         """Decode, validate, rate-check and prepare a batch's items: what to store and the
-        rejected items by index. The item dicts live only in here, so
-        none is held while the commit is awaited (see IngestHub.prepare)."""
+        rejected items by index. The item dicts live only in here, so none is held while the
+        commit is awaited (see IngestHub.prepare)."""
         server = hub.server
         accepted = []
         rejected: list[dict[str, Any]] = []

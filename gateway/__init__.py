@@ -22,6 +22,7 @@ from gateway.components import (
     Verdict,
 )
 from gateway.errors import ConfigError, DeliveryError, GatewayError, LogUnavailableError, PluginError
+from gateway.fastpath import FastPath, FastRequest, send_json
 from gateway.hookspecs import hookimpl
 from gateway.ingest import IngestHub, IngestOutcome, Prepared, Source
 from gateway.messages import (
@@ -39,11 +40,13 @@ from gateway.messages import (
 from gateway.telemetry import ThrottledWarning
 from gateway.web import (
     basic_auth_user,
+    decoded_body,
     error_response,
     json_response,
     read_body,
     success_response,
     unavailable_response,
+    write_key_of,
 )
 
 __version__ = "0.1.0"
@@ -57,6 +60,8 @@ __all__ = [
     "Destination",
     "DestinationContext",
     "DestinationType",
+    "FastPath",
+    "FastRequest",
     "Filter",
     "FilterContext",
     "FilterType",
@@ -82,11 +87,14 @@ __all__ = [
     "decode_batch",
     "decode_item",
     "decode_single",
+    "decoded_body",
     "error_response",
     "hookimpl",
     "json_response",
     "read_body",
+    "send_json",
     "success_response",
     "unavailable_response",
     "validate",
+    "write_key_of",
 ]

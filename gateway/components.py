@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from quart import Blueprint
 
+    from gateway.fastpath import FastPath
     from gateway.ingest import IngestHub
 
 JSONObject = dict[str, Any]
@@ -263,12 +264,16 @@ class SourceType:
         blueprint: Builds the HTTP routes of this source type, once per process. The routes
             authenticate and ingest through the :class:`gateway.ingest.IngestHub` they get.
         description: One line for ``gateway plugins``.
+        fast_path: Optional: builds a :class:`gateway.fastpath.FastPath` that answers this
+            source type's hottest plain requests without the web framework; whatever it
+            declines goes to the blueprint's routes.
     """
 
     name: str
     config_type: type[ComponentConfig]
     blueprint: Callable[[IngestHub], Blueprint]
     description: str = ""
+    fast_path: Callable[[IngestHub], FastPath] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -20,6 +21,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from gateway.errors import LogUnavailableError
+from gateway.fastpath import FastPath, FastRequest, Send, send_json
 from gateway.messages import Invalid
 
 if TYPE_CHECKING:
@@ -49,8 +51,12 @@ def success_response() -> Response:
 def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
     """An error answer every Segment client can read: python reads ``code``/``message``,
     ruby reads ``error``."""
-    body = {"success": False, "code": code, "message": message, "error": message, **extra}
-    return json_response(body, status)
+    return json_response(error_body(code, message, **extra), status)
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The JSON of an error answer (see :func:`error_response`)."""
+    return {"success": False, "code": code, "message": message, "error": message, **extra}
 
 
 def unavailable_response(error: LogUnavailableError, retry_after_secs: int) -> Response:
@@ -62,10 +68,14 @@ def unavailable_response(error: LogUnavailableError, retry_after_secs: int) -> R
 
 def basic_auth_user(req: Request) -> str | None:
     """The user part of ``Authorization: Basic``: the write key (a missing colon is tolerated)."""
-    header = req.headers.get("Authorization")
-    if not header:
+    return write_key_of(req.headers.get("Authorization"))
+
+
+def write_key_of(authorization: str | None) -> str | None:
+    """The user part of an ``Authorization: Basic`` header value, or None."""
+    if not authorization:
         return None
-    scheme, _, value = header.strip().partition(" ")
+    scheme, _, value = authorization.strip().partition(" ")
     if scheme.lower() != "basic" or not value:
         return None
     try:
@@ -84,19 +94,31 @@ async def read_body(req: Request, max_bytes: int) -> bytes:
     Raises:
         Invalid: too large, bad gzip, or an encoding we do not speak.
     """
-    too_large = Invalid("payload_too_large", f"Exceed payload limit: the body is larger than {max_bytes} bytes")
     length = req.content_length
     if length is not None and length > max_bytes:
-        raise too_large
+        raise _too_large(max_bytes)
     try:
         data = await req.get_data(cache=False, as_text=False)
         assert isinstance(data, bytes)
     except RequestEntityTooLarge:
-        raise too_large from None
-    encoding = req.headers.get("Content-Encoding", "identity").strip().lower()
+        raise _too_large(max_bytes) from None
+    return decoded_body(data, req.headers.get("Content-Encoding"), max_bytes)
+
+
+def _too_large(max_bytes: int) -> Invalid:
+    return Invalid("payload_too_large", f"Exceed payload limit: the body is larger than {max_bytes} bytes")
+
+
+def decoded_body(data: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+    """A raw request body as its ``Content-Encoding`` header says, gunzipped with a cap.
+
+    Raises:
+        Invalid: too large, bad gzip, or an encoding we do not speak.
+    """
+    encoding = (content_encoding or "identity").strip().lower()
     if encoding in ("", "identity"):
         if len(data) > max_bytes:
-            raise too_large
+            raise _too_large(max_bytes)
         return data
     if encoding not in ("gzip", "x-gzip"):
         raise Invalid("unsupported_content_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip")
@@ -106,10 +128,113 @@ async def read_body(req: Request, max_bytes: int) -> bytes:
     except zlib.error as error:
         raise Invalid("invalid_gzip", f"the body is not valid gzip: {error}") from None
     if len(inflated) > max_bytes or inflater.unconsumed_tail:
-        raise too_large
+        raise _too_large(max_bytes)
     if not inflater.eof:
         raise Invalid("invalid_gzip", "the gzip body is truncated")
     return inflated
+
+
+#: How long a request a fast path claimed may take to send its body; past it, it goes to the
+#: Quart routes, whose own ``BODY_TIMEOUT`` then answers 408.
+FAST_BODY_TIMEOUT_SECS = 30.0
+
+
+def mount_fast_paths(app: Any, fast_paths: Sequence[FastPath], hub: IngestHub) -> Any:
+    """ASGI middleware: offer each request a fast path claims to it, the rest to ``app``."""
+    if not fast_paths:
+        return app
+
+    async def dispatch(scope: dict[str, Any], receive: Any, send: Send) -> None:
+        if scope["type"] == "http":
+            for fast_path in fast_paths:
+                rule = fast_path.route(scope["method"], scope["path"])
+                if rule is not None:
+                    receive = await _offer(fast_path, rule, scope, receive, send, hub)
+                    if receive is None:
+                        return
+                    break
+        await app(scope, receive, send)
+
+    return dispatch
+
+
+async def _offer(
+    fast_path: FastPath, rule: str, scope: dict[str, Any], receive: Any, send: Send, hub: IngestHub
+) -> Any:
+    """Read the body and offer the request to ``fast_path``: None when it answered, else the
+    ``receive`` that replays what was read, for the Quart app."""
+    wanted = fast_path.headers
+    headers: dict[str, str] = {}
+    declared = None
+    for name, value in scope["headers"]:
+        if name in wanted:
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))  # the first, as Quart's get
+        elif name == b"content-length":
+            declared = value
+    limit = fast_path.max_body_bytes()
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return receive
+    received: list[dict[str, Any]] = []
+    size = 0
+    complete = False
+    with trio.move_on_after(FAST_BODY_TIMEOUT_SECS):
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                break
+            if not message.get("more_body", False):
+                complete = True
+                break
+    if complete:
+        body = b"".join(m.get("body", b"") for m in received)
+        request = FastRequest(scope["path"], (scope.get("client") or ("<local>",))[0], headers)
+        status = await _answer(fast_path, request, body, send, hub)
+        if status is not None:
+            hub.metrics.count_request(rule, status)
+            return None
+    return _replay(received, receive)
+
+
+async def _answer(fast_path: FastPath, request: FastRequest, body: bytes, send: Send, hub: IngestHub) -> int | None:
+    """:meth:`FastPath.answer`, with the same answers as the Quart app's error handlers."""
+    started = False
+
+    async def tracked_send(message: dict[str, Any]) -> None:
+        nonlocal started
+        started = True
+        await send(message)
+
+    try:
+        return await fast_path.answer(request, body, tracked_send)
+    except LogUnavailableError as error:
+        if started:
+            raise
+        log.warning("ingest_unavailable", reason=error.reason, detail=error.detail)
+        unavailable = error
+    except Exception as error:
+        if started:
+            raise
+        log.exception("request_failed", path=request.path, error_type=type(error).__name__)
+        unavailable = LogUnavailableError("internal_error", "the gateway hit an unexpected error; retry later")
+    body = _encode(error_body(unavailable.reason, unavailable.detail))
+    await send_json(send, 503, body, [(b"retry-after", str(hub.server.retry_after_secs).encode())])
+    return 503
+
+
+def _replay(received: list[dict[str, Any]], receive: Any) -> Any:
+    """A ``receive`` that gives back ``received`` first, then reads on."""
+    pending = deque(received)
+
+    async def replaying() -> dict[str, Any]:
+        if pending:
+            return pending.popleft()
+        return await receive()
+
+    return replaying
 
 
 SEND_SHIELD_SECS = 30.0
@@ -162,8 +287,12 @@ def create_app(
     # than what it inflates to, and read_body caps the inflated size exactly.
     app.config["MAX_CONTENT_LENGTH"] = hub.server.max_request_bytes + 64 * 1024
     app.config["BODY_TIMEOUT"] = 30
+    fast_paths = []
     for source_type in source_types:
         app.register_blueprint(source_type.blueprint(hub), name=f"source_{source_type.name}")
+        if source_type.fast_path is not None:
+            fast_paths.append(source_type.fast_path(hub))
+    app.asgi_app = mount_fast_paths(app.asgi_app, fast_paths, hub)  # type: ignore[method-assign]
 
     @app.get("/health")
     async def health() -> Response:

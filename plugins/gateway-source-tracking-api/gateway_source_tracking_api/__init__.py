@@ -4,6 +4,8 @@ what analytics.js loads from its CDN, all with CORS done for browsers."""
 
 from __future__ import annotations
 
+import weakref
+
 from quart import Blueprint
 
 from gateway import IngestHub, SourceType, hookimpl
@@ -11,16 +13,33 @@ from gateway import IngestHub, SourceType, hookimpl
 from ._browser import add_browser_routes
 from ._common import Routes
 from ._config import TYPE_NAME, TrackingApiConfig
+from ._fast import TrackingFastPath
 from ._pixel import add_pixel_routes
 from ._tracking import add_tracking_routes
 
 __all__ = ["TYPE_NAME", "TrackingApiConfig", "make_blueprint"]
 
 
+#: One Routes per hub, shared by the blueprint and the fast path: one set of rate limits.
+_routes: weakref.WeakKeyDictionary[IngestHub, Routes] = weakref.WeakKeyDictionary()
+
+
+def _routes_of(hub: IngestHub) -> Routes:
+    routes = _routes.get(hub)
+    if routes is None:
+        routes = _routes[hub] = Routes(hub)
+    return routes
+
+
+def make_fast_path(hub: IngestHub) -> TrackingFastPath:
+    """The plain server-library calls, answered without Quart (see ``_fast``)."""
+    return TrackingFastPath(_routes_of(hub))
+
+
 def make_blueprint(hub: IngestHub) -> Blueprint:
     """Every route of this source type, bound to ``hub``."""
     bp = Blueprint(TYPE_NAME, __name__)
-    routes = Routes(hub)
+    routes = _routes_of(hub)
     routes.install_cors(bp)
     add_tracking_routes(bp, routes)
     add_browser_routes(bp, routes)
@@ -35,6 +54,7 @@ def gateway_source_types() -> list[SourceType]:
             name=TYPE_NAME,
             config_type=TrackingApiConfig,
             blueprint=make_blueprint,
+            fast_path=make_fast_path,
             description="Segment Tracking API (/v1/track, /v1/batch...), Pixel and querystring APIs, analytics.js",
         )
     ]

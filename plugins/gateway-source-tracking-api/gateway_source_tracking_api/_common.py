@@ -40,9 +40,13 @@ class Routes:
     def header_key(self) -> str | None:
         return basic_auth_user(request)
 
+    def authenticate(self, write_key: object) -> Source | None:
+        """The source of a write key (any JSON value: only a string can be one)."""
+        return self.hub.authenticate(write_key if isinstance(write_key, str) else None, TYPE_NAME)
+
     def source_for(self, write_key: object) -> Source | None:
         """The source of a write key; remembered for the CORS hook of this request."""
-        source = self.hub.authenticate(write_key if isinstance(write_key, str) else None, TYPE_NAME)
+        source = self.authenticate(write_key)
         if source is not None and g.get("tracking_source") is None:
             g.tracking_source = source
         return source

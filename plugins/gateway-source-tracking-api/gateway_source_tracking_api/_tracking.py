@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
-from msgspec import Raw
 from quart import Blueprint, Response, request
 
 from gateway import (
@@ -25,7 +25,7 @@ from gateway import (
     success_response,
     validate,
 )
-from gateway.messages import TYPE_BY_LETTER
+from gateway.messages import TYPE_BY_LETTER, BatchBody
 
 from ._common import Routes, unauthorized
 
@@ -39,22 +39,20 @@ def _object_or_none(value: Any) -> dict[str, Any] | None:
 def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
     hub = routes.hub
 
+    def source_from_here(write_key: object) -> Source | None:
+        """The source of a write key, refused (403) when this request's origin may not use it."""
+        source = routes.source_for(write_key)
+        if source is not None:
+            routes.check_origin(source)
+        return source
+
     async def single(call_type: str) -> Response:
-        server = hub.server
-        body = await read_body(request, server.max_request_bytes)
-        if len(body) > server.max_message_bytes:
-            raise Invalid(
-                "message_too_large", f"Exceed payload limit: a message may be at most {server.max_message_bytes} bytes"
-            )
-        message = decode_single(body)
-        source = routes.source_for(routes.header_key() or message.get("writeKey"))
-        if source is None:
+        body = await read_body(request, hub.server.max_request_bytes)
+        arrival = Arrival.now(routes.client_ip())
+        prepared = prepare_single(routes, body, call_type, routes.header_key(), arrival, source_from_here)
+        if prepared is None:
             return unauthorized()
-        routes.check_origin(source)
-        validate(message, call_type)
-        routes.check_rate(source, 1)
-        apply_server_fields(message, call_type, Arrival.now(routes.client_ip()))
-        await hub.ingest([(source, message)])
+        await hub.store(prepared)
         return success_response()
 
     @bp.post("/v1/<call>")
@@ -76,12 +74,10 @@ def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
             return unauthorized()
         if request_source is not None:
             routes.check_origin(request_source)
-        defaults = BatchDefaults(
-            sent_at=body.sentAt,
-            context=_object_or_none(body.context),
-            integrations=_object_or_none(body.integrations),
+        prepared, rejected = accept_items(
+            routes, body, request_source, Arrival.now(routes.client_ip()), source_from_here, decline_on_reject=False
         )
-        prepared, rejected = accept_items(body.batch, request_source, defaults, Arrival.now(routes.client_ip()))
+        assert prepared is not None
         if rejected:
             log.info("messages_rejected", count=len(rejected), codes=sorted({r["code"] for r in rejected}))
             for r in rejected:
@@ -98,47 +94,94 @@ def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
             return json_response({"success": True, "rejected": rejected})
         return success_response()
 
-    def accept_items(
-        items: list[Raw], request_source: Source | None, defaults: BatchDefaults, arrival: Arrival
-    ) -> tuple[Prepared, list[dict[str, Any]]]:
-        """Decode, validate, rate-check and prepare a batch's items: what to store and the
-        rejected items by index. The item dicts live only in here, so none is held while the
-        commit is awaited (see IngestHub.prepare)."""
-        server = hub.server
-        accepted = []
-        rejected: list[dict[str, Any]] = []
-        for index, raw in enumerate(items):
-            try:
-                if index >= server.max_batch_messages:
-                    raise Invalid(
-                        "batch_limit_exceeded", f"a batch may hold at most {server.max_batch_messages} messages"
-                    )
-                if len(raw) > server.max_message_bytes:
-                    raise Invalid(
-                        "message_too_large",
-                        f"Exceed payload limit: a message may be at most {server.max_message_bytes} bytes",
-                    )
-                item = decode_item(raw)
-                source = request_source
-                if source is None:
-                    source = routes.source_for(item.get("writeKey"))
-                    if source is None:
-                        raise Invalid("invalid_write_key", "unknown or missing write key")
-                    routes.check_origin(source)
-                call_type = batch_item_type(item)
-                validate(item, call_type)
-                apply_server_fields(item, call_type, arrival, defaults)
-            except Invalid as error:
-                rejected.append({"index": index, "code": error.code, "message": error.message})
-            else:
-                accepted.append((source, item))
-        # A 429 refuses the whole batch before its rejected items are counted: the client sends
-        # it all again, and they are counted then.
-        for source in {id(s): s for s, _ in accepted}.values():
-            routes.check_rate(source, sum(1 for s, _ in accepted if s is source))
-        return hub.prepare(accepted), rejected
-
     @bp.post("/v1/m")
     async def metrics() -> Response:
         await read_body(request, hub.server.max_request_bytes)
         return success_response()
+
+
+def accept_items(
+    routes: Routes,
+    body: BatchBody,
+    request_source: Source | None,
+    arrival: Arrival,
+    item_source: Callable[[object], Source | None],
+    *,
+    decline_on_reject: bool,
+) -> tuple[Prepared | None, list[dict[str, Any]]]:
+    """Decode, validate, rate-check and prepare a batch's items: what to store and the
+    rejected items by index (with ``decline_on_reject``, no Prepared when any item is
+    rejected, and nothing counted). ``item_source`` finds an item's source by its writeKey
+    when the request named none. The item dicts live only in here, so none is held while
+    the commit is awaited (see IngestHub.prepare).
+
+    Raises:
+        Refused: the batch as a whole (an origin the source refuses, or its rate limit).
+    """
+    server = routes.hub.server
+    defaults = BatchDefaults(
+        sent_at=body.sentAt,
+        context=_object_or_none(body.context),
+        integrations=_object_or_none(body.integrations),
+    )
+    accepted = []
+    rejected: list[dict[str, Any]] = []
+    for index, raw in enumerate(body.batch):
+        try:
+            if index >= server.max_batch_messages:
+                raise Invalid("batch_limit_exceeded", f"a batch may hold at most {server.max_batch_messages} messages")
+            if len(raw) > server.max_message_bytes:
+                raise Invalid(
+                    "message_too_large",
+                    f"Exceed payload limit: a message may be at most {server.max_message_bytes} bytes",
+                )
+            item = decode_item(raw)
+            source = request_source
+            if source is None:
+                source = item_source(item.get("writeKey"))
+                if source is None:
+                    raise Invalid("invalid_write_key", "unknown or missing write key")
+            call_type = batch_item_type(item)
+            validate(item, call_type)
+            apply_server_fields(item, call_type, arrival, defaults)
+        except Invalid as error:
+            if decline_on_reject:
+                return None, [{"index": index, "code": error.code, "message": error.message}]
+            rejected.append({"index": index, "code": error.code, "message": error.message})
+        else:
+            accepted.append((source, item))
+    # A 429 refuses the whole batch before its rejected items are counted: the client sends
+    # it all again, and they are counted then.
+    for source in {id(s): s for s, _ in accepted}.values():
+        routes.check_rate(source, sum(1 for s, _ in accepted if s is source))
+    return routes.hub.prepare(accepted), rejected
+
+
+def prepare_single(
+    routes: Routes,
+    body: bytes,
+    call_type: str,
+    header_key: str | None,
+    arrival: Arrival,
+    find_source: Callable[[object], Source | None],
+) -> Prepared | None:
+    """Decode, authenticate, validate, rate-check and prepare a single call's body; None when
+    the write key (from the header, else the body) is unknown.
+
+    Raises:
+        Invalid: the message is bad (400).
+        Refused: the request as a whole (an origin the source refuses, or its rate limit).
+    """
+    server = routes.hub.server
+    if len(body) > server.max_message_bytes:
+        raise Invalid(
+            "message_too_large", f"Exceed payload limit: a message may be at most {server.max_message_bytes} bytes"
+        )
+    message = decode_single(body)
+    source = find_source(header_key or message.get("writeKey"))
+    if source is None:
+        return None
+    validate(message, call_type)
+    apply_server_fields(message, call_type, arrival)
+    routes.check_rate(source, 1)
+    return routes.hub.prepare([(source, message)])

@@ -1,8 +1,9 @@
 """ASGI fast paths: a source's hottest requests answered without the web framework.
 
-Quart costs about 200 us of CPU per request on the 2-core VM (a bare quart-trio app serves
-about 75% of a bare hypercorn app's requests): a fifth of a durable ``/v1/track`` ack, and a
-tenth of a ``/v1/batch`` of 100. A source type may name a :class:`FastPath` for the requests
+Quart (with quart-trio's per-request nursery) costs 300-450 us of CPU per request on the
+2-core bench VM: measured with bench/ingest.py, a durable ``/v1/track`` ack took 1,040 us of
+CPU through the Quart routes and 580 us through the fast path, a ``/v1/batch`` of 100 events
+24 and 21 us per event. A source type may name a :class:`FastPath` for the requests
 that are both frequent and plain, such as a server library's batch. The middleware
 (:func:`mount_fast_paths`) reads the body of a request a fast path claims and offers it; the
 fast path either answers it or declines, before any side effect, and the request then goes to
@@ -44,9 +45,9 @@ class FastPath(Protocol):
     def max_body_bytes(self) -> int:
         """The largest raw body worth reading here; a larger one goes to the Quart routes."""
 
-    async def answer(self, request: FastRequest, body: bytes, send: Send) -> int | None:
-        """Answer the request and return the status sent; or return None, before any side
-        effect (nothing stored, nothing counted), to hand it to the Quart routes.
+    async def answer(self, request: FastRequest, body: bytes, send: Send) -> bool:
+        """Answer the request and return True; or return False, before any side effect
+        (nothing sent, stored, counted or rate-limited), to hand it to the Quart routes.
 
         Raises:
             LogUnavailableError: nothing was stored; the middleware answers 503.

@@ -134,9 +134,9 @@ def decoded_body(data: bytes, content_encoding: str | None, max_bytes: int) -> b
     return inflated
 
 
-#: How long a request a fast path claimed may take to send its body; past it, it goes to the
-#: Quart routes, whose own ``BODY_TIMEOUT`` then answers 408.
-FAST_BODY_TIMEOUT_SECS = 30.0
+#: How long the middleware waits for the body of a request a fast path claimed. A slower one
+#: goes to the Quart routes (same answers), whose ``BODY_TIMEOUT`` (30 s) then bounds the rest.
+FAST_BODY_TIMEOUT_SECS = 5.0
 
 
 def mount_fast_paths(app: Any, fast_paths: Sequence[FastPath], hub: IngestHub) -> Any:
@@ -192,24 +192,30 @@ async def _offer(
     if complete:
         body = b"".join(m.get("body", b"") for m in received)
         request = FastRequest(scope["path"], (scope.get("client") or ("<local>",))[0], headers)
-        status = await _answer(fast_path, request, body, send, hub)
-        if status is not None:
-            hub.metrics.count_request(rule, status)
+        if await _answer(fast_path, rule, request, body, send, hub):
             return None
     return _replay(received, receive)
 
 
-async def _answer(fast_path: FastPath, request: FastRequest, body: bytes, send: Send, hub: IngestHub) -> int | None:
-    """:meth:`FastPath.answer`, with the same answers as the Quart app's error handlers."""
+async def _answer(
+    fast_path: FastPath, rule: str, request: FastRequest, body: bytes, send: Send, hub: IngestHub
+) -> bool:
+    """:meth:`FastPath.answer`, with the same answers as the Quart app's error handlers, and
+    the request counted as the Quart app counts it: whether it was answered."""
     started = False
 
     async def tracked_send(message: dict[str, Any]) -> None:
         nonlocal started
-        started = True
+        if not started:
+            started = True
+            hub.metrics.count_request(rule, message["status"])
         await send(message)
 
     try:
-        return await fast_path.answer(request, body, tracked_send)
+        answered = await fast_path.answer(request, body, tracked_send)
+        if not answered and started:
+            raise RuntimeError(f"{type(fast_path).__name__} declined a request it had begun to answer")
+        return answered
     except LogUnavailableError as error:
         if started:
             raise
@@ -221,8 +227,8 @@ async def _answer(fast_path: FastPath, request: FastRequest, body: bytes, send: 
         log.exception("request_failed", path=request.path, error_type=type(error).__name__)
         unavailable = LogUnavailableError("internal_error", "the gateway hit an unexpected error; retry later")
     body = _encode(error_body(unavailable.reason, unavailable.detail))
-    await send_json(send, 503, body, [(b"retry-after", str(hub.server.retry_after_secs).encode())])
-    return 503
+    await send_json(tracked_send, 503, body, [(b"retry-after", str(hub.server.retry_after_secs).encode())])
+    return True
 
 
 def _replay(received: list[dict[str, Any]], receive: Any) -> Any:

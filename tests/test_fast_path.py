@@ -13,8 +13,12 @@ from typing import Any
 import pytest
 import trio
 
+from gateway.errors import LogUnavailableError
+from gateway.fastpath import FastRequest, Send, send_json
 from gateway.plugins import Registry
+from gateway.web import FAST_BODY_TIMEOUT_SECS, mount_fast_paths
 from tests.conftest import App, open_app
+from tests.gatewayproc import WRITE_KEY
 from tests.test_http import AUTH, post, stored
 
 MESSAGE = {"type": "track", "userId": "u1", "event": "Clicked"}
@@ -155,3 +159,167 @@ async def test_a_body_in_parts_is_joined_and_an_overlong_one_replayed(app: App) 
     status, body = await call(app, "/v1/batch", [b"x" * (limit // 2)] * 3, [])
     assert (status, body["code"]) == (400, "payload_too_large")
     assert routed(app) == 1
+
+
+async def test_a_batch_over_one_sources_limit_takes_no_tokens_from_the_others(
+    tmp_path: Path, registry: Registry
+) -> None:
+    extra = (
+        "rate_limit_events_per_sec = 0.1\nrate_limit_burst = 4\n"
+        '[sources.other]\nwrite_key = "other-key"\nrate_limit_events_per_sec = 0.1\nrate_limit_burst = 1\n'
+    )
+    async with open_app(tmp_path, registry, extra) as app:
+        no_header = {"Authorization": ""}
+        assert (await post(app, "/v1/t", {**MESSAGE, "writeKey": "other-key", "messageId": "o"}, no_header))[0] == 200
+        mixed = batch(*[{**MESSAGE, "writeKey": key} for key in (WRITE_KEY, WRITE_KEY, "other-key")])
+        status, body, _ = await post(app, "/v1/batch", mixed, no_header)
+        assert (status, body.get("code")) == (429, "rate_limited"), body
+        # web's four tokens are all still there: had the refused batch taken two, this would be a 429
+        assert (await post(app, "/v1/batch", batch(MESSAGE, MESSAGE, MESSAGE, MESSAGE, prefix="w")))[0] == 200
+        assert [m["messageId"] for m in stored(app)] == ["o", "w0", "w1", "w2", "w3"]
+
+
+async def test_a_single_call_takes_its_token_before_its_timestamp_is_checked(app: App) -> None:
+    # As the routes always did: a bad timestamp within the limit is a 400 that used a token...
+    bad = {**MESSAGE, "timestamp": "yesterday"}
+    assert (await post(app, "/v1/track", bad))[1]["code"] == "timestamp_invalid"
+    statuses = [(await post(app, "/v1/track", {**MESSAGE, "messageId": f"v{i}"}))[0] for i in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    # ...and past the limit it is a 429, so the client sends it again later.
+    assert (await post(app, "/v1/track", bad))[1]["code"] == "rate_limited"
+
+
+# -- the middleware's contract (gateway.web.mount_fast_paths), with a fast path of its own ------
+
+
+class StubPath:
+    """Claims POST /stub; answers 201 with what it was offered, or behaves as ``mode`` says."""
+
+    headers = frozenset({b"x-mode"})
+
+    def __init__(self) -> None:
+        self.offered: list[tuple[bytes, dict[str, str]]] = []
+
+    def route(self, method: str, path: str) -> str | None:
+        return "/stub" if (method, path) == ("POST", "/stub") else None
+
+    def max_body_bytes(self) -> int:
+        return 10
+
+    async def answer(self, request: FastRequest, body: bytes, send: Send) -> bool:
+        self.offered.append((body, request.headers))
+        mode = request.headers.get("x-mode", "answer")
+        if mode == "fail":
+            raise RuntimeError("a bug")
+        if mode == "unavailable":
+            raise LogUnavailableError("log_full", "the log is full")
+        if mode == "decline":
+            return False
+        await send_json(send, 201, body)
+        return mode != "send-then-decline"
+
+
+class Exchange:
+    """One request through the middleware: what the inner app got, and what was sent."""
+
+    def __init__(self, chunks: Sequence[dict[str, Any]]) -> None:
+        self.chunks = list(chunks)
+        self.pulled = 0
+        self.inner: list[dict[str, Any]] | None = None  # messages the inner app read; None: not called
+        self.pulled_before_inner = -1
+        self.inner_at = -1.0
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        if not self.chunks:
+            await trio.sleep_forever()
+        self.pulled += 1
+        return self.chunks.pop(0)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    async def inner_app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.pulled_before_inner = self.pulled
+        self.inner_at = trio.current_time()
+        self.inner = []
+        while True:
+            message = await receive()
+            self.inner.append(message)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                return
+
+
+def body_messages(*parts: bytes) -> list[dict[str, Any]]:
+    return [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+
+
+async def through(app: App, exchange: Exchange, headers: Sequence[tuple[bytes, bytes]] = ()) -> StubPath:
+    stub = StubPath()
+    dispatch = mount_fast_paths(exchange.inner_app, [stub], app.hub)
+    scope = {"type": "http", "method": "POST", "path": "/stub", "headers": list(headers), "client": ("10.0.0.1", 1)}
+    await dispatch(scope, exchange.receive, exchange.send)
+    return stub
+
+
+async def test_the_middleware_offers_the_whole_body_and_counts_the_answer(gateway_app: App) -> None:
+    exchange = Exchange(body_messages(b"ab", b"", b"cd"))
+    stub = await through(gateway_app, exchange, [(b"x-mode", b"answer"), (b"x-mode", b"second"), (b"other", b"x")])
+    assert stub.offered == [(b"abcd", {"x-mode": "answer"})]  # only the wanted headers, the first value
+    assert exchange.inner is None
+    assert [m.get("status") for m in exchange.sent] == [201, None]
+    assert gateway_app.hub.metrics.requests.labels("/stub", "201")._value.get() == 1
+
+
+@pytest.mark.parametrize(
+    ("messages", "headers", "pulled", "offered"),
+    [
+        # declined: the inner app reads the same body
+        (body_messages(b"ab", b"cd"), [(b"x-mode", b"decline")], 2, True),
+        # Content-Length over the limit: nothing read, nothing offered
+        (body_messages(b"0123456789", b"x"), [(b"content-length", b"11")], 0, False),
+        (body_messages(b"{}"), [(b"content-length", b"2, 2")], 0, False),
+        # no Content-Length, more than the limit: reading stops past it, the rest is read by the app
+        (body_messages(b"0123", b"4567", b"89ab", b"cdef", b"ghij"), [], 3, False),
+        # the client went away half way
+        ([*body_messages(b"ab", b"cd")[:1], {"type": "http.disconnect"}], [], 2, False),
+    ],
+)
+async def test_what_is_not_answered_reaches_the_app_as_it_was_sent(
+    gateway_app: App, messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]], pulled: int, offered: bool
+) -> None:
+    exchange = Exchange(messages)
+    stub = await through(gateway_app, exchange, headers)
+    assert exchange.pulled_before_inner == pulled
+    assert exchange.inner == messages
+    assert bool(stub.offered) == offered
+    assert exchange.sent == []
+
+
+@pytest.mark.parametrize(("mode", "code"), [("fail", "internal_error"), ("unavailable", "log_full")])
+async def test_a_fast_path_that_raises_gets_the_apps_503(gateway_app: App, mode: str, code: str) -> None:
+    exchange = Exchange(body_messages(b"{}"))
+    await through(gateway_app, exchange, [(b"x-mode", mode.encode())])
+    assert exchange.inner is None
+    start, body = exchange.sent
+    assert start["status"] == 503
+    assert (b"retry-after", str(gateway_app.config.server.retry_after_secs).encode()) in start["headers"]
+    assert json.loads(body["body"])["code"] == code
+
+
+async def test_a_fast_path_may_not_decline_after_it_began_to_answer(gateway_app: App) -> None:
+    exchange = Exchange(body_messages(b"{}"))
+    with pytest.raises(RuntimeError, match="declined a request it had begun to answer"):
+        await through(gateway_app, exchange, [(b"x-mode", b"send-then-decline")])
+    assert exchange.inner is None
+
+
+async def test_a_slow_body_goes_to_the_app_after_the_fast_paths_wait(gateway_app: App, autojump_clock: Any) -> None:
+    first = body_messages(b"ab", b"cd")[0]  # and then nothing more
+    exchange = Exchange([first])
+    start = trio.current_time()
+    with trio.move_on_after(60):
+        await through(gateway_app, exchange)
+    assert exchange.inner_at - start == pytest.approx(FAST_BODY_TIMEOUT_SECS)
+    assert exchange.pulled_before_inner == 1
+    assert exchange.inner == [first]  # the app got what was read, and waits for the rest itself

@@ -4,8 +4,6 @@ what analytics.js loads from its CDN, all with CORS done for browsers."""
 
 from __future__ import annotations
 
-import weakref
-
 from quart import Blueprint
 
 from gateway import IngestHub, SourceType, hookimpl
@@ -20,26 +18,15 @@ from ._tracking import add_tracking_routes
 __all__ = ["TYPE_NAME", "TrackingApiConfig", "make_blueprint"]
 
 
-#: One Routes per hub, shared by the blueprint and the fast path: one set of rate limits.
-_routes: weakref.WeakKeyDictionary[IngestHub, Routes] = weakref.WeakKeyDictionary()
-
-
-def _routes_of(hub: IngestHub) -> Routes:
-    routes = _routes.get(hub)
-    if routes is None:
-        routes = _routes[hub] = Routes(hub)
-    return routes
-
-
 def make_fast_path(hub: IngestHub) -> TrackingFastPath:
     """The plain server-library calls, answered without Quart (see ``_fast``)."""
-    return TrackingFastPath(_routes_of(hub))
+    return TrackingFastPath(Routes(hub))
 
 
 def make_blueprint(hub: IngestHub) -> Blueprint:
     """Every route of this source type, bound to ``hub``."""
     bp = Blueprint(TYPE_NAME, __name__)
-    routes = _routes_of(hub)
+    routes = Routes(hub)
     routes.install_cors(bp)
     add_tracking_routes(bp, routes)
     add_browser_routes(bp, routes)

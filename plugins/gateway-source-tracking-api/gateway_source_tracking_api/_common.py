@@ -3,6 +3,9 @@ client address, and the CORS hook that runs on every answer."""
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Sequence
+
 from quart import Blueprint, Response, g, request
 
 from gateway import IngestHub, Source, basic_auth_user, error_response
@@ -27,12 +30,23 @@ def unauthorized() -> Response:
     )
 
 
+#: One set of rate limits per hub, shared by its routes and its fast path.
+_limits: weakref.WeakKeyDictionary[IngestHub, RateLimits] = weakref.WeakKeyDictionary()
+
+
+def _limits_of(hub: IngestHub) -> RateLimits:
+    limits = _limits.get(hub)
+    if limits is None:
+        limits = _limits[hub] = RateLimits()
+    return limits
+
+
 class Routes:
     """Helpers bound to the hub, for the route modules."""
 
     def __init__(self, hub: IngestHub) -> None:
         self.hub = hub
-        self.limits = RateLimits()
+        self.limits = _limits_of(hub)
 
     def client_ip(self) -> str | None:
         return self.hub.client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"))
@@ -57,14 +71,17 @@ class Routes:
         if origin and not origin_allowed(source.options.allowed_origins, origin):
             raise Refused(error_response(403, "origin_not_allowed", f"origin {origin} is not allowed for this source"))
 
-    def check_rate(self, source: Source, events: int) -> None:
-        """Refuse with 429 and ``Retry-After`` past the source's rate limit."""
-        options = source.options
-        wait = self.limits.take(source.id, options.rate_limit_events_per_sec, options.rate_limit_burst, events)
+    def check_rate(self, events: Sequence[tuple[Source, int]]) -> None:
+        """Refuse with 429 and ``Retry-After`` when any ``(source, events)`` is past its source's
+        rate limit; the tokens are taken from every source's bucket or from none."""
+        wait = self.limits.take(
+            [(s.id, s.options.rate_limit_events_per_sec, s.options.rate_limit_burst, n) for s, n in events]
+        )
         if wait is not None:
-            response = error_response(
-                429, "rate_limited", f"this source accepts {options.rate_limit_events_per_sec} events/s"
-            )
+            over = [s for s, _ in events if s.options.rate_limit_events_per_sec is not None]
+            rate = over[0].options.rate_limit_events_per_sec if len(over) == 1 else None
+            message = f"this source accepts {rate} events/s" if rate is not None else "a source's rate limit is reached"
+            response = error_response(429, "rate_limited", message)
             response.headers["Retry-After"] = str(wait)
             response.headers["X-RateLimit-Reset"] = str(wait)
             raise Refused(response)

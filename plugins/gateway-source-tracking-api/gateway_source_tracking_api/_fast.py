@@ -56,10 +56,10 @@ class TrackingFastPath:
     def max_body_bytes(self) -> int:
         return self._hub.server.max_request_bytes + GZIP_SLACK_BYTES
 
-    async def answer(self, request: FastRequest, body: bytes, send: Send) -> int | None:
+    async def answer(self, request: FastRequest, body: bytes, send: Send) -> bool:
         headers = request.headers
         if "origin" in headers:
-            return None
+            return False
         hub = self._hub
         try:
             data = decoded_body(body, headers.get("content-encoding"), hub.server.max_request_bytes)
@@ -67,16 +67,18 @@ class TrackingFastPath:
             header_key = write_key_of(headers.get("authorization"))
             call_type = SINGLE_PATHS.get(request.path)
             if call_type is not None:
-                prepared = prepare_single(self._routes, data, call_type, header_key, arrival, self._routes.authenticate)
+                prepared = prepare_single(
+                    self._routes, data, call_type, header_key, arrival, self._routes.authenticate, declining=True
+                )
             else:
                 prepared = self._prepare_batch(data, header_key, arrival)
         except (Invalid, Refused):
-            return None
+            return False
         if prepared is None:
-            return None
+            return False
         await hub.store(prepared)
         await send_json(send, 200, SUCCESS_BODY)
-        return 200
+        return True
 
     def _prepare_batch(self, data: bytes, header_key: str | None, arrival: Arrival) -> Prepared | None:
         body = decode_batch(data)
@@ -85,6 +87,6 @@ class TrackingFastPath:
         if request_key and request_source is None:
             return None
         prepared, _ = accept_items(
-            self._routes, body, request_source, arrival, self._routes.authenticate, decline_on_reject=True
+            self._routes, body, request_source, arrival, self._routes.authenticate, declining=True
         )
         return prepared

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 
 class TokenBucket:
@@ -15,16 +16,22 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = time.monotonic()
 
-    def take(self, events: int) -> int | None:
-        """Take ``events`` tokens; None when allowed, else the seconds to wait (at least 1)."""
+    def wait(self, events: int) -> int | None:
+        """None when ``events`` tokens are there to take, else the seconds to wait (at least 1)."""
         now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
-        needed = min(events, self.burst)  # a batch larger than the burst passes on a full bucket
+        needed = self._needed(events)
         if self._tokens >= needed:
-            self._tokens -= needed
             return None
         return max(1, math.ceil((needed - self._tokens) / self.rate))
+
+    def take(self, events: int) -> None:
+        """Take the tokens :meth:`wait` just found there."""
+        self._tokens -= self._needed(events)
+
+    def _needed(self, events: int) -> int:
+        return min(events, self.burst)  # a batch larger than the burst passes on a full bucket
 
 
 class RateLimits:
@@ -33,11 +40,27 @@ class RateLimits:
     def __init__(self) -> None:
         self._buckets: dict[str, TokenBucket] = {}
 
-    def take(self, source_id: str, rate: float | None, burst: int | None, events: int) -> int | None:
-        if rate is None:
-            return None
-        burst = burst or max(100, math.ceil(rate))
+    def take(self, wanted: Sequence[tuple[str, float | None, int | None, int]]) -> int | None:
+        """Take ``events`` tokens from each ``(source_id, rate, burst, events)``'s bucket, all or
+        none: None when taken, else the longest wait in seconds (nothing taken)."""
+        takes = []
+        longest: int | None = None
+        for source_id, rate, burst, events in wanted:
+            if rate is None:
+                continue
+            bucket = self._bucket(source_id, rate, burst or max(100, math.ceil(rate)))
+            wait = bucket.wait(events)
+            if wait is not None:
+                longest = max(wait, longest or 0)
+            takes.append((bucket, events))
+        if longest is not None:
+            return longest
+        for bucket, events in takes:
+            bucket.take(events)
+        return None
+
+    def _bucket(self, source_id: str, rate: float, burst: int) -> TokenBucket:
         bucket = self._buckets.get(source_id)
         if bucket is None or bucket.rate != rate or bucket.burst != burst:
             bucket = self._buckets[source_id] = TokenBucket(rate, burst)
-        return bucket.take(events)
+        return bucket

@@ -49,7 +49,9 @@ def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
     async def single(call_type: str) -> Response:
         body = await read_body(request, hub.server.max_request_bytes)
         arrival = Arrival.now(routes.client_ip())
-        prepared = prepare_single(routes, body, call_type, routes.header_key(), arrival, source_from_here)
+        prepared = prepare_single(
+            routes, body, call_type, routes.header_key(), arrival, source_from_here, declining=False
+        )
         if prepared is None:
             return unauthorized()
         await hub.store(prepared)
@@ -75,7 +77,7 @@ def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
         if request_source is not None:
             routes.check_origin(request_source)
         prepared, rejected = accept_items(
-            routes, body, request_source, Arrival.now(routes.client_ip()), source_from_here, decline_on_reject=False
+            routes, body, request_source, Arrival.now(routes.client_ip()), source_from_here, declining=False
         )
         assert prepared is not None
         if rejected:
@@ -107,11 +109,11 @@ def accept_items(
     arrival: Arrival,
     item_source: Callable[[object], Source | None],
     *,
-    decline_on_reject: bool,
+    declining: bool,
 ) -> tuple[Prepared | None, list[dict[str, Any]]]:
     """Decode, validate, rate-check and prepare a batch's items: what to store and the
-    rejected items by index (with ``decline_on_reject``, no Prepared when any item is
-    rejected, and nothing counted). ``item_source`` finds an item's source by its writeKey
+    rejected items by index. ``declining`` (the fast path): no Prepared when any item is
+    rejected, before any side effect. ``item_source`` finds an item's source by its writeKey
     when the request named none. The item dicts live only in here, so none is held while
     the commit is awaited (see IngestHub.prepare).
 
@@ -145,15 +147,17 @@ def accept_items(
             validate(item, call_type)
             apply_server_fields(item, call_type, arrival, defaults)
         except Invalid as error:
-            if decline_on_reject:
+            if declining:
                 return None, [{"index": index, "code": error.code, "message": error.message}]
             rejected.append({"index": index, "code": error.code, "message": error.message})
         else:
             accepted.append((source, item))
     # A 429 refuses the whole batch before its rejected items are counted: the client sends
     # it all again, and they are counted then.
-    for source in {id(s): s for s, _ in accepted}.values():
-        routes.check_rate(source, sum(1 for s, _ in accepted if s is source))
+    per_source: dict[int, tuple[Source, int]] = {}
+    for source, _ in accepted:
+        per_source[id(source)] = (source, per_source.get(id(source), (source, 0))[1] + 1)
+    routes.check_rate(list(per_source.values()))
     return routes.hub.prepare(accepted), rejected
 
 
@@ -164,9 +168,12 @@ def prepare_single(
     header_key: str | None,
     arrival: Arrival,
     find_source: Callable[[object], Source | None],
+    *,
+    declining: bool,
 ) -> Prepared | None:
     """Decode, authenticate, validate, rate-check and prepare a single call's body; None when
-    the write key (from the header, else the body) is unknown.
+    the write key (from the header, else the body) is unknown. ``declining`` (the fast path):
+    every check that can fail runs before any side effect.
 
     Raises:
         Invalid: the message is bad (400).
@@ -182,6 +189,10 @@ def prepare_single(
     if source is None:
         return None
     validate(message, call_type)
-    apply_server_fields(message, call_type, arrival)
-    routes.check_rate(source, 1)
+    if declining:  # the fast path: a bad timestamp must decline before any token is taken
+        apply_server_fields(message, call_type, arrival)
+        routes.check_rate([(source, 1)])
+    else:
+        routes.check_rate([(source, 1)])
+        apply_server_fields(message, call_type, arrival)
     return routes.hub.prepare([(source, message)])

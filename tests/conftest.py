@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,12 +43,16 @@ def app_config_extra() -> str:
 
 
 @asynccontextmanager
-async def open_app(data_dir: Path, registry: Registry, extra: str = "") -> AsyncIterator[App]:
-    """The HTTP app on a real SQLite log in ``data_dir``, without delivery workers."""
+async def open_app(
+    data_dir: Path, registry: Registry, extra: str = "", *, fast_paths: bool = True
+) -> AsyncIterator[App]:
+    """The HTTP app on a real SQLite log in ``data_dir``, without delivery workers (and, with
+    ``fast_paths=False``, with every request answered by the source types' Quart routes)."""
     config = parse_config(config_text(data_dir, archive=False, extra=extra), registry)
+    source_types = [t if fast_paths else dataclasses.replace(t, fast_path=None) for t in registry.sources.values()]
     async with open_log(config.log, config.data_dir) as ingest_log:
         hub = IngestHub(ingest_log, config, {})
-        yield App(create_app(hub, registry.sources.values()), hub, ingest_log, config)
+        yield App(create_app(hub, source_types), hub, ingest_log, config)
 
 
 @pytest.fixture

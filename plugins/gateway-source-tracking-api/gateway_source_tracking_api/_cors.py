@@ -32,12 +32,25 @@ def origin_allowed(allowed: Iterable[str], origin: str) -> bool:
 
 def add_cors_headers(response: Response, origin: str, *, preflight: bool, requested_headers: str | None) -> None:
     """Headers that let the page at ``origin`` read this answer (and send the next request)."""
-    headers = response.headers
-    headers["Access-Control-Allow-Origin"] = origin
-    headers["Access-Control-Allow-Credentials"] = "true"
-    headers["Access-Control-Expose-Headers"] = "Retry-After, X-RateLimit-Reset"
-    headers.add("Vary", "Origin")
+    for name, value in cors_headers(origin, preflight=preflight, requested_headers=requested_headers):
+        if name == "Vary":
+            response.headers.add(name, value)
+        else:
+            response.headers[name] = value
+
+
+def cors_headers(origin: str, *, preflight: bool, requested_headers: str | None) -> list[tuple[str, str]]:
+    """The headers of :func:`add_cors_headers`, as (name, value) pairs (``Vary`` is added to)."""
+    headers = [
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Access-Control-Expose-Headers", "Retry-After, X-RateLimit-Reset"),
+        ("Vary", "Origin"),
+    ]
     if preflight:
-        headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
-        headers["Access-Control-Allow-Headers"] = requested_headers or DEFAULT_ALLOW_HEADERS
-        headers["Access-Control-Max-Age"] = MAX_AGE_SECS
+        headers += [
+            ("Access-Control-Allow-Methods", ALLOW_METHODS),
+            ("Access-Control-Allow-Headers", requested_headers or DEFAULT_ALLOW_HEADERS),
+            ("Access-Control-Max-Age", MAX_AGE_SECS),
+        ]
+    return headers

@@ -1,13 +1,17 @@
-"""The fast path of the server libraries' calls: ``POST /v1/batch`` and the single calls,
-answered straight from ASGI when they are plain (see :mod:`gateway.fastpath`).
+"""The fast path of the tracking API: ``POST /v1/batch`` and the single calls, answered
+straight from ASGI when they are plain (see :mod:`gateway.fastpath`).
 
-Plain means: no ``Origin`` (not a browser: CORS lives in the routes), a known write key, every
-message valid, within the source's rate limit. Anything else is declined before any side
-effect and goes to the Quart routes in ``_tracking``, which share the steps below and so give
-the same answer they always did. The checks run in the same order as there.
+Plain means: a known write key whose source accepts the request's ``Origin`` (if it has one:
+the answer then carries the same CORS headers as the routes'), every message valid, within the
+source's rate limit. Anything else is declined before any side effect and goes to the Quart
+routes in ``_tracking``, which share the steps below and so give the same answer they always
+did, refusals and preflights included.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
 
 from gateway import (
     Arrival,
@@ -15,6 +19,7 @@ from gateway import (
     IngestHub,
     Invalid,
     Prepared,
+    Source,
     decode_batch,
     decoded_body,
     send_json,
@@ -25,6 +30,7 @@ from gateway.messages import CALL_TYPES, TYPE_BY_LETTER
 from gateway.web import SUCCESS_BODY
 
 from ._common import Refused, Routes
+from ._cors import cors_headers, origin_allowed
 from ._tracking import accept_items, prepare_single
 
 SINGLE_RULE = "/v1/<call>"
@@ -58,9 +64,9 @@ class TrackingFastPath:
 
     async def answer(self, request: FastRequest, body: bytes, send: Send) -> bool:
         headers = request.headers
-        if "origin" in headers:
-            return False
         hub = self._hub
+        origin = headers.get("origin") or None  # an empty Origin is none, as in the routes
+        find_source = self._routes.authenticate if origin is None else partial(self._source_allowing, origin)
         try:
             data = decoded_body(body, headers.get("content-encoding"), hub.server.max_request_bytes)
             arrival = Arrival.now(hub.client_ip(request.client, headers.get("x-forwarded-for")))
@@ -68,25 +74,41 @@ class TrackingFastPath:
             call_type = SINGLE_PATHS.get(request.path)
             if call_type is not None:
                 prepared = prepare_single(
-                    self._routes, data, call_type, header_key, arrival, self._routes.authenticate, declining=True
+                    self._routes, data, call_type, header_key, arrival, find_source, declining=True
                 )
             else:
-                prepared = self._prepare_batch(data, header_key, arrival)
-        except (Invalid, Refused):
+                prepared = self._prepare_batch(data, header_key, arrival, find_source)
+        except (Invalid, Refused, _OriginRefused):
             return False
         if prepared is None:
             return False
         await hub.store(prepared)
-        await send_json(send, 200, SUCCESS_BODY)
+        cors = () if origin is None else _encoded(cors_headers(origin, preflight=False, requested_headers=None))
+        await send_json(send, 200, SUCCESS_BODY, cors)
         return True
 
-    def _prepare_batch(self, data: bytes, header_key: str | None, arrival: Arrival) -> Prepared | None:
+    def _source_allowing(self, origin: str, write_key: object) -> Source | None:
+        """The source of a write key, when it accepts requests from ``origin``."""
+        source = self._routes.authenticate(write_key)
+        if source is not None and not origin_allowed(source.options.allowed_origins, origin):
+            raise _OriginRefused
+        return source
+
+    def _prepare_batch(
+        self, data: bytes, header_key: str | None, arrival: Arrival, find_source: Callable[[object], Source | None]
+    ) -> Prepared | None:
         body = decode_batch(data)
         request_key = header_key or (body.writeKey if isinstance(body.writeKey, str) else None)
-        request_source = self._routes.authenticate(request_key) if request_key else None
+        request_source = find_source(request_key) if request_key else None
         if request_key and request_source is None:
             return None
-        prepared, _ = accept_items(
-            self._routes, body, request_source, arrival, self._routes.authenticate, declining=True
-        )
+        prepared, _ = accept_items(self._routes, body, request_source, arrival, find_source, declining=True)
         return prepared
+
+
+class _OriginRefused(Exception):
+    """A source that does not accept the request's origin: the routes answer 403."""
+
+
+def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]

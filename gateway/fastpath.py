@@ -45,6 +45,10 @@ class FastPath(Protocol):
     def max_body_bytes(self) -> int:
         """The largest raw body worth reading here; a larger one goes to the Quart routes."""
 
+    def error_headers(self, request: FastRequest) -> Sequence[tuple[bytes, bytes]]:
+        """Headers for an answer the middleware gives in the fast path's place (a 503 when
+        :meth:`answer` raises), such as the CORS headers its routes would add."""
+
     async def answer(self, request: FastRequest, body: bytes, send: Send) -> bool:
         """Answer the request and return True; or return False, before any side effect
         (nothing sent, stored, counted or rate-limited), to hand it to the Quart routes.

@@ -135,7 +135,8 @@ def decoded_body(data: bytes, content_encoding: str | None, max_bytes: int) -> b
 
 
 #: How long the middleware waits for the body of a request a fast path claimed. A slower one
-#: goes to the Quart routes (same answers), whose ``BODY_TIMEOUT`` (30 s) then bounds the rest.
+#: goes to the Quart routes (same answers), whose ``BODY_TIMEOUT`` (30 s) then bounds the rest:
+#: 35 s in all at most.
 FAST_BODY_TIMEOUT_SECS = 5.0
 
 
@@ -227,7 +228,8 @@ async def _answer(
         log.exception("request_failed", path=request.path, error_type=type(error).__name__)
         unavailable = LogUnavailableError("internal_error", "the gateway hit an unexpected error; retry later")
     body = _encode(error_body(unavailable.reason, unavailable.detail))
-    await send_json(tracked_send, 503, body, [(b"retry-after", str(hub.server.retry_after_secs).encode())])
+    headers = [(b"retry-after", str(hub.server.retry_after_secs).encode()), *fast_path.error_headers(request)]
+    await send_json(tracked_send, 503, body, headers)
     return True
 
 

@@ -190,14 +190,15 @@ async def test_a_batch_over_one_sources_limit_takes_no_tokens_from_the_others(
 ) -> None:
     extra = (
         "rate_limit_events_per_sec = 0.1\nrate_limit_burst = 4\n"
-        '[sources.other]\nwrite_key = "other-key"\nrate_limit_events_per_sec = 0.1\nrate_limit_burst = 1\n'
+        '[sources.other]\nwrite_key = "other-key"\nrate_limit_events_per_sec = 0.05\nrate_limit_burst = 1\n'
     )
     async with open_app(tmp_path, registry, extra) as app:
         no_header = {"Authorization": ""}
         assert (await post(app, "/v1/t", {**MESSAGE, "writeKey": "other-key", "messageId": "o"}, no_header))[0] == 200
         mixed = batch(*[{**MESSAGE, "writeKey": key} for key in (WRITE_KEY, WRITE_KEY, "other-key")])
-        status, body, _ = await post(app, "/v1/batch", mixed, no_header)
+        status, body, headers = await post(app, "/v1/batch", mixed, no_header)
         assert (status, body.get("code")) == (429, "rate_limited"), body
+        assert (body["message"], headers["Retry-After"]) == ("this source accepts 0.05 events/s", "20")  # other's
         # web's four tokens are all still there: had the refused batch taken two, this would be a 429
         assert (await post(app, "/v1/batch", batch(MESSAGE, MESSAGE, MESSAGE, MESSAGE, prefix="w")))[0] == 200
         assert [m["messageId"] for m in stored(app)] == ["o", "w0", "w1", "w2", "w3"]
@@ -229,6 +230,9 @@ class StubPath:
 
     def max_body_bytes(self) -> int:
         return 10
+
+    def error_headers(self, request: FastRequest) -> list[tuple[bytes, bytes]]:
+        return [(b"x-mode-was", request.headers.get("x-mode", "").encode())]
 
     async def answer(self, request: FastRequest, body: bytes, send: Send) -> bool:
         self.offered.append((body, request.headers))
@@ -328,6 +332,7 @@ async def test_a_fast_path_that_raises_gets_the_apps_503(gateway_app: App, mode:
     start, body = exchange.sent
     assert start["status"] == 503
     assert (b"retry-after", str(gateway_app.config.server.retry_after_secs).encode()) in start["headers"]
+    assert (b"x-mode-was", mode.encode()) in start["headers"]  # the fast path's error headers
     assert json.loads(body["body"])["code"] == code
 
 
@@ -383,23 +388,79 @@ PARITY_CASES: dict[str, tuple[str, Any, dict[str, str]]] = {
     "telemetry": ("/v1/m", {"series": []}, {}),
     "unknown single": ("/v1/x", MESSAGE, {}),
 }
+#: Two sources for the sequences: web (allowed ORIGIN, burst 3) and "other" (allowed
+#: OTHER_PAGE only, burst 1), both a token every 10 s.
+OTHER_PAGE = "https://blog.example.org"
+TWO_SOURCES = (
+    f'allowed_origins = ["{ORIGIN}"]\nrate_limit_events_per_sec = 0.1\nrate_limit_burst = 3\n'
+    f'[sources.other]\nwrite_key = "other-key"\nallowed_origins = ["{OTHER_PAGE}"]\n'
+    "rate_limit_events_per_sec = 0.1\nrate_limit_burst = 1\n"
+)
+OTHER = {**MESSAGE, "writeKey": "other-key"}
+OURS = {**MESSAGE, "writeKey": WRITE_KEY}
+PARITY_SEQUENCES: dict[str, list[tuple[str, Any, dict[str, str]]]] = {
+    "mixed sources, one over its limit": [
+        ("/v1/t", {**OTHER, "messageId": "o"}, NO_KEY),
+        ("/v1/batch", batch(OURS, OURS, OTHER), NO_KEY),
+        ("/v1/batch", batch(OURS, OURS, OURS, prefix="w"), NO_KEY),
+        ("/v1/t", {**MESSAGE, "messageId": "late"}, {}),
+    ],
+    "mixed sources, origins": [
+        ("/v1/b", batch(OURS, OTHER), {**NO_KEY, "Origin": ORIGIN}),
+        ("/v1/b", batch(OTHER, OURS), {**NO_KEY, "Origin": OTHER_PAGE}),
+        ("/v1/b", batch(OTHER, prefix="o"), {**NO_KEY, "Origin": OTHER_PAGE}),
+        ("/v1/b", batch(OURS, prefix="o"), {**NO_KEY, "Origin": OTHER_PAGE}),
+        ("/v1/b", {"batch": []}, {**NO_KEY, "Origin": "http://x.example"}),
+        ("/v1/b", {"batch": []}, {**NO_KEY, "Origin": ORIGIN}),
+    ],
+    "rate limited browser": [("/v1/t", {**OURS, "messageId": f"b{i}"}, {**NO_KEY, "Origin": ORIGIN}) for i in range(5)],
+    "analytics.js batching": [
+        (
+            "/v1/b",
+            {**batch(OURS, {**OURS, "type": "page", "name": "Home"}), "sentAt": "2024-05-01T12:00:00.050Z"},
+            {**NO_KEY, "Origin": ORIGIN, "Content-Type": "text/plain"},
+        ),
+    ],
+}
 #: Stored fields that depend on the moment the request arrived.
 MOMENT = ("receivedAt", "timestamp", "originalTimestamp")
+#: Answer headers that depend on the moment or are the server's business.
+UNCOMPARED = ("date", "content-length")
 
 
-@pytest.mark.parametrize("case", PARITY_CASES)
+async def outcomes(app: App, requests: Sequence[tuple[str, Any, dict[str, str]]], *, closed: bool = False) -> list[Any]:
+    """Each request's status, body and headers (all values, in order), then what was stored and
+    the request and rejection counts."""
+    # the test client's peer is a trusted proxy, so X-Forwarded-For counts
+    server = msgspec.structs.replace(app.config.server, trusted_proxies=["127.0.0.0/8"])
+    app.hub.use_config(dataclasses.replace(app.config, server=server), {})
+    if closed:
+        await app.log.aclose()  # type: ignore[attr-defined]
+    seen: list[Any] = []
+    for path, body, headers in requests:
+        status, answer, answer_headers = await post(app, path, body, headers)
+        kept = sorted((k.lower(), v) for k, v in answer_headers.items() if k.lower() not in UNCOMPARED)
+        seen.append((status, answer, kept))
+    if not closed:
+        seen.append([{k: v for k, v in m.items() if k not in MOMENT} for m in stored(app)])
+    metrics = app.hub.metrics.render().decode()
+    seen.append(sorted(line for line in metrics.splitlines() if line.startswith(COUNTED)))
+    return seen
+
+
+COUNTED = ("gateway_http_requests_total", "gateway_messages_rejected_total", "gateway_messages_accepted_total")
+
+
+@pytest.mark.parametrize(
+    "case", [*PARITY_CASES, *(f"sequence: {name}" for name in PARITY_SEQUENCES), "closed log", "closed log, browser"]
+)
 async def test_the_fast_path_answers_as_the_routes_do(tmp_path: Path, registry: Registry, case: str) -> None:
-    path, body, headers = PARITY_CASES[case]
-    extra = f'allowed_origins = ["{ORIGIN}"]\n'
-    outcomes = []
+    name = case.removeprefix("sequence: ")
+    requests = PARITY_SEQUENCES.get(name) or [PARITY_CASES.get(name) or PARITY_CASES["allowed origin"]]
+    if name == "closed log":
+        requests = [PARITY_CASES["batch"]]
+    seen = []
     for fast_paths in (True, False):
-        data_dir = tmp_path / str(fast_paths)
-        async with open_app(data_dir, registry, extra, fast_paths=fast_paths) as app:
-            # the test client's peer is a trusted proxy, so X-Forwarded-For counts
-            server = msgspec.structs.replace(app.config.server, trusted_proxies=["127.0.0.0/8"])
-            app.hub.use_config(dataclasses.replace(app.config, server=server), {})
-            status, answer, answer_headers = await post(app, path, body, headers)
-            kept = {k: v for k, v in answer_headers.items() if k.lower() not in ("date", "content-length")}
-            messages = [{k: v for k, v in m.items() if k not in MOMENT} for m in stored(app)]
-            outcomes.append((status, answer, sorted(kept), [kept[k] for k in sorted(kept)], messages))
-    assert outcomes[0] == outcomes[1]
+        async with open_app(tmp_path / str(fast_paths), registry, TWO_SOURCES, fast_paths=fast_paths) as app:
+            seen.append(await outcomes(app, requests, closed=case.startswith("closed log")))
+    assert seen[0] == seen[1]

@@ -74,17 +74,20 @@ class Routes:
     def check_rate(self, events: Sequence[tuple[Source, int]]) -> None:
         """Refuse with 429 and ``Retry-After`` when any ``(source, events)`` is past its source's
         rate limit; the tokens are taken from every source's bucket or from none."""
-        wait = self.limits.take(
+        refusal = self.limits.take(
             [(s.id, s.options.rate_limit_events_per_sec, s.options.rate_limit_burst, n) for s, n in events]
         )
-        if wait is not None:
-            over = [s for s, _ in events if s.options.rate_limit_events_per_sec is not None]
-            rate = over[0].options.rate_limit_events_per_sec if len(over) == 1 else None
-            message = f"this source accepts {rate} events/s" if rate is not None else "a source's rate limit is reached"
-            response = error_response(429, "rate_limited", message)
+        if refusal is not None:
+            wait, source_id = refusal
+            [rate] = {s.options.rate_limit_events_per_sec for s, _ in events if s.id == source_id}
+            response = error_response(429, "rate_limited", f"this source accepts {rate} events/s")
             response.headers["Retry-After"] = str(wait)
             response.headers["X-RateLimit-Reset"] = str(wait)
             raise Refused(response)
+
+    def sources(self) -> list[Source]:
+        """Every configured source of this type."""
+        return self.hub.sources_of_type(TYPE_NAME)
 
     def install_cors(self, bp: Blueprint) -> None:
         @bp.after_request
@@ -96,9 +99,7 @@ class Routes:
             if source is not None:
                 allowed = origin_allowed(source.options.allowed_origins, origin)
             else:  # a preflight or a refused key: no source to ask, so ask them all
-                allowed = any(
-                    origin_allowed(s.options.allowed_origins, origin) for s in self.hub.sources_of_type(TYPE_NAME)
-                )
+                allowed = any(origin_allowed(s.options.allowed_origins, origin) for s in self.sources())
             if allowed:
                 add_cors_headers(
                     response,

@@ -87,6 +87,15 @@ class TrackingFastPath:
         await send_json(send, 200, SUCCESS_BODY, cors)
         return True
 
+    def error_headers(self, request: FastRequest) -> list[tuple[bytes, bytes]]:
+        # The routes' CORS hook asks the request's source, or every source when it has none.
+        # answer() raises only after every source it found allowed the origin (it declines
+        # otherwise), so asking every source gives the routes' answer either way.
+        origin = request.headers.get("origin")
+        if origin and any(origin_allowed(s.options.allowed_origins, origin) for s in self._routes.sources()):
+            return _encoded(cors_headers(origin, preflight=False, requested_headers=None))
+        return []
+
     def _source_allowing(self, origin: str, write_key: object) -> Source | None:
         """The source of a write key, when it accepts requests from ``origin``."""
         source = self._routes.authenticate(write_key)
@@ -98,6 +107,8 @@ class TrackingFastPath:
         self, data: bytes, header_key: str | None, arrival: Arrival, find_source: Callable[[object], Source | None]
     ) -> Prepared | None:
         body = decode_batch(data)
+        if not body.batch:
+            return None  # no source to ask about an Origin: the routes answer it
         request_key = header_key or (body.writeKey if isinstance(body.writeKey, str) else None)
         request_source = find_source(request_key) if request_key else None
         if request_key and request_source is None:

@@ -40,21 +40,22 @@ class RateLimits:
     def __init__(self) -> None:
         self._buckets: dict[str, TokenBucket] = {}
 
-    def take(self, wanted: Sequence[tuple[str, float | None, int | None, int]]) -> int | None:
+    def take(self, wanted: Sequence[tuple[str, float | None, int | None, int]]) -> tuple[int, str] | None:
         """Take ``events`` tokens from each ``(source_id, rate, burst, events)``'s bucket, all or
-        none: None when taken, else the longest wait in seconds (nothing taken)."""
+        none: None when taken, else ``(seconds to wait, the first source refused)``: the wait is
+        the longest of the refusing sources', when the client may expect all of them to pass."""
         takes = []
-        longest: int | None = None
+        refusal: tuple[int, str] | None = None
         for source_id, rate, burst, events in wanted:
             if rate is None:
                 continue
             bucket = self._bucket(source_id, rate, burst or max(100, math.ceil(rate)))
             wait = bucket.wait(events)
             if wait is not None:
-                longest = max(wait, longest or 0)
+                refusal = (max(wait, refusal[0]), refusal[1]) if refusal else (wait, source_id)
             takes.append((bucket, events))
-        if longest is not None:
-            return longest
+        if refusal is not None:
+            return refusal
         for bucket, events in takes:
             bucket.take(events)
         return None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import signal
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,15 +52,28 @@ async def _poll_file(gateway: Gateway) -> None:
             await gateway.reload("file_changed")
 
 
-async def _on_sighup(gateway: Gateway) -> None:
-    with trio.open_signal_receiver(signal.SIGHUP) as signals:
-        async for _ in signals:
-            await gateway.reload("sighup")
+async def _reload_on_signals(gateway: Gateway, signals: AsyncIterator[int]) -> None:
+    async for _ in signals:
+        await gateway.reload("sighup")
 
 
-async def watch_for_reloads(gateway: Gateway, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Reload on SIGHUP and whenever the config file's content changes, for ever."""
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_on_sighup, gateway)
-        nursery.start_soon(_poll_file, gateway)
-        task_status.started()
+async def watch_for_reloads(
+    gateway: Gateway,
+    sighups: AsyncIterator[int] | None = None,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Reload on SIGHUP and whenever the config file's content changes, for ever.
+
+    ``sighups``: a SIGHUP receiver the caller opened early (``gateway run`` does, before it
+    starts anything); without one, this opens its own. Either way SIGHUP is handled by the time
+    this reports started: its default action ends the process, and a reload sent right after
+    the gateway said it was ready (``systemctl reload``, a config tool) must not.
+    """
+    with ExitStack() as stack:
+        if sighups is None:
+            sighups = stack.enter_context(trio.open_signal_receiver(signal.SIGHUP))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_reload_on_signals, gateway, sighups)
+            nursery.start_soon(_poll_file, gateway)
+            task_status.started()

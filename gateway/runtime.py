@@ -576,12 +576,14 @@ async def serve_gateway(
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] = wait_for_stop_signal,
     watch: bool = True,
+    sighups: AsyncIterator[int] | None = None,
     freeze_heap: bool = False,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the gateway on ``config`` until ``shutdown_trigger`` returns.
 
     ``task_status.started`` receives the :class:`Gateway` once requests can be served.
+    ``sighups``: a SIGHUP receiver opened before startup, for the reload watcher.
     ``freeze_heap`` (the daemon, not tests that start many gateways in one process) exempts
     what startup allocated from garbage collection for good.
     """
@@ -606,7 +608,7 @@ async def serve_gateway(
         nursery.start_soon(_every, INVENTORY_FLUSH_SECS, "inventory", gateway.flush_inventory)
         nursery.start_soon(_every, REDRIVE_POLL_SECS, "source_redrive", gateway.hub.redrive_letters)
         if watch:
-            await nursery.start(watch_for_reloads, gateway)
+            await nursery.start(watch_for_reloads, gateway, sighups)
         log.info(
             "gateway_started",
             listen=binds,
@@ -634,8 +636,14 @@ def run(config_path: str | Path) -> None:
     config = load_config(config_path, registry)
 
     async def main() -> None:
-        # Handlers first: a SIGTERM that arrives while starting up must still stop us cleanly.
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            await serve_gateway(config, registry, shutdown_trigger=lambda: _first_signal(signals), freeze_heap=True)
+        # Handlers first: a SIGTERM that arrives while starting up must still stop us cleanly,
+        # and a SIGHUP must not end the process (its default action): it reloads once we run.
+        with (
+            trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals,
+            trio.open_signal_receiver(signal.SIGHUP) as sighups,
+        ):
+            await serve_gateway(
+                config, registry, shutdown_trigger=lambda: _first_signal(signals), sighups=sighups, freeze_heap=True
+            )
 
     trio.run(main)

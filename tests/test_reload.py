@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -14,6 +15,7 @@ import trio
 
 from gateway.config import load_config
 from gateway.plugins import Registry
+from gateway.reload import watch_for_reloads
 from gateway.runtime import Gateway, serve_gateway
 from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
 
@@ -32,6 +34,34 @@ async def post(url: str, key: str, message_id: str) -> int:
             f"{url}/v1/track", auth=(key, ""), json={"userId": "u", "event": "e", "messageId": message_id}
         )
         return response.status_code
+
+
+async def test_sighup_reloads_from_the_moment_the_watcher_reports_started(tmp_path: Path, registry: Registry) -> None:
+    """SIGHUP's default action ends the process: a reload sent right after the gateway said it
+    was ready (it happened here: the fifty-rewrites test's first SIGHUP killed the daemon about
+    once in twenty runs on a loaded machine) must find its handler in place."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(config_text(tmp_path, listen=f"127.0.0.1:{free_port()}"))
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        gateway: Gateway = await nursery.start(
+            lambda task_status: serve_gateway(
+                load_config(path, registry), registry, shutdown_trigger=stop.wait, watch=False, task_status=task_status
+            )
+        )
+        for _ in range(10):  # trio's scheduling order varies: give a lost race ten chances
+            async with trio.open_nursery() as watching:
+                await watching.start(watch_for_reloads, gateway)
+                # no checkpoint since: the handler must already be trio's, not the default
+                assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+                watching.cancel_scope.cancel()
+        await nursery.start(watch_for_reloads, gateway)
+        os.kill(os.getpid(), signal.SIGHUP)
+        with trio.fail_after(10):
+            while gateway.reloads["ok"] == 0:  # noqa: ASYNC110 (a counter, no event to wait on)
+                await trio.sleep(0.01)
+        stop.set()
+        nursery.cancel_scope.cancel()
 
 
 async def test_reload_adds_swaps_and_refuses_without_touching_the_rest(tmp_path: Path, registry: Registry) -> None:

@@ -36,6 +36,17 @@ async def post(url: str, key: str, message_id: str) -> int:
         return response.status_code
 
 
+async def serve_in(nursery: trio.Nursery, path: Path, registry: Registry, stop: trio.Event) -> Gateway:
+    """The gateway on ``path``'s config, served in ``nursery`` until ``stop`` is set (no reload
+    watcher: the tests reload by hand or start one)."""
+    gateway: Gateway = await nursery.start(
+        lambda task_status: serve_gateway(
+            load_config(path, registry), registry, shutdown_trigger=stop.wait, watch=False, task_status=task_status
+        )
+    )
+    return gateway
+
+
 async def test_sighup_reloads_from_the_moment_the_watcher_reports_started(tmp_path: Path, registry: Registry) -> None:
     """SIGHUP's default action ends the process: a reload sent right after the gateway said it
     was ready (it happened here: the fifty-rewrites test's first SIGHUP killed the daemon about
@@ -44,11 +55,7 @@ async def test_sighup_reloads_from_the_moment_the_watcher_reports_started(tmp_pa
     path.write_text(config_text(tmp_path, listen=f"127.0.0.1:{free_port()}"))
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        gateway: Gateway = await nursery.start(
-            lambda task_status: serve_gateway(
-                load_config(path, registry), registry, shutdown_trigger=stop.wait, watch=False, task_status=task_status
-            )
-        )
+        gateway = await serve_in(nursery, path, registry, stop)
         for _ in range(10):  # trio's scheduling order varies: give a lost race ten chances
             async with trio.open_nursery() as watching:
                 await watching.start(watch_for_reloads, gateway)
@@ -70,11 +77,7 @@ async def test_reload_adds_swaps_and_refuses_without_touching_the_rest(tmp_path:
     path.write_text(base)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        gateway: Gateway = await nursery.start(
-            lambda task_status: serve_gateway(
-                load_config(path, registry), registry, shutdown_trigger=stop.wait, watch=False, task_status=task_status
-            )
-        )
+        gateway = await serve_in(nursery, path, registry, stop)
         url = gateway.urls[0]
         archive_worker = gateway.destinations["archive"].worker
         assert await post(url, WRITE_KEY, "m1") == 200
@@ -126,15 +129,7 @@ def test_reload_needing_a_restart_is_refused(tmp_path: Path, registry: Registry)
         path.write_text(config_text(tmp_path, listen=f"127.0.0.1:{free_port()}"))
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            gateway: Gateway = await nursery.start(
-                lambda task_status: serve_gateway(
-                    load_config(path, registry),
-                    registry,
-                    shutdown_trigger=stop.wait,
-                    watch=False,
-                    task_status=task_status,
-                )
-            )
+            gateway = await serve_in(nursery, path, registry, stop)
             path.write_text(path.read_text().replace("[sources.web]", '[log]\nsynchronous = "normal"\n\n[sources.web]'))
             assert not await gateway.reload("test")
             stop.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -154,10 +155,9 @@ def accept_items(
             accepted.append((source, item))
     # A 429 refuses the whole batch before its rejected items are counted: the client sends
     # it all again, and they are counted then.
-    per_source: dict[int, tuple[Source, int]] = {}
-    for source, _ in accepted:
-        per_source[id(source)] = (source, per_source.get(id(source), (source, 0))[1] + 1)
-    routes.check_rate(list(per_source.values()))
+    sources = {id(source): source for source, _ in accepted}
+    counts = Counter(id(source) for source, _ in accepted)
+    routes.check_rate([(sources[key], n) for key, n in counts.items()])
     return routes.hub.prepare(accepted), rejected
 
 

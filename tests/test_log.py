@@ -74,6 +74,46 @@ async def test_dedup_holds_for_the_window_even_when_delivered_and_archive_is_sho
         assert (await log.append([entry("b")])).duplicates == 1
 
 
+async def test_every_write_runs_inside_an_explicit_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The connections are in autocommit mode, where ``with conn:`` opens no transaction: a block
+    # of writes in it committed statement by statement, and a crash could keep half of it (a
+    # redriven dead letter gone without its ``redriven`` outcome, a cursor without its books).
+    from gateway.components import Record
+    from gateway.log import InventoryRow
+
+    now = [1_000_000_000_000]
+    monkeypatch.setattr(sqlite_log, "_now_ms", lambda: now[0])
+    outside: list[str] = []
+    state = {"open": False}
+
+    def trace(sql: str) -> None:
+        verb = sql.lstrip().split(None, 1)[0].upper()
+        if verb in ("BEGIN", "COMMIT", "ROLLBACK"):
+            state["open"] = verb == "BEGIN"
+        elif verb in ("INSERT", "UPDATE", "DELETE", "REPLACE") and not state["open"]:
+            outside.append(sql)
+
+    async with open_log(LogConfig(dedup_window_secs=60, archive_secs=0), tmp_path) as log:
+        log._writer.set_trace_callback(trace)  # type: ignore[attr-defined]
+        await log.cursor("crm")
+        await log.append([entry("a"), Entry("web", "u", b'{"messageId":"u","userId":"gone"}'), entry("b")])
+        await log.set_cursor("crm", 3, {("web", "delivered"): 3})
+        await log.cursor("replay", start_ms=0)
+        await log.add_dead_letters("crm", [Record(1, "web", b'{"messageId":"a"}')], "HTTP 400", 1)
+        await log.change_dead_letters("redrive", destination="crm")
+        [(letter_id, record, _)] = await log.take_redrive("crm", 10)
+        await log.finish_redrive("crm", [(letter_id, record)], [], "")
+        await log.set_suppressed("spam", True)
+        await log.save_inventory([InventoryRow("web", "traits.email", "yellow", ("email",), now[0], now[0])])
+        await log.delete_user("gone", ["crm", "replay"])
+        now[0] += 120_000
+        assert await log.purge(["crm"]) == 1  # "a"; "b" is the newest row
+        await log.forget_cursor("replay")
+    assert outside == []
+
+
 async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
     async with open_log(LogConfig(), tmp_path) as log:
         results = []

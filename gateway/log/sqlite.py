@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from itertools import groupby
 from operator import attrgetter
 from pathlib import Path
@@ -234,12 +234,26 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     older gateway can still read it)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
     if "stage" not in columns:
-        with conn:
-            conn.execute("ALTER TABLE dead_letters ADD COLUMN stage TEXT NOT NULL DEFAULT 'send'")
+        conn.execute("ALTER TABLE dead_letters ADD COLUMN stage TEXT NOT NULL DEFAULT 'send'")
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction around the block. The connections run in autocommit mode
+    (``isolation_level=None``), where ``with conn:`` opens no transaction: each statement in it
+    would commit (and fsync) on its own, and a crash could keep half of the block."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _connect(path: Path, synchronous: str, cache_kib: int, wal_limit: int) -> sqlite3.Connection:
@@ -431,8 +445,7 @@ class SQLiteLog:
         conn = self._writer
         cur = conn.cursor()
         results = []
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             books: Counter[tuple[str, str]] = Counter()
             for waiter in waiters:
                 stored = 0
@@ -471,11 +484,6 @@ class SQLiteLog:
                 cur.execute(_SET_CURSOR, (destination, seq, now))
             cur.executemany(_ADD_OUTCOME, [(*row, now) for row in outcomes])
             head = cur.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
-            cur.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                cur.execute("ROLLBACK")
-            raise
         return results, head
 
     # -- reading -----------------------------------------------------------------------------
@@ -540,7 +548,7 @@ class SQLiteLog:
         """A destination that replays the archive from ``start``: messages a deletion request
         removed above it are booked as ``filtered:deleted`` with its cursor, in one transaction."""
         now = _now_ms()
-        with self._writer:
+        with _transaction(self._writer):
             self._writer.execute(_SET_CURSOR, (destination, start, now))
             deleted = self._writer.execute(
                 "SELECT seq, source FROM deleted_seqs WHERE seq > ? ORDER BY seq", (start,)
@@ -559,7 +567,7 @@ class SQLiteLog:
 
     async def forget_cursor(self, name: str) -> None:
         def write() -> None:
-            with self._writer:
+            with _transaction(self._writer):
                 self._writer.execute("DELETE FROM cursors WHERE destination = ?", (name,))
                 self._writer.execute("DELETE FROM delivery_outcomes WHERE destination = ?", (name,))
 
@@ -604,7 +612,7 @@ class SQLiteLog:
         rows = [(destination, r.seq, r.source, r.body, error, attempts, now, stage) for r in records]
 
         def insert() -> None:
-            with self._writer:
+            with _transaction(self._writer):
                 # A record read before its user was deleted: its row is a tombstone now, and
                 # its personal data must not come back as a dead letter.
                 erased = {
@@ -655,7 +663,7 @@ class SQLiteLog:
                 counts[record.source] = counts.get(record.source, 0) + 1
 
         def write() -> None:
-            with self._writer:
+            with _transaction(self._writer):
                 self._writer.executemany(
                     "DELETE FROM dead_letters WHERE id = ?", [(i,) for i, _ in delivered] + [(i,) for i in dropped]
                 )
@@ -687,7 +695,7 @@ class SQLiteLog:
         )
 
         def write() -> int:
-            with self._writer:
+            with _transaction(self._writer):
                 changed: int = self._writer.execute(sql, args).rowcount
             return changed
 
@@ -697,7 +705,7 @@ class SQLiteLog:
         """Add (or remove) a userId to the suppression list; returns whether anything changed."""
 
         def write() -> bool:
-            with self._writer:
+            with _transaction(self._writer):
                 if suppressed:
                     cursor = self._writer.execute(
                         "INSERT OR IGNORE INTO suppressions (user_id, created_at) VALUES (?, ?)", (user_id, _now_ms())
@@ -770,52 +778,47 @@ class SQLiteLog:
         secure_delete = conn.execute("PRAGMA secure_delete").fetchone()[0]
         conn.execute("PRAGMA secure_delete = ON")
         cur = conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
         try:
-            rows: list[tuple[int, str, str]] = cur.execute(
-                f"SELECT seq, source, {_MESSAGE_ID} FROM messages WHERE seq IN (SELECT value FROM json_each(?)) "
-                f"AND {_USER_ID} = ?",
-                (msgspec.json.encode(candidates).decode(), user_id),
-            ).fetchall()
-            rows += cur.execute(
-                f"SELECT seq, source, {_MESSAGE_ID} FROM messages WHERE seq > ? AND {_USER_ID} = ?",
-                (scanned_to, user_id),
-            ).fetchall()
-            rows.sort()
-            head = cur.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
-            cursors: dict[str, int] = dict(cur.execute("SELECT destination, seq FROM cursors"))
-            # (cursor, horizon]: what each destination may have in flight.
-            windows = [
-                (cursor, max(cursor, self._read_upto.get(d, 0), self._read_upto_anyone))
-                for d, cursor in cursors.items()
-            ]
-            deleted: list[tuple[int, str]] = []
-            kept: list[tuple[bytes, int]] = []
-            for seq, source, message_id in rows:
-                if seq == head or any(low < seq <= high for low, high in windows):
-                    kept.append((tombstone(message_id), seq))
-                else:
-                    deleted.append((seq, source))
-            cur.executemany("DELETE FROM messages WHERE seq = ?", [(seq,) for seq, _ in deleted])
-            cur.executemany("INSERT OR IGNORE INTO deleted_seqs (seq, source) VALUES (?, ?)", deleted)
-            cur.executemany("UPDATE messages SET body = ? WHERE seq = ?", kept)
-            dead_letters = cur.execute(f"DELETE FROM dead_letters WHERE {_USER_ID} = ?", (user_id,)).rowcount
-            outcomes = [
-                (destination, source, DELETED_OUTCOME, count, upto, now)
-                for destination, cursor in cursors.items()
-                for source, count, upto in _runs(deleted, after=cursor)
-            ]
-            cur.executemany(_ADD_OUTCOME, outcomes)
-            cur.execute(
-                "INSERT INTO deletion_requests (user_id, requested_at, messages_deleted, tombstoned, "
-                "dead_letters_deleted) VALUES (?, ?, ?, ?, ?)",
-                (user_id, now, len(deleted), len(kept), dead_letters),
-            )
-            cur.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                cur.execute("ROLLBACK")
-            raise
+            with _transaction(conn):
+                rows: list[tuple[int, str, str]] = cur.execute(
+                    f"SELECT seq, source, {_MESSAGE_ID} FROM messages WHERE seq IN (SELECT value FROM json_each(?)) "
+                    f"AND {_USER_ID} = ?",
+                    (msgspec.json.encode(candidates).decode(), user_id),
+                ).fetchall()
+                rows += cur.execute(
+                    f"SELECT seq, source, {_MESSAGE_ID} FROM messages WHERE seq > ? AND {_USER_ID} = ?",
+                    (scanned_to, user_id),
+                ).fetchall()
+                rows.sort()
+                head = cur.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+                cursors: dict[str, int] = dict(cur.execute("SELECT destination, seq FROM cursors"))
+                # (cursor, horizon]: what each destination may have in flight.
+                windows = [
+                    (cursor, max(cursor, self._read_upto.get(d, 0), self._read_upto_anyone))
+                    for d, cursor in cursors.items()
+                ]
+                deleted: list[tuple[int, str]] = []
+                kept: list[tuple[bytes, int]] = []
+                for seq, source, message_id in rows:
+                    if seq == head or any(low < seq <= high for low, high in windows):
+                        kept.append((tombstone(message_id), seq))
+                    else:
+                        deleted.append((seq, source))
+                cur.executemany("DELETE FROM messages WHERE seq = ?", [(seq,) for seq, _ in deleted])
+                cur.executemany("INSERT OR IGNORE INTO deleted_seqs (seq, source) VALUES (?, ?)", deleted)
+                cur.executemany("UPDATE messages SET body = ? WHERE seq = ?", kept)
+                dead_letters = cur.execute(f"DELETE FROM dead_letters WHERE {_USER_ID} = ?", (user_id,)).rowcount
+                outcomes = [
+                    (destination, source, DELETED_OUTCOME, count, upto, now)
+                    for destination, cursor in cursors.items()
+                    for source, count, upto in _runs(deleted, after=cursor)
+                ]
+                cur.executemany(_ADD_OUTCOME, outcomes)
+                cur.execute(
+                    "INSERT INTO deletion_requests (user_id, requested_at, messages_deleted, tombstoned, "
+                    "dead_letters_deleted) VALUES (?, ?, ?, ?, ?)",
+                    (user_id, now, len(deleted), len(kept), dead_letters),
+                )
         finally:
             conn.execute(f"PRAGMA secure_delete = {('OFF', 'ON', 'FAST')[int(secure_delete)]}")
         removed = [seq for seq, _, _ in rows]
@@ -866,7 +869,7 @@ class SQLiteLog:
         ]
 
         def write() -> None:
-            with self._writer:
+            with _transaction(self._writer):
                 self._writer.executemany(_UPSERT_INVENTORY, data)
 
         await trio.to_thread.run_sync(write, limiter=self._write_lock)
@@ -884,13 +887,13 @@ class SQLiteLog:
         cutoff = _now_ms() - keep_secs * 1000
 
         def purge_chunk() -> int:
-            with self._writer:
+            with _transaction(self._writer):
                 deleted: int = self._writer.execute(_PURGE, (delivered_up_to, self._head_seq, cutoff)).rowcount
             return deleted
 
         def forget_deleted_seqs() -> None:
             # No destination can start below the oldest message left, so older holes are moot.
-            with self._writer:
+            with _transaction(self._writer):
                 self._writer.execute("DELETE FROM deleted_seqs WHERE seq < (SELECT min(seq) FROM messages)")
 
         total = 0

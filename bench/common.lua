@@ -81,12 +81,28 @@ function init(args)
    M.seed(tid)
 end
 
+-- BENCH_MESSAGE_IDS=uuid4: the run id and a random UUIDv4, as the Python and mobile clients send
+-- (random keys land on random pages of the dedup index); otherwise the run id, thread id, counter
+-- and a random suffix (keys of one run share a prefix, so they cluster in the index).
+local UUID_IDS = os.getenv("BENCH_MESSAGE_IDS") == "uuid4"
+local random = math.random
+
+local function uuid4()
+   return string.format("%08x-%04x-4%03x-%04x-%04x%08x", random(0, 0x7fffffff), random(0, 0xffff),
+                        random(0, 0xfff), random(0x8000, 0xbfff), random(0, 0xffff), random(0, 0x7fffffff))
+end
+
 function M.event(with_type)
    counter = counter + 1
-   local id = string.format("%s-%d-%d-%08x", M.run_id, M.tid, counter, math.random(0, 0x7fffffff))
-   local user = math.random(1, 100000)
+   local id
+   if UUID_IDS then
+      id = M.run_id .. "-" .. uuid4()
+   else
+      id = string.format("%s-%d-%d-%08x", M.run_id, M.tid, counter, random(0, 0x7fffffff))
+   end
+   local user = random(1, 100000)
    return string.format(EVENT, with_type and '"type":"track",' or "", id, user,
-                        math.random(0, 0x7fffffff), counter)
+                        random(0, 0x7fffffff), counter)
 end
 
 function M.count()

@@ -64,10 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_load_arguments(parser, baseline="run the bare baseline too (default) or only the gateway")
+    parser.add_argument("--message-ids", choices=("counter", "uuid4"), default="counter",
+                        help="messageIds: run id + counter + random suffix (default; they cluster in the "
+                             "dedup index), or random UUIDv4s as the Python and mobile clients send")
     args = parser.parse_args(argv)
     missing = check_load_arguments(parser, args, "ingest.py")
     if missing is not None:
         return missing
+    os.environ["BENCH_MESSAGE_IDS"] = args.message_ids  # read by bench/common.lua in wrk
 
     track = Scenario("track", f"/v1/track 1 event, {args.connections} conn", "track.lua",
                      args.connections, args.threads)
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     destination = ("file (JSON Lines, fsync, delivery runs during the load)" if args.destination == "file"
                    else "none (ingest only)")
     print(f"  gateway: log synchronous={args.synchronous} (2xx only after the commit is durable), "
-          f"destination: {destination}")
+          f"destination: {destination}; messageIds: {args.message_ids}")
     print("  bare: hypercorn --worker-class trio serving bench/bare_app.py "
           '(reads the body, answers {"success":true})')
     print()

@@ -3,9 +3,10 @@ config, and apply what a source or destination asks for each class or field: all
 redact or hash (segment-api.md §6).
 
 Fields are named by dotted paths under ``context``, ``traits`` and ``properties`` (array items
-take their array's path: ``properties.products.email``). A key decision is made once per path
-and cached; values are checked only when they could have a shape a matcher knows (digits, ``@``
-or ``:``), so free text costs one cheap test. Once no field of a dict shape needs its value
+take their array's path: ``properties.products.email``; an array's scalar items are checked by
+value as the array: ``properties.emails`` is Yellow when an item is an email). A key decision is
+made once per path and cached; values are checked only when they could have a shape a matcher
+knows (digits, ``@`` or ``:``), so free text costs one cheap test. Once no field of a dict shape needs its value
 checked on an event, the dict is classified by its shape plan (:mod:`gateway.shape_plans`).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -47,6 +48,8 @@ REDACTED = "[REDACTED]"
 LEARN_AFTER = 200
 SAMPLE_EVERY = 100
 MAX_LEARNED_PATHS = 100_000
+#: Scalar items of one array (nested arrays included) checked by value at most: the first ones.
+MAX_ARRAY_VALUES = 1000
 #: Fields the Segment spec defines as describing the library, app, device model or page, not a
 #: person (``context.library.name`` is not a name). ``[privacy.classes]`` can still classify them.
 STRUCTURAL_PATHS = frozenset(
@@ -197,6 +200,14 @@ class Classifier:
         return self._value_class(value, cls, hits)
 
     def _value_class(self, value: Any, cls: str, hits: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        if type(value) is list:
+            # Its scalar items take its path, as the keys of its objects do (those are walked):
+            # the array's class by value is the most severe of theirs.
+            for item in _array_scalars(value):
+                cls, hits = self._value_class(item, cls, hits)
+                if cls == "red":
+                    break
+            return cls, hits
         if (isinstance(value, str) and _MAY_HAVE_SHAPE.search(value)) or (
             isinstance(value, int) and not isinstance(value, bool)
         ):
@@ -354,6 +365,25 @@ class Classifier:
             if learned is not None and RANK[learned[0]] > RANK[cls]:
                 cls, hits = learned[0], (*hits, *learned[1])
         return child, exempt, cls, hits, not settled
+
+
+def _array_scalars(items: list[Any]) -> Iterator[Any]:
+    """The scalar items of an array and of the arrays in it (not those of its objects, which are
+    walked key by key), the first :data:`MAX_ARRAY_VALUES` at most."""
+    stack = [iter(items)]
+    left = MAX_ARRAY_VALUES
+    while stack:
+        for item in stack[-1]:
+            if type(item) is list:
+                stack.append(iter(item))
+                break
+            if type(item) is not dict:
+                yield item
+                left -= 1
+                if not left:
+                    return
+        else:
+            stack.pop()
 
 
 def _normalise_for_hash(value: Any, hits: tuple[str, ...]) -> str:

@@ -454,7 +454,8 @@ class ShapePlans:
         found: list[Finding],
         visited: list[_Plan | FieldClass] | None,
     ) -> bool:
-        """Array items take the array's path; scalar items are green and never classified."""
+        """Array items take the array's path. Scalar items are booked green: the array itself is
+        classified by their values (a site of sampled messages; see Classifier._value_class)."""
         scalars = False
         for item in items:
             if isinstance(item, dict):
@@ -486,6 +487,8 @@ class ShapePlans:
                 return None
             path, exempt, cls, hits, sampled = decision
             kind = _DICT if isinstance(value, dict) else _LIST if isinstance(value, list) else _LEAF
+            if sampled and kind == _LIST and cls != "red":  # its scalar items are checked as its value
+                sites.append((_LEAF, key, path, cls, hits, None))
             if kind != _LEAF and cls == "yellow":  # stands for its subtree, and what is Red in it is found too
                 fields.append(FieldClass(path, cls, hits))
                 container: _Op = (_LEAF, key, path, cls, hits, None)

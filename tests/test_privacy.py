@@ -42,8 +42,15 @@ def event() -> dict:
             "nickname": "ace",
             "employeeId": "E123456",
             "address": {"street": "1 Main St", "city": "Paris"},
+            "contacts": ["ops team", "Grace@Example.com"],  # classified by its items' values
         },
-        "properties": {"note": "call me after 5", "card_on_file": CARD, "plan": "gold", "items": [{"email": "b@c.d"}]},
+        "properties": {
+            "note": "call me after 5",
+            "card_on_file": CARD,
+            "plan": "gold",
+            "items": [{"email": "b@c.d"}],
+            "backups": ["vip", ["4012 8888 8888 1881"]],  # a card in a nested array
+        },
         "context": {"ip": "10.1.2.3", "library": {"name": "analytics.js"}},
     }
 
@@ -57,6 +64,8 @@ def test_classification(classifier: Classifier) -> None:
     assert found["traits.address"] == "yellow"  # the whole subtree
     assert found["properties.card_on_file"] == "red"  # by value: Luhn-valid card under a neutral key
     assert found["properties.items.email"] == "yellow"  # array items take the array's path
+    assert found["traits.contacts"] == "yellow"  # an array is as severe as its scalar items
+    assert found["properties.backups"] == "red"
     assert found["context.ip"] == "yellow"
     assert "traits.plan" not in found and "properties.plan" not in found and "context.library.name" not in found
     assert classifier.classify("properties.code", "code", "E654321")[0] == "red"  # custom matcher, by value
@@ -73,6 +82,8 @@ def test_policy_actions(classifier: Classifier) -> None:
     assert traits["plan"] == "pro"  # green untouched
     assert set(traits["address"]) == {"street", "city"} and traits["address"]["city"] == hash_value("Paris", "")
     assert "note" not in message["properties"] and "card_on_file" not in message["properties"]
+    assert "backups" not in message["properties"]  # the Red array goes whole
+    assert traits["contacts"] == [hash_value(v, "", ("email",)) for v in ("ops team", "Grace@Example.com")]
 
 
 def test_hash_salt_and_phone_normalisation(classifier: Classifier) -> None:
@@ -108,11 +119,14 @@ def test_red_never_reaches_the_disk_and_destinations_get_their_policy(tmp_path: 
         [plain] = wait_until(lambda: read_jsonl(clear))
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite3*"))
     assert b"hunter2" not in on_disk and b"E123456" not in on_disk and b"1111 1111" not in on_disk
+    assert b"8888 1881" not in on_disk  # the card inside an array of an innocent name
     assert b"Ada@Example.COM" in on_disk  # yellow is stored; destinations decide
     assert "password" not in plain["traits"] and "card_on_file" not in plain["properties"]
     assert plain["traits"]["email"] == " Ada@Example.COM " and plain["traits"]["plan"] == "pro"
     assert hashed["traits"]["email"] == hashlib.sha256(b"pepperada@example.com").hexdigest()
     assert "phone" not in hashed["traits"]
+    assert hashed["traits"]["contacts"][1] == hashlib.sha256(b"peppergrace@example.com").hexdigest()
+    assert plain["traits"]["contacts"] == ["ops team", "Grace@Example.com"] and "backups" not in plain["properties"]
     assert hashed["traits"]["plan"] == "pro" and hashed["userId"] == "u1"
 
 
@@ -120,7 +134,10 @@ def test_walk_gives_every_field_and_the_scan_findings(classifier: Classifier) ->
     message = event()
     message["context"]["library"]["version"] = "1.2.3"
     message["properties"]["tags"] = ["a", "b"]
-    fields = {f.path: (f.cls, f.hits) for f in classifier.walk(message)}
+    fields: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for f in classifier.walk(message):  # a path's most severe finding (an array's items are green)
+        if f.path not in fields or f.cls != "green":
+            fields[f.path] = (f.cls, f.hits)
     scanned = {f.path: (f.cls, f.hits) for f in classifier.scan(event())}
     assert {p: c for p, c in fields.items() if c[0] != "green"} == scanned  # the same non-green findings
     assert fields["traits.plan"] == ("green", ())

@@ -119,6 +119,18 @@ def test_a_value_that_changes_a_settled_path_reaches_the_plans(registry: Registr
     assert [f.cls for f in classifier.scan({"properties": {"note": "call me"}})] == ["red"]
 
 
+def test_a_value_in_an_array_that_changes_a_settled_path_reaches_the_plans(registry: Registry) -> None:
+    classifier = settled(registry, [{"properties": {"tags": ["vip", "new"]}}])
+    assert classifier.scan({"properties": {"tags": ["vip", "new"]}}) == []
+    # An array's scalar items are its value: a sampled message checks them, though a plan of
+    # the message's shape (a list of scalars under properties.tags) would take it otherwise.
+    carded = {"properties": {"tags": ["vip", "4111 1111 1111 1111"]}}
+    hits = [bool(classifier.scan(carded)) for _ in range(100)]
+    first = hits.index(True)
+    assert hits == [False] * first + [True] * (100 - first)
+    assert [f.cls for f in classifier.scan({"properties": {"tags": ["vip"]}})] == ["red"]
+
+
 def test_the_inventory_books_a_known_shape_once_and_keeps_last_seen(registry: Registry) -> None:
     classifier = settled(registry, [{"traits": {"email": "a@b.co", "plan": "pro"}}])
     hub = IngestHub.__new__(IngestHub)

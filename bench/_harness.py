@@ -630,6 +630,19 @@ def run_gateway(args: argparse.Namespace, scenarios: list[Scenario], *, events: 
                       archived)
 
 
+def stored_status(result: Result, unit: str) -> tuple[bool, str]:
+    """Whether a gateway run stored every acknowledged ``unit`` (events, hits), and what to say of
+    it: stored may exceed acknowledged by the requests in flight when wrk stopped, never fall short."""
+    assert result.stored is not None
+    extra = result.stored - result.acked_events
+    in_flight = result.scenario.connections * result.wrk.get("events_per_request", 1)
+    if extra < 0:
+        return False, f"MISSING {-extra:,} acknowledged {unit}"
+    if extra <= in_flight:
+        return True, f"ok (+{extra:,} from requests in flight when wrk stopped, <= {in_flight:,})"
+    return True, f"ok, but +{extra:,} more than acked (> {in_flight:,} possible in flight: socket errors?)"
+
+
 def print_gateway_health(run: GatewayRun) -> None:
     """Delivery, exit code and warnings of the benchmarked gateway."""
     if run.delivery_note:

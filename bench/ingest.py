@@ -43,6 +43,7 @@ from _harness import (
     print_gateway_health,
     print_table,
     run_gateway,
+    stored_status,
     verdict,
     wrk_version,
 )
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         speed = bare_track.req_s / REFERENCE_BARE_TRACK_REQ_S
         busy = bare_track.server_cpu / bare_track.seconds
         if busy < 0.9:  # the bare app did not get its core: its rate says nothing of the machine
-            print(f"      (no estimate at the reference's speed: the bare /v1/track run used only {busy:.0%} of core 0)")
+            print("      (no estimate at the reference's speed: the bare /v1/track run used only "
+                  f"{busy:.0%} of core 0)")
         else:
             print(f"      this machine runs the bare app at {speed:.2f}x the reference's "
                   f"{REFERENCE_BARE_TRACK_REQ_S:,} req/s; at the reference's speed that is "
@@ -164,15 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if r.server != "gateway":
             continue
-        extra = r.stored - r.acked_events
-        in_flight = r.scenario.connections * r.wrk["events_per_request"]
-        if extra < 0:
-            all_stored = False
-            status = f"MISSING {-extra:,} acknowledged events"
-        elif extra <= in_flight:
-            status = f"ok (+{extra:,} from requests in flight when wrk stopped, <= {in_flight:,})"
-        else:
-            status = f"ok, but +{extra:,} more than acked (> {in_flight:,} possible in flight: socket errors?)"
+        stored, status = stored_status(r, "events")
+        all_stored = all_stored and stored
         print(f"  {r.scenario.title:<34} acked {r.acked_events:>9,}  stored {r.stored:>9,}  "
               f"non-2xx {r.wrk['status_errors']:,}  socket errors {r.socket_errors:,}  {status}")
         print(f"  {'':<34} log held {r.log_rows_before:,} rows before the run; "

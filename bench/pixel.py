@@ -54,6 +54,7 @@ from _harness import (
     print_gateway_health,
     print_table,
     run_gateway,
+    stored_status,
     verdict,
     wrk_version,
 )
@@ -282,16 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if r.server != "gateway":
             continue
-        assert r.stored is not None
-        extra = r.stored - r.acked_events
-        in_flight = r.scenario.connections
-        if extra < 0:
-            all_stored = False
-            status = f"MISSING {-extra:,} acknowledged hits"
-        elif extra <= in_flight:
-            status = f"ok (+{extra:,} from requests in flight when wrk stopped, <= {in_flight:,})"
-        else:
-            status = f"ok, but +{extra:,} more than acked (> {in_flight:,} possible in flight: socket errors?)"
+        stored, status = stored_status(r, "hits")
+        all_stored = all_stored and stored
         ours = prefixed[id(r)]
         print(f"  {r.scenario.title:<34} 2xx {r.acked_events:>9,}  stored {r.stored:>9,}  "
               f"non-2xx {r.wrk['status_errors']:,}  socket errors {r.socket_errors:,}  {status}")

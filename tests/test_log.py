@@ -74,9 +74,7 @@ async def test_dedup_holds_for_the_window_even_when_delivered_and_archive_is_sho
         assert (await log.append([entry("b")])).duplicates == 1
 
 
-async def test_every_write_runs_inside_an_explicit_transaction(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_every_write_runs_inside_an_explicit_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The connections are in autocommit mode, where ``with conn:`` opens no transaction: a block
     # of writes in it committed statement by statement, and a crash could keep half of it (a
     # redriven dead letter gone without its ``redriven`` outcome, a cursor without its books).

@@ -150,7 +150,7 @@ def test_the_inventory_books_a_known_shape_once_and_keeps_last_seen(registry: Re
 
 def test_keys_msgspec_cannot_name_and_wide_messages_are_walked_not_planned(registry: Registry) -> None:
     classifier = Classifier(list(registry.matchers.values()), PrivacyConfig())
-    odd = {"properties": {'C:\\dir': "v", 'say "hi"': 1, "tab\there": 2, "password": "hunter2"}, "type": "track"}
+    odd = {"properties": {"C:\\dir": "v", 'say "hi"': 1, "tab\there": 2, "password": "hunter2"}, "type": "track"}
     for _ in range(LEARN_AFTER + 50):  # past learning: plans are compiled, or refused, from here on
         found, _ = classifier.survey(copy.deepcopy(odd), "red")
         assert [f.path for f in found] == ["properties.password"]

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gateway.reload")
 
 POLL_INTERVAL_SECS = 1.0
+#: A changed file is read once it has held still this long: a writer that truncates and then
+#: writes (an editor saving in place, ``echo >``, a config tool) is not caught halfway.
+SETTLE_SECS = 0.2
 
 
 def _content_hash(path: Path) -> str | None:
@@ -46,10 +49,24 @@ async def _poll_file(gateway: Gateway) -> None:
         mtime = (stat.st_mtime_ns, stat.st_size)
         if mtime == last_mtime:
             continue  # cheap check first; hash only when the file was touched
-        last_mtime = mtime
+        last_mtime = await _settled(path, mtime)
         content = await trio.to_thread.run_sync(_content_hash, path)
         if content is not None and content != gateway.attempted_hash:
             await gateway.reload("file_changed")
+
+
+async def _settled(path: Path, mtime: tuple[int, int]) -> tuple[int, int]:
+    """Wait until the file's (mtime, size) stays ``mtime`` for :data:`SETTLE_SECS`; the last seen."""
+    while True:
+        await trio.sleep(SETTLE_SECS)
+        try:
+            stat = await trio.to_thread.run_sync(path.stat)
+        except OSError:
+            return mtime  # gone for a moment (replaced): the hash says what to do
+        now = (stat.st_mtime_ns, stat.st_size)
+        if now == mtime:
+            return mtime
+        mtime = now
 
 
 async def _reload_on_signals(gateway: Gateway, signals: AsyncIterator[int]) -> None:

@@ -71,6 +71,37 @@ async def test_sighup_reloads_from_the_moment_the_watcher_reports_started(tmp_pa
         nursery.cancel_scope.cancel()
 
 
+async def test_the_file_watcher_waits_for_a_write_to_finish(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that truncates the file and writes it in two goes (an editor saving in place, a
+    config tool) is not reloaded halfway: the half file would be refused, with an error logged,
+    or worse, a half that parses would be applied (here it would move server.data_dir)."""
+    monkeypatch.setattr("gateway.reload.POLL_INTERVAL_SECS", 0.02)
+    path = tmp_path / "gateway.toml"
+    base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")
+    path.write_text(base)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        gateway = await serve_in(nursery, path, registry, stop)
+        await nursery.start(watch_for_reloads, gateway)
+        await trio.sleep(0.1)
+        updated = base + '\n[sources.app]\nwrite_key = "app-key"\n'
+        half = len(updated) // 3
+        with path.open("w") as file:  # truncated now
+            file.write(updated[:half])
+            file.flush()
+            await trio.sleep(0.1)  # several polls see the half file
+            file.write(updated[half:])
+        with trio.fail_after(5):
+            while gateway.reloads["ok"] == 0:  # noqa: ASYNC110 (a counter, no event to wait on)
+                await trio.sleep(0.01)
+        assert gateway.reloads == {"ok": 1, "failed": 0}
+        assert "app" in gateway.config.sources
+        stop.set()
+        nursery.cancel_scope.cancel()
+
+
 async def test_reload_adds_swaps_and_refuses_without_touching_the_rest(tmp_path: Path, registry: Registry) -> None:
     path = tmp_path / "gateway.toml"
     base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")

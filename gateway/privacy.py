@@ -3,7 +3,7 @@ config, and apply what a source or destination asks for each class or field: all
 redact or hash (segment-api.md §6).
 
 Fields are named by dotted paths under ``context``, ``traits`` and ``properties`` (array items
-take their array's path: ``properties.products.email``; an array's scalar items are checked by
+take their array's path: ``properties.products.email``; an array's string items are checked by
 value as the array: ``properties.emails`` is Yellow when an item is an email). A key decision is
 made once per path and cached; values are checked only when they could have a shape a matcher
 knows (digits, ``@`` or ``:``), so free text costs one cheap test. Once no field of a dict shape needs its value
@@ -48,7 +48,7 @@ REDACTED = "[REDACTED]"
 LEARN_AFTER = 200
 SAMPLE_EVERY = 100
 MAX_LEARNED_PATHS = 100_000
-#: Scalar items of one array (nested arrays included) checked by value at most: the first ones.
+#: String items of one array (nested arrays included) checked by value at most: the first ones.
 MAX_ARRAY_VALUES = 1000
 #: Fields the Segment spec defines as describing the library, app, device model or page, not a
 #: person (``context.library.name`` is not a name). ``[privacy.classes]`` can still classify them.
@@ -201,12 +201,13 @@ class Classifier:
 
     def _value_class(self, value: Any, cls: str, hits: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
         if type(value) is list:
-            # Its scalar items take its path, as the keys of its objects do (those are walked):
-            # the array's class by value is the most severe of theirs.
-            for item in _array_scalars(value):
-                cls, hits = self._value_class(item, cls, hits)
+            # Its string items take its path, as the keys of its objects do (those are walked):
+            # the array's class by value is the most severe of theirs. Not its numbers: arrays of
+            # numeric ids are common, and one id in ten of 16 digits passes a card's Luhn check.
+            for item in _array_strings(value):
                 if cls == "red":
                     break
+                cls, hits = self._value_class(item, cls, hits)
             return cls, hits
         if (isinstance(value, str) and _MAY_HAVE_SHAPE.search(value)) or (
             isinstance(value, int) and not isinstance(value, bool)
@@ -367,8 +368,8 @@ class Classifier:
         return child, exempt, cls, hits, not settled
 
 
-def _array_scalars(items: list[Any]) -> Iterator[Any]:
-    """The scalar items of an array and of the arrays in it (not those of its objects, which are
+def _array_strings(items: list[Any]) -> Iterator[str]:
+    """The string items of an array and of the arrays in it (not those of its objects, which are
     walked key by key), the first :data:`MAX_ARRAY_VALUES` at most."""
     stack = [iter(items)]
     left = MAX_ARRAY_VALUES
@@ -377,7 +378,7 @@ def _array_scalars(items: list[Any]) -> Iterator[Any]:
             if type(item) is list:
                 stack.append(iter(item))
                 break
-            if type(item) is not dict:
+            if type(item) is str:
                 yield item
                 left -= 1
                 if not left:
@@ -410,7 +411,7 @@ def apply_policy(
     changed = False
     found = classifier.scan(message, policy.acts_on) if findings is None else findings
     if policy.fields:
-        found = [*found, *_green_fields(message, classifier, policy)]
+        found = [*found, *_named_fields(message, classifier, policy, found)]
     if any(f.cls != "red" for f in found):
         # Red fields first: one inside a Yellow object is dealt with (say, blocked) before that
         # object is replaced (say, by its hash), which would carry the Red value along.
@@ -441,16 +442,21 @@ def _hash_tree(value: Any, salt: str, hits: tuple[str, ...]) -> Any:
     return None if value is None else hash_value(value, salt, hits)
 
 
-def _green_fields(message: dict[str, Any], classifier: Classifier, policy: PrivacyPolicy) -> list[Finding]:
-    """Fields named in ``policy.fields`` that the scan left as green."""
+def _named_fields(
+    message: dict[str, Any], classifier: Classifier, policy: PrivacyPolicy, scanned: Sequence[Finding]
+) -> list[Finding]:
+    """Fields named in ``policy.fields`` that the scan did not report. Whatever their class: the
+    scan checks a settled path's values only in sampled messages, so it can pass over a field a
+    value makes Yellow this time, and the action named for the field must apply all the same."""
+    reported = {(id(f.container), f.key) for f in scanned}
     found = []
     for path, action in policy.fields.items():
         parts = path.split(".")
         node: Any = message
         for part in parts[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and parts[-1] in node and action != "allow":
-            cls, hits = classifier.classify(path, parts[-1], node[parts[-1]])
-            if cls == "green":
-                found.append(Finding(path, node, parts[-1], node[parts[-1]], cls, hits))
+        key = parts[-1]
+        if isinstance(node, dict) and key in node and action != "allow" and (id(node), key) not in reported:
+            cls, hits = classifier.classify(path, key, node[key])
+            found.append(Finding(path, node, key, node[key], cls, hits))
     return found

@@ -381,8 +381,10 @@ class ShapePlans:
             if key_ops is None and isinstance(value, dict | list):  # a structural subtree a scan skips
                 type_ = Any
             for op in key_ops or ():
-                if op[0] == _LEAF:  # a finding: it stands for its subtree, whatever the value
-                    type_ = Any
+                if op[0] == _LEAF:  # a finding; a Red one stands for its subtree, whatever the value
+                    # A Yellow leaf stays a scalar: an object or array there later may hold Red
+                    # fields, and only the walk (or a plan of that shape) looks inside it.
+                    type_ = Any if op[3] == "red" else _SCALAR
                     steps[0].append(op[:5])
                     if op[3] == "red":
                         steps[1].append(op[:5])
@@ -455,7 +457,7 @@ class ShapePlans:
         visited: list[_Plan | FieldClass] | None,
     ) -> bool:
         """Array items take the array's path. Scalar items are booked green: the array itself is
-        classified by their values (a site of sampled messages; see Classifier._value_class)."""
+        classified by its strings' values (a site of sampled messages; see Classifier._value_class)."""
         scalars = False
         for item in items:
             if isinstance(item, dict):
@@ -487,7 +489,7 @@ class ShapePlans:
                 return None
             path, exempt, cls, hits, sampled = decision
             kind = _DICT if isinstance(value, dict) else _LIST if isinstance(value, list) else _LEAF
-            if sampled and kind == _LIST and cls != "red":  # its scalar items are checked as its value
+            if sampled and kind == _LIST and cls != "red":  # its string items are checked as its value
                 sites.append((_LEAF, key, path, cls, hits, None))
             if kind != _LEAF and cls == "yellow":  # stands for its subtree, and what is Red in it is found too
                 fields.append(FieldClass(path, cls, hits))

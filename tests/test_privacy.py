@@ -170,6 +170,24 @@ def test_red_fields_inside_a_yellow_object_are_blocked_and_hashing_it_never_carr
     assert list(hashed["traits"]["address"]) == ["street"]  # hashed, and the password is gone, not hashed
 
 
+def test_a_field_named_in_a_policy_gets_its_action_whatever_a_scan_reports(registry: Registry) -> None:
+    # Once a path is settled, a scan checks its values only in sampled messages: a value that
+    # makes it Yellow in another message passes unreported, and the action named for the field
+    # was then skipped (the named fields were looked at only when they classified Green).
+    from gateway.privacy import LEARN_AFTER
+
+    classifier = Classifier(list(registry.matchers.values()), PrivacyConfig())
+    policy = PrivacyPolicy(fields={"properties.tags": "redact", "properties.note": "redact"})
+    for _ in range(LEARN_AFTER + 5):
+        apply_policy({"type": "track", "properties": {"tags": ["vip"], "note": "hi"}}, classifier, policy)
+    leaked = 0
+    for _ in range(20):
+        message = {"type": "track", "properties": {"tags": ["vip", "ada@example.com"], "note": "ada@example.com"}}
+        apply_policy(message, classifier, policy)
+        leaked += message["properties"] != {"tags": "[REDACTED]", "note": "[REDACTED]"}
+    assert leaked == 0
+
+
 def test_inventory_records_paths_never_values(tmp_path: Path) -> None:
     import sqlite3
     import subprocess

@@ -131,6 +131,17 @@ def test_a_value_in_an_array_that_changes_a_settled_path_reaches_the_plans(regis
     assert [f.cls for f in classifier.scan({"properties": {"tags": ["vip"]}})] == ["red"]
 
 
+def test_a_yellow_field_that_turns_into_an_object_is_looked_inside(registry: Registry) -> None:
+    # The message plan of a settled Yellow leaf took any value there: an object holding a password
+    # later was reported as the Yellow field alone, so a red-only scan (block_red) stored it.
+    classifier = settled(registry, [{"traits": {"email": "a@b.co", "tier": "gold"}}])
+    for _ in range(5):
+        classifier.scan({"traits": {"email": "a@b.co", "tier": "gold"}}, "red")
+    nested = {"traits": {"email": {"password": "hunter2"}, "tier": "gold"}}
+    for _ in range(5):
+        assert [(f.path, f.cls) for f in classifier.scan(nested, "red")] == [("traits.email.password", "red")]
+
+
 def test_the_inventory_books_a_known_shape_once_and_keeps_last_seen(registry: Registry) -> None:
     classifier = settled(registry, [{"traits": {"email": "a@b.co", "plan": "pro"}}])
     hub = IngestHub.__new__(IngestHub)

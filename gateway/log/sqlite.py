@@ -246,6 +246,8 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction around the block. The connections run in autocommit mode
     (``isolation_level=None``), where ``with conn:`` opens no transaction: each statement in it
     would commit (and fsync) on its own, and a crash could keep half of the block."""
+    if conn.in_transaction:  # a ROLLBACK that failed earlier: without this, no write would work again
+        conn.execute("ROLLBACK")
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn

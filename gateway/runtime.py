@@ -38,7 +38,7 @@ from gateway.metrics import Metrics
 from gateway.plugins import Registry, build_registry, make_plugin_manager
 from gateway.privacy import Classifier
 from gateway.systemd import Notifier
-from gateway.web import create_app, shield_sends
+from gateway.web import create_app, shield_sends, without_lifespan
 
 log = structlog.get_logger("gateway")
 
@@ -335,7 +335,7 @@ class Gateway:
         async def run(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
                 await serve(
-                    shield_sends(app),
+                    without_lifespan(shield_sends(app)),
                     hypercorn_config(self.config.server, listen),
                     shutdown_trigger=listener.stop.wait,
                     task_status=task_status,

@@ -272,6 +272,31 @@ def shield_sends(app: Any) -> Any:
     return wrapped
 
 
+def without_lifespan(app: Any) -> Any:
+    """Wrap an ASGI app so that a server serving it runs none of its lifespan.
+
+    The gateway's apps outlive any one listener: a reload that moves a listener starts the new
+    one before it stops the old. quart-trio keeps one background nursery per app, opened by the
+    lifespan, so the old listener's shutdown put a deadline on the nursery the new listener's
+    lifespan had just opened, and the daemon crashed when it passed. The apps have no startup
+    or shutdown work of their own; the gateway owns their lifecycle.
+    """
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return wrapped
+
+
 async def http_error_response(error: HTTPException) -> Response:
     """404, 405, 413... in the same JSON shape as every other error (with ``Allow`` on a 405)."""
     code = (error.name or "error").lower().replace(" ", "_")

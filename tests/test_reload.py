@@ -154,6 +154,28 @@ batch_max_wait_secs = 0.01
     assert delivered == ["m1", "m3", "m4", "m5"]
 
 
+async def test_a_listener_moved_twice_keeps_serving(tmp_path: Path, registry: Registry) -> None:
+    """Each listener used to run the app's lifespan: the old listener's shutdown then put a
+    deadline on quart-trio's background nursery that the new one had opened, and when it passed
+    the daemon crashed (ClosedResourceError from hypercorn's lifespan, 5 s after a move)."""
+    path = tmp_path / "gateway.toml"
+    first, second = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    base = config_text(tmp_path, listen=first)
+    path.write_text(base)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        gateway = await serve_in(nursery, path, registry, stop)
+        gateway.app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 0.05  # the crash came this long after
+        for n, listen in enumerate((second, first, second)):
+            path.write_text(base.replace(first, listen))
+            assert await gateway.reload("test")
+            await trio.sleep(0.3)
+            assert await post(f"http://{listen}", WRITE_KEY, f"m{n}") == 200
+        await trio.sleep(0.3)  # delivered before the stop
+        stop.set()
+    assert [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["m0", "m1", "m2"]
+
+
 def test_reload_needing_a_restart_is_refused(tmp_path: Path, registry: Registry) -> None:
     async def check() -> None:
         path = tmp_path / "gateway.toml"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.log.sqlite import DB_NAME
+from gateway.log.sqlite import open_log_file
 
 
 class DestinationAudit(msgspec.Struct):
@@ -75,10 +75,7 @@ def audit(data_dir: Path, *, since_ms: int | None = None) -> AuditReport:
     With ``since_ms``, each destination's books start at its cursor position when ``since_ms``
     came (to the batch), so the check is still exact.
     """
-    path = Path(data_dir) / DB_NAME
-    if not path.exists():
-        return AuditReport(destinations=[], since_ms=since_ms)
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = open_log_file(data_dir)
     try:
         head = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
         reports = []

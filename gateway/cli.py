@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import urllib.error
 import urllib.parse
@@ -304,13 +305,17 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args))
     except KeyboardInterrupt:
         return 130
-    except (GatewayError, OSError, BaseExceptionGroup) as error:
+    except (GatewayError, OSError, sqlite3.Error, BaseExceptionGroup) as error:
         # Errors from inside the daemon's nurseries arrive wrapped in exception groups.
         leaves = _leaves(error)
-        if not all(isinstance(leaf, GatewayError | OSError) for leaf in leaves):
+        if not all(isinstance(leaf, GatewayError | OSError | sqlite3.Error) for leaf in leaves):
             raise
-        print(f"gateway: {leaves[0]}", file=sys.stderr)
-        return 2 if isinstance(leaves[0], GatewayError) else 1
+        leaf = leaves[0]
+        if isinstance(leaf, sqlite3.Error):  # a corrupt or foreign log file
+            print(f"gateway: the log cannot be read: {leaf}", file=sys.stderr)
+            return 1
+        print(f"gateway: {leaf}", file=sys.stderr)
+        return 2 if isinstance(leaf, GatewayError) else 1
 
 
 if __name__ == "__main__":

@@ -46,8 +46,19 @@ def test_admin_commands_without_a_token_say_so(tmp_path: Path, capsys) -> None:
     assert "admin.token is not set" in capsys.readouterr().err
 
 
-def test_audit_on_a_fresh_install(tmp_path: Path, capsys) -> None:
+def test_audit_without_a_log_says_where_it_looked(tmp_path: Path, capsys) -> None:
+    # "Every accepted message is accounted for" of a log that is not there passed off a wrong
+    # data_dir (a relative one, from another folder) as a clean bill; so did the other readers.
     config = tmp_path / "g.toml"
     config.write_text(config_text(tmp_path))
-    assert main(["audit", "--config", str(config)]) == 0
-    assert "every accepted message is accounted for" in capsys.readouterr().out
+    for command in (["audit"], ["privacy", "inventory"]):
+        assert main([*command, "--config", str(config)]) == 2, command
+        assert f"no log at {tmp_path / 'log.sqlite3'}" in capsys.readouterr().err
+
+
+def test_a_corrupt_log_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "g.toml"
+    config.write_text(config_text(tmp_path))
+    (tmp_path / "log.sqlite3").write_bytes(b"not a database" * 100)
+    assert main(["audit", "--config", str(config)]) == 1
+    assert capsys.readouterr().err.startswith("gateway: the log cannot be read: file is not a database")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -110,6 +111,26 @@ async def test_every_write_runs_inside_an_explicit_transaction(tmp_path: Path, m
         assert await log.purge(["crm"]) == 1  # "a"; "b" is the newest row
         await log.forget_cursor("replay")
     assert outside == []
+
+
+async def test_one_data_dir_serves_one_gateway(tmp_path: Path) -> None:
+    # Two gateways on one log each delivered what the other stored (1,766 duplicates in an
+    # adversarial test) and their books stopped balancing.
+    async with open_log(LogConfig(), tmp_path) as log:
+        await log.append([entry("a")])
+        with pytest.raises(LogUnavailableError, match=rf"in use by another gateway \(pid {os.getpid()}\)"):
+            async with open_log(LogConfig(), tmp_path):
+                pass
+        assert (await log.append([entry("b")])).stored == 1  # the first one is untouched
+    async with open_log(LogConfig(), tmp_path) as log:  # released with the log
+        assert (await log.append([entry("a")])).duplicates == 1
+
+
+async def test_a_log_that_cannot_be_opened_is_named_in_the_error(tmp_path: Path) -> None:
+    (tmp_path / sqlite_log.DB_NAME).mkdir()  # not a database
+    with pytest.raises(LogUnavailableError, match=f"cannot open the log {tmp_path / sqlite_log.DB_NAME}"):
+        async with open_log(LogConfig(), tmp_path):
+            pass
 
 
 async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ automatic checkpoint inside a commit is what pushes commit latency up.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import time
@@ -1026,13 +1027,26 @@ def _inventory_rows(conn: sqlite3.Connection, source: str | None) -> list[Invent
     ]
 
 
+def open_log_file(data_dir: Path) -> sqlite3.Connection:
+    """A read-only connection to the log in ``data_dir``, for the commands that read it straight
+    from the file (with the daemon up or down).
+
+    Raises:
+        LogUnavailableError: there is no log there. Saying "nothing to report" instead would pass
+            off a wrong data_dir (a relative one, run from another folder) as a clean bill.
+    """
+    path = Path(data_dir) / DB_NAME
+    if not path.is_file():
+        raise LogUnavailableError(
+            "missing", f"no log at {path}: the gateway has not run with this data_dir, or the config points elsewhere"
+        )
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
 def read_inventory(data_dir: Path, *, source: str | None = None) -> list[InventoryRow]:
     """The privacy field inventory, straight from the log file (read-only; works with the
     daemon up or down)."""
-    path = Path(data_dir) / DB_NAME
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = open_log_file(data_dir)
     try:
         return _inventory_rows(conn, source)
     finally:
@@ -1049,10 +1063,7 @@ def _dead_letter_selection(destination: str | None, ids: Sequence[int]) -> tuple
 
 def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
     """Read dead letters straight from the log file (works while the daemon runs)."""
-    path = Path(data_dir) / DB_NAME
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = open_log_file(data_dir)
     try:
         sql = "SELECT id, destination, seq, source, body, error, attempts, failed_at, state, stage FROM dead_letters"
         args: tuple[object, ...] = ()
@@ -1071,6 +1082,32 @@ def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: 
     ]
 
 
+LOCK_NAME = "gateway.lock"
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """Hold ``data_dir`` for this process (an advisory lock the kernel drops when it exits, even
+    on kill -9): two gateways writing one log would each deliver what the other stored, and
+    their books would not balance. Returns the lock's file descriptor.
+
+    Raises:
+        LogUnavailableError: another process holds it.
+    """
+    path = data_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise LogUnavailableError(
+            "locked", f"{data_dir} is in use by another gateway (pid {holder}): one data_dir serves one gateway"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 @asynccontextmanager
 async def open_sqlite_log(
     config: LogConfig, data_dir: Path, *, observe_commit: Callable[[float], None] | None = None
@@ -1081,11 +1118,19 @@ async def open_sqlite_log(
         On exit, new appends are refused, queued ones are committed, then the connections close.
     """
 
-    def open_files() -> SQLiteLog:
+    def open_files() -> tuple[SQLiteLog, int]:
         data_dir.mkdir(parents=True, exist_ok=True)
-        return SQLiteLog(config, data_dir / DB_NAME, observe_commit)
+        lock = _lock_data_dir(data_dir)
+        try:
+            return SQLiteLog(config, data_dir / DB_NAME, observe_commit), lock
+        except sqlite3.Error as error:
+            os.close(lock)
+            raise LogUnavailableError("log_error", f"cannot open the log {data_dir / DB_NAME}: {error}") from error
+        except BaseException:
+            os.close(lock)
+            raise
 
-    sqlite_log = await trio.to_thread.run_sync(open_files)
+    sqlite_log, lock = await trio.to_thread.run_sync(open_files)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(sqlite_log.run_committer)
@@ -1097,3 +1142,4 @@ async def open_sqlite_log(
                 nursery.cancel_scope.cancel()
     finally:
         sqlite_log.close_connections()
+        os.close(lock)

@@ -407,7 +407,20 @@ def load_config(path: str | Path, registry: Registry) -> GatewayConfig:
         ConfigError: the file is unreadable or invalid.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        data = Path(path).read_bytes()
+    except OSError as error:
         raise ConfigError(str(path), "", f"cannot read the config file: {error}") from None
-    return parse_config(text, registry, path=str(path))
+    return parse_config_bytes(data, registry, path=str(path))
+
+
+def parse_config_bytes(data: bytes, registry: Registry, *, path: str) -> GatewayConfig:
+    """Validate the bytes of a config file (TOML is UTF-8: anything else is refused, not guessed).
+
+    Raises:
+        ConfigError: the bytes are not UTF-8, or the config is invalid.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(path, "", f"cannot read the config file: it is not UTF-8 ({error})") from None
+    return parse_config(text, registry, path=path)

@@ -34,39 +34,48 @@ def _content_hash(path: Path) -> str | None:
         return None  # missing for a moment: an editor replacing the file
 
 
+#: What a poll compares: the file's device, inode, mtime and size. Device and inode catch a
+#: replacement (an atomic rename, a Kubernetes ConfigMap's symlink swap) that kept the size and
+#: copied the mtime (``cp -p``, ``rsync -a``, ``touch -r``).
+Signature = tuple[int, int, int, int]
+
+
+def _signature(path: Path) -> Signature | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
 async def _poll_file(gateway: Gateway) -> None:
     path = Path(gateway.config.path)
     if not gateway.attempted_hash:
         initial = await trio.to_thread.run_sync(_content_hash, path)
         gateway.attempted_hash = initial or ""
-    last_mtime = None
+    last: Signature | None = None
     while True:
         await trio.sleep(POLL_INTERVAL_SECS)
-        try:
-            stat = await trio.to_thread.run_sync(path.stat)
-        except OSError:
-            continue
-        mtime = (stat.st_mtime_ns, stat.st_size)
-        if mtime == last_mtime:
+        signature = await trio.to_thread.run_sync(_signature, path)
+        if signature is None or signature == last:
             continue  # cheap check first; hash only when the file was touched
-        last_mtime = await _settled(path, mtime)
+        settled = await _settled(path, signature)
         content = await trio.to_thread.run_sync(_content_hash, path)
-        if content is not None and content != gateway.attempted_hash:
+        if content is None:
+            continue  # unreadable for now (permissions, replaced): look again next time
+        last = settled
+        if content != gateway.attempted_hash:
             await gateway.reload("file_changed")
 
 
-async def _settled(path: Path, mtime: tuple[int, int]) -> tuple[int, int]:
-    """Wait until the file's (mtime, size) stays ``mtime`` for :data:`SETTLE_SECS`; the last seen."""
+async def _settled(path: Path, signature: Signature) -> Signature:
+    """Wait until the file's signature stays the same for :data:`SETTLE_SECS`; the last seen."""
     while True:
         await trio.sleep(SETTLE_SECS)
-        try:
-            stat = await trio.to_thread.run_sync(path.stat)
-        except OSError:
-            return mtime  # gone for a moment (replaced): the hash says what to do
-        now = (stat.st_mtime_ns, stat.st_size)
-        if now == mtime:
-            return mtime
-        mtime = now
+        now = await trio.to_thread.run_sync(_signature, path)
+        if now is None or now == signature:
+            return signature  # (gone for a moment: the hash says what to do)
+        signature = now
 
 
 async def _reload_on_signals(gateway: Gateway, signals: AsyncIterator[int]) -> None:

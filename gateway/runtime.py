@@ -29,7 +29,14 @@ from quart_trio import QuartTrio
 
 from gateway.admin import create_admin_app
 from gateway.components import Destination, DestinationContext, Filter
-from gateway.config import DestinationConfig, Entity, GatewayConfig, ServerConfig, load_config, parse_config
+from gateway.config import (
+    DestinationConfig,
+    Entity,
+    GatewayConfig,
+    ServerConfig,
+    load_config,
+    parse_config_bytes,
+)
 from gateway.delivery import REDRIVE_POLL_SECS, DestinationWorker, Replay
 from gateway.errors import ConfigError, DeliveryError
 from gateway.ingest import IngestHub
@@ -504,7 +511,8 @@ class Gateway:
         self.attempted_hash = hashlib.sha256(text).hexdigest()
         await self.notifier.reloading()
         try:
-            new = parse_config(text.decode("utf-8", "replace"), self.registry, path=str(path))
+            # In a thread: a large file must not hold up the requests being served meanwhile.
+            new = await trio.to_thread.run_sync(lambda: parse_config_bytes(text, self.registry, path=str(path)))
             await self.apply(new)
         except ConfigError as error:
             await self.notifier.ready("reload refused; serving the previous config")

@@ -102,6 +102,72 @@ async def test_the_file_watcher_waits_for_a_write_to_finish(
         nursery.cancel_scope.cancel()
 
 
+async def test_the_file_watcher_sees_replacements_and_retries_a_failed_read(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an adversarial test: a replacement that kept the size and copied the mtime (an
+    atomic rename of a ``cp -p`` copy, a ConfigMap's symlink swap) was never noticed, and an edit
+    made while the file was unreadable (chmod 000) was lost for good once it became readable."""
+    import gateway.reload as reload_module
+
+    monkeypatch.setattr(reload_module, "POLL_INTERVAL_SECS", 0.02)
+    monkeypatch.setattr(reload_module, "SETTLE_SECS", 0.02)
+    failures = [0]
+    real_hash = reload_module._content_hash
+
+    def hash_or_fail(path: Path) -> str | None:
+        if failures[0]:
+            failures[0] -= 1
+            return None  # as for a file the daemon's user cannot read for now
+        return real_hash(path)
+
+    monkeypatch.setattr(reload_module, "_content_hash", hash_or_fail)
+    path = tmp_path / "gateway.toml"
+    base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")
+    path.write_text(base + '\n[sources.app]\nwrite_key = "key-aaaa"\n')
+    stop = trio.Event()
+
+    async def reloaded(count: int) -> None:
+        with trio.fail_after(5):
+            while gateway.reloads["ok"] < count:  # noqa: ASYNC110 (a counter, no event to wait on)
+                await trio.sleep(0.01)
+
+    async with trio.open_nursery() as nursery:
+        gateway = await serve_in(nursery, path, registry, stop)
+        await nursery.start(watch_for_reloads, gateway)
+        await trio.sleep(0.1)
+        # Same size, same mtime, another file: only its inode tells.
+        copy = tmp_path / "gateway.toml.new"
+        copy.write_text(base + '\n[sources.app]\nwrite_key = "key-bbbb"\n')
+        stat = path.stat()
+        os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        os.replace(copy, path)
+        await reloaded(1)
+        assert gateway.config.sources["app"].core.write_key == "key-bbbb"
+        # The first read of the next edit fails; the edit is applied on a later poll.
+        failures[0] = 1
+        path.write_text(base + '\n[sources.app]\nwrite_key = "key-cccc"\n')
+        await reloaded(2)
+        assert gateway.config.sources["app"].core.write_key == "key-cccc"
+        stop.set()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_config_that_is_not_utf8_is_refused_by_a_reload_too(tmp_path: Path, registry: Registry) -> None:
+    # A reload decoded with "replace": a Latin-1 write key became U+FFFD and was accepted, while
+    # startup and check-config refused the same file.
+    path = tmp_path / "gateway.toml"
+    base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")
+    path.write_text(base)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        gateway = await serve_in(nursery, path, registry, stop)
+        path.write_bytes(base.encode() + b'\n[sources.app]\nwrite_key = "caf\xe9-key"\n')
+        assert not await gateway.reload("test")
+        assert "app" not in gateway.config.sources
+        stop.set()
+
+
 async def test_reload_adds_swaps_and_refuses_without_touching_the_rest(tmp_path: Path, registry: Registry) -> None:
     path = tmp_path / "gateway.toml"
     base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")

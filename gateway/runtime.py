@@ -638,6 +638,10 @@ async def serve_gateway(
         nursery.cancel_scope.cancel()
 
 
+def _after_the_receivers(signum: int, frame: object) -> None:
+    """A stop or reload signal that arrives once the daemon has stopped: nothing left to do."""
+
+
 def run(config_path: str | Path) -> None:
     """Load the config and serve until a stop signal. Raises on startup failure."""
     registry = build_registry(make_plugin_manager())
@@ -646,12 +650,27 @@ def run(config_path: str | Path) -> None:
     async def main() -> None:
         # Handlers first: a SIGTERM that arrives while starting up must still stop us cleanly,
         # and a SIGHUP must not end the process (its default action): it reloads once we run.
-        with (
-            trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals,
-            trio.open_signal_receiver(signal.SIGHUP) as sighups,
-        ):
-            await serve_gateway(
-                config, registry, shutdown_trigger=lambda: _first_signal(signals), sighups=sighups, freeze_heap=True
-            )
+        # A signal still pending when the receivers close (a second SIGTERM, a reload racing the
+        # stop) is raised again under the handlers they replaced: make those no-ops, or a clean
+        # stop ends with 128 + signum. Blocked meanwhile, so none that arrives now is lost.
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+        try:
+            for signum in handled:
+                signal.signal(signum, _after_the_receivers)
+            with (
+                trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals,
+                trio.open_signal_receiver(signal.SIGHUP) as sighups,
+            ):
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+                await serve_gateway(
+                    config, registry, shutdown_trigger=lambda: _first_signal(signals), sighups=sighups, freeze_heap=True
+                )
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
 
     trio.run(main)
+    # Stopped. Python's exit puts back the default action of every signal it handles, and a
+    # second SIGTERM in those last milliseconds would end the clean stop with 143: ignore them.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)

@@ -22,3 +22,33 @@ def test_daemon_delivers_a_track_call_and_stops_on_sigterm(gateway_process: Gate
     assert [m["messageId"] for m in delivered] == ["smoke-1"]
     assert delivered[0]["type"] == "track" and "receivedAt" in delivered[0]
     assert gateway_process.stop() == 0
+
+
+def test_a_second_signal_during_the_stop_still_exits_0(tmp_path: Path) -> None:
+    """A signal still pending when the daemon's signal receivers closed was raised again under
+    the default handler: a second SIGTERM, or a reload racing the stop, ended a clean stop with
+    143 or 129 (found by an adversarial test)."""
+    import signal
+    import socket
+    import time
+
+    from tests.gatewayproc import config_text
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(config_text(tmp_path))
+    for second in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        for stopping_for in (0.0, 0.5):
+            with GatewayProcess(config) as gateway:
+                assert gateway.proc is not None
+                host, port = gateway.url.removeprefix("http://").split(":")
+                # A request whose body never comes holds the stop open (the second signal then
+                # reaches the daemon while it stops), or none does (it reaches Python's exit).
+                with socket.create_connection((host, int(port))) as hanging:
+                    if stopping_for:
+                        hanging.sendall(b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+                        time.sleep(0.1)
+                    gateway.proc.send_signal(signal.SIGTERM)
+                    time.sleep(0.01 + stopping_for / 2)
+                    gateway.proc.send_signal(second)
+                    time.sleep(stopping_for / 2)
+                assert gateway.proc.wait(20) == 0, (second, stopping_for, "".join(gateway.lines[-5:]))

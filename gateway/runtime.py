@@ -137,6 +137,8 @@ class _RunningDestination:
 @dataclass
 class _Listener:
     listen: str
+    #: hypercorn reads graceful_timeout when it stops, so a reload can change it in place.
+    settings: HypercornConfig
     stop: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)
 
@@ -336,21 +338,28 @@ class Gateway:
         return wanted
 
     async def _start_listener(self, name: str, listen: str) -> list[str]:
-        listener = _Listener(listen)
+        listener = _Listener(listen, hypercorn_config(self.config.server, listen))
         app = self.app if name == "http" else self.admin_app
 
         async def run(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
                 await serve(
                     without_lifespan(shield_sends(app)),
-                    hypercorn_config(self.config.server, listen),
+                    listener.settings,
                     shutdown_trigger=listener.stop.wait,
                     task_status=task_status,
                 )
             finally:
                 listener.done.set()
 
-        binds: list[str] = await self._nursery.start(run)
+        try:
+            binds: list[str] = await self._nursery.start(run)
+        except BaseException as error:
+            failure = _os_error_in(error)  # hypercorn's nursery wraps it in an exception group
+            if failure is None:
+                raise
+            key = "server.listen" if name == "http" else "admin.listen"
+            raise ConfigError(self.config.path, key, f"cannot listen on {listen}: {failure}") from error
         self.listeners[(name, listen)] = listener
         if name == "http":
             self.urls = binds
@@ -414,16 +423,22 @@ class Gateway:
                         stack = AsyncExitStack()
                         await stack.__aenter__()
                         opened[did] = (await self._open_destination(did, entity, stack), stack)
-                for name, listen in sorted(self._wanted_listeners(new) - set(self.listeners)):
-                    await self._start_listener(name, listen)
             except BaseException as error:
-                for _, stack in opened.values():
-                    with trio.CancelScope(shield=True):
-                        await stack.aclose()
-                if isinstance(error, OSError):
-                    raise ConfigError(new.path, "server.listen", f"cannot open a listener: {error}") from error
+                await _close_all(opened)
                 if isinstance(error, Exception) and not isinstance(error, ConfigError):
                     raise ConfigError(new.path, "destinations", f"a destination failed to open: {error}") from error
+                raise
+            started: list[tuple[str, str]] = []
+            urls, admin_urls = self.urls, self.admin_urls
+            try:
+                for name, listen in sorted(self._wanted_listeners(new) - set(self.listeners)):
+                    await self._start_listener(name, listen)
+                    started.append((name, listen))
+            except BaseException:
+                await _close_all(opened)
+                for key in started:  # the swap is off: the listeners it opened go too
+                    self.listeners.pop(key).stop.set()
+                self.urls, self.admin_urls = urls, admin_urls
                 raise
 
             # Swap: sources and filters between requests (no await in between).
@@ -433,6 +448,8 @@ class Gateway:
                 self.classifier = Classifier(list(self.registry.matchers.values()), new.privacy)
             self.hub.use_config(new, filters, self.classifier)
             self.app.config["MAX_CONTENT_LENGTH"] = new.server.max_request_bytes + 64 * 1024
+            for listener in self.listeners.values():
+                listener.settings.graceful_timeout = new.server.graceful_shutdown_secs
             self.log.reconfigure(new.log)
             for did, running in self.destinations.items():
                 if did in new.destinations and did not in opened:
@@ -636,6 +653,25 @@ async def serve_gateway(
         except Exception:
             log.exception("log_upkeep_failed", job="inventory")
         nursery.cancel_scope.cancel()
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError in ``error`` or in the exception groups around it, if any."""
+    if isinstance(error, OSError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _os_error_in(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def _close_all(opened: dict[str, tuple[Destination, AsyncExitStack]]) -> None:
+    """Close the destinations a refused reload opened."""
+    for _, stack in opened.values():
+        with trio.CancelScope(shield=True):
+            await stack.aclose()
 
 
 def _after_the_receivers(signum: int, frame: object) -> None:

@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from gateway.config import load_config
+from gateway.errors import ConfigError
 from gateway.plugins import Registry
 from gateway.reload import watch_for_reloads
 from gateway.runtime import Gateway, serve_gateway
@@ -240,6 +241,37 @@ async def test_a_listener_moved_twice_keeps_serving(tmp_path: Path, registry: Re
         await trio.sleep(0.3)  # delivered before the stop
         stop.set()
     assert [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["m0", "m1", "m2"]
+
+
+async def test_a_busy_port_is_refused_naming_the_listener_and_the_rest_stays(
+    tmp_path: Path, registry: Registry
+) -> None:
+    # The refusal said "destinations: a destination failed to open: Exceptions from Trio
+    # nursery (1 sub-exception)": the OSError came wrapped in an exception group.
+    import socket
+
+    path = tmp_path / "gateway.toml"
+    first = f"127.0.0.1:{free_port()}"
+    base = config_text(tmp_path, listen=first)
+    path.write_text(base)
+    stop = trio.Event()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        async with trio.open_nursery() as nursery:
+            gateway = await serve_in(nursery, path, registry, stop)
+            path.write_text(base.replace(first, taken))
+            with pytest.raises(ConfigError) as refused:
+                await gateway.apply(load_config(path, registry))
+            assert refused.value.where == "server.listen"
+            assert f"cannot listen on {taken}: [Errno 98]" in refused.value.problem
+            assert gateway.urls == [f"http://{first}"] and await post(f"http://{first}", WRITE_KEY, "m1") == 200
+            # The graceful timeout applies to the running listeners from the next stop on.
+            path.write_text(base.replace("graceful_shutdown_secs = ", "graceful_shutdown_secs = 0.25 # "))
+            assert await gateway.reload("test")
+            assert [listener.settings.graceful_timeout for listener in gateway.listeners.values()] == [0.25]
+            stop.set()
 
 
 def test_reload_needing_a_restart_is_refused(tmp_path: Path, registry: Registry) -> None:

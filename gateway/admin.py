@@ -129,7 +129,10 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
         destination = body.get("destination")
         if type(destination) is not str:
             return error_response(400, "bad_request", 'send {"destination": "..."}')
-        return json_response({"cancelled": await gateway.cancel_replays(destination)})
+        cancelled = await gateway.cancel_replays(destination)
+        if not cancelled and destination not in gateway.destinations:
+            return error_response(404, "no_such_destination", f"no destination {destination!r} and no replay of it")
+        return json_response({"cancelled": cancelled})
 
     async def change(action: str) -> Response:
         body: dict[str, Any] = await request.get_json(force=True, silent=True) or {}

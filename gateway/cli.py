@@ -225,6 +225,16 @@ def _audit(args: argparse.Namespace) -> int:
     return 0 if report.balanced else 3
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Self-hosted Segment-compatible event gateway.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -255,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument(
         "--destination", help="only this destination (list), or all of its dead letters (redrive/discard)"
     )
-    dead.add_argument("--limit", type=int, default=100)
+    dead.add_argument("--limit", type=_at_least_one, default=100, help="list at most this many (default 100)")
     dead.add_argument("--bodies", action="store_true", help="print each message too")
     dead.set_defaults(handler=_dead_letters)
 

@@ -23,8 +23,10 @@ def test_a_taken_port_fails_fast_with_one_line(tmp_path: Path) -> None:
         config = tmp_path / "g.toml"
         config.write_text(config_text(tmp_path, listen=f"127.0.0.1:{port}"))
         result = run_gateway("run", "--config", str(config))
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "gateway: [Errno 98] Address already in use"
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"gateway: {config}: server.listen: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
+    )
     assert "Traceback" not in result.stderr
 
 

@@ -79,6 +79,10 @@ def test_replay_resends_a_time_range_and_survives_kill_9(tmp_path: Path) -> None
             sink.failing = False
             bad = cli(config, "replay", "nope", "--since", since)
             assert bad.returncode == 2 and "no running destination 'nope'" in bad.stderr
+            bad = cli(config, "replay", "nope", "--cancel")  # it said "0 replay(s) of nope cancelled"
+            assert bad.returncode == 2 and "no destination 'nope' and no replay of it" in bad.stderr
+            for limit in ("0", "-1"):  # they listed 100 and everything
+                assert cli(config, "dead-letters", "list", "--limit", limit).returncode == 2
             assert "is not an ISO-8601 time" in cli(config, "replay", "hook", "--since", "yesterday").stderr
         assert all(sink.counts[i] == 2 for i in ids)  # each replayed once, nothing more
     [books] = audit(tmp_path).destinations

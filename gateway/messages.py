@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -36,10 +36,15 @@ class Invalid(Exception):
         super().__init__(f"{code}: {message}")
 
 
+#: Items a batch body may hold at all (``server.max_batch_messages`` is the limit a batch is
+#: answered by): beyond, the whole body is refused before anything is held per item.
+MAX_BATCH_ITEMS = 100_000
+
+
 class BatchBody(msgspec.Struct):
     """A ``/v1/batch`` body: the items stay raw so each one's size is known without re-encoding."""
 
-    batch: list[msgspec.Raw]
+    batch: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=MAX_BATCH_ITEMS)]
     writeKey: Any = None
     sentAt: Any = None
     context: Any = None
@@ -70,7 +75,7 @@ def check_nesting(message: Any, raw: bytes | msgspec.Raw) -> None:
     while stack:
         node, depth = stack.pop()
         if depth > MAX_NESTING:
-            raise Invalid("nesting_too_deep", f"objects and arrays may nest at most {MAX_NESTING} deep")
+            raise _too_deep()
         children = node.values() if type(node) is dict else node
         stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
 
@@ -81,10 +86,7 @@ def decode_single(body: bytes) -> JSONObject:
     Raises:
         Invalid: the body is not JSON, or not a JSON object.
     """
-    try:
-        message = _decode_any(body)
-    except msgspec.DecodeError as error:
-        raise Invalid("invalid_json", f"the body is not valid JSON: {error}") from None
+    message = _decode_json(body, "the body")
     if not isinstance(message, dict):
         raise Invalid("message_not_object", "the body must be a JSON object")
     check_nesting(message, body)
@@ -98,20 +100,45 @@ def decode_batch(body: bytes) -> BatchBody:
         Invalid: not JSON, not an object, or ``batch`` missing or not an array.
     """
     try:
-        return _decode_batch(body)
+        batch = _decode_batch(body)
     except msgspec.ValidationError as error:
         raise Invalid("invalid_batch", f'the body must be an object with a "batch" array ({error})') from None
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise Invalid("invalid_json", f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise _too_deep() from None
+    for root in (batch.context, batch.integrations):  # merged into the items: as deep as theirs
+        if type(root) is dict:
+            check_nesting(root, encode(root))
+    return batch
+
+
+def _decode_json(data: bytes | msgspec.Raw, what: str) -> Any:
+    """Decode JSON; every way it can be wrong is the client's: invalid UTF-8 in a string, a
+    number out of range (``1e400``), nesting deeper than the decoder goes.
+
+    Raises:
+        Invalid: ``invalid_json`` or ``nesting_too_deep``.
+    """
+    try:
+        return _decode_any(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise Invalid("invalid_json", f"{what} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise _too_deep() from None
+
+
+def _too_deep() -> Invalid:
+    return Invalid("nesting_too_deep", f"objects and arrays may nest at most {MAX_NESTING} deep")
 
 
 def decode_item(raw: bytes) -> JSONObject:
-    """Decode one batch item (already known to be valid JSON).
+    """Decode one batch item (its syntax was checked with the batch; its values were not).
 
     Raises:
-        Invalid: the item is not a JSON object.
+        Invalid: the item is not valid JSON, or not a JSON object.
     """
-    item = _decode_any(raw)
+    item = _decode_json(raw, "the item")
     if not isinstance(item, dict):
         raise Invalid("message_not_object", "each batch item must be a JSON object")
     check_nesting(item, raw)
@@ -305,5 +332,8 @@ def apply_server_fields(
         raise Invalid("timestamp_invalid", "timestamp must be an ISO-8601 date-time")
     message["originalTimestamp"] = client_time
     sent_at = _parse_sent_at(message.get("sentAt"))
-    corrected = arrival.at - (sent_at - original) if sent_at is not None else original
-    message["timestamp"] = format_time(corrected)
+    try:
+        corrected = arrival.at - (sent_at - original) if sent_at is not None else original
+        message["timestamp"] = format_time(corrected)
+    except OverflowError:  # year 1 or 9999 with an offset, or a sentAt that far from it
+        raise Invalid("timestamp_invalid", "timestamp (corrected by sentAt) is outside the years 1-9999") from None

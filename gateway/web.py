@@ -80,7 +80,7 @@ def write_key_of(authorization: str | None) -> str | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # (a UnicodeDecodeError, or non-ASCII base64, is a ValueError)
         return None
     return decoded.partition(":")[0] or None
 

@@ -161,11 +161,18 @@ async def test_batch_limit_keeps_the_first_items(gateway_app: App, monkeypatch: 
     batch = {"batch": [{"type": "identify", "userId": f"u{i}"} for i in range(2502)]}
     status, body, _ = await post(gateway_app, "/v1/batch", batch)
     assert status == 200
-    assert [(r["index"], r["code"]) for r in body["rejected"]] == [
-        (2500, "batch_limit_exceeded"),
-        (2501, "batch_limit_exceeded"),
+    # One entry for all the items past the limit: a small request of millions of tiny items
+    # made a 395 MB answer (an adversarial test).
+    assert body["rejected"] == [
+        {
+            "index": 2500,
+            "code": "batch_limit_exceeded",
+            "message": "a batch may hold at most 2500 messages: items 2500 to 2501 were not taken",
+        }
     ]
     assert len(stored(gateway_app)) == 2500
+    status, body, _ = await post(gateway_app, "/v1/batch", b'{"batch":[' + b",".join([b"1"] * 200_000) + b"]}")
+    assert status == 400 and body["code"] == "invalid_batch"  # far past any batch: refused whole
 
 
 async def test_server_fields_and_client_ip(gateway_app: App) -> None:
@@ -358,3 +365,59 @@ def test_random_bodies_never_cause_a_5xx(
                 assert answer["code"] and answer["message"]
 
     trio.run(check)
+
+
+GOOD = {"type": "track", "userId": "u", "event": "ok"}
+TOO_DEEP = "nesting_too_deep"
+
+
+@pytest.mark.parametrize(
+    ("item", "code"),
+    [
+        (b'{"type":"track","userId":"u","event":"\xff"}', "invalid_json"),  # invalid UTF-8 in a string
+        (b'{"type":"track","userId":"u","event":"e","properties":{"n":1e400}}', "invalid_json"),
+        (b'{"type":"track","userId":"u","event":"e","properties":{"n":' + b"9" * 5000 + b"}}", "invalid_json"),
+        (b'{"type":"track","userId":"u","event":"e","properties":' + b"[" * 5000 + b"]" * 5000 + b"}", TOO_DEEP),
+        (b'{"type":"track","userId":"u","event":"e","timestamp":"0001-01-01T00:00:00+14:00"}', "timestamp_invalid"),
+        (
+            b'{"type":"track","userId":"u","event":"e","timestamp":"2024-01-01T00:00:00Z","sentAt":"9999-12-31T00:00:00Z"}',
+            "timestamp_invalid",
+        ),
+    ],
+)
+async def test_values_a_decoder_chokes_on_are_the_clients_fault(gateway_app: App, item: bytes, code: str) -> None:
+    """Found by an adversarial test: each of these was a 503 with Retry-After (clients retry it
+    for ever) and a traceback, and in a batch it lost the valid items around it too."""
+    single = item.replace(b'"type":"track",', b"")
+    status, body, _ = await post(gateway_app, "/v1/track", single)
+    assert (status, body["code"]) == (400, code), body
+    batch = b'{"batch":[' + json.dumps(GOOD).encode() + b"," + item + b"]}"
+    status, body, _ = await post(gateway_app, "/v1/batch", batch)
+    if code == TOO_DEEP:  # too deep for the decoder to skip: the batch as a whole
+        assert (status, body["code"]) == (400, code)
+        return
+    assert status == 200 and [(r["index"], r["code"]) for r in body["rejected"]] == [(1, code)]
+    assert [m["event"] for m in stored(gateway_app)] == ["ok"]
+
+
+async def test_a_batch_root_counts_in_every_items_size_and_depth(gateway_app: App) -> None:
+    # The root context was merged into every item after the 32 KB check: a 3 KB gzip body
+    # stored 200 copies of a 3 MB context (1.6 GB of RSS in an adversarial test).
+    root = {"context": {"blob": "x" * 40_000}, "batch": [GOOD] * 200}
+    status, body, _ = await post(gateway_app, "/v1/batch", root)
+    assert status == 400 and body["code"] == "message_too_large" and len(body["rejected"]) == 200
+    small = {"context": {"blob": "x" * 1000}, "batch": [GOOD]}
+    assert (await post(gateway_app, "/v1/batch", small))[0] == 200
+    deep: Any = {}
+    for _ in range(150):
+        deep = {"a": deep}
+    status, body, _ = await post(gateway_app, "/v1/batch", {"integrations": deep, "batch": [GOOD]})
+    assert (status, body["code"]) == (400, "nesting_too_deep")
+    assert [m["context"]["blob"] for m in stored(gateway_app)] == ["x" * 1000]
+
+
+def test_an_authorization_header_of_any_bytes_is_no_write_key() -> None:
+    from gateway.web import write_key_of
+
+    for value in ("Basic \xff\xfe", "Basic ÿÿÿÿ", "Basic " + base64.b64encode(b"\xff\xfe:").decode()):
+        assert write_key_of(value) is None  # (the first raised ValueError: a 503)

@@ -182,6 +182,28 @@ def b64(payload: dict[str, Any], *, urlsafe: bool, padded: bool) -> str:
     return text if padded else text.rstrip("=")
 
 
+@pytest.mark.parametrize(
+    "properties",
+    [
+        '{"s":"\\ud800"}',  # a lone surrogate
+        '{"n":' + "9" * 5000 + "}",
+        '{"n":NaN}',
+        "[" * 3000 + "1" + "]" * 3000,
+    ],
+)
+async def test_pixel_data_the_api_refuses_is_a_gif_and_nothing_stored(gateway_app: App, properties: str) -> None:
+    # The pixel decoded with the stdlib's json, which takes these; the store then failed (a 503
+    # in JSON, not a GIF).
+    data = f'{{"writeKey":"{WRITE_KEY}","userId":"u","event":"e","properties":{properties}}}'
+    encoded = quote(base64.b64encode(data.encode()).decode(), safe="")
+    response = await request(gateway_app, "GET", f"/v1/pixel/track?data={encoded}")
+    assert (response.status_code, await response.get_data()) == (200, GIF)
+    deep = "a." * 5000 + "b=1"
+    dotted = await request(gateway_app, "GET", f"/v1/pixel/track?writeKey={WRITE_KEY}&event=e&userId=u&{deep}")
+    assert (dotted.status_code, await dotted.get_data()) == (200, GIF)
+    assert stored(gateway_app) == []
+
+
 @pytest.mark.parametrize(("urlsafe", "padded"), [(False, True), (True, True), (True, False), (False, False)])
 async def test_pixel_accepts_every_base64_form(gateway_app: App, urlsafe: bool, padded: bool) -> None:
     payload = {"writeKey": WRITE_KEY, "userId": "u", "event": "Email Opened", "properties": {"subject": "Hi ÿ?>"}}

@@ -26,7 +26,7 @@ from gateway import (
     success_response,
     validate,
 )
-from gateway.messages import TYPE_BY_LETTER, BatchBody
+from gateway.messages import TYPE_BY_LETTER, BatchBody, encode
 
 from ._common import Routes, unauthorized
 
@@ -127,13 +127,16 @@ def accept_items(
         context=_object_or_none(body.context),
         integrations=_object_or_none(body.integrations),
     )
+    # The batch root's context and integrations are merged into every item that lacks them:
+    # the per-message limit counts them, or a small request could store thousands of copies of
+    # a root as large as the request.
+    root_bytes = sum(len(encode(part)) for part in (defaults.context, defaults.integrations) if part)
+    limit = server.max_batch_messages
     accepted = []
     rejected: list[dict[str, Any]] = []
-    for index, raw in enumerate(body.batch):
+    for index, raw in enumerate(body.batch[:limit]):
         try:
-            if index >= server.max_batch_messages:
-                raise Invalid("batch_limit_exceeded", f"a batch may hold at most {server.max_batch_messages} messages")
-            if len(raw) > server.max_message_bytes:
+            if len(raw) + root_bytes > server.max_message_bytes:
                 raise Invalid(
                     "message_too_large",
                     f"Exceed payload limit: a message may be at most {server.max_message_bytes} bytes",
@@ -153,6 +156,16 @@ def accept_items(
             rejected.append({"index": index, "code": error.code, "message": error.message})
         else:
             accepted.append((source, item))
+    if len(body.batch) > limit:  # one entry for all of them: the answer stays small
+        excess = {
+            "index": limit,
+            "code": "batch_limit_exceeded",
+            "message": f"a batch may hold at most {limit} messages: "
+            f"items {limit} to {len(body.batch) - 1} were not taken",
+        }
+        if declining:
+            return None, [excess]
+        rejected.append(excess)
     # A 429 refuses the whole batch before its rejected items are counted: the client sends
     # it all again, and they are counted then.
     sources = {id(source): source for source, _ in accepted}

@@ -70,6 +70,9 @@ def hypercorn_config(server: ServerConfig, listen: str) -> HypercornConfig:
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = server.graceful_shutdown_secs
     config.keep_alive_timeout = 75  # longer than the idle timeouts of common proxies
+    # Connections the kernel queues before accept (hypercorn's default is 100): a burst of
+    # thousands of clients connecting at once overflowed it, and some waited a minute.
+    config.backlog = 4096
     return config
 
 

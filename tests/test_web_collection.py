@@ -385,3 +385,20 @@ async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path, registry)
         assert response.headers["Access-Control-Allow-Origin"] == "http://a.example"
         assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
         assert len(stored(app)) == statuses.count(200)
+
+
+async def test_a_batch_larger_than_the_burst_passes_but_leaves_the_bucket_in_debt(tmp_path: Path, registry) -> None:
+    # A batch took no more than the burst from the bucket: 2,500-event batches passed 1,100
+    # events/s against a limit of 5 (an adversarial test).
+    from tests.conftest import open_app
+
+    async with open_app(tmp_path, registry, "rate_limit_events_per_sec = 5\nrate_limit_burst = 10\n") as app:
+        batch = {"batch": [{"type": "track", "userId": "u", "event": f"e{i}"} for i in range(100)]}
+
+        async def send() -> Any:
+            return await request(app, "POST", "/v1/batch", data=json.dumps(batch).encode(), headers=AUTH)
+
+        assert (await send()).status_code == 200  # a full bucket lets a big batch through...
+        refused = await send()  # ...and the 90 events over the burst are owed: 18 s at 5/s
+        assert refused.status_code == 429 and 18 <= int(refused.headers["Retry-After"]) <= 20
+        assert len(stored(app)) == 100

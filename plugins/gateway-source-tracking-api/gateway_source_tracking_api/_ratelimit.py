@@ -27,8 +27,11 @@ class TokenBucket:
         return max(1, math.ceil((needed - self._tokens) / self.rate))
 
     def take(self, events: int) -> None:
-        """Take the tokens :meth:`wait` just found there."""
-        self._tokens -= self._needed(events)
+        """Take ``events`` tokens, once :meth:`wait` said they may go. A batch larger than the
+        burst passes on a full bucket and leaves it in debt, so the next requests wait for it:
+        batching must not beat the rate (2,500-event batches passed 1,100 events/s against a
+        limit of 5 when a batch took no more than the burst)."""
+        self._tokens -= events
 
     def _needed(self, events: int) -> int:
         return min(events, self.burst)  # a batch larger than the burst passes on a full bucket

@@ -34,7 +34,13 @@ PositiveFloat = Annotated[float, Meta(gt=0)]
 NonNegativeFloat = Annotated[float, Meta(ge=0)]
 Identifier = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
 
-_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
+_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def _check_listen(listen: str) -> None:
+    match = _LISTEN.match(listen)
+    if not match or int(match[2]) > 65535:
+        raise ValueError(f"listen must be HOST:PORT with a port of 0 to 65535, got {listen!r}")
 
 
 class _Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -51,14 +57,14 @@ class ServerConfig(_Table, frozen=True, kw_only=True):
     #: Largest request body, after gunzip. The Node client really sends 1.2 MB batches.
     max_request_bytes: Annotated[int, Meta(ge=1024 * 1024)] = 8 * 1024 * 1024
     max_message_bytes: Annotated[int, Meta(ge=1024)] = 32 * 1024
-    max_batch_messages: PositiveInt = 2500
+    #: At most 100,000: a body of more items is refused whole (gateway.messages.MAX_BATCH_ITEMS).
+    max_batch_messages: Annotated[int, Meta(ge=1, le=100_000)] = 2500
     graceful_shutdown_secs: NonNegativeFloat = 10.0
     #: Seconds a client is asked to wait (``Retry-After``) when the log cannot take writes.
     retry_after_secs: PositiveInt = 5
 
     def __post_init__(self) -> None:
-        if not _LISTEN.match(self.listen):
-            raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")
+        _check_listen(self.listen)
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -158,8 +164,7 @@ class AdminConfig(_Table, frozen=True, kw_only=True):
     token: Annotated[str, Meta(min_length=16)] | None = None
 
     def __post_init__(self) -> None:
-        if not _LISTEN.match(self.listen):
-            raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")
+        _check_listen(self.listen)
 
 
 class FilterConfig(_Table, frozen=True, kw_only=True):

@@ -173,9 +173,9 @@ class IngestHub:
         self._by_id = {source.id: source for _, source in self._by_key_digest.values()}
         self._trusted = [ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies]
 
-    def count_rejected(self, code: str) -> None:
-        """Count a message refused at ingest (the HTTP answer or a log line says why)."""
-        self.metrics.rejected.labels(code).inc()
+    def count_rejected(self, code: str, count: int = 1) -> None:
+        """Count messages refused at ingest (the HTTP answer or a log line says why)."""
+        self.metrics.rejected.labels(code).inc(count)
 
     def sources_of_type(self, source_type: str) -> list[Source]:
         """Every configured source of ``source_type`` (e.g. to answer a CORS preflight, which

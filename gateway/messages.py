@@ -61,20 +61,20 @@ encode = msgspec.json.Encoder().encode
 MAX_NESTING = 100
 
 
-def check_nesting(message: Any, raw: bytes | msgspec.Raw) -> None:
-    """Refuse a message nested deeper than :data:`MAX_NESTING` (``raw``: its JSON, to skip the
-    walk for the messages that cannot be: fewer brackets than the limit).
+def check_nesting(message: Any, raw: bytes | msgspec.Raw, limit: int = MAX_NESTING) -> None:
+    """Refuse a message nested deeper than ``limit`` (``raw``: its JSON, to skip the walk for
+    the messages that cannot be: fewer brackets than the limit).
 
     Raises:
         Invalid: ``nesting_too_deep``.
     """
     data = raw if type(raw) is bytes else bytes(raw)  # a batch item is a msgspec.Raw
-    if data.count(b"{") + data.count(b"[") <= MAX_NESTING:
+    if data.count(b"{") + data.count(b"[") <= limit:
         return
     stack: list[tuple[Any, int]] = [(message, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_NESTING:
+        if depth > limit:
             raise _too_deep()
         children = node.values() if type(node) is dict else node
         stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
@@ -107,9 +107,9 @@ def decode_batch(body: bytes) -> BatchBody:
         raise Invalid("invalid_json", f"the body is not valid JSON: {error}") from None
     except RecursionError:
         raise _too_deep() from None
-    for root in (batch.context, batch.integrations):  # merged into the items: as deep as theirs
+    for root in (batch.context, batch.integrations):  # merged into the items, one level down
         if type(root) is dict:
-            check_nesting(root, encode(root))
+            check_nesting(root, encode(root), MAX_NESTING - 1)
     return batch
 
 

@@ -25,6 +25,7 @@ POLL_INTERVAL_SECS = 1.0
 #: A changed file is read once it has held still this long: a writer that truncates and then
 #: writes (an editor saving in place, ``echo >``, a config tool) is not caught halfway.
 SETTLE_SECS = 0.2
+SETTLE_MAX_SECS = 5.0
 
 
 def _content_hash(path: Path) -> str | None:
@@ -69,13 +70,15 @@ async def _poll_file(gateway: Gateway) -> None:
 
 
 async def _settled(path: Path, signature: Signature) -> Signature:
-    """Wait until the file's signature stays the same for :data:`SETTLE_SECS`; the last seen."""
-    while True:
+    """Wait until the file's signature stays the same for :data:`SETTLE_SECS`, or at most
+    :data:`SETTLE_MAX_SECS` (a file rewritten without a pause is read all the same); the last seen."""
+    for _ in range(round(SETTLE_MAX_SECS / SETTLE_SECS)):
         await trio.sleep(SETTLE_SECS)
         now = await trio.to_thread.run_sync(_signature, path)
         if now is None or now == signature:
             return signature  # (gone for a moment: the hash says what to do)
         signature = now
+    return signature
 
 
 async def _reload_on_signals(gateway: Gateway, signals: AsyncIterator[int]) -> None:

@@ -178,6 +178,7 @@ class Gateway:
         self.admin_app = create_admin_app(self)
         self.admin_urls: list[str] = []
         self._apply_lock = trio.Lock()
+        self._reload_lock = trio.Lock()
         self.reloads = {"ok": 0, "failed": 0}
         #: sha256 of the config file content last loaded or tried, so a file watcher does not
         #: apply (or refuse) the same content twice.
@@ -357,10 +358,8 @@ class Gateway:
 
         try:
             binds: list[str] = await self._nursery.start(run)
-        except BaseException as error:
-            failure = _os_error_in(error)  # hypercorn's nursery wraps it in an exception group
-            if failure is None:
-                raise
+        except Exception as error:  # (not Cancelled or KeyboardInterrupt: those go on up)
+            failure = _failure_in(error)  # hypercorn's nursery wraps it in an exception group
             key = "server.listen" if name == "http" else "admin.listen"
             raise ConfigError(self.config.path, key, f"cannot listen on {listen}: {failure}") from error
         self.listeners[(name, listen)] = listener
@@ -520,7 +519,14 @@ class Gateway:
             self.hub.inventory_saved(rows)
 
     async def reload(self, reason: str) -> bool:
-        """Load the config file again and apply it; a bad one is refused and the old one stays."""
+        """Load the config file again and apply it; a bad one is refused and the old one stays.
+
+        One at a time, read to apply: two at once (a SIGHUP while the watcher parses) could
+        apply the older file last, and leave it running with the newer one's hash recorded."""
+        async with self._reload_lock:
+            return await self._reload(reason)
+
+    async def _reload(self, reason: str) -> bool:
         path = Path(self.config.path)
         try:
             text = await trio.to_thread.run_sync(path.read_bytes)
@@ -658,16 +664,18 @@ async def serve_gateway(
         nursery.cancel_scope.cancel()
 
 
-def _os_error_in(error: BaseException) -> OSError | None:
-    """The OSError in ``error`` or in the exception groups around it, if any."""
-    if isinstance(error, OSError):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _os_error_in(inner)
-            if found is not None:
-                return found
-    return None
+def _failure_in(error: BaseException) -> BaseException:
+    """What went wrong inside ``error``'s exception groups: the first OSError (a busy port, a
+    host that does not resolve) if any, else the first error."""
+    leaves: list[BaseException] = []
+    pending = [error]
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, BaseExceptionGroup):
+            pending[:0] = node.exceptions
+        else:
+            leaves.append(node)
+    return next((leaf for leaf in leaves if isinstance(leaf, OSError)), leaves[0] if leaves else error)
 
 
 async def _close_all(opened: dict[str, tuple[Destination, AsyncExitStack]]) -> None:

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -272,6 +273,53 @@ async def test_a_busy_port_is_refused_naming_the_listener_and_the_rest_stays(
             assert await gateway.reload("test")
             assert [listener.settings.graceful_timeout for listener in gateway.listeners.values()] == [0.25]
             stop.set()
+
+
+async def test_two_reloads_at_once_end_on_the_newer_file(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: with the parse in a worker thread, a SIGHUP while the watcher parsed an
+    older file applied the newer one first, then the older one, which then ran for good."""
+    import gateway.runtime as runtime
+    from gateway.config import parse_config_bytes
+
+    def slow_for_v1(data: bytes, registry: Registry, *, path: str) -> Any:
+        if b"v1key" in data:
+            time.sleep(0.3)  # a large file
+        return parse_config_bytes(data, registry, path=path)
+
+    monkeypatch.setattr(runtime, "parse_config_bytes", slow_for_v1)
+    path = tmp_path / "gateway.toml"
+    base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")
+    path.write_text(base)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        gateway = await serve_in(nursery, path, registry, stop)
+        path.write_text(base + '\n[sources.v1]\nwrite_key = "v1key"\n')
+        nursery.start_soon(gateway.reload, "file_changed")  # the watcher saw v1
+        await trio.sleep(0.1)
+        path.write_text(base + '\n[sources.v2]\nwrite_key = "v2key"\n')
+        await gateway.reload("sighup")  # the operator's SIGHUP after writing v2
+        assert "v2" in gateway.config.sources and "v1" not in gateway.config.sources
+        stop.set()
+
+
+async def test_a_port_out_of_range_is_refused_not_fatal(tmp_path: Path, registry: Registry) -> None:
+    # 127.0.0.1:99999 passed the config check; hypercorn's bind raised OverflowError, not an
+    # OSError, and the reload took the daemon down (found in review).
+    path = tmp_path / "gateway.toml"
+    first = f"127.0.0.1:{free_port()}"
+    base = config_text(tmp_path, listen=first)
+    path.write_text(base)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        gateway = await serve_in(nursery, path, registry, stop)
+        path.write_text(base.replace(first, "127.0.0.1:99999"))
+        with pytest.raises(ConfigError, match="port of 0 to 65535"):
+            load_config(path, registry)
+        assert not await gateway.reload("test")
+        assert await post(f"http://{first}", WRITE_KEY, "m1") == 200
+        stop.set()
 
 
 def test_reload_needing_a_restart_is_refused(tmp_path: Path, registry: Registry) -> None:

@@ -1096,15 +1096,18 @@ def _lock_data_dir(data_dir: Path) -> int:
     path = data_dir / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise LogUnavailableError(
-            "locked", f"{data_dir} is in use by another gateway (pid {holder}): one data_dir serves one gateway"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise LogUnavailableError(
+                "locked", f"{data_dir} is in use by another gateway (pid {holder}): one data_dir serves one gateway"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)  # (which also lets go of the lock, if it was taken)
+        raise
     return fd
 
 
@@ -1141,5 +1144,7 @@ async def open_sqlite_log(
                     await sqlite_log.aclose()
                 nursery.cancel_scope.cancel()
     finally:
-        sqlite_log.close_connections()
-        os.close(lock)
+        try:
+            sqlite_log.close_connections()
+        finally:
+            os.close(lock)

@@ -82,10 +82,13 @@ def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
         )
         assert prepared is not None
         if rejected:
-            log.info("messages_rejected", count=len(rejected), codes=sorted({r["code"] for r in rejected}))
-            for r in rejected:
-                hub.count_rejected(r["code"])
-            if len(rejected) == len(body.batch):
+            # One entry stands for all the items past the batch limit.
+            excess = max(0, len(body.batch) - server.max_batch_messages)
+            counts = [excess if r["code"] == BATCH_LIMIT_EXCEEDED else 1 for r in rejected]
+            log.info("messages_rejected", count=sum(counts), codes=sorted({r["code"] for r in rejected}))
+            for r, count in zip(rejected, counts, strict=True):
+                hub.count_rejected(r["code"], count)
+            if sum(counts) == len(body.batch):
                 if request_source is None and all(r["code"] == "invalid_write_key" for r in rejected):
                     return unauthorized()
                 first = rejected[0]
@@ -101,6 +104,9 @@ def add_tracking_routes(bp: Blueprint, routes: Routes) -> None:
     async def metrics() -> Response:
         await read_body(request, hub.server.max_request_bytes)
         return success_response()
+
+
+BATCH_LIMIT_EXCEEDED = "batch_limit_exceeded"
 
 
 def accept_items(
@@ -159,7 +165,7 @@ def accept_items(
     if len(body.batch) > limit:  # one entry for all of them: the answer stays small
         excess = {
             "index": limit,
-            "code": "batch_limit_exceeded",
+            "code": BATCH_LIMIT_EXCEEDED,
             "message": f"a batch may hold at most {limit} messages: "
             f"items {limit} to {len(body.batch) - 1} were not taken",
         }

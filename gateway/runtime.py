@@ -537,8 +537,10 @@ class Gateway:
         self.attempted_hash = hashlib.sha256(text).hexdigest()
         await self.notifier.reloading()
         try:
-            # In a thread: a large file must not hold up the requests being served meanwhile.
-            new = await trio.to_thread.run_sync(lambda: parse_config_bytes(text, self.registry, path=str(path)))
+            # On the event loop, not in a worker thread (which would keep a huge file from holding
+            # up requests): the function filter re-imports its modules while its config is
+            # validated, and events in flight must never see one half re-imported.
+            new = parse_config_bytes(text, self.registry, path=str(path))
             await self.apply(new)
         except ConfigError as error:
             await self.notifier.ready("reload refused; serving the previous config")

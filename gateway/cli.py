@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config import DEFAULT_CONFIG_PATH, iso_to_ms, load_config
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, exception_leaves
 from gateway.plugins import build_registry, make_plugin_manager, plugin_distribution
 from gateway.telemetry import LEVELS, configure_logging
 
@@ -302,12 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run a command; startup failures end with one line on stderr and a non-zero status."""
     args = build_parser().parse_args(argv)
@@ -317,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (GatewayError, OSError, sqlite3.Error, BaseExceptionGroup) as error:
         # Errors from inside the daemon's nurseries arrive wrapped in exception groups.
-        leaves = _leaves(error)
+        leaves = exception_leaves(error)
         if not all(isinstance(leaf, GatewayError | OSError | sqlite3.Error) for leaf in leaves):
             raise
         leaf = leaves[0]

@@ -58,3 +58,11 @@ class DeliveryError(GatewayError):
         self.retryable = retryable
         self.retry_after = retry_after
         super().__init__(message)
+
+
+def exception_leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside ``error``'s exception groups, in order (``[error]`` when it is none):
+    trio's nurseries wrap what failed in them."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in exception_leaves(inner)]
+    return [error]

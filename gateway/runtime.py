@@ -38,7 +38,7 @@ from gateway.config import (
     parse_config_bytes,
 )
 from gateway.delivery import REDRIVE_POLL_SECS, DestinationWorker, Replay
-from gateway.errors import ConfigError, DeliveryError
+from gateway.errors import ConfigError, DeliveryError, exception_leaves
 from gateway.ingest import IngestHub
 from gateway.log import BacklogInfo, IngestLog, open_log
 from gateway.metrics import Metrics
@@ -669,15 +669,8 @@ async def serve_gateway(
 def _failure_in(error: BaseException) -> BaseException:
     """What went wrong inside ``error``'s exception groups: the first OSError (a busy port, a
     host that does not resolve) if any, else the first error."""
-    leaves: list[BaseException] = []
-    pending = [error]
-    while pending:
-        node = pending.pop(0)
-        if isinstance(node, BaseExceptionGroup):
-            pending[:0] = node.exceptions
-        else:
-            leaves.append(node)
-    return next((leaf for leaf in leaves if isinstance(leaf, OSError)), leaves[0] if leaves else error)
+    leaves = exception_leaves(error)
+    return next((leaf for leaf in leaves if isinstance(leaf, OSError)), leaves[0])
 
 
 async def _close_all(opened: dict[str, tuple[Destination, AsyncExitStack]]) -> None:

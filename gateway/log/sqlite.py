@@ -1126,11 +1126,10 @@ async def open_sqlite_log(
         lock = _lock_data_dir(data_dir)
         try:
             return SQLiteLog(config, data_dir / DB_NAME, observe_commit), lock
-        except sqlite3.Error as error:
+        except BaseException as error:
             os.close(lock)
-            raise LogUnavailableError("log_error", f"cannot open the log {data_dir / DB_NAME}: {error}") from error
-        except BaseException:
-            os.close(lock)
+            if isinstance(error, sqlite3.Error):
+                raise LogUnavailableError("log_error", f"cannot open the log {data_dir / DB_NAME}: {error}") from error
             raise
 
     sqlite_log, lock = await trio.to_thread.run_sync(open_files)

@@ -7,8 +7,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -38,26 +40,43 @@ async def post(url: str, key: str, message_id: str) -> int:
         return response.status_code
 
 
-async def serve_in(nursery: trio.Nursery, path: Path, registry: Registry, stop: trio.Event) -> Gateway:
-    """The gateway on ``path``'s config, served in ``nursery`` until ``stop`` is set (no reload
-    watcher: the tests reload by hand or start one)."""
-    gateway: Gateway = await nursery.start(
-        lambda task_status: serve_gateway(
-            load_config(path, registry), registry, shutdown_trigger=stop.wait, watch=False, task_status=task_status
-        )
-    )
-    return gateway
+class Served(NamedTuple):
+    gateway: Gateway
+    path: Path  # its config file
+    base: str  # what the file held at start
+    nursery: trio.Nursery  # for what a test runs beside it (cancelled at the end)
+
+
+@asynccontextmanager
+async def served(tmp_path: Path, registry: Registry, *, listen: str | None = None) -> AsyncIterator[Served]:
+    """The gateway on a fresh config in ``tmp_path``, served (no reload watcher: the tests reload
+    by hand or start one) until the block ends; then stopped as a SIGTERM would stop it, and
+    whatever the test started beside it cancelled."""
+    path = tmp_path / "gateway.toml"
+    base = config_text(tmp_path, listen=listen or f"127.0.0.1:{free_port()}")
+    path.write_text(base)
+    stop, stopped = trio.Event(), trio.Event()
+
+    async def serve(task_status: trio.TaskStatus[Gateway]) -> None:
+        try:
+            config = load_config(path, registry)
+            await serve_gateway(config, registry, shutdown_trigger=stop.wait, watch=False, task_status=task_status)
+        finally:
+            stopped.set()
+
+    async with trio.open_nursery() as nursery:
+        gateway: Gateway = await nursery.start(serve)
+        yield Served(gateway, path, base, nursery)
+        stop.set()
+        await stopped.wait()
+        nursery.cancel_scope.cancel()
 
 
 async def test_sighup_reloads_from_the_moment_the_watcher_reports_started(tmp_path: Path, registry: Registry) -> None:
     """SIGHUP's default action ends the process: a reload sent right after the gateway said it
     was ready (it happened here: the fifty-rewrites test's first SIGHUP killed the daemon about
     once in twenty runs on a loaded machine) must find its handler in place."""
-    path = tmp_path / "gateway.toml"
-    path.write_text(config_text(tmp_path, listen=f"127.0.0.1:{free_port()}"))
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        gateway = await serve_in(nursery, path, registry, stop)
+    async with served(tmp_path, registry) as (gateway, _, _, nursery):
         for _ in range(10):  # trio's scheduling order varies: give a lost race ten chances
             async with trio.open_nursery() as watching:
                 await watching.start(watch_for_reloads, gateway)
@@ -69,8 +88,6 @@ async def test_sighup_reloads_from_the_moment_the_watcher_reports_started(tmp_pa
         with trio.fail_after(10):
             while gateway.reloads["ok"] == 0:  # noqa: ASYNC110 (a counter, no event to wait on)
                 await trio.sleep(0.01)
-        stop.set()
-        nursery.cancel_scope.cancel()
 
 
 async def test_the_file_watcher_waits_for_a_write_to_finish(
@@ -80,12 +97,7 @@ async def test_the_file_watcher_waits_for_a_write_to_finish(
     config tool) is not reloaded halfway: the half file would be refused, with an error logged,
     or worse, a half that parses would be applied (here it would move server.data_dir)."""
     monkeypatch.setattr("gateway.reload.POLL_INTERVAL_SECS", 0.02)
-    path = tmp_path / "gateway.toml"
-    base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")
-    path.write_text(base)
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        gateway = await serve_in(nursery, path, registry, stop)
+    async with served(tmp_path, registry) as (gateway, path, base, nursery):
         await nursery.start(watch_for_reloads, gateway)
         await trio.sleep(0.1)
         updated = base + '\n[sources.app]\nwrite_key = "app-key"\n'
@@ -100,8 +112,6 @@ async def test_the_file_watcher_waits_for_a_write_to_finish(
                 await trio.sleep(0.01)
         assert gateway.reloads == {"ok": 1, "failed": 0}
         assert "app" in gateway.config.sources
-        stop.set()
-        nursery.cancel_scope.cancel()
 
 
 async def test_the_file_watcher_sees_replacements_and_retries_a_failed_read(
@@ -124,18 +134,13 @@ async def test_the_file_watcher_sees_replacements_and_retries_a_failed_read(
         return real_hash(path)
 
     monkeypatch.setattr(reload_module, "_content_hash", hash_or_fail)
-    path = tmp_path / "gateway.toml"
-    base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")
-    path.write_text(base + '\n[sources.app]\nwrite_key = "key-aaaa"\n')
-    stop = trio.Event()
 
     async def reloaded(count: int) -> None:
         with trio.fail_after(5):
             while gateway.reloads["ok"] < count:  # noqa: ASYNC110 (a counter, no event to wait on)
                 await trio.sleep(0.01)
 
-    async with trio.open_nursery() as nursery:
-        gateway = await serve_in(nursery, path, registry, stop)
+    async with served(tmp_path, registry) as (gateway, path, base, nursery):
         await nursery.start(watch_for_reloads, gateway)
         await trio.sleep(0.1)
         # Same size, same mtime, another file: only its inode tells.
@@ -151,32 +156,19 @@ async def test_the_file_watcher_sees_replacements_and_retries_a_failed_read(
         path.write_text(base + '\n[sources.app]\nwrite_key = "key-cccc"\n')
         await reloaded(2)
         assert gateway.config.sources["app"].core.write_key == "key-cccc"
-        stop.set()
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_config_that_is_not_utf8_is_refused_by_a_reload_too(tmp_path: Path, registry: Registry) -> None:
     # A reload decoded with "replace": a Latin-1 write key became U+FFFD and was accepted, while
     # startup and check-config refused the same file.
-    path = tmp_path / "gateway.toml"
-    base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")
-    path.write_text(base)
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        gateway = await serve_in(nursery, path, registry, stop)
+    async with served(tmp_path, registry) as (gateway, path, base, _):
         path.write_bytes(base.encode() + b'\n[sources.app]\nwrite_key = "caf\xe9-key"\n')
         assert not await gateway.reload("test")
         assert "app" not in gateway.config.sources
-        stop.set()
 
 
 async def test_reload_adds_swaps_and_refuses_without_touching_the_rest(tmp_path: Path, registry: Registry) -> None:
-    path = tmp_path / "gateway.toml"
-    base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")
-    path.write_text(base)
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        gateway = await serve_in(nursery, path, registry, stop)
+    async with served(tmp_path, registry) as (gateway, path, base, _):
         url = gateway.urls[0]
         archive_worker = gateway.destinations["archive"].worker
         assert await post(url, WRITE_KEY, "m1") == 200
@@ -186,6 +178,7 @@ async def test_reload_adds_swaps_and_refuses_without_touching_the_rest(tmp_path:
         path.write_text(
             base
             + f"""
+
 [sources.app]
 write_key = "app-key"
 
@@ -217,7 +210,6 @@ batch_max_wait_secs = 0.01
         with pytest.raises(httpx.ConnectError):
             await post(url, WRITE_KEY, "m6")
         assert gateway.destinations["archive"].worker is archive_worker
-        stop.set()
     delivered = [m["messageId"] for m in read_jsonl(tmp_path / "archive")]
     assert delivered == ["m1", "m3", "m4", "m5"]
 
@@ -226,13 +218,8 @@ async def test_a_listener_moved_twice_keeps_serving(tmp_path: Path, registry: Re
     """Each listener used to run the app's lifespan: the old listener's shutdown then put a
     deadline on quart-trio's background nursery that the new one had opened, and when it passed
     the daemon crashed (ClosedResourceError from hypercorn's lifespan, 5 s after a move)."""
-    path = tmp_path / "gateway.toml"
     first, second = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    base = config_text(tmp_path, listen=first)
-    path.write_text(base)
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        gateway = await serve_in(nursery, path, registry, stop)
+    async with served(tmp_path, registry, listen=first) as (gateway, path, base, _):
         gateway.app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 0.05  # the crash came this long after
         for n, listen in enumerate((second, first, second)):
             path.write_text(base.replace(first, listen))
@@ -240,7 +227,7 @@ async def test_a_listener_moved_twice_keeps_serving(tmp_path: Path, registry: Re
             await trio.sleep(0.3)
             assert await post(f"http://{listen}", WRITE_KEY, f"m{n}") == 200
         await trio.sleep(0.3)  # delivered before the stop
-        stop.set()
+
     assert [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["m0", "m1", "m2"]
 
 
@@ -251,17 +238,12 @@ async def test_a_busy_port_is_refused_naming_the_listener_and_the_rest_stays(
     # nursery (1 sub-exception)": the OSError came wrapped in an exception group.
     import socket
 
-    path = tmp_path / "gateway.toml"
     first = f"127.0.0.1:{free_port()}"
-    base = config_text(tmp_path, listen=first)
-    path.write_text(base)
-    stop = trio.Event()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = f"127.0.0.1:{busy.getsockname()[1]}"
-        async with trio.open_nursery() as nursery:
-            gateway = await serve_in(nursery, path, registry, stop)
+        async with served(tmp_path, registry, listen=first) as (gateway, path, base, _):
             path.write_text(base.replace(first, taken))
             with pytest.raises(ConfigError) as refused:
                 await gateway.apply(load_config(path, registry))
@@ -272,7 +254,6 @@ async def test_a_busy_port_is_refused_naming_the_listener_and_the_rest_stays(
             path.write_text(base.replace("graceful_shutdown_secs = ", "graceful_shutdown_secs = 0.25 # "))
             assert await gateway.reload("test")
             assert [listener.settings.graceful_timeout for listener in gateway.listeners.values()] == [0.25]
-            stop.set()
 
 
 async def test_two_reloads_at_once_end_on_the_newer_file(
@@ -289,49 +270,32 @@ async def test_two_reloads_at_once_end_on_the_newer_file(
         return parse_config_bytes(data, registry, path=path)
 
     monkeypatch.setattr(runtime, "parse_config_bytes", slow_for_v1)
-    path = tmp_path / "gateway.toml"
-    base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")
-    path.write_text(base)
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        gateway = await serve_in(nursery, path, registry, stop)
+    async with served(tmp_path, registry) as (gateway, path, base, nursery):
         path.write_text(base + '\n[sources.v1]\nwrite_key = "v1key"\n')
         nursery.start_soon(gateway.reload, "file_changed")  # the watcher saw v1
         await trio.sleep(0.1)
         path.write_text(base + '\n[sources.v2]\nwrite_key = "v2key"\n')
         await gateway.reload("sighup")  # the operator's SIGHUP after writing v2
         assert "v2" in gateway.config.sources and "v1" not in gateway.config.sources
-        stop.set()
 
 
 async def test_a_port_out_of_range_is_refused_not_fatal(tmp_path: Path, registry: Registry) -> None:
     # 127.0.0.1:99999 passed the config check; hypercorn's bind raised OverflowError, not an
     # OSError, and the reload took the daemon down (found in review).
-    path = tmp_path / "gateway.toml"
     first = f"127.0.0.1:{free_port()}"
-    base = config_text(tmp_path, listen=first)
-    path.write_text(base)
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        gateway = await serve_in(nursery, path, registry, stop)
+    async with served(tmp_path, registry, listen=first) as (gateway, path, base, _):
         path.write_text(base.replace(first, "127.0.0.1:99999"))
         with pytest.raises(ConfigError, match="port of 0 to 65535"):
             load_config(path, registry)
         assert not await gateway.reload("test")
         assert await post(f"http://{first}", WRITE_KEY, "m1") == 200
-        stop.set()
 
 
 def test_reload_needing_a_restart_is_refused(tmp_path: Path, registry: Registry) -> None:
     async def check() -> None:
-        path = tmp_path / "gateway.toml"
-        path.write_text(config_text(tmp_path, listen=f"127.0.0.1:{free_port()}"))
-        stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            gateway = await serve_in(nursery, path, registry, stop)
-            path.write_text(path.read_text().replace("[sources.web]", '[log]\nsynchronous = "normal"\n\n[sources.web]'))
+        async with served(tmp_path, registry) as (gateway, path, base, _):
+            path.write_text(base.replace("[sources.web]", '[log]\nsynchronous = "normal"\n\n[sources.web]'))
             assert not await gateway.reload("test")
-            stop.set()
 
     trio.run(check)
 

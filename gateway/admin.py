@@ -20,7 +20,6 @@ from werkzeug.exceptions import HTTPException
 
 from gateway import __version__
 from gateway.audit import audit
-from gateway.log.sqlite import list_dead_letters
 from gateway.web import error_response, http_error_response, json_response
 
 if TYPE_CHECKING:
@@ -69,6 +68,8 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
                         "type": running.entity.core.type,
                         "backlog_messages": backlog[did].messages if did in backlog else 0,
                         "backlog_bytes_estimate": backlog[did].bytes_estimate if did in backlog else 0,
+                        "errors": [_struct_dict(sample) for sample in running.worker.error_samples()],
+                        "details": _destination_status(running.destination),
                         "replays": {
                             name: {
                                 "start_seq": worker.replay.start_seq,
@@ -84,13 +85,49 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
             }
         )
 
+    @app.get("/destinations/<did>")
+    async def describe_destination(did: str) -> Response:
+        running = gateway.destinations.get(did)
+        if running is None:
+            return error_response(404, "no_such_destination", f"no running destination {did!r}")
+        try:
+            with trio.fail_after(running.entity.core.timeout_secs):
+                details = await running.destination.describe()
+        except trio.TooSlowError:
+            return error_response(504, "timeout", f"{did} did not describe itself within its timeout_secs")
+        except Exception as error:  # a plugin's bug or its backend's trouble: say which
+            return error_response(502, "describe_failed", f"{did}: {type(error).__name__}: {error}")
+        return json_response(
+            {
+                "destination": did,
+                "type": running.entity.core.type,
+                **_struct_dict(running.worker.statistics()),
+                "errors": [_struct_dict(sample) for sample in running.worker.error_samples()],
+                "details": details,
+            }
+        )
+
+    @app.post("/destinations/<did>/flush")
+    async def flush_destination(did: str) -> Response:
+        """Send what is stored now without waiting for a full batch; answer once it is booked
+        (or after ``wait_secs``, default 300, with ``done: false``)."""
+        running = gateway.destinations.get(did)
+        if running is None:
+            return error_response(404, "no_such_destination", f"no running destination {did!r}")
+        wait_secs = request.args.get("wait_secs", 300.0, type=float)
+        upto = running.worker.flush()
+        with trio.move_on_after(max(0.0, wait_secs)):
+            await running.worker.wait_cursor(upto)
+        stats = running.worker.statistics()
+        return json_response(
+            {"destination": did, "upto_seq": upto, "done": stats.cursor >= upto, **_struct_dict(stats)}
+        )
+
     @app.get("/dead-letters")
     async def dead_letters() -> Response:
         destination = request.args.get("destination") or None
         limit = request.args.get("limit", 100, type=int)
-        letters = await trio.to_thread.run_sync(
-            lambda: list_dead_letters(gateway.config.data_dir, destination=destination, limit=limit)
-        )
+        letters = await gateway.log.dead_letters(destination=destination, limit=limit)
         return json_response(
             [
                 {
@@ -205,6 +242,14 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
         return json_response(gateway.config.redacted())
 
     return app
+
+
+def _destination_status(destination: Any) -> Any:
+    """A destination's own ``status()``; a plugin bug there must not break ``/status``."""
+    try:
+        return destination.status()
+    except Exception as error:
+        return {"error": f"status() raised {type(error).__name__}: {error}"}
 
 
 def _struct_dict(value: Any) -> dict[str, Any]:

@@ -95,6 +95,24 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _destinations(args: argparse.Namespace) -> int:
+    name = urllib.parse.quote(args.destination, safe="")
+    if args.action == "flush":
+        answer = _admin(
+            args.config, "POST", f"/destinations/{name}/flush?wait_secs={args.wait}", timeout=args.wait + 30
+        )
+        state = "done" if answer["done"] else f"still under way after {args.wait}s (see `gateway status`)"
+        print(
+            f"{args.destination}: flushed up to seq {answer['upto_seq']}: {state}; delivered {answer['delivered']}, "
+            f"dead-lettered {answer['dead_lettered']}"
+            + (f", last error: {answer['last_error']}" if answer["last_error"] else "")
+        )
+        return 0 if answer["done"] else 1
+    answer = _admin(args.config, "GET", f"/destinations/{name}")
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
 def _dead_letters(args: argparse.Namespace) -> int:
     if args.action == "list":
         query = urllib.parse.urlencode(
@@ -255,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", default=DEFAULT_CONFIG_PATH)
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     status.set_defaults(handler=_status)
+
+    destinations = commands.add_parser(
+        "destinations", help="flush a destination's batch now, or print what it says of itself (admin API)"
+    )
+    destinations.add_argument("action", choices=("flush", "describe"))
+    destinations.add_argument("destination")
+    destinations.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    destinations.add_argument(
+        "--wait", type=float, default=300.0, help="flush: seconds to wait for the batch to be booked (default 300)"
+    )
+    destinations.set_defaults(handler=_destinations)
 
     dead = commands.add_parser(
         "dead-letters", help="inspect, redrive or discard messages destinations refused (admin API)"

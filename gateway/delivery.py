@@ -21,7 +21,7 @@ import msgspec
 import structlog
 import trio
 
-from gateway.components import Destination, Filter, FilterContext, Record, apply_filters
+from gateway.components import Destination, Exchange, Filter, FilterContext, Record, SendResult, apply_filters
 from gateway.config import DestinationConfig
 from gateway.errors import DeliveryError, LogUnavailableError
 from gateway.log import FILTER_STAGE, SEND_STAGE, IngestLog
@@ -76,6 +76,22 @@ class DestinationStatistics(msgspec.Struct, frozen=True):
     retries: int
     in_flight_batches: int
     last_error: str | None
+
+
+class ErrorSample(msgspec.Struct, frozen=True):
+    """The errors of one kind a destination reported since its worker started: how many, and
+    the latest one with its request and answer (credentials redacted by the plugin)."""
+
+    kind: str
+    count: int
+    last_error: str
+    last_at: float
+    retryable: bool
+    exchange: Exchange | None = None
+
+
+#: Kinds of error kept per destination; past it, new kinds are counted under ``other``.
+MAX_ERROR_KINDS = 32
 
 
 @dataclass
@@ -176,6 +192,10 @@ class DestinationWorker:
         # checked against every deletion before it), so a deletion can wait for older ones.
         self._sends: Counter[int] = Counter()
         self._sends_changed = trio.Event()
+        self._errors: dict[str, ErrorSample] = {}
+        self._cursor_saved = trio.Event()  # set (and replaced) each time the cursor is saved
+        self._filling = trio.CancelScope()  # the wait for a batch to fill up
+        self._flush_upto = 0  # send what is stored up to here without waiting for a full batch
         self._forward_warning = ThrottledWarning(structlog.get_logger("gateway.delivery"), "forward_ignored")
 
     def set_filters(self, filters: Sequence[tuple[str, Filter]], classifier: Classifier | None = None) -> None:
@@ -189,6 +209,38 @@ class DestinationWorker:
         recorded, so a worker started after it resumes exactly where this one stopped."""
         self._reading.cancel()
         self._redriving.cancel()
+
+    def error_samples(self) -> list[ErrorSample]:
+        """The errors this worker met, one sample per kind, most recent first."""
+        return sorted(self._errors.values(), key=lambda sample: sample.last_at, reverse=True)
+
+    def _note_error(self, kind: str, error: str, *, retryable: bool, exchange: Exchange | None = None) -> None:
+        self._counters.last_error = error
+        if kind not in self._errors and len(self._errors) >= MAX_ERROR_KINDS:
+            kind = "other"
+        earlier = self._errors.get(kind)
+        self._errors[kind] = ErrorSample(
+            kind=kind,
+            count=(earlier.count if earlier else 0) + 1,
+            last_error=error,
+            last_at=time.time(),
+            retryable=retryable,
+            exchange=exchange or (earlier.exchange if earlier else None),
+        )
+
+    def flush(self) -> int:
+        """Send what is stored now without waiting for a batch to fill up (``gateway
+        destinations flush``: a warehouse loads now); returns the seq to wait for with
+        :meth:`wait_cursor`."""
+        self._flush_upto = max(self._flush_upto, self._log.head())
+        self._filling.cancel()
+        return self._flush_upto
+
+    async def wait_cursor(self, seq: int) -> None:
+        """Return once this worker's saved cursor is at ``seq`` or past it: every record up to
+        there was delivered, filtered or dead-lettered, and booked."""
+        while self._saved_cursor < seq:
+            await self._cursor_saved.wait()
 
     def statistics(self) -> DestinationStatistics:
         c = self._counters
@@ -248,8 +300,9 @@ class DestinationWorker:
         at most: a deletion request may have removed some)."""
         cfg = self._config
         await self._log.wait_for_records(after)
-        if self.replay is None:  # a replay's records are all there: no waiting for more
-            with trio.move_on_after(cfg.batch_max_wait_secs):
+        # A replay's records are all there, and a flush asked for what is stored: no waiting for more.
+        if self.replay is None and after >= self._flush_upto:
+            with trio.move_on_after(cfg.batch_max_wait_secs) as self._filling:
                 while self._log.head() - after < cfg.batch_max_messages:
                     await self._log.wait_for_records(self._log.head())
         return await self._log.read(
@@ -359,6 +412,8 @@ class DestinationWorker:
                     await trio.sleep(min(30.0, 0.1 * 2**attempt))
                 else:
                     self._saved_cursor = seq
+                    self._cursor_saved.set()
+                    self._cursor_saved = trio.Event()
                     return
 
     async def _persist_cursor_at(self, seq: int) -> None:
@@ -393,11 +448,14 @@ class DestinationWorker:
             kept.append(record)
         return kept
 
-    async def _send(self, batch: list[Record]) -> None:
+    async def _send(self, batch: list[Record]) -> SendResult | None:
         started = self._log.deletions
         self._sends[started] += 1
         try:
-            await self._destination.send(batch)
+            result = await self._destination.send(batch)
+            if result is not None and not isinstance(result, SendResult):
+                raise TypeError(f"send() returned {type(result).__name__}, not None or a SendResult")
+            return result
         finally:
             self._sends[started] -= 1
             if not self._sends[started]:
@@ -422,19 +480,21 @@ class DestinationWorker:
             retry_after = None
             try:
                 with trio.fail_after(cfg.timeout_secs):
-                    await self._send(batch)
+                    result = await self._send(batch)
             except DeliveryError as error:
-                self._counters.last_error = str(error)
+                self._note_error(error.kind, str(error), retryable=error.retryable, exchange=error.exchange)
                 if not error.retryable:
                     await self._permanent_failure(batch, str(error), attempt, outcomes, deletions)
                     return
                 retry_after = error.retry_after
             except trio.TooSlowError:
-                self._counters.last_error = f"timed out after {cfg.timeout_secs}s"
+                self._note_error("timeout", f"timed out after {cfg.timeout_secs}s", retryable=True)
             except Exception as error:  # a plugin bug or an unexpected client error: retry
-                self._counters.last_error = f"{type(error).__name__}: {error}"
+                self._note_error(type(error).__name__, f"{type(error).__name__}: {error}", retryable=True)
                 log.exception("destination_send_crashed", attempt=attempt)
             else:
+                if result is not None and result.rejected:
+                    batch = await self._dead_letter_rejected(batch, result, attempt, outcomes)
                 self._counters.delivered += len(batch)
                 self._record_delivery(batch)
                 outcomes.update((record.source, "delivered") for record in batch)
@@ -456,6 +516,24 @@ class DestinationWorker:
                 error=self._counters.last_error,
             )
             await trio.sleep(delay)
+
+    async def _dead_letter_rejected(
+        self, batch: list[Record], result: SendResult, attempt: int, outcomes: Counter[tuple[str, str]]
+    ) -> list[Record]:
+        """Dead-letter the records a destination refused out of ``batch`` (each with its own
+        reason); returns the rest, which it took."""
+        by_error: dict[str, list[Record]] = {}
+        taken = []
+        for record in batch:
+            error = result.rejected.get(record.seq)
+            if error is None:
+                taken.append(record)
+            else:
+                by_error.setdefault(str(error), []).append(record)
+        for error, records in by_error.items():
+            self._note_error("rejected", error, retryable=False, exchange=result.exchange)
+            await self._dead_letter(records, error, attempt, outcomes)
+        return taken
 
     def _record_delivery(self, batch: list[Record]) -> None:
         self._metrics.delivered.labels(self.id).inc(len(batch))
@@ -504,7 +582,7 @@ class DestinationWorker:
                             continue
                     try:
                         with trio.fail_after(self._config.timeout_secs):
-                            await self._send(to_send)
+                            result = await self._send(to_send)
                     except DeliveryError as failure:
                         if failure.retryable:
                             break  # try the rest at the next poll
@@ -513,7 +591,11 @@ class DestinationWorker:
                     except Exception:  # timeouts and plugin errors: next poll
                         break
                     else:
-                        delivered.append((letter_id, record))
+                        if result is not None and record.seq in result.rejected:
+                            refused.append(letter_id)
+                            error = str(result.rejected[record.seq])
+                        else:
+                            delivered.append((letter_id, record))
                 if delivered or refused or dropped:
                     await self._log.finish_redrive(self.id, delivered, refused, error, dropped=dropped)
                     self._record_delivery([r for _, r in delivered])

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.components import Exchange
+
 
 class GatewayError(Exception):
     """Base class of every error the gateway raises on purpose."""
@@ -48,15 +53,29 @@ class DeliveryError(GatewayError):
     """A destination could not take a batch. Raised by destination plugins.
 
     Args:
-        message: What went wrong, for the log and the dead-letter table.
+        message: What went wrong, for the log and the dead-letter table. Never put credentials
+            in it.
         retryable: True for trouble that may pass (timeouts, 429, 5xx); False sends the batch to
             the dead-letter table at once.
         retry_after: Seconds the destination asked us to wait (``Retry-After``), if any.
+        kind: A short stable code that groups errors of one kind for operators (``http_401``,
+            ``invalid_event``, ``timeout``); by default ``retryable`` or ``permanent``.
+        exchange: The request and answer that failed (a :class:`gateway.Exchange`), as a sample.
     """
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        kind: str | None = None,
+        exchange: Exchange | None = None,
+    ) -> None:
         self.retryable = retryable
         self.retry_after = retry_after
+        self.kind = kind or ("retryable" if retryable else "permanent")
+        self.exchange = exchange
         super().__init__(message)
 
 

@@ -215,6 +215,10 @@ class IngestLog(Protocol):
         refused ones again."""
         ...
 
+    async def dead_letters(self, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters in the order they were added, all or one ``destination``'s."""
+        ...
+
     async def change_dead_letters(self, action: str, *, destination: str | None = None, ids: Sequence[int] = ()) -> int:
         """Mark dead letters for ``redrive`` or ``discard`` them; returns how many changed."""
         ...

@@ -682,6 +682,11 @@ class SQLiteLog:
 
         await trio.to_thread.run_sync(write, limiter=self._write_lock)
 
+    async def dead_letters(self, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        return await trio.to_thread.run_sync(
+            lambda: _dead_letters(self._reader, destination, limit), limiter=self._read_lock
+        )
+
     async def change_dead_letters(self, action: str, *, destination: str | None = None, ids: Sequence[int] = ()) -> int:
         """``redrive`` (mark for sending again) or ``discard`` (delete) dead letters, chosen by
         id or by destination; returns how many changed."""
@@ -1061,25 +1066,29 @@ def _dead_letter_selection(destination: str | None, ids: Sequence[int]) -> tuple
     raise ValueError("choose dead letters by ids or by destination")
 
 
-def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
-    """Read dead letters straight from the log file (works while the daemon runs)."""
-    conn = open_log_file(data_dir)
-    try:
-        sql = "SELECT id, destination, seq, source, body, error, attempts, failed_at, state, stage FROM dead_letters"
-        args: tuple[object, ...] = ()
-        if destination:
-            sql += " WHERE destination = ?"
-            args = (destination,)
-        sql += " ORDER BY id LIMIT ?"
-        rows = conn.execute(sql, (*args, limit)).fetchall()
-    finally:
-        conn.close()
+def _dead_letters(conn: sqlite3.Connection, destination: str | None, limit: int) -> list[DeadLetter]:
+    sql = "SELECT id, destination, seq, source, body, error, attempts, failed_at, state, stage FROM dead_letters"
+    args: tuple[object, ...] = ()
+    if destination:
+        sql += " WHERE destination = ?"
+        args = (destination,)
+    sql += " ORDER BY id LIMIT ?"
+    rows = conn.execute(sql, (*args, limit)).fetchall()
     return [
         DeadLetter(
             id=i, destination=d, seq=s, source=src, body=b, error=e, attempts=a, failed_at=f / 1000, state=st, stage=sg
         )
         for i, d, s, src, b, e, a, f, st, sg in rows
     ]
+
+
+def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
+    """Read dead letters straight from the log file (works while the daemon runs)."""
+    conn = open_log_file(data_dir)
+    try:
+        return _dead_letters(conn, destination, limit)
+    finally:
+        conn.close()
 
 
 LOCK_NAME = "gateway.lock"

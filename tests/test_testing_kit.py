@@ -1,0 +1,151 @@
+"""gateway.testing and the destination contract it exercises: partial refusals (SendResult),
+error samples (DeliveryError.exchange), flushing a batch now, and a type's delivery defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import (
+    ComponentConfig,
+    DeliveryError,
+    Destination,
+    DestinationContext,
+    DestinationType,
+    Exchange,
+    Record,
+    hookimpl,
+)
+from gateway.testing import run_gateway
+
+KEY = "testing-kit-write-key"
+
+RECORDING = f"""
+[sources.web]
+write_key = "{KEY}"
+
+[destinations.rec]
+type = "recording"
+batch_max_wait_secs = 0.0
+retry_initial_secs = 0.01
+retry_max_secs = 0.02
+"""
+
+
+async def test_messages_sent_reach_a_recording_destination(tmp_path: Path) -> None:
+    async with run_gateway(RECORDING, data_dir=tmp_path) as gw:
+        response = await gw.send("track", {"userId": "u1", "event": "Signed Up", "messageId": "m-1"}, write_key=KEY)
+        assert response.status_code == 200, response.text
+        response = await gw.batch(
+            [{"type": "identify", "userId": "u1", "messageId": "m-2", "traits": {"plan": "pro"}}], write_key=KEY
+        )
+        assert response.status_code == 200, response.text
+        [first, second] = await gw.wait_recorded("rec", 2)
+        assert (first["messageId"], first["event"]) == ("m-1", "Signed Up")
+        assert (second["type"], second["traits"]) == ("identify", {"plan": "pro"})
+        await gw.wait_delivered("rec")
+        assert gw.statistics("rec")["delivered"] == 2
+
+
+async def test_a_partly_refused_batch_dead_letters_only_the_refused_records(tmp_path: Path) -> None:
+    async with run_gateway(RECORDING, data_dir=tmp_path) as gw:
+        gw.recorder("rec").reject("bad", "invalid event name")
+        batch = [{"type": "track", "userId": "u", "event": "E", "messageId": m} for m in ("ok-1", "bad", "ok-2")]
+        assert (await gw.batch(batch, write_key=KEY)).status_code == 200
+        await gw.wait_delivered("rec")
+        assert [m["messageId"] for m in gw.recorded("rec")] == ["ok-1", "ok-2"]
+        assert len(gw.recorder("rec").batches) == 1  # one send: the good ones were not sent again
+        [letter] = await gw.dead_letters("rec")
+        assert letter["error"] == "invalid event name"
+        assert '"messageId":"bad"' in letter["message"]
+        stats = gw.statistics("rec")
+        assert (stats["delivered"], stats["dead_lettered"]) == (2, 1)
+
+
+class _Refusing(Destination):
+    """Refuses every batch with a 401 and an exchange holding its API key."""
+
+    def __init__(self, config: ComponentConfig, context: DestinationContext) -> None:
+        pass
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        exchange = Exchange.of(
+            "POST",
+            "https://api.example.com/track?key=SECRET-KEY",
+            headers={"Authorization": "Bearer SECRET-KEY", "Content-Type": "application/json"},
+            body=b'{"events": []}',
+            status=401,
+            response_body=b'{"error": "bad key"}',
+            secrets=["SECRET-KEY"],
+        )
+        raise DeliveryError("401 Unauthorized", retryable=False, kind="http_401", exchange=exchange)
+
+
+class _RefusingPlugin:
+    @hookimpl
+    def gateway_destination_types(self) -> list[DestinationType]:
+        return [
+            DestinationType(
+                name="refusing",
+                config_type=ComponentConfig,
+                factory=_Refusing,
+                delivery_defaults={"batch_max_wait_secs": 0.0, "max_attempts": 1},
+            )
+        ]
+
+
+async def test_error_samples_are_kept_per_kind_with_credentials_redacted(tmp_path: Path) -> None:
+    config = f"""
+[admin]
+token = "an-admin-token-of-enough-length"
+
+[sources.web]
+write_key = "{KEY}"
+
+[destinations.vendor]
+type = "refusing"
+"""
+    async with run_gateway(config, data_dir=tmp_path, plugins=[_RefusingPlugin()]) as gw:
+        assert (await gw.send("track", {"userId": "u", "event": "E"}, write_key=KEY)).status_code == 200
+        await gw.wait_delivered("vendor")
+        status = (await gw.admin("GET", "/status")).json()
+        [sample] = status["destinations"]["vendor"]["errors"]
+        assert (sample["kind"], sample["count"], sample["retryable"]) == ("http_401", 1, False)
+        assert "SECRET-KEY" not in str(sample)
+        assert sample["exchange"]["request"].startswith("POST https://api.example.com/track?key=***")
+        assert "Authorization: ***" in sample["exchange"]["request"]
+        assert sample["exchange"]["response"].startswith("401")
+        described = (await gw.admin("GET", "/destinations/vendor")).json()
+        assert described["dead_lettered"] == 1
+        assert (await gw.admin("GET", "/destinations/nope")).status_code == 404
+
+
+async def test_a_type_sets_defaults_of_core_delivery_keys_and_the_config_wins(tmp_path: Path) -> None:
+    config = f"""
+[sources.web]
+write_key = "{KEY}"
+
+[destinations.a]
+type = "refusing"
+
+[destinations.b]
+type = "refusing"
+max_attempts = 3
+"""
+    async with run_gateway(config, data_dir=tmp_path, plugins=[_RefusingPlugin()]) as gw:
+        core = gw.config.destinations
+        assert (core["a"].core.max_attempts, core["a"].core.batch_max_wait_secs) == (1, 0.0)
+        assert core["b"].core.max_attempts == 3
+
+
+async def test_flush_sends_a_waiting_batch_now(tmp_path: Path) -> None:
+    slow = RECORDING.replace("batch_max_wait_secs = 0.0", "batch_max_wait_secs = 3600.0").replace(
+        "[sources.web]", '[admin]\ntoken = "an-admin-token-of-enough-length"\n\n[sources.web]'
+    )
+    async with run_gateway(slow, data_dir=tmp_path) as gw:
+        assert (
+            await gw.send("track", {"userId": "u", "event": "E", "messageId": "f-1"}, write_key=KEY)
+        ).status_code == 200
+        answer = (await gw.admin("POST", "/destinations/rec/flush?wait_secs=20")).json()
+        assert answer["done"] is True
+        assert [m["messageId"] for m in gw.recorded("rec")] == ["f-1"]

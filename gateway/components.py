@@ -392,15 +392,16 @@ class DestinationType:
         description: One line for ``gateway plugins``.
         delivery_defaults: Defaults of the core delivery keys for this type, where the core's
             do not fit (a warehouse loads large batches at long intervals:
-            ``{"batch_max_messages": 50_000, "batch_max_wait_secs": 60.0}``). What the config
-            sets still wins.
+            ``{"batch_max_messages": 50_000, "batch_max_wait_secs": 60.0}``), or a function of
+            the destination's validated config that returns them (to derive them from a key
+            of its own, such as ``sync_interval_secs``). What the config sets still wins.
     """
 
     name: str
     config_type: type[ComponentConfig]
     factory: Callable[[Any, DestinationContext], Destination]
     description: str = ""
-    delivery_defaults: Mapping[str, Any] = field(default_factory=dict)
+    delivery_defaults: Mapping[str, Any] | Callable[[Any], Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -301,10 +301,12 @@ def _entity(
             f"unknown {kind} type {core.type!r} (known: {known}); "
             "is the plugin that provides it installed? `gateway plugins` lists what was found",
         )
+    options = _convert(path, prefix, {k: v for k, v in raw.items() if k not in core_keys}, component_type.config_type)
     defaults = getattr(component_type, "delivery_defaults", None)
+    if callable(defaults):
+        defaults = defaults(options)
     if defaults:  # the type's own defaults of core keys (a warehouse's batch sizes); the config wins
         core = _convert(path, prefix, {**defaults, **{k: v for k, v in raw.items() if k in core_keys}}, core_type)
-    options = _convert(path, prefix, {k: v for k, v in raw.items() if k not in core_keys}, component_type.config_type)
     return Entity(id=entity_id, core=core, options=options)
 
 

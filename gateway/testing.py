@@ -24,8 +24,15 @@ test extras (``httpx``, ``pytest-trio``): ``pip install 'gateway-core[test]'``.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 import tomllib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -40,7 +47,7 @@ from gateway.components import ComponentConfig, Destination, DestinationContext,
 from gateway.errors import DeliveryError
 from gateway.hookspecs import hookimpl
 
-__all__ = ["RecordingDestination", "TestGateway", "run_gateway"]
+__all__ = ["GatewayProcess", "RecordingDestination", "TestGateway", "read_jsonl", "run_gateway"]
 
 #: How long a ``wait_*`` helper waits before it fails the test with what it was waiting for.
 DEFAULT_WAIT_SECS = 30.0
@@ -341,3 +348,82 @@ async def _serve(
     serve_gateway: Any, config: Any, registry: Any, stop: trio.Event, *, task_status: trio.TaskStatus[Any]
 ) -> None:
     await serve_gateway(config, registry, shutdown_trigger=stop.wait, watch=False, task_status=task_status)
+
+
+class GatewayProcess:
+    """The real daemon, ``python -m gateway run`` on a config file, in a subprocess: for tests
+    that kill it (``kill -9`` mid-delivery) or need it alone in its process. ``url`` is known
+    once it logged its start; ``lines`` holds what it logged."""
+
+    def __init__(self, config_path: Path, *, env: dict[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.lines: list[str] = []
+
+    def start(self, timeout: float = 20.0) -> GatewayProcess:
+        self.lines = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
+        started = threading.Event()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines.append(line)
+                if '"gateway_started"' in line:
+                    self.url = json.loads(line)["listen"][0]
+                    started.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not started.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("gateway did not start:\n" + "".join(self.lines))
+        return self
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def rss_bytes(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.stop()
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def read_jsonl(folder: Path) -> list[dict[str, Any]]:
+    """Every message in the JSON Lines files of a file destination, in file order."""
+    messages = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                messages.append(json.loads(line))
+    return messages

@@ -149,3 +149,37 @@ async def test_flush_sends_a_waiting_batch_now(tmp_path: Path) -> None:
         answer = (await gw.admin("POST", "/destinations/rec/flush?wait_secs=20")).json()
         assert answer["done"] is True
         assert [m["messageId"] for m in gw.recorded("rec")] == ["f-1"]
+
+
+class _Options(ComponentConfig):
+    sync_interval_secs: float = 60.0
+
+
+class _DerivedPlugin:
+    @hookimpl
+    def gateway_destination_types(self) -> list[DestinationType]:
+        return [
+            DestinationType(
+                name="derived",
+                config_type=_Options,
+                factory=_Refusing,
+                delivery_defaults=lambda options: {"batch_max_wait_secs": options.sync_interval_secs},
+            )
+        ]
+
+
+async def test_delivery_defaults_may_derive_from_the_types_own_keys(tmp_path: Path) -> None:
+    config = f"""
+[sources.web]
+write_key = "{KEY}"
+
+[destinations.a]
+type = "derived"
+sync_interval_secs = 7.5
+
+[destinations.b]
+type = "derived"
+"""
+    async with run_gateway(config, data_dir=tmp_path, plugins=[_DerivedPlugin()]) as gw:
+        core = gw.config.destinations
+        assert (core["a"].core.batch_max_wait_secs, core["b"].core.batch_max_wait_secs) == (7.5, 60.0)

@@ -57,7 +57,11 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         self.proc = subprocess.Popen(
-            self.argv, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            self.argv,
+            cwd=self.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         started = threading.Event()
@@ -148,7 +152,7 @@ def _proc_cpu(pid: int, which: str = "stat") -> float:
         stat = Path(f"/proc/{pid}/{which}").read_text()
     except OSError:
         return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
@@ -166,8 +170,19 @@ def free_port() -> int:
 
 def hypercorn_server(name: str, app: str) -> Server:
     """``hypercorn --worker-class trio`` serving ``app`` (``path/to/module.py:app``) on core 0."""
-    argv = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "hypercorn", "--worker-class", "trio",
-            "--bind", "127.0.0.1:0", app]
+    argv = [
+        "taskset",
+        "-c",
+        SERVER_CORE,
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "--worker-class",
+        "trio",
+        "--bind",
+        "127.0.0.1:0",
+        app,
+    ]
     return Server(name, argv, hypercorn_url)
 
 
@@ -195,7 +210,7 @@ write_key = "{WRITE_KEY}"
         text += f"""
 [destinations.archive]
 type = "file"
-path = "{data_dir / 'archive'}"
+path = "{data_dir / "archive"}"
 """
     return text
 
@@ -230,8 +245,9 @@ class LogReader:
     def rows_after_with_prefix(self, seq: int, prefix: str) -> int:
         """Rows after ``seq`` whose messageId starts with ``prefix`` (a run id the Lua scripts put
         in front of every messageId)."""
-        return self._query("SELECT count(*) FROM messages WHERE seq > ? AND substr(message_id, 1, ?) = ?",
-                           (seq, len(prefix), prefix))[0]
+        return self._query(
+            "SELECT count(*) FROM messages WHERE seq > ? AND substr(message_id, 1, ?) = ?", (seq, len(prefix), prefix)
+        )[0]
 
     def sample_body(self, seq: int) -> bytes | None:
         row = self._query("SELECT body FROM messages WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
@@ -327,8 +343,20 @@ class Result:
 
 def run_wrk(url: str, scenario: Scenario, duration: int, run_id: str) -> tuple[dict, float]:
     """Run wrk pinned to the load-generator core; returns its result line and its CPU seconds."""
-    argv = ["taskset", "-c", LOADGEN_CORE, "wrk", f"-t{scenario.threads}", f"-c{scenario.connections}",
-            f"-d{duration}s", "--timeout", "10s", "-s", str(BENCH / scenario.script), url]
+    argv = [
+        "taskset",
+        "-c",
+        LOADGEN_CORE,
+        "wrk",
+        f"-t{scenario.threads}",
+        f"-c{scenario.connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / scenario.script),
+        url,
+    ]
     env = {**os.environ, "BENCH_WRITE_KEY": WRITE_KEY, "BENCH_RUN_ID": run_id}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + 60)
@@ -340,8 +368,14 @@ def run_wrk(url: str, scenario: Scenario, duration: int, run_id: str) -> tuple[d
     raise RuntimeError(f"wrk gave no result (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
 
-def drive(server: Server, scenarios: list[Scenario], args: argparse.Namespace,
-          log: LogReader | None, events: bool = True, baseline: Server | None = None) -> list[Result]:
+def drive(
+    server: Server,
+    scenarios: list[Scenario],
+    args: argparse.Namespace,
+    log: LogReader | None,
+    events: bool = True,
+    baseline: Server | None = None,
+) -> list[Result]:
     """Run each scenario ``args.repeat`` times (after ``args.warmup`` seconds of unmeasured load)
     against ``server``; ``args.profile`` runs py-spy on a server named "gateway". With ``log``,
     count the rows it gained in each run. ``events=False``: one event per request, so the
@@ -370,8 +404,15 @@ def drive(server: Server, scenarios: list[Scenario], args: argparse.Namespace,
     return results
 
 
-def _measure(server: Server, scenario: Scenario, repeat: int, args: argparse.Namespace, events: bool,
-             log: LogReader | None = None, head: int = 0) -> Result:
+def _measure(
+    server: Server,
+    scenario: Scenario,
+    repeat: int,
+    args: argparse.Namespace,
+    events: bool,
+    log: LogReader | None = None,
+    head: int = 0,
+) -> Result:
     """One measured wrk run against ``server`` (after the warm-up when it is the first of its
     scenario and has no log: a gateway's warm-up is run by the caller, before catching up)."""
     if args.warmup > 0 and repeat == 0 and log is None:
@@ -382,8 +423,9 @@ def _measure(server: Server, scenario: Scenario, repeat: int, args: argparse.Nam
     run_id = uuid.uuid4().hex[:12]
     data, wrk_cpu = run_wrk(server.url, scenario, args.duration, run_id)
     cpu1, main1, core1 = server.cpu_seconds(), server.main_thread_cpu_seconds(), core_busy_seconds(SERVER_CORE)
-    result = Result(server.name, scenario, data, cpu1 - cpu0, main1 - main0, wrk_cpu, run_id=run_id,
-                    server_core_busy=core1 - core0)
+    result = Result(
+        server.name, scenario, data, cpu1 - cpu0, main1 - main0, wrk_cpu, run_id=run_id, server_core_busy=core1 - core0
+    )
     if profiler is not None:
         result.notes += finish_profiler(*profiler)
     if log:
@@ -392,11 +434,17 @@ def _measure(server: Server, scenario: Scenario, repeat: int, args: argparse.Nam
         result.log_rows_before = head
         result.wal_bytes_after = log.wal_bytes()
     if events:
-        print(f"  {scenario.title:<34} {server.name:<8} {result.req_s:>9,.0f} req/s "
-              f"{result.events_s:>10,.0f} events/s  p99 {data['p99_us'] / 1000:.2f} ms", flush=True)
+        print(
+            f"  {scenario.title:<34} {server.name:<8} {result.req_s:>9,.0f} req/s "
+            f"{result.events_s:>10,.0f} events/s  p99 {data['p99_us'] / 1000:.2f} ms",
+            flush=True,
+        )
     else:
-        print(f"  {scenario.title:<34} {server.name:<8} {result.req_s:>9,.0f} req/s  "
-              f"p50 {data['p50_us'] / 1000:.2f} ms  p99 {data['p99_us'] / 1000:.2f} ms", flush=True)
+        print(
+            f"  {scenario.title:<34} {server.name:<8} {result.req_s:>9,.0f} req/s  "
+            f"p50 {data['p50_us'] / 1000:.2f} ms  p99 {data['p99_us'] / 1000:.2f} ms",
+            flush=True,
+        )
     return result
 
 
@@ -409,9 +457,25 @@ def start_profiler(server: Server, scenario: Scenario, args: argparse.Namespace)
     out = Path(args.profile) / f"gateway-{scenario.key}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     assert server.proc is not None
-    argv = ["taskset", "-c", LOADGEN_CORE, py_spy, "record", "--pid", str(server.proc.pid),
-            "--duration", str(max(1, args.duration - 1)), "--rate", "200", "--nonblocking",
-            "--threads", "--format", "raw", "--output", str(out)]
+    argv = [
+        "taskset",
+        "-c",
+        LOADGEN_CORE,
+        py_spy,
+        "record",
+        "--pid",
+        str(server.proc.pid),
+        "--duration",
+        str(max(1, args.duration - 1)),
+        "--rate",
+        "200",
+        "--nonblocking",
+        "--threads",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, out
 
@@ -445,8 +509,10 @@ def summarize_stacks(path: Path, top: int = 12) -> list[str]:
         leaf = site.sub("", re.sub(r":\d+\)$", ")", frames[-1]))
         totals[kind][leaf] = totals[kind].get(leaf, 0) + int(n)
     all_samples = sum(count.values()) or 1
-    lines = [f"py-spy: {path} ({all_samples} samples; main thread {count['main'] / all_samples:.0%}, "
-             f"worker threads {count['threads'] / all_samples:.0%})"]
+    lines = [
+        f"py-spy: {path} ({all_samples} samples; main thread {count['main'] / all_samples:.0%}, "
+        f"worker threads {count['threads'] / all_samples:.0%})"
+    ]
     for kind in ("main", "threads"):
         ranked = sorted(totals[kind].items(), key=lambda item: -item[1])[:top]
         lines.append(f"  top self time, {'main thread' if kind == 'main' else 'worker threads'}:")
@@ -470,9 +536,11 @@ def print_table(results: list[Result], events: bool = True) -> None:
     server CPU is per request."""
     ev_head = f" {'events/s':>10}" if events else ""
     per = "CPU us/ev" if events else "CPU us/req"
-    header = (f"{'scenario':<34} {'server':<8} {'req/s':>9}{ev_head} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'max ms':>8} {'2xx':>8} {'non-2xx':>7} {'sockerr':>7} {'srv CPU':>7} {'main':>5} {per:>9} "
-              f"{'wrk CPU':>7}")
+    header = (
+        f"{'scenario':<34} {'server':<8} {'req/s':>9}{ev_head} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'max ms':>8} {'2xx':>8} {'non-2xx':>7} {'sockerr':>7} {'srv CPU':>7} {'main':>5} {per:>9} "
+        f"{'wrk CPU':>7}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
@@ -480,11 +548,13 @@ def print_table(results: list[Result], events: bool = True) -> None:
         cpu_share = r.server_cpu / r.seconds
         cpu_per_event = r.server_cpu / r.acked_events * 1e6 if r.acked_events else float("nan")
         ev = f" {r.events_s:>10,.0f}" if events else ""
-        print(f"{r.scenario.title:<34} {r.server:<8} {r.req_s:>9,.0f}{ev} "
-              f"{_ms(w['p50_us']):>8} {_ms(w['p99_us']):>8} {_ms(w['max_us']):>8} {r.ok_requests:>8,} "
-              f"{w['status_errors']:>7,} {r.socket_errors:>7,} {cpu_share:>7.0%} {r.main_cpu / r.seconds:>5.0%} "
-              f"{cpu_per_event:>{len(per)}.0f} "
-              f"{r.wrk_cpu / r.seconds:>7.0%}")
+        print(
+            f"{r.scenario.title:<34} {r.server:<8} {r.req_s:>9,.0f}{ev} "
+            f"{_ms(w['p50_us']):>8} {_ms(w['p99_us']):>8} {_ms(w['max_us']):>8} {r.ok_requests:>8,} "
+            f"{w['status_errors']:>7,} {r.socket_errors:>7,} {cpu_share:>7.0%} {r.main_cpu / r.seconds:>5.0%} "
+            f"{cpu_per_event:>{len(per)}.0f} "
+            f"{r.wrk_cpu / r.seconds:>7.0%}"
+        )
 
 
 def medians(results: list[Result], servers: tuple[str, ...], scenarios: list[Scenario]) -> list[Result]:
@@ -492,8 +562,7 @@ def medians(results: list[Result], servers: tuple[str, ...], scenarios: list[Sce
     chosen = []
     for server_name in servers:
         for sc in scenarios:
-            runs = sorted((r for r in results if r.server == server_name and r.scenario is sc),
-                          key=lambda r: r.req_s)
+            runs = sorted((r for r in results if r.server == server_name and r.scenario is sc), key=lambda r: r.req_s)
             if runs:
                 chosen.append(runs[len(runs) // 2])
     return chosen
@@ -503,8 +572,9 @@ def check_tools(script: str, profile: bool) -> int | None:
     """Exit code 2 with a message if wrk, taskset, a second core or (for ``profile``) py-spy is
     missing; None if all is there."""
     if shutil.which("wrk") is None:
-        print(f"bench/{script}: wrk is not installed. Install it with:\n\n    apt-get install -y wrk\n",
-              file=sys.stderr)
+        print(
+            f"bench/{script}: wrk is not installed. Install it with:\n\n    apt-get install -y wrk\n", file=sys.stderr
+        )
         return 2
     if shutil.which("taskset") is None:
         print(f"bench/{script}: taskset is not installed (apt-get install -y util-linux)", file=sys.stderr)
@@ -527,8 +597,10 @@ def wait_for_delivery(log: LogReader, destination: str = "archive", timeout: flo
     head = log.settle()
     waited = log.catch_up(head, destination, timeout)
     cursor = log.cursor(destination) or 0
-    return (f"file destination: cursor {cursor:,} of head {head:,} "
-            f"({'caught up' if cursor >= head else 'BEHIND'} {waited:.1f} s after the last run)")
+    return (
+        f"file destination: cursor {cursor:,} of head {head:,} "
+        f"({'caught up' if cursor >= head else 'BEHIND'} {waited:.1f} s after the last run)"
+    )
 
 
 def archive_lines(directory: Path) -> int | None:
@@ -545,28 +617,48 @@ def archive_lines(directory: Path) -> int | None:
 
 def warning_lines(server: Server) -> list[str]:
     """The server's warning/error log lines and tracebacks."""
-    return [line for line in server.lines
-            if '"level": "warning"' in line or '"level": "error"' in line or "Traceback" in line]
+    return [
+        line
+        for line in server.lines
+        if '"level": "warning"' in line or '"level": "error"' in line or "Traceback" in line
+    ]
 
 
 def add_load_arguments(parser: argparse.ArgumentParser, *, baseline: str) -> None:
     """The options every wrk-driven benchmark here takes."""
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="wrk threads (default 1: the load generator has one core)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="measured runs per server and scenario; the table shows the median by req/s (default 1)")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="seconds of unmeasured load before each run (default 2; 0 = none)")
-    parser.add_argument("--destination", choices=("file", "none"), default="file",
-                        help="gateway destination: a file destination so delivery runs too (default), or none")
-    parser.add_argument("--synchronous", choices=("full", "normal"), default="full",
-                        help='the log\'s SQLite synchronous setting (default "full": acks survive power loss)')
+    parser.add_argument(
+        "--threads", type=int, default=1, help="wrk threads (default 1: the load generator has one core)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measured runs per server and scenario; the table shows the median by req/s (default 1)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of unmeasured load before each run (default 2; 0 = none)"
+    )
+    parser.add_argument(
+        "--destination",
+        choices=("file", "none"),
+        default="file",
+        help="gateway destination: a file destination so delivery runs too (default), or none",
+    )
+    parser.add_argument(
+        "--synchronous",
+        choices=("full", "normal"),
+        default="full",
+        help='the log\'s SQLite synchronous setting (default "full": acks survive power loss)',
+    )
     parser.add_argument("--only", choices=("all", "gateway"), default="all", help=baseline)
-    parser.add_argument("--profile", metavar="DIR",
-                        help="run py-spy on the gateway during the measured runs (pip install py-spy); "
-                             "raw stacks go to DIR, a summary is printed")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="run py-spy on the gateway during the measured runs (pip install py-spy); "
+        "raw stacks go to DIR, a summary is printed",
+    )
     parser.add_argument("--keep-data", action="store_true", help="keep the gateway's temp data_dir")
 
 
@@ -598,9 +690,14 @@ class GatewayRun:
     archived: int | None
 
 
-def run_gateway(args: argparse.Namespace, scenarios: list[Scenario], *, events: bool = True,
-                baseline: Server | None = None,
-                inspect: Callable[[list[Result], LogReader], None] | None = None) -> GatewayRun:
+def run_gateway(
+    args: argparse.Namespace,
+    scenarios: list[Scenario],
+    *,
+    events: bool = True,
+    baseline: Server | None = None,
+    inspect: Callable[[list[Result], LogReader], None] | None = None,
+) -> GatewayRun:
     """Start the gateway on a temp config, drive ``scenarios``, let ``inspect`` look at the log
     while it is up, wait for delivery, stop it, and collect how it ended."""
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
@@ -626,8 +723,9 @@ def run_gateway(args: argparse.Namespace, scenarios: list[Scenario], *, events: 
     finally:
         code = gateway.stop()
     archived = archive_lines(data_dir / "archive") if args.destination == "file" else None
-    return GatewayRun(results, tmp, data_dir, code, warning_lines(gateway), list(gateway.lines), delivery_note,
-                      archived)
+    return GatewayRun(
+        results, tmp, data_dir, code, warning_lines(gateway), list(gateway.lines), delivery_note, archived
+    )
 
 
 def stored_status(result: Result, unit: str) -> tuple[bool, str]:

@@ -54,8 +54,11 @@ def http_rates(
                 errors = data["status_errors"] + data["connect_errors"] + data["read_errors"] + data["timeouts"]
                 rate = ok * data["events_per_request"] / (data["duration_us"] / 1e6)
                 rates[mode].append(rate)
-                print(f"  round {round_no + 1} {mode:<22} {rate:>9,.0f} events/s over HTTP"
-                      + (f"  ({errors} non-2xx or socket errors)" if errors else ""), flush=True)
+                print(
+                    f"  round {round_no + 1} {mode:<22} {rate:>9,.0f} events/s over HTTP"
+                    + (f"  ({errors} non-2xx or socket errors)" if errors else ""),
+                    flush=True,
+                )
     finally:
         for server in servers.values():
             server.stop()

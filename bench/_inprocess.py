@@ -16,12 +16,12 @@ import trio
 from _http_modes import add_http_arguments, http_rates
 
 from gateway.config import GatewayConfig, parse_config
-from gateway.ingest import IngestHub, Source
+from gateway.ingest.hub import IngestHub, Source
 from gateway.log import open_log
 from gateway.metrics import Metrics
 from gateway.plugins import Registry
-from gateway.privacy import Classifier
-from gateway.runtime import build_filters
+from gateway.privacy.classifier import Classifier
+from gateway.runtime.daemon import build_filters
 
 WRITE_KEY = "bench-write-key"
 #: The envelope of the benchmarks' event: a browser's Order Completed track call; each benchmark

@@ -62,36 +62,51 @@ def bare_server() -> Server:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_load_arguments(parser, baseline="run the bare baseline too (default) or only the gateway")
-    parser.add_argument("--message-ids", choices=("counter", "uuid4"), default="counter",
-                        help="messageIds: run id + counter + random suffix (default; they cluster in the "
-                             "dedup index), or random UUIDv4s as the Python and mobile clients send")
+    parser.add_argument(
+        "--message-ids",
+        choices=("counter", "uuid4"),
+        default="counter",
+        help="messageIds: run id + counter + random suffix (default; they cluster in the "
+        "dedup index), or random UUIDv4s as the Python and mobile clients send",
+    )
     args = parser.parse_args(argv)
     missing = check_load_arguments(parser, args, "ingest.py")
     if missing is not None:
         return missing
     os.environ["BENCH_MESSAGE_IDS"] = args.message_ids  # read by bench/common.lua in wrk
 
-    track = Scenario("track", f"/v1/track 1 event, {args.connections} conn", "track.lua",
-                     args.connections, args.threads)
-    batch = Scenario("batch", f"/v1/batch 100 events, {args.connections} conn", "batch.lua",
-                     args.connections, args.threads)
+    track = Scenario(
+        "track", f"/v1/track 1 event, {args.connections} conn", "track.lua", args.connections, args.threads
+    )
+    batch = Scenario(
+        "batch", f"/v1/batch 100 events, {args.connections} conn", "batch.lua", args.connections, args.threads
+    )
     single = Scenario("latency", "/v1/track 1 event, 1 conn", "track.lua", 1, 1)
     scenarios = [track, batch, single]
 
     print("ingest benchmark")
-    print(f"  python {platform.python_version()}, {os.cpu_count()} cores; servers on core {SERVER_CORE}, "
-          f"wrk on core {LOADGEN_CORE}; {' '.join(wrk_version()) or 'wrk'}")
-    print(f"  {args.duration:g} s per run after {args.warmup:g} s warm-up; {args.connections} connections, "
-          f"{args.threads} wrk thread(s); {args.repeat} run(s) per server and scenario")
-    destination = ("file (JSON Lines, fsync, delivery runs during the load)" if args.destination == "file"
-                   else "none (ingest only)")
-    print(f"  gateway: log synchronous={args.synchronous} (2xx only after the commit is durable), "
-          f"destination: {destination}; messageIds: {args.message_ids}")
-    print("  bare: hypercorn --worker-class trio serving bench/bare_app.py "
-          '(reads the body, answers {"success":true})')
+    print(
+        f"  python {platform.python_version()}, {os.cpu_count()} cores; servers on core {SERVER_CORE}, "
+        f"wrk on core {LOADGEN_CORE}; {' '.join(wrk_version()) or 'wrk'}"
+    )
+    print(
+        f"  {args.duration:g} s per run after {args.warmup:g} s warm-up; {args.connections} connections, "
+        f"{args.threads} wrk thread(s); {args.repeat} run(s) per server and scenario"
+    )
+    destination = (
+        "file (JSON Lines, fsync, delivery runs during the load)"
+        if args.destination == "file"
+        else "none (ingest only)"
+    )
+    print(
+        f"  gateway: log synchronous={args.synchronous} (2xx only after the commit is durable), "
+        f"destination: {destination}; messageIds: {args.message_ids}"
+    )
+    print('  bare: hypercorn --worker-class trio serving bench/bare_app.py (reads the body, answers {"success":true})')
     print()
 
     # Both servers are up together (the idle one costs core 0 next to nothing), and each gateway
@@ -112,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         print()
     chosen = medians(results, ("bare", "gateway"), scenarios)
     print_table(chosen)
-    print("  non-2xx: responses with status >= 400 (wrk's count); sockerr: connect/read/write errors and "
-          "timeouts;\n  srv CPU: server CPU (all threads) / wall time, main: its event-loop thread alone; "
-          "CPU us/ev: server CPU per acknowledged event")
+    print(
+        "  non-2xx: responses with status >= 400 (wrk's count); sockerr: connect/read/write errors and "
+        "timeouts;\n  srv CPU: server CPU (all threads) / wall time, main: its event-loop thread alone; "
+        "CPU us/ev: server CPU per acknowledged event"
+    )
     print()
     by = {(r.server, r.scenario.key): r for r in chosen}
     gw_track, gw_batch, gw_lat = by[("gateway", "track")], by[("gateway", "batch")], by[("gateway", "latency")]
@@ -123,42 +140,63 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("track", "batch", "latency"):
         g, b = by.get(("gateway", key)), by.get(("bare", key))
         if g and b:
-            print(f"  {g.scenario.title:<34} req/s {g.req_s / b.req_s:.2f}x   events/s {g.events_s / b.events_s:.2f}x"
-                  f"   p99 {g.wrk['p99_us'] / b.wrk['p99_us']:.1f}x")
+            print(
+                f"  {g.scenario.title:<34} req/s {g.req_s / b.req_s:.2f}x   events/s {g.events_s / b.events_s:.2f}x"
+                f"   p99 {g.wrk['p99_us'] / b.wrk['p99_us']:.1f}x"
+            )
     print()
 
     print("targets:")
     bare_track = by.get(("bare", "track"))
     if bare_track:
         # Each gateway run against the bare run just before it; the median of those pairs.
-        pairs = sorted(g.req_s / b.req_s for b, g in zip(
-            [r for r in results if r.server == "bare" and r.scenario is track],
-            [r for r in results if r.server == "gateway" and r.scenario is track], strict=True))
+        pairs = sorted(
+            g.req_s / b.req_s
+            for b, g in zip(
+                [r for r in results if r.server == "bare" and r.scenario is track],
+                [r for r in results if r.server == "gateway" and r.scenario is track],
+                strict=True,
+            )
+        )
         ratio = pairs[len(pairs) // 2]
         each = f" (each pair: {', '.join(f'{x:.3f}x' for x in pairs)})" if len(pairs) > 1 else ""
-        print(f"  (a) /v1/track req/s >= {TARGET_TRACK_RATIO}x bare, durable acks: median of back-to-back "
-              f"pairs {ratio:.3f}x{each}   {verdict(ratio >= TARGET_TRACK_RATIO)}")
+        print(
+            f"  (a) /v1/track req/s >= {TARGET_TRACK_RATIO}x bare, durable acks: median of back-to-back "
+            f"pairs {ratio:.3f}x{each}   {verdict(ratio >= TARGET_TRACK_RATIO)}"
+        )
     else:
-        print(f"  (a) /v1/track req/s >= {TARGET_TRACK_RATIO}x bare: not measured (--only gateway); "
-              f"gateway {gw_track.req_s:,.0f} req/s")
-    print(f"  (b) /v1/batch of 100 >= {TARGET_BATCH_EPS:,} events/s: {gw_batch.events_s:,.0f} events/s   "
-          f"{verdict(gw_batch.events_s >= TARGET_BATCH_EPS)}")
+        print(
+            f"  (a) /v1/track req/s >= {TARGET_TRACK_RATIO}x bare: not measured (--only gateway); "
+            f"gateway {gw_track.req_s:,.0f} req/s"
+        )
+    print(
+        f"  (b) /v1/batch of 100 >= {TARGET_BATCH_EPS:,} events/s: {gw_batch.events_s:,.0f} events/s   "
+        f"{verdict(gw_batch.events_s >= TARGET_BATCH_EPS)}"
+    )
     if bare_track:
         speed = bare_track.req_s / REFERENCE_BARE_TRACK_REQ_S
         busy = bare_track.server_cpu / bare_track.seconds
         if busy < 0.9:  # the bare app did not get its core: its rate says nothing of the machine
-            print("      (no estimate at the reference's speed: the bare /v1/track run used only "
-                  f"{busy:.0%} of core 0)")
+            print(
+                f"      (no estimate at the reference's speed: the bare /v1/track run used only {busy:.0%} of core 0)"
+            )
         else:
-            print(f"      this machine runs the bare app at {speed:.2f}x the reference's "
-                  f"{REFERENCE_BARE_TRACK_REQ_S:,} req/s; at the reference's speed that is "
-                  f"{gw_batch.events_s / speed:,.0f} events/s (an estimate)")
+            print(
+                f"      this machine runs the bare app at {speed:.2f}x the reference's "
+                f"{REFERENCE_BARE_TRACK_REQ_S:,} req/s; at the reference's speed that is "
+                f"{gw_batch.events_s / speed:,.0f} events/s (an estimate)"
+            )
     p50, p99 = gw_lat.wrk["p50_us"] / 1000, gw_lat.wrk["p99_us"] / 1000
     bare_lat = by.get(("bare", "latency"))
-    context = (f" (bare app: p50 {bare_lat.wrk['p50_us'] / 1000:.2f} ms, p99 {bare_lat.wrk['p99_us'] / 1000:.2f} ms)"
-               if bare_lat else "")
-    print(f"  (c) one connection, ack p99 <= {TARGET_P99_MS:g} ms: p50 {p50:.2f} ms, p99 {p99:.2f} ms   "
-          f"{verdict(p99 <= TARGET_P99_MS)}{context}")
+    context = (
+        f" (bare app: p50 {bare_lat.wrk['p50_us'] / 1000:.2f} ms, p99 {bare_lat.wrk['p99_us'] / 1000:.2f} ms)"
+        if bare_lat
+        else ""
+    )
+    print(
+        f"  (c) one connection, ack p99 <= {TARGET_P99_MS:g} ms: p50 {p50:.2f} ms, p99 {p99:.2f} ms   "
+        f"{verdict(p99 <= TARGET_P99_MS)}{context}"
+    )
     print()
 
     print("honesty check (rows the gateway's log gained during each measured run vs 2xx x events):")
@@ -168,17 +206,25 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stored, status = stored_status(r, "events")
         all_stored = all_stored and stored
-        print(f"  {r.scenario.title:<34} acked {r.acked_events:>9,}  stored {r.stored:>9,}  "
-              f"non-2xx {r.wrk['status_errors']:,}  socket errors {r.socket_errors:,}  {status}")
-        print(f"  {'':<34} log held {r.log_rows_before:,} rows before the run; "
-              f"WAL {r.wal_bytes_after / 2**20:,.0f} MiB after it")
-    print(f"  every acknowledged event stored: {'yes' if all_stored else 'NO'}; unique messageIds, so "
-          f"dedup skipped none" if all_stored else "  acknowledged events are missing from the log!")
+        print(
+            f"  {r.scenario.title:<34} acked {r.acked_events:>9,}  stored {r.stored:>9,}  "
+            f"non-2xx {r.wrk['status_errors']:,}  socket errors {r.socket_errors:,}  {status}"
+        )
+        print(
+            f"  {'':<34} log held {r.log_rows_before:,} rows before the run; "
+            f"WAL {r.wal_bytes_after / 2**20:,.0f} MiB after it"
+        )
+    print(
+        f"  every acknowledged event stored: {'yes' if all_stored else 'NO'}; unique messageIds, so dedup skipped none"
+        if all_stored
+        else "  acknowledged events are missing from the log!"
+    )
     print_gateway_health(run)
     sizes = gw_track.wrk["event_bytes"], gw_track.wrk["request_body_bytes"], gw_batch.wrk["request_body_bytes"]
     print(f"  event body {sizes[0]} bytes; /v1/track request {sizes[1]} bytes; /v1/batch request {sizes[2]:,} bytes")
 
     return finish(results, run, args)
+
 
 if __name__ == "__main__":
     sys.exit(main())

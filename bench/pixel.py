@@ -80,7 +80,8 @@ def nginx_config(tmp: Path, port: int, nginx: str) -> str:
     """One worker, empty_gif everywhere, no access log, every path in ``tmp``."""
     built = subprocess.run([nginx, "-V"], capture_output=True, text=True).stderr
     temp_paths = ["client_body_temp_path"] + [
-        f"{module}_temp_path" for module in ("proxy", "fastcgi", "uwsgi", "scgi")
+        f"{module}_temp_path"
+        for module in ("proxy", "fastcgi", "uwsgi", "scgi")
         if f"--without-http_{module}_module" not in built
     ]
     temp = "\n".join(f"    {directive} {tmp / directive.removesuffix('_temp_path')};" for directive in temp_paths)
@@ -88,7 +89,7 @@ def nginx_config(tmp: Path, port: int, nginx: str) -> str:
 daemon off;
 master_process on;
 worker_processes 1;
-pid {tmp / 'nginx.pid'};
+pid {tmp / "nginx.pid"};
 error_log stderr warn;
 
 events {{
@@ -125,9 +126,11 @@ def nginx_server(nginx: str, tmp: Path) -> Server:
 def ratio_line(label: str, a: Result, b: Result) -> str:
     if not (a.ok_requests and b.ok_requests and b.wrk["p50_us"] and b.wrk["p99_us"]):
         return f"  {label:<17} no ratio: a server answered no request with a 2xx"
-    return (f"  {label:<17} req/s {a.req_s:>8,.0f} / {b.req_s:>8,.0f} = {a.req_s / b.req_s:.3f}x   "
-            f"p50 {a.wrk['p50_us'] / b.wrk['p50_us']:.1f}x   p99 {a.wrk['p99_us'] / b.wrk['p99_us']:.1f}x   "
-            f"server CPU per request {(a.server_cpu / a.ok_requests) / (b.server_cpu / b.ok_requests):.1f}x")
+    return (
+        f"  {label:<17} req/s {a.req_s:>8,.0f} / {b.req_s:>8,.0f} = {a.req_s / b.req_s:.3f}x   "
+        f"p50 {a.wrk['p50_us'] / b.wrk['p50_us']:.1f}x   p99 {a.wrk['p99_us'] / b.wrk['p99_us']:.1f}x   "
+        f"server CPU per request {(a.server_cpu / a.ok_requests) / (b.server_cpu / b.ok_requests):.1f}x"
+    )
 
 
 def stored_sample(log: LogReader, seq: int) -> str:
@@ -142,13 +145,16 @@ def stored_sample(log: LogReader, seq: int) -> str:
     keys = ("type", "event", "messageId", "userId")
     shown = ", ".join(f"{k}={message.get(k)!r}" for k in keys)
     user_agent = (message.get("context") or {}).get("userAgent")
-    return (f"first stored row: {shown}, context.userAgent {'set' if user_agent else 'MISSING'}, "
-            f"writeKey {'LEFT IN THE MESSAGE' if 'writeKey' in message else 'removed'} ({len(body)} bytes)")
+    return (
+        f"first stored row: {shown}, context.userAgent {'set' if user_agent else 'MISSING'}, "
+        f"writeKey {'LEFT IN THE MESSAGE' if 'writeKey' in message else 'removed'} ({len(body)} bytes)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_load_arguments(parser, baseline="run the bare app and nginx too (default) or only the gateway")
     parser.add_argument("--no-nginx", action="store_true", help="skip nginx even when it is installed")
     args = parser.parse_args(argv)
@@ -156,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing is not None:
         return missing
 
-    scenario = Scenario("pixel", f"GET /v1/pixel/track, {args.connections} conn", "pixel.lua",
-                        args.connections, args.threads)
+    scenario = Scenario(
+        "pixel", f"GET /v1/pixel/track, {args.connections} conn", "pixel.lua", args.connections, args.threads
+    )
     nginx = None if args.no_nginx or args.only == "gateway" else find_nginx()
     nginx_version = ""
     if nginx:
@@ -165,16 +172,27 @@ def main(argv: list[str] | None = None) -> int:
         nginx_version = nginx_version.removeprefix("nginx version: ")
 
     print("pixel benchmark")
-    print(f"  python {platform.python_version()}, {os.cpu_count()} cores; servers on core {SERVER_CORE}, "
-          f"wrk on core {LOADGEN_CORE}; {' '.join(wrk_version()) or 'wrk'}")
-    print(f"  {args.duration:g} s per run after {args.warmup:g} s warm-up; {args.connections} connections, "
-          f"{args.threads} wrk thread(s); {args.repeat} run(s) per server")
-    print("  load: GET /v1/pixel/track?data=<base64 of a JSON track message with writeKey and a unique "
-          "messageId>, computed per request (bench/pixel.lua)")
-    destination = ("file (JSON Lines, fsync, delivery runs during the load)" if args.destination == "file"
-                   else "none (ingest only)")
-    print(f"  gateway: log synchronous={args.synchronous} (the GIF only after the commit is durable), "
-          f"destination: {destination}")
+    print(
+        f"  python {platform.python_version()}, {os.cpu_count()} cores; servers on core {SERVER_CORE}, "
+        f"wrk on core {LOADGEN_CORE}; {' '.join(wrk_version()) or 'wrk'}"
+    )
+    print(
+        f"  {args.duration:g} s per run after {args.warmup:g} s warm-up; {args.connections} connections, "
+        f"{args.threads} wrk thread(s); {args.repeat} run(s) per server"
+    )
+    print(
+        "  load: GET /v1/pixel/track?data=<base64 of a JSON track message with writeKey and a unique "
+        "messageId>, computed per request (bench/pixel.lua)"
+    )
+    destination = (
+        "file (JSON Lines, fsync, delivery runs during the load)"
+        if args.destination == "file"
+        else "none (ingest only)"
+    )
+    print(
+        f"  gateway: log synchronous={args.synchronous} (the GIF only after the commit is durable), "
+        f"destination: {destination}"
+    )
     print("  bare: hypercorn --worker-class trio serving bench/bare_app.py (answers the GIF, parses nothing)")
     if args.only == "gateway":
         print("  nginx: skipped (--only gateway)")
@@ -232,9 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         print()
     chosen = medians(results, ("bare", "nginx", "gateway"), [scenario])
     print_table(chosen, events=False)
-    print("  non-2xx: responses with status >= 400 (wrk's count); sockerr: connect/read/write errors and "
-          "timeouts;\n  srv CPU: server CPU (all threads and processes) / wall time, main: the main threads "
-          "alone (the event loop;\n  for nginx master + worker); CPU us/req: server CPU per 2xx response")
+    print(
+        "  non-2xx: responses with status >= 400 (wrk's count); sockerr: connect/read/write errors and "
+        "timeouts;\n  srv CPU: server CPU (all threads and processes) / wall time, main: the main threads "
+        "alone (the event loop;\n  for nginx master + worker); CPU us/req: server CPU per 2xx response"
+    )
     print()
     by = {r.server: r for r in chosen}
     gw, bare_r, nginx_r = by["gateway"], by.get("bare"), by.get("nginx")
@@ -247,35 +267,48 @@ def main(argv: list[str] | None = None) -> int:
         if bare_r:
             print(ratio_line("bare / nginx", bare_r, nginx_r))
     elif args.only == "all":
-        print("  gateway / nginx   nginx not installed, skipped" if not nginx and not args.no_nginx
-              else "  gateway / nginx   skipped")
+        print(
+            "  gateway / nginx   nginx not installed, skipped"
+            if not nginx and not args.no_nginx
+            else "  gateway / nginx   skipped"
+        )
     print()
 
     print("target:")
     if bare_r and bare_r.req_s:
         ratio = gw.req_s / bare_r.req_s
-        print(f"  (pixel) gateway req/s >= {TARGET_PIXEL_RATIO}x bare: "
-              f"{gw.req_s:,.0f} / {bare_r.req_s:,.0f} = {ratio:.3f}x   {verdict(ratio >= TARGET_PIXEL_RATIO)}")
+        print(
+            f"  (pixel) gateway req/s >= {TARGET_PIXEL_RATIO}x bare: "
+            f"{gw.req_s:,.0f} / {bare_r.req_s:,.0f} = {ratio:.3f}x   {verdict(ratio >= TARGET_PIXEL_RATIO)}"
+        )
         if gw.ok_requests and bare_r.ok_requests:
             gw_us, bare_us = gw.server_cpu / gw.ok_requests * 1e6, bare_r.server_cpu / bare_r.ok_requests * 1e6
-            print(f"  for context, by server CPU per request (what each would do with all of core 0): "
-                  f"{bare_us:,.0f} / {gw_us:,.0f} us = {bare_us / gw_us:.3f}x")
+            print(
+                f"  for context, by server CPU per request (what each would do with all of core 0): "
+                f"{bare_us:,.0f} / {gw_us:,.0f} us = {bare_us / gw_us:.3f}x"
+            )
     else:
-        print(f"  (pixel) gateway req/s >= {TARGET_PIXEL_RATIO}x bare: not measured (--only gateway); "
-              f"gateway {gw.req_s:,.0f} req/s")
+        print(
+            f"  (pixel) gateway req/s >= {TARGET_PIXEL_RATIO}x bare: not measured (--only gateway); "
+            f"gateway {gw.req_s:,.0f} req/s"
+        )
     for r in chosen:
         share, others = r.server_cpu / r.seconds, max(0.0, r.server_core_busy - r.server_cpu) / r.seconds
         if share < SATURATED:
             wrk_share = r.wrk_cpu / r.seconds
             if others >= 0.05:
-                why = (f"core 0 was busy another {others:.0%} outside the server's threads: other processes, "
-                       f"kernel network or disk work")
+                why = (
+                    f"core 0 was busy another {others:.0%} outside the server's threads: other processes, "
+                    f"kernel network or disk work"
+                )
             elif wrk_share >= SATURATED:
                 why = f"wrk was the limit: it used {wrk_share:.0%} of core 1"
             else:
                 why = "it waited: on fsync for the gateway, or on wrk"
-            print(f"  note: {r.server} used {share:.0%} of core 0 during its run ({why}): "
-                  f"its req/s understates what it does with a whole core")
+            print(
+                f"  note: {r.server} used {share:.0%} of core 0 during its run ({why}): "
+                f"its req/s understates what it does with a whole core"
+            )
     print()
 
     print("honesty check (rows the gateway's log gained during each measured run vs 2xx GIFs):")
@@ -286,24 +319,34 @@ def main(argv: list[str] | None = None) -> int:
         stored, status = stored_status(r, "hits")
         all_stored = all_stored and stored
         ours = prefixed[id(r)]
-        print(f"  {r.scenario.title:<34} 2xx {r.acked_events:>9,}  stored {r.stored:>9,}  "
-              f"non-2xx {r.wrk['status_errors']:,}  socket errors {r.socket_errors:,}  {status}")
-        print(f"  {'':<34} {ours:,} of the stored rows carry this run's messageIds"
-              f"{'' if ours == r.stored else ' (MISMATCH)'}; log held {r.log_rows_before:,} rows before the run; "
-              f"WAL {r.wal_bytes_after / 2**20:,.0f} MiB after it")
+        print(
+            f"  {r.scenario.title:<34} 2xx {r.acked_events:>9,}  stored {r.stored:>9,}  "
+            f"non-2xx {r.wrk['status_errors']:,}  socket errors {r.socket_errors:,}  {status}"
+        )
+        print(
+            f"  {'':<34} {ours:,} of the stored rows carry this run's messageIds"
+            f"{'' if ours == r.stored else ' (MISMATCH)'}; log held {r.log_rows_before:,} rows before the run; "
+            f"WAL {r.wal_bytes_after / 2**20:,.0f} MiB after it"
+        )
         print(f"  {'':<34} {samples[id(r)]}")
-    print(f"  every acknowledged hit stored: {'yes' if all_stored else 'NO'}; unique messageIds, so "
-          f"dedup skipped none" if all_stored else "  acknowledged hits are missing from the log!")
+    print(
+        f"  every acknowledged hit stored: {'yes' if all_stored else 'NO'}; unique messageIds, so dedup skipped none"
+        if all_stored
+        else "  acknowledged hits are missing from the log!"
+    )
     print(f"  pixels the gateway rejected (still answered with the GIF, not stored): {len(rejected):,}")
     for line in rejected[:3]:
         print(f"    {line.rstrip()[:300]}")
     print_gateway_health(run)
-    print(f"  JSON message {gw.wrk['event_bytes']} bytes; request target (path + ?data=base64) "
-          f"{gw.wrk['request_body_bytes']} bytes")
+    print(
+        f"  JSON message {gw.wrk['event_bytes']} bytes; request target (path + ?data=base64) "
+        f"{gw.wrk['request_body_bytes']} bytes"
+    )
     for note in notes:
         print(f"  {note}")
 
     return finish(results, run, args)
+
 
 if __name__ == "__main__":
     sys.exit(main())

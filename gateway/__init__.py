@@ -24,9 +24,19 @@ from gateway.components import (
     Verdict,
 )
 from gateway.errors import ConfigError, DeliveryError, GatewayError, LogUnavailableError, PluginError
-from gateway.fastpath import FastPath, FastRequest, send_json
 from gateway.hookspecs import hookimpl
-from gateway.ingest import IngestHub, IngestOutcome, Prepared, Source
+from gateway.http.app import (
+    basic_auth_user,
+    decoded_body,
+    error_response,
+    json_response,
+    read_body,
+    success_response,
+    unavailable_response,
+    write_key_of,
+)
+from gateway.http.fastpath import FastPath, FastRequest, send_json
+from gateway.ingest.hub import IngestHub, IngestOutcome, Prepared, Source
 from gateway.messages import (
     Arrival,
     BatchDefaults,
@@ -40,16 +50,6 @@ from gateway.messages import (
     validate,
 )
 from gateway.telemetry import ThrottledWarning
-from gateway.web import (
-    basic_auth_user,
-    decoded_body,
-    error_response,
-    json_response,
-    read_body,
-    success_response,
-    unavailable_response,
-    write_key_of,
-)
 
 __version__ = "0.1.0"
 

@@ -19,7 +19,7 @@ from gateway.telemetry import LEVELS, configure_logging
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gateway.runtime import run
+    from gateway.runtime.daemon import run
 
     configure_logging(args.log_level)
     run(args.config)
@@ -234,7 +234,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from gateway.audit import audit, format_report
+    from gateway.ops.audit import audit, format_report
 
     config = load_config(args.config, build_registry(make_plugin_manager()))
     since_ms = _time_argument("--since", args.since) if args.since else None

@@ -23,7 +23,7 @@ from msgspec import Meta
 
 from gateway.errors import ConfigError
 from gateway.plugins import Registry
-from gateway.privacy import Class, CustomMatcher, PrivacyConfig, PrivacyPolicy
+from gateway.privacy.classifier import Class, CustomMatcher, PrivacyConfig, PrivacyPolicy
 
 DEFAULT_CONFIG_PATH = "config/gateway.toml"
 DEFAULT_SOURCE_TYPE = "tracking_api"

@@ -36,7 +36,7 @@ def gateway_source_types() -> Sequence[SourceType]:
     the ingest hub, which normalises, filters, deduplicates and stores them. A request must be
     answered with a 2xx only after the hub's ``ingest`` call returned, since that is when the
     messages are durable. A source type may also give a ``fast_path``
-    (:class:`gateway.fastpath.FastPath`): its plainest, most frequent requests are then offered
+    (:class:`gateway.http.fastpath.FastPath`): its plainest, most frequent requests are then offered
     to it first, straight from ASGI, and whatever it declines reaches its routes unchanged.
 
     :returns: A list of :class:`gateway.components.SourceType`.

@@ -321,7 +321,7 @@ async def run_gateway(
     """
     from gateway.config import load_config
     from gateway.plugins import build_registry, make_plugin_manager
-    from gateway.runtime import serve_gateway
+    from gateway.runtime.daemon import serve_gateway
 
     with tempfile.TemporaryDirectory(prefix="gateway-test-") as scratch:
         folder = Path(data_dir) if data_dir is not None else Path(scratch)

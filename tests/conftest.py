@@ -12,10 +12,10 @@ import pytest
 from quart_trio import QuartTrio
 
 from gateway.config import GatewayConfig, parse_config
-from gateway.ingest import IngestHub
+from gateway.http.app import create_app
+from gateway.ingest.hub import IngestHub
 from gateway.log import IngestLog, open_log
 from gateway.plugins import Registry, build_registry, make_plugin_manager
-from gateway.web import create_app
 from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text
 
 

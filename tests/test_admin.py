@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.audit import audit
+from gateway.ops.audit import audit
 from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, gateway_cli, read_jsonl, wait_until
 from tests.sink import Sink, free_port, http_destination
 

@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.audit import audit
 from gateway.log.sqlite import list_dead_letters
+from gateway.ops.audit import audit
 from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
 from tests.sink import Sink, free_port, http_destination
 

@@ -11,14 +11,14 @@ import msgspec
 import pytest
 import trio
 
-from gateway.audit import DestinationAudit, audit
 from gateway.components import Destination, Record
 from gateway.config import DestinationConfig, LogConfig
-from gateway.delivery import DestinationWorker
+from gateway.delivery.worker import DestinationWorker
 from gateway.errors import DeliveryError
 from gateway.log import Entry, IngestLog, open_log
 from gateway.log import sqlite as sqlite_log
 from gateway.log.sqlite import list_dead_letters
+from gateway.ops.audit import DestinationAudit, audit
 
 SECRET = "PLUTONIUM-7731"
 FAST = {"type": "test", "retry_initial_secs": 0.01, "retry_max_secs": 0.02, "batch_max_wait_secs": 0.01}

@@ -12,7 +12,7 @@ import trio
 
 from gateway.components import Destination, Filter, Record
 from gateway.config import DestinationConfig, LogConfig
-from gateway.delivery import DestinationWorker, backoff_delay
+from gateway.delivery.worker import DestinationWorker, backoff_delay
 from gateway.errors import DeliveryError
 from gateway.log import Entry, IngestLog, open_log
 from gateway.log.sqlite import list_dead_letters
@@ -240,11 +240,9 @@ def test_backoff_grows_with_jitter_and_respects_retry_after() -> None:
     assert backoff_delay(1, initial=1, maximum=60, retry_after=1000) == 60
 
 
-async def test_a_raising_filter_dead_letters_the_message_and_the_worker_goes_on(
-    log: IngestLog, tmp_path: Path
-) -> None:
-    from gateway.audit import audit
+async def test_a_raising_filter_dead_letters_the_message_and_the_worker_goes_on(log: IngestLog, tmp_path: Path) -> None:
     from gateway.log.sqlite import list_dead_letters
+    from gateway.ops.audit import audit
 
     class Broken(Filter):
         def process(self, message: dict) -> dict | None:
@@ -284,13 +282,13 @@ async def test_a_raising_filter_dead_letters_the_message_and_the_worker_goes_on(
     ],
 )
 def test_integrations_object_rules(integrations: Any, opt_in: bool, allowed: bool) -> None:
-    from gateway.delivery import integrations_allow
+    from gateway.delivery.worker import integrations_allow
 
     assert integrations_allow(integrations, "CRM", opt_in=opt_in) is allowed
 
 
 async def test_integrations_object_filters_before_send_and_is_accounted(log: IngestLog, tmp_path: Path) -> None:
-    from gateway.audit import audit
+    from gateway.ops.audit import audit
 
     await log.cursor("crm")
     await append(log, ["a"])
@@ -307,7 +305,7 @@ async def test_integrations_object_filters_before_send_and_is_accounted(log: Ing
 
 
 async def test_a_replay_sends_exactly_its_range_and_then_stops(log: IngestLog) -> None:
-    from gateway.delivery import Replay
+    from gateway.delivery.worker import Replay
 
     await append(log, [f"m{i}" for i in range(1, 11)])
     after, upto = await log.seq_range(0)

@@ -1,4 +1,4 @@
-"""The tracking API's ASGI fast path (gateway.fastpath, mounted by gateway.web): plain server
+"""The tracking API's ASGI fast path (gateway.http.fastpath, mounted by gateway.http.app): plain server
 calls are answered without Quart; everything else reaches the Quart routes with its body intact
 and gets the answer the routes give."""
 
@@ -16,9 +16,9 @@ import pytest
 import trio
 
 from gateway.errors import LogUnavailableError
-from gateway.fastpath import FastRequest, Send, send_json
+from gateway.http.app import FAST_BODY_TIMEOUT_SECS, mount_fast_paths
+from gateway.http.fastpath import FastRequest, Send, send_json
 from gateway.plugins import Registry
-from gateway.web import FAST_BODY_TIMEOUT_SECS, mount_fast_paths
 from tests.conftest import App, open_app
 from tests.gatewayproc import WRITE_KEY
 from tests.test_http import AUTH, post, stored
@@ -214,7 +214,7 @@ async def test_a_single_call_takes_its_token_before_its_timestamp_is_checked(app
     assert (await post(app, "/v1/track", bad))[1]["code"] == "rate_limited"
 
 
-# -- the middleware's contract (gateway.web.mount_fast_paths), with a fast path of its own ------
+# -- the middleware's contract (gateway.http.app.mount_fast_paths), with a fast path of its own ------
 
 
 class StubPath:

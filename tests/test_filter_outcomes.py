@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from gateway import Filter, FilterContext, Forward, Verdict
-from gateway.audit import audit
 from gateway.components import apply_filters
 from gateway.config import parse_config
-from gateway.ingest import IngestHub
+from gateway.ingest.hub import IngestHub
 from gateway.log import open_log
 from gateway.log.sqlite import list_dead_letters
+from gateway.ops.audit import audit
 from gateway.plugins import Registry
 from tests.gatewayproc import WRITE_KEY, config_text
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.audit import audit
+from gateway.ops.audit import audit
 from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
 
 

@@ -422,7 +422,7 @@ async def test_a_batch_root_counts_in_every_items_size_and_depth(gateway_app: Ap
 
 
 def test_an_authorization_header_of_any_bytes_is_no_write_key() -> None:
-    from gateway.web import write_key_of
+    from gateway.http.app import write_key_of
 
     for value in ("Basic \xff\xfe", "Basic ÿÿÿÿ", "Basic " + base64.b64encode(b"\xff\xfe:").decode()):
         assert write_key_of(value) is None  # (the first raised ValueError: a 503)

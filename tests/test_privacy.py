@@ -12,7 +12,7 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.plugins import Registry
-from gateway.privacy import Classifier, PrivacyConfig, PrivacyPolicy, apply_policy, hash_value
+from gateway.privacy.classifier import Classifier, PrivacyConfig, PrivacyPolicy, apply_policy, hash_value
 from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
 
 CARD = "4111 1111 1111 1111"
@@ -24,7 +24,7 @@ def classifier(registry: Registry) -> Classifier:
         classes={"properties.plan": "green", "traits.nickname": "yellow"},
         matchers=msgspec.convert(
             {"employee": {"class": "red", "keys": ["employee id"], "precision": "similar", "pattern": r"E\d{6}"}},
-            dict[str, __import__("gateway.privacy", fromlist=["CustomMatcher"]).CustomMatcher],
+            dict[str, __import__("gateway.privacy.classifier", fromlist=["CustomMatcher"]).CustomMatcher],
         ),
     )
     return Classifier(list(registry.matchers.values()), config)
@@ -174,7 +174,7 @@ def test_a_field_named_in_a_policy_gets_its_action_whatever_a_scan_reports(regis
     # Once a path is settled, a scan checks its values only in sampled messages: a value that
     # makes it Yellow in another message passes unreported, and the action named for the field
     # was then skipped (the named fields were looked at only when they classified Green).
-    from gateway.privacy import LEARN_AFTER
+    from gateway.privacy.classifier import LEARN_AFTER
 
     classifier = Classifier(list(registry.matchers.values()), PrivacyConfig())
     policy = PrivacyPolicy(fields={"properties.tags": "redact", "properties.note": "redact"})
@@ -240,7 +240,7 @@ def test_inventory_records_paths_never_values(tmp_path: Path) -> None:
 
 
 def test_value_classes_are_learned_per_path_and_sticky(registry: Registry) -> None:
-    from gateway.privacy import LEARN_AFTER
+    from gateway.privacy.classifier import LEARN_AFTER
 
     learn = Classifier(list(registry.matchers.values()), PrivacyConfig())
     every = Classifier(list(registry.matchers.values()), PrivacyConfig(value_checks="every"))

@@ -19,8 +19,8 @@ import trio
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.plugins import Registry
-from gateway.reload import watch_for_reloads
-from gateway.runtime import Gateway, serve_gateway
+from gateway.runtime.daemon import Gateway, serve_gateway
+from gateway.runtime.reload import watch_for_reloads
 from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
 
 
@@ -96,7 +96,7 @@ async def test_the_file_watcher_waits_for_a_write_to_finish(
     """A writer that truncates the file and writes it in two goes (an editor saving in place, a
     config tool) is not reloaded halfway: the half file would be refused, with an error logged,
     or worse, a half that parses would be applied (here it would move server.data_dir)."""
-    monkeypatch.setattr("gateway.reload.POLL_INTERVAL_SECS", 0.02)
+    monkeypatch.setattr("gateway.runtime.reload.POLL_INTERVAL_SECS", 0.02)
     async with served(tmp_path, registry) as (gateway, path, base, nursery):
         await nursery.start(watch_for_reloads, gateway)
         await trio.sleep(0.1)
@@ -120,7 +120,7 @@ async def test_the_file_watcher_sees_replacements_and_retries_a_failed_read(
     """Found by an adversarial test: a replacement that kept the size and copied the mtime (an
     atomic rename of a ``cp -p`` copy, a ConfigMap's symlink swap) was never noticed, and an edit
     made while the file was unreadable (chmod 000) was lost for good once it became readable."""
-    import gateway.reload as reload_module
+    import gateway.runtime.reload as reload_module
 
     monkeypatch.setattr(reload_module, "POLL_INTERVAL_SECS", 0.02)
     monkeypatch.setattr(reload_module, "SETTLE_SECS", 0.02)
@@ -261,7 +261,7 @@ async def test_two_reloads_at_once_end_on_the_newer_file(
 ) -> None:
     """Found in review: with the parse in a worker thread, a SIGHUP while the watcher parsed an
     older file applied the newer one first, then the older one, which then ran for good."""
-    import gateway.runtime as runtime
+    import gateway.runtime.daemon as runtime
     from gateway.config import parse_config_bytes
 
     def slow_for_v1(data: bytes, registry: Registry, *, path: str) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.audit import audit
+from gateway.ops.audit import audit
 from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, gateway_cli, wait_until
 from tests.sink import Sink, free_port, http_destination
 

@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.ingest import IngestHub, _Inventory
+from gateway.ingest.hub import IngestHub, _Inventory
 from gateway.plugins import Registry
-from gateway.privacy import LEARN_AFTER, Classifier, FieldClass, Finding, PrivacyConfig
+from gateway.privacy.classifier import LEARN_AFTER, Classifier, FieldClass, Finding, PrivacyConfig
 
 KEYS = ["email", "password", "note", "plan", "card", "library", "name", "ip", "address", "sku", "userAgent", "items"]
 VALUES = [

@@ -208,7 +208,7 @@ DELETED_OUTCOME = "filtered:deleted"
 TOMBSTONE_TYPE = "deleted"
 _USER_ID = "json_extract(CAST(body AS TEXT), '$.userId')"
 # A tombstone carries the message's own messageId; the message_id column is the dedup key,
-# which differs for forwarded messages (gateway.ingest.forwarded_key).
+# which differs for forwarded messages (gateway.ingest.hub.forwarded_key).
 _MESSAGE_ID = "coalesce(json_extract(CAST(body AS TEXT), '$.messageId'), message_id)"
 _UPSERT_INVENTORY = """
 INSERT INTO privacy_inventory (source, path, class, hits, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)

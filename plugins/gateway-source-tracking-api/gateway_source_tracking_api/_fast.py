@@ -1,5 +1,5 @@
 """The fast path of the tracking API: ``POST /v1/batch`` and the single calls, answered
-straight from ASGI when they are plain (see :mod:`gateway.fastpath`).
+straight from ASGI when they are plain (see :mod:`gateway.http.fastpath`).
 
 Plain means: a known write key whose source accepts the request's ``Origin`` (if it has one:
 the answer then carries the same CORS headers as the routes'), every message valid, within the
@@ -25,9 +25,9 @@ from gateway import (
     send_json,
     write_key_of,
 )
-from gateway.fastpath import Send
+from gateway.http.app import SUCCESS_BODY
+from gateway.http.fastpath import Send
 from gateway.messages import CALL_TYPES, TYPE_BY_LETTER
-from gateway.web import SUCCESS_BODY
 
 from ._common import Refused, Routes
 from ._cors import cors_headers, origin_allowed
@@ -38,7 +38,7 @@ BATCH_PATHS = frozenset({"/v1/batch", "/v1/import", "/v1/b"})
 SINGLE_PATHS = {f"/v1/{name}": name for name in CALL_TYPES} | {
     f"/v1/{letter}": name for letter, name in TYPE_BY_LETTER.items()
 }
-#: The raw body cap of the Quart app (gateway.web.create_app): a gzip body may be a little
+#: The raw body cap of the Quart app (gateway.http.app.create_app): a gzip body may be a little
 #: larger than what it inflates to.
 GZIP_SLACK_BYTES = 64 * 1024
 

@@ -21,12 +21,21 @@ import msgspec
 import structlog
 import trio
 
-from gateway.components import Destination, Exchange, Filter, FilterContext, Record, SendResult, apply_filters
+from gateway.components import (
+    Destination,
+    Exchange,
+    Filter,
+    FilterContext,
+    FilterErrorLog,
+    Record,
+    SendResult,
+    apply_filters,
+)
 from gateway.config import DestinationConfig
 from gateway.errors import DeliveryError, LogUnavailableError
 from gateway.log import FILTER_STAGE, SEND_STAGE, IngestLog
 from gateway.metrics import Metrics
-from gateway.privacy import Classifier, apply_policy
+from gateway.privacy.classifier import Classifier, apply_policy
 from gateway.telemetry import ThrottledWarning
 
 log = structlog.get_logger("gateway.delivery")
@@ -164,7 +173,7 @@ class DestinationWorker:
         destination_id: str,
         config: DestinationConfig,
         destination: Destination,
-        log: IngestLog,
+        ingest_log: IngestLog,
         filters: Sequence[tuple[str, Filter]] = (),
         metrics: Metrics | None = None,
         classifier: Classifier | None = None,
@@ -178,8 +187,9 @@ class DestinationWorker:
         self._cursor_name = replay.name if replay is not None else destination_id
         self._config = config
         self._destination = destination
-        self._log = log
+        self._log = ingest_log
         self._filters = tuple(filters)
+        self._filter_errors = FilterErrorLog(log)
         self._metrics = metrics or Metrics()
         self._classifier = classifier
         self._counters = _Counters()
@@ -201,6 +211,7 @@ class DestinationWorker:
     def set_filters(self, filters: Sequence[tuple[str, Filter]], classifier: Classifier | None = None) -> None:
         """Use other filters (and classifier) from the next batch on (a reload that changed only those)."""
         self._filters = tuple(filters)
+        self._filter_errors = FilterErrorLog(log)
         if classifier is not None:
             self._classifier = classifier
 
@@ -344,7 +355,7 @@ class DestinationWorker:
             context = contexts.get(record.source)
             if context is None:
                 context = contexts[record.source] = FilterContext(record.source, self.id)
-            result, reason, failure, forward = apply_filters(self._filters, message, context)
+            result, reason, failure, forward = apply_filters(self._filters, message, context, self._filter_errors)
             if forward:
                 self._forward_warning(reason="forwarding works only in a source's filters")
             if failure is not None:

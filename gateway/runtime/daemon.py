@@ -27,7 +27,6 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
-from gateway.admin import create_admin_app
 from gateway.components import Destination, DestinationContext, Filter
 from gateway.config import (
     DestinationConfig,
@@ -37,15 +36,16 @@ from gateway.config import (
     load_config,
     parse_config_bytes,
 )
-from gateway.delivery import REDRIVE_POLL_SECS, DestinationWorker, Replay
+from gateway.delivery.worker import REDRIVE_POLL_SECS, DestinationWorker, Replay
 from gateway.errors import ConfigError, DeliveryError, exception_leaves
-from gateway.ingest import IngestHub
+from gateway.http.app import create_app, shield_sends, without_lifespan
+from gateway.ingest.hub import IngestHub
 from gateway.log import BacklogInfo, IngestLog, open_log
 from gateway.metrics import Metrics
+from gateway.ops.admin import create_admin_app
+from gateway.ops.systemd import Notifier
 from gateway.plugins import Registry, build_registry, make_plugin_manager
-from gateway.privacy import Classifier
-from gateway.systemd import Notifier
-from gateway.web import create_app, shield_sends, without_lifespan
+from gateway.privacy.classifier import Classifier
 
 log = structlog.get_logger("gateway")
 
@@ -623,7 +623,7 @@ async def serve_gateway(
     ``freeze_heap`` (the daemon, not tests that start many gateways in one process) exempts
     what startup allocated from garbage collection for good.
     """
-    from gateway.reload import watch_for_reloads
+    from gateway.runtime.reload import watch_for_reloads
 
     metrics = Metrics()
     notifier = Notifier.from_environment()

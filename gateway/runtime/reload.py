@@ -1,6 +1,6 @@
 """Reload triggers: SIGHUP, and changes to the config file (a cheap mtime + size + hash poll).
 
-Each trigger calls :meth:`gateway.runtime.Gateway.reload`, which validates and builds before
+Each trigger calls :meth:`gateway.runtime.daemon.Gateway.reload`, which validates and builds before
 it swaps, so a half-written or bad file is refused and the running config keeps serving.
 """
 
@@ -17,7 +17,7 @@ import structlog
 import trio
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from gateway.runtime.daemon import Gateway
 
 log = structlog.get_logger("gateway.reload")
 

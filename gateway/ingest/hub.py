@@ -22,11 +22,11 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway.components import FILTER_ERROR_REASON, Filter, FilterContext, Forward, apply_filters
+from gateway.components import FILTER_ERROR_REASON, Filter, FilterContext, FilterErrorLog, Forward, apply_filters
 from gateway.config import GatewayConfig, ServerConfig
 from gateway.log import Entry, IngestLog, InventoryRow, SourceLetter, source_letters
 from gateway.metrics import Metrics
-from gateway.privacy import RANK, Classifier, FieldClass, Finding, PrivacyPolicy, Shape, apply_policy
+from gateway.privacy.classifier import RANK, Classifier, FieldClass, Finding, PrivacyPolicy, Shape, apply_policy
 from gateway.telemetry import ThrottledWarning
 
 log = structlog.get_logger("gateway.ingest")
@@ -152,6 +152,7 @@ class IngestHub:
         self, config: GatewayConfig, filters: Mapping[str, Filter], classifier: Classifier | None = None
     ) -> None:
         """Switch to another config; requests already inside :meth:`ingest` finish on the old one."""
+        self._filter_errors = FilterErrorLog(log)
         self.server: ServerConfig = config.server
         self.classifier = classifier or Classifier((), config.privacy)
         # Keys are looked up by SHA-256 digest and then compared with compare_digest, so the
@@ -305,7 +306,7 @@ class IngestHub:
     ) -> tuple[Entry | None, str | None, str | None]:
         """Run ``source``'s filters on ``message``: ``(entry to store, None, None)``, or
         ``(None, drop reason, failure or None)``. What they forward is added to ``forwarded``."""
-        kept, reason, failure, forward = apply_filters(source.filters, message, context)
+        kept, reason, failure, forward = apply_filters(source.filters, message, context, self._filter_errors)
         if forward:
             self._forward(source.id, forward, forwarded)
         if kept is None:

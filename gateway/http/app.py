@@ -21,14 +21,14 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from gateway.errors import LogUnavailableError
-from gateway.fastpath import FastPath, FastRequest, Send, send_json
+from gateway.http.fastpath import FastPath, FastRequest, Send, send_json
 from gateway.messages import Invalid
 
 if TYPE_CHECKING:
     from quart import Request
 
     from gateway.components import SourceType
-    from gateway.ingest import IngestHub
+    from gateway.ingest.hub import IngestHub
 
 log = structlog.get_logger("gateway.http")
 

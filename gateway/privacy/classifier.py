@@ -7,7 +7,7 @@ take their array's path: ``properties.products.email``; an array's string items 
 value as the array: ``properties.emails`` is Yellow when an item is an email). A key decision is
 made once per path and cached; values are checked only when they could have a shape a matcher
 knows (digits, ``@`` or ``:``), so free text costs one cheap test. Once no field of a dict shape needs its value
-checked on an event, the dict is classified by its shape plan (:mod:`gateway.shape_plans`).
+checked on an event, the dict is classified by its shape plan (:mod:`gateway.privacy.shape_plans`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import msgspec
 from msgspec import Meta
 
 from gateway.components import MatcherType
-from gateway.shape_plans import FieldClass, Finding, Shape, ShapePlans
+from gateway.privacy.shape_plans import FieldClass, Finding, Shape, ShapePlans
 from gateway.similarity import KeyTerms
 
 __all__ = [

@@ -10,7 +10,7 @@ fast path either answers it or declines, before any side effect, and the request
 the Quart routes with its body replayed. So errors, CORS and partial rejections keep one
 implementation, in the routes, and a fast path holds only the happy path.
 
-This module is the contract a plugin implements; :mod:`gateway.web` mounts it.
+This module is the contract a plugin implements; :mod:`gateway.http.app` mounts it.
 """
 
 from __future__ import annotations

@@ -19,11 +19,11 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from gateway import __version__
-from gateway.audit import audit
-from gateway.web import error_response, http_error_response, json_response
+from gateway.http.app import error_response, http_error_response, json_response
+from gateway.ops.audit import audit
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from gateway.runtime.daemon import Gateway
 
 
 def create_admin_app(gateway: Gateway) -> QuartTrio:

@@ -1,0 +1,54 @@
+"""What a plugin provides: the component types (source, filter, matcher, destination) and their
+contracts, one module each.
+
+A plugin returns these from its hooks (see ``gateway.hookspecs``). Each type has a ``name`` that
+the config refers to (``type = "file"``), a msgspec ``Config`` type that validates its section of
+the config, and a factory that builds the running component from a validated config.
+"""
+
+from __future__ import annotations
+
+from gateway.components.base import ComponentConfig, JSONObject
+from gateway.components.destination import (
+    Destination,
+    DestinationContext,
+    DestinationType,
+    Exchange,
+    Record,
+    SendResult,
+)
+from gateway.components.filter import (
+    FILTER_ERROR_REASON,
+    Filter,
+    FilterContext,
+    FilterErrorLog,
+    FilterOutcome,
+    FilterType,
+    Forward,
+    Verdict,
+    apply_filters,
+)
+from gateway.components.matcher import MatcherType
+from gateway.components.source import SourceType
+
+__all__ = [
+    "FILTER_ERROR_REASON",
+    "ComponentConfig",
+    "Destination",
+    "DestinationContext",
+    "DestinationType",
+    "Exchange",
+    "Filter",
+    "FilterContext",
+    "FilterErrorLog",
+    "FilterOutcome",
+    "FilterType",
+    "Forward",
+    "JSONObject",
+    "MatcherType",
+    "Record",
+    "SendResult",
+    "SourceType",
+    "Verdict",
+    "apply_filters",
+]

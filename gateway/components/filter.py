@@ -1,0 +1,191 @@
+"""The filter contract: what a filter type provides, how a running filter answers (the message,
+None, or a :class:`Verdict`), and how the core runs a chain of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from gateway.components.base import ComponentConfig, JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class FilterContext:
+    """Where a filter runs: the source a message came from and, before a send, the destination.
+
+    Attributes:
+        source: The id of the message's source.
+        destination: The destination's id when the filter is in its ``filters`` list, None
+            when the filter runs at the source, before the message is stored.
+    """
+
+    source: str
+    destination: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A message a filter sends into another source (e.g. a blocked event, or a ``Violation
+    Generated`` report). It is stored in the same commit as the message that caused it,
+    acknowledged with it, and delivered like any message of ``source``; the filters of that
+    source do not see it (forwarded events are never blocked again). Give it a messageId that
+    depends only on what caused it, so a redelivery forwards a duplicate the log drops."""
+
+    source: str
+    message: JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A filter's answer when "the message, or None" says too little.
+
+    Attributes:
+        message: The message to pass on, or None when it is dropped.
+        reason: Why it was dropped, a short code (``unplanned``, ``sampled``...): counted per
+            source and destination, and written into the delivery books as ``filtered:<reason>``.
+        failure: The filter failed on this message: it goes to the dead-letter table with this
+            error (``gateway dead-letters redrive`` runs it through the filters again later);
+            ``message`` is then ignored.
+        forward: Messages to store into other sources (see :class:`Forward`).
+    """
+
+    message: JSONObject | None = None
+    reason: str | None = None
+    failure: str | None = None
+    forward: tuple[Forward, ...] = ()
+
+
+class Filter:
+    """Base class of a running filter: sees one message, returns it (changed or not) or None.
+
+    Filters listed in a source's ``filters`` run before the message is stored; filters listed in
+    a destination's ``filters`` run before it is sent there. Returning None drops the message
+    for that stage, counted under :attr:`drop_reason` (or, when that is None, the filter's id).
+
+    A filter that needs to know where it runs, name finer drop reasons, dead-letter a message or
+    forward messages to another source overrides :meth:`apply` instead and may return a
+    :class:`Verdict`.
+    """
+
+    #: The reason counted when :meth:`process` returns None (e.g. ``bot``); None: the filter id.
+    drop_reason: str | None = None
+
+    def process(self, message: JSONObject) -> JSONObject | None:
+        """Return the message to pass on, or None to drop it."""
+        raise NotImplementedError
+
+    def apply(self, message: JSONObject, context: FilterContext) -> JSONObject | Verdict | None:
+        """What the core calls: by default :meth:`process`."""
+        return self.process(message)
+
+    def statistics(self) -> dict[str, int]:
+        """The filter's own counters (exported as ``gateway_filter_events_total``); none by default."""
+        return {}
+
+
+class FilterOutcome(NamedTuple):
+    """What a chain of filters made of one message. ``message`` is None when it was dropped
+    (``reason`` says why) or failed (``failure`` is the error: dead-letter it; ``reason`` is
+    then the kind of failure, e.g. ``function_error``)."""
+
+    message: JSONObject | None
+    reason: str | None = None
+    failure: str | None = None
+    forward: tuple[Forward, ...] = ()
+
+
+#: The reason counted for a message a filter failed on (raised, or said so without a reason of its own).
+FILTER_ERROR_REASON = "filter_error"
+
+
+def apply_filters(
+    filters: Sequence[tuple[str, Filter]],
+    message: JSONObject,
+    context: FilterContext,
+    on_error: Callable[[str, Exception], None] | None = None,
+) -> FilterOutcome:
+    """Run ``filters`` in order, collecting what they forward, until one drops or fails the
+    message. A filter that raises, or returns something that is not a message (a dict with a
+    string ``messageId``), None or a :class:`Verdict`, fails the message like a Verdict with a
+    ``failure``: it is dead-lettered (nothing goes on, nothing is lost, a redrive retries it once
+    the filter is fixed), and a broken filter never stops the pipeline. ``on_error(filter_id,
+    error)`` hears of each such error (the caller logs it, throttled)."""
+    forward: tuple[Forward, ...] = ()
+    for filter_id, message_filter in filters:
+        try:
+            # Most filters only have process(): call it directly (this runs per filter per event).
+            result: JSONObject | Verdict | None
+            if type(message_filter).apply is _BASE_APPLY:
+                result = message_filter.process(message)
+            else:
+                result = message_filter.apply(message, context)
+            if type(result) is dict:
+                message = result
+                continue
+            if result is None:
+                return FilterOutcome(None, message_filter.drop_reason or filter_id, None, forward)
+            if not isinstance(result, Verdict):
+                raise TypeError(f"returned {type(result).__name__}, not a message, None or a Verdict")
+            if result.forward:
+                forward += tuple(result.forward)
+            if result.failure is not None:
+                reason = result.reason or FILTER_ERROR_REASON
+                return FilterOutcome(None, reason, f"{filter_id}: {result.failure}", forward)
+            if result.message is None:
+                return FilterOutcome(None, result.reason or message_filter.drop_reason or filter_id, None, forward)
+            if type(result.message) is not dict:
+                raise TypeError(f"its Verdict holds {type(result.message).__name__}, not a message")
+            message = result.message
+        except Exception as error:
+            if on_error is not None:
+                on_error(filter_id, error)
+            return FilterOutcome(None, FILTER_ERROR_REASON, f"{filter_id}: {type(error).__name__}: {error}", forward)
+    if type(message.get("messageId")) is not str:
+        failure = "the filters returned a message without a string messageId"
+        return FilterOutcome(None, FILTER_ERROR_REASON, failure, forward)
+    return FilterOutcome(message, None, None, forward)
+
+
+_BASE_APPLY = Filter.apply
+
+
+@dataclass(frozen=True, slots=True)
+class FilterType:
+    """A kind of filter.
+
+    Attributes:
+        name: The ``type`` value in ``[filters.<id>]``.
+        config_type: Validates the filter's own keys.
+        factory: ``factory(config)`` returns a :class:`Filter`.
+        description: One line for ``gateway plugins``.
+        forward_targets: For filters that forward messages (:class:`Forward`):
+            ``forward_targets(config)`` returns the sources a filter with this config forwards
+            to, by the config key that names each (``{"forward_violations_to": "protocols"}``).
+            The core refuses a config where one is not a source, or where such a filter is in
+            a destination's ``filters`` (forwarding happens at ingest only).
+    """
+
+    name: str
+    config_type: type[ComponentConfig]
+    factory: Callable[[Any], Filter]
+    description: str = ""
+    forward_targets: Callable[[Any], Mapping[str, str]] | None = None
+
+
+class FilterErrorLog:
+    """Throttled ``filter_failed`` warnings, one stream per filter id, for a caller of
+    :func:`apply_filters` (the ingest hub, a destination worker); its owner drops it with its
+    filters, so nothing outlives a reload."""
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+        self._warnings: dict[str, Any] = {}
+
+    def __call__(self, filter_id: str, error: Exception) -> None:
+        from gateway.telemetry import ThrottledWarning
+
+        warning = self._warnings.get(filter_id)
+        if warning is None:
+            warning = self._warnings[filter_id] = ThrottledWarning(self._logger, "filter_failed")
+        warning(filter=filter_id, error_type=type(error).__name__, error=str(error))

@@ -1,0 +1,1 @@
+"""Operating the gateway: the admin API, the audit of the books, and systemd integration."""

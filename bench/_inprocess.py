@@ -16,7 +16,8 @@ import trio
 from _http_modes import add_http_arguments, http_rates
 
 from gateway.config import GatewayConfig, parse_config
-from gateway.ingest.hub import IngestHub, Source
+from gateway.components import Source
+from gateway.ingest.hub import IngestHub
 from gateway.log import open_log
 from gateway.metrics import Metrics
 from gateway.plugins import Registry
@@ -70,7 +71,7 @@ async def ingest_round(hub: IngestHub, source: Source, events: list[dict[str, An
 
     async def caller() -> None:
         for messages in next_batch:
-            outcome = await hub.ingest(messages)
+            outcome = await hub.store_messages(messages)
             assert outcome.stored == len(messages), outcome
 
     start = time.perf_counter()

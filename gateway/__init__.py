@@ -1,63 +1,145 @@
 """The gateway: a self-hosted, Segment-compatible customer-event gateway.
 
-Plugins import everything they need from here::
+This module is the plugin API, and the only one: plugins import what they need from here (and
+their tests from ``gateway.testing``), never from a submodule::
 
     from gateway import hookimpl, DestinationType, Destination, ComponentConfig, DeliveryError
+
+What each name is for:
+
+- Every plugin: :func:`hookimpl`, :class:`ComponentConfig` (the base of its config type),
+  :class:`ThrottledWarning` (per-event trouble, logged without flooding), the error types.
+- Destinations: :class:`DestinationType`, :class:`Destination`, :class:`DestinationContext`,
+  :class:`Record`, :class:`SendResult`, :class:`Exchange`, :class:`DeliveryError`.
+- Filters: :class:`FilterType`, :class:`Filter`, :class:`FilterContext`, :class:`Verdict`,
+  :class:`Forward`.
+- Privacy matchers: :class:`MatcherType`, and :class:`CustomMatcher` (a ``[privacy.matchers]``
+  entry a matcher plugin builds).
+- Sources: :class:`SourceType`, :class:`Ingest` (what the core gives a source: it validates,
+  completes, rate-limits, filters and stores), :class:`Source`, :class:`Candidate`,
+  :class:`Checked`, :class:`Rejection`, :class:`IngestOutcome`, :class:`IngestLimits`,
+  :class:`Arrival`, :class:`BatchDefaults`, :data:`CALL_TYPES`, :class:`Invalid`,
+  :class:`RateLimitedError`, :class:`LogUnavailableError`; the HTTP helpers every source
+  shares (:func:`read_body`, :func:`decoded_body`, :func:`write_key_of`,
+  :func:`basic_auth_user`, :func:`json_response`, :func:`success_response`,
+  :func:`error_response`, :func:`unavailable_response`); and, for the hottest requests, the
+  :class:`FastPath` contract with :class:`FastRequest` and :func:`send_json`.
 """
 
 from __future__ import annotations
 
-from gateway.components import (
-    ComponentConfig,
-    Destination,
-    DestinationContext,
-    DestinationType,
-    Exchange,
-    Filter,
-    FilterContext,
-    FilterType,
-    Forward,
-    MatcherType,
-    Record,
-    SendResult,
-    SourceType,
-    Verdict,
-)
-from gateway.errors import ConfigError, DeliveryError, GatewayError, LogUnavailableError, PluginError
-from gateway.hookspecs import hookimpl
-from gateway.http.app import (
-    basic_auth_user,
-    decoded_body,
-    error_response,
-    json_response,
-    read_body,
-    success_response,
-    unavailable_response,
-    write_key_of,
-)
-from gateway.http.fastpath import FastPath, FastRequest, send_json
-from gateway.ingest.hub import IngestHub, IngestOutcome, Prepared, Source
-from gateway.messages import (
-    Arrival,
-    BatchDefaults,
-    Invalid,
-    apply_server_fields,
-    batch_item_type,
-    check_nesting,
-    decode_batch,
-    decode_item,
-    decode_single,
-    validate,
-)
-from gateway.telemetry import ThrottledWarning
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time each name loads on first use
+    from gateway.components import (
+        Candidate,
+        Checked,
+        ComponentConfig,
+        Destination,
+        DestinationContext,
+        DestinationType,
+        Exchange,
+        Filter,
+        FilterContext,
+        FilterType,
+        Forward,
+        Ingest,
+        IngestLimits,
+        IngestOutcome,
+        MatcherType,
+        Record,
+        Rejection,
+        SendResult,
+        Source,
+        SourceType,
+        Verdict,
+    )
+    from gateway.errors import (
+        ConfigError,
+        DeliveryError,
+        GatewayError,
+        LogUnavailableError,
+        PluginError,
+        RateLimitedError,
+    )
+    from gateway.hookspecs import hookimpl
+    from gateway.http.app import (
+        basic_auth_user,
+        decoded_body,
+        error_response,
+        json_response,
+        read_body,
+        success_response,
+        unavailable_response,
+        write_key_of,
+    )
+    from gateway.http.fastpath import FastPath, FastRequest, send_json
+    from gateway.messages import CALL_TYPES, Arrival, BatchDefaults, Invalid
+    from gateway.privacy.config import CustomMatcher
+    from gateway.telemetry import ThrottledWarning
+
+#: Where each public name lives. Loading them on first use keeps ``import gateway`` cheap, so
+#: the command starts (and ignores an early SIGHUP) before the web stack is imported.
+_WHERE = {
+    "Arrival": "gateway.messages",
+    "BatchDefaults": "gateway.messages",
+    "CALL_TYPES": "gateway.messages",
+    "Candidate": "gateway.components",
+    "Checked": "gateway.components",
+    "ComponentConfig": "gateway.components",
+    "ConfigError": "gateway.errors",
+    "CustomMatcher": "gateway.privacy.config",
+    "DeliveryError": "gateway.errors",
+    "Destination": "gateway.components",
+    "DestinationContext": "gateway.components",
+    "DestinationType": "gateway.components",
+    "Exchange": "gateway.components",
+    "FastPath": "gateway.http.fastpath",
+    "FastRequest": "gateway.http.fastpath",
+    "Filter": "gateway.components",
+    "FilterContext": "gateway.components",
+    "FilterType": "gateway.components",
+    "Forward": "gateway.components",
+    "GatewayError": "gateway.errors",
+    "Ingest": "gateway.components",
+    "IngestLimits": "gateway.components",
+    "IngestOutcome": "gateway.components",
+    "Invalid": "gateway.messages",
+    "LogUnavailableError": "gateway.errors",
+    "MatcherType": "gateway.components",
+    "PluginError": "gateway.errors",
+    "RateLimitedError": "gateway.errors",
+    "Record": "gateway.components",
+    "Rejection": "gateway.components",
+    "SendResult": "gateway.components",
+    "Source": "gateway.components",
+    "SourceType": "gateway.components",
+    "ThrottledWarning": "gateway.telemetry",
+    "Verdict": "gateway.components",
+    "basic_auth_user": "gateway.http.app",
+    "decoded_body": "gateway.http.app",
+    "error_response": "gateway.http.app",
+    "hookimpl": "gateway.hookspecs",
+    "json_response": "gateway.http.app",
+    "read_body": "gateway.http.app",
+    "send_json": "gateway.http.fastpath",
+    "success_response": "gateway.http.app",
+    "unavailable_response": "gateway.http.app",
+    "write_key_of": "gateway.http.app",
+}
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CALL_TYPES",
     "Arrival",
     "BatchDefaults",
+    "Candidate",
+    "Checked",
     "ComponentConfig",
     "ConfigError",
+    "CustomMatcher",
     "DeliveryError",
     "Destination",
     "DestinationContext",
@@ -70,27 +152,23 @@ __all__ = [
     "FilterType",
     "Forward",
     "GatewayError",
-    "IngestHub",
+    "Ingest",
+    "IngestLimits",
     "IngestOutcome",
     "Invalid",
     "LogUnavailableError",
     "MatcherType",
     "PluginError",
-    "Prepared",
+    "RateLimitedError",
     "Record",
+    "Rejection",
     "SendResult",
     "Source",
     "SourceType",
     "ThrottledWarning",
     "Verdict",
     "__version__",
-    "apply_server_fields",
     "basic_auth_user",
-    "batch_item_type",
-    "check_nesting",
-    "decode_batch",
-    "decode_item",
-    "decode_single",
     "decoded_body",
     "error_response",
     "hookimpl",
@@ -99,6 +177,18 @@ __all__ = [
     "send_json",
     "success_response",
     "unavailable_response",
-    "validate",
     "write_key_of",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gateway' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

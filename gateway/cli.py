@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
+if sys.argv[1:2] == ["run"]:
+    # First, before the imports: SIGHUP's default action ends the process, and importing the
+    # web stack and the plugins takes a second or more. A reload asked for meanwhile is moot
+    # (the config is being read now): ignore it until the daemon's own receiver takes over.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
 import argparse
 import json
 import sqlite3
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,7 +35,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.config, build_registry(make_plugin_manager()))
+    from gateway.runtime.daemon import build_filters
+
+    registry = build_registry(make_plugin_manager())
+    config = load_config(args.config, registry)
+    build_filters(config, registry)  # what only building finds: a function that does not import
     print(
         f"{args.config}: ok ({len(config.sources)} sources, {len(config.destinations)} destinations, "
         f"{len(config.filters)} filters)"

@@ -21,9 +21,10 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import msgspec
 from msgspec import Meta
 
+from gateway.components import MatcherType
 from gateway.errors import ConfigError
 from gateway.plugins import Registry
-from gateway.privacy.classifier import Class, CustomMatcher, PrivacyConfig, PrivacyPolicy
+from gateway.privacy.config import Class, CustomMatcher, PrivacyConfig, PrivacyPolicy
 
 DEFAULT_CONFIG_PATH = "config/gateway.toml"
 DEFAULT_SOURCE_TYPE = "tracking_api"
@@ -103,6 +104,10 @@ class SourceConfig(_Table, frozen=True, kw_only=True):
     #: and properties: class, matchers that recognised them, first/last seen; never the values.
     #: Each new path is logged once (``privacy_field_seen``); ``gateway privacy inventory`` prints it.
     inventory: bool = False
+    #: Events per second this source accepts; past it, requests get 429 with ``Retry-After``.
+    rate_limit_events_per_sec: Annotated[float, Meta(gt=0)] | None = None
+    #: Events a burst may take at once (default: one second's worth, at least 100).
+    rate_limit_burst: Annotated[int, Meta(ge=1)] | None = None
 
 
 class DestinationConfig(_Table, frozen=True, kw_only=True):
@@ -212,6 +217,8 @@ class GatewayConfig:
     raw: dict[str, Any] = field(default_factory=dict)
     #: TOML paths whose values came from ``{ env = ... }`` / ``{ file = ... }`` references.
     secret_paths: frozenset[str] = frozenset()
+    #: The matchers ``[privacy.matchers]`` asks for, built by a matcher plugin.
+    custom_matchers: tuple[MatcherType, ...] = ()
 
     def redacted(self) -> dict[str, Any]:
         """The document with secrets, write keys, tokens and passwords replaced by ``"***"``."""
@@ -335,11 +342,28 @@ def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> Ga
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path, "", f"not valid TOML: {error}") from None
+    if not raw:
+        raise ConfigError(
+            path,
+            "",
+            "the config is empty: it needs at least one [sources.<id>] table with a write_key "
+            "(config/gateway.toml is an annotated example)",
+        )
     secret_paths: set[str] = set()
     raw = _resolve_secrets(path, raw, "", secret_paths)
     document = _convert(path, "", raw, _Document)
 
     privacy = _privacy(path, document.privacy)
+    custom_matchers = []
+    for name, custom in privacy.matchers.items():
+        built = registry.build_custom_matcher(name, custom)
+        if built is None:
+            raise ConfigError(
+                path,
+                f"privacy.matchers.{name}",
+                "no installed plugin builds custom matchers (the built-in one is gateway-matcher-builtin)",
+            )
+        custom_matchers.append(built)
     sources = {
         sid: _entity(path, f"sources.{sid}", sid, table, SourceConfig, registry.sources, "source")
         for sid, table in document.sources.items()
@@ -383,6 +407,7 @@ def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> Ga
         privacy=privacy,
         raw=raw,
         secret_paths=frozenset(secret_paths),
+        custom_matchers=tuple(custom_matchers),
     )
 
 

@@ -49,6 +49,23 @@ class LogUnavailableError(GatewayError):
         super().__init__(f"{reason}: {detail}")
 
 
+class RateLimitedError(GatewayError):
+    """A source's rate limit refused a request: nothing was taken from it, stored or counted.
+    The HTTP layer answers 429 with ``Retry-After``, which every official client honours.
+
+    Args:
+        wait_secs: Whole seconds after which the request would pass.
+        source_id: The source whose limit refused it.
+        events_per_sec: That source's rate.
+    """
+
+    def __init__(self, wait_secs: int, source_id: str, events_per_sec: float) -> None:
+        self.wait_secs = wait_secs
+        self.source_id = source_id
+        self.events_per_sec = events_per_sec
+        super().__init__(f"source {source_id} accepts {events_per_sec:g} events/s; retry in {wait_secs}s")
+
+
 class DeliveryError(GatewayError):
     """A destination could not take a batch. Raised by destination plugins.
 

@@ -20,6 +20,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from gateway.components import DestinationType, FilterType, MatcherType, SourceType
+    from gateway.privacy.config import CustomMatcher
 
 PROJECT = "gateway"
 
@@ -31,15 +32,16 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def gateway_source_types() -> Sequence[SourceType]:
     """Return the source types this plugin provides.
 
-    A source type receives messages (over HTTP routes it contributes through its ``blueprint``
-    factory), authenticates them against the configured sources of its type, and hands them to
-    the ingest hub, which normalises, filters, deduplicates and stores them. A request must be
-    answered with a 2xx only after the hub's ``ingest`` call returned, since that is when the
-    messages are durable. A source type may also give a ``fast_path``
-    (:class:`gateway.http.fastpath.FastPath`): its plainest, most frequent requests are then offered
-    to it first, straight from ASGI, and whatever it declines reaches its routes unchanged.
+    A source type receives messages over its transport (HTTP routes it contributes through its
+    ``blueprint`` factory), finds their source, and hands them to the :class:`gateway.Ingest`
+    the factory got: the core validates, completes, rate-limits, filters and stores them, the
+    same for every source type, and says what it accepted and rejected. A request must be
+    answered with a 2xx only after ``Ingest.store`` returned, since that is when the messages
+    are durable. A source type may also give a ``fast_path`` (:class:`gateway.FastPath`): its
+    plainest, most frequent requests are then offered to it first, straight from ASGI, and
+    whatever it declines reaches its routes unchanged.
 
-    :returns: A list of :class:`gateway.components.SourceType`.
+    :returns: A list of :class:`gateway.SourceType`.
     """
     raise NotImplementedError
 
@@ -50,10 +52,10 @@ def gateway_destination_types() -> Sequence[DestinationType]:
 
     The core gives each configured destination its own cursor into the ingest log and its own
     worker, which batches records, calls ``Destination.send`` under the configured timeout, and
-    retries or dead-letters failed batches. See :class:`gateway.components.Destination` for the
+    retries or dead-letters failed batches. See :class:`gateway.Destination` for the
     delivery and error contract.
 
-    :returns: A list of :class:`gateway.components.DestinationType`.
+    :returns: A list of :class:`gateway.DestinationType`.
     """
     raise NotImplementedError
 
@@ -65,11 +67,11 @@ def gateway_filter_types() -> Sequence[FilterType]:
     Filters run synchronously on one message at a time, on the hot path: keep them fast and free
     of I/O. A source lists filters that run before a message is stored; a destination lists
     filters that run before it is sent there. A filter returns the message or None
-    (:meth:`gateway.components.Filter.process`), or a :class:`gateway.components.Verdict` from
-    :meth:`~gateway.components.Filter.apply` to name a drop reason, dead-letter the message on a
+    (:meth:`gateway.Filter.process`), or a :class:`gateway.Verdict` from
+    :meth:`~gateway.Filter.apply` to name a drop reason, dead-letter the message on a
     failure, or forward messages into another source.
 
-    :returns: A list of :class:`gateway.components.FilterType`.
+    :returns: A list of :class:`gateway.FilterType`.
     """
     raise NotImplementedError
 
@@ -81,6 +83,23 @@ def gateway_matcher_types() -> Sequence[MatcherType]:
     A matcher recognises one kind of personal data by field name and, optionally, by value; the
     privacy stage uses them to classify fields as red, yellow or green.
 
-    :returns: A list of :class:`gateway.components.MatcherType`.
+    :returns: A list of :class:`gateway.MatcherType`.
+    """
+    raise NotImplementedError
+
+
+@hookspec(firstresult=True)
+def gateway_custom_matcher(name: str, config: CustomMatcher) -> MatcherType | None:
+    """Build the privacy matcher a ``[privacy.matchers.<name>]`` table of the config asks for.
+
+    The config gives key names (``keys``, matched ``exact`` after normalisation or ``similar``),
+    a value ``pattern``, or both, and the ``class`` of what it matches. The first plugin that
+    returns a matcher wins; a config with custom matchers and no plugin to build them is
+    refused. The built-in matcher plugin implements it with Segment's key normalisation and
+    its "similar" rule.
+
+    :param name: The matcher's name (the table's key).
+    :param config: The validated table (:class:`gateway.CustomMatcher`).
+    :returns: A :class:`gateway.MatcherType`, or None to leave it to another plugin.
     """
     raise NotImplementedError

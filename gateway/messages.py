@@ -186,6 +186,8 @@ def validate(message: JSONObject, call_type: str) -> None:
             raise Invalid("message_id_not_string", "messageId must be a non-empty string")
         if len(message_id) > MAX_MESSAGE_ID_CHARS:
             raise Invalid("message_id_too_long", f"messageId is longer than {MAX_MESSAGE_ID_CHARS} characters")
+        if "\x00" in message_id:  # the core's own dedup keys use NUL: no client id may look like one
+            raise Invalid("message_id_invalid", "messageId must not contain NUL characters")
     for key in ("context", "integrations"):
         value = get(key)
         if value is not None and type(value) is not dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, TypeVar
@@ -12,6 +12,7 @@ import pluggy
 from gateway import hookspecs
 from gateway.components import DestinationType, FilterType, MatcherType, SourceType
 from gateway.errors import PluginError
+from gateway.privacy.config import CustomMatcher
 
 _T = TypeVar("_T", SourceType, DestinationType, FilterType, MatcherType)
 
@@ -30,15 +31,21 @@ def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManag
     return pm
 
 
+def _no_custom_matchers(name: str, config: CustomMatcher) -> MatcherType | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Registry:
-    """The component types every registered plugin provides, by name."""
+    """The component types every registered plugin provides, by name, and the builder of
+    ``[privacy.matchers]`` entries (the ``gateway_custom_matcher`` hook)."""
 
     sources: dict[str, SourceType] = field(default_factory=dict)
     destinations: dict[str, DestinationType] = field(default_factory=dict)
     filters: dict[str, FilterType] = field(default_factory=dict)
     matchers: dict[str, MatcherType] = field(default_factory=dict)
     provided_by: dict[tuple[str, str], str] = field(default_factory=dict)
+    build_custom_matcher: Callable[[str, CustomMatcher], MatcherType | None] = _no_custom_matchers
 
 
 def _collect(
@@ -73,7 +80,9 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     Raises:
         PluginError: two plugins provide a type of the same kind under the same name.
     """
-    registry = Registry()
+    registry = Registry(
+        build_custom_matcher=lambda name, config: pm.hook.gateway_custom_matcher(name=name, config=config)
+    )
     _collect("source", _per_plugin(pm, "gateway_source_types"), registry.sources, registry.provided_by)
     _collect(
         "destination",

@@ -43,11 +43,31 @@ import httpx
 import msgspec
 import trio
 
-from gateway.components import ComponentConfig, Destination, DestinationContext, DestinationType, Record, SendResult
+from gateway.components import (
+    ComponentConfig,
+    Destination,
+    DestinationContext,
+    DestinationType,
+    Filter,
+    FilterContext,
+    FilterOutcome,
+    Record,
+    SendResult,
+    apply_filters,
+)
 from gateway.errors import DeliveryError
 from gateway.hookspecs import hookimpl
 
-__all__ = ["GatewayProcess", "RecordingDestination", "TestGateway", "read_jsonl", "run_gateway"]
+__all__ = [
+    "GatewayProcess",
+    "RecordingDestination",
+    "TestGateway",
+    "check_config",
+    "plugin_registry",
+    "read_jsonl",
+    "run_filters",
+    "run_gateway",
+]
 
 #: How long a ``wait_*`` helper waits before it fails the test with what it was waiting for.
 DEFAULT_WAIT_SECS = 30.0
@@ -105,6 +125,40 @@ class RecordingDestination(Destination):
         while len(self.messages) < count:
             await self._changed.wait()
         return self.messages
+
+
+def plugin_registry(*, plugins: Sequence[object] = (), entry_points: bool = True) -> Any:
+    """The component types the installed plugins (and ``plugins``) provide, as the daemon finds
+    them: ``.sources``, ``.destinations``, ``.filters``, ``.matchers`` by name, and
+    ``.provided_by[(kind, name)]``, the plugin (entry point) that provides each."""
+    from gateway.plugins import build_registry, make_plugin_manager
+
+    pm = make_plugin_manager(load_entry_points=entry_points)
+    for plugin in plugins:
+        pm.register(plugin)
+    return build_registry(pm)
+
+
+def check_config(config: str, *, plugins: Sequence[object] = (), entry_points: bool = True) -> Any:
+    """Validate a TOML config as ``gateway check-config`` does, with the installed plugins (and
+    ``plugins``); returns it (``.sources``, ``.destinations``, ``.filters``: each entry's
+    ``.core`` keys and its plugin ``.options``).
+
+    Raises:
+        gateway.ConfigError: naming the TOML path of what is wrong.
+    """
+    from gateway.config import parse_config
+
+    return parse_config(config, plugin_registry(plugins=plugins, entry_points=entry_points))
+
+
+def run_filters(
+    filters: Sequence[tuple[str, Filter]], message: dict[str, Any], context: FilterContext | None = None
+) -> FilterOutcome:
+    """Run ``(filter id, filter)`` pairs on ``message`` exactly as the core does at a source
+    (``context`` None) or a destination: ``.message`` (None when dropped or failed),
+    ``.reason``, ``.failure`` (the error a dead letter would carry) and ``.forward``."""
+    return apply_filters(filters, message, context or FilterContext("test"))
 
 
 class _TestingPlugin:

@@ -101,3 +101,30 @@ def test_forwarding_filters_name_real_sources_and_run_at_sources(
     with pytest.raises(ConfigError) as raised:
         parse_config(text, registry, path="g.toml")
     assert (raised.value.where, problem in raised.value.problem) == (where, True)
+
+
+@pytest.mark.parametrize("text", ["", "\n# only a comment\n"], ids=["empty", "comments"])
+def test_an_empty_config_is_refused_saying_what_it_needs(registry: Registry, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"the config is empty: it needs at least one \[sources.<id>\]"):
+        parse_config(text, registry)
+
+
+def test_custom_matchers_need_a_plugin_that_builds_them() -> None:
+    from gateway.plugins import build_registry, make_plugin_manager
+
+    text = '[sources.web]\nwrite_key = "k"\n[privacy.matchers.employee]\nclass = "red"\nkeys = ["employee id"]\n'
+    with pytest.raises(ConfigError, match="privacy.matchers.employee: no installed plugin builds custom matchers"):
+        parse_config(text, build_registry(make_plugin_manager(load_entry_points=False)))
+
+
+def test_the_builtin_matcher_plugin_builds_custom_matchers_by_segments_rule(registry: Registry) -> None:
+    text = (
+        '[sources.web]\nwrite_key = "k"\n[privacy.matchers.employee]\nclass = "red"\n'
+        'keys = ["employee id"]\nprecision = "similar"\npattern = "E\\\\d{6}"\n'
+    )
+    [matcher] = parse_config(text, registry).custom_matchers
+    assert (matcher.name, matcher.default_class) == ("employee", "red")
+    assert matcher.match_key is not None
+    assert matcher.match_key("employeeId") and matcher.match_key("employe_id") and not matcher.match_key("plan")
+    assert matcher.match_value is not None
+    assert matcher.match_value("E123456") and not matcher.match_value("E1234567")

@@ -13,6 +13,7 @@ from gateway import Filter, FilterContext, Forward, Verdict
 from gateway.components import apply_filters
 from gateway.config import parse_config
 from gateway.ingest.hub import IngestHub
+from gateway.ingest.redrive import redrive_source_letters
 from gateway.log import open_log
 from gateway.log.sqlite import list_dead_letters
 from gateway.ops.audit import audit
@@ -90,7 +91,7 @@ async def test_at_ingest_every_kind_of_answer_is_stored_counted_or_dead_lettered
         web = hub.authenticate(WRITE_KEY, "tracking_api")
         assert web is not None
         kinds = ["ok", "unencodable", "forward-junk", "forward", "raise"]
-        outcome = await hub.ingest([(web, event(kind, properties={"kind": kind})) for kind in kinds])
+        outcome = await hub.store_messages([(web, event(kind, properties={"kind": kind})) for kind in kinds])
         assert (outcome.stored, outcome.filtered) == (3, 3)  # ok, forward-junk, fwd-forward
         letters = {x.body: x for x in list_dead_letters(tmp_path)}
         assert len(letters) == 2
@@ -105,7 +106,7 @@ async def test_at_ingest_every_kind_of_answer_is_stored_counted_or_dead_lettered
         assert (web_books.source, web_books.received, web_books.stored, web_books.dead_lettered) == ("web", 5, 2, 2)
         assert web_books.filtered == {"unplanned": 1}
         assert (other_books.source, other_books.received, other_books.stored) == ("other", 1, 1)
-        duplicate = await hub.ingest([(web, event("ok", properties={"kind": "ok"}))])
+        duplicate = await hub.store_messages([(web, event("ok", properties={"kind": "ok"}))])
         assert duplicate.duplicates == 1 and audit(tmp_path).sources[1].duplicates == 1
         text = hub.metrics.render().decode()
         assert 'gateway_messages_filtered_total{reason="unplanned",stage="source",target="web"} 1.0' in text
@@ -132,8 +133,8 @@ async def test_forwards_from_different_sources_never_deduplicate_each_other(tmp_
         other = hub.authenticate("other-key", "tracking_api")
         assert web is not None and app is not None and other is not None
         for source in (web, app, other):
-            assert (await hub.ingest([(source, event("shared"))])).stored == 1
-        assert (await hub.ingest([(web, event("shared"))])).duplicates == 1
+            assert (await hub.store_messages([(source, event("shared"))])).stored == 1
+        assert (await hub.store_messages([(web, event("shared"))])).duplicates == 1
         records = await log.read(0, max_records=10, max_bytes=10**6)
         assert [(r.source, r.message()["messageId"]) for r in records] == [("other", "shared")] * 3
 
@@ -145,12 +146,12 @@ async def test_a_source_redrive_drops_the_letters_of_users_suppressed_since(tmp_
         hub = IngestHub(log, config, {"f": broken})
         web = hub.authenticate(WRITE_KEY, "tracking_api")
         assert web is not None
-        await hub.ingest([(web, event("a", userId="keep")), (web, event("b", userId="gone"))])
+        await hub.store_messages([(web, event("a", userId="keep")), (web, event("b", userId="gone"))])
         assert len(list_dead_letters(tmp_path)) == 2
         await log.set_suppressed("gone", True)
         broken.answer = lambda m: m  # fixed
         assert await log.change_dead_letters("redrive", destination="source:web") == 2
-        assert await hub.redrive_letters() == 2
+        assert await redrive_source_letters(hub) == 2
         assert list_dead_letters(tmp_path) == []
         records = await log.read(0, max_records=10, max_bytes=10**6)
         assert [r.message()["messageId"] for r in records] == ["a"]

@@ -19,6 +19,7 @@ def test_every_hookspec_has_a_contract_docstring() -> None:
         "gateway_destination_types",
         "gateway_filter_types",
         "gateway_matcher_types",
+        "gateway_custom_matcher",
     }
     for hook in hooks:
         doc = inspect.getdoc(hook) or ""

@@ -426,3 +426,31 @@ def test_an_authorization_header_of_any_bytes_is_no_write_key() -> None:
 
     for value in ("Basic \xff\xfe", "Basic ÿÿÿÿ", "Basic " + base64.b64encode(b"\xff\xfe:").decode()):
         assert write_key_of(value) is None  # (the first raised ValueError: a 503)
+
+
+# -- defects closed by the architecture issue (section 5) ----------------------------------
+
+
+@pytest.mark.parametrize("tail", [b"garbage", gzip.compress(b'{"batch": []}')], ids=["garbage", "second member"])
+async def test_a_gzip_body_with_data_after_its_stream_is_refused(gateway_app: App, tail: bytes) -> None:
+    body = gzip.compress(json.dumps({"userId": "u", "event": "E", "messageId": "gz"}).encode()) + tail
+    status, answer, _ = await post(gateway_app, "/v1/track", body, {"Content-Encoding": "gzip"})
+    assert (status, answer["code"]) == (400, "invalid_gzip")
+    assert stored(gateway_app) == []
+
+
+async def test_a_batch_roots_sent_at_is_merged_only_when_it_is_a_string(gateway_app: App) -> None:
+    item = {"type": "track", "userId": "u", "event": "E"}
+    for sent_at, prefix in (({"not": "a time"}, "obj"), (12345, "num"), ("2026-01-01T00:00:00Z", "str")):
+        body = {"sentAt": sent_at, "batch": [{**item, "messageId": f"{prefix}-1"}]}
+        assert (await post(gateway_app, "/v1/batch", body))[0] == 200
+    by_id = {m["messageId"]: m for m in stored(gateway_app)}
+    assert "sentAt" not in by_id["obj-1"] and "sentAt" not in by_id["num-1"]
+    assert by_id["str-1"]["sentAt"] == "2026-01-01T00:00:00Z"
+
+
+async def test_a_message_id_with_nul_cannot_shadow_a_forwarded_key(gateway_app: App) -> None:
+    forged = "\x00forwarded\x00web\x00m-1"
+    status, answer, _ = await post(gateway_app, "/v1/track", {"userId": "u", "event": "E", "messageId": forged})
+    assert (status, answer["code"]) == (400, "message_id_invalid")
+    assert stored(gateway_app) == []

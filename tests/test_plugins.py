@@ -15,7 +15,7 @@ from gateway import DestinationType, SourceType, hookimpl
 from gateway.components import ComponentConfig
 from gateway.errors import PluginError
 from gateway.plugins import build_registry, make_plugin_manager
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,7 +59,8 @@ def test_a_hook_the_specs_do_not_know_is_refused() -> None:
 
 @pytest.fixture(scope="module")
 def third_party_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example plugin distribution of tests/third_party_plugin, pip-installed into a folder."""
+    """The example plugin distributions of tests/third_party_plugin (a destination) and
+    tests/third_party_source (a source), pip-installed into a folder."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [
@@ -72,6 +73,7 @@ def third_party_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--target",
             str(target),
             str(HERE / "third_party_plugin"),
+            str(HERE / "third_party_source"),
         ],
         check=True,
     )
@@ -109,3 +111,48 @@ batch_max_wait_secs = 0.01
         )
         assert response.status_code == 200
         assert wait_until(lambda: out.exists() and out.read_text()) == "> mine identify tp-1\n"
+
+
+def test_a_third_party_source_hands_its_messages_to_the_core(third_party_site: Path, tmp_path: Path) -> None:
+    """A source written only against gateway.__all__: the core validates, completes, rate-limits
+    and stores what it hands over, and the answer follows what the core did."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(third_party_site), os.environ.get("PYTHONPATH", "")])}
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        config_text(
+            tmp_path,
+            extra="""
+[sources.signup]
+type = "forms"
+write_key = "form-token-1"
+event = "Signed Up"
+rate_limit_events_per_sec = 0.01
+rate_limit_burst = 2
+""",
+        )
+    )
+    with GatewayProcess(config, env=env) as gateway:
+        url = f"{gateway.url}/forms/signup"
+        form = {"token": "form-token-1", "email": "ada@example.com", "plan": "pro", "visitor": "v-1"}
+        answer = httpx.post(url, data=form, headers={"User-Agent": "form-test"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"success": True, "stored": 1, "duplicates": 0}
+        assert httpx.post(url, data={**form, "token": "wrong"}).status_code == 401
+        # The core validates: a form with neither id is refused by the core's rule, counted.
+        bad = httpx.post(url, data={"token": "form-token-1", "plan": "pro"})
+        assert (bad.status_code, bad.json()["code"]) == (400, "no_user_anon_id")
+        # The core's rate limit applies to every source type: the burst of 2 is spent (the bad
+        # one took nothing), the third is refused with Retry-After.
+        assert httpx.post(url, data=form).status_code == 200
+        limited = httpx.post(url, data=form)
+        assert (limited.status_code, limited.json()["code"]) == (429, "rate_limited")
+        assert int(limited.headers["Retry-After"]) >= 1
+        [first, second] = wait_until(
+            lambda: len(read_jsonl(tmp_path / "archive")) >= 2 and read_jsonl(tmp_path / "archive")
+        )
+    assert first["type"] == "track" and first["event"] == "Signed Up"
+    assert (first["userId"], first["anonymousId"]) == ("ada@example.com", "v-1")
+    assert first["properties"] == {"plan": "pro"}
+    assert first["context"]["userAgent"] == "form-test" and first["context"]["ip"] == "127.0.0.1"
+    assert first["messageId"] and first["receivedAt"] and first["timestamp"]  # the core's server fields
+    assert first["messageId"] != second["messageId"]

@@ -20,14 +20,20 @@ CARD = "4111 1111 1111 1111"
 
 @pytest.fixture(scope="module")
 def classifier(registry: Registry) -> Classifier:
-    config = PrivacyConfig(
-        classes={"properties.plan": "green", "traits.nickname": "yellow"},
-        matchers=msgspec.convert(
-            {"employee": {"class": "red", "keys": ["employee id"], "precision": "similar", "pattern": r"E\d{6}"}},
-            dict[str, __import__("gateway.privacy.classifier", fromlist=["CustomMatcher"]).CustomMatcher],
-        ),
-    )
-    return Classifier(list(registry.matchers.values()), config)
+    text = """
+[sources.web]
+write_key = "k"
+[privacy.classes]
+"properties.plan" = "green"
+"traits.nickname" = "yellow"
+[privacy.matchers.employee]
+class = "red"
+keys = ["employee id"]
+precision = "similar"
+pattern = 'E\\d{6}'
+"""
+    config = parse_config(text, registry)
+    return Classifier([*registry.matchers.values(), *config.custom_matchers], config.privacy)
 
 
 def event() -> dict:

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.ingest.hub import IngestHub, _Inventory
+from gateway.ingest.inventory import FieldInventory
 from gateway.plugins import Registry
 from gateway.privacy.classifier import LEARN_AFTER, Classifier, FieldClass, Finding, PrivacyConfig
 
@@ -144,19 +144,18 @@ def test_a_yellow_field_that_turns_into_an_object_is_looked_inside(registry: Reg
 
 def test_the_inventory_books_a_known_shape_once_and_keeps_last_seen(registry: Registry) -> None:
     classifier = settled(registry, [{"traits": {"email": "a@b.co", "plan": "pro"}}])
-    hub = IngestHub.__new__(IngestHub)
-    hub._inventory = _Inventory()
+    inventory = FieldInventory()
     for now_ms in (1_000, 2_000, 3_000):
         message = {"traits": {"email": "a@b.co", "plan": "pro"}}
-        hub._see_shape("web", classifier.survey(copy.deepcopy(message))[1], now_ms)
-    rows = {row.path: row for row in hub.inventory_changes()}
+        inventory.see("web", classifier.survey(copy.deepcopy(message))[1], now_ms)
+    rows = {row.path: row for row in inventory.changes()}
     assert set(rows) == {"traits.email", "traits.plan"}
     assert rows["traits.email"].cls == "yellow" and rows["traits.email"].hits == ("email",)
     assert all(row.first_seen == 1_000 and row.last_seen == 3_000 for row in rows.values())
-    hub.inventory_saved(list(rows.values()))
-    assert hub.inventory_changes() == []
-    hub._see_shape("web", classifier.survey({"traits": {"email": "a@b.co", "plan": "pro"}})[1], 4_000)
-    assert {row.path: row.last_seen for row in hub.inventory_changes()} == {"traits.email": 4_000, "traits.plan": 4_000}
+    inventory.saved(list(rows.values()))
+    assert inventory.changes() == []
+    inventory.see("web", classifier.survey({"traits": {"email": "a@b.co", "plan": "pro"}})[1], 4_000)
+    assert {row.path: row.last_seen for row in inventory.changes()} == {"traits.email": 4_000, "traits.plan": 4_000}
 
 
 def test_keys_msgspec_cannot_name_and_wide_messages_are_walked_not_planned(registry: Registry) -> None:

@@ -52,3 +52,46 @@ def test_a_second_signal_during_the_stop_still_exits_0(tmp_path: Path) -> None:
                     gateway.proc.send_signal(second)
                     time.sleep(stopping_for / 2)
                 assert gateway.proc.wait(20) == 0, (second, stopping_for, "".join(gateway.lines[-5:]))
+
+
+def test_a_sighup_while_the_daemon_starts_up_does_not_end_it(tmp_path: Path) -> None:
+    """SIGHUP's default action ends a process, and the daemon imports its web stack and plugins
+    for a second or more before its own reload receiver is in place: a reload asked for then
+    (systemd's ExecReload, an operator's kill -HUP) ended it. The command ignores SIGHUP from
+    its first line until the receiver takes over."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.gatewayproc import config_text
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(config_text(tmp_path))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import gateway.cli, sys; print('imported', flush=True); sys.exit(gateway.cli.main())",
+            "run",
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # The moment the command's module has run its first lines, long before the daemon is up.
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "imported"
+        proc.send_signal(signal.SIGHUP)
+        for line in proc.stdout:
+            if '"gateway_started"' in line:
+                break
+        else:
+            raise AssertionError(f"the daemon ended during start-up with {proc.wait(10)}")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 from structlog.testing import capture_logs
 
-from gateway.components import Filter, FilterContext, apply_filters
+from gateway.components import Filter, FilterContext, FilterErrorLog, apply_filters
 from gateway.telemetry import ThrottledWarning
 
 
@@ -28,7 +28,8 @@ def test_a_failing_filter_does_not_log_once_per_event() -> None:
             raise ValueError("nope")
 
     with capture_logs() as logs:
+        errors = FilterErrorLog(structlog.get_logger("gateway.filters"))  # what the hub and workers hold
         for _ in range(100):
-            outcome = apply_filters([("broken-for-logs", Broken())], {"type": "track"}, FilterContext("web"))
+            outcome = apply_filters([("broken-for-logs", Broken())], {"type": "track"}, FilterContext("web"), errors)
             assert (outcome.message, outcome.failure) == (None, "broken-for-logs: ValueError: nope")
     assert [e["event"] for e in logs] == ["filter_failed"]

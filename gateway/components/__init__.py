@@ -29,10 +29,22 @@ from gateway.components.filter import (
     apply_filters,
 )
 from gateway.components.matcher import MatcherType
-from gateway.components.source import SourceType
+from gateway.components.source import (
+    Candidate,
+    Checked,
+    Ingest,
+    IngestLimits,
+    IngestOutcome,
+    RateLimit,
+    Rejection,
+    Source,
+    SourceType,
+)
 
 __all__ = [
     "FILTER_ERROR_REASON",
+    "Candidate",
+    "Checked",
     "ComponentConfig",
     "Destination",
     "DestinationContext",
@@ -44,10 +56,16 @@ __all__ = [
     "FilterOutcome",
     "FilterType",
     "Forward",
+    "Ingest",
+    "IngestLimits",
+    "IngestOutcome",
     "JSONObject",
     "MatcherType",
+    "RateLimit",
     "Record",
+    "Rejection",
     "SendResult",
+    "Source",
     "SourceType",
     "Verdict",
     "apply_filters",

@@ -20,7 +20,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from gateway.errors import LogUnavailableError
+from gateway.errors import LogUnavailableError, RateLimitedError
 from gateway.http.fastpath import FastPath, FastRequest, Send, send_json
 from gateway.messages import Invalid
 
@@ -63,6 +63,15 @@ def unavailable_response(error: LogUnavailableError, retry_after_secs: int) -> R
     """503 with ``Retry-After``: every official client retries it, so nothing is lost."""
     response = error_response(503, error.reason, error.detail)
     response.headers["Retry-After"] = str(retry_after_secs)
+    return response
+
+
+def rate_limited_response(error: RateLimitedError) -> Response:
+    """429 with ``Retry-After`` (and ``X-RateLimit-Reset``): every official client waits and
+    sends again."""
+    response = error_response(429, "rate_limited", f"this source accepts {error.events_per_sec:g} events/s")
+    response.headers["Retry-After"] = str(error.wait_secs)
+    response.headers["X-RateLimit-Reset"] = str(error.wait_secs)
     return response
 
 
@@ -131,6 +140,8 @@ def decoded_body(data: bytes, content_encoding: str | None, max_bytes: int) -> b
         raise _too_large(max_bytes)
     if not inflater.eof:
         raise Invalid("invalid_gzip", "the gzip body is truncated")
+    if inflater.unused_data:  # trailing bytes, or a second gzip member no client sends
+        raise Invalid("invalid_gzip", "the body has data after the end of its gzip stream")
     return inflated
 
 
@@ -192,7 +203,7 @@ async def _offer(
                 break
     if complete:
         body = b"".join(m.get("body", b"") for m in received)
-        request = FastRequest(scope["path"], (scope.get("client") or ("<local>",))[0], headers)
+        request = FastRequest(scope["path"], (scope.get("client") or ("<local>",))[0], headers, scope["method"])
         if await _answer(fast_path, rule, request, body, send, hub):
             return None
     return _replay(received, receive)
@@ -228,7 +239,7 @@ async def _answer(
         log.exception("request_failed", path=request.path, error_type=type(error).__name__)
         unavailable = LogUnavailableError("internal_error", "the gateway hit an unexpected error; retry later")
     body = _encode(error_body(unavailable.reason, unavailable.detail))
-    headers = [(b"retry-after", str(hub.server.retry_after_secs).encode()), *fast_path.error_headers(request)]
+    headers = [(b"retry-after", str(hub.limits.retry_after_secs).encode()), *fast_path.error_headers(request)]
     await send_json(tracked_send, 503, body, headers)
     return True
 
@@ -318,7 +329,7 @@ def create_app(
     app = QuartTrio("gateway")
     # The raw body cap while reading from the socket; a gzip body is at most a little larger
     # than what it inflates to, and read_body caps the inflated size exactly.
-    app.config["MAX_CONTENT_LENGTH"] = hub.server.max_request_bytes + 64 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = hub.limits.max_request_bytes + 64 * 1024
     app.config["BODY_TIMEOUT"] = 30
     fast_paths = []
     for source_type in source_types:
@@ -356,10 +367,14 @@ def create_app(
         hub.count_rejected(error.code)
         return error_response(400, error.code, error.message)
 
+    @app.errorhandler(RateLimitedError)
+    async def rate_limited(error: RateLimitedError) -> Response:
+        return rate_limited_response(error)
+
     @app.errorhandler(LogUnavailableError)
     async def unavailable(error: LogUnavailableError) -> Response:
         log.warning("ingest_unavailable", reason=error.reason, detail=error.detail)
-        return unavailable_response(error, hub.server.retry_after_secs)
+        return unavailable_response(error, hub.limits.retry_after_secs)
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
@@ -367,7 +382,7 @@ def create_app(
         log.exception("request_failed", path=request.path, error_type=type(error).__name__)
         return unavailable_response(
             LogUnavailableError("internal_error", "the gateway hit an unexpected error; retry later"),
-            hub.server.retry_after_secs,
+            hub.limits.retry_after_secs,
         )
 
     return app

@@ -25,11 +25,13 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class FastRequest(msgspec.Struct, frozen=True):
-    """What a fast path may know of a request: its path, peer and the headers it asked for."""
+    """What a fast path may know of a request: its path, peer, the headers it asked for, and
+    its method."""
 
     path: str
     client: str | None
     headers: dict[str, str]
+    method: str = "POST"
 
 
 class FastPath(Protocol):

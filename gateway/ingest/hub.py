@@ -1,32 +1,51 @@
-"""The ingest hub: what source plugins call to authenticate requests and store messages.
+"""The ingest hub: the core's side of :class:`gateway.Ingest`, the one sequence every source
+type's messages go through.
 
-It holds the sources of the current config, runs each source's filters, encodes the messages,
-and appends them to the log. A source answers its client with a 2xx only after :meth:`ingest`
-(or :meth:`store`) returned, because that is when the messages are durable. Ingest is two
-steps, :meth:`prepare` (synchronous: privacy, filters, encoding) and :meth:`store` (the commit
-wait), so a source can let go of its message dicts before it waits.
+A source hands candidates to :meth:`IngestHub.check`: each is decoded and size-checked,
+validated as its call type, completed with the server fields, the accepted ones are taken from
+the source's rate limit, then :meth:`prepare` runs suppression, privacy at ingest and the
+source's filters and encodes what is kept. :meth:`store` appends it to the log in one commit
+with the source's books. A source answers its client with a 2xx only after :meth:`store`
+returned, because that is when the messages are durable. Check and store are two steps so a
+source holds no message dicts while it waits for the commit.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import ipaddress
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import structlog
 
-from gateway.components import FILTER_ERROR_REASON, Filter, FilterContext, FilterErrorLog, Forward, apply_filters
-from gateway.config import GatewayConfig, ServerConfig
-from gateway.log import Entry, IngestLog, InventoryRow, SourceLetter, source_letters
+from gateway.components import (
+    FILTER_ERROR_REASON,
+    Candidate,
+    Checked,
+    Filter,
+    FilterContext,
+    FilterErrorLog,
+    Forward,
+    IngestLimits,
+    IngestOutcome,
+    Rejection,
+    Source,
+    apply_filters,
+)
+from gateway.config import GatewayConfig
+from gateway.errors import RateLimitedError
+from gateway.ingest.candidates import BATCH_LIMIT_EXCEEDED, candidate_message, open_batch
+from gateway.ingest.inventory import FieldInventory
+from gateway.ingest.ratelimit import RateLimits
+from gateway.ingest.sources import SourceDirectory
+from gateway.log import Entry, IngestLog, SourceLetter, source_letters
+from gateway.messages import NO_DEFAULTS, Arrival, BatchDefaults, Invalid, apply_server_fields, validate
 from gateway.metrics import Metrics
-from gateway.privacy.classifier import RANK, Classifier, FieldClass, Finding, PrivacyPolicy, Shape, apply_policy
+from gateway.privacy.classifier import Classifier, Finding, PrivacyPolicy, apply_policy
 from gateway.telemetry import ThrottledWarning
 
 log = structlog.get_logger("gateway.ingest")
@@ -39,58 +58,6 @@ SUPPRESSED, DEAD_LETTERED = "suppressed", "dead_lettered"
 _encode_for_the_record = msgspec.json.Encoder(enc_hook=repr).encode
 BLOCK_RED = PrivacyPolicy(red="block")
 _BLOCK_RED_ACTS_ON = BLOCK_RED.acts_on
-#: Distinct (source, path) pairs the field inventory holds at most: keys that are data (ids,
-#: emails used as keys) must not grow it without bound.
-INVENTORY_MAX_PATHS = 10_000
-#: Message shapes per source whose last sighting is remembered instead of booked field by field.
-INVENTORY_MAX_SHAPES = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """A configured source, as source plugins see it."""
-
-    id: str
-    type: str
-    options: Any
-    filters: tuple[tuple[str, Filter], ...] = ()  # (filter id, filter), in order
-    block_red: bool = False
-    inventory: bool = False
-
-
-@dataclass(slots=True)
-class _Seen:
-    """One inventoried field path: most severe class and matcher hits seen, first and last
-    seen (ms), and what was last saved, to find the rows to flush."""
-
-    cls: str
-    hits: tuple[str, ...]
-    first: int
-    last: int
-    saved: tuple[str, tuple[str, ...], int] | None = None
-
-    def row(self, source: str, path: str) -> InventoryRow:
-        return InventoryRow(source, path, self.cls, self.hits, self.first, self.last)
-
-
-@dataclass
-class _Inventory:
-    by_source: dict[str, dict[str, _Seen]] = field(default_factory=dict)
-    #: Per source, the message shapes booked already and when one was last seen (ms): a message
-    #: of a known shape only refreshes that; its fields' last_seen follow on :meth:`settle`.
-    shapes: dict[str, dict[Shape, int]] = field(default_factory=dict)
-    size: int = 0
-    full_warned: bool = False
-
-    def settle(self) -> None:
-        """Carry the shapes' last sightings over to their fields."""
-        for source, shapes in self.shapes.items():
-            seen = self.by_source.get(source, {})
-            for shape, last in shapes.items():
-                for path, _, _ in shape.fields:
-                    entry = seen.get(path)
-                    if entry is not None and entry.last < last:
-                        entry.last = last
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +71,6 @@ class Prepared:
     filtered: int
 
 
-class IngestOutcome(msgspec.Struct, frozen=True):
-    """What happened to the messages of one :meth:`IngestHub.ingest` call."""
-
-    stored: int
-    duplicates: int
-    filtered: int
-
-
 def forwarded_key(from_source: str, message_id: str) -> str:
     """The dedup key of a message a filter of ``from_source`` forwarded: its messageId alone
     would make two sources' forwards of the same id, or a forward and a message sent to the
@@ -120,12 +79,8 @@ def forwarded_key(from_source: str, message_id: str) -> str:
     return f"\x00forwarded\x00{from_source}\x00{message_id}"
 
 
-def _key_digest(write_key: str) -> bytes:
-    return hashlib.sha256(write_key.encode("utf-8", "surrogatepass")).digest()
-
-
 class IngestHub:
-    """Authentication, client addresses and durable ingestion for source plugins.
+    """The core's :class:`gateway.Ingest`: sources, rate limits, and durable ingestion.
 
     Args:
         log: Where accepted messages go.
@@ -141,9 +96,10 @@ class IngestHub:
         metrics: Metrics | None = None,
         classifier: Classifier | None = None,
     ) -> None:
-        self._log = log
+        self.log = log
         self.metrics = metrics or Metrics()
-        self._inventory = _Inventory()
+        self.inventory = FieldInventory()
+        self.rate_limits = RateLimits()
         self._blocked: dict[str, int] = {}  # messages that had Red fields removed, per source, this call
         self._forward_warning = ThrottledWarning(structlog.get_logger("gateway.ingest"), "forward_refused")
         self.use_config(config, filters, classifier)
@@ -151,91 +107,161 @@ class IngestHub:
     def use_config(
         self, config: GatewayConfig, filters: Mapping[str, Filter], classifier: Classifier | None = None
     ) -> None:
-        """Switch to another config; requests already inside :meth:`ingest` finish on the old one."""
+        """Switch to another config; requests already inside :meth:`check` finish on the old one."""
         self._filter_errors = FilterErrorLog(log)
-        self.server: ServerConfig = config.server
+        server = config.server
+        self.limits = IngestLimits(
+            max_request_bytes=server.max_request_bytes,
+            max_message_bytes=server.max_message_bytes,
+            max_batch_messages=server.max_batch_messages,
+            retry_after_secs=server.retry_after_secs,
+        )
+        self.data_dir = Path(server.data_dir)
         self.classifier = classifier or Classifier((), config.privacy)
-        # Keys are looked up by SHA-256 digest and then compared with compare_digest, so the
-        # time a lookup takes says nothing useful about a guessed key.
-        self._by_key_digest = {
-            _key_digest(entity.core.write_key): (
-                entity.core.write_key,
-                Source(
-                    id=sid,
-                    type=entity.core.type,
-                    options=entity.options,
-                    filters=tuple((f, filters[f]) for f in entity.core.filters),
-                    block_red=entity.core.block_red,
-                    inventory=entity.core.inventory,
-                ),
-            )
-            for sid, entity in config.sources.items()
-        }
-        self._by_id = {source.id: source for _, source in self._by_key_digest.values()}
-        self._trusted = [ipaddress.ip_network(p, strict=False) for p in config.server.trusted_proxies]
+        self.directory = SourceDirectory(config, filters)
 
-    def count_rejected(self, code: str, count: int = 1) -> None:
-        """Count messages refused at ingest (the HTTP answer or a log line says why)."""
-        self.metrics.rejected.labels(code).inc(count)
+    # -- finding sources -------------------------------------------------------------------
+
+    def authenticate(self, write_key: object, source_type: str) -> Source | None:
+        return self.directory.authenticate(write_key, source_type)
+
+    def source(self, source_id: str, source_type: str) -> Source | None:
+        found = self.directory.by_id.get(source_id)
+        return found if found is not None and found.type == source_type else None
 
     def sources_of_type(self, source_type: str) -> list[Source]:
-        """Every configured source of ``source_type`` (e.g. to answer a CORS preflight, which
-        carries no write key)."""
-        return [source for _, source in self._by_key_digest.values() if source.type == source_type]
-
-    @property
-    def data_dir(self) -> Path:
-        """The gateway's data folder; plugins keep their own files under it."""
-        return Path(self.server.data_dir)
-
-    def authenticate(self, write_key: str | None, source_type: str) -> Source | None:
-        """The source of ``source_type`` whose write key this is, or None."""
-        if not write_key:
-            return None
-        found = self._by_key_digest.get(_key_digest(write_key))
-        if found is None:
-            return None
-        key, source = found
-        if not hmac.compare_digest(key.encode("utf-8", "surrogatepass"), write_key.encode("utf-8", "surrogatepass")):
-            return None
-        return source if source.type == source_type else None
+        return self.directory.of_type(source_type)
 
     def is_trusted_proxy(self, address: str | None) -> bool:
-        """Whether ``address`` is in ``server.trusted_proxies``."""
-        if not address:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self._trusted)
+        return self.directory.is_trusted_proxy(address)
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
-        """The client's address: the peer, or, when the peer is a trusted proxy, the nearest
-        address in ``X-Forwarded-For`` that is not itself a trusted proxy."""
-        try:
-            peer = str(ipaddress.ip_address(peer or ""))
-        except ValueError:
-            return None  # a unix socket or a test client: no address to record
-        if not forwarded_for or not self._trusted or not self.is_trusted_proxy(peer):
-            return peer
-        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-        for hop in reversed(hops):
-            if not self.is_trusted_proxy(hop):
-                try:
-                    return str(ipaddress.ip_address(hop))
-                except ValueError:
-                    return peer  # a forged or garbled header: fall back to what we saw
-        return peer
+        return self.directory.client_ip(peer, forwarded_for)
 
-    async def ingest(self, messages: Sequence[tuple[Source, JSONObject]]) -> IngestOutcome:
-        """Filter, encode and durably store validated messages (with server fields set):
-        :meth:`store` of :meth:`prepare`.
+    def arrival(self, peer: str | None, forwarded_for: str | None = None) -> Arrival:
+        return Arrival.now(self.directory.client_ip(peer, forwarded_for))
 
-        Raises:
-            gateway.errors.LogUnavailableError: nothing was stored; answer 503.
-        """
-        return await self.store(self.prepare(messages))
+    def count_rejected(self, code: str, count: int = 1) -> None:
+        self.metrics.rejected.labels(code).inc(count)
+
+    # -- checking ----------------------------------------------------------------------------
+
+    def check(
+        self,
+        candidates: Sequence[Candidate],
+        arrival: Arrival,
+        *,
+        source: Source | None = None,
+        find_source: Callable[[object], Source | None] | None = None,
+        defaults: BatchDefaults | None = None,
+        strict: bool = False,
+    ) -> Checked | None:
+        return self._check(candidates, arrival, source, find_source, defaults, strict, [], 0)
+
+    def check_batch(
+        self,
+        body: bytes,
+        arrival: Arrival,
+        *,
+        write_key: str | None = None,
+        find_source: Callable[[object], Source | None] | None = None,
+        strict: bool = False,
+    ) -> Checked | None:
+        batch = open_batch(body, self.limits)
+        if strict and (batch.excess or not batch.items):
+            return None
+        source = None
+        request_key = write_key or batch.write_key
+        if request_key is not None:
+            source = find_source(request_key) if find_source is not None else None
+            if source is None:
+                raise Invalid("invalid_write_key", "unknown or missing write key")
+        rejected = []
+        if batch.excess:  # one entry for all of them: the answer stays small
+            limit = self.limits.max_batch_messages
+            rejected.append(
+                Rejection(
+                    limit,
+                    BATCH_LIMIT_EXCEEDED,
+                    f"a batch may hold at most {limit} messages: items {limit} to {limit + batch.excess - 1} "
+                    "were not taken",
+                    count=batch.excess,
+                )
+            )
+        candidates = [Candidate(item) for item in batch.items]
+        return self._check(candidates, arrival, source, find_source, batch.defaults, strict, rejected, batch.root_bytes)
+
+    def _check(
+        self,
+        candidates: Sequence[Candidate],
+        arrival: Arrival,
+        source: Source | None,
+        find_source: Callable[[object], Source | None] | None,
+        defaults: BatchDefaults | None,
+        strict: bool,
+        rejected_past: list[Rejection],
+        root_bytes: int,
+    ) -> Checked | None:
+        max_bytes = self.limits.max_message_bytes
+        accepted: list[tuple[Source, JSONObject]] = []
+        rejected: list[Rejection] = []
+        for index, candidate in enumerate(candidates):
+            try:
+                message, call = candidate_message(candidate, max_bytes, root_bytes)
+                item_source = source
+                if item_source is None:
+                    item_source = find_source(message.get("writeKey")) if find_source is not None else None
+                    if item_source is None:
+                        raise Invalid("invalid_write_key", "unknown or missing write key")
+                _complete(message, call, arrival, defaults)
+            except Invalid as error:
+                if strict:
+                    return None
+                rejected.append(Rejection(index, error.code, error.message))
+            else:
+                accepted.append((item_source, message))
+        rejected += rejected_past
+        # A 429 refuses the whole request before its rejected items are counted: the client
+        # sends it all again, and they are counted then.
+        self._take_rate(accepted)
+        if rejected:
+            counts: Counter[str] = Counter()
+            for rejection in rejected:
+                counts[rejection.code] += rejection.count
+            for code, count in counts.items():
+                self.count_rejected(code, count)
+            log.info("messages_rejected", count=sum(counts.values()), codes=sorted(counts))
+        first = accepted[0][0] if accepted else None
+        return Checked(self.prepare(accepted), len(accepted), rejected, first)
+
+    def _take_rate(self, accepted: Sequence[tuple[Source, JSONObject]]) -> None:
+        limited: dict[str, tuple[Source, int]] = {}
+        for source, _ in accepted:
+            if source.rate_limit is not None:
+                _, count = limited.get(source.id, (source, 0))
+                limited[source.id] = (source, count + 1)
+        if not limited:
+            return
+        refusal = self.rate_limits.take([(s.id, s.rate_limit, n) for s, n in limited.values()])
+        if refusal is not None:
+            wait, source_id = refusal
+            limit = limited[source_id][0].rate_limit
+            assert limit is not None
+            raise RateLimitedError(wait, source_id, limit.events_per_sec)
+
+    async def ingest(
+        self,
+        candidates: Sequence[Candidate],
+        arrival: Arrival,
+        *,
+        source: Source | None = None,
+        find_source: Callable[[object], Source | None] | None = None,
+    ) -> tuple[IngestOutcome, list[Rejection]]:
+        checked = self.check(candidates, arrival, source=source, find_source=find_source)
+        assert checked is not None  # not strict
+        return await self.store(checked), checked.rejected
+
+    # -- preparing and storing ---------------------------------------------------------------
 
     def prepare(self, messages: Iterable[tuple[Source, JSONObject]]) -> Prepared:
         """Run suppression, privacy and each source's filters, and encode what is kept.
@@ -265,7 +291,7 @@ class IngestHub:
                 continue
             if context is None or context.source != source.id:
                 context = FilterContext(source.id)
-            entry, reason, failure = self._filter(source, message, context, forwarded)
+            entry, reason, failure = self.filter_message(source, message, context, forwarded)
             if entry is not None:
                 entries.append(entry)
                 continue
@@ -284,15 +310,24 @@ class IngestHub:
             self._blocked.clear()
         return Prepared(entries + forwarded if forwarded else entries, letters, tally, filtered)
 
-    async def store(self, prepared: Prepared) -> IngestOutcome:
-        """Append what :meth:`prepare` made to the log, in one commit: dead letters and the
+    async def store(self, checked: Checked) -> IngestOutcome:
+        """Append what :meth:`check` accepted to the log, in one commit: dead letters and the
         sources' books are durable with the messages, before the client hears 2xx.
 
         Raises:
             gateway.errors.LogUnavailableError: nothing was stored; answer 503.
         """
+        return await self.store_prepared(checked._prepared)
+
+    async def store_messages(self, messages: Sequence[tuple[Source, JSONObject]]) -> IngestOutcome:
+        """Prepare and store messages that are complete already (validated, server fields set):
+        for the core's own callers and benchmarks, which have no candidates to check."""
+        return await self.store_prepared(self.prepare(messages))
+
+    async def store_prepared(self, prepared: Prepared) -> IngestOutcome:
+        """:meth:`store` of what :meth:`prepare` made (for callers inside the core)."""
         entries = prepared.entries
-        result = await self._log.append(entries, letters=prepared.letters, tally=prepared.tally)
+        result = await self.log.append(entries, letters=prepared.letters, tally=prepared.tally)
         if entries:
             # One request comes from one source in practice; label by the first.
             label = entries[0].source
@@ -301,7 +336,7 @@ class IngestHub:
                 self.metrics.deduplicated.labels(label).inc(result.duplicates)
         return IngestOutcome(stored=result.stored, duplicates=result.duplicates, filtered=prepared.filtered)
 
-    def _filter(
+    def filter_message(
         self, source: Source, message: JSONObject, context: FilterContext, forwarded: list[Entry]
     ) -> tuple[Entry | None, str | None, str | None]:
         """Run ``source``'s filters on ``message``: ``(entry to store, None, None)``, or
@@ -320,7 +355,7 @@ class IngestHub:
         """Suppression, the field inventory and ``block_red``: what every message of ``source``
         goes through before its filters (and a message forwarded into it, instead of them).
         False: the message is suppressed (acknowledged, counted, never stored)."""
-        suppressed = self._log.suppressed
+        suppressed = self.log.suppressed
         if suppressed and message.get("userId") in suppressed:
             self.metrics.filtered.labels("source", source.id, "suppressed").inc()
             return False
@@ -328,11 +363,7 @@ class IngestHub:
         if source.inventory:
             now_ms = int(time.time() * 1000)
             findings, shape = self.classifier.survey(message, _BLOCK_RED_ACTS_ON)
-            shapes = self._inventory.shapes.get(source.id)
-            if shapes is not None and shape in shapes:
-                shapes[shape] = now_ms  # booked already: only last seen moves
-            else:
-                self._see_shape(source.id, shape, now_ms)
+            self.inventory.see(source.id, shape, now_ms)
         if source.block_red and apply_policy(message, self.classifier, BLOCK_RED, findings):
             # Counted per call of ingest, not per message (a metric update costs as much as a check).
             self._blocked[source.id] = self._blocked.get(source.id, 0) + 1
@@ -341,7 +372,7 @@ class IngestHub:
     def _forward(self, from_source: str, forward: Sequence[Forward], entries: list[Entry]) -> None:
         """Store forwarded messages into their sources (privacy applies there, filters do not)."""
         for item in forward:
-            target = self._by_id.get(item.source) if isinstance(item, Forward) else None
+            target = self.directory.by_id.get(item.source) if isinstance(item, Forward) else None
             message = item.message if target is not None else None
             if target is None or type(message) is not dict or type(message.get("messageId")) is not str:
                 self._forward_warning(from_source=from_source, problem="no such source, or not a message")
@@ -356,130 +387,8 @@ class IngestHub:
             self.metrics.forwarded.labels(from_source, target.id).inc()
             entries.append(Entry(target.id, forwarded_key(from_source, message["messageId"]), body))
 
-    async def redrive_letters(self) -> int:
-        """Run the source dead letters an operator marked for redrive through their source's
-        filters again; returns how many were taken (stored, filtered, or forwarded)."""
-        taken = 0
-        for source in list(self._by_id.values()):
-            destination = source_letters(source.id)
-            deletions = self._log.deletions
-            letters = await self._log.take_redrive(destination, 100)
-            if not letters:
-                continue
-            done: list[int] = []  # letter ids: stored, or dropped by the filters or a suppression
-            refused: list[int] = []
-            error = ""
-            entries: list[Entry] = []
-            # The books move each letter taken from dead_lettered to where it went now.
-            tally: Counter[tuple[str, str]] = Counter()
-            context = FilterContext(source.id)
-            suppressed = self._log.suppressed
-            for letter_id, record, _ in letters:
-                try:
-                    message = record.message()
-                except msgspec.DecodeError as problem:
-                    refused.append(letter_id)
-                    error = f"the dead letter is not a JSON message: {problem}"
-                    continue
-                if suppressed and message.get("userId") in suppressed:
-                    outcome: str | None = SUPPRESSED  # the user asked since: it is never stored
-                else:
-                    entry, reason, failure = self._filter(source, message, context, entries)
-                    if failure is not None:
-                        refused.append(letter_id)
-                        error = failure
-                        continue
-                    outcome = None if entry is not None else f"filtered:{reason}"
-                    if entry is not None:
-                        entries.append(entry)  # the log books it as stored (or a duplicate)
-                    else:
-                        self.metrics.filtered.labels("source", source.id, reason or "").inc()
-                done.append(letter_id)
-                tally[(source.id, DEAD_LETTERED)] -= 1
-                if outcome is not None:
-                    tally[(source.id, outcome)] += 1
-            if self._log.deletions != deletions:
-                continue  # a deletion request ran meanwhile: take what is left again next time
-            # Stored, booked and taken out of the dead letters in one commit: exact across crashes.
-            await self._log.append(entries, tally=tally, redriven=done)
-            if refused:
-                await self._log.finish_redrive(destination, [], refused, error)
-            log.info(
-                "source_dead_letters_redriven",
-                source=source.id,
-                taken=len(done),
-                refused_again=len(refused),
-            )
-            taken += len(done)
-        return taken
 
-    # -- the privacy field inventory ---------------------------------------------------------
-
-    def _see_shape(self, source_id: str, shape: Shape, now_ms: int) -> None:
-        shapes = self._inventory.shapes.get(source_id)
-        if shapes is None:
-            shapes = self._inventory.shapes[source_id] = {}
-        if shape not in shapes:
-            if len(shapes) >= INVENTORY_MAX_SHAPES:
-                self._inventory.settle()
-                shapes.clear()
-            self._see(source_id, shape.fields, now_ms)
-        shapes[shape] = now_ms
-
-    def _see(self, source_id: str, fields: Iterable[FieldClass], now_ms: int) -> None:
-        inventory = self._inventory
-        seen = inventory.by_source.get(source_id)
-        if seen is None:
-            seen = inventory.by_source[source_id] = {}
-        for finding in fields:
-            entry = seen.get(finding.path)
-            if entry is not None:
-                entry.last = now_ms
-                if finding.cls != entry.cls and RANK[finding.cls] > RANK[entry.cls]:
-                    entry.cls = finding.cls
-                if finding.hits and finding.hits != entry.hits and not set(finding.hits) <= set(entry.hits):
-                    entry.hits = tuple(sorted({*entry.hits, *finding.hits}))
-                continue
-            if inventory.size >= INVENTORY_MAX_PATHS:
-                if not inventory.full_warned:
-                    inventory.full_warned = True
-                    log.warning("privacy_inventory_full", paths=inventory.size, source=source_id)
-                continue
-            seen[finding.path] = _Seen(finding.cls, tuple(sorted(finding.hits)), now_ms, now_ms)
-            inventory.size += 1
-            # The path, never the value.
-            log.info(
-                "privacy_field_seen",
-                source=source_id,
-                path=finding.path,
-                hits=list(finding.hits),
-                **{"class": finding.cls},
-            )
-
-    def load_inventory(self, rows: Sequence[InventoryRow]) -> None:
-        """Start from the inventory saved by earlier runs (known paths are not logged again)."""
-        self._inventory.settle()
-        self._inventory.shapes.clear()  # booked against entries about to be replaced
-        for row in rows:
-            seen = self._inventory.by_source.setdefault(row.source, {})
-            if row.path not in seen:
-                self._inventory.size += 1
-            seen[row.path] = _Seen(
-                row.cls, row.hits, row.first_seen, row.last_seen, saved=(row.cls, row.hits, row.last_seen)
-            )
-
-    def inventory_changes(self) -> list[InventoryRow]:
-        """Inventory rows that are new or changed since they were last saved."""
-        self._inventory.settle()
-        return [
-            entry.row(source, path)
-            for source, seen in self._inventory.by_source.items()
-            for path, entry in seen.items()
-            if entry.saved != (entry.cls, entry.hits, entry.last)
-        ]
-
-    def inventory_saved(self, rows: Sequence[InventoryRow]) -> None:
-        """Mark ``rows`` (from :meth:`inventory_changes`) as saved, as they were then."""
-        for row in rows:
-            entry = self._inventory.by_source[row.source][row.path]
-            entry.saved = (row.cls, row.hits, row.last_seen)
+def _complete(message: JSONObject, call: str, arrival: Arrival, defaults: BatchDefaults | None) -> None:
+    """Validate ``message`` as a ``call`` and set the server's fields."""
+    validate(message, call)
+    apply_server_fields(message, call, arrival, defaults or NO_DEFAULTS)

@@ -17,14 +17,13 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
-from msgspec import Meta
 
 from gateway.components import MatcherType
+from gateway.privacy.config import Class, CustomMatcher, PrivacyConfig, PrivacyPolicy
 from gateway.privacy.shape_plans import FieldClass, Finding, Shape, ShapePlans
-from gateway.similarity import KeyTerms
 
 __all__ = [
     "Classifier",
@@ -38,8 +37,6 @@ __all__ = [
     "hash_value",
 ]
 
-Class = Literal["red", "yellow", "green"]
-Action = Literal["allow", "block", "redact", "hash"]
 RANK: dict[str, int] = {"green": 0, "yellow": 1, "red": 2}
 SCANNED_ROOTS = ("context", "traits", "properties")
 REDACTED = "[REDACTED]"
@@ -80,65 +77,6 @@ _MAY_HAVE_SHAPE = re.compile(r"[\d@:]")
 _MAX_STEPS = 65536
 
 
-class _Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    pass
-
-
-class CustomMatcher(_Table, frozen=True, kw_only=True):
-    """``[privacy.matchers.<name>]``: a matcher of your own."""
-
-    #: The class of a field it matches.
-    class_: Class = msgspec.field(name="class")
-    #: Key names (any spelling: ``employeeId``, ``employee_id``) and synonyms.
-    keys: list[str] = []
-    #: ``exact`` (after normalisation) or ``similar`` (Dice coefficient above 0.7, as Segment).
-    precision: Literal["exact", "similar"] = "exact"
-    #: A regular expression a value must match in full (``pattern = "E\\\\d{6}"``).
-    pattern: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.keys and self.pattern is None:
-            raise ValueError("a custom matcher needs keys, a pattern, or both")
-        if self.pattern is not None:
-            try:
-                re.compile(self.pattern)
-            except re.error as error:
-                raise ValueError(f"pattern is not a regular expression: {error}") from None
-
-
-class PrivacyConfig(_Table, frozen=True, kw_only=True):
-    """``[privacy]``: how fields are classified."""
-
-    #: Explicit classes by path, winning over every matcher: ``"traits.employee_id" = "red"``.
-    classes: dict[str, Class] = {}
-    matchers: dict[str, CustomMatcher] = {}
-    #: Prepended to values before hashing (write it as ``{ env = "..." }``).
-    hash_salt: str = ""
-    #: ``learn`` (default): a field path's values are checked by value matchers until the path
-    #: has shown LEARN_AFTER clean values in a row, then in one message in SAMPLE_EVERY; a hit
-    #: classifies the path for good (field-level classes, as Segment's). ``every``: check every
-    #: value of every event (exact, several times slower).
-    value_checks: Literal["learn", "every"] = "learn"
-
-
-class PrivacyPolicy(_Table, frozen=True, kw_only=True):
-    """What a destination gets of each class, or of given fields (``fields`` wins)."""
-
-    red: Action = "allow"
-    yellow: Action = "allow"
-    green: Action = "allow"
-    fields: dict[Annotated[str, Meta(min_length=1)], Action] = {}
-
-    @property
-    def active(self) -> bool:
-        return (self.red, self.yellow, self.green) != ("allow", "allow", "allow") or bool(self.fields)
-
-    @property
-    def acts_on(self) -> Class:
-        """The least class of a finding this policy may change (a scan needs none below)."""
-        return "yellow" if self.fields or self.yellow != "allow" else "red"
-
-
 @dataclass(frozen=True, slots=True)
 class _Matcher:
     name: str
@@ -147,23 +85,12 @@ class _Matcher:
     match_value: Callable[[Any], bool] | None
 
 
-def _full_match(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        return isinstance(value, str) and pattern.fullmatch(value) is not None
-
-    return check
-
-
 class Classifier:
     """Classifies fields with the installed matchers, custom matchers and explicit classes."""
 
     def __init__(self, matchers: Sequence[MatcherType], config: PrivacyConfig) -> None:
         self.config = config
         found = [_Matcher(m.name, m.default_class, m.match_key, m.match_value) for m in matchers]
-        for name, custom in config.matchers.items():
-            key_terms = KeyTerms(custom.keys, similar=custom.precision == "similar") if custom.keys else None
-            value_check = _full_match(re.compile(custom.pattern)) if custom.pattern is not None else None
-            found.append(_Matcher(name, custom.class_, key_terms, value_check))
         self._key_matchers = [m for m in found if m.match_key is not None]
         # Per class, the value checks that could raise it: (name, class, rank, check), in order.
         self._value_checks = {

@@ -223,7 +223,7 @@ def test_a_message_that_is_not_an_object_is_dropped_not_raised() -> None:
 )
 def test_each_way_of_dropping_is_counted_with_its_own_reason(options: dict[str, Any], reason: str) -> None:
     from gateway import FilterContext
-    from gateway.components import apply_filters
+    from gateway.testing import run_filters as apply_filters
 
     outcome = apply_filters([("f", make_filter(**options))], track(), FilterContext("web", "crm"))
     assert (outcome.message, outcome.reason, outcome.failure) == (None, reason, None)

@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 from gateway_filter_fql import FQLFilter, FQLFilterConfig
 
-from gateway.components import Filter, Record
-from gateway.config import parse_config
-from gateway.errors import ConfigError
-from gateway.plugins import Registry, build_registry, make_plugin_manager
+from gateway import ConfigError, Filter, Record
+from gateway.testing import check_config, plugin_registry
 
 
 def run_filters(filters: list[Filter], message: dict[str, Any]) -> dict[str, Any] | None:
@@ -28,8 +26,8 @@ def run_filters(filters: list[Filter], message: dict[str, Any]) -> dict[str, Any
 
 
 @pytest.fixture(scope="module")
-def registry() -> Registry:
-    return build_registry(make_plugin_manager())
+def registry() -> Any:
+    return plugin_registry()
 
 
 BASE = """
@@ -58,9 +56,9 @@ path = "userId"
 """
 
 
-def test_the_fql_type_is_discovered_and_configured_through_the_real_parser(registry: Registry) -> None:
+def test_the_fql_type_is_discovered_and_configured_through_the_real_parser(registry: Any) -> None:
     assert registry.provided_by[("filter", "fql")] == "fql"  # the entry point's name
-    config = parse_config(BASE + FILTERS, registry)
+    config = check_config(BASE + FILTERS)
     assert config.destinations["ads"].core.filters == ["pii", "sampled"]
     options = config.filters["pii"].options
     assert isinstance(options, FQLFilterConfig)
@@ -125,18 +123,18 @@ def test_the_fql_type_is_discovered_and_configured_through_the_real_parser(regis
         ('if = "all"\ndrop = true\ncondition = "x"', "filters.f.condition", "unknown field"),
     ],
 )
-def test_config_errors_name_the_toml_path(registry: Registry, table: str, where: str, problem: str) -> None:
+def test_config_errors_name_the_toml_path(registry: Any, table: str, where: str, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config(f'[filters.f]\ntype = "fql"\n{table}\n', registry)
+        check_config(f'[filters.f]\ntype = "fql"\n{table}\n')
     assert caught.value.where == where, str(caught.value)
     assert problem in caught.value.problem, str(caught.value)
 
 
-def test_the_readme_examples_are_valid_config(registry: Registry) -> None:
+def test_the_readme_examples_are_valid_config(registry: Any) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL)
     assert len(blocks) >= 3
-    config = parse_config("\n".join(blocks), registry)
+    config = check_config("\n".join(blocks))
     assert {"no_pii_for_ads", "only_safe_fields", "only_orders", "sample_pages", "no_staff"} <= set(config.filters)
     no_staff = FQLFilter(config.filters["no_staff"].options)
     assert no_staff.process({"context": {"traits": {"email": "bob@example.com"}}}) is None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,14 +40,6 @@ ERROR_REASON = "function_error"
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
-#: Callables resolved by FunctionConfig.__post_init__, by id() of the config (dropped with it).
-_RESOLVED: dict[int, Callable[..., Any]] = {}
-
-
-def _forget(key: int) -> None:
-    _RESOLVED.pop(key, None)
-
-
 def load_callable(spec: str, path: str | None = None) -> Callable[..., Any]:
     """Import ``module:attribute`` (from ``path`` first, when given). A module that lives in
     ``path`` is imported afresh each time, so a config reload picks up an edited function;
@@ -82,7 +73,7 @@ def load_callable(spec: str, path: str | None = None) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-class FunctionConfig(ComponentConfig, frozen=True, kw_only=True, weakref=True):
+class FunctionConfig(ComponentConfig, frozen=True, kw_only=True):
     """``[filters.<id>]`` keys of a ``function`` filter."""
 
     #: ``module:callable``; ``callable(event)`` or, with ``settings``, ``callable(event, settings)``.
@@ -95,14 +86,10 @@ class FunctionConfig(ComponentConfig, frozen=True, kw_only=True, weakref=True):
     settings: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        key = id(self)
-        _RESOLVED[key] = load_callable(self.function, self.path)
-        weakref.finalize(self, _forget, key)
+        module_name, sep, attribute = self.function.partition(":")
+        if not sep or not module_name or not attribute:
+            raise ValueError(f"function: {self.function!r} is not 'module:callable'")
 
-    def resolved(self) -> Callable[..., Any]:
-        """The callable imported when this config was validated."""
-        found = _RESOLVED.get(id(self))
-        return found if found is not None else load_callable(self.function, self.path)
 
 
 class FunctionFilter(Filter):
@@ -115,7 +102,10 @@ class FunctionFilter(Filter):
 
     def __init__(self, config: FunctionConfig) -> None:
         self.config = config
-        self._function = config.resolved()
+        # Imported when the filter is built (at start, or when a reload applies its config),
+        # not when the config is validated: validation runs off the event loop, and events in
+        # flight must never meet a module half re-imported.
+        self._function = load_callable(config.function, config.path)
         self._budget_secs = config.budget_ms / 1000
         self._args: tuple[Any, ...] = (config.settings,) if config.settings is not None else ()
         self.passed = self.dropped = self.failed = 0

@@ -11,7 +11,7 @@ import pytest
 from gateway_filter_function import FunctionConfig, FunctionFilter
 
 from gateway import FilterContext
-from gateway.components import apply_filters
+from gateway.testing import run_filters as apply_filters
 
 AT_SOURCE = FilterContext("web")
 
@@ -108,12 +108,23 @@ def test_a_function_within_budget_is_not_disturbed_by_a_late_alarm(tmp_path: Pat
     ("options", "problem"),
     [
         ({"function": "no_colon"}, "is not 'module:callable'"),
-        ({"function": "module_that_does_not_exist_zz:f"}, "cannot import 'module_that_does_not_exist_zz'"),
-        ({"function": "json:no_such_thing"}, "'json' has no 'no_such_thing'"),
-        ({"function": "json:__doc__"}, "is not callable"),
         ({"function": "json:dumps", "budget_ms": 0}, "Expected `float` > 0.0"),
     ],
 )
 def test_config_errors(options: dict[str, Any], problem: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=problem.replace("(", r"\(")):
         msgspec.convert(options, FunctionConfig)
+
+
+@pytest.mark.parametrize(
+    ("function", "problem"),
+    [
+        ("module_that_does_not_exist_zz:f", "cannot import 'module_that_does_not_exist_zz'"),
+        ("json:no_such_thing", "'json' has no 'no_such_thing'"),
+        ("json:__doc__", "is not callable"),
+    ],
+)
+def test_a_function_that_cannot_be_imported_fails_the_build_not_the_validation(function: str, problem: str) -> None:
+    config = msgspec.convert({"function": function}, FunctionConfig)  # validation imports nothing
+    with pytest.raises(ValueError, match=problem):
+        FunctionFilter(config)

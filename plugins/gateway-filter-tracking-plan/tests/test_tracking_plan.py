@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from gateway_filter_tracking_plan import PlanError, TrackingPlanConfig, TrackingPlanFilter, load_plan
 
-from gateway.config import parse_config
-from gateway.errors import ConfigError
-from gateway.plugins import Registry, build_registry, make_plugin_manager
+from gateway import ConfigError
+from gateway.testing import check_config, plugin_registry
 
 ORDER_V1 = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -381,8 +380,8 @@ def test_missing_plan_file(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def registry() -> Registry:
-    return build_registry(make_plugin_manager())
+def registry() -> Any:
+    return plugin_registry()
 
 
 def source_config(plan: Path) -> str:
@@ -399,9 +398,9 @@ violations = "omit"
 """
 
 
-def test_found_through_the_entry_point_and_compiled_once(tmp_path: Path, registry: Registry) -> None:
+def test_found_through_the_entry_point_and_compiled_once(tmp_path: Path, registry: Any) -> None:
     assert registry.provided_by[("filter", "tracking_plan")] == "tracking_plan"
-    config = parse_config(source_config(write_plan(tmp_path)), registry)
+    config = check_config(source_config(write_plan(tmp_path)))
     options = config.filters["web_plan"].options
     assert isinstance(options, TrackingPlanConfig) and options.unplanned_events == "block"
     built = registry.filters["tracking_plan"].factory(options)
@@ -415,16 +414,16 @@ def test_found_through_the_entry_point_and_compiled_once(tmp_path: Path, registr
     [("{", "not valid JSON"), ('{"rules": [{"type": "PAGE", "jsonSchema": {"type": 3}}]}', "invalid JSON Schema")],
 )
 def test_a_broken_plan_rejects_the_config_naming_the_filter(
-    tmp_path: Path, registry: Registry, content: str, expected: str
+    tmp_path: Path, registry: Any, content: str, expected: str
 ) -> None:
     with pytest.raises(ConfigError) as raised:
-        parse_config(source_config(write_plan(tmp_path, content)), registry)
+        check_config(source_config(write_plan(tmp_path, content)))
     assert raised.value.where == "filters.web_plan"
     assert "plan:" in str(raised.value) and expected in str(raised.value)
 
 
-def test_bad_option_values_are_config_errors(tmp_path: Path, registry: Registry) -> None:
+def test_bad_option_values_are_config_errors(tmp_path: Path, registry: Any) -> None:
     text = source_config(write_plan(tmp_path)).replace('violations = "omit"', 'violations = "drop"')
     with pytest.raises(ConfigError) as raised:
-        parse_config(text, registry)
+        check_config(text)
     assert "filters.web_plan" in raised.value.where

@@ -6,7 +6,11 @@ matchers through the ``gateway_matcher_types`` hook. See README.md for the key-m
 
 from __future__ import annotations
 
-from gateway import MatcherType, hookimpl
+import re
+from collections.abc import Callable
+from typing import Any
+
+from gateway import CustomMatcher, MatcherType, hookimpl
 from gateway_matcher_builtin.catalog import SPECS, KeyIndex, MatcherSpec, build_matchers
 from gateway_matcher_builtin.similarity import (
     SIMILARITY_THRESHOLD,
@@ -28,6 +32,7 @@ __all__ = [
     "MatcherSpec",
     "build_matchers",
     "dice_coefficient",
+    "gateway_custom_matcher",
     "gateway_matcher_types",
     "is_similar",
     "key_similarity",
@@ -40,3 +45,23 @@ __all__ = [
 @hookimpl
 def gateway_matcher_types() -> list[MatcherType]:
     return build_matchers()
+
+
+def _full_match(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+    return check
+
+
+@hookimpl
+def gateway_custom_matcher(name: str, config: CustomMatcher) -> MatcherType:
+    """A ``[privacy.matchers.<name>]`` entry: its keys by Segment's rule (``exact`` after
+    normalisation, or ``similar``), its ``pattern`` matching a whole string value."""
+    return MatcherType(
+        name=name,
+        default_class=config.class_,
+        match_key=KeyTerms(config.keys, similar=config.precision == "similar") if config.keys else None,
+        match_value=_full_match(re.compile(config.pattern)) if config.pattern is not None else None,
+        description="custom matcher from [privacy.matchers]",
+    )

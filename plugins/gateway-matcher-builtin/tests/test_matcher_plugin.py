@@ -8,7 +8,7 @@ from typing import Any
 
 import gateway_matcher_builtin
 
-from gateway.plugins import build_registry, make_plugin_manager
+from gateway.testing import plugin_registry
 
 # Segment's default matchers (segment-api.md §6.1) -> the matcher that covers each.
 SEGMENT_DEFAULTS = {
@@ -30,7 +30,7 @@ SEGMENT_DEFAULTS = {
 
 
 def test_matchers_are_discovered_through_the_entry_point() -> None:
-    registry = build_registry(make_plugin_manager())
+    registry = plugin_registry()
     ours = {m.name for m in gateway_matcher_builtin.build_matchers()}
     assert ours <= set(registry.matchers)
     for name in ours:
@@ -40,7 +40,7 @@ def test_matchers_are_discovered_through_the_entry_point() -> None:
 
 
 def test_segment_default_list_is_covered_with_its_classes() -> None:
-    registry = build_registry(make_plugin_manager())
+    registry = plugin_registry()
     for default_class, names in SEGMENT_DEFAULTS.items():
         for segment_name, ours in names.items():
             matcher = registry.matchers[ours]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from gateway import IngestHub, SourceType, hookimpl
+from gateway import Ingest, SourceType, hookimpl
 
 from ._browser import add_browser_routes
 from ._common import Routes
@@ -18,15 +18,15 @@ from ._tracking import add_tracking_routes
 __all__ = ["TYPE_NAME", "TrackingApiConfig", "make_blueprint"]
 
 
-def make_fast_path(hub: IngestHub) -> TrackingFastPath:
+def make_fast_path(ingest: Ingest) -> TrackingFastPath:
     """The plain server-library calls, answered without Quart (see ``_fast``)."""
-    return TrackingFastPath(Routes(hub))
+    return TrackingFastPath(Routes(ingest))
 
 
-def make_blueprint(hub: IngestHub) -> Blueprint:
-    """Every route of this source type, bound to ``hub``."""
+def make_blueprint(ingest: Ingest) -> Blueprint:
+    """Every route of this source type, bound to the core's ``ingest``."""
     bp = Blueprint(TYPE_NAME, __name__)
-    routes = Routes(hub)
+    routes = Routes(ingest)
     routes.install_cors(bp)
     add_tracking_routes(bp, routes)
     add_browser_routes(bp, routes)

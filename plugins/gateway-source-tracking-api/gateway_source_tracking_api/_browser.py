@@ -70,15 +70,15 @@ def _asset_response(asset: _Asset) -> Response:
 
 
 def add_browser_routes(bp: Blueprint, routes: Routes) -> None:
-    hub = routes.hub
+    ingest = routes.ingest
     assets = _AssetCache()
 
     def bundle_path(name: str) -> Path:
-        return analytics_js_dir(hub.data_dir) / name
+        return analytics_js_dir(ingest.data_dir) / name
 
     def public_scheme() -> str:
         forwarded = request.headers.get("X-Forwarded-Proto")
-        if forwarded in ("http", "https") and hub.is_trusted_proxy(request.remote_addr):
+        if forwarded in ("http", "https") and ingest.is_trusted_proxy(request.remote_addr):
             return str(forwarded)
         return request.scheme
 

@@ -1,18 +1,14 @@
-"""What every route of the tracking-API source shares: authentication, origin and rate checks,
-client address, and the CORS hook that runs on every answer."""
+"""What every route of the tracking-API source shares: authentication, origin checks, the
+request's arrival, and the CORS hook that runs on every answer."""
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Sequence
-
 from quart import Blueprint, Response, g, request
 
-from gateway import IngestHub, Source, basic_auth_user, error_response
+from gateway import Arrival, Ingest, Source, basic_auth_user, error_response
 
 from ._config import TYPE_NAME
 from ._cors import add_cors_headers, origin_allowed
-from ._ratelimit import RateLimits
 
 
 class Refused(Exception):
@@ -30,33 +26,22 @@ def unauthorized() -> Response:
     )
 
 
-#: One set of rate limits per hub, shared by its routes and its fast path.
-_limits: weakref.WeakKeyDictionary[IngestHub, RateLimits] = weakref.WeakKeyDictionary()
-
-
-def _limits_of(hub: IngestHub) -> RateLimits:
-    limits = _limits.get(hub)
-    if limits is None:
-        limits = _limits[hub] = RateLimits()
-    return limits
-
-
 class Routes:
-    """Helpers bound to the hub, for the route modules."""
+    """Helpers bound to the core's :class:`gateway.Ingest`, for the route modules."""
 
-    def __init__(self, hub: IngestHub) -> None:
-        self.hub = hub
-        self.limits = _limits_of(hub)
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
 
-    def client_ip(self) -> str | None:
-        return self.hub.client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"))
+    def arrival(self) -> Arrival:
+        """Now, and this request's client address."""
+        return self.ingest.arrival(request.remote_addr, request.headers.get("X-Forwarded-For"))
 
     def header_key(self) -> str | None:
         return basic_auth_user(request)
 
     def authenticate(self, write_key: object) -> Source | None:
         """The source of a write key (any JSON value: only a string can be one)."""
-        return self.hub.authenticate(write_key if isinstance(write_key, str) else None, TYPE_NAME)
+        return self.ingest.authenticate(write_key, TYPE_NAME)
 
     def source_for(self, write_key: object) -> Source | None:
         """The source of a write key; remembered for the CORS hook of this request."""
@@ -71,23 +56,16 @@ class Routes:
         if origin and not origin_allowed(source.options.allowed_origins, origin):
             raise Refused(error_response(403, "origin_not_allowed", f"origin {origin} is not allowed for this source"))
 
-    def check_rate(self, events: Sequence[tuple[Source, int]]) -> None:
-        """Refuse with 429 and ``Retry-After`` when any ``(source, events)`` is past its source's
-        rate limit; the tokens are taken from every source's bucket or from none."""
-        refusal = self.limits.take(
-            [(s.id, s.options.rate_limit_events_per_sec, s.options.rate_limit_burst, n) for s, n in events]
-        )
-        if refusal is not None:
-            wait, source_id = refusal
-            [rate] = {s.options.rate_limit_events_per_sec for s, _ in events if s.id == source_id}
-            response = error_response(429, "rate_limited", f"this source accepts {rate} events/s")
-            response.headers["Retry-After"] = str(wait)
-            response.headers["X-RateLimit-Reset"] = str(wait)
-            raise Refused(response)
+    def source_from_here(self, write_key: object) -> Source | None:
+        """The source of a write key, refused (403) when this request's origin may not use it."""
+        source = self.source_for(write_key)
+        if source is not None:
+            self.check_origin(source)
+        return source
 
     def sources(self) -> list[Source]:
         """Every configured source of this type."""
-        return self.hub.sources_of_type(TYPE_NAME)
+        return self.ingest.sources_of_type(TYPE_NAME)
 
     def install_cors(self, bp: Blueprint) -> None:
         @bp.after_request

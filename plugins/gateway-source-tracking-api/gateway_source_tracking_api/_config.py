@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
-from msgspec import Meta
 
 from gateway import ComponentConfig
 
@@ -33,10 +32,6 @@ class TrackingApiConfig(ComponentConfig):
     #: Hosts ``/v1/qs/r`` may redirect to: exact (``"shop.example.com"``) or, with a leading dot,
     #: a domain and its subdomains (``".example.com"``). Empty: every redirect is refused.
     redirect_allowlist: list[str] = []
-    #: Events per second this source accepts; past it, requests get 429 with ``Retry-After``.
-    rate_limit_events_per_sec: Annotated[float, Meta(gt=0)] | None = None
-    #: Events a burst may take at once (default: one second's worth, at least 100).
-    rate_limit_burst: Annotated[int, Meta(ge=1)] | None = None
 
     def __post_init__(self) -> None:
         for origin in self.allowed_origins:

@@ -13,16 +13,18 @@ import re
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
+import msgspec
 import structlog
 from quart import Blueprint, Response, redirect, request
 
-from gateway import Arrival, Invalid, Source, apply_server_fields, error_response, validate
-from gateway.messages import CALL_TYPES, MAX_NESTING, decode_single
+from gateway import CALL_TYPES, Candidate, Invalid, RateLimitedError, Source, error_response
 
 from ._common import Routes
 
 log = structlog.get_logger("gateway.source.tracking_api")
 
+#: Dotted parameters nest at most this deep (the core refuses deeper messages anyway).
+MAX_PARAM_DEPTH = 100
 # The smallest transparent 1x1 GIF.
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 _UNSAFE_URL = re.compile(r"[\x00-\x20\x7f\\]")
@@ -66,8 +68,8 @@ def _dotted(params: list[tuple[str, str]]) -> dict[str, Any]:
     message: dict[str, Any] = {}
     for name, value in params:
         *parents, leaf = name.split(".")
-        if len(parents) >= MAX_NESTING:
-            raise Invalid("nesting_too_deep", f"parameters may nest at most {MAX_NESTING} deep")
+        if len(parents) >= MAX_PARAM_DEPTH:
+            raise Invalid("nesting_too_deep", f"parameters may nest at most {MAX_PARAM_DEPTH} deep")
         node = message
         for part in parents:
             child = node.setdefault(part, {})
@@ -85,14 +87,17 @@ def pixel_message(params: list[tuple[str, str]]) -> dict[str, Any]:
     data = [value for name, value in params if name == "data"]
     if not data:
         return _dotted(params)
-    # The API's own decoder: lone surrogates, NaN, numbers out of range and deep nesting are
-    # refused as in any call (the stdlib's json took them, and the store then failed: 503).
+    # msgspec, as the core decodes any call: lone surrogates, NaN and numbers out of range are
+    # refused (the stdlib's json took them, and the store then failed: 503).
     try:
-        return decode_single(_b64decode(data[-1]))
-    except Invalid as error:
-        if error.code == "message_not_object":
-            raise Invalid("message_not_object", "data must encode a JSON object") from None
-        raise Invalid(error.code, f"data is not base64-encoded JSON: {error.message}") from None
+        message = msgspec.json.decode(_b64decode(data[-1]))
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise Invalid("invalid_json", f"data is not base64-encoded JSON: {error}") from None
+    except RecursionError:
+        raise Invalid("nesting_too_deep", f"data nests deeper than {MAX_PARAM_DEPTH} levels") from None
+    if not isinstance(message, dict):
+        raise Invalid("message_not_object", "data must encode a JSON object")
+    return message
 
 
 def raw_params(query: bytes) -> list[tuple[str, str]]:
@@ -159,21 +164,26 @@ def redirect_target(url: str | None, allowlist: list[str]) -> str:
 
 
 def add_pixel_routes(bp: Blueprint, routes: Routes) -> None:
-    hub = routes.hub
+    ingest = routes.ingest
 
     def context() -> dict[str, Any]:
         user_agent = request.headers.get("User-Agent")
         return {"userAgent": user_agent} if user_agent else {}
 
-    async def store(source: Source, calls: list[tuple[str, dict[str, Any]]]) -> None:
-        arrival = Arrival.now(routes.client_ip())
-        for call_type, message in calls:
-            validate(message, call_type)
-            apply_server_fields(message, call_type, arrival)
-        await hub.ingest([(source, message) for _, message in calls])
+    async def store(kind: str, source: Source, calls: list[tuple[str, dict[str, Any]]]) -> None:
+        try:
+            checked = ingest.check(
+                [Candidate(message, call) for call, message in calls], routes.arrival(), source=source
+            )
+        except RateLimitedError as error:  # an <img> is never retried: count it, answer the GIF
+            raise Invalid("rate_limited", str(error)) from None
+        assert checked is not None  # not strict
+        for rejection in checked.rejected:  # counted by the core; an <img> has no one to tell
+            log.info("ingest_rejected", endpoint=kind, code=rejection.code, error=rejection.message)
+        await ingest.store(checked)
 
     def rejected(kind: str, error: Invalid) -> None:
-        hub.count_rejected(error.code)
+        ingest.count_rejected(error.code)
         log.info("ingest_rejected", endpoint=kind, code=error.code, error=error.message)
 
     @bp.get("/v1/pixel/<call>")
@@ -189,7 +199,7 @@ def add_pixel_routes(bp: Blueprint, routes: Routes) -> None:
                 message["context"] = {**context(), **message["context"]}
             elif "context" not in message and context():
                 message["context"] = context()
-            await store(source, [(call, message)])
+            await store("pixel", source, [(call, message)])
         except Invalid as error:
             rejected("pixel", error)
         return gif_response()
@@ -215,7 +225,7 @@ def add_pixel_routes(bp: Blueprint, routes: Routes) -> None:
                 if context():
                     message["context"] = context()
             if calls:
-                await store(source, calls)
+                await store("qs", source, calls)
         except Invalid as error:
             rejected("qs", error)
         if target is not None:

@@ -1,10 +1,13 @@
-"""Per-source rate limits: a token bucket of events, answered with 429 and ``Retry-After``."""
+"""Per-source rate limits: a token bucket of events per source; a request past it is refused
+whole (429 with ``Retry-After``), whatever source type it came through."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Sequence
+
+from gateway.components import RateLimit
 
 
 class TokenBucket:
@@ -43,16 +46,17 @@ class RateLimits:
     def __init__(self) -> None:
         self._buckets: dict[str, TokenBucket] = {}
 
-    def take(self, wanted: Sequence[tuple[str, float | None, int | None, int]]) -> tuple[int, str] | None:
-        """Take ``events`` tokens from each ``(source_id, rate, burst, events)``'s bucket, all or
-        none: None when taken, else ``(seconds to wait, the first source refused)``: the wait is
-        the longest of the refusing sources', when the client may expect all of them to pass."""
+    def take(self, wanted: Sequence[tuple[str, RateLimit | None, int]]) -> tuple[int, str] | None:
+        """Take ``events`` tokens from each ``(source_id, limit, events)``'s bucket, all or none:
+        None when taken (or unlimited), else ``(seconds to wait, the first source refused)``:
+        the wait is the longest of the refusing sources', when the client may expect all of
+        them to pass."""
         takes = []
         refusal: tuple[int, str] | None = None
-        for source_id, rate, burst, events in wanted:
-            if rate is None:
+        for source_id, limit, events in wanted:
+            if limit is None:
                 continue
-            bucket = self._bucket(source_id, rate, burst or max(100, math.ceil(rate)))
+            bucket = self._bucket(source_id, limit)
             wait = bucket.wait(events)
             if wait is not None:
                 refusal = (max(wait, refusal[0]), refusal[1]) if refusal else (wait, source_id)
@@ -63,8 +67,8 @@ class RateLimits:
             bucket.take(events)
         return None
 
-    def _bucket(self, source_id: str, rate: float, burst: int) -> TokenBucket:
+    def _bucket(self, source_id: str, limit: RateLimit) -> TokenBucket:
         bucket = self._buckets.get(source_id)
-        if bucket is None or bucket.rate != rate or bucket.burst != burst:
-            bucket = self._buckets[source_id] = TokenBucket(rate, burst)
+        if bucket is None or bucket.rate != limit.events_per_sec or bucket.burst != limit.burst:
+            bucket = self._buckets[source_id] = TokenBucket(limit.events_per_sec, limit.burst)
         return bucket

@@ -26,7 +26,16 @@ from gateway.components import (
 from gateway.errors import ConfigError, DeliveryError, GatewayError, LogUnavailableError, PluginError
 from gateway.fastpath import FastPath, FastRequest, send_json
 from gateway.hookspecs import hookimpl
+from gateway.http_delivery import RETRYABLE_STATUSES, HttpDelivery, parse_retry_after
 from gateway.ingest import IngestHub, IngestOutcome, Prepared, Source
+from gateway.mapping import (
+    epoch_ms,
+    integration_options,
+    message_time_ms,
+    number,
+    products_of,
+    stable_uuid,
+)
 from gateway.messages import (
     Arrival,
     BatchDefaults,
@@ -70,6 +79,7 @@ __all__ = [
     "FilterType",
     "Forward",
     "GatewayError",
+    "HttpDelivery",
     "IngestHub",
     "IngestOutcome",
     "Invalid",
@@ -77,6 +87,7 @@ __all__ = [
     "MatcherType",
     "PluginError",
     "Prepared",
+    "RETRYABLE_STATUSES",
     "Record",
     "SendResult",
     "Source",
@@ -92,11 +103,18 @@ __all__ = [
     "decode_item",
     "decode_single",
     "decoded_body",
+    "epoch_ms",
     "error_response",
     "hookimpl",
+    "integration_options",
     "json_response",
+    "message_time_ms",
+    "number",
+    "parse_retry_after",
+    "products_of",
     "read_body",
     "send_json",
+    "stable_uuid",
     "success_response",
     "unavailable_response",
     "validate",

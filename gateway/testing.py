@@ -18,7 +18,9 @@ send it calls over HTTP, and wait for delivery on events, never on the clock.
 
 It serves on loopback ports chosen by the system, with its log in ``data_dir``, the installed
 plugins (entry points) and any ``plugins`` given. A ``type = "recording"`` destination keeps
-what it receives in memory (:meth:`TestGateway.recorded`), and can be told to fail. Needs the
+what it receives in memory (:meth:`TestGateway.recorded`), and can be told to fail.
+:func:`open_loopback_server` serves a vendor API a test writes (one handler that enforces the
+vendor's schema) on loopback, records its requests and scripts faults. Needs the
 test extras (``httpx``, ``pytest-trio``): ``pip install 'gateway-core[test]'``.
 """
 
@@ -46,8 +48,19 @@ import trio
 from gateway.components import ComponentConfig, Destination, DestinationContext, DestinationType, Record, SendResult
 from gateway.errors import DeliveryError
 from gateway.hookspecs import hookimpl
+from gateway.loopback import Answer, LoopbackServer, ReceivedRequest, open_loopback_server
 
-__all__ = ["GatewayProcess", "RecordingDestination", "TestGateway", "read_jsonl", "run_gateway"]
+__all__ = [
+    "Answer",
+    "GatewayProcess",
+    "LoopbackServer",
+    "ReceivedRequest",
+    "RecordingDestination",
+    "TestGateway",
+    "open_loopback_server",
+    "read_jsonl",
+    "run_gateway",
+]
 
 #: How long a ``wait_*`` helper waits before it fails the test with what it was waiting for.
 DEFAULT_WAIT_SECS = 30.0

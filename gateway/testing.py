@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import tomllib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,36 @@ class TestGateway:
         auth = (write_key, "") if write_key is not None else None
         body = {"batch": [dict(m) for m in messages]}
         return await self.request("POST", "/v1/batch", json=body, auth=auth, **kwargs)
+
+    async def python_client(
+        self, write_key: str, calls: Callable[[Any], Sequence[tuple[bool, dict[str, Any]]]]
+    ) -> list[dict[str, Any]]:
+        """Make calls with Segment's official Python client (``segment.analytics.Client``,
+        pointed at this gateway), flush them, and return the messages it queued as it built them
+        (their ``messageId`` names them in what arrives). ``calls(client)`` returns what the
+        client's methods return: ``lambda c: [c.track("u1", "Signed Up"), c.identify("u1", {})]``.
+        The client is synchronous and threaded, so this runs in a worker thread.
+
+        Raises:
+            AssertionError: the client refused to queue a call, or reported an error.
+        """
+        from segment.analytics import Client
+
+        errors: list[Exception] = []
+
+        def run() -> Sequence[tuple[bool, dict[str, Any]]]:
+            client = Client(write_key, host=self.url, max_retries=2, on_error=lambda e, _: errors.append(e))
+            try:
+                results = calls(client)
+                client.flush()
+            finally:
+                client.join()
+            return results
+
+        results = await trio.to_thread.run_sync(run)
+        assert all(ok for ok, _ in results), [msg for ok, msg in results if not ok]
+        assert not errors, errors
+        return [msg for _, msg in results]
 
     async def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A request to the admin API, with the configured token."""

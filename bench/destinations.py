@@ -9,9 +9,9 @@ events/s (the mapping is not the bottleneck). Ratios, never absolute rates, are 
 
 How: one gateway stores ``--messages`` realistic messages once (track with and without
 Ecommerce products, identify, page, screen, group). Then, per round and per destination, a
-gateway runs in this process (pinned to core 0) with that destination alone, starting from the
+gateway runs in this process (pinned to core 0), then a reload adds that destination alone, starting from the
 stored messages (``start_at`` in the past), and the time until it has delivered all of them is
-measured; each vendor run comes right after an ``http`` run (back-to-back pairs keep the VM's
+measured from the reload that adds it; each vendor run comes right after an ``http`` run (back-to-back pairs keep the VM's
 drift out of the ratios). The sink is a bare ASGI app in a subprocess on core 1: it reads each
 body and answers ``200 {"status": 1}``, which every destination takes as success. Destinations
 run with their type's delivery defaults (batch sizes within the vendor's limits, concurrency),
@@ -114,6 +114,7 @@ write_key = "{KEY}"
 type = "{destination}"
 {options.format(url=url)}
 start_at = "2000-01-01T00:00:00Z"
+batch_max_wait_secs = 0.0       # the backlog is all there: no waiting for a last batch to fill
 max_attempts = 1
 """
 
@@ -127,11 +128,14 @@ async def fill(data_dir: Path, count: int) -> None:
 
 
 async def deliver(data_dir: Path, destination: str, url: str, count: int, run: int) -> float:
-    """Seconds the destination takes to deliver the stored messages (a fresh cursor each run)."""
-    config = gateway_config(data_dir, destination, url).replace(f"bench_{destination}", f"bench_{destination}_{run}")
+    """Seconds the destination takes to deliver the stored messages (a fresh cursor each run),
+    from the reload that adds it to a running gateway (startup is not counted)."""
     name = f"bench_{destination}_{run}"
-    async with run_gateway(config, data_dir=data_dir) as gw:
+    config = gateway_config(data_dir, destination, url).replace(f"bench_{destination}", name)
+    bare = config[: config.index(f"[destinations.{name}]")]
+    async with run_gateway(bare, data_dir=data_dir) as gw:
         started = time.perf_counter()
+        assert await gw.reload(config)
         await gw.wait_delivered(name, within_secs=600)
         elapsed = time.perf_counter() - started
         stats = gw.statistics(name)

@@ -192,7 +192,7 @@ class AmplitudeDestination(Destination):
 
 def _delivery_defaults(config: AmplitudeConfig) -> dict[str, Any]:
     # An Order Completed becomes several events: 500 messages stay well under 2,000 events.
-    return {"display_name": "Amplitude", "batch_max_messages": 500, "batch_max_bytes": 900_000}
+    return {"display_name": "Amplitude", "batch_max_messages": 500, "batch_max_bytes": 900_000, "concurrency": 4}
 
 
 @hookimpl

@@ -21,43 +21,58 @@ def _get(mapping: Any, *path: str) -> Any:
     return mapping
 
 
+_NESTED = {
+    "app": (("version", "app_version"),),
+    "device": (("type", "platform"), ("brand", "device_brand"), ("manufacturer", "device_manufacturer"),
+               ("model", "device_model")),
+    "os": (("name", "os_name"), ("version", "os_version")),
+    "network": (("carrier", "carrier"),),
+    "location": (("country", "country"), ("region", "region"), ("city", "city"), ("latitude", "location_lat"),
+                 ("longitude", "location_lng")),
+}
+
+
 def base_event(message: dict[str, Any], received_ms: int) -> dict[str, Any]:
     """The fields every event of a message shares: ids, time, insert_id, session, context."""
-    context = message.get("context") if isinstance(message.get("context"), dict) else {}
-    event: dict[str, Any] = {
-        "user_id": message.get("userId"),
-        "device_id": _get(context, "device", "id") or message.get("anonymousId"),
-        "time": message_time_ms(message, received_ms),
-        "insert_id": message.get("messageId"),
-        "library": "gateway",
-    }
-    options = integration_options(message, *INTEGRATION_NAMES)
-    session = number(options.get("session_id"))
-    if session is not None:
-        event["session_id"] = int(session)
-    os_name = _get(context, "os", "name")
-    fields = {
-        "ip": context.get("ip"),
-        "app_version": _get(context, "app", "version"),
-        "platform": _get(context, "device", "type") or ("Web" if context.get("userAgent") else None),
-        "os_name": os_name,
-        "os_version": _get(context, "os", "version"),
-        "device_brand": _get(context, "device", "brand"),
-        "device_manufacturer": _get(context, "device", "manufacturer"),
-        "device_model": _get(context, "device", "model"),
-        "carrier": _get(context, "network", "carrier"),
-        "country": _get(context, "location", "country"),
-        "region": _get(context, "location", "region"),
-        "city": _get(context, "location", "city"),
-        "language": context.get("locale"),
-        "location_lat": _get(context, "location", "latitude"),
-        "location_lng": _get(context, "location", "longitude"),
-    }
-    advertising_id = _get(context, "device", "advertisingId")
-    if advertising_id:
-        fields["idfa" if str(os_name).lower() in ("ios", "ipados") else "adid"] = advertising_id
-    event.update({key: value for key, value in fields.items() if value is not None})
-    return {key: value for key, value in event.items() if value is not None}
+    event: dict[str, Any] = {}
+    context = message.get("context")
+    device_id = None
+    if type(context) is dict:
+        # One pass over the context's keys: this runs once per event on the delivery path.
+        for key, value in context.items():
+            if key in _NESTED:
+                if type(value) is dict:
+                    for field, name in _NESTED[key]:
+                        found = value.get(field)
+                        if found is not None:
+                            event[name] = found
+            elif key == "ip" and value is not None:
+                event["ip"] = value
+            elif key == "locale" and value is not None:
+                event["language"] = value
+        device = context.get("device")
+        if type(device) is dict:
+            device_id = device.get("id")
+            advertising_id = device.get("advertisingId")
+            if advertising_id:
+                os_name = str(event.get("os_name", "")).lower()
+                event["idfa" if os_name in ("ios", "ipados") else "adid"] = advertising_id
+        if "platform" not in event and context.get("userAgent"):
+            event["platform"] = "Web"
+    for key, value in (
+        ("user_id", message.get("userId")),
+        ("device_id", device_id or message.get("anonymousId")),
+        ("time", message_time_ms(message, received_ms)),
+        ("insert_id", message.get("messageId")),
+    ):
+        if value is not None:
+            event[key] = value
+    event["library"] = "gateway"
+    if message.get("integrations"):
+        session = number(integration_options(message, *INTEGRATION_NAMES).get("session_id"))
+        if session is not None:
+            event["session_id"] = int(session)
+    return event
 
 
 def _revenue_fields(source: dict[str, Any], *, refund: bool, revenue_keys: tuple[str, ...]) -> dict[str, Any]:

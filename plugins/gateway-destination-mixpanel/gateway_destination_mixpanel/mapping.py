@@ -47,28 +47,38 @@ def insert_id(message_id: Any, *salt: Any) -> str:
 
 def context_properties(message: dict[str, Any], config: MixpanelConfig) -> dict[str, Any]:
     """Mixpanel's default properties from the Segment context, and the ids Mixpanel merges on."""
-    context = message.get("context") if isinstance(message.get("context"), dict) else {}
-    pairs = {
-        "$os": _get(context, "os", "name"),
-        "$os_version": _get(context, "os", "version"),
-        "$current_url": _get(context, "page", "url"),
-        "$referrer": _get(context, "page", "referrer"),
-        "$screen_width": _get(context, "screen", "width"),
-        "$screen_height": _get(context, "screen", "height"),
-        "$app_version_string": _get(context, "app", "version"),
-        "$app_build_number": _get(context, "app", "build"),
-        "$manufacturer": _get(context, "device", "manufacturer"),
-        "$model": _get(context, "device", "model"),
-        "$carrier": _get(context, "network", "carrier"),
-        "ip": context.get("ip"),
-    }
-    properties = {key: value for key, value in pairs.items() if value is not None}
-    campaign = context.get("campaign")
-    if isinstance(campaign, dict):
-        properties.update({_CAMPAIGN[k]: v for k, v in campaign.items() if k in _CAMPAIGN})
-    if context.get("groupId") is not None:
-        properties[config.group_key] = context["groupId"]
+    context = message.get("context")
+    properties: dict[str, Any] = {}
+    if type(context) is not dict:
+        return properties
+    # One pass over the context's keys: this runs once per event on the delivery path.
+    for key, value in context.items():
+        if value is None:
+            continue
+        if key in _NESTED:
+            if type(value) is dict:
+                for field, name in _NESTED[key]:
+                    found = value.get(field)
+                    if found is not None:
+                        properties[name] = found
+        elif key == "ip":
+            properties["ip"] = value
+        elif key == "campaign":
+            if type(value) is dict:
+                properties.update({_CAMPAIGN[k]: v for k, v in value.items() if k in _CAMPAIGN})
+        elif key == "groupId":
+            properties[config.group_key] = value
     return properties
+
+
+_NESTED = {
+    "os": (("name", "$os"), ("version", "$os_version")),
+    "page": (("url", "$current_url"), ("referrer", "$referrer")),
+    "screen": (("width", "$screen_width"), ("height", "$screen_height")),
+    "app": (("version", "$app_version_string"), ("build", "$app_build_number")),
+    "device": (("manufacturer", "$manufacturer"), ("model", "$model")),
+    "network": (("carrier", "$carrier"),),
+}
 
 
 def _event(message: dict[str, Any], name: str, properties: dict[str, Any], config: MixpanelConfig,

@@ -95,7 +95,7 @@ class PostHogDestination(Destination):
 
 def _delivery_defaults(config: PostHogConfig) -> dict[str, Any]:
     # PostHog takes any number of events up to 20 MB a request; stay well inside it.
-    return {"display_name": "PostHog", "batch_max_messages": 1000, "batch_max_bytes": 8 * 1024 * 1024}
+    return {"display_name": "PostHog", "batch_max_messages": 1000, "batch_max_bytes": 8 * 1024 * 1024, "concurrency": 4}
 
 
 @hookimpl

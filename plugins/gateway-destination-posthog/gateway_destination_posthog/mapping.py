@@ -30,29 +30,35 @@ def _check_mergeable(distinct_id: str, what: str) -> None:
 def context_properties(context: dict[str, Any], group_type: str) -> dict[str, Any]:
     """PostHog's names for Segment context fields; other context keys are kept as ``segment_<key>``."""
     out: dict[str, Any] = {}
-    page = context.get("page") if isinstance(context.get("page"), dict) else {}
-    screen = context.get("screen") if isinstance(context.get("screen"), dict) else {}
-    pairs = {
-        "$ip": context.get("ip"),
-        "$current_url": page.get("url"),
-        "$pathname": page.get("path"),
-        "$referrer": page.get("referrer"),
-        "$os": (context.get("os") or {}).get("name") if isinstance(context.get("os"), dict) else None,
-        "$device_type": (context.get("device") or {}).get("type") if isinstance(context.get("device"), dict) else None,
-        "$screen_width": screen.get("width"),
-        "$screen_height": screen.get("height"),
-        "$raw_user_agent": context.get("userAgent"),
-    }
-    out.update({key: value for key, value in pairs.items() if value is not None})
-    campaign = context.get("campaign")
-    if isinstance(campaign, dict):
-        out.update({_CAMPAIGN[k]: v for k, v in campaign.items() if k in _CAMPAIGN})
-    if context.get("groupId") is not None:
-        out["$groups"] = {group_type: context["groupId"]}
+    # One pass over the context's keys: this runs once per event on the delivery path.
     for key, value in context.items():
-        if key not in ("ip", "page", "os", "device", "screen", "userAgent", "campaign", "groupId", "traits"):
+        if value is None:
+            continue
+        if key in _NESTED:
+            if type(value) is dict:
+                for field, name in _NESTED[key]:
+                    found = value.get(field)
+                    if found is not None:
+                        out[name] = found
+        elif key in _RENAMED:
+            out[_RENAMED[key]] = value
+        elif key == "campaign":
+            if type(value) is dict:
+                out.update({_CAMPAIGN[k]: v for k, v in value.items() if k in _CAMPAIGN})
+        elif key == "groupId":
+            out["$groups"] = {group_type: value}
+        elif key != "traits":
             out[f"segment_{key}"] = value
     return out
+
+
+_NESTED = {
+    "page": (("url", "$current_url"), ("path", "$pathname"), ("referrer", "$referrer")),
+    "os": (("name", "$os"),),
+    "device": (("type", "$device_type"),),
+    "screen": (("width", "$screen_width"), ("height", "$screen_height")),
+}
+_RENAMED = {"ip": "$ip", "userAgent": "$raw_user_agent"}
 
 
 def to_posthog(message: dict[str, Any], config: PostHogConfig, received_ms: int = 0) -> dict[str, Any]:

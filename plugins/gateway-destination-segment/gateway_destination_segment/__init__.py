@@ -162,6 +162,7 @@ def _delivery_defaults(config: SegmentConfig) -> dict[str, Any]:
         "display_name": "Segment",
         "batch_max_messages": min(1000, config.max_batch_messages),
         "batch_max_bytes": config.max_request_bytes - 200,
+        "concurrency": 4,
     }
 
 

@@ -10,7 +10,11 @@ What each name is for:
 - Every plugin: :func:`hookimpl`, :class:`ComponentConfig` (the base of its config type),
   :class:`ThrottledWarning` (per-event trouble, logged without flooding), the error types.
 - Destinations: :class:`DestinationType`, :class:`Destination`, :class:`DestinationContext`,
-  :class:`Record`, :class:`SendResult`, :class:`Exchange`, :class:`DeliveryError`.
+  :class:`Record`, :class:`SendResult`, :class:`Exchange`, :class:`DeliveryError`; for HTTP
+  APIs :class:`HttpDelivery` (answers mapped to the retry policy, redacted samples) with
+  :data:`RETRYABLE_STATUSES` and :func:`parse_retry_after`; for Segment's specs
+  :func:`integration_options`, :func:`products_of`, :func:`message_time_ms`, :func:`epoch_ms`,
+  :func:`number` and :func:`stable_uuid`.
 - Filters: :class:`FilterType`, :class:`Filter`, :class:`FilterContext`, :class:`Verdict`,
   :class:`Forward`.
 - Privacy matchers: :class:`MatcherType`, and :class:`CustomMatcher` (a ``[privacy.matchers]``
@@ -75,6 +79,15 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name loads 
         write_key_of,
     )
     from gateway.http.fastpath import FastPath, FastRequest, send_json
+    from gateway.kit.http_delivery import RETRYABLE_STATUSES, HttpDelivery, parse_retry_after
+    from gateway.kit.mapping import (
+        epoch_ms,
+        integration_options,
+        message_time_ms,
+        number,
+        products_of,
+        stable_uuid,
+    )
     from gateway.messages import CALL_TYPES, Arrival, BatchDefaults, Invalid
     from gateway.privacy.config import CustomMatcher
     from gateway.telemetry import ThrottledWarning
@@ -102,6 +115,7 @@ _WHERE = {
     "FilterType": "gateway.components",
     "Forward": "gateway.components",
     "GatewayError": "gateway.errors",
+    "HttpDelivery": "gateway.kit.http_delivery",
     "Ingest": "gateway.components",
     "IngestLimits": "gateway.components",
     "IngestOutcome": "gateway.components",
@@ -109,6 +123,7 @@ _WHERE = {
     "LogUnavailableError": "gateway.errors",
     "MatcherType": "gateway.components",
     "PluginError": "gateway.errors",
+    "RETRYABLE_STATUSES": "gateway.kit.http_delivery",
     "RateLimitedError": "gateway.errors",
     "Record": "gateway.components",
     "Rejection": "gateway.components",
@@ -119,11 +134,18 @@ _WHERE = {
     "Verdict": "gateway.components",
     "basic_auth_user": "gateway.http.app",
     "decoded_body": "gateway.http.app",
+    "epoch_ms": "gateway.kit.mapping",
     "error_response": "gateway.http.app",
     "hookimpl": "gateway.hookspecs",
+    "integration_options": "gateway.kit.mapping",
     "json_response": "gateway.http.app",
+    "message_time_ms": "gateway.kit.mapping",
+    "number": "gateway.kit.mapping",
+    "parse_retry_after": "gateway.kit.http_delivery",
+    "products_of": "gateway.kit.mapping",
     "read_body": "gateway.http.app",
     "send_json": "gateway.http.fastpath",
+    "stable_uuid": "gateway.kit.mapping",
     "success_response": "gateway.http.app",
     "unavailable_response": "gateway.http.app",
     "write_key_of": "gateway.http.app",
@@ -133,6 +155,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CALL_TYPES",
+    "RETRYABLE_STATUSES",
     "Arrival",
     "BatchDefaults",
     "Candidate",
@@ -152,6 +175,7 @@ __all__ = [
     "FilterType",
     "Forward",
     "GatewayError",
+    "HttpDelivery",
     "Ingest",
     "IngestLimits",
     "IngestOutcome",
@@ -170,11 +194,18 @@ __all__ = [
     "__version__",
     "basic_auth_user",
     "decoded_body",
+    "epoch_ms",
     "error_response",
     "hookimpl",
+    "integration_options",
     "json_response",
+    "message_time_ms",
+    "number",
+    "parse_retry_after",
+    "products_of",
     "read_body",
     "send_json",
+    "stable_uuid",
     "success_response",
     "unavailable_response",
     "write_key_of",

@@ -265,6 +265,19 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _new_plugin(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.kit.scaffold import new_plugin
+
+    try:
+        folder = new_plugin(args.kind, args.name, Path(args.into))
+    except ValueError as error:
+        raise GatewayError(str(error)) from None
+    print(f"wrote {folder}: pip install -e {folder} && python -m pytest {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Self-hosted Segment-compatible event gateway.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -340,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--config", default=DEFAULT_CONFIG_PATH)
     audit.add_argument("--since", help="ISO time: reconcile from each destination's position at that time")
     audit.set_defaults(handler=_audit)
+
+    scaffold = commands.add_parser("new-plugin", help="write a plugin distribution to start from (tests included)")
+    scaffold.add_argument("kind", choices=("destination", "filter", "source"))
+    scaffold.add_argument("name", help="lower-case snake_case: the type name in the config")
+    scaffold.add_argument("--into", default=".", help="folder to write gateway-<kind>-<name>/ in (default: here)")
+    scaffold.set_defaults(handler=_new_plugin)
     return parser
 
 

@@ -18,7 +18,9 @@ send it calls over HTTP, and wait for delivery on events, never on the clock.
 
 It serves on loopback ports chosen by the system, with its log in ``data_dir``, the installed
 plugins (entry points) and any ``plugins`` given. A ``type = "recording"`` destination keeps
-what it receives in memory (:meth:`TestGateway.recorded`), and can be told to fail. Needs the
+what it receives in memory (:meth:`TestGateway.recorded`), and can be told to fail.
+:func:`open_loopback_server` serves a vendor API a test writes (one handler that enforces the
+vendor's schema) on loopback, records its requests and scripts faults. Needs the
 test extras (``httpx``, ``pytest-trio``): ``pip install 'gateway-core[test]'``.
 """
 
@@ -34,7 +36,7 @@ import tempfile
 import threading
 import time
 import tomllib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -57,12 +59,17 @@ from gateway.components import (
 )
 from gateway.errors import DeliveryError
 from gateway.hookspecs import hookimpl
+from gateway.kit.loopback import Answer, LoopbackServer, ReceivedRequest, open_loopback_server
 
 __all__ = [
+    "Answer",
     "GatewayProcess",
+    "LoopbackServer",
+    "ReceivedRequest",
     "RecordingDestination",
     "TestGateway",
     "check_config",
+    "open_loopback_server",
     "plugin_registry",
     "read_jsonl",
     "run_filters",
@@ -231,6 +238,36 @@ class TestGateway:
         auth = (write_key, "") if write_key is not None else None
         body = {"batch": [dict(m) for m in messages]}
         return await self.request("POST", "/v1/batch", json=body, auth=auth, **kwargs)
+
+    async def python_client(
+        self, write_key: str, calls: Callable[[Any], Sequence[tuple[bool, dict[str, Any]]]]
+    ) -> list[dict[str, Any]]:
+        """Make calls with Segment's official Python client (``segment.analytics.Client``,
+        pointed at this gateway), flush them, and return the messages it queued as it built them
+        (their ``messageId`` names them in what arrives). ``calls(client)`` returns what the
+        client's methods return: ``lambda c: [c.track("u1", "Signed Up"), c.identify("u1", {})]``.
+        The client is synchronous and threaded, so this runs in a worker thread.
+
+        Raises:
+            AssertionError: the client refused to queue a call, or reported an error.
+        """
+        from segment.analytics import Client
+
+        errors: list[Exception] = []
+
+        def run() -> Sequence[tuple[bool, dict[str, Any]]]:
+            client = Client(write_key, host=self.url, max_retries=2, on_error=lambda e, _: errors.append(e))
+            try:
+                results = calls(client)
+                client.flush()
+            finally:
+                client.join()
+            return results
+
+        results = await trio.to_thread.run_sync(run)
+        assert all(ok for ok, _ in results), [msg for ok, msg in results if not ok]
+        assert not errors, errors
+        return [msg for _, msg in results]
 
     async def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A request to the admin API, with the configured token."""

@@ -7,7 +7,6 @@ import hashlib
 from pathlib import Path
 
 import httpx
-import msgspec
 import pytest
 
 from gateway.config import parse_config

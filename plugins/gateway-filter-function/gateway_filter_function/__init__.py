@@ -40,6 +40,8 @@ ERROR_REASON = "function_error"
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
+
+
 def load_callable(spec: str, path: str | None = None) -> Callable[..., Any]:
     """Import ``module:attribute`` (from ``path`` first, when given). A module that lives in
     ``path`` is imported afresh each time, so a config reload picks up an edited function;
@@ -89,7 +91,6 @@ class FunctionConfig(ComponentConfig, frozen=True, kw_only=True):
         module_name, sep, attribute = self.function.partition(":")
         if not sep or not module_name or not attribute:
             raise ValueError(f"function: {self.function!r} is not 'module:callable'")
-
 
 
 class FunctionFilter(Filter):

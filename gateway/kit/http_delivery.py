@@ -1,0 +1,193 @@
+"""What a destination that delivers over HTTP needs from the core: one pooled client that posts a
+request, classifies the answer into the core's retryable / permanent failures (``Retry-After``
+honoured) and keeps a redacted request/response sample for operators.
+
+    self._http = HttpDelivery(headers={"Authorization": ...}, secrets=[config.api_key])
+    response = await self._http.post(url, json=payload)     # transport errors raise DeliveryError
+    if response.status_code == 400:
+        ...                                                 # the vendor's own partial-refusal body
+    self._http.raise_for_status(response)                   # other non-2xx: DeliveryError
+"""
+
+from __future__ import annotations
+
+import gzip as _gzip
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import msgspec
+
+from gateway.components import Exchange
+from gateway.errors import DeliveryError
+
+#: Statuses that may pass: timeouts and conflicts, throttling, and server trouble except "not
+#: implemented" and "version not supported" (as Segment's SDKs decide).
+RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 409, 425, 429, 460}) | (frozenset(range(500, 600)) - {501, 505})
+#: A ``Retry-After`` longer than this is taken as this (a confused server must not park a destination for days).
+MAX_RETRY_AFTER_SECS = 300.0
+
+_encode_json = msgspec.json.Encoder().encode
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (integer seconds or an HTTP date), capped at
+    :data:`MAX_RETRY_AFTER_SECS`; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(MAX_RETRY_AFTER_SECS, max(0.0, seconds))
+
+
+class HttpDelivery:
+    """A pooled HTTP client for one destination, with the core's error mapping.
+
+    Args:
+        headers: Sent with every request (``User-Agent``, auth).
+        secrets: Strings never to show in samples or messages (API keys in URLs or bodies);
+            header values that carry credentials are redacted anyway.
+        retryable_statuses: The statuses :meth:`error` marks retryable.
+        transport: An ``httpx`` transport (tests, proxies); the default opens real connections.
+
+    Resource handling:
+        One connection pool; close it with :meth:`aclose` (a destination's ``aclose``).
+        No timeout of its own: the delivery worker applies ``timeout_secs`` around ``send``.
+
+    Error handling:
+        :meth:`post` raises a retryable :class:`DeliveryError` (kind ``connection``) when no
+        answer came; it returns every answer that came, whatever its status, so the caller can
+        read a vendor's partial refusals first. :meth:`raise_for_status` and :meth:`error`
+        turn a status into the core's classification.
+    """
+
+    def __init__(
+        self,
+        *,
+        headers: Mapping[str, str] | None = None,
+        secrets: Sequence[str] = (),
+        retryable_statuses: Collection[int] = RETRYABLE_STATUSES,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.secrets = [secret for secret in secrets if secret]
+        self.retryable_statuses = frozenset(retryable_statuses)
+        self._client = httpx.AsyncClient(
+            headers=dict(headers or {}), timeout=None, follow_redirects=False, transport=transport
+        )
+
+    async def post(
+        self,
+        url: str,
+        *,
+        json: Any = None,
+        form: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        gzip: bool = False,
+    ) -> httpx.Response:
+        """POST one body (``json``: encoded with msgspec; ``form``: urlencoded; ``content``:
+        bytes as they are), gzipped on demand; returns the answer, whatever its status.
+
+        Raises:
+            DeliveryError: retryable, kind ``connection``: no answer (refused, reset, DNS).
+        """
+        request_headers = dict(headers or {})
+        if json is not None:
+            body = _encode_json(json)
+            request_headers.setdefault("Content-Type", "application/json")
+        elif form is not None:
+            body = urlencode(form).encode()
+            request_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        else:
+            body = content or b""
+        if gzip:
+            body = _gzip.compress(body, compresslevel=5)
+            request_headers["Content-Encoding"] = "gzip"
+        if params:
+            url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
+        request = self._client.build_request("POST", url, content=body, headers=request_headers)
+        try:
+            return await self._client.send(request)
+        except httpx.TransportError as error:
+            raise DeliveryError(
+                f"no answer from {self._redact(url)}: {type(error).__name__}",
+                retryable=True,
+                kind="connection",
+                exchange=self._sample(request, None),
+            ) from None
+
+    def exchange(self, response: httpx.Response) -> Exchange:
+        """A redacted sample of ``response`` and the request that got it."""
+        return self._sample(response.request, response)
+
+    def _sample(self, request: httpx.Request, response: httpx.Response | None) -> Exchange:
+        body = request.content
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = _gzip.decompress(body)
+        headers = dict(request.headers)
+        if response is None:
+            return Exchange.of(request.method, str(request.url), headers=headers, body=body, secrets=self.secrets)
+        return Exchange.of(
+            request.method,
+            str(request.url),
+            headers=headers,
+            body=body,
+            status=response.status_code,
+            response_headers=dict(response.headers),
+            response_body=response.content,
+            secrets=self.secrets,
+        )
+
+    def error(
+        self,
+        response: httpx.Response,
+        detail: str = "",
+        *,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        kind: str | None = None,
+    ) -> DeliveryError:
+        """The :class:`DeliveryError` for a non-2xx answer: retryable by status (unless
+        ``retryable`` says), waiting ``retry_after`` or the answer's ``Retry-After``, of kind
+        ``http_<status>``, with the exchange as a sample and no credential in its message."""
+        status = response.status_code
+        if retryable is None:
+            retryable = status in self.retryable_statuses
+        if retry_after is None:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        text = detail or response.text[:300]
+        return DeliveryError(
+            self._redact(f"HTTP {status}: {text}"),
+            retryable=retryable,
+            retry_after=retry_after if retryable else None,
+            kind=kind or f"http_{status}",
+            exchange=self.exchange(response),
+        )
+
+    def raise_for_status(self, response: httpx.Response) -> None:
+        """Return on a 2xx answer; raise :meth:`error` for anything else (a 3xx too: redirects
+        are not followed, so nothing was delivered)."""
+        if not 200 <= response.status_code < 300:
+            raise self.error(response)
+
+    def _redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,93 @@
+"""Small pieces every destination needs to map a Segment message onto a vendor's API: times in
+epoch units, dedup keys derived from the messageId, the event's ``integrations`` options for
+a destination, and the products of a Segment Ecommerce spec event."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+#: The namespace of :func:`stable_uuid` (fixed: changing it would defeat vendor-side dedup of retries).
+GATEWAY_NAMESPACE = uuid.UUID("4f5c1a2e-9c1b-5d0a-8e63-6b1f3f2d7a10")
+
+_NAMESPACE_BYTES = GATEWAY_NAMESPACE.bytes
+
+#: Segment Ecommerce v2 events about one product, whose properties *are* the product.
+SINGLE_PRODUCT_EVENTS = frozenset(
+    {"Product Viewed", "Product Added", "Product Removed", "Product Clicked", "Product Added to Wishlist"}
+)
+
+
+def epoch_ms(timestamp: Any) -> int | None:
+    """Milliseconds since the epoch of an ISO-8601 time (naive times are UTC), or None when
+    ``timestamp`` is missing or not a time."""
+    if not isinstance(timestamp, str) or not timestamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def message_time_ms(message: dict[str, Any], default_ms: int) -> int:
+    """When a message happened, in epoch milliseconds: its ``timestamp`` (the gateway's
+    skew-corrected time), else ``originalTimestamp``, else ``default_ms`` (when it was stored)."""
+    for key in ("timestamp", "originalTimestamp", "receivedAt"):
+        ms = epoch_ms(message.get(key))
+        if ms is not None:
+            return ms
+    return default_ms
+
+
+def stable_uuid(*parts: Any) -> str:
+    """A UUID (36 characters of ``[0-9a-f-]``) that depends only on ``parts``: a vendor dedup
+    key made from a messageId, the same on every retry and redelivery."""
+    # uuid.uuid5 by hand (RFC 4122 name-based, SHA-1): this runs once per event on the delivery path.
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(map(str, parts)).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def integration_options(message: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The options an event gives a destination in its ``integrations`` object, under the first
+    of ``names`` that holds an object (``{"Amplitude": {"session_id": 17}}``); {} when none."""
+    integrations = message.get("integrations")
+    if isinstance(integrations, dict):
+        for name in names:
+            options = integrations.get(name)
+            if isinstance(options, dict):
+                return options
+    return {}
+
+
+def products_of(event: str, properties: dict[str, Any]) -> list[dict[str, Any]]:
+    """The products of an Ecommerce spec event: ``properties.products`` (objects only), or for
+    the single-product events (Product Viewed, Product Added...) the properties themselves."""
+    if event in SINGLE_PRODUCT_EVENTS:
+        return [properties]
+    products = properties.get("products")
+    if not isinstance(products, list):
+        return []
+    return [product for product in products if isinstance(product, dict)]
+
+
+def number(value: Any) -> float | int | None:
+    """``value`` when it is a number (not a bool), or a string holding one; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = float(value)
+        except ValueError:
+            return None
+        return int(parsed) if parsed.is_integer() and "." not in value else parsed
+    return None

@@ -1,0 +1,207 @@
+"""The ``amplitude`` destination: Segment calls to Amplitude's HTTP V2 API (``/2/httpapi``, or
+the Batch Event Upload API ``/batch``).
+
+identify becomes an ``$identify`` event setting user properties, group an ``$identify`` that
+sets the user's group plus a ``$groupidentify`` with the group's properties; Order Completed
+and Order Refunded carry revenue fields, with one "Product Purchased" event per product. Each
+event's ``insert_id`` is its messageId, so Amplitude drops what a retry sends twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from gateway import (
+    ComponentConfig,
+    Destination,
+    DestinationContext,
+    DestinationType,
+    Exchange,
+    HttpDelivery,
+    Record,
+    SendResult,
+    __version__,
+    hookimpl,
+    parse_retry_after,
+)
+from gateway_destination_amplitude.mapping import to_amplitude
+
+__all__ = ["HOSTS", "AmplitudeConfig", "AmplitudeDestination", "to_amplitude"]
+
+#: Amplitude's hosts by data residency.
+HOSTS = {"us": "https://api2.amplitude.com", "eu": "https://api.eu.amplitude.com"}
+#: HTTP V2: at most 2,000 events and 1 MB a request (413 past either).
+MAX_EVENTS = 2000
+MAX_REQUEST_BYTES = 1_000_000
+#: Amplitude asks to pause throttled users and devices for 30 s after a 429.
+THROTTLE_PAUSE_SECS = 30.0
+
+_encode = msgspec.json.Encoder().encode
+
+
+class AmplitudeConfig(ComponentConfig):
+    """``[destinations.<id>]`` keys of an amplitude destination."""
+
+    #: The project's API key, sent in the body as ``api_key``.
+    api_key: str
+    region: Literal["us", "eu"] = "us"
+    #: A base URL replacing the region's host (a proxy).
+    endpoint: str | None = None
+    #: Send to the Batch Event Upload API (``/batch``: for more than 30 events/s per user or device).
+    use_batch_endpoint: bool = False
+    #: Shortest user_id or device_id Amplitude accepts (its default is 5).
+    min_id_length: int | None = None
+    #: Revenue on each "Product Purchased" event instead of the order event.
+    track_revenue_per_product: bool = False
+    #: One "Product Purchased" event per product of Order Completed.
+    products_as_events: bool = True
+    #: Group type of group calls; ``group_type_trait`` / ``group_value_trait`` read them from traits.
+    group_type: str = "[Segment] Group"
+    group_type_trait: str | None = None
+    group_value_trait: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.api_key:
+            raise ValueError("api_key must not be empty")
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
+
+
+def _chunks(events: list[dict[str, Any]], owners: list[int]) -> list[tuple[list[dict[str, Any]], list[int]]]:
+    """Requests within Amplitude's limits (a record's events may span two of them)."""
+    chunks: list[tuple[list[dict[str, Any]], list[int]]] = []
+    size = MAX_REQUEST_BYTES
+    for event, owner in zip(events, owners, strict=True):
+        event_size = len(_encode(event)) + 1
+        if not chunks or len(chunks[-1][0]) >= MAX_EVENTS or size + event_size > MAX_REQUEST_BYTES - 1000:
+            chunks.append(([], []))
+            size = 0
+        chunks[-1][0].append(event)
+        chunks[-1][1].append(owner)
+        size += event_size
+    return chunks
+
+
+def _listed_indices(answer: dict[str, Any]) -> dict[int, list[str]]:
+    """Event index -> what was wrong, from a 400's ``events_with_invalid_fields``,
+    ``events_with_missing_fields`` and ``silenced_events``."""
+    listed: dict[int, list[str]] = {}
+    for key, problem in (("events_with_invalid_fields", "invalid"), ("events_with_missing_fields", "missing")):
+        fields = answer.get(key)
+        if isinstance(fields, dict):
+            for field, indices in fields.items():
+                for index in indices if isinstance(indices, list) else []:
+                    if isinstance(index, int):
+                        listed.setdefault(index, []).append(f"{problem} {field}")
+    for index in answer.get("silenced_events") or []:
+        if isinstance(index, int):
+            listed.setdefault(index, []).append("device silenced")
+    return listed
+
+
+class AmplitudeDestination(Destination):
+    """Posts each batch as one or more HTTP V2 requests.
+
+    Error handling:
+        A 400 that lists invalid, missing or silenced events: the records those events came from
+        are dead-lettered (each alone) and the rest is sent again at once, as Amplitude asks.
+        A 400 that lists none (``Invalid API key``, a malformed request) and 403 (blocked by
+        Amplitude's firewall) are permanent. 413: the request is split in half and sent again.
+        429 is retried after ``Retry-After``, or the 30 s Amplitude asks for; 5xx, timeouts and
+        connection errors are retried with backoff (``insert_id`` makes that safe).
+    """
+
+    def __init__(self, config: AmplitudeConfig, context: DestinationContext) -> None:
+        self._config = config
+        path = "/batch" if config.use_batch_endpoint else "/2/httpapi"
+        self._url = (config.endpoint or HOSTS[config.region]).rstrip("/") + path
+        self._http = HttpDelivery(headers={"User-Agent": f"gateway/{__version__}"}, secrets=[config.api_key])
+        self._options = {"min_id_length": config.min_id_length} if config.min_id_length is not None else None
+        self._counts: Counter[str] = Counter()
+
+    async def send(self, batch: Sequence[Record]) -> SendResult | None:
+        events: list[dict[str, Any]] = []
+        owners: list[int] = []
+        for record in batch:
+            mapped = to_amplitude(record.message(), self._config, record.received_at)
+            if not mapped:
+                self._counts["calls_skipped"] += 1
+            events.extend(mapped)
+            owners.extend([record.seq] * len(mapped))
+        rejected: dict[int, str] = {}
+        exchanges: list[Exchange] = []
+        for chunk, chunk_owners in _chunks(events, owners):
+            await self._post(chunk, chunk_owners, rejected, exchanges)
+        self._counts["events_sent"] += len(events)
+        if not rejected:
+            return None
+        return SendResult(rejected=rejected, exchange=exchanges[-1] if exchanges else None)
+
+    async def _post(
+        self, events: list[dict[str, Any]], owners: list[int], rejected: dict[int, str], exchanges: list[Exchange]
+    ) -> None:
+        events = [event for event, owner in zip(events, owners, strict=True) if owner not in rejected]
+        owners = [owner for owner in owners if owner not in rejected]
+        while events:
+            body: dict[str, Any] = {"api_key": self._config.api_key, "events": events}
+            if self._options:
+                body["options"] = self._options
+            response = await self._http.post(self._url, json=body)
+            status = response.status_code
+            if 200 <= status < 300:
+                return
+            if status == 413 and len(events) > 1:
+                half = len(events) // 2
+                await self._post(events[:half], owners[:half], rejected, exchanges)
+                await self._post(events[half:], owners[half:], rejected, exchanges)
+                return
+            if status == 429:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                raise self._http.error(response, retry_after=retry_after or THROTTLE_PAUSE_SECS)
+            if status == 400:
+                try:
+                    answer = response.json()
+                except ValueError:
+                    answer = {}
+                listed = _listed_indices(answer if isinstance(answer, dict) else {})
+                listed = {index: why for index, why in listed.items() if 0 <= index < len(events)}
+                if not listed:
+                    error = str(answer.get("error", "")) if isinstance(answer, dict) else ""
+                    kind = "invalid_api_key" if "api key" in error.lower() else None
+                    raise self._http.error(response, error or response.text[:300], retryable=False, kind=kind)
+                exchanges.append(self._http.exchange(response))
+                for index, problems in listed.items():
+                    rejected[owners[index]] = f"Amplitude refused the event: {', '.join(problems)}"
+                self._counts["events_refused"] += len(listed)
+                keep = [i for i, owner in enumerate(owners) if owner not in rejected]
+                events, owners = [events[i] for i in keep], [owners[i] for i in keep]
+                continue
+            raise self._http.error(response)  # 403 permanent; 5xx retryable
+
+    def status(self) -> dict[str, Any]:
+        return {"endpoint": self._url, **self._counts}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _delivery_defaults(config: AmplitudeConfig) -> dict[str, Any]:
+    # An Order Completed becomes several events: 500 messages stay well under 2,000 events.
+    return {"display_name": "Amplitude", "batch_max_messages": 500, "batch_max_bytes": 900_000, "concurrency": 4}
+
+
+@hookimpl
+def gateway_destination_types() -> list[DestinationType]:
+    return [
+        DestinationType(
+            name="amplitude",
+            config_type=AmplitudeConfig,
+            factory=AmplitudeDestination,
+            description="Amplitude HTTP V2 API",
+            delivery_defaults=_delivery_defaults,
+        )
+    ]

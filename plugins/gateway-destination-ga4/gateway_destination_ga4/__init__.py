@@ -1,0 +1,227 @@
+"""The ``ga4`` destination: Segment track and page calls to Google Analytics 4's Measurement
+Protocol (``/mp/collect`` with ``measurement_id`` and ``api_secret``).
+
+page becomes ``page_view``; Segment's Ecommerce spec events become GA4's recommended ecommerce
+events with ``items``; other events keep their names, made valid under GA4's rules. Events go
+per client (``client_id`` from the ``_ga`` cookie value or the anonymousId), 25 a request. With
+``validate = true`` each request is first checked by GA4's validation server
+(``/debug/mp/collect``), and the events it flags are dead-lettered instead of being sent to be
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import msgspec
+import trio
+
+from gateway import (
+    ComponentConfig,
+    DeliveryError,
+    Destination,
+    DestinationContext,
+    DestinationType,
+    Exchange,
+    HttpDelivery,
+    Record,
+    SendResult,
+    __version__,
+    hookimpl,
+)
+from gateway_destination_ga4.mapping import Ga4Event, to_ga4, valid_name
+
+__all__ = ["HOSTS", "Ga4Config", "Ga4Destination", "to_ga4", "valid_name"]
+
+#: Measurement Protocol hosts: global, or EU data processing.
+HOSTS = {"global": "https://www.google-analytics.com", "eu": "https://region1.google-analytics.com"}
+#: GA4's limits: 25 events a request, bodies under 130 kB.
+MAX_EVENTS = 25
+MAX_BODY_BYTES = 130_000
+_INDEX = re.compile(r"events\[(\d+)\]|index: \[(\d+)\]")
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Ga4Config(ComponentConfig):
+    """``[destinations.<id>]`` keys of a ga4 destination."""
+
+    #: The web data stream's measurement id (``G-XXXXXXX``).
+    measurement_id: str
+    #: A Measurement Protocol API secret of that stream.
+    api_secret: str
+    region: Literal["global", "eu"] = "global"
+    #: A base URL replacing the region's host (a proxy).
+    endpoint: str | None = None
+    #: Check every request with GA4's validation server first; dead-letter the events it flags.
+    validate: bool = False
+    #: Send the userId as ``user_id``.
+    send_user_id: bool = True
+    #: Lower-case custom event names (GA4 names are case-sensitive).
+    lowercase_event_names: bool = False
+    #: ``engagement_time_msec`` of every event, so that users count as active.
+    engagement_time_msec: int = 1
+    #: Requests one batch sends side by side (GA4 takes one client's events per request).
+    parallel_requests: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.measurement_id or not self.api_secret:
+            raise ValueError("measurement_id and api_secret must not be empty")
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
+        if not 1 <= self.parallel_requests <= 64:
+            raise ValueError("parallel_requests must be 1 to 64")
+
+
+def _requests(events: list[tuple[Ga4Event, int]]) -> list[tuple[dict[str, Any], list[int]]]:
+    """Bodies of at most 25 events and 130 kB, one client (and user) each, with the seq of
+    each event's message."""
+    by_client: dict[tuple[str, str | None], list[tuple[dict[str, Any], int]]] = {}
+    for event, seq in events:
+        by_client.setdefault((event.client_id, event.user_id), []).append((event.event, seq))
+    bodies: list[tuple[dict[str, Any], list[int]]] = []
+    for (client_id, user_id), items in by_client.items():
+        head: dict[str, Any] = {"client_id": client_id}
+        if user_id:
+            head["user_id"] = user_id
+        size = MAX_BODY_BYTES
+        for event, seq in items:
+            event_size = len(_encode(event)) + 1
+            if size + event_size > MAX_BODY_BYTES - 500 or len(bodies[-1][0]["events"]) >= MAX_EVENTS:
+                bodies.append(({**head, "events": []}, []))
+                size = len(_encode(head))
+            bodies[-1][0]["events"].append(event)
+            bodies[-1][1].append(seq)
+            size += event_size
+    return bodies
+
+
+def _flagged(answer: Any, count: int) -> tuple[dict[int, str], list[str]]:
+    """Event index -> problem, and problems of the request as a whole, from a validation answer."""
+    by_index: dict[int, str] = {}
+    general: list[str] = []
+    messages = answer.get("validationMessages") if isinstance(answer, dict) else None
+    for message in messages if isinstance(messages, list) else []:
+        if not isinstance(message, dict):
+            continue
+        text = f"{message.get('validationCode', '')}: {message.get('description', '')}"
+        match = _INDEX.search(f"{message.get('fieldPath', '')} {message.get('description', '')}")
+        index = int(match.group(1) or match.group(2)) if match else None
+        if index is not None and 0 <= index < count:
+            by_index.setdefault(index, text)
+        else:
+            general.append(text)
+    return by_index, general
+
+
+class Ga4Destination(Destination):
+    """Posts a batch as Measurement Protocol requests, per client, 25 events each.
+
+    Error handling:
+        ``/mp/collect`` answers 2xx even for events it drops, so nothing it says is per event:
+        with ``validate = true`` the validation server's flags are (each flagged message is
+        dead-lettered alone, the rest sent). 429 and 5xx, timeouts and connection errors are
+        retried with backoff, honouring ``Retry-After`` (GA4 has no dedup key but a purchase's
+        ``transaction_id``); other non-2xx answers are permanent ("don't retry the same request").
+    """
+
+    def __init__(self, config: Ga4Config, context: DestinationContext) -> None:
+        self._config = config
+        host = (config.endpoint or HOSTS[config.region]).rstrip("/")
+        self._collect = f"{host}/mp/collect"
+        self._debug = f"{host}/debug/mp/collect"
+        self._params = {"measurement_id": config.measurement_id, "api_secret": config.api_secret}
+        self._http = HttpDelivery(headers={"User-Agent": f"gateway/{__version__}"}, secrets=[config.api_secret])
+        self._counts: Counter[str] = Counter()
+        self._parallel = trio.CapacityLimiter(config.parallel_requests)
+
+    async def send(self, batch: Sequence[Record]) -> SendResult | None:
+        events: list[tuple[Ga4Event, int]] = []
+        for record in batch:
+            event = to_ga4(record.message(), self._config, record.received_at)
+            if event is None:
+                self._counts["calls_skipped"] += 1
+            else:
+                events.append((event, record.seq))
+        rejected: dict[int, str] = {}
+        exchanges: list[Exchange] = []
+        errors: list[DeliveryError] = []
+        # GA4 takes one client's events per request, so a batch makes many small requests:
+        # send them side by side, and report the batch's failure once they all ended.
+        async with trio.open_nursery() as nursery:
+            for body, seqs in _requests(events):
+                nursery.start_soon(self._post, body, seqs, rejected, exchanges, errors)
+        if errors:
+            retryable = [error for error in errors if error.retryable]
+            raise (retryable or errors)[0]
+        if not rejected:
+            return None
+        return SendResult(rejected=rejected, exchange=exchanges[-1] if exchanges else None)
+
+    async def _post(
+        self,
+        body: dict[str, Any],
+        seqs: list[int],
+        rejected: dict[int, str],
+        exchanges: list[Exchange],
+        errors: list[DeliveryError],
+    ) -> None:
+        async with self._parallel:
+            try:
+                await self._post_one(body, seqs, rejected, exchanges)
+            except DeliveryError as error:
+                errors.append(error)
+
+    async def _post_one(
+        self, body: dict[str, Any], seqs: list[int], rejected: dict[int, str], exchanges: list[Exchange]
+    ) -> None:
+        if self._config.validate:
+            response = await self._http.post(self._debug, json=body, params=self._params)
+            self._http.raise_for_status(response)
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = {}
+            by_index, general = _flagged(answer, len(seqs))
+            if by_index or general:
+                exchanges.append(self._http.exchange(response))
+            for index, seq in enumerate(seqs):
+                problem = by_index.get(index) or ("; ".join(general) if general else None)
+                if problem:
+                    rejected.setdefault(seq, f"GA4 validation: {problem}")
+            kept = [i for i in range(len(seqs)) if i not in by_index and not general]
+            self._counts["events_flagged"] += len(seqs) - len(kept)
+            body = {**body, "events": [body["events"][i] for i in kept]}
+            if not kept:
+                return
+        response = await self._http.post(self._collect, json=body, params=self._params)
+        self._http.raise_for_status(response)
+        self._counts["events_sent"] += len(body["events"])
+
+    def status(self) -> dict[str, Any]:
+        return {"endpoint": self._collect, "validate": self._config.validate, **self._counts}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _delivery_defaults(config: Ga4Config) -> dict[str, Any]:
+    # Requests are small (25 events of one client): large batches give each client more events
+    # per request, and each batch sends its requests side by side (parallel_requests).
+    return {"display_name": "Google Analytics 4", "batch_max_messages": 2000, "concurrency": 2}
+
+
+@hookimpl
+def gateway_destination_types() -> list[DestinationType]:
+    return [
+        DestinationType(
+            name="ga4",
+            config_type=Ga4Config,
+            factory=Ga4Destination,
+            description="Google Analytics 4 Measurement Protocol",
+            delivery_defaults=_delivery_defaults,
+        )
+    ]

@@ -1,0 +1,116 @@
+"""gateway.HttpDelivery against a loopback server: answers classified into the core's retryable
+and permanent failures, Retry-After read, samples redacted; and the mapping helpers."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+import trio
+
+from gateway import (
+    DeliveryError,
+    HttpDelivery,
+    epoch_ms,
+    integration_options,
+    number,
+    parse_retry_after,
+    products_of,
+    stable_uuid,
+)
+from gateway.testing import Answer, ReceivedRequest, open_loopback_server
+
+SECRET = "sk-very-secret-key"
+
+
+def echo(request: ReceivedRequest) -> Answer:
+    return Answer(200, {"got": request.json()})
+
+
+async def test_posts_json_and_returns_every_answer() -> None:
+    async with open_loopback_server(echo) as server:
+        http = HttpDelivery(headers={"User-Agent": "t"}, secrets=[SECRET])
+        try:
+            response = await http.post(f"{server.url}/e", json={"a": 1}, params={"k": "v"}, gzip=True)
+            assert response.json() == {"got": {"a": 1}}
+            [request] = server.requests
+            assert (request.path, request.query, request.headers["content-encoding"]) == ("/e", {"k": "v"}, "gzip")
+            assert request.raw_size == len(gzip.compress(b'{"a":1}', compresslevel=5))
+            server.script(Answer(400, {"error": "bad"}))
+            response = await http.post(f"{server.url}/e", form={"data": "x"})
+            assert response.status_code == 400
+            assert server.requests[1].form() == {"data": "x"}
+        finally:
+            await http.aclose()
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(429, True), (500, True), (503, True), (408, True), (400, False), (401, False), (403, False), (501, False)],
+)
+async def test_status_classification_with_redacted_sample(status: int, retryable: bool) -> None:
+    async with open_loopback_server(echo) as server:
+        server.script(Answer(status, f"refused key {SECRET}", {"Retry-After": "7"}))
+        http = HttpDelivery(headers={"Authorization": f"Bearer {SECRET}"}, secrets=[SECRET])
+        try:
+            response = await http.post(f"{server.url}/x?api_key={SECRET}", json={"key": SECRET})
+            with pytest.raises(DeliveryError) as raised:
+                http.raise_for_status(response)
+        finally:
+            await http.aclose()
+    error = raised.value
+    assert (error.retryable, error.kind) == (retryable, f"http_{status}")
+    assert error.retry_after == (7 if retryable else None)
+    assert SECRET not in str(error)
+    assert error.exchange is not None
+    assert SECRET not in error.exchange.request + error.exchange.response
+    assert "authorization: ***" in error.exchange.request.lower()
+    assert error.exchange.response.startswith(str(status))
+
+
+async def test_no_answer_is_a_retryable_connection_error() -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    http = HttpDelivery(secrets=[SECRET])
+    try:
+        with pytest.raises(DeliveryError) as raised:
+            await http.post(f"http://127.0.0.1:{port}/?key={SECRET}", json={})
+    finally:
+        await http.aclose()
+    assert (raised.value.retryable, raised.value.kind) == (True, "connection")
+    assert SECRET not in str(raised.value)
+
+
+async def test_a_stalled_request_is_left_to_the_callers_timeout() -> None:
+    async with open_loopback_server(echo) as server:
+        server.stall()
+        http = HttpDelivery()
+        try:
+            with trio.move_on_after(0.5) as scope:
+                await http.post(server.url, json={})
+            assert scope.cancelled_caught
+            assert len(server.requests) == 1
+        finally:
+            await http.aclose()
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after("12") == 12
+    assert parse_retry_after("100000") == 300  # capped
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("garbage") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+
+
+def test_mapping_helpers() -> None:
+    assert epoch_ms("2024-01-02T03:04:05.678Z") == 1704164645678
+    assert epoch_ms("not a time") is None
+    assert stable_uuid("m-1") == stable_uuid("m-1") != stable_uuid("m-1", 1)
+    assert len(stable_uuid("m-1")) == 36
+    message = {"integrations": {"All": True, "Actions Amplitude": {"session_id": 5}}}
+    assert integration_options(message, "Amplitude", "Actions Amplitude") == {"session_id": 5}
+    assert integration_options({}, "Amplitude") == {}
+    assert products_of("Product Viewed", {"product_id": "p"}) == [{"product_id": "p"}]
+    assert products_of("Order Completed", {"products": [{"product_id": "p"}, "junk"]}) == [{"product_id": "p"}]
+    assert (number("12"), number("1.5"), number(True), number("x")) == (12, 1.5, None, None)

@@ -78,6 +78,9 @@ class DeliveryError(GatewayError):
         kind: A short stable code that groups errors of one kind for operators (``http_401``,
             ``invalid_event``, ``timeout``); by default ``retryable`` or ``permanent``.
         exchange: The request and answer that failed (a :class:`gateway.Exchange`), as a sample.
+        every_record: The refusal holds for every record of the batch whatever it holds
+            (credentials refused, the endpoint gone): a permanent error then dead-letters the
+            whole batch at once, instead of sending its records one by one to find the bad one.
     """
 
     def __init__(
@@ -88,11 +91,13 @@ class DeliveryError(GatewayError):
         retry_after: float | None = None,
         kind: str | None = None,
         exchange: Exchange | None = None,
+        every_record: bool = False,
     ) -> None:
         self.retryable = retryable
         self.retry_after = retry_after
         self.kind = kind or ("retryable" if retryable else "permanent")
         self.exchange = exchange
+        self.every_record = every_record
         super().__init__(message)
 
 

@@ -183,3 +183,39 @@ type = "derived"
     async with run_gateway(config, data_dir=tmp_path, plugins=[_DerivedPlugin()]) as gw:
         core = gw.config.destinations
         assert (core["a"].core.batch_max_wait_secs, core["b"].core.batch_max_wait_secs) == (7.5, 60.0)
+
+
+class _Unauthorized(Destination):
+    """Refuses every batch: credentials refused, for every record alike."""
+
+    sends = 0
+
+    def __init__(self, config: ComponentConfig, context: DestinationContext) -> None:
+        pass
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        type(self).sends += 1
+        raise DeliveryError("401 Unauthorized", retryable=False, kind="http_401", every_record=True)
+
+
+class _UnauthorizedPlugin:
+    @hookimpl
+    def gateway_destination_types(self) -> list[DestinationType]:
+        return [DestinationType(name="unauthorized", config_type=ComponentConfig, factory=_Unauthorized)]
+
+
+async def test_a_refusal_of_every_record_dead_letters_the_batch_in_one_send(tmp_path: Path) -> None:
+    config = f"""
+[sources.web]
+write_key = "{KEY}"
+
+[destinations.vendor]
+type = "unauthorized"
+batch_max_wait_secs = 0.0
+"""
+    async with run_gateway(config, data_dir=tmp_path, plugins=[_UnauthorizedPlugin()]) as gw:
+        batch = [{"type": "track", "userId": "u", "event": "E", "messageId": f"x-{i}"} for i in range(20)]
+        assert (await gw.batch(batch, write_key=KEY)).status_code == 200
+        await gw.wait_delivered("vendor")
+        assert gw.statistics("vendor")["dead_lettered"] == 20
+        assert _Unauthorized.sends == 1  # not 1 + 20 tries of one record each

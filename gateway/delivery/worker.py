@@ -495,7 +495,10 @@ class DestinationWorker:
             except DeliveryError as error:
                 self._note_error(error.kind, str(error), retryable=error.retryable, exchange=error.exchange)
                 if not error.retryable:
-                    await self._permanent_failure(batch, str(error), attempt, outcomes, deletions)
+                    if error.every_record:  # nothing in the batch is at fault: no record by record
+                        await self._dead_letter(batch, str(error), attempt, outcomes)
+                    else:
+                        await self._permanent_failure(batch, str(error), attempt, outcomes, deletions)
                     return
                 retry_after = error.retry_after
             except trio.TooSlowError:

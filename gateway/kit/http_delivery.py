@@ -53,6 +53,11 @@ def parse_retry_after(value: str | None) -> float | None:
     return min(MAX_RETRY_AFTER_SECS, max(0.0, seconds))
 
 
+#: Statuses that refuse a request whatever its records hold: a permanent one dead-letters the
+#: batch at once (sending its records one by one would only repeat the refusal per record).
+EVERY_RECORD_STATUSES = frozenset({401, 403, 404, 405, 410})
+
+
 class HttpDelivery:
     """A pooled HTTP client for one destination, with the core's error mapping.
 
@@ -176,6 +181,8 @@ class HttpDelivery:
             retry_after=retry_after if retryable else None,
             kind=kind or f"http_{status}",
             exchange=self.exchange(response),
+            # Refused credentials or a missing endpoint refuse every record alike.
+            every_record=status in EVERY_RECORD_STATUSES,
         )
 
     def raise_for_status(self, response: httpx.Response) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import msgspec
 
-from gateway.messages import Arrival
+from gateway.messages import Arrival, format_time
 
 
 class RawLetter(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -18,7 +18,7 @@ class RawLetter(msgspec.Struct, frozen=True, omit_defaults=True):
     UTF-8, so ``gateway dead-letters list --bodies`` shows it readably; else base64) and the
     original arrival, so a redriven message keeps the receivedAt and client address it had."""
 
-    receivedAt: str  # noqa: N815 (the JSON key, as in messages)
+    receivedAt: str  # noqa: N815 (the JSON key, as in messages); to the microsecond
     ip: str | None = None
     text: str | None = None
     base64: str | None = None
@@ -27,9 +27,9 @@ class RawLetter(msgspec.Struct, frozen=True, omit_defaults=True):
 def raw_letter_body(payload: bytes, arrival: Arrival) -> bytes:
     """The dead letter's body for ``payload`` that arrived at ``arrival``."""
     try:
-        letter = RawLetter(arrival.text, arrival.client_ip, text=payload.decode("utf-8"))
+        letter = RawLetter(arrival.at.isoformat(), arrival.client_ip, text=payload.decode("utf-8"))
     except UnicodeDecodeError:
-        letter = RawLetter(arrival.text, arrival.client_ip, base64=base64.b64encode(payload).decode("ascii"))
+        letter = RawLetter(arrival.at.isoformat(), arrival.client_ip, base64=base64.b64encode(payload).decode("ascii"))
     return msgspec.json.encode(letter)
 
 
@@ -40,11 +40,11 @@ def open_raw_letter(body: bytes) -> tuple[bytes, Arrival]:
         ValueError: the body is not a raw letter (msgspec's errors are ValueErrors).
     """
     letter = msgspec.json.decode(body, type=RawLetter)
-    at = datetime.fromisoformat(letter.receivedAt.replace("Z", "+00:00"))
+    at = datetime.fromisoformat(letter.receivedAt)
     if letter.text is not None:
         payload = letter.text.encode("utf-8")
     elif letter.base64 is not None:
         payload = base64.b64decode(letter.base64)
     else:
         raise ValueError("a raw letter without a payload")
-    return payload, Arrival(at=at, text=letter.receivedAt, client_ip=letter.ip)
+    return payload, Arrival(at=at, text=format_time(at), client_ip=letter.ip)

@@ -86,8 +86,9 @@ def call_within(budget_secs: float, function: Callable[..., Any], *args: Any) ->
 
 def load_callable(spec: str, path: str | None = None) -> Callable[..., Any]:
     """Import ``module:attribute`` (from ``path`` first, when given). A module that lives in
-    ``path`` is imported afresh each time, so a config reload picks up an edited function;
-    others (installed packages, the standard library) are imported once.
+    ``path`` is imported afresh each time, so a config reload picks up an edited function (and
+    a module of the same name imported before from elsewhere is replaced by ``path``'s); others
+    (installed packages, the standard library) are imported once.
 
     Raises:
         ValueError: a bad spec, a module that fails to import, or an attribute that is missing
@@ -97,14 +98,20 @@ def load_callable(spec: str, path: str | None = None) -> Callable[..., Any]:
     if not sep or not module_name or not attribute:
         raise ValueError(f"function: {spec!r} is not 'module:callable'")
     folder = str(Path(path).resolve()) if path is not None else None
-    if folder is not None and folder not in sys.path:
-        sys.path.insert(0, folder)
+    if folder is not None:
+        if folder in sys.path:
+            sys.path.remove(folder)
+        sys.path.insert(0, folder)  # first: this folder's module wins over one of the same name
     try:
         module = sys.modules.get(module_name)
+        if module is not None and folder is not None:
+            if str(getattr(module, "__file__", "")).startswith(folder + "/"):
+                module = importlib.reload(module)  # the operator's own module: pick up their edits
+            else:  # a module of that name from elsewhere (another folder, before a reload): not this one
+                del sys.modules[module_name]
+                module = None
         if module is None:
             module = importlib.import_module(module_name)
-        elif folder is not None and str(getattr(module, "__file__", "")).startswith(folder + "/"):
-            module = importlib.reload(module)  # the operator's own module: pick up their edits
     except Exception as error:
         raise ValueError(f"function: cannot import {module_name!r}: {type(error).__name__}: {error}") from None
     target: Any = module

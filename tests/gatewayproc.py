@@ -45,7 +45,17 @@ def config_text(
     """A config with one tracking-API source (``WRITE_KEY``) and, by default, a file destination
     ``archive`` writing to ``data_dir/archive`` with short batching waits. ``admin`` adds the
     admin API (on a free port, ``ADMIN_TOKEN``), which :func:`wait_booked` needs."""
-    text = f"""
+    # First: tests append keys to the last table (the archive's, or the source's without one).
+    text = (
+        f"""
+[admin]
+listen = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
+"""
+        if admin
+        else ""
+    )
+    text += f"""
 [server]
 listen = "{listen}"
 data_dir = "{data_dir}"
@@ -53,12 +63,6 @@ graceful_shutdown_secs = 5
 
 [sources.web]
 write_key = "{WRITE_KEY}"
-"""
-    if admin:  # before the archive: tests append keys to the archive's table
-        text += f"""
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
 """
     if archive:
         text += f"""

@@ -184,6 +184,36 @@ async def test_the_file_watcher_sees_replacements_and_retries_a_failed_read(
         assert gateway.reloads == {"ok": 2, "failed": 0}
 
 
+async def test_a_write_between_loading_and_watching_is_not_missed(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found while moving these tests onto events: the watcher took the file's hash when it
+    started, after startup had loaded the file, so an edit made in between (a config tool
+    writing as the daemon starts) was taken for what was running, and never applied."""
+    import gateway.runtime.reload as reload_module
+
+    monkeypatch.setattr(reload_module, "POLL_INTERVAL_SECS", 0.02)
+    monkeypatch.setattr(reload_module, "SETTLE_SECS", 0.02)
+    path = tmp_path / "gateway.toml"
+    base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")
+    path.write_text(base)
+    config = load_config(path, registry)
+    path.write_text(base + '\n[sources.app]\nwrite_key = "app-key"\n')  # while the daemon starts
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        gateway: Gateway = await nursery.start(
+            lambda task_status: serve_gateway(
+                config, registry, shutdown_trigger=stop.wait, watch=True, task_status=task_status
+            )
+        )
+        try:
+            assert "app" not in gateway.config.sources
+            await reloads_ended(gateway, 1)
+            assert "app" in gateway.config.sources
+        finally:
+            stop.set()
+
+
 async def test_a_config_that_is_not_utf8_is_refused_by_a_reload_too(tmp_path: Path, registry: Registry) -> None:
     # A reload decoded with "replace": a Latin-1 write key became U+FFFD and was accepted, while
     # startup and check-config refused the same file.

@@ -183,7 +183,7 @@ class Gateway:
         self._reload_ended = trio.Event()  # set (and replaced) as each reload ends
         #: sha256 of the config file content last loaded or tried, so a file watcher does not
         #: apply (or refuse) the same content twice.
-        self.attempted_hash = ""
+        self.attempted_hash = config.digest
         #: The addresses the HTTP listener is bound to.
         self.urls: list[str] = []
         #: Whether serve_gateway froze the startup heap (gc.freeze), so a reload freezes again.

@@ -51,10 +51,10 @@ def _signature(path: Path) -> Signature | None:
 
 async def _poll_file(gateway: Gateway, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     path = Path(gateway.config.path)
-    if not gateway.attempted_hash:
+    if not gateway.attempted_hash:  # a config not read from its file (GatewayConfig.digest)
         initial = await trio.to_thread.run_sync(_content_hash, path)
         gateway.attempted_hash = initial or ""
-    task_status.started()  # what the file holds now is known: a later write is a change
+    task_status.started()  # what the running config was read from is known: any other content is a change
     last: Signature | None = None
     while True:
         await trio.sleep(POLL_INTERVAL_SECS)

@@ -8,12 +8,13 @@ Every failure becomes one :class:`ConfigError` naming the TOML path of the bad v
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -219,6 +220,9 @@ class GatewayConfig:
     secret_paths: frozenset[str] = frozenset()
     #: The matchers ``[privacy.matchers]`` asks for, built by a matcher plugin.
     custom_matchers: tuple[MatcherType, ...] = ()
+    #: sha256 of the file's bytes it was read from ("" when parsed from text): what the reload
+    #: watcher compares the file with, so an edit made while the daemon starts is not missed.
+    digest: str = ""
 
     def redacted(self) -> dict[str, Any]:
         """The document with secrets, write keys, tokens and passwords replaced by ``"***"``."""
@@ -458,4 +462,4 @@ def parse_config_bytes(data: bytes, registry: Registry, *, path: str) -> Gateway
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(path, "", f"cannot read the config file: it is not UTF-8 ({error})") from None
-    return parse_config(text, registry, path=path)
+    return replace(parse_config(text, registry, path=path), digest=hashlib.sha256(data).hexdigest())

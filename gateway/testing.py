@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import tomllib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -444,7 +443,8 @@ async def _serve(
 class GatewayProcess:
     """The real daemon, ``python -m gateway run`` on a config file, in a subprocess: for tests
     that kill it (``kill -9`` mid-delivery) or need it alone in its process. ``url`` is known
-    once it logged its start; ``lines`` holds what it logged."""
+    once it logged its start; ``lines`` holds what it logged, and :meth:`wait_logged` waits for
+    a line as it comes (no polling)."""
 
     def __init__(self, config_path: Path, *, env: dict[str, str] | None = None) -> None:
         self.config_path = config_path
@@ -452,9 +452,18 @@ class GatewayProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.lines: list[str] = []
+        self._logged = threading.Condition()  # notified at each line, and when the output ends
+        self._ended = False
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
-        self.lines = []
+        """Start the daemon and return once it logged ``gateway_started`` (it serves then).
+
+        Raises:
+            RuntimeError: it exited, or did not start within ``timeout`` seconds (with its output).
+        """
+        with self._logged:
+            self.lines = []
+            self._ended = False
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
             stdout=subprocess.PIPE,
@@ -462,23 +471,49 @@ class GatewayProcess:
             text=True,
             env=self.env,
         )
-        started = threading.Event()
-
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.lines.append(line)
-                if '"gateway_started"' in line:
-                    self.url = json.loads(line)["listen"][0]
-                    started.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not started.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError("gateway did not start:\n" + "".join(self.lines))
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        try:
+            started = self.wait_logged("gateway_started", within_secs=timeout)
+        except AssertionError:
+            self.kill()
+            raise RuntimeError("gateway did not start:\n" + "".join(self.lines)) from None
+        self.url = started["listen"][0]
         return self
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._logged:
+                self.lines.append(line)
+                self._logged.notify_all()
+        with self._logged:
+            self._ended = True
+            self._logged.notify_all()
+
+    def wait_logged(self, *events: str, after: int = 0, within_secs: float = DEFAULT_WAIT_SECS) -> dict[str, Any]:
+        """The first JSON log record named one of ``events`` among ``lines[after:]``, once the
+        daemon logged it. Take ``after = len(process.lines)`` before acting, to wait for the
+        line that the action causes rather than an earlier one.
+
+        Raises:
+            AssertionError: the daemon's output ended, or ``within_secs`` passed, first (with
+                the last lines it logged).
+        """
+        names = {f'"event": "{event}"' for event in events}
+        found: list[str] = []
+
+        def logged() -> bool:
+            found[:] = [line for line in self.lines[after:] if any(name in line for name in names)][:1]
+            return bool(found) or self._ended
+
+        with self._logged:
+            self._logged.wait_for(logged, timeout=within_secs)
+            if found:
+                record: dict[str, Any] = json.loads(found[0])
+                return record
+            why = "the daemon's output ended" if self._ended else f"not within {within_secs}s"
+            tail = "".join(self.lines[-20:])
+        raise AssertionError(f"waited for {' or '.join(events)} in the gateway's log: {why}; it logged last:\n{tail}")
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait; returns the exit code."""

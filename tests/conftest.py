@@ -64,9 +64,10 @@ async def gateway_app(tmp_path: Path, registry: Registry, app_config_extra: str)
 
 @pytest.fixture
 def gateway_process(tmp_path: Path) -> Iterator[GatewayProcess]:
-    """A gateway daemon (not started) on the default test config in ``tmp_path``."""
+    """A gateway daemon (not started) on the default test config in ``tmp_path``, with the admin
+    API that ``tests.gatewayproc.wait_booked`` uses."""
     config_path = tmp_path / "gateway.toml"
-    config_path.write_text(config_text(tmp_path))
+    config_path.write_text(config_text(tmp_path, admin=True))
     process = GatewayProcess(config_path)
     try:
         yield process

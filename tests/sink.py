@@ -6,6 +6,9 @@ request holds a ``poisoned`` messageId, or once on demand (``refuse_next``). Eve
 accepted is counted by ``messageId``: a message counts as delivered when the sink has read the
 request and decided to answer 2xx, even if the gateway dies before it reads the answer, since
 that is exactly the case that makes at-least-once delivery re-send.
+
+Tests wait on what the sink saw with :meth:`Sink.wait_until` (woken at each request it
+handles, never polling).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -66,6 +70,7 @@ class Sink:
         self.rejected: set[str] = set()
         self._refuse_next: threading.Event | None = None
         self.lock = threading.Lock()
+        self._handled = threading.Condition()  # notified after each request is counted
         self.counts: Counter[str] = Counter()  # messageId -> times accepted
         self.messages: dict[str, dict[str, Any]] = {}  # messageId -> last body accepted
         self.requests = 0  # 2xx answers
@@ -107,6 +112,31 @@ class Sink:
 
     # -- reading what arrived ------------------------------------------------------------------
 
+    def wait_until(self, condition: Callable[[], object], what: str, *, within_secs: float = 30.0) -> None:
+        """Return once ``condition()`` holds, checked again after each request the sink handles.
+
+        Raises:
+            AssertionError: not within ``within_secs`` (naming ``what``, and what the sink saw).
+        """
+        with self._handled:
+            if self._handled.wait_for(condition, timeout=within_secs):
+                return
+        raise AssertionError(
+            f"sink: {what} not within {within_secs}s ({len(self.delivered_ids())} messages delivered, "
+            f"{self.requests} requests accepted, {self.refused_requests} refused)"
+        )
+
+    def wait_delivered(self, ids: set[str] | list[str], *, within_secs: float = 30.0) -> None:
+        """Return once every messageId in ``ids`` was delivered here."""
+        wanted = set(ids)
+        what = f"{len(wanted)} messages delivered"
+        self.wait_until(lambda: wanted <= self.delivered_ids(), what, within_secs=within_secs)
+
+    def wait_refused(self, requests: int, *, within_secs: float = 30.0) -> None:
+        """Return once the sink has refused (503) at least ``requests`` requests in all."""
+        what = f"{requests} refused requests"
+        self.wait_until(lambda: self.refused_requests >= requests, what, within_secs=within_secs)
+
     def delivered_ids(self) -> set[str]:
         with self.lock:
             return set(self.counts)
@@ -128,6 +158,13 @@ class Sink:
                 self.deletion_notices.append(json.loads(body))
             handler.answer(200, b'{"ok":true}')
             return
+        try:
+            self._answer(handler, body)
+        finally:
+            with self._handled:
+                self._handled.notify_all()
+
+    def _answer(self, handler: _Handler, body: bytes) -> None:
         if self.failing:
             with self.lock:
                 self.refused_requests += 1

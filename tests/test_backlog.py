@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from gateway.log.sqlite import DB_NAME
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text
 from tests.sink import Sink, http_destination
 
 MB = 1024 * 1024
@@ -81,7 +81,7 @@ def test_dead_destination_backlog_stays_on_disk_and_drains(tmp_path: Path) -> No
             started = time.monotonic()
             with ThreadPoolExecutor(3) as pool:
                 list(pool.map(send, range(WARM_UP_REQUESTS)))
-                wait_until(lambda: sink.refused_requests >= 2)
+                sink.wait_refused(2)
                 rss_warm, disk_warm = gateway.rss_bytes(), _disk_bytes(tmp_path)
 
                 samples = [rss_warm]
@@ -114,10 +114,7 @@ def test_dead_destination_backlog_stays_on_disk_and_drains(tmp_path: Path) -> No
             sink.failing = False
             recovered = time.monotonic()
             expected = {f"backlog-{n}-{i}" for n in range(TOTAL // PER_REQUEST) for i in range(PER_REQUEST)}
-            try:
-                wait_until(lambda: len(sink.delivered_ids()) >= TOTAL, timeout=40, interval=0.2)
-            except AssertionError:
-                raise AssertionError(f"only {len(sink.delivered_ids())} of {TOTAL} arrived after recovery") from None
+            sink.wait_until(lambda: len(sink.delivered_ids()) >= TOTAL, f"all {TOTAL} delivered", within_secs=40)
             print(
                 f"[backlog] drained in {time.monotonic() - recovered:.1f}s "
                 f"({sink.requests} requests), RSS after drain {gateway.rss_bytes() / MB:.1f} MB"

@@ -24,7 +24,7 @@ import pytest
 
 from gateway.log.sqlite import list_dead_letters
 from gateway.ops.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_booked
 from tests.sink import Sink, free_port, http_destination
 
 GRACEFUL_SECS = 5.0  # graceful_shutdown_secs in tests.gatewayproc.config_text
@@ -68,10 +68,22 @@ def _plan(rng: random.Random, total: int, prefix: str) -> list[_Request]:
     return requests
 
 
+def _up() -> threading.Event:
+    up = threading.Event()
+    up.set()
+    return up
+
+
+#: How many times in a row a request may fail at the transport level while the gateway is up
+#: (the first one on a connection the killed gateway left behind fails once).
+TRANSPORT_RETRIES_WHILE_UP = 20
+
+
 @dataclass
 class _Client:
     """Sends a plan in order from a thread. A request that fails at the transport level (the
-    gateway is down) is not acknowledged, and is sent again until it gets an answer."""
+    gateway is down) is not acknowledged, and is sent again once the gateway is ``up`` again.
+    ``lock`` is notified at each acknowledgement and at the end (clients may share one)."""
 
     url: str
     requests: list[_Request]
@@ -81,17 +93,29 @@ class _Client:
     transport_errors: int = 0
     errors: list[BaseException] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Condition = field(default_factory=threading.Condition)
+    #: Cleared by the test before it kills the gateway, set once it started again.
+    up: threading.Event = field(default_factory=_up)
 
     def acked_count(self) -> int:
         with self.lock:
             return len(self.acked)
 
+    def _acknowledged(self, ids: list[str]) -> None:
+        with self.lock:
+            self.acked.update(ids)
+            self.lock.notify_all()
+
+    def _finished(self) -> None:
+        with self.lock:
+            self.done.set()
+            self.lock.notify_all()
+
     def run(self) -> None:
         try:
             with httpx.Client(auth=(WRITE_KEY, ""), timeout=15) as client:
                 for request in self.requests:
-                    deadline = time.monotonic() + 60
+                    failures_while_up = 0
                     while True:
                         with self.lock:
                             self.attempted.update(request.ids)
@@ -99,22 +123,37 @@ class _Client:
                             response = client.post(self.url + request.path, json=request.json)
                         except httpx.TransportError:
                             self.transport_errors += 1
-                            if time.monotonic() > deadline:
-                                raise
-                            time.sleep(0.02)
+                            if self.up.is_set():
+                                failures_while_up += 1
+                                if failures_while_up > TRANSPORT_RETRIES_WHILE_UP:
+                                    raise
+                            elif not self.up.wait(60):
+                                raise AssertionError("the gateway was not started again within 60 s") from None
                             continue
                         self.statuses[response.status_code] += 1
-                        if response.status_code == 200:
-                            with self.lock:
-                                self.acked.update(request.ids)
-                            break
-                        if response.status_code != 503 or time.monotonic() > deadline:
+                        if response.status_code != 200:
                             raise AssertionError(f"{request.path} answered {response.status_code}: {response.text}")
-                        time.sleep(0.05)
+                        self._acknowledged(request.ids)
+                        break
         except BaseException as error:
             self.errors.append(error)
         finally:
-            self.done.set()
+            self._finished()
+
+
+def _wait_acked(clients: list[_Client], count: float, *, seed: int, within_secs: float = 60.0) -> None:
+    """Return once the clients (sharing one ``lock``) have ``count`` acknowledged messages in
+    all, or all of them finished."""
+    lock = clients[0].lock
+    assert all(c.lock is lock for c in clients)
+
+    def enough() -> bool:
+        return sum(len(c.acked) for c in clients) >= count or all(c.done.is_set() for c in clients)
+
+    with lock:
+        if not lock.wait_for(enough, timeout=within_secs):
+            acked = sum(len(c.acked) for c in clients)
+            raise AssertionError(f"seed={seed}: {acked} of {count:.0f} messages acknowledged within {within_secs}s")
 
 
 def _check_delivered_bodies(sink: Sink, requests: list[_Request], seed: int) -> None:
@@ -171,18 +210,21 @@ def test_every_acknowledged_message_is_delivered_across_sigkills(tmp_path: Path,
             gateway.start()
             thread.start()
             for number, fraction in enumerate(kill_at, 1):
-                wait_until(lambda f=fraction: client.acked_count() >= f * total or client.done.is_set(), timeout=60)
+                _wait_acked([client], fraction * total, seed=seed)
                 if number == 2 or rng.random() < 0.5:
                     # Right after the sink refused a batch, while the gateway waits to retry it:
                     # a cursor that moved before the destination took the batch would lose it.
                     moment = "after a refused send"
                     assert sink.refuse_next().wait(10), f"seed={seed}: no delivery to refuse"
                 else:
-                    moment = "at a random moment"
-                    time.sleep(rng.uniform(0, 0.05))
+                    # A moment chosen by the seed: after a few more acknowledged messages.
+                    later = rng.randint(0, 30)
+                    moment = f"{later} messages later"
+                    _wait_acked([client], client.acked_count() + later, seed=seed)
                 assert gateway.proc is not None and gateway.proc.poll() is None, (
                     f"seed={seed}: the gateway died on its own before kill {number}:\n" + "".join(gateway.lines[-30:])
                 )
+                client.up.clear()
                 gateway.kill()
                 acked, delivered = client.acked_count(), len(sink.delivered_ids())
                 print(
@@ -190,15 +232,15 @@ def test_every_acknowledged_message_is_delivered_across_sigkills(tmp_path: Path,
                     f"sink_requests={sink.requests}"
                 )
                 assert acked < total, f"seed={seed}: kill {number} came after the client had finished"
-                time.sleep(rng.uniform(0.0, 0.3))
                 gateway.start()
+                client.up.set()
             thread.join(90)
             assert not thread.is_alive(), f"seed={seed}: the client did not finish"
             assert not client.errors, f"seed={seed}: client failed: {client.errors[0]!r}"
             assert client.acked == client.attempted == {mid for r in requests for mid in r.ids}
 
             try:
-                wait_until(lambda: client.acked <= sink.delivered_ids(), timeout=40)
+                sink.wait_delivered(client.acked, within_secs=40)
             except AssertionError:
                 missing = client.acked - sink.delivered_ids()
                 raise AssertionError(
@@ -237,13 +279,13 @@ def test_every_acknowledged_message_is_delivered_across_sigkills(tmp_path: Path,
 
 def test_same_message_id_is_delivered_once_even_across_a_restart(tmp_path: Path) -> None:
     config_path = tmp_path / "gateway.toml"
-    config_path.write_text(config_text(tmp_path))
+    config_path.write_text(config_text(tmp_path, admin=True))
     archive = tmp_path / "archive"
     gateway = GatewayProcess(config_path)
 
-    def ids_until(marker: str) -> list[str]:
-        delivered = wait_until(lambda: (m := read_jsonl(archive)) and marker in [x["messageId"] for x in m] and m)
-        return [m["messageId"] for m in delivered]
+    def delivered_ids() -> list[str]:
+        wait_booked(gateway, "archive")
+        return [m["messageId"] for m in read_jsonl(archive)]
 
     def post(client: httpx.Client, path: str, body: dict[str, Any]) -> None:
         response = client.post(gateway.url + path, json=body)
@@ -286,7 +328,7 @@ def test_same_message_id_is_delivered_once_even_across_a_restart(tmp_path: Path)
             )
             post(client, "/v1/track", {"userId": "u1", "event": "Marker", "messageId": "marker-1"})
         # One worker reads the log in order: a second copy of dup-1 would come before the marker.
-        assert ids_until("marker-1") == ["dup-1", "dup-2", "dup-3", "marker-1"]
+        assert delivered_ids() == ["dup-1", "dup-2", "dup-3", "marker-1"]
         assert gateway.stop() == 0
 
         gateway.start()
@@ -302,7 +344,7 @@ def test_same_message_id_is_delivered_once_even_across_a_restart(tmp_path: Path)
                     ]
                 },
             )
-        assert ids_until("marker-2") == ["dup-1", "dup-2", "dup-3", "marker-1", "marker-2"]
+        assert delivered_ids() == ["dup-1", "dup-2", "dup-3", "marker-1", "marker-2"]
         assert gateway.stop() == 0
     finally:
         gateway.kill()
@@ -339,12 +381,13 @@ def test_sigterm_while_clients_send_exits_cleanly_and_loses_nothing(tmp_path: Pa
         try:
             gateway.start()
             # Three clients that send until the gateway goes away; each would send up to 3000.
-            clients = [_Client(gateway.url, _plan(rng, 3000, f"term{n}")) for n in range(3)]
+            progress = threading.Condition()
+            clients = [_Client(gateway.url, _plan(rng, 3000, f"term{n}"), lock=progress) for n in range(3)]
             threads = [threading.Thread(target=_send_until_refused, args=(c,), daemon=True) for c in clients]
             for thread in threads:
                 thread.start()
             stop_after = rng.randint(300, 900)
-            wait_until(lambda: sum(c.acked_count() for c in clients) >= stop_after, timeout=60)
+            _wait_acked(clients, stop_after, seed=seed)
             acked_before = sum(c.acked_count() for c in clients)
             delivered_before = len(sink.delivered_ids())
             assert gateway.proc is not None
@@ -371,7 +414,7 @@ def test_sigterm_while_clients_send_exits_cleanly_and_loses_nothing(tmp_path: Pa
 
             gateway.start()
             try:
-                wait_until(lambda: acked <= sink.delivered_ids(), timeout=30)
+                sink.wait_delivered(acked, within_secs=30)
             except AssertionError:
                 missing = acked - sink.delivered_ids()
                 raise AssertionError(
@@ -401,19 +444,18 @@ def _send_until_refused(client: _Client) -> None:
                 client.statuses[response.status_code] += 1
                 if response.status_code != 200:
                     return
-                with client.lock:
-                    client.acked.update(request.ids)
+                client._acknowledged(request.ids)
     except BaseException as error:
         client.errors.append(error)
     finally:
-        client.done.set()
+        client._finished()
 
 
 def test_sigterm_with_an_idle_keep_alive_connection_exits_promptly(tmp_path: Path) -> None:
     """Segment clients keep their connection open between flushes; an idle connection has no
     request in flight, so it must not hold the shutdown for graceful_shutdown_secs."""
     config_path = tmp_path / "gateway.toml"
-    config_path.write_text(config_text(tmp_path))
+    config_path.write_text(config_text(tmp_path, admin=True))
     gateway = GatewayProcess(config_path)
     try:
         gateway.start()
@@ -422,7 +464,7 @@ def test_sigterm_with_an_idle_keep_alive_connection_exits_promptly(tmp_path: Pat
                 gateway.url + "/v1/track", json={"userId": "u1", "event": "Kept Alive", "messageId": "idle-1"}
             )
             assert response.status_code == 200
-            wait_until(lambda: read_jsonl(tmp_path / "archive"))
+            wait_booked(gateway, "archive")  # nothing left to deliver: the stop is only the stop
             started = time.monotonic()
             code = gateway.stop()
             elapsed = time.monotonic() - started
@@ -467,12 +509,12 @@ def test_a_batch_stuck_in_retry_does_not_widen_the_resend_window(tmp_path: Path,
                 for start in range(0, total, 50):
                     batch = [{"type": "track", **_message(i, f"stuck-{i}")} for i in range(start, start + 50)]
                     assert client.post(gateway.url + "/v1/batch", json={"batch": batch}).status_code == 200
-            wait_until(lambda: sink.refused_requests >= 4, timeout=20)  # ~0.7 s of retries
+            sink.wait_refused(4, within_secs=20)  # ~0.7 s of retries
             delivered_at_kill = len(sink.delivered_ids())
             gateway.kill()
             sink.poisoned = set()
             gateway.start()
-            wait_until(lambda: len(sink.delivered_ids()) == total, timeout=30)
+            sink.wait_until(lambda: len(sink.delivered_ids()) == total, f"all {total} delivered")
             assert gateway.stop() == 0
         finally:
             gateway.kill()

@@ -3,14 +3,12 @@ why, and a reload changes the rule for new events without a restart."""
 
 from __future__ import annotations
 
-import json
-import signal
 from pathlib import Path
 
 import httpx
 
 from gateway.ops.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, reload, wait_booked
 
 
 def filter_toml(condition: str) -> str:
@@ -29,7 +27,7 @@ drop_properties = {{ properties = ["email"] }}
 
 def test_fql_filters_drop_trim_account_and_hot_reload(tmp_path: Path) -> None:
     path = tmp_path / "gateway.toml"
-    base = config_text(tmp_path).replace(
+    base = config_text(tmp_path, admin=True).replace(
         "batch_max_wait_secs = 0.05\n", 'batch_max_wait_secs = 0.05\nfilters = ["no_tests", "no_email"]\n'
     )
     path.write_text(base + filter_toml("event = 'Test Event'"))
@@ -49,35 +47,33 @@ def test_fql_filters_drop_trim_account_and_hot_reload(tmp_path: Path) -> None:
             assert httpx.post(f"{gateway.url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": batch}).status_code == 200
 
         send(("m1", "Signed Up"), ("m2", "Test Event"), ("m3", "Debug"))
-        delivered = wait_until(lambda: (got := read_jsonl(tmp_path / "archive")) and len(got) == 2 and got)
+        wait_booked(gateway, "archive")
+        delivered = read_jsonl(tmp_path / "archive")
         assert [m["messageId"] for m in delivered] == ["m1", "m3"]
         assert all(m["properties"] == {"plan": "pro"} for m in delivered)
 
-        before = sum('"config_reloaded"' in line for line in gateway.lines)
         path.write_text(base + filter_toml("event = 'Debug'"))
-        assert gateway.proc is not None
-        gateway.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: sum('"config_reloaded"' in line for line in gateway.lines) > before)
+        assert reload(gateway)["event"] == "config_reloaded"
         send(("m4", "Test Event"), ("m5", "Debug"))
-        delivered = wait_until(lambda: (got := read_jsonl(tmp_path / "archive")) and len(got) == 3 and got)
+        wait_booked(gateway, "archive")
+        delivered = read_jsonl(tmp_path / "archive")
         assert [m["messageId"] for m in delivered] == ["m1", "m3", "m4"]
 
-        [books] = wait_until(
-            lambda: (r := audit(tmp_path)).destinations and r.destinations[0].pending == 0 and r.destinations
-        )
+        [books] = audit(tmp_path).destinations
+        assert books.pending == 0
         assert books.delivered == 3 and books.filtered == {"filtered_by_rules": 2} and books.unaccounted == 0
 
         bad = base + filter_toml("event = = 'x'")
         path.write_text(bad)
-        gateway.proc.send_signal(signal.SIGHUP)
-        refused = wait_until(lambda: [json.loads(line) for line in gateway.lines if '"config_reload_refused"' in line])
-        assert refused[-1]["where"] == "filters.no_tests" and "column" in refused[-1]["error"]
+        refused = reload(gateway)
+        assert refused["event"] == "config_reload_refused"
+        assert refused["where"] == "filters.no_tests" and "column" in refused["error"]
 
 
 def test_source_filters_keep_blocked_events_and_bots_out_of_the_log(tmp_path: Path) -> None:
     path = tmp_path / "gateway.toml"
     path.write_text(
-        config_text(tmp_path).replace(
+        config_text(tmp_path, admin=True).replace(
             f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["schema", "bots"]'
         )
         + '\n[filters.schema]\ntype = "schema"\nblock_track_events = ["Test Event"]\nomit_identify_traits = ["ssn"]\n'
@@ -97,7 +93,8 @@ def test_source_filters_keep_blocked_events_and_bots_out_of_the_log(tmp_path: Pa
             {"type": "track", "userId": "u", "event": "Signed Up", "messageId": "kept"},
         ]
         assert httpx.post(f"{gateway.url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": batch}).status_code == 200
-        delivered = wait_until(lambda: (got := read_jsonl(tmp_path / "archive")) and len(got) == 2 and got)
+        wait_booked(gateway, "archive")
+        delivered = read_jsonl(tmp_path / "archive")
         assert [m["messageId"] for m in delivered] == ["trimmed", "kept"]
         assert delivered[0]["traits"] == {"plan": "pro"}
         metrics = httpx.get(f"{gateway.url}/metrics").text

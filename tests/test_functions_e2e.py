@@ -4,13 +4,12 @@ fixed and the config reloaded, one redrive delivers what failed; the books stay 
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import httpx
 
 from gateway.ops.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, gateway_cli, read_jsonl, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, gateway_cli, read_jsonl, reload, wait_booked
 from tests.sink import free_port
 
 TOKEN = "admin-token-for-function-tests-0123"
@@ -63,7 +62,9 @@ def test_failing_functions_dead_letter_and_redrive_after_a_fix(tmp_path: Path) -
     with GatewayProcess(config, env={"GW_TEST_ADMIN_TOKEN": TOKEN}) as gateway:
         response = httpx.post(f"{gateway.url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": events})
         assert response.status_code == 200
-        letters = wait_until(lambda: (out := cli(config, "dead-letters", "list")).count("\n") == 2 and out)
+        wait_booked(gateway, "archive", token=TOKEN)  # bad-dst: dead-lettered, booked (bad-src: before the 200)
+        letters = cli(config, "dead-letters", "list")
+        assert letters.count("\n") == 2, letters
         by_destination = {line.split("\t")[1]: line for line in letters.splitlines()}
         assert set(by_destination) == {"source:web", "archive"}
         assert "stage=source" in by_destination["source:web"]
@@ -75,18 +76,20 @@ def test_failing_functions_dead_letter_and_redrive_after_a_fix(tmp_path: Path) -
 
         # Fix the functions, reload (the modules are imported afresh), redrive both stages.
         write_functions(functions, FIXED)
-        reloads = sum('"config_reloaded"' in line for line in gateway.lines)
-        assert gateway.proc is not None
-        gateway.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: sum('"config_reloaded"' in line for line in gateway.lines) > reloads)
+        assert reload(gateway)["event"] == "config_reloaded"
+        mark = len(gateway.lines)
         assert "1 dead letter(s) marked for redrive" in cli(
             config, "dead-letters", "redrive", "--destination", "source:web"
         )
         assert "1 dead letter(s) marked for redrive" in cli(
             config, "dead-letters", "redrive", "--destination", "archive"
         )
-        delivered = wait_until(lambda: (got := read_jsonl(tmp_path / "archive")) and len(got) == 3 and got)
-        wait_until(lambda: cli(config, "dead-letters", "list") == "")
+        assert gateway.wait_logged("source_dead_letters_redriven", after=mark)["taken"] == 1  # stored again
+        assert gateway.wait_logged("dead_letters_redriven", after=mark)["delivered"] == 1  # sent again
+        wait_booked(gateway, "archive", token=TOKEN)  # and bad-src, stored again, delivered
+        delivered = read_jsonl(tmp_path / "archive")
+        assert len(delivered) == 3
+        assert cli(config, "dead-letters", "list") == ""
         metrics = httpx.get(f"{gateway.url}/metrics").text
     assert not [line for line in gateway.lines if "function_budget_not_enforced" in line]  # the loop is on main
     by_id = {m["messageId"]: m["properties"] for m in delivered}

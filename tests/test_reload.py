@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import signal
 import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,13 +14,14 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.plugins import Registry
 from gateway.runtime.daemon import Gateway, serve_gateway
 from gateway.runtime.reload import watch_for_reloads
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, reload, wait_booked
 
 
 def free_port() -> int:
@@ -38,6 +38,20 @@ async def post(url: str, key: str, message_id: str) -> int:
             f"{url}/v1/track", auth=(key, ""), json={"userId": "u", "event": "e", "messageId": message_id}
         )
         return response.status_code
+
+
+async def delivered(gateway: Gateway, *destinations: str) -> None:
+    """Wait until the destinations booked every message stored so far (their saved cursors)."""
+    head = gateway.log.head()
+    with trio.fail_after(20):
+        for name in destinations:
+            await gateway.destinations[name].worker.wait_cursor(head)
+
+
+async def reloads_ended(gateway: Gateway, count: int) -> None:
+    """Wait until ``count`` reloads ended (applied or refused) since the gateway started."""
+    with trio.fail_after(10):
+        await gateway.wait_reloads(count)
 
 
 class Served(NamedTuple):
@@ -85,9 +99,8 @@ async def test_sighup_reloads_from_the_moment_the_watcher_reports_started(tmp_pa
                 watching.cancel_scope.cancel()
         await nursery.start(watch_for_reloads, gateway)
         os.kill(os.getpid(), signal.SIGHUP)
-        with trio.fail_after(10):
-            while gateway.reloads["ok"] == 0:  # noqa: ASYNC110 (a counter, no event to wait on)
-                await trio.sleep(0.01)
+        await reloads_ended(gateway, 1)
+        assert gateway.reloads == {"ok": 1, "failed": 0}
 
 
 async def test_the_file_watcher_waits_for_a_write_to_finish(
@@ -96,20 +109,38 @@ async def test_the_file_watcher_waits_for_a_write_to_finish(
     """A writer that truncates the file and writes it in two goes (an editor saving in place, a
     config tool) is not reloaded halfway: the half file would be refused, with an error logged,
     or worse, a half that parses would be applied (here it would move server.data_dir)."""
-    monkeypatch.setattr("gateway.runtime.reload.POLL_INTERVAL_SECS", 0.02)
+    import gateway.runtime.reload as reload_module
+
+    monkeypatch.setattr(reload_module, "POLL_INTERVAL_SECS", 0.02)
+    # The writer's pause must stay shorter than this even when the machine is busy.
+    monkeypatch.setattr(reload_module, "SETTLE_SECS", 0.5)
+    acted = trio.Event()  # the watcher saw the change: it waits for the file to settle, or reads it
+    read: list[bytes] = []
+    real_settled, real_hash = reload_module._settled, reload_module._content_hash
+
+    async def settled(path: Path, signature: reload_module.Signature) -> reload_module.Signature:
+        acted.set()
+        return await real_settled(path, signature)
+
+    def content_hash(path: Path) -> str | None:  # in a worker thread
+        read.append(path.read_bytes())
+        trio.from_thread.run_sync(acted.set)
+        return real_hash(path)
+
+    monkeypatch.setattr(reload_module, "_settled", settled)
     async with served(tmp_path, registry) as (gateway, path, base, nursery):
-        await nursery.start(watch_for_reloads, gateway)
-        await trio.sleep(0.1)
+        await nursery.start(watch_for_reloads, gateway)  # it has read the file as it is
+        monkeypatch.setattr(reload_module, "_content_hash", content_hash)
         updated = base + '\n[sources.app]\nwrite_key = "app-key"\n'
         half = len(updated) // 3
         with path.open("w") as file:  # truncated now
             file.write(updated[:half])
             file.flush()
-            await trio.sleep(0.1)  # several polls see the half file
+            with trio.fail_after(10):
+                await acted.wait()
             file.write(updated[half:])
-        with trio.fail_after(5):
-            while gateway.reloads["ok"] == 0:  # noqa: ASYNC110 (a counter, no event to wait on)
-                await trio.sleep(0.01)
+        await reloads_ended(gateway, 1)
+        assert all(content == updated.encode() for content in read), "the watcher read a half-written file"
         assert gateway.reloads == {"ok": 1, "failed": 0}
         assert "app" in gateway.config.sources
 
@@ -135,27 +166,52 @@ async def test_the_file_watcher_sees_replacements_and_retries_a_failed_read(
 
     monkeypatch.setattr(reload_module, "_content_hash", hash_or_fail)
 
-    async def reloaded(count: int) -> None:
-        with trio.fail_after(5):
-            while gateway.reloads["ok"] < count:  # noqa: ASYNC110 (a counter, no event to wait on)
-                await trio.sleep(0.01)
-
     async with served(tmp_path, registry) as (gateway, path, base, nursery):
-        await nursery.start(watch_for_reloads, gateway)
-        await trio.sleep(0.1)
+        await nursery.start(watch_for_reloads, gateway)  # it has read the file as it is
         # Same size, same mtime, another file: only its inode tells.
         copy = tmp_path / "gateway.toml.new"
         copy.write_text(base + '\n[sources.app]\nwrite_key = "key-bbbb"\n')
         stat = path.stat()
         os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         os.replace(copy, path)
-        await reloaded(1)
+        await reloads_ended(gateway, 1)
         assert gateway.config.sources["app"].core.write_key == "key-bbbb"
         # The first read of the next edit fails; the edit is applied on a later poll.
         failures[0] = 1
         path.write_text(base + '\n[sources.app]\nwrite_key = "key-cccc"\n')
-        await reloaded(2)
+        await reloads_ended(gateway, 2)
         assert gateway.config.sources["app"].core.write_key == "key-cccc"
+        assert gateway.reloads == {"ok": 2, "failed": 0}
+
+
+async def test_a_write_between_loading_and_watching_is_not_missed(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found while moving these tests onto events: the watcher took the file's hash when it
+    started, after startup had loaded the file, so an edit made in between (a config tool
+    writing as the daemon starts) was taken for what was running, and never applied."""
+    import gateway.runtime.reload as reload_module
+
+    monkeypatch.setattr(reload_module, "POLL_INTERVAL_SECS", 0.02)
+    monkeypatch.setattr(reload_module, "SETTLE_SECS", 0.02)
+    path = tmp_path / "gateway.toml"
+    base = config_text(tmp_path, listen=f"127.0.0.1:{free_port()}")
+    path.write_text(base)
+    config = load_config(path, registry)
+    path.write_text(base + '\n[sources.app]\nwrite_key = "app-key"\n')  # while the daemon starts
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        gateway: Gateway = await nursery.start(
+            lambda task_status: serve_gateway(
+                config, registry, shutdown_trigger=stop.wait, watch=True, task_status=task_status
+            )
+        )
+        try:
+            assert "app" not in gateway.config.sources
+            await reloads_ended(gateway, 1)
+            assert "app" in gateway.config.sources
+        finally:
+            stop.set()
 
 
 async def test_a_config_that_is_not_utf8_is_refused_by_a_reload_too(tmp_path: Path, registry: Registry) -> None:
@@ -191,7 +247,7 @@ batch_max_wait_secs = 0.01
         assert await gateway.reload("test")
         assert gateway.destinations["archive"].worker is archive_worker  # unchanged: untouched
         assert await post(url, "app-key", "m3") == 200
-        await trio.sleep(0.3)
+        await delivered(gateway, "second")
         assert [m["messageId"] for m in read_jsonl(second)] == ["m3"]  # added: starts at the end
 
         good = path.read_text()
@@ -202,16 +258,18 @@ batch_max_wait_secs = 0.01
 
         new_port = free_port()
         old_listen = gateway.config.server.listen
+        old_listener = gateway.listeners[("http", old_listen)]
         path.write_text(good.replace(old_listen, f"127.0.0.1:{new_port}"))
         assert await gateway.reload("test")
         new_url = f"http://127.0.0.1:{new_port}"
         assert await post(new_url, WRITE_KEY, "m5") == 200
-        await trio.sleep(0.2)
+        with trio.fail_after(10):
+            await old_listener.done.wait()
         with pytest.raises(httpx.ConnectError):
             await post(url, WRITE_KEY, "m6")
         assert gateway.destinations["archive"].worker is archive_worker
-    delivered = [m["messageId"] for m in read_jsonl(tmp_path / "archive")]
-    assert delivered == ["m1", "m3", "m4", "m5"]
+        await delivered(gateway, "archive")
+    assert [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["m1", "m3", "m4", "m5"]
 
 
 async def test_a_listener_moved_twice_keeps_serving(tmp_path: Path, registry: Registry) -> None:
@@ -220,13 +278,19 @@ async def test_a_listener_moved_twice_keeps_serving(tmp_path: Path, registry: Re
     the daemon crashed (ClosedResourceError from hypercorn's lifespan, 5 s after a move)."""
     first, second = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     async with served(tmp_path, registry, listen=first) as (gateway, path, base, _):
-        gateway.app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 0.05  # the crash came this long after
+        moved_from = first
         for n, listen in enumerate((second, first, second)):
+            old_listener = gateway.listeners[("http", moved_from)]
             path.write_text(base.replace(first, listen))
             assert await gateway.reload("test")
-            await trio.sleep(0.3)
+            with trio.fail_after(10):
+                await old_listener.done.wait()
+            # The old listener is down and left no deadline behind to end the serving nursery.
+            background = getattr(gateway.app, "nursery", None)
+            assert background is None or background.cancel_scope.deadline == math.inf
             assert await post(f"http://{listen}", WRITE_KEY, f"m{n}") == 200
-        await trio.sleep(0.3)  # delivered before the stop
+            moved_from = listen
+        await delivered(gateway, "archive")
 
     assert [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["m0", "m1", "m2"]
 
@@ -256,27 +320,60 @@ async def test_a_busy_port_is_refused_naming_the_listener_and_the_rest_stays(
             assert [listener.settings.graceful_timeout for listener in gateway.listeners.values()] == [0.25]
 
 
+class _InlineReads:
+    """``trio`` as gateway.runtime.daemon sees it, but with ``to_thread.run_sync`` run on the
+    loop: a reload's steps (read, parse, apply) are then all on the loop, where the test sees
+    how far each one got."""
+
+    class to_thread:
+        @staticmethod
+        async def run_sync(fn: Any, *args: Any, **_: Any) -> Any:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(trio, name)
+
+
 async def test_two_reloads_at_once_end_on_the_newer_file(
     tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Found in review: with the parse in a worker thread, a SIGHUP while the watcher parsed an
-    older file applied the newer one first, then the older one, which then ran for good."""
+    """Found in review: a SIGHUP while the watcher was still applying an older file applied the
+    newer one first, then the older one, which then ran for good. Here the first reload (the
+    watcher's, of v1) is held inside its apply while the second (the operator's SIGHUP, of v2)
+    goes as far as it can; then the first goes on. Without one-at-a-time reloads the second
+    applies v2 meanwhile and v1 lands last."""
     import gateway.runtime.daemon as runtime
-    from gateway.config import parse_config_bytes
 
-    def slow_for_v1(data: bytes, registry: Registry, *, path: str) -> Any:
-        if b"v1key" in data:
-            time.sleep(0.3)  # a large file
-        return parse_config_bytes(data, registry, path=path)
+    monkeypatch.setattr(runtime, "trio", _InlineReads())
+    steps: list[str] = []
+    applying_v1, release_v1 = trio.Event(), trio.Event()
 
-    monkeypatch.setattr(runtime, "parse_config_bytes", slow_for_v1)
-    async with served(tmp_path, registry) as (gateway, path, base, nursery):
-        path.write_text(base + '\n[sources.v1]\nwrite_key = "v1key"\n')
-        nursery.start_soon(gateway.reload, "file_changed")  # the watcher saw v1
-        await trio.sleep(0.1)
-        path.write_text(base + '\n[sources.v2]\nwrite_key = "v2key"\n')
-        await gateway.reload("sighup")  # the operator's SIGHUP after writing v2
+    async with served(tmp_path, registry) as (gateway, path, base, _):
+        real_apply = gateway.apply
+
+        async def apply(new: Any) -> None:
+            version = "v1" if "v1" in new.sources else "v2"
+            steps.append(f"apply {version}")
+            if version == "v1":
+                applying_v1.set()
+                await release_v1.wait()  # a large file: v1 is still being applied
+            await real_apply(new)
+            steps.append(f"applied {version}")
+
+        monkeypatch.setattr(gateway, "apply", apply)
+        async with trio.open_nursery() as reloads:
+            path.write_text(base + '\n[sources.v1]\nwrite_key = "v1key"\n')
+            reloads.start_soon(gateway.reload, "file_changed")  # the watcher saw v1
+            with trio.fail_after(10):
+                await applying_v1.wait()
+            path.write_text(base + '\n[sources.v2]\nwrite_key = "v2key"\n')
+            reloads.start_soon(gateway.reload, "sighup")  # the operator's SIGHUP after writing v2
+            await trio.testing.wait_all_tasks_blocked()  # the second reload got as far as it can
+            release_v1.set()
+        assert steps == ["apply v1", "applied v1", "apply v2", "applied v2"]
         assert "v2" in gateway.config.sources and "v1" not in gateway.config.sources
+        assert gateway.reloads == {"ok": 2, "failed": 0}
 
 
 async def test_a_port_out_of_range_is_refused_not_fatal(tmp_path: Path, registry: Registry) -> None:
@@ -305,7 +402,7 @@ def test_fifty_rewrites_under_load_lose_and_duplicate_nothing(tmp_path: Path) ->
     and invalid versions alternating; no request fails, nothing is lost or delivered twice, and
     behaviour follows the valid versions."""
     path = tmp_path / "gateway.toml"
-    base = config_text(tmp_path)
+    base = config_text(tmp_path, admin=True)
 
     def version(i: int) -> str:
         if i % 2:  # invalid: a wrong type, an unknown plugin, a syntax error, an unknown key
@@ -325,6 +422,7 @@ def test_fifty_rewrites_under_load_lose_and_duplicate_nothing(tmp_path: Path) ->
         acked: list[str] = []
         failures: list[str] = []
         stop = threading.Event()
+        progress = threading.Condition()  # notified at each acknowledgement
 
         def client(worker: int) -> None:
             with httpx.Client(auth=(WRITE_KEY, ""), timeout=10) as http:
@@ -334,10 +432,12 @@ def test_fifty_rewrites_under_load_lose_and_duplicate_nothing(tmp_path: Path) ->
                     response = http.post(
                         f"{process.url}/v1/track", json={"userId": "u", "event": "e", "messageId": message_id}
                     )
-                    if response.status_code == 200:
-                        acked.append(message_id)
-                    else:
-                        failures.append(f"{response.status_code} {response.text}")
+                    with progress:
+                        if response.status_code == 200:
+                            acked.append(message_id)
+                        else:
+                            failures.append(f"{response.status_code} {response.text}")
+                        progress.notify_all()
                     n += 1
 
         threads = [threading.Thread(target=client, args=(w,)) for w in range(3)]
@@ -345,15 +445,9 @@ def test_fifty_rewrites_under_load_lose_and_duplicate_nothing(tmp_path: Path) ->
             thread.start()
         try:
             for i in range(1, 51):
-                before = sum('"config_reload' in line for line in process.lines)
                 path.write_text(version(i))
-                assert process.proc is not None
-                process.proc.send_signal(signal.SIGHUP)
-                wait_until(
-                    lambda before=before: sum('"config_reload' in line for line in process.lines) > before, timeout=15
-                )
-                last = [json.loads(line) for line in process.lines if '"config_reload' in line][-1]
-                assert last["event"] == ("config_reload_refused" if i % 2 else "config_reloaded"), last
+                answer = reload(process)
+                assert answer["event"] == ("config_reload_refused" if i % 2 else "config_reloaded"), answer
                 if i % 2 == 0:
                     probe = httpx.post(
                         f"{process.url}/v1/identify",
@@ -361,7 +455,10 @@ def test_fifty_rewrites_under_load_lose_and_duplicate_nothing(tmp_path: Path) ->
                         json={"userId": "p", "messageId": f"probe-{i}"},
                     )
                     assert probe.status_code == (200 if i % 4 == 0 else 401), (i, probe.text)
-                time.sleep(0.05)
+                # Requests between every two reloads: a few more acknowledged before the next.
+                with progress:
+                    more = len(acked) + 3
+                    assert progress.wait_for(lambda more=more: len(acked) >= more or failures, timeout=15), i
         finally:
             stop.set()
             for thread in threads:
@@ -369,9 +466,8 @@ def test_fifty_rewrites_under_load_lose_and_duplicate_nothing(tmp_path: Path) ->
         assert not failures, failures[:5]
         assert len(acked) > 200
         expected = set(acked) | {f"probe-{i}" for i in range(4, 51, 4)}
-        delivered = wait_until(
-            lambda: (ids := [m["messageId"] for m in read_jsonl(tmp_path / "archive")]) and set(ids) >= expected and ids
-        )
+        wait_booked(process, "archive")
+        delivered = [m["messageId"] for m in read_jsonl(tmp_path / "archive")]
         assert len(delivered) == len(set(delivered)), "a reload delivered something twice"
         assert set(delivered) == expected
         assert process.stop() == 0

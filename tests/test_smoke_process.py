@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, read_jsonl, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, read_jsonl, wait_booked
 
 
 def test_daemon_delivers_a_track_call_and_stops_on_sigterm(gateway_process: GatewayProcess, tmp_path: Path) -> None:
@@ -18,7 +18,8 @@ def test_daemon_delivers_a_track_call_and_stops_on_sigterm(gateway_process: Gate
     )
     assert response.status_code == 200
     assert response.json() == {"success": True}
-    delivered = wait_until(lambda: read_jsonl(tmp_path / "archive"))
+    wait_booked(gateway_process, "archive")
+    delivered = read_jsonl(tmp_path / "archive")
     assert [m["messageId"] for m in delivered] == ["smoke-1"]
     assert delivered[0]["type"] == "track" and "receivedAt" in delivered[0]
     assert gateway_process.stop() == 0
@@ -27,31 +28,34 @@ def test_daemon_delivers_a_track_call_and_stops_on_sigterm(gateway_process: Gate
 def test_a_second_signal_during_the_stop_still_exits_0(tmp_path: Path) -> None:
     """A signal still pending when the daemon's signal receivers closed was raised again under
     the default handler: a second SIGTERM, or a reload racing the stop, ended a clean stop with
-    143 or 129 (found by an adversarial test)."""
+    143 or 129 (found by an adversarial test). The second signal comes right after the first,
+    once the daemon logged that it stops, or while a request in flight holds the stop open."""
     import signal
     import socket
-    import time
 
     from tests.gatewayproc import config_text
 
     config = tmp_path / "gateway.toml"
     config.write_text(config_text(tmp_path))
     for second in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        for stopping_for in (0.0, 0.5):
+        for moment in ("at once", "once stopping", "while a request holds the stop"):
             with GatewayProcess(config) as gateway:
                 assert gateway.proc is not None
                 host, port = gateway.url.removeprefix("http://").split(":")
-                # A request whose body never comes holds the stop open (the second signal then
-                # reaches the daemon while it stops), or none does (it reaches Python's exit).
-                with socket.create_connection((host, int(port))) as hanging:
-                    if stopping_for:
-                        hanging.sendall(b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
-                        time.sleep(0.1)
+                with socket.create_connection((host, int(port)), timeout=10) as hanging:
+                    if moment == "while a request holds the stop":
+                        # A body that never comes: "100 Continue" says the app is reading it,
+                        # so the request is in flight and the stop waits for it.
+                        hanging.sendall(
+                            b"POST /v1/track HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 50\r\n\r\n{"
+                        )
+                        assert hanging.recv(64).startswith(b"HTTP/1.1 100"), "the request is not in flight"
+                    mark = len(gateway.lines)
                     gateway.proc.send_signal(signal.SIGTERM)
-                    time.sleep(0.01 + stopping_for / 2)
+                    if moment != "at once":
+                        gateway.wait_logged("gateway_stopping", after=mark)
                     gateway.proc.send_signal(second)
-                    time.sleep(stopping_for / 2)
-                assert gateway.proc.wait(20) == 0, (second, stopping_for, "".join(gateway.lines[-5:]))
+                assert gateway.proc.wait(20) == 0, (second.name, moment, "".join(gateway.lines[-5:]))
 
 
 def test_a_sighup_while_the_daemon_starts_up_does_not_end_it(tmp_path: Path) -> None:

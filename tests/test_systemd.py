@@ -18,17 +18,33 @@ REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "gateway.service"
 
 
-def receive_all(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
-    received = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
+def receive(sock: socket.socket, count: int, *, within_secs: float = 20.0, skip: str = "") -> list[tuple[float, str]]:
+    """The next ``count`` notifications (but those equal to ``skip``), with when each arrived."""
+    received: list[tuple[float, str]] = []
+    deadline = time.monotonic() + within_secs
+    while len(received) < count:
+        sock.settimeout(max(0.0, deadline - time.monotonic()))
         try:
-            data = sock.recv(4096)
+            data = sock.recv(4096).decode()
         except TimeoutError:
-            break
-        received.append((time.monotonic(), data.decode()))
+            raise AssertionError(f"{count} notifications not within {within_secs}s: got {received}") from None
+        if data != skip:
+            received.append((time.monotonic(), data))
     return received
+
+
+def queued(sock: socket.socket) -> list[str]:
+    """The notifications already sent (the daemon has exited: nothing else can come)."""
+    sock.setblocking(False)
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return messages
+
+
+WATCHDOG_SECS = 0.2
 
 
 def test_notify_protocol_in_order_with_watchdog_pings(tmp_path: Path) -> None:
@@ -37,11 +53,11 @@ def test_notify_protocol_in_order_with_watchdog_pings(tmp_path: Path) -> None:
         sock.bind(address)
         config = tmp_path / "gateway.toml"
         config.write_text(config_text(tmp_path))
-        process = GatewayProcess(config, env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}).start()
+        env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(int(WATCHDOG_SECS * 1_000_000))}
+        process = GatewayProcess(config, env=env).start()
         assert process.proc is not None
         try:
-            sock.settimeout(10)
-            first = sock.recv(4096).decode()
+            [(_, first)] = receive(sock, 1)
             # READY=1 only once requests can be served: the listener answers right away.
             assert "READY=1" in first.splitlines(), first
             assert f"MAINPID={process.proc.pid}" in first
@@ -49,18 +65,19 @@ def test_notify_protocol_in_order_with_watchdog_pings(tmp_path: Path) -> None:
                 httpx.post(f"{process.url}/v1/identify", auth=(WRITE_KEY, ""), json={"userId": "u"}).status_code == 200
             )
 
-            pings = [t for t, m in receive_all(sock, 1.0) if m == "WATCHDOG=1"]
-            assert len(pings) >= 5  # every 0.1 s (half of WATCHDOG_USEC)
+            # A ping every half WATCHDOG_USEC: five of them (four intervals, 0.4 s) within 1 s.
+            pings = receive(sock, 5)
+            assert [m for _, m in pings] == ["WATCHDOG=1"] * 5
+            assert pings[-1][0] - pings[0][0] < 5 * WATCHDOG_SECS
 
             process.proc.send_signal(signal.SIGHUP)
-            after_hup = [m for _, m in receive_all(sock, 2.0) if m != "WATCHDOG=1"]
+            after_hup = [m for _, m in receive(sock, 2, skip="WATCHDOG=1")]
             assert after_hup[0].startswith("RELOADING=1\nMONOTONIC_USEC="), after_hup
             assert "READY=1" in after_hup[1].splitlines()
 
             process.proc.send_signal(signal.SIGTERM)
             assert process.proc.wait(20) == 0
-            tail = [m for _, m in receive_all(sock, 0.5) if m != "WATCHDOG=1"]
-            assert tail == ["STOPPING=1"]
+            assert [m for m in queued(sock) if m != "WATCHDOG=1"] == ["STOPPING=1"]
         finally:
             process.kill()
 

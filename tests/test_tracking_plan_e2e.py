@@ -5,13 +5,12 @@ forwards blocked events and ``Violation Generated`` reports into another source.
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 from pathlib import Path
 
 import httpx
 
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, reload, wait_booked
 
 PLAN = {
     "rules": [
@@ -39,7 +38,9 @@ def plan_config(tmp_path: Path, options: str, *, more_sources: str = "") -> tupl
     plan.write_text(json.dumps(PLAN))
     path = tmp_path / "gateway.toml"
     path.write_text(
-        config_text(tmp_path).replace(f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["plan"]')
+        config_text(tmp_path, admin=True).replace(
+            f'write_key = "{WRITE_KEY}"', f'write_key = "{WRITE_KEY}"\nfilters = ["plan"]'
+        )
         + more_sources
         + f'\n[filters.plan]\ntype = "tracking_plan"\nplan = "{plan}"\n'
         + options
@@ -68,7 +69,8 @@ def test_tracking_plan_on_a_source(tmp_path: Path) -> None:
             },
         ]
         assert httpx.post(f"{gateway.url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": batch}).status_code == 200
-        delivered = wait_until(lambda: (got := read_jsonl(tmp_path / "archive")) and len(got) == 2 and got)
+        wait_booked(gateway, "archive")
+        delivered = read_jsonl(tmp_path / "archive")
         metrics = httpx.get(f"{gateway.url}/metrics").text
     assert [m["messageId"] for m in delivered] == ["ok", "bad"]
     assert delivered[0]["properties"] == {"order_id": "o1", "total": 3}
@@ -106,7 +108,8 @@ def test_blocked_events_and_violations_are_forwarded_to_another_source(tmp_path:
         for _ in range(2):  # the second time, every message and report is a duplicate
             response = httpx.post(f"{gateway.url}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": batch})
             assert response.status_code == 200
-        delivered = wait_until(lambda: (got := read_jsonl(tmp_path / "archive")) and len(got) == 3 and got)
+        wait_booked(gateway, "archive")
+        delivered = read_jsonl(tmp_path / "archive")
         metrics = httpx.get(f"{gateway.url}/metrics").text
     by_id = {m["messageId"]: m for m in delivered}
     assert len(by_id) == 3 and "bad" in by_id
@@ -150,10 +153,8 @@ def test_an_edited_plan_applies_to_new_events_after_a_reload(tmp_path: Path) -> 
         send("before")
         planned = {**PLAN, "rules": [*PLAN["rules"], {"type": "TRACK", "key": "Debug Thing", "jsonSchema": {}}]}
         plan.write_text(json.dumps(planned))
-        reloads = sum('"config_reloaded"' in line for line in gateway.lines)
-        assert gateway.proc is not None
-        gateway.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: sum('"config_reloaded"' in line for line in gateway.lines) > reloads)
+        assert reload(gateway)["event"] == "config_reloaded"
         send("after")
-        delivered = wait_until(lambda: read_jsonl(tmp_path / "archive"))
+        wait_booked(gateway, "archive")
+        delivered = read_jsonl(tmp_path / "archive")
     assert [m["messageId"] for m in delivered] == ["after"]

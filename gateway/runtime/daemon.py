@@ -192,9 +192,10 @@ class Gateway:
         self._apply_lock = trio.Lock()
         self._reload_lock = trio.Lock()
         self.reloads = {"ok": 0, "failed": 0}
+        self._reload_ended = trio.Event()  # set (and replaced) as each reload ends
         #: sha256 of the config file content last loaded or tried, so a file watcher does not
         #: apply (or refuse) the same content twice.
-        self.attempted_hash = ""
+        self.attempted_hash = config.digest
         #: The addresses the HTTP listener is bound to.
         self.urls: list[str] = []
         #: Whether serve_gateway froze the startup heap (gc.freeze), so a reload freezes again.
@@ -533,7 +534,18 @@ class Gateway:
         One at a time, read to apply: two at once (a SIGHUP while the watcher parses) could
         apply the older file last, and leave it running with the newer one's hash recorded."""
         async with self._reload_lock:
-            return await self._reload(reason)
+            try:
+                return await self._reload(reason)
+            finally:
+                self._reload_ended.set()
+                self._reload_ended = trio.Event()
+
+    async def wait_reloads(self, count: int) -> None:
+        """Return once ``count`` reloads have ended since startup, applied or refused (they are
+        counted in :attr:`reloads`): for whoever triggered one it cannot await, by a SIGHUP or
+        by writing the config file."""
+        while sum(self.reloads.values()) < count:
+            await self._reload_ended.wait()
 
     async def _reload(self, reason: str) -> bool:
         path = Path(self.config.path)

@@ -49,11 +49,12 @@ def _signature(path: Path) -> Signature | None:
     return (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
-async def _poll_file(gateway: Gateway) -> None:
+async def _poll_file(gateway: Gateway, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     path = Path(gateway.config.path)
-    if not gateway.attempted_hash:
+    if not gateway.attempted_hash:  # a config not read from its file (GatewayConfig.digest)
         initial = await trio.to_thread.run_sync(_content_hash, path)
         gateway.attempted_hash = initial or ""
+    task_status.started()  # what the running config was read from is known: any other content is a change
     last: Signature | None = None
     while True:
         await trio.sleep(POLL_INTERVAL_SECS)
@@ -97,12 +98,13 @@ async def watch_for_reloads(
     ``sighups``: a SIGHUP receiver the caller opened early (``gateway run`` does, before it
     starts anything); without one, this opens its own. Either way SIGHUP is handled by the time
     this reports started: its default action ends the process, and a reload sent right after
-    the gateway said it was ready (``systemctl reload``, a config tool) must not.
+    the gateway said it was ready (``systemctl reload``, a config tool) must not. The file's
+    content is read by then too, so a write made after that is seen as a change.
     """
     with ExitStack() as stack:
         if sighups is None:
             sighups = stack.enter_context(trio.open_signal_receiver(signal.SIGHUP))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_reload_on_signals, gateway, sighups)
-            nursery.start_soon(_poll_file, gateway)
+            await nursery.start(_poll_file, gateway)
             task_status.started()

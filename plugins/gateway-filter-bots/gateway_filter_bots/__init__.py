@@ -10,9 +10,12 @@ from crawlerdetect import CrawlerDetect
 from gateway import ComponentConfig, Filter, FilterType, hookimpl
 
 _detector = CrawlerDetect()
+#: How many user agents' verdicts are remembered (least recently seen forgotten first): the
+#: detector's hundreds of patterns then run once per distinct agent, not once per event.
+VERDICT_CACHE_SIZE = 16384
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=VERDICT_CACHE_SIZE)
 def is_bot(user_agent: str) -> bool:
     """Whether a user agent is a crawler, headless browser or monitoring agent (cached: user
     agents repeat across events)."""

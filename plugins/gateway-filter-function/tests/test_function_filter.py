@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,22 @@ def test_a_function_over_its_budget_is_stopped_and_dead_lettered(tmp_path: Path,
 
 
 def test_a_function_within_budget_is_not_disturbed_by_a_late_alarm(tmp_path: Path) -> None:
-    f = make(tmp_path, "import time\ndef transform(e):\n    time.sleep(0.01)\n    return e\n", budget_ms=15)
+    """The budget's timer runs during each call and is disarmed at its end: nothing is left to
+    fire later, and an alarm that arrives just after a call (the timer's tick racing the disarm)
+    is ignored. (A budget with room to spare: on a busy machine a call may take many ms.)"""
+    f = make(
+        tmp_path,
+        "import signal\narmed = []\ndef transform(e):\n"
+        "    armed.append(signal.getitimer(signal.ITIMER_REAL)[0] > 0)\n    return e\n",
+        budget_ms=5_000,
+    )
     for _ in range(5):
         assert run(f, event()).failure is None
-    time.sleep(0.05)  # no stray SIGALRM after the calls
+    assert f._function.__globals__["armed"] == [True] * 5, "no budget was in force during the calls"
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0), "a timer is left to fire after the calls"
+    assert callable(signal.getsignal(signal.SIGALRM))  # the budget's handler: a late alarm reaches it
+    signal.raise_signal(signal.SIGALRM)  # raises BudgetExceeded here if the handler still thinks it is armed
+    assert f.statistics() == {"passed": 5, "dropped": 0, "failed": 0}
 
 
 @pytest.mark.parametrize(

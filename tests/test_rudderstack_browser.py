@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -54,7 +54,12 @@ def rudder_node_modules() -> Path:
         if npm is None:
             pytest.fail(f"{CLIENT_DIR}/node_modules is missing and `npm` is not on PATH to install it")
         result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENT_DIR, capture_output=True, text=True, timeout=240, check=False
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=CLIENT_DIR,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
         )
         if result.returncode != 0:
             pytest.fail(f"`npm ci` failed in {CLIENT_DIR}:\n{result.stdout}\n{result.stderr}")

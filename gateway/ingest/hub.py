@@ -41,8 +41,8 @@ from gateway.errors import RateLimitedError
 from gateway.ingest.candidates import BATCH_LIMIT_EXCEEDED, candidate_message, open_batch
 from gateway.ingest.inventory import FieldInventory
 from gateway.ingest.ratelimit import RateLimits
-from gateway.ingest.sources import SourceDirectory
 from gateway.ingest.raw import raw_letter_body
+from gateway.ingest.sources import SourceDirectory
 from gateway.log import RAW_STAGE, Entry, IngestLog, SourceLetter, source_letters
 from gateway.messages import NO_DEFAULTS, Arrival, BatchDefaults, Invalid, apply_server_fields, validate
 from gateway.metrics import Metrics

@@ -18,7 +18,7 @@ class RawLetter(msgspec.Struct, frozen=True, omit_defaults=True):
     UTF-8, so ``gateway dead-letters list --bodies`` shows it readably; else base64) and the
     original arrival, so a redriven message keeps the receivedAt and client address it had."""
 
-    receivedAt: str  # noqa: N815 (the JSON key, as in messages); to the microsecond
+    receivedAt: str
     ip: str | None = None
     text: str | None = None
     base64: str | None = None

@@ -63,19 +63,21 @@ def _call(call_type: str, fields: dict[str, Any]) -> dict[str, Any]:
 def track(
     event: str,
     *,
-    userId: str | None = None,  # noqa: N803 (Segment's field names, as in the message)
-    anonymousId: str | None = None,  # noqa: N803
+    userId: str | None = None,
+    anonymousId: str | None = None,
     properties: dict[str, Any] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """A track call; ``fields`` adds any other field (``timestamp``, ``context``, ``messageId``...)."""
-    return _call("track", {"event": event, "userId": userId, "anonymousId": anonymousId, "properties": properties, **fields})
+    return _call(
+        "track", {"event": event, "userId": userId, "anonymousId": anonymousId, "properties": properties, **fields}
+    )
 
 
 def identify(
-    userId: str | None = None,  # noqa: N803
+    userId: str | None = None,
     *,
-    anonymousId: str | None = None,  # noqa: N803
+    anonymousId: str | None = None,
     traits: dict[str, Any] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
@@ -86,20 +88,22 @@ def identify(
 def page(
     name: str | None = None,
     *,
-    userId: str | None = None,  # noqa: N803
-    anonymousId: str | None = None,  # noqa: N803
+    userId: str | None = None,
+    anonymousId: str | None = None,
     properties: dict[str, Any] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """A page call."""
-    return _call("page", {"name": name, "userId": userId, "anonymousId": anonymousId, "properties": properties, **fields})
+    return _call(
+        "page", {"name": name, "userId": userId, "anonymousId": anonymousId, "properties": properties, **fields}
+    )
 
 
 def screen(
     name: str | None = None,
     *,
-    userId: str | None = None,  # noqa: N803
-    anonymousId: str | None = None,  # noqa: N803
+    userId: str | None = None,
+    anonymousId: str | None = None,
     properties: dict[str, Any] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
@@ -110,10 +114,10 @@ def screen(
 
 
 def group(
-    groupId: str,  # noqa: N803
+    groupId: str,
     *,
-    userId: str | None = None,  # noqa: N803
-    anonymousId: str | None = None,  # noqa: N803
+    userId: str | None = None,
+    anonymousId: str | None = None,
     traits: dict[str, Any] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
@@ -123,6 +127,6 @@ def group(
     )
 
 
-def alias(userId: str, previousId: str, **fields: Any) -> dict[str, Any]:  # noqa: N803
+def alias(userId: str, previousId: str, **fields: Any) -> dict[str, Any]:
     """An alias call: ``previousId`` is now known as ``userId``."""
     return _call("alias", {"userId": userId, "previousId": previousId, **fields})

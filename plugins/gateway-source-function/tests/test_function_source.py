@@ -229,7 +229,9 @@ async def test_a_failing_function_keeps_the_delivery_and_redrive_runs_it_once_fi
     ("function", "code"),
     [(SLOW, "function_timeout"), (NO_EVENT, "invalid_calls"), ("on_request = 5\n", "function_error")],
 )
-async def test_a_slow_or_wrong_function_stores_nothing(functions: Path, tmp_path: Path, function: str, code: str) -> None:
+async def test_a_slow_or_wrong_function_stores_nothing(
+    functions: Path, tmp_path: Path, function: str, code: str
+) -> None:
     (functions / "hooks_fn.py").write_text(function)
     async with run_gateway(config(functions), data_dir=tmp_path / "data") as gw:
         answer = await post(gw, hook())

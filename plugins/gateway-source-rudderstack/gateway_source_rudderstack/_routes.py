@@ -83,9 +83,7 @@ def make_blueprint(ingest: Ingest, type_name: str, prefix: str) -> Blueprint:
                     "writeKey": write_key,
                     "enabled": True,
                     "workspaceId": "gateway",
-                    "config": {
-                        "statsCollection": {"errors": {"enabled": False}, "metrics": {"enabled": False}}
-                    },
+                    "config": {"statsCollection": {"errors": {"enabled": False}, "metrics": {"enabled": False}}},
                     "destinations": [],
                 },
             }
@@ -134,7 +132,9 @@ def make_blueprint(ingest: Ingest, type_name: str, prefix: str) -> Blueprint:
         rejected = [rejection.answer() for rejection in checked.rejected]
         if rejected and not checked.accepted:
             first = rejected[0]
-            return error_response(400, first["code"], f"no valid event in the batch: {first['message']}", rejected=rejected)
+            return error_response(
+                400, first["code"], f"no valid event in the batch: {first['message']}", rejected=rejected
+            )
         await ingest.store(checked)
         if rejected:
             return json_response({"success": True, "rejected": rejected})

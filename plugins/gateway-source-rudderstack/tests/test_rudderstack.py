@@ -95,7 +95,13 @@ async def source_config(gw: TestGateway, **kwargs: Any) -> Any:
     return await gw.request(
         "GET",
         "/rudderstack/sourceConfig/",
-        params={"p": "npm", "v": "3.34.1", "build": "modern", "writeKey": RUDDER_KEY, "lockIntegrationsVersion": "true"},
+        params={
+            "p": "npm",
+            "v": "3.34.1",
+            "build": "modern",
+            "writeKey": RUDDER_KEY,
+            "lockIntegrationsVersion": "true",
+        },
         **kwargs,
     )
 

@@ -56,12 +56,17 @@ def _ids(obj: JSON, customer: Any, user_id_key: str) -> JSON:
     return ids
 
 
+def _object(value: Any) -> JSON:
+    """``value`` when it is a JSON object, else an empty one (Stripe leaves fields out or null)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _clean(values: JSON) -> JSON:
     return {key: value for key, value in values.items() if value is not None}
 
 
 def _product(item: JSON, currency: Any) -> JSON:
-    price = item.get("price") if isinstance(item.get("price"), dict) else {}
+    price = _object(item.get("price"))
     product = price.get("product")
     quantity = item.get("quantity")
     return _clean(
@@ -84,7 +89,7 @@ def _line_items(container: Any, currency: Any) -> list[JSON] | None:
 
 
 def _identify(obj: JSON, options: Any) -> JSON:
-    address = obj.get("address") if isinstance(obj.get("address"), dict) else {}
+    address = _object(obj.get("address"))
     traits = _clean(
         {
             "email": obj.get("email"),
@@ -110,7 +115,7 @@ def _identify(obj: JSON, options: Any) -> JSON:
 
 def _checkout(obj: JSON, options: Any) -> JSON:
     currency = obj.get("currency")
-    totals = obj.get("total_details") if isinstance(obj.get("total_details"), dict) else {}
+    totals = _object(obj.get("total_details"))
     properties = {
         "order_id": obj.get("id"),
         "checkout_id": obj.get("id"),
@@ -161,10 +166,10 @@ def _invoice(obj: JSON, options: Any) -> JSON:
 
 def _subscription(event_name: str) -> Callable[[JSON, Any], JSON]:
     def mapping(obj: JSON, options: Any) -> JSON:
-        items = obj.get("items", {}).get("data") if isinstance(obj.get("items"), dict) else None
-        first = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
-        price = first.get("price") if isinstance(first.get("price"), dict) else {}
-        recurring = price.get("recurring") if isinstance(price.get("recurring"), dict) else {}
+        items = _object(obj.get("items")).get("data")
+        first = _object(items[0]) if isinstance(items, list) and items else {}
+        price = _object(first.get("price"))
+        recurring = _object(price.get("recurring"))
         currency = price.get("currency") or obj.get("currency")
         properties = {
             "subscription_id": obj.get("id"),

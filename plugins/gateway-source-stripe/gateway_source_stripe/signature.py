@@ -25,7 +25,7 @@ class SignatureError(Exception):
 
 def _timestamp_and_signatures(header: str) -> tuple[int, list[str]]:
     items = [item.split("=", 2) for item in header.split(",")]
-    timestamp = int([item[1] for item in items if item[0] == "t"][0])
+    timestamp = int([item[1] for item in items if item[0] == "t"][0])  # noqa: RUF015 (as Stripe's library)
     return timestamp, [item[1] for item in items if item[0] == "v1"]
 
 

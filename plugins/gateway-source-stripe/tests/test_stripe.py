@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import stripe
+from gateway_source_stripe.signature import SignatureError, verify
 
 from gateway.testing import TestGateway, run_gateway
-from gateway_source_stripe.signature import SignatureError, verify
 
 SECRET, OLD_SECRET = "whsec_test_current_0123456789", "whsec_test_previous_987654"
 ADMIN = "admin-token-for-stripe-tests-0123"
@@ -83,7 +83,10 @@ def header_cases(now: int) -> dict[str, str]:
 def test_the_verifier_accepts_exactly_what_stripe_accepts(secrets: list[str], tolerance: int) -> None:
     now = int(time.time())
     cases = header_cases(now)
-    decisions = {name: (oracle(PAYLOAD, header, secrets, tolerance), ours(PAYLOAD, header, secrets, tolerance)) for name, header in cases.items()}
+    decisions = {
+        name: (oracle(PAYLOAD, header, secrets, tolerance), ours(PAYLOAD, header, secrets, tolerance))
+        for name, header in cases.items()
+    }
     assert {name: d for name, d in decisions.items() if d[0] != d[1]} == {}
     accepted = {name for name, (theirs, _) in decisions.items() if theirs}
     # The cases do probe both sides.
@@ -144,7 +147,13 @@ CUSTOMER = {
     "name": "Ada Lovelace",
     "phone": "+44 20 7946 0000",
     "created": 1_766_000_000,
-    "address": {"line1": "12 St James's Sq", "line2": None, "city": "London", "postal_code": "SW1Y 4JH", "country": "GB"},
+    "address": {
+        "line1": "12 St James's Sq",
+        "line2": None,
+        "city": "London",
+        "postal_code": "SW1Y 4JH",
+        "country": "GB",
+    },
     "metadata": {"user_id": "user-42"},
 }
 CHECKOUT = {
@@ -160,12 +169,30 @@ CHECKOUT = {
     "line_items": {
         "object": "list",
         "data": [
-            {"description": "Notebook", "quantity": 2, "price": {"id": "price_nb", "product": "prod_nb", "unit_amount": 1500}},
-            {"description": "Pen", "quantity": 1, "price": {"id": "price_pen", "product": {"id": "prod_pen"}, "unit_amount": 1000}},
+            {
+                "description": "Notebook",
+                "quantity": 2,
+                "price": {"id": "price_nb", "product": "prod_nb", "unit_amount": 1500},
+            },
+            {
+                "description": "Pen",
+                "quantity": 1,
+                "price": {"id": "price_pen", "product": {"id": "prod_pen"}, "unit_amount": 1000},
+            },
         ],
     },
 }
-CHARGE = {"id": "ch_1", "object": "charge", "amount": 5000, "amount_captured": 5000, "currency": "jpy", "customer": "cus_9", "payment_intent": "pi_9", "invoice": None, "metadata": {}}
+CHARGE = {
+    "id": "ch_1",
+    "object": "charge",
+    "amount": 5000,
+    "amount_captured": 5000,
+    "currency": "jpy",
+    "customer": "cus_9",
+    "payment_intent": "pi_9",
+    "invoice": None,
+    "metadata": {},
+}
 INVOICE = {
     "id": "in_1",
     "object": "invoice",
@@ -176,7 +203,15 @@ INVOICE = {
     "tax": 200,
     "number": "A-0001",
     "subscription": "sub_1",
-    "lines": {"data": [{"description": "Pro plan", "quantity": 1, "price": {"id": "price_pro", "product": "prod_pro", "unit_amount": 2000}}]},
+    "lines": {
+        "data": [
+            {
+                "description": "Pro plan",
+                "quantity": 1,
+                "price": {"id": "price_pro", "product": "prod_pro", "unit_amount": 2000},
+            }
+        ]
+    },
     "metadata": {},
 }
 SUBSCRIPTION = {
@@ -187,7 +222,20 @@ SUBSCRIPTION = {
     "cancel_at_period_end": False,
     "current_period_start": 1_767_000_000,
     "current_period_end": 1_769_678_400,
-    "items": {"data": [{"quantity": 3, "price": {"id": "price_pro", "product": "prod_pro", "unit_amount": 2000, "currency": "usd", "recurring": {"interval": "month"}}}]},
+    "items": {
+        "data": [
+            {
+                "quantity": 3,
+                "price": {
+                    "id": "price_pro",
+                    "product": "prod_pro",
+                    "unit_amount": 2000,
+                    "currency": "usd",
+                    "recurring": {"interval": "month"},
+                },
+            }
+        ]
+    },
     "metadata": {"user_id": "user-42"},
 }
 
@@ -228,7 +276,12 @@ async def test_stripe_events_become_segment_calls_and_retries_are_stored_once(tm
         "stripe_customer_id": "cus_123",
     }
     assert identify["originalTimestamp"] == "2025-12-29T09:20:00Z"  # the Stripe event's time
-    assert identify["context"]["stripe"] == {"event_id": "evt_customer", "event_type": "customer.created", "livemode": False, "api_version": "2024-06-20"}
+    assert identify["context"]["stripe"] == {
+        "event_id": "evt_customer",
+        "event_type": "customer.created",
+        "livemode": False,
+        "api_version": "2024-06-20",
+    }
 
     assert (checkout["event"], checkout["userId"]) == ("Order Completed", "user-42")
     assert checkout["properties"] == {
@@ -249,11 +302,21 @@ async def test_stripe_events_become_segment_calls_and_retries_are_stored_once(tm
     }
     # A zero-decimal currency is not divided by 100; no user id in metadata: the customer is the anonymousId.
     assert (charge["event"], charge["anonymousId"], "userId" in charge) == ("Order Completed", "cus_9", False)
-    assert charge["properties"] == {"order_id": "pi_9", "total": 5000.0, "revenue": 5000.0, "currency": "JPY", "charge_id": "ch_1"}
+    assert charge["properties"] == {
+        "order_id": "pi_9",
+        "total": 5000.0,
+        "revenue": 5000.0,
+        "currency": "JPY",
+        "charge_id": "ch_1",
+    }
     assert invoice["properties"]["products"] == [
         {"product_id": "prod_pro", "sku": "price_pro", "name": "Pro plan", "price": 20.0, "quantity": 1}
     ]
-    assert (invoice["properties"]["total"], invoice["properties"]["tax"], invoice["anonymousId"]) == (22.0, 2.0, "cus_123")
+    assert (invoice["properties"]["total"], invoice["properties"]["tax"], invoice["anonymousId"]) == (
+        22.0,
+        2.0,
+        "cus_123",
+    )
     assert (created["event"], deleted["event"]) == ("Subscription Created", "Subscription Deleted")
     assert created["properties"] == {
         "subscription_id": "sub_1",
@@ -307,13 +370,17 @@ async def test_the_tolerance_is_configurable(tmp_path: Path) -> None:
     payload = event("evt_old", "customer.created", CUSTOMER)
     async with run_gateway(config(tolerance_secs="0"), data_dir=tmp_path) as gw:
         week_old = int(time.time()) - 7 * 24 * 3600
-        assert oracle(payload, stripe.WebhookSignature.generate_signature_header(payload, SECRET, week_old), [SECRET], 0)
+        assert oracle(
+            payload, stripe.WebhookSignature.generate_signature_header(payload, SECRET, week_old), [SECRET], 0
+        )
         answer = await deliver(gw, payload, timestamp=week_old)
         assert answer.status_code == 200, answer.text
 
 
 async def test_an_event_the_mapping_fails_on_is_kept_for_redrive(tmp_path: Path) -> None:
-    broken = json.dumps({"id": "evt_broken", "object": "event", "type": "invoice.paid", "data": {"object": ["not", "an", "invoice"]}})
+    broken = json.dumps(
+        {"id": "evt_broken", "object": "event", "type": "invoice.paid", "data": {"object": ["not", "an", "invoice"]}}
+    )
     async with run_gateway(config(), data_dir=tmp_path) as gw:
         answer = await deliver(gw, broken)
         assert (answer.status_code, answer.json()["code"]) == (500, "mapping_failed")

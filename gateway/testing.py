@@ -250,7 +250,7 @@ class TestGateway:
         Raises:
             AssertionError: the client refused to queue a call, or reported an error.
         """
-        from segment.analytics import Client
+        from segment.analytics import Client  # type: ignore[import-untyped]
 
         errors: list[Exception] = []
 
@@ -295,7 +295,7 @@ class TestGateway:
 
     async def wait_recorded(
         self, destination: str, count: int, *, within_secs: float = DEFAULT_WAIT_SECS
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """The messages a ``recording`` destination got, once it has at least ``count``."""
         recorder = self.recorder(destination)
         with trio.move_on_after(within_secs):
@@ -317,7 +317,8 @@ class TestGateway:
 
     def destination(self, destination: str) -> Destination:
         """The running :class:`Destination` built for ``destination`` (to inspect a plugin's state)."""
-        return self._running(destination).destination
+        destination_object: Destination = self._running(destination).destination
+        return destination_object
 
     def statistics(self, destination: str) -> dict[str, Any]:
         """The destination worker's counters: delivered, filtered, dead_lettered, retries..."""

@@ -126,6 +126,12 @@ def test_the_rudderstack_sdk_loads_its_config_and_every_call_arrives_once(
     sent = {event["messageId"]: event for event in result["sent"]}
     archive = tmp_path / "archive"
     browser.until(lambda: len(read_jsonl(archive)) >= 5, what="5 messages in the archive")
+    # The browser reports a request to the page's DevTools session in its own time (a beacon's
+    # can come after the gateway stored it): wait for the answers to every post it made.
+    browser.until(
+        lambda: (posted := browser.to(gateway.url, "POST")) and all(s.status is not None for s in posted),
+        what="the browser's report of its posts and their answers",
+    )
     to_gateway = browser.to(gateway.url)
 
     # The source config came from the gateway, as the SDK asks for it.

@@ -454,3 +454,30 @@ async def test_a_message_id_with_nul_cannot_shadow_a_forwarded_key(gateway_app: 
     status, answer, _ = await post(gateway_app, "/v1/track", {"userId": "u", "event": "E", "messageId": forged})
     assert (status, answer["code"]) == (400, "message_id_invalid")
     assert stored(gateway_app) == []
+
+
+async def test_a_batch_items_write_key_is_checked_before_its_type(tmp_path: Path, registry: Registry) -> None:
+    # As before the core owned the sequence: an item's key, and the origin its source allows,
+    # come before its type. A batch none of whose items has a known key is a 401 (the client
+    # has a configuration problem, not bad events), and an item of a source that refuses the
+    # page's origin refuses the whole batch, whatever else is wrong with the item.
+    page = "https://blog.example.org"
+    extra = (
+        'allowed_origins = ["http://shop.example"]\n'
+        f'[sources.other]\nwrite_key = "other-key"\nallowed_origins = ["{page}"]\n'
+    )
+    async with open_app(tmp_path, registry, extra) as app:
+        untyped = {"userId": "u", "event": "E"}
+        no_key = {"Authorization": ""}
+        status, body, _ = await post(app, "/v1/batch", {"batch": [untyped, {**untyped, "type": "nope"}]}, no_key)
+        assert (status, body["code"]) == (401, "invalid_write_key")
+        mixed = [
+            {**untyped, "type": "nope", "writeKey": WRITE_KEY},
+            {**untyped, "type": "track", "writeKey": "other-key"},
+        ]
+        status, body, _ = await post(app, "/v1/batch", {"batch": mixed}, {**no_key, "Origin": page})
+        assert (status, body["code"]) == (403, "origin_not_allowed")
+        assert stored(app) == []
+        metrics = app.hub.metrics.render().decode()
+        assert 'gateway_messages_rejected_total{code="invalid_write_key"} 2.0' in metrics
+        assert "type_" not in metrics

@@ -12,7 +12,6 @@ from gateway.components import Candidate, IngestLimits
 from gateway.messages import (
     BatchDefaults,
     Invalid,
-    batch_item_type,
     check_nesting,
     decode_batch,
     decode_item,
@@ -28,15 +27,17 @@ def _too_large(max_bytes: int) -> Invalid:
     return Invalid("message_too_large", f"Exceed payload limit: a message may be at most {max_bytes} bytes")
 
 
-def candidate_message(candidate: Candidate, max_bytes: int, root_bytes: int = 0) -> tuple[JSONObject, str]:
-    """The message of ``candidate`` and its call type.
+def candidate_message(candidate: Candidate, max_bytes: int, root_bytes: int = 0) -> tuple[JSONObject, str | None]:
+    """The message of ``candidate`` and its call type: None when the message's own ``type``
+    says it (a batch item), which :func:`gateway.messages.batch_item_type` checks once the
+    message's source is known (an unknown key or a refused origin comes first).
 
     ``root_bytes``: what a batch root merges into each item (its ``context`` and
     ``integrations``), counted in each item's size, or a small request could store thousands of
     copies of a root as large as the request.
 
     Raises:
-        Invalid: too large, not one JSON object, nested too deep, or no valid call type.
+        Invalid: too large, not one JSON object, or nested too deep.
     """
     payload = candidate.payload
     if type(payload) is dict:
@@ -51,8 +52,7 @@ def candidate_message(candidate: Candidate, max_bytes: int, root_bytes: int = 0)
         if len(payload) + root_bytes > max_bytes:
             raise _too_large(max_bytes)
         message = decode_item(payload)
-    call = candidate.call if candidate.call is not None else batch_item_type(message)
-    return message, call
+    return message, candidate.call
 
 
 class OpenBatch(NamedTuple):

@@ -43,7 +43,15 @@ from gateway.ingest.inventory import FieldInventory
 from gateway.ingest.ratelimit import RateLimits
 from gateway.ingest.sources import SourceDirectory
 from gateway.log import Entry, IngestLog, SourceLetter, source_letters
-from gateway.messages import NO_DEFAULTS, Arrival, BatchDefaults, Invalid, apply_server_fields, validate
+from gateway.messages import (
+    NO_DEFAULTS,
+    Arrival,
+    BatchDefaults,
+    Invalid,
+    apply_server_fields,
+    batch_item_type,
+    validate,
+)
 from gateway.metrics import Metrics
 from gateway.privacy.classifier import Classifier, Finding, PrivacyPolicy, apply_policy
 from gateway.telemetry import ThrottledWarning
@@ -213,7 +221,7 @@ class IngestHub:
                     item_source = find_source(message.get("writeKey")) if find_source is not None else None
                     if item_source is None:
                         raise Invalid("invalid_write_key", "unknown or missing write key")
-                _complete(message, call, arrival, defaults)
+                _complete(message, call if call is not None else batch_item_type(message), arrival, defaults)
             except Invalid as error:
                 if strict:
                     return None

@@ -481,3 +481,15 @@ async def test_a_batch_items_write_key_is_checked_before_its_type(tmp_path: Path
         metrics = app.hub.metrics.render().decode()
         assert 'gateway_messages_rejected_total{code="invalid_write_key"} 2.0' in metrics
         assert "type_" not in metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [(b"{not json", "the body is not valid JSON: "), (b"[1,2]", "the body must be a JSON object")],
+)
+async def test_a_single_calls_body_is_not_called_a_batch_item(gateway_app: App, body: bytes, message: str) -> None:
+    # The developer reads the message: a /v1/track body is "the body", as before the core owned
+    # decoding, not "the item" or "each batch item".
+    status, answer, _ = await post(gateway_app, "/v1/track", body)
+    assert status == 400
+    assert answer["message"].startswith(message), answer["message"]

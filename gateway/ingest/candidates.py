@@ -15,6 +15,7 @@ from gateway.messages import (
     check_nesting,
     decode_batch,
     decode_item,
+    decode_single,
     encode,
 )
 
@@ -51,7 +52,8 @@ def candidate_message(candidate: Candidate, max_bytes: int, root_bytes: int = 0)
             raise Invalid("message_not_object", "a message must be a JSON object")
         if len(payload) + root_bytes > max_bytes:
             raise _too_large(max_bytes)
-        message = decode_item(payload)
+        # A call's own endpoint (``/v1/track``) got "the body"; a batch item is "the item".
+        message = decode_item(payload) if candidate.call is None else decode_single(payload)
     return message, candidate.call
 
 

@@ -219,3 +219,25 @@ batch_max_wait_secs = 0.0
         await gw.wait_delivered("vendor")
         assert gw.statistics("vendor")["dead_lettered"] == 20
         assert _Unauthorized.sends == 1  # not 1 + 20 tries of one record each
+
+
+def test_check_config_refuses_what_gateway_check_config_refuses(tmp_path: Path) -> None:
+    # A function that does not import is found when the filter is built, not when its config
+    # is validated: check_config promises the command's verdict, so it builds the filters too.
+    import pytest
+
+    from gateway import ConfigError
+    from gateway.testing import check_config
+
+    (tmp_path / "broken_fn.py").write_text('raise RuntimeError("boom")\n')
+    text = f"""
+[sources.web]
+write_key = "{KEY}"
+filters = ["f"]
+[filters.f]
+type = "function"
+function = "broken_fn:go"
+path = "{tmp_path}"
+"""
+    with pytest.raises(ConfigError, match="filters.f: cannot be built: .*cannot import 'broken_fn'"):
+        check_config(text)

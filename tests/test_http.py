@@ -493,3 +493,20 @@ async def test_a_single_calls_body_is_not_called_a_batch_item(gateway_app: App, 
     status, answer, _ = await post(gateway_app, "/v1/track", body)
     assert status == 400
     assert answer["message"].startswith(message), answer["message"]
+
+
+async def test_defaults_a_source_hands_to_check_count_in_every_messages_size(gateway_app: App) -> None:
+    # Ingest.check's contract, for any source type: the defaults are merged into each message
+    # and counted in its size, as the Tracking API's batch root is, or a small request stores
+    # as many copies of a large root as it has messages.
+    from gateway import Arrival, BatchDefaults, Candidate
+
+    hub = gateway_app.hub
+    web = hub.authenticate(WRITE_KEY, "tracking_api")
+    big = BatchDefaults(context={"blob": "x" * 40_000})
+    checked = hub.check([Candidate(dict(GOOD)), Candidate(dict(GOOD))], Arrival.now(None), source=web, defaults=big)
+    assert checked is not None
+    assert (checked.accepted, [r.code for r in checked.rejected]) == (0, ["message_too_large"] * 2)
+    small = BatchDefaults(context={"blob": "x" * 1000})
+    checked = hub.check([Candidate(dict(GOOD))], Arrival.now(None), source=web, defaults=small)
+    assert checked is not None and (checked.accepted, checked.rejected) == (1, [])

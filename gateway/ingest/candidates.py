@@ -57,6 +57,12 @@ def candidate_message(candidate: Candidate, max_bytes: int, root_bytes: int = 0)
     return message, candidate.call
 
 
+def defaults_bytes(defaults: BatchDefaults) -> int:
+    """What ``defaults`` add to each message they are merged into (their ``context`` and
+    ``integrations``), counted in its size."""
+    return sum(len(encode(part)) for part in (defaults.context, defaults.integrations) if part)
+
+
 class OpenBatch(NamedTuple):
     """A batch body opened: its items (raw, at most ``max_batch_messages``), the root's
     defaults and their size, how many items were past the limit, and the root's ``writeKey``."""
@@ -81,7 +87,7 @@ def open_batch(body: bytes, limits: IngestLimits) -> OpenBatch:
     # unvalidated (and skew correction ignores it anyway).
     sent_at = batch.sentAt if type(batch.sentAt) is str else None
     defaults = BatchDefaults(sent_at=sent_at, context=context, integrations=integrations)
-    root_bytes = sum(len(encode(part)) for part in (context, integrations) if part)
+    root_bytes = defaults_bytes(defaults)
     limit = limits.max_batch_messages
     write_key = batch.writeKey if isinstance(batch.writeKey, str) and batch.writeKey else None
     return OpenBatch(batch.batch[:limit], defaults, root_bytes, max(0, len(batch.batch) - limit), write_key)

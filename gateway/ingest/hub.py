@@ -38,7 +38,7 @@ from gateway.components import (
 )
 from gateway.config import GatewayConfig
 from gateway.errors import RateLimitedError
-from gateway.ingest.candidates import BATCH_LIMIT_EXCEEDED, candidate_message, open_batch
+from gateway.ingest.candidates import BATCH_LIMIT_EXCEEDED, candidate_message, defaults_bytes, open_batch
 from gateway.ingest.inventory import FieldInventory
 from gateway.ingest.ratelimit import RateLimits
 from gateway.ingest.sources import SourceDirectory
@@ -164,7 +164,8 @@ class IngestHub:
         defaults: BatchDefaults | None = None,
         strict: bool = False,
     ) -> Checked | None:
-        return self._check(candidates, arrival, source, find_source, defaults, strict, [], 0)
+        root_bytes = defaults_bytes(defaults) if defaults is not None else 0
+        return self._check(candidates, arrival, source, find_source, defaults, strict, [], root_bytes)
 
     def check_batch(
         self,

@@ -14,6 +14,7 @@ from gateway import (
     DestinationType,
     Exchange,
     Record,
+    SendResult,
     hookimpl,
 )
 from gateway.testing import run_gateway
@@ -264,3 +265,41 @@ async def test_a_redriven_letter_refused_again_keeps_its_own_reason(tmp_path: Pa
             "a": "reason a",
             "b": "reason b",
         }
+
+
+class _Miscounting(Destination):
+    """Names a record that is not in the batch (a plugin bug) among its refusals."""
+
+    def __init__(self, config: ComponentConfig, context: DestinationContext) -> None:
+        pass
+
+    async def send(self, batch: Sequence[Record]) -> SendResult:
+        return SendResult(rejected={batch[0].seq: "bad", 10_000_000: "not in the batch"})
+
+
+class _MiscountingPlugin:
+    @hookimpl
+    def gateway_destination_types(self) -> list[DestinationType]:
+        return [DestinationType(name="miscounting", config_type=ComponentConfig, factory=_Miscounting)]
+
+
+async def test_refusals_of_records_not_in_the_batch_are_logged(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    config = f"""
+[sources.web]
+write_key = "{KEY}"
+
+[destinations.vendor]
+type = "miscounting"
+batch_max_wait_secs = 0.0
+"""
+    async with run_gateway(config, data_dir=tmp_path, plugins=[_MiscountingPlugin()]) as gw:
+        with capture_logs() as logs:
+            batch = [{"type": "track", "userId": "u", "event": "E", "messageId": f"y-{i}"} for i in range(3)]
+            assert (await gw.batch(batch, write_key=KEY)).status_code == 200
+            await gw.wait_delivered("vendor")
+        stats = gw.statistics("vendor")
+        assert (stats["delivered"], stats["dead_lettered"]) == (2, 1)
+    [warning] = [e for e in logs if e["event"] == "send_result_names_unknown_records"]
+    assert warning["unknown_seqs"] == [10_000_000]

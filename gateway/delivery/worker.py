@@ -207,6 +207,7 @@ class DestinationWorker:
         self._filling = trio.CancelScope()  # the wait for a batch to fill up
         self._flush_upto = 0  # send what is stored up to here without waiting for a full batch
         self._forward_warning = ThrottledWarning(structlog.get_logger("gateway.delivery"), "forward_ignored")
+        self._send_result_warning = ThrottledWarning(log, "send_result_names_unknown_records")
 
     def set_filters(self, filters: Sequence[tuple[str, Filter]], classifier: Classifier | None = None) -> None:
         """Use other filters (and classifier) from the next batch on (a reload that changed only those)."""
@@ -538,6 +539,9 @@ class DestinationWorker:
         reason); returns the rest, which it took."""
         by_error: dict[str, list[Record]] = {}
         taken = []
+        unknown = set(result.rejected) - {record.seq for record in batch}
+        if unknown:  # a plugin's bug: the records it meant stay booked as delivered; say so
+            self._send_result_warning(unknown_seqs=sorted(unknown, key=str)[:10], count=len(unknown))
         for record in batch:
             error = result.rejected.get(record.seq)
             if error is None:

@@ -360,7 +360,10 @@ def parse_config(text: str, registry: Registry, *, path: str = "<config>") -> Ga
     privacy = _privacy(path, document.privacy)
     custom_matchers = []
     for name, custom in privacy.matchers.items():
-        built = registry.build_custom_matcher(name, custom)
+        try:
+            built = registry.build_custom_matcher(name, custom)
+        except Exception as error:  # the plugin's own check (a key term it cannot use), or its bug
+            raise ConfigError(path, f"privacy.matchers.{name}", str(error) or type(error).__name__) from error
         if built is None:
             raise ConfigError(
                 path,

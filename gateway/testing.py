@@ -154,8 +154,12 @@ def check_config(config: str, *, plugins: Sequence[object] = (), entry_points: b
         gateway.ConfigError: naming the TOML path of what is wrong.
     """
     from gateway.config import parse_config
+    from gateway.runtime.daemon import build_filters
 
-    return parse_config(config, plugin_registry(plugins=plugins, entry_points=entry_points))
+    registry = plugin_registry(plugins=plugins, entry_points=entry_points)
+    parsed = parse_config(config, registry)
+    build_filters(parsed, registry)  # as the command: what only building finds (a function that does not import)
+    return parsed
 
 
 def run_filters(

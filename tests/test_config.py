@@ -128,3 +128,13 @@ def test_the_builtin_matcher_plugin_builds_custom_matchers_by_segments_rule(regi
     assert matcher.match_key("employeeId") and matcher.match_key("employe_id") and not matcher.match_key("plan")
     assert matcher.match_value is not None
     assert matcher.match_value("E123456") and not matcher.match_value("E1234567")
+
+
+def test_a_custom_matcher_its_plugin_cannot_build_is_a_config_error(registry: Registry) -> None:
+    # The plugin's refusal names the table, as every other config problem: a raw ValueError
+    # here was a traceback from check-config, and ended the daemon on a reload.
+    text = '[sources.web]\nwrite_key = "k"\n[privacy.matchers.odd]\nclass = "red"\nkeys = ["_"]\n'
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, registry, path="g.toml")
+    assert raised.value.where == "privacy.matchers.odd"
+    assert "a key term needs a letter or digit" in raised.value.problem

@@ -454,3 +454,59 @@ async def test_a_message_id_with_nul_cannot_shadow_a_forwarded_key(gateway_app: 
     status, answer, _ = await post(gateway_app, "/v1/track", {"userId": "u", "event": "E", "messageId": forged})
     assert (status, answer["code"]) == (400, "message_id_invalid")
     assert stored(gateway_app) == []
+
+
+async def test_a_batch_items_write_key_is_checked_before_its_type(tmp_path: Path, registry: Registry) -> None:
+    # As before the core owned the sequence: an item's key, and the origin its source allows,
+    # come before its type. A batch none of whose items has a known key is a 401 (the client
+    # has a configuration problem, not bad events), and an item of a source that refuses the
+    # page's origin refuses the whole batch, whatever else is wrong with the item.
+    page = "https://blog.example.org"
+    extra = (
+        'allowed_origins = ["http://shop.example"]\n'
+        f'[sources.other]\nwrite_key = "other-key"\nallowed_origins = ["{page}"]\n'
+    )
+    async with open_app(tmp_path, registry, extra) as app:
+        untyped = {"userId": "u", "event": "E"}
+        no_key = {"Authorization": ""}
+        status, body, _ = await post(app, "/v1/batch", {"batch": [untyped, {**untyped, "type": "nope"}]}, no_key)
+        assert (status, body["code"]) == (401, "invalid_write_key")
+        mixed = [
+            {**untyped, "type": "nope", "writeKey": WRITE_KEY},
+            {**untyped, "type": "track", "writeKey": "other-key"},
+        ]
+        status, body, _ = await post(app, "/v1/batch", {"batch": mixed}, {**no_key, "Origin": page})
+        assert (status, body["code"]) == (403, "origin_not_allowed")
+        assert stored(app) == []
+        metrics = app.hub.metrics.render().decode()
+        assert 'gateway_messages_rejected_total{code="invalid_write_key"} 2.0' in metrics
+        assert "type_" not in metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [(b"{not json", "the body is not valid JSON: "), (b"[1,2]", "the body must be a JSON object")],
+)
+async def test_a_single_calls_body_is_not_called_a_batch_item(gateway_app: App, body: bytes, message: str) -> None:
+    # The developer reads the message: a /v1/track body is "the body", as before the core owned
+    # decoding, not "the item" or "each batch item".
+    status, answer, _ = await post(gateway_app, "/v1/track", body)
+    assert status == 400
+    assert answer["message"].startswith(message), answer["message"]
+
+
+async def test_defaults_a_source_hands_to_check_count_in_every_messages_size(gateway_app: App) -> None:
+    # Ingest.check's contract, for any source type: the defaults are merged into each message
+    # and counted in its size, as the Tracking API's batch root is, or a small request stores
+    # as many copies of a large root as it has messages.
+    from gateway import Arrival, BatchDefaults, Candidate
+
+    hub = gateway_app.hub
+    web = hub.authenticate(WRITE_KEY, "tracking_api")
+    big = BatchDefaults(context={"blob": "x" * 40_000})
+    checked = hub.check([Candidate(dict(GOOD)), Candidate(dict(GOOD))], Arrival.now(None), source=web, defaults=big)
+    assert checked is not None
+    assert (checked.accepted, [r.code for r in checked.rejected]) == (0, ["message_too_large"] * 2)
+    small = BatchDefaults(context={"blob": "x" * 1000})
+    checked = hub.check([Candidate(dict(GOOD))], Arrival.now(None), source=web, defaults=small)
+    assert checked is not None and (checked.accepted, checked.rejected) == (1, [])

@@ -14,6 +14,7 @@ from gateway import (
     DestinationType,
     Exchange,
     Record,
+    SendResult,
     hookimpl,
 )
 from gateway.testing import run_gateway
@@ -219,3 +220,86 @@ batch_max_wait_secs = 0.0
         await gw.wait_delivered("vendor")
         assert gw.statistics("vendor")["dead_lettered"] == 20
         assert _Unauthorized.sends == 1  # not 1 + 20 tries of one record each
+
+
+def test_check_config_refuses_what_gateway_check_config_refuses(tmp_path: Path) -> None:
+    # A function that does not import is found when the filter is built, not when its config
+    # is validated: check_config promises the command's verdict, so it builds the filters too.
+    import pytest
+
+    from gateway import ConfigError
+    from gateway.testing import check_config
+
+    (tmp_path / "broken_fn.py").write_text('raise RuntimeError("boom")\n')
+    text = f"""
+[sources.web]
+write_key = "{KEY}"
+filters = ["f"]
+[filters.f]
+type = "function"
+function = "broken_fn:go"
+path = "{tmp_path}"
+"""
+    with pytest.raises(ConfigError, match="filters.f: cannot be built: .*cannot import 'broken_fn'"):
+        check_config(text)
+
+
+async def test_a_redriven_letter_refused_again_keeps_its_own_reason(tmp_path: Path) -> None:
+    # A SendResult gives each refused record its own reason; a redrive that is refused again
+    # must record each letter's, not the last one's for all of them.
+    import trio
+
+    async with run_gateway(RECORDING, data_dir=tmp_path) as gw:
+        gw.recorder("rec").reject("a", "reason a")
+        gw.recorder("rec").reject("b", "reason b")
+        batch = [{"type": "track", "userId": "u", "event": "E", "messageId": m} for m in ("a", "b")]
+        assert (await gw.batch(batch, write_key=KEY)).status_code == 200
+        await gw.wait_delivered("rec")
+        assert sorted(x["error"] for x in await gw.dead_letters("rec")) == ["reason a", "reason b"]
+        assert await gw._gateway.log.change_dead_letters("redrive", destination="rec") == 2
+        with trio.fail_after(30):
+            while any(x["attempts"] < 2 or x["state"] != "dead" for x in await gw.dead_letters("rec")):
+                await trio.sleep(0.1)
+        letters = await gw.dead_letters("rec")
+        assert {x["message"].split('"messageId":"')[1][0]: x["error"] for x in letters} == {
+            "a": "reason a",
+            "b": "reason b",
+        }
+
+
+class _Miscounting(Destination):
+    """Names a record that is not in the batch (a plugin bug) among its refusals."""
+
+    def __init__(self, config: ComponentConfig, context: DestinationContext) -> None:
+        pass
+
+    async def send(self, batch: Sequence[Record]) -> SendResult:
+        return SendResult(rejected={batch[0].seq: "bad", 10_000_000: "not in the batch"})
+
+
+class _MiscountingPlugin:
+    @hookimpl
+    def gateway_destination_types(self) -> list[DestinationType]:
+        return [DestinationType(name="miscounting", config_type=ComponentConfig, factory=_Miscounting)]
+
+
+async def test_refusals_of_records_not_in_the_batch_are_logged(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    config = f"""
+[sources.web]
+write_key = "{KEY}"
+
+[destinations.vendor]
+type = "miscounting"
+batch_max_wait_secs = 0.0
+"""
+    async with run_gateway(config, data_dir=tmp_path, plugins=[_MiscountingPlugin()]) as gw:
+        with capture_logs() as logs:
+            batch = [{"type": "track", "userId": "u", "event": "E", "messageId": f"y-{i}"} for i in range(3)]
+            assert (await gw.batch(batch, write_key=KEY)).status_code == 200
+            await gw.wait_delivered("vendor")
+        stats = gw.statistics("vendor")
+        assert (stats["delivered"], stats["dead_lettered"]) == (2, 1)
+    [warning] = [e for e in logs if e["event"] == "send_result_names_unknown_records"]
+    assert warning["unknown_seqs"] == [10_000_000]

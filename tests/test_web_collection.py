@@ -402,3 +402,17 @@ async def test_a_batch_larger_than_the_burst_passes_but_leaves_the_bucket_in_deb
         refused = await send()  # ...and the 90 events over the burst are owed: 18 s at 5/s
         assert refused.status_code == 429 and 18 <= int(refused.headers["Retry-After"]) <= 20
         assert len(stored(app)) == 100
+
+
+async def test_a_rate_limited_querystring_request_counts_every_call_it_drops(tmp_path: Path, registry) -> None:
+    # An <img> is never sent again: what the rate limit refuses is lost, and the rejected
+    # counter is of messages, so a request with an identify and a track that is refused counts two.
+    from tests.conftest import open_app
+
+    async with open_app(tmp_path, registry, "rate_limit_events_per_sec = 0.01\nrate_limit_burst = 2\n") as app:
+        for _ in range(2):
+            response = await request(app, "GET", f"/v1/qs?writeKey={WRITE_KEY}&ajs_uid=u&ajs_event=Opened")
+            assert (response.status_code, await response.get_data()) == (200, GIF)
+        assert [m["type"] for m in stored(app)] == ["identify", "track"]
+        metrics = app.hub.metrics.render().decode()
+        assert 'gateway_messages_rejected_total{code="rate_limited"} 2.0' in metrics

@@ -207,6 +207,7 @@ class DestinationWorker:
         self._filling = trio.CancelScope()  # the wait for a batch to fill up
         self._flush_upto = 0  # send what is stored up to here without waiting for a full batch
         self._forward_warning = ThrottledWarning(structlog.get_logger("gateway.delivery"), "forward_ignored")
+        self._send_result_warning = ThrottledWarning(log, "send_result_names_unknown_records")
 
     def set_filters(self, filters: Sequence[tuple[str, Filter]], classifier: Classifier | None = None) -> None:
         """Use other filters (and classifier) from the next batch on (a reload that changed only those)."""
@@ -538,6 +539,9 @@ class DestinationWorker:
         reason); returns the rest, which it took."""
         by_error: dict[str, list[Record]] = {}
         taken = []
+        unknown = set(result.rejected) - {record.seq for record in batch}
+        if unknown:  # a plugin's bug: the records it meant stay booked as delivered; say so
+            self._send_result_warning(unknown_seqs=sorted(unknown, key=str)[:10], count=len(unknown))
         for record in batch:
             error = result.rejected.get(record.seq)
             if error is None:
@@ -578,8 +582,7 @@ class DestinationWorker:
                 letters = await self._log.take_redrive(self.id, 100)
                 delivered: list[tuple[int, Record]] = []
                 dropped: list[int] = []
-                refused: list[int] = []
-                error = ""
+                refused: dict[str, list[int]] = {}  # letter ids by the reason each was refused again
                 for letter_id, record, stage in letters:
                     if self._log.deletions != deletions:
                         break  # a deletion request may have removed the rest: take them again
@@ -588,8 +591,7 @@ class DestinationWorker:
                         failures: list[tuple[Record, str]] = []
                         to_send = self._filtered([record], Counter(), failures)
                         if failures:
-                            refused.append(letter_id)
-                            error = failures[0][1]
+                            refused.setdefault(failures[0][1], []).append(letter_id)
                             continue
                         if not to_send:  # the filters drop it now (and counted why): it leaves the dead letters
                             dropped.append(letter_id)
@@ -600,20 +602,27 @@ class DestinationWorker:
                     except DeliveryError as failure:
                         if failure.retryable:
                             break  # try the rest at the next poll
-                        refused.append(letter_id)
-                        error = str(failure)
+                        refused.setdefault(str(failure), []).append(letter_id)
                     except Exception:  # timeouts and plugin errors: next poll
                         break
                     else:
                         if result is not None and record.seq in result.rejected:
-                            refused.append(letter_id)
-                            error = str(result.rejected[record.seq])
+                            refused.setdefault(str(result.rejected[record.seq]), []).append(letter_id)
                         else:
                             delivered.append((letter_id, record))
                 if delivered or refused or dropped:
-                    await self._log.finish_redrive(self.id, delivered, refused, error, dropped=dropped)
+                    # Each letter refused again keeps its own reason (a SendResult gives one per record).
+                    groups = list(refused.items()) or [("", [])]
+                    for i, (error, ids) in enumerate(groups):
+                        await self._log.finish_redrive(
+                            self.id, delivered if i == 0 else [], ids, error, dropped=dropped if i == 0 else []
+                        )
                     self._record_delivery([r for _, r in delivered])
-                    log.info("dead_letters_redriven", delivered=len(delivered), refused_again=len(refused))
+                    log.info(
+                        "dead_letters_redriven",
+                        delivered=len(delivered),
+                        refused_again=sum(len(ids) for ids in refused.values()),
+                    )
 
     async def _dead_letter(
         self,

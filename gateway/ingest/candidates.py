@@ -12,10 +12,10 @@ from gateway.components import Candidate, IngestLimits
 from gateway.messages import (
     BatchDefaults,
     Invalid,
-    batch_item_type,
     check_nesting,
     decode_batch,
     decode_item,
+    decode_single,
     encode,
 )
 
@@ -28,15 +28,17 @@ def _too_large(max_bytes: int) -> Invalid:
     return Invalid("message_too_large", f"Exceed payload limit: a message may be at most {max_bytes} bytes")
 
 
-def candidate_message(candidate: Candidate, max_bytes: int, root_bytes: int = 0) -> tuple[JSONObject, str]:
-    """The message of ``candidate`` and its call type.
+def candidate_message(candidate: Candidate, max_bytes: int, root_bytes: int = 0) -> tuple[JSONObject, str | None]:
+    """The message of ``candidate`` and its call type: None when the message's own ``type``
+    says it (a batch item), which :func:`gateway.messages.batch_item_type` checks once the
+    message's source is known (an unknown key or a refused origin comes first).
 
     ``root_bytes``: what a batch root merges into each item (its ``context`` and
     ``integrations``), counted in each item's size, or a small request could store thousands of
     copies of a root as large as the request.
 
     Raises:
-        Invalid: too large, not one JSON object, nested too deep, or no valid call type.
+        Invalid: too large, not one JSON object, or nested too deep.
     """
     payload = candidate.payload
     if type(payload) is dict:
@@ -50,9 +52,15 @@ def candidate_message(candidate: Candidate, max_bytes: int, root_bytes: int = 0)
             raise Invalid("message_not_object", "a message must be a JSON object")
         if len(payload) + root_bytes > max_bytes:
             raise _too_large(max_bytes)
-        message = decode_item(payload)
-    call = candidate.call if candidate.call is not None else batch_item_type(message)
-    return message, call
+        # A call's own endpoint (``/v1/track``) got "the body"; a batch item is "the item".
+        message = decode_item(payload) if candidate.call is None else decode_single(payload)
+    return message, candidate.call
+
+
+def defaults_bytes(defaults: BatchDefaults) -> int:
+    """What ``defaults`` add to each message they are merged into (their ``context`` and
+    ``integrations``), counted in its size."""
+    return sum(len(encode(part)) for part in (defaults.context, defaults.integrations) if part)
 
 
 class OpenBatch(NamedTuple):
@@ -79,7 +87,7 @@ def open_batch(body: bytes, limits: IngestLimits) -> OpenBatch:
     # unvalidated (and skew correction ignores it anyway).
     sent_at = batch.sentAt if type(batch.sentAt) is str else None
     defaults = BatchDefaults(sent_at=sent_at, context=context, integrations=integrations)
-    root_bytes = sum(len(encode(part)) for part in (context, integrations) if part)
+    root_bytes = defaults_bytes(defaults)
     limit = limits.max_batch_messages
     write_key = batch.writeKey if isinstance(batch.writeKey, str) and batch.writeKey else None
     return OpenBatch(batch.batch[:limit], defaults, root_bytes, max(0, len(batch.batch) - limit), write_key)

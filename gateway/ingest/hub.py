@@ -38,13 +38,21 @@ from gateway.components import (
 )
 from gateway.config import GatewayConfig
 from gateway.errors import RateLimitedError
-from gateway.ingest.candidates import BATCH_LIMIT_EXCEEDED, candidate_message, open_batch
+from gateway.ingest.candidates import BATCH_LIMIT_EXCEEDED, candidate_message, defaults_bytes, open_batch
 from gateway.ingest.inventory import FieldInventory
 from gateway.ingest.ratelimit import RateLimits
 from gateway.ingest.raw import raw_letter_body
 from gateway.ingest.sources import SourceDirectory
 from gateway.log import RAW_STAGE, Entry, IngestLog, SourceLetter, source_letters
-from gateway.messages import NO_DEFAULTS, Arrival, BatchDefaults, Invalid, apply_server_fields, validate
+from gateway.messages import (
+    NO_DEFAULTS,
+    Arrival,
+    BatchDefaults,
+    Invalid,
+    apply_server_fields,
+    batch_item_type,
+    validate,
+)
 from gateway.metrics import Metrics
 from gateway.privacy.classifier import Classifier, Finding, PrivacyPolicy, apply_policy
 from gateway.telemetry import ThrottledWarning
@@ -163,7 +171,8 @@ class IngestHub:
         defaults: BatchDefaults | None = None,
         strict: bool = False,
     ) -> Checked | None:
-        return self._check(candidates, arrival, source, find_source, defaults, strict, [], 0)
+        root_bytes = defaults_bytes(defaults) if defaults is not None else 0
+        return self._check(candidates, arrival, source, find_source, defaults, strict, [], root_bytes)
 
     def check_batch(
         self,
@@ -220,7 +229,7 @@ class IngestHub:
                     item_source = find_source(message.get("writeKey")) if find_source is not None else None
                     if item_source is None:
                         raise Invalid("invalid_write_key", "unknown or missing write key")
-                _complete(message, call, arrival, defaults)
+                _complete(message, call if call is not None else batch_item_type(message), arrival, defaults)
             except Invalid as error:
                 if strict:
                     return None

@@ -176,7 +176,10 @@ def add_pixel_routes(bp: Blueprint, routes: Routes) -> None:
                 [Candidate(message, call) for call, message in calls], routes.arrival(), source=source
             )
         except RateLimitedError as error:  # an <img> is never retried: count it, answer the GIF
-            raise Invalid("rate_limited", str(error)) from None
+            # Every call of the request is lost (the rejected counter is of messages).
+            ingest.count_rejected("rate_limited", len(calls))
+            log.info("ingest_rejected", endpoint=kind, code="rate_limited", error=str(error), count=len(calls))
+            return
         assert checked is not None  # not strict
         for rejection in checked.rejected:  # counted by the core; an <img> has no one to tell
             log.info("ingest_rejected", endpoint=kind, code=rejection.code, error=rejection.message)

@@ -17,6 +17,9 @@ What each name is for:
   :func:`number` and :func:`stable_uuid`.
 - Filters: :class:`FilterType`, :class:`Filter`, :class:`FilterContext`, :class:`Verdict`,
   :class:`Forward`.
+- Operators' Python functions (function filters and sources): :func:`load_callable`
+  (``module:callable``, re-imported on reload) and :func:`call_within` (a time budget,
+  :class:`BudgetExceeded`, enforced where :func:`budget_enforceable`).
 - Privacy matchers: :class:`MatcherType`, and :class:`CustomMatcher` (a ``[privacy.matchers]``
   entry a matcher plugin builds).
 - Sources: :class:`SourceType`, :class:`Ingest` (what the core gives a source: it validates,
@@ -26,7 +29,8 @@ What each name is for:
   :class:`RateLimitedError`, :class:`LogUnavailableError`; the HTTP helpers every source
   shares (:func:`read_body`, :func:`decoded_body`, :func:`write_key_of`,
   :func:`basic_auth_user`, :func:`json_response`, :func:`success_response`,
-  :func:`error_response`, :func:`unavailable_response`); and, for the hottest requests, the
+  :func:`error_response`, :func:`unavailable_response`); CORS for sources browsers post to
+  (:func:`origin_allowed`, :func:`cors_headers`, :func:`add_cors_headers`); and, for the hottest requests, the
   :class:`FastPath` contract with :class:`FastRequest` and :func:`send_json`.
 """
 
@@ -78,7 +82,9 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name loads 
         unavailable_response,
         write_key_of,
     )
+    from gateway.http.cors import add_cors_headers, cors_headers, origin_allowed
     from gateway.http.fastpath import FastPath, FastRequest, send_json
+    from gateway.kit.functions import BudgetExceeded, budget_enforceable, call_within, load_callable
     from gateway.kit.http_delivery import RETRYABLE_STATUSES, HttpDelivery, parse_retry_after
     from gateway.kit.mapping import (
         epoch_ms,
@@ -97,6 +103,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name loads 
 _WHERE = {
     "Arrival": "gateway.messages",
     "BatchDefaults": "gateway.messages",
+    "BudgetExceeded": "gateway.kit.functions",
     "CALL_TYPES": "gateway.messages",
     "Candidate": "gateway.components",
     "Checked": "gateway.components",
@@ -132,15 +139,21 @@ _WHERE = {
     "SourceType": "gateway.components",
     "ThrottledWarning": "gateway.telemetry",
     "Verdict": "gateway.components",
+    "add_cors_headers": "gateway.http.cors",
     "basic_auth_user": "gateway.http.app",
+    "budget_enforceable": "gateway.kit.functions",
+    "call_within": "gateway.kit.functions",
+    "cors_headers": "gateway.http.cors",
     "decoded_body": "gateway.http.app",
     "epoch_ms": "gateway.kit.mapping",
     "error_response": "gateway.http.app",
     "hookimpl": "gateway.hookspecs",
     "integration_options": "gateway.kit.mapping",
     "json_response": "gateway.http.app",
+    "load_callable": "gateway.kit.functions",
     "message_time_ms": "gateway.kit.mapping",
     "number": "gateway.kit.mapping",
+    "origin_allowed": "gateway.http.cors",
     "parse_retry_after": "gateway.kit.http_delivery",
     "products_of": "gateway.kit.mapping",
     "read_body": "gateway.http.app",
@@ -158,6 +171,7 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "Arrival",
     "BatchDefaults",
+    "BudgetExceeded",
     "Candidate",
     "Checked",
     "ComponentConfig",
@@ -192,15 +206,21 @@ __all__ = [
     "ThrottledWarning",
     "Verdict",
     "__version__",
+    "add_cors_headers",
     "basic_auth_user",
+    "budget_enforceable",
+    "call_within",
+    "cors_headers",
     "decoded_body",
     "epoch_ms",
     "error_response",
     "hookimpl",
     "integration_options",
     "json_response",
+    "load_callable",
     "message_time_ms",
     "number",
+    "origin_allowed",
     "parse_retry_after",
     "products_of",
     "read_body",

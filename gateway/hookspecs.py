@@ -41,6 +41,10 @@ def gateway_source_types() -> Sequence[SourceType]:
     plainest, most frequent requests are then offered to it first, straight from ASGI, and
     whatever it declines reaches its routes unchanged.
 
+    Input a source type cannot turn into messages now (a webhook whose function failed) it
+    keeps with ``Ingest.keep_raw``; an operator's redrive hands it back to the type's
+    ``redrive`` callable, and the core stores what that returns (see :class:`gateway.SourceType`).
+
     :returns: A list of :class:`gateway.SourceType`.
     """
     raise NotImplementedError

@@ -7,11 +7,15 @@ server fields (messageId, receivedAt, skew-corrected timestamp, context.ip), the
 limit, suppression, privacy at ingest, the source's filters, and the durable append. The source
 answers its client from what the core says was accepted and rejected, and only with a 2xx once
 :meth:`Ingest.store` returned: that is when the messages are durable.
+
+Input a source type cannot turn into messages now but could later (a webhook whose function
+raised) is not lost: :meth:`Ingest.keep_raw` keeps it as a raw dead letter of the source, and an
+operator's redrive hands it back to :attr:`SourceType.redrive`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -243,6 +247,22 @@ class Ingest(Protocol):
         read), so ``gateway_messages_rejected_total`` covers every refusal."""
         ...
 
+    async def keep_raw(self, source: Source, payload: bytes, arrival: Arrival, error: str) -> None:
+        """Keep input the source could not turn into messages (a webhook its function failed
+        on) as a dead letter of the source, stage ``raw``, durably: ``payload`` whole (bytes
+        the source type chooses: all its ``redrive`` will get back), with ``arrival``.
+
+        The source's books count it as one ``dead_lettered`` message until it is redriven;
+        then the messages it becomes are booked where they go instead, so the audit stays
+        exact. ``gateway dead-letters redrive`` (``--destination source:<id>``) hands it to
+        the source type's :attr:`SourceType.redrive`. Keep no credentials in it (signature
+        headers, tokens): dead letters are listed to operators.
+
+        Raises:
+            LogUnavailableError: nothing was kept (answer 503 so the sender retries).
+        """
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class SourceType:
@@ -258,6 +278,14 @@ class SourceType:
         fast_path: Optional: builds a :class:`gateway.FastPath` that answers this source type's
             hottest plain requests without the web framework; whatever it declines goes to the
             blueprint's routes.
+        redrive: Optional, for a source type that keeps raw input with :meth:`Ingest.keep_raw`:
+            ``await redrive(ingest, source, payload)`` turns a raw letter's payload into
+            candidates again (after the operator fixed what failed), called by the core when
+            an operator redrives the letter. The core checks them with the letter's original
+            arrival and stores them in one commit that also takes the letter out of the dead
+            letters and out of the books' ``dead_lettered``. All or nothing: if it raises
+            (say, the function still fails), or the core rejects any candidate it returns,
+            nothing is stored and the letter is held again with that error.
     """
 
     name: str
@@ -265,3 +293,4 @@ class SourceType:
     blueprint: Callable[[Ingest], Blueprint]
     description: str = ""
     fast_path: Callable[[Ingest], FastPath] | None = None
+    redrive: Callable[[Ingest, Source, bytes], Awaitable[Sequence[Candidate]]] | None = None

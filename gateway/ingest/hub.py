@@ -41,8 +41,9 @@ from gateway.errors import RateLimitedError
 from gateway.ingest.candidates import BATCH_LIMIT_EXCEEDED, candidate_message, defaults_bytes, open_batch
 from gateway.ingest.inventory import FieldInventory
 from gateway.ingest.ratelimit import RateLimits
+from gateway.ingest.raw import raw_letter_body
 from gateway.ingest.sources import SourceDirectory
-from gateway.log import Entry, IngestLog, SourceLetter, source_letters
+from gateway.log import RAW_STAGE, Entry, IngestLog, SourceLetter, source_letters
 from gateway.messages import (
     NO_DEFAULTS,
     Arrival,
@@ -151,6 +152,12 @@ class IngestHub:
 
     def count_rejected(self, code: str, count: int = 1) -> None:
         self.metrics.rejected.labels(code).inc(count)
+
+    async def keep_raw(self, source: Source, payload: bytes, arrival: Arrival, error: str) -> None:
+        letter = SourceLetter(source_letters(source.id), source.id, raw_letter_body(payload, arrival), error, RAW_STAGE)
+        # Booked as one dead-lettered message, in the commit that keeps it (see SourceType.redrive).
+        await self.log.append((), letters=[letter], tally={(source.id, DEAD_LETTERED): 1})
+        self.metrics.filtered.labels("source", source.id, "raw_dead_lettered").inc()
 
     # -- checking ----------------------------------------------------------------------------
 

@@ -27,12 +27,14 @@ class Entry(msgspec.Struct, frozen=True, array_like=True):
 
 
 class SourceLetter(msgspec.Struct, frozen=True):
-    """A message a source's filter failed on, to keep as a dead letter (it is never stored)."""
+    """A message a source's filter failed on (stage ``source``), or raw input the source type
+    could not turn into messages (stage ``raw``), to keep as a dead letter (it is never stored)."""
 
     destination: str  # source_letters(source)
     source: str
     body: bytes
     error: str
+    stage: str = "source"
 
 
 class AppendResult(msgspec.Struct, frozen=True):
@@ -44,9 +46,11 @@ class AppendResult(msgspec.Struct, frozen=True):
 
 #: Stages a dead letter comes from: ``send`` (the destination refused the batch: redrive sends
 #: the stored body as it is), ``filter`` (a destination filter failed on it: redrive runs the
-#: destination's filters again, then sends) and ``source`` (a source filter failed on it before
-#: it was stored: redrive runs the source's filters again, then stores it).
-SEND_STAGE, FILTER_STAGE, SOURCE_STAGE = "send", "filter", "source"
+#: destination's filters again, then sends), ``source`` (a source filter failed on it before
+#: it was stored: redrive runs the source's filters again, then stores it) and ``raw`` (input a
+#: source type could not turn into messages, such as a webhook its function failed on: redrive
+#: hands it back to the source type's ``redrive``, then checks and stores what that gives).
+SEND_STAGE, FILTER_STAGE, SOURCE_STAGE, RAW_STAGE = "send", "filter", "source", "raw"
 
 
 def source_letters(source_id: str) -> str:

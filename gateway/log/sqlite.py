@@ -33,7 +33,6 @@ from gateway.config import LogConfig
 from gateway.errors import LogUnavailableError
 from gateway.log import (
     SEND_STAGE,
-    SOURCE_STAGE,
     AppendResult,
     BacklogInfo,
     DeadLetter,
@@ -473,7 +472,7 @@ class SQLiteLog:
                 if waiter.letters:
                     cur.executemany(
                         _ADD_DEAD_LETTER,
-                        [(x.destination, 0, x.source, x.body, x.error, 1, now, SOURCE_STAGE) for x in waiter.letters],
+                        [(x.destination, 0, x.source, x.body, x.error, 1, now, x.stage) for x in waiter.letters],
                     )
                 results.append(AppendResult(stored=stored, duplicates=len(waiter.entries) - stored))
             hour = now // 3_600_000

@@ -234,6 +234,7 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
             {
                 "balanced": report.balanced,
                 "destinations": [{**_struct_dict(d), "unaccounted": d.unaccounted} for d in report.destinations],
+                "sources": [{**_struct_dict(s), "received": s.received} for s in report.sources],
             }
         )
 

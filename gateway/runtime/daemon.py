@@ -665,7 +665,9 @@ async def serve_gateway(
         nursery.start_soon(_every, CHECKPOINT_INTERVAL_SECS, "checkpoint", ingest_log.checkpoint)
         nursery.start_soon(_every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(gateway.cursor_holders()))
         nursery.start_soon(_every, INVENTORY_FLUSH_SECS, "inventory", gateway.flush_inventory)
-        nursery.start_soon(_every, REDRIVE_POLL_SECS, "source_redrive", lambda: redrive_source_letters(gateway.hub))
+        nursery.start_soon(
+            _every, REDRIVE_POLL_SECS, "source_redrive", lambda: redrive_source_letters(gateway.hub, registry.sources)
+        )
         if watch:
             await nursery.start(watch_for_reloads, gateway, sighups)
         log.info(

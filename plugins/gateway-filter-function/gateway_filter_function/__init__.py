@@ -17,17 +17,23 @@ runs the event through the filters again (fix the function, reload the config, r
 
 from __future__ import annotations
 
-import importlib
-import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 import structlog
 
-from gateway import ComponentConfig, Filter, FilterContext, FilterType, Verdict, hookimpl
-from gateway_filter_function.budget import BudgetExceeded, call_within, enforceable
+from gateway import (
+    BudgetExceeded,
+    ComponentConfig,
+    Filter,
+    FilterContext,
+    FilterType,
+    Verdict,
+    budget_enforceable,
+    call_within,
+    hookimpl,
+    load_callable,
+)
 
 log = structlog.get_logger("gateway_filter_function")
 
@@ -40,39 +46,6 @@ ERROR_REASON = "function_error"
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
-
-
-def load_callable(spec: str, path: str | None = None) -> Callable[..., Any]:
-    """Import ``module:attribute`` (from ``path`` first, when given). A module that lives in
-    ``path`` is imported afresh each time, so a config reload picks up an edited function;
-    others (installed packages, the standard library) are imported once.
-
-    Raises:
-        ValueError: a bad spec, a module that fails to import, or an attribute that is missing
-            or not callable (the message says which).
-    """
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValueError(f"function: {spec!r} is not 'module:callable'")
-    folder = str(Path(path).resolve()) if path is not None else None
-    if folder is not None and folder not in sys.path:
-        sys.path.insert(0, folder)
-    try:
-        module = sys.modules.get(module_name)
-        if module is None:
-            module = importlib.import_module(module_name)
-        elif folder is not None and str(getattr(module, "__file__", "")).startswith(folder + "/"):
-            module = importlib.reload(module)  # the operator's own module: pick up their edits
-    except Exception as error:
-        raise ValueError(f"function: cannot import {module_name!r}: {type(error).__name__}: {error}") from None
-    target: Any = module
-    for part in attribute.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise ValueError(f"function: {module_name!r} has no {attribute!r}")
-    if not callable(target):
-        raise ValueError(f"function: {spec!r} is not callable")
-    return target  # type: ignore[no-any-return]
 
 
 class FunctionConfig(ComponentConfig, frozen=True, kw_only=True):
@@ -110,7 +83,7 @@ class FunctionFilter(Filter):
         self._budget_secs = config.budget_ms / 1000
         self._args: tuple[Any, ...] = (config.settings,) if config.settings is not None else ()
         self.passed = self.dropped = self.failed = 0
-        if not enforceable():
+        if not budget_enforceable():
             log.warning("function_budget_not_enforced", function=config.function, reason="not on the main thread")
 
     def statistics(self) -> dict[str, int]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, g, request
 
-from gateway import Arrival, Ingest, Source, basic_auth_user, error_response
+from gateway import Arrival, Ingest, Source, add_cors_headers, basic_auth_user, error_response, origin_allowed
 
 from ._config import TYPE_NAME
-from ._cors import add_cors_headers, origin_allowed
 
 
 class Refused(Exception):

@@ -24,13 +24,14 @@ from gateway import (
     Invalid,
     RateLimitedError,
     Source,
+    cors_headers,
     decoded_body,
+    origin_allowed,
     send_json,
     write_key_of,
 )
 
 from ._common import Refused, Routes
-from ._cors import cors_headers, origin_allowed
 from ._tracking import TYPE_BY_LETTER
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]

@@ -1,4 +1,5 @@
-"""CORS for browsers: which origins a source accepts, and the headers every answer carries.
+"""CORS for browsers, for every source type that browsers post to (the tracking API,
+RudderStack's SDK): which origins a source accepts, and the headers every answer carries.
 
 Browsers preflight every analytics.js POST (it sends ``Authorization``), re-preflight retries
 with ``x-retry-count``, and treat an answer without ``Access-Control-Allow-Origin`` as a failure

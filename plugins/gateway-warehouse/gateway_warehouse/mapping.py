@@ -1,0 +1,585 @@
+"""From messages to warehouse rows: Segment's tables and columns (segment-api.md §9).
+
+:class:`Mapper` turns a batch of messages into a :class:`Load`: per schema (one per source, by
+default), the rows of each table, the columns each table needs added, and the discards. It is
+pure: no I/O, so every engine shares it and tests can run it alone.
+
+Tables: ``identifies`` (+ ``users``, latest traits per user), ``tracks`` (+ one table per event),
+``pages``, ``screens``, ``groups`` (+ ``accounts``, latest traits per group), ``aliases``, and
+``discards``. Columns: the standard ones of each table (``id`` = messageId, ``received_at``,
+``sent_at``, ``timestamp``, ``original_timestamp``, ``uuid_ts``, ...), ``context`` flattened under
+``context_``, and properties or traits as un-prefixed columns. Objects are flattened with ``_``,
+arrays are JSON text. A property whose column would be a standard column, or start with
+``context_``, gets a leading ``_`` (Segment's Redshift rule: nothing is dropped).
+
+Nothing is lost: a value without a usable name (an empty or non-ASCII key), past the table's
+column limit, whose column another key of the same message already took, or that does not fit
+its column's type (:mod:`gateway_warehouse.types`) leaves NULL in its row and one row in
+``discards`` (table, column, row id, value as text, reason, received_at), counted by reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from gateway_warehouse.naming import Dialect, snakecase
+from gateway_warehouse.types import NO_FIT, ColumnType, convert, infer, to_text
+
+__all__ = [
+    "DISCARDS",
+    "STANDARD_TABLES",
+    "Load",
+    "Mapper",
+    "Schema",
+    "SchemaLoad",
+    "Selection",
+    "TableLoad",
+    "standard_columns",
+]
+
+#: A schema as the warehouse has it: table -> column -> type, in column order.
+Schema = dict[str, dict[str, ColumnType]]
+
+S, TS = ColumnType.STRING, ColumnType.TIMESTAMP
+_COMMON = {
+    "id": S,
+    "anonymous_id": S,
+    "user_id": S,
+    "received_at": TS,
+    "sent_at": TS,
+    "timestamp": TS,
+    "original_timestamp": TS,
+    "uuid_ts": TS,
+}
+# Standard columns per call type: message field -> column (segment-api.md §9.2).
+_FIELDS = {
+    "messageId": "id",
+    "anonymousId": "anonymous_id",
+    "userId": "user_id",
+    "receivedAt": "received_at",
+    "sentAt": "sent_at",
+    "timestamp": "timestamp",
+    "originalTimestamp": "original_timestamp",
+}
+_EXTRA_FIELDS: dict[str, dict[str, str]] = {
+    "track": {"event": "event_text"},  # `event` is the table's name, set apart
+    "page": {"name": "name", "category": "category"},
+    "screen": {"name": "name", "category": "category"},
+    "group": {"groupId": "group_id"},
+    "alias": {"previousId": "previous_id"},
+    "identify": {},
+}
+_EXTRA_COLUMNS: dict[str, dict[str, ColumnType]] = {
+    "track": {"event": S, "event_text": S},
+    "page": {"name": S, "category": S},
+    "screen": {"name": S, "category": S},
+    "group": {"group_id": S},
+    "alias": {"previous_id": S},
+    "identify": {},
+}
+_OBJECT_COLUMNS = {"id": S, "received_at": TS, "uuid_ts": TS}
+#: The discards table: one row per value that could not be loaded where it belonged.
+DISCARDS = "discards"
+_DISCARD_COLUMNS = {
+    "table_name": S,
+    "column_name": S,
+    "row_id": S,
+    "user_id": S,
+    "value": S,
+    "reason": S,
+    "received_at": TS,
+    "uuid_ts": TS,
+}
+_TABLE_OF_TYPE = {
+    "identify": "identifies",
+    "track": "tracks",
+    "page": "pages",
+    "screen": "screens",
+    "group": "groups",
+    "alias": "aliases",
+}
+#: Tables the library makes; an event table that would take one of these names gets a ``_``.
+STANDARD_TABLES = frozenset({*_TABLE_OF_TYPE.values(), "users", "accounts", DISCARDS})
+_PAYLOAD = {"identify": "traits", "group": "traits", "track": "properties", "page": "properties", "screen": "properties"}
+_SEP = "\x1f"  # joins raw key paths in caches (never in a name: snakecase drops it)
+_MAX_CACHED_NAMES = 100_000
+
+
+def standard_columns(table: str) -> dict[str, ColumnType]:
+    """The standard columns of ``table`` (an event table: those of ``tracks``)."""
+    if table == DISCARDS:
+        return dict(_DISCARD_COLUMNS)
+    if table in ("users", "accounts"):
+        return dict(_OBJECT_COLUMNS)
+    call = next((call for call, name in _TABLE_OF_TYPE.items() if name == table), "track")
+    return {**_COMMON, **_EXTRA_COLUMNS[call]}
+
+
+class Selection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Selective sync: which tables (or which columns of a table) are loaded. Give ``include``
+    (only these) or ``exclude`` (all but these), by their names in the warehouse."""
+
+    include: list[str] | None = None
+    exclude: list[str] = []
+
+    def __post_init__(self) -> None:
+        if self.include is not None and self.exclude:
+            raise ValueError("give include or exclude, not both")
+
+    def allows(self, name: str) -> bool:
+        if self.include is not None:
+            return name in self.include
+        return name not in self.exclude
+
+
+@dataclass
+class TableLoad:
+    """One table's part of a load.
+
+    Attributes:
+        name: The table.
+        key: The column that identifies a row (``id``; ``row_id`` in ``discards``).
+        merge: ``replace``: rows whose key is loaded again are replaced (delete by key, then
+            insert). ``latest``: ``users`` and ``accounts``; per column, the newest non-null
+            value by ``received_at`` wins, over the row in the warehouse too.
+        columns: The columns this load writes, with their types, in table order.
+        added: Columns the table lacks (all of them when ``created``): add them first.
+        created: The table does not exist yet.
+        all_columns: Every column the table has once this load is written, in order (a merge
+            of ``latest`` rows carries the ones this load does not write over).
+        rows: One dict per row (column -> value; a missing column is NULL), one per key.
+    """
+
+    name: str
+    key: str
+    merge: str
+    columns: dict[str, ColumnType] = field(default_factory=dict)
+    added: dict[str, ColumnType] = field(default_factory=dict)
+    created: bool = False
+    all_columns: list[str] = field(default_factory=list)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def values(self, column: str) -> list[Any]:
+        """The column's values, row by row (None for NULL)."""
+        return [row.get(column) for row in self.rows.values()]
+
+    def tuples(self) -> list[tuple[Any, ...]]:
+        """The rows as tuples in the order of :attr:`columns`."""
+        names = list(self.columns)
+        return [tuple(row.get(name) for name in names) for row in self.rows.values()]
+
+
+@dataclass
+class SchemaLoad:
+    """What one load writes into one schema (one source's, by default)."""
+
+    schema: str
+    created: bool
+    tables: dict[str, TableLoad] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(len(table.rows) for table in self.tables.values())
+
+
+@dataclass
+class Load:
+    """What one batch becomes: the rows for each schema, and what happened on the way.
+
+    Attributes:
+        schemas: Per schema, its tables' rows (tables with no rows are left out).
+        messages: Messages mapped.
+        first_seq: The first log position of the batch.
+        last_seq: The last log position of the batch.
+        uuid_ts: The load's time, written into every row's ``uuid_ts``.
+        counts: What was counted, by reason: ``type_mismatch``, ``column_limit``,
+            ``no_column_name``, ``name_collision``, ``value_too_long``, ``unsupported_type``,
+            ``excluded``...; ``discards`` is their total of rows in ``discards``.
+        notes: Per ``table.column``, reasons and how many values each, for the log.
+        newest_received_at: The latest ``receivedAt`` in the batch (for the lag).
+    """
+
+    schemas: list[SchemaLoad]
+    messages: int
+    first_seq: int
+    last_seq: int
+    uuid_ts: datetime
+    counts: Counter[str] = field(default_factory=Counter)
+    notes: dict[str, Counter[str]] = field(default_factory=dict)
+    newest_received_at: datetime | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(schema.rows for schema in self.schemas)
+
+    @property
+    def discards(self) -> int:
+        return self.counts["discards"]
+
+
+class _SchemaState:
+    """The column types of one schema while a load is mapped: the warehouse's, plus what this
+    load adds."""
+
+    def __init__(self, name: str, existing: Schema | None) -> None:
+        self.existing = existing or {}
+        self.load = SchemaLoad(schema=name, created=existing is None)
+        self.types: Schema = {table: dict(columns) for table, columns in self.existing.items()}
+
+    def table(self, name: str, key: str, merge: str) -> TableLoad:
+        table = self.load.tables.get(name)
+        if table is None:
+            table = self.load.tables[name] = TableLoad(name, key, merge, created=name not in self.existing)
+            types = self.types.setdefault(name, {})
+            for column, column_type in standard_columns(name).items():
+                if column not in types:
+                    types[column] = column_type
+                    table.added[column] = column_type
+        return table
+
+
+class Mapper:
+    """Maps batches of messages to :class:`Load` s for one destination. Keep one per
+    destination: it caches names (bounded) between batches.
+
+    Args:
+        dialect: The engine's naming rules and limits.
+        schema: The schema every source loads into, or None: one per source, named after the
+            source id (snake-cased).
+        collections: Which tables to load (by their warehouse names).
+        properties: Per table, which of its columns to load.
+        max_columns: Columns per table past which values go to ``discards`` (default: the
+            dialect's).
+    """
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        *,
+        schema: str | None = None,
+        collections: Selection | None = None,
+        properties: Mapping[str, Selection] | None = None,
+        max_columns: int | None = None,
+    ) -> None:
+        self.dialect = dialect
+        self._schema = schema
+        self._collections = collections or Selection()
+        self._properties = dict(properties or {})
+        self.max_columns = max_columns or dialect.max_columns
+        self._names: dict[tuple[str, str], str | None] = {}
+        self._tables: dict[str, str] = {}
+        self._schemas: dict[str, str] = {}
+        self._decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+    # -- naming --------------------------------------------------------------------------
+
+    def schema_name(self, source: str) -> str:
+        """The schema a source's messages load into."""
+        name = self._schemas.get(source)
+        if name is None:
+            base = self._schema if self._schema is not None else source
+            name = self._schemas[source] = self.dialect.identifier(snakecase(base) or "source")
+        return name
+
+    def event_table(self, event: str) -> str:
+        """The table of a track event: its snake-cased name (``Order Completed`` →
+        ``order_completed``); one that is a standard table's gets a ``_``; one with no ASCII
+        letter or digit is named ``event_`` and a hash of the name."""
+        table = self._tables.get(event)
+        if table is None:
+            name = snakecase(event)
+            if not name:
+                name = "event_" + hashlib.sha1(event.encode()).hexdigest()[:8]
+            elif name in STANDARD_TABLES:
+                name = "_" + name
+            if len(self._tables) >= _MAX_CACHED_NAMES:
+                self._tables.clear()
+            table = self._tables[event] = self.dialect.identifier(name)
+        return table
+
+    def column_name(self, call: str, path: Sequence[str]) -> str | None:
+        """The column of a property or trait at ``path`` (its keys from ``properties`` or
+        ``traits`` down) in tables of ``call`` (``track``, ``identify``, ``users``...), or None
+        when a key of the path has no ASCII letter or digit (an empty key, say)."""
+        return self._column(call, _SEP.join(path))
+
+    def _column(self, call: str, raw: str) -> str | None:
+        cache_key = (call, raw)
+        if cache_key in self._names:
+            return self._names[cache_key]
+        parts = raw.split(_SEP)
+        name: str | None
+        if not all(snakecase(part) for part in parts):
+            name = None
+        elif call == "context":
+            name = self.dialect.identifier(snakecase("_".join(["context", *parts])))
+        else:
+            name = snakecase("_".join(parts))
+            if name in _reserved_columns(call) or name.startswith("context_"):
+                name = "_" + name
+            name = self.dialect.identifier(name)
+        if len(self._names) >= _MAX_CACHED_NAMES:
+            self._names.clear()
+        self._names[cache_key] = name
+        return name
+
+    # -- mapping -------------------------------------------------------------------------
+
+    def map(
+        self,
+        batch: Iterable[tuple[int, str, bytes]],
+        schemas: Mapping[str, Schema | None],
+        *,
+        now: datetime | None = None,
+    ) -> Load:
+        """Map ``batch`` (``(seq, source, JSON body)`` per message, in log order) against the
+        warehouse's ``schemas`` (by schema name; None or absent: the schema does not exist).
+        Use :meth:`schema_name` to know which schemas a batch touches."""
+        uuid_ts = now or datetime.now(UTC)
+        states: dict[str, _SchemaState] = {}
+        load = Load(schemas=[], messages=0, first_seq=0, last_seq=0, uuid_ts=uuid_ts)
+        for seq, source, body in batch:
+            if not load.messages:
+                load.first_seq = seq
+            load.last_seq = seq
+            load.messages += 1
+            name = self.schema_name(source)
+            state = states.get(name)
+            if state is None:
+                state = states[name] = _SchemaState(name, schemas.get(name))
+            try:
+                message = self._decode(body)
+            except msgspec.DecodeError:
+                load.counts["undecodable"] += 1
+                continue
+            _Message(self, state, load, message).map()
+        load.schemas = [state.load for state in states.values() if state.load.tables]
+        for schema in load.schemas:
+            for table in schema.tables.values():
+                types = states[schema.schema].types[table.name]
+                table.columns = {column: types[column] for column in types if column in table.columns}
+                table.all_columns = list(types)
+        return load
+
+
+def _reserved_columns(call: str) -> frozenset[str]:
+    found = _RESERVED.get(call)
+    if found is None:
+        found = _RESERVED[call] = frozenset(standard_columns(_TABLE_OF_TYPE.get(call, call)))
+    return found
+
+
+_RESERVED: dict[str, frozenset[str]] = {}
+
+
+class _Message:
+    """Maps one message into its rows (a helper of :meth:`Mapper.map`)."""
+
+    __slots__ = ("call", "id", "load", "mapper", "message", "received_at", "state", "user_id")
+
+    def __init__(self, mapper: Mapper, state: _SchemaState, load: Load, message: dict[str, Any]) -> None:
+        self.mapper = mapper
+        self.state = state
+        self.load = load
+        self.message = message
+        self.call = message.get("type")
+        self.id = to_text(message.get("messageId", ""))
+        user_id = message.get("userId")
+        self.user_id = None if user_id is None else to_text(user_id)
+        self.received_at: datetime | None = None
+
+    def map(self) -> None:
+        call, message, load = self.call, self.message, self.load
+        if call not in _TABLE_OF_TYPE:
+            load.counts["unsupported_type"] += 1
+            return
+        received = convert(message.get("receivedAt"), TS)
+        self.received_at = None if received is NO_FIT else received
+        if self.received_at is not None and (
+            load.newest_received_at is None or self.received_at > load.newest_received_at
+        ):
+            load.newest_received_at = self.received_at
+        table_name = _TABLE_OF_TYPE[call]
+        common: dict[str, Any] = {"uuid_ts": load.uuid_ts}
+        for field_name, column in _FIELDS.items():
+            value = message.get(field_name)
+            if value is not None:
+                common[column] = value
+        for field_name, column in _EXTRA_FIELDS[call].items():
+            value = message.get(field_name)
+            if value is not None:
+                common[column] = value
+        context = message.get("context")
+        leaves: list[tuple[str, Any]] = []
+        if isinstance(context, dict):
+            _flatten(context, "", leaves)
+
+        if call == "track":
+            event = message.get("event")
+            event_table = self.mapper.event_table(to_text(event) if event is not None else "")
+            common["event"] = event_table
+            if self.mapper.dialect.tracks_table:
+                self._row(table_name, "track", common, leaves, ())
+            properties = message.get("properties")
+            props: list[tuple[str, Any]] = []
+            if isinstance(properties, dict):
+                _flatten(properties, "", props)
+            self._row(event_table, "track", common, leaves, props)
+            return
+        payload_key = _PAYLOAD.get(call)
+        payload: list[tuple[str, Any]] = []
+        if payload_key is not None:
+            value = message.get(payload_key)
+            if isinstance(value, dict):
+                _flatten(value, "", payload)
+        self._row(table_name, call, common, leaves, payload)
+        if not self.mapper.dialect.object_tables:
+            return
+        if call == "identify" and self.user_id:
+            self._object("users", self.user_id, payload)
+        elif call == "group" and message.get("groupId") is not None:
+            self._object("accounts", to_text(message["groupId"]), payload)
+
+    def _allowed(self, table: str) -> bool:
+        if self.mapper._collections.allows(table):
+            return True
+        self.load.counts["excluded"] += 1
+        return False
+
+    def _row(
+        self,
+        table_name: str,
+        call: str,
+        common: dict[str, Any],
+        context: list[tuple[str, Any]],
+        payload: Sequence[tuple[str, Any]],
+    ) -> None:
+        if not self._allowed(table_name):
+            return
+        table = self.state.table(table_name, "id", "replace")
+        row: dict[str, Any] = {}
+        selection = self.mapper._properties.get(table_name)
+        for column, value in common.items():
+            self._put(table, row, column, value, column, selection=None)
+        for raw, value in context:
+            self._put(table, row, self.mapper._column("context", raw), value, "context" + _SEP + raw, selection)
+        origin = _PAYLOAD.get(call, "properties") + _SEP
+        for raw, value in payload:
+            self._put(table, row, self.mapper._column(call, raw), value, origin + raw, selection)
+        table.rows[self.id] = row  # the same id again (a replay): the last one wins
+
+    def _object(self, table_name: str, key: str, payload: Sequence[tuple[str, Any]]) -> None:
+        if not self._allowed(table_name):
+            return
+        table = self.state.table(table_name, "id", "latest")
+        row: dict[str, Any] = {}
+        selection = self.mapper._properties.get(table_name)
+        self._put(table, row, "id", key, "id", selection=None)
+        self._put(table, row, "uuid_ts", self.load.uuid_ts, "uuid_ts", selection=None)
+        if self.received_at is not None:
+            row["received_at"] = self.received_at
+            table.columns["received_at"] = TS
+        for raw, value in payload:
+            self._put(table, row, self.mapper._column("users", raw), value, "traits" + _SEP + raw, selection)
+        earlier = table.rows.get(key)
+        if earlier is not None:  # the same user twice in a batch: the newest non-null values win
+            if (earlier.get("received_at") or _EPOCH) > (self.received_at or _EPOCH):
+                row, earlier = earlier, row
+            row = {**earlier, **row}
+        table.rows[key] = row
+
+    def _put(
+        self,
+        table: TableLoad,
+        row: dict[str, Any],
+        column: str | None,
+        value: Any,
+        raw: str,
+        selection: Selection | None,
+    ) -> None:
+        if column is None:
+            self._discard(table.name, raw.replace(_SEP, "."), value, "no_column_name")
+            return
+        if selection is not None and not selection.allows(column):
+            return
+        types = self.state.types[table.name]
+        column_type = types.get(column)
+        if column_type is None:
+            if len(types) >= self.mapper.max_columns:
+                self._discard(table.name, column, value, "column_limit")
+                return
+            column_type = types[column] = infer(value)
+            table.added[column] = column_type
+        if column_type is S and type(value) is str:
+            converted: Any = value
+        elif column_type is TS and type(value) is datetime:
+            converted = value
+        else:
+            converted = convert(value, column_type)
+            if converted is NO_FIT:
+                self._discard(table.name, column, value, "type_mismatch")
+                return
+        if type(converted) is str:
+            if not self._text_fits(converted):
+                self._discard(table.name, column, value, "value_too_long")
+                return
+            if "\x00" in converted and not self.mapper.dialect.text_allows_nul:
+                self._discard(table.name, column, value, "nul_character")
+                return
+        if column in row:
+            self._discard(table.name, column, value, "name_collision")
+            return
+        row[column] = converted
+        table.columns[column] = column_type
+
+    def _text_fits(self, text: str) -> bool:
+        dialect = self.mapper.dialect
+        if dialect.max_string_bytes is not None and len(text) * 4 > dialect.max_string_bytes:
+            return len(text.encode()) <= dialect.max_string_bytes
+        return True
+
+    def _discard(self, table: str, column: str, value: Any, reason: str) -> None:
+        load = self.load
+        load.counts[reason] += 1
+        load.counts["discards"] += 1
+        load.notes.setdefault(f"{table}.{column}", Counter())[reason] += 1
+        discards = self.state.table(DISCARDS, "row_id", "replace")
+        text = to_text(value)
+        if "\x00" in text:  # engines that cannot hold NUL in text still get the value, escaped
+            text = msgspec.json.encode(text).decode()
+        row = {
+            "table_name": table,
+            "column_name": column,
+            "row_id": self.id,
+            "user_id": self.user_id,
+            "value": text,
+            "reason": reason,
+            "received_at": self.received_at,
+            "uuid_ts": load.uuid_ts,
+        }
+        for name in row:
+            discards.columns[name] = _DISCARD_COLUMNS[name]
+        # Keyed by row id, column and position: one message may discard several values.
+        discards.rows[f"{self.id}{_SEP}{table}{_SEP}{column}{_SEP}{len(discards.rows)}"] = row
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _flatten(obj: dict[str, Any], prefix: str, out: list[tuple[str, Any]]) -> None:
+    """The leaves of ``obj`` as (raw path, value): nested objects walked (keys joined by
+    ``_SEP``), arrays kept whole (their column holds JSON text), nulls left out."""
+    for key, value in obj.items():
+        path = f"{prefix}{_SEP}{key}" if prefix else key
+        if type(value) is dict:
+            if value:
+                _flatten(value, path, out)
+        elif value is not None:
+            out.append((path, value))

@@ -419,7 +419,7 @@ class _Message:
         context = message.get("context")
         leaves: list[tuple[str, Any]] = []
         if isinstance(context, dict):
-            _flatten(context, "", leaves)
+            _flatten(context, None, leaves)
 
         if call == "track":
             event = message.get("event")
@@ -430,7 +430,7 @@ class _Message:
             properties = message.get("properties")
             props: list[tuple[str, Any]] = []
             if isinstance(properties, dict):
-                _flatten(properties, "", props)
+                _flatten(properties, None, props)
             self._row(event_table, "track", common, leaves, props)
             return
         payload_key = _PAYLOAD.get(call)
@@ -438,7 +438,7 @@ class _Message:
         if payload_key is not None:
             value = message.get(payload_key)
             if isinstance(value, dict):
-                _flatten(value, "", payload)
+                _flatten(value, None, payload)
         self._row(table_name, call, common, leaves, payload)
         if not self.mapper.dialect.object_tables:
             return
@@ -552,7 +552,7 @@ class _Message:
         load.notes.setdefault(f"{table}.{column}", Counter())[reason] += 1
         discards = self.state.table(DISCARDS, "row_id", "replace")
         text = to_text(value)
-        if "\x00" in text:  # engines that cannot hold NUL in text still get the value, escaped
+        if not self.mapper.dialect.text_allows_nul and "\x00" in text:  # kept, JSON-escaped
             text = msgspec.json.encode(text).decode()
         row = {
             "table_name": table,
@@ -573,11 +573,11 @@ class _Message:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _flatten(obj: dict[str, Any], prefix: str, out: list[tuple[str, Any]]) -> None:
+def _flatten(obj: dict[str, Any], prefix: str | None, out: list[tuple[str, Any]]) -> None:
     """The leaves of ``obj`` as (raw path, value): nested objects walked (keys joined by
     ``_SEP``), arrays kept whole (their column holds JSON text), nulls left out."""
     for key, value in obj.items():
-        path = f"{prefix}{_SEP}{key}" if prefix else key
+        path = key if prefix is None else f"{prefix}{_SEP}{key}"
         if type(value) is dict:
             if value:
                 _flatten(value, path, out)

@@ -231,6 +231,7 @@ class WarehouseDestination(Destination):
         started = time.monotonic()
         loader, mapper = self._ready(), self.mapper()
         names = sorted({mapper.schema_name(source) for _, source, _ in batch})
+        log.info("warehouse_load_started", destination=self.id, messages=len(batch), first_seq=batch[0][0])
         existing = loader.read_schemas(names)
         load = mapper.map(batch, existing)
         if load.rows:

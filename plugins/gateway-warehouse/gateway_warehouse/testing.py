@@ -280,3 +280,107 @@ def _same(got: Any, want: Any) -> bool:
     if isinstance(want, bool) or isinstance(got, bool):
         return type(got) is type(want) and got == want
     return bool(got == want)
+
+
+# -- kill -9 during loads ----------------------------------------------------------------------
+
+
+@dataclass
+class CrashRun:
+    """What :func:`load_through_kills` did.
+
+    Attributes:
+        acknowledged: messageIds the gateway acknowledged (the client reported no error).
+        failed: messageIds in batches the client gave up on (they may or may not be stored).
+        kills: How many times the daemon was killed.
+        kills_mid_load: Kills that came after a ``warehouse_load_started`` line and before
+            its ``warehouse_loaded`` (the load was under way, as far as the log tells).
+    """
+
+    acknowledged: set[str]
+    failed: set[str]
+    kills: int
+    kills_mid_load: int
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.005)  # polling an event (a log line), not waiting for one to be likely
+
+
+def _mid_load(lines: list[str]) -> bool:
+    started = max((i for i, line in enumerate(lines) if '"warehouse_load_started"' in line), default=-1)
+    loaded = max((i for i, line in enumerate(lines) if '"warehouse_loaded"' in line), default=-1)
+    return started > loaded
+
+
+def load_through_kills(
+    config_path: Any,
+    admin_url: str,
+    admin_token: str,
+    *,
+    destination: str,
+    messages: int,
+    kills: int,
+    write_key: str = WRITE_KEY,
+) -> CrashRun:
+    """Run the daemon on ``config_path`` (``gateway.testing.GatewayProcess``), send ``messages``
+    track and identify calls with the official client from a thread, ``kill -9`` the daemon
+    ``kills`` times while a load of ``destination`` is under way (watching its log), restart it
+    each time, then flush ``destination`` through the admin API and stop the daemon."""
+    import threading
+    import urllib.request
+
+    from segment.analytics import Client
+
+    from gateway.testing import GatewayProcess
+
+    process = GatewayProcess(config_path)
+    process.start()
+    url = process.url
+    failed: set[str] = set()
+    sent: list[str] = []
+
+    def on_error(error: Exception, batch: list[dict[str, Any]]) -> None:
+        failed.update(message["messageId"] for message in batch)
+
+    def send() -> None:
+        client = Client(write_key, host=url, on_error=on_error, max_retries=30, upload_size=250)
+        for i in range(messages):
+            message_id = f"crash-{i}"
+            sent.append(message_id)
+            if i % 10 == 0:
+                client.identify(f"user-{i % 50}", {"seen": i, "plan": ["free", "pro"][i % 2]}, message_id=message_id)
+            else:
+                client.track(f"user-{i % 50}", ["Clicked", "Viewed Page"][i % 2], {"i": i}, message_id=message_id)
+        client.flush()
+        client.shutdown()
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    mid_load = 0
+    try:
+        for _ in range(kills):
+            _wait(lambda: _mid_load(process.lines), 120, "a load to start")
+            mid_load += _mid_load(process.lines)
+            process.kill()
+            process.start()
+            assert process.url == url, "the daemon came back on another address"
+        sender.join(600)
+        assert not sender.is_alive(), "the client did not finish sending"
+        request = urllib.request.Request(
+            f"{admin_url}/destinations/{destination}/flush?wait_secs=120",
+            method="POST",
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
+        with urllib.request.urlopen(request, timeout=180) as response:
+            answer = json.loads(response.read())
+        assert answer["done"], answer
+    finally:
+        process.kill()
+    return CrashRun(acknowledged=set(sent) - failed, failed=failed, kills=kills, kills_mid_load=mid_load)

@@ -80,3 +80,33 @@ async def test_a_batch_loaded_twice_leaves_one_row_per_message(postgres: Tempora
     assert sorted(r["id"] for r in tables["clicked"]) == ["m1", "m2", "m3", "m4", "m5"]
     assert sorted(r["id"] for r in tables["tracks"]) == ["m1", "m2", "m3", "m4", "m5"]
     assert [(r["id"], r["a"]) for r in tables["users"]] == [("u", 1)]
+
+
+async def test_schema_evolution_type_conflicts_nul_and_deletion(postgres: TemporaryPostgres, tmp_path: Path) -> None:
+    from gateway_destination_postgres import PostgresConfig, _build
+
+    destination = _build(PostgresConfig(dsn=postgres.dsn, schema="evolve"), DestinationContext("wh", tmp_path))
+
+    def record(seq: int, user: str, properties: dict[str, Any]) -> Record:
+        body = {"type": "track", "event": "Bought", "userId": user, "messageId": f"m{seq}",
+                "receivedAt": "2026-01-01T00:00:00Z", "properties": properties}
+        return Record(seq=seq, source="web", body=json.dumps(body).encode())
+
+    async with destination:
+        await destination.send([record(1, "a", {"price": 10, "user": "x"})])
+        await destination.send([record(2, "b", {"price": "NA", "coupon": "C1", "note": "nul\x00here"})])
+        await destination.send([record(3, "a", {"price": 11.0, "when": "2026-02-03T04:05:06+01:00"})])
+        described = await destination.describe()
+        assert await destination.delete_user("a") == 4  # two event rows, two tracks rows
+        status = destination.status()
+    columns = described["schemas"]["evolve"]["bought"]
+    assert (columns["price"], columns["_user"], columns["coupon"], columns["_when"]) == ("integer", "string", "string", "timestamp")
+    assert "note" not in columns  # its only value went to discards
+    tables = read_tables(postgres.dsn, "evolve")
+    assert [(r["id"], r["price"], r["coupon"]) for r in tables["bought"]] == [("m2", None, "C1")]
+    discarded = sorted((r["row_id"], r["column_name"], r["value"], r["reason"]) for r in tables["discards"])
+    assert discarded == [("m2", "note", '"nul\\u0000here"', "nul_character"), ("m2", "price", "NA", "type_mismatch")]
+    assert (status["loads"], status["messages_loaded"], status["discards"]) == (3, 3, 2)
+    with psycopg.connect(postgres.dsn) as conn:
+        [(owner_is_super,)] = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        assert owner_is_super is False

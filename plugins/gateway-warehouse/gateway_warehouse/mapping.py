@@ -511,12 +511,12 @@ class _Message:
             return
         types = self.state.types[table.name]
         column_type = types.get(column)
+        new = column_type is None
         if column_type is None:
             if len(types) >= self.mapper.max_columns:
                 self._discard(table.name, column, value, "column_limit")
                 return
-            column_type = types[column] = infer(value)
-            table.added[column] = column_type
+            column_type = infer(value)
         if column_type is S and type(value) is str:
             converted: Any = value
         elif column_type is TS and type(value) is datetime:
@@ -536,6 +536,8 @@ class _Message:
         if column in row:
             self._discard(table.name, column, value, "name_collision")
             return
+        if new:  # a column is made only for a value that lands in it
+            types[column] = table.added[column] = column_type
         row[column] = converted
         table.columns[column] = column_type
 

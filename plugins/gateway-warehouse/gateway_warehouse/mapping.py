@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from gateway_warehouse.naming import Dialect, snakecase
-from gateway_warehouse.types import NO_FIT, ColumnType, convert, infer, to_text
+from gateway_warehouse.types import NO_FIT, ColumnType, convert, infer, parse_timestamp, to_text
 
 __all__ = [
     "DISCARDS",
@@ -214,10 +214,23 @@ class Load:
     counts: Counter[str] = field(default_factory=Counter)
     notes: dict[str, Counter[str]] = field(default_factory=dict)
     newest_received_at: datetime | None = None
+    _timestamps: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def rows(self) -> int:
         return sum(schema.rows for schema in self.schemas)
+
+    def timestamp(self, text: str) -> Any:
+        """``text`` parsed (a datetime), or ``text`` itself when it is no timestamp. Cached for
+        the load: a batch's messages share their ``receivedAt`` and ``sentAt``."""
+        cache = self._timestamps
+        value = cache.get(text)
+        if value is None:
+            if len(cache) > 10_000:
+                cache.clear()
+            parsed = parse_timestamp(text)
+            value = cache[text] = text if parsed is None else parsed
+        return value
 
     @property
     def discards(self) -> int:
@@ -273,6 +286,7 @@ class Mapper:
         self._collections = collections or Selection()
         self._properties = dict(properties or {})
         self.max_columns = max_columns or dialect.max_columns
+        self._check_text = dialect.max_string_bytes is not None or not dialect.text_allows_nul
         self._names: dict[tuple[str, str], str | None] = {}
         self._tables: dict[str, str] = {}
         self._schemas: dict[str, str] = {}
@@ -400,38 +414,46 @@ class _Message:
         if call not in _TABLE_OF_TYPE:
             load.counts["unsupported_type"] += 1
             return
-        received = convert(message.get("receivedAt"), TS)
-        self.received_at = None if received is NO_FIT else received
+        received = message.get("receivedAt")
+        received = load.timestamp(received) if type(received) is str else None
+        self.received_at = received if type(received) is datetime else None
         if self.received_at is not None and (
             load.newest_received_at is None or self.received_at > load.newest_received_at
         ):
             load.newest_received_at = self.received_at
         table_name = _TABLE_OF_TYPE[call]
-        common: dict[str, Any] = {"uuid_ts": load.uuid_ts}
+        mapper = self.mapper
+        # Standard columns, named once per message (timestamps parsed once: both rows of a
+        # track share them). A value that does not parse stays text: the fill discards it.
+        common: list[tuple[str | None, Any, str]] = [("uuid_ts", load.uuid_ts, "uuid_ts")]
         for field_name, column in _FIELDS.items():
             value = message.get(field_name)
             if value is not None:
-                common[column] = value
+                if type(value) is str and _COMMON[column] is TS:
+                    value = load.timestamp(value)
+                common.append((column, value, column))
         for field_name, column in _EXTRA_FIELDS[call].items():
             value = message.get(field_name)
             if value is not None:
-                common[column] = value
+                common.append((column, value, column))
         context = message.get("context")
         leaves: list[tuple[str, Any]] = []
         if isinstance(context, dict):
             _flatten(context, None, leaves)
+        named_context = [(mapper._column("context", raw), value, raw) for raw, value in leaves]
 
         if call == "track":
             event = message.get("event")
-            event_table = self.mapper.event_table(to_text(event) if event is not None else "")
-            common["event"] = event_table
-            if self.mapper.dialect.tracks_table:
-                self._row(table_name, "track", common, leaves, ())
+            event_table = mapper.event_table(to_text(event) if event is not None else "")
+            common.append(("event", event_table, "event"))
+            if mapper.dialect.tracks_table:
+                self._row(table_name, common, named_context, (), "")
             properties = message.get("properties")
             props: list[tuple[str, Any]] = []
             if isinstance(properties, dict):
                 _flatten(properties, None, props)
-            self._row(event_table, "track", common, leaves, props)
+            named = [(mapper._column("track", raw), value, raw) for raw, value in props]
+            self._row(event_table, common, named_context, named, "properties")
             return
         payload_key = _PAYLOAD.get(call)
         payload: list[tuple[str, Any]] = []
@@ -439,8 +461,9 @@ class _Message:
             value = message.get(payload_key)
             if isinstance(value, dict):
                 _flatten(value, None, payload)
-        self._row(table_name, call, common, leaves, payload)
-        if not self.mapper.dialect.object_tables:
+        named = [(mapper._column(call, raw), value, raw) for raw, value in payload]
+        self._row(table_name, common, named_context, named, payload_key or "")
+        if not mapper.dialect.object_tables:
             return
         if call == "identify" and self.user_id:
             self._object("users", self.user_id, payload)
@@ -456,23 +479,19 @@ class _Message:
     def _row(
         self,
         table_name: str,
-        call: str,
-        common: dict[str, Any],
-        context: list[tuple[str, Any]],
-        payload: Sequence[tuple[str, Any]],
+        common: list[tuple[str | None, Any, str]],
+        context: list[tuple[str | None, Any, str]],
+        payload: Sequence[tuple[str | None, Any, str]],
+        origin: str,
     ) -> None:
         if not self._allowed(table_name):
             return
         table = self.state.table(table_name, "id", "replace")
         row: dict[str, Any] = {}
         selection = self.mapper._properties.get(table_name)
-        for column, value in common.items():
-            self._put(table, row, column, value, column, selection=None)
-        for raw, value in context:
-            self._put(table, row, self.mapper._column("context", raw), value, "context" + _SEP + raw, selection)
-        origin = _PAYLOAD.get(call, "properties") + _SEP
-        for raw, value in payload:
-            self._put(table, row, self.mapper._column(call, raw), value, origin + raw, selection)
+        self._fill(table, row, common, "", None)
+        self._fill(table, row, context, "context", selection)
+        self._fill(table, row, payload, origin, selection)
         table.rows[self.id] = row  # the same id again (a replay): the last one wins
 
     def _object(self, table_name: str, key: str, payload: Sequence[tuple[str, Any]]) -> None:
@@ -481,13 +500,12 @@ class _Message:
         table = self.state.table(table_name, "id", "latest")
         row: dict[str, Any] = {}
         selection = self.mapper._properties.get(table_name)
-        self._put(table, row, "id", key, "id", selection=None)
-        self._put(table, row, "uuid_ts", self.load.uuid_ts, "uuid_ts", selection=None)
+        standard: list[tuple[str | None, Any, str]] = [("id", key, "id"), ("uuid_ts", self.load.uuid_ts, "uuid_ts")]
         if self.received_at is not None:
-            row["received_at"] = self.received_at
-            table.columns["received_at"] = TS
-        for raw, value in payload:
-            self._put(table, row, self.mapper._column("users", raw), value, "traits" + _SEP + raw, selection)
+            standard.append(("received_at", self.received_at, "received_at"))
+        self._fill(table, row, standard, "", None)
+        named = [(self.mapper._column("users", raw), value, raw) for raw, value in payload]
+        self._fill(table, row, named, "traits", selection)
         earlier = table.rows.get(key)
         if earlier is not None:  # the same user twice in a batch: the newest non-null values win
             if (earlier.get("received_at") or _EPOCH) > (self.received_at or _EPOCH):
@@ -495,20 +513,48 @@ class _Message:
             row = {**earlier, **row}
         table.rows[key] = row
 
-    def _put(
+    def _fill(
         self,
         table: TableLoad,
         row: dict[str, Any],
-        column: str | None,
-        value: Any,
-        raw: str,
+        items: Sequence[tuple[str | None, Any, str]],
+        origin: str,
         selection: Selection | None,
     ) -> None:
-        if column is None:
-            self._discard(table.name, raw.replace(_SEP, "."), value, "no_column_name")
-            return
-        if selection is not None and not selection.allows(column):
-            return
+        """Put each (column, value, raw path) into ``row``: the common case (the column exists
+        and the value is of its type) right here, the rest through :meth:`_put`."""
+        types = self.state.types[table.name]
+        written = table.columns
+        check_text = self.mapper._check_text
+        for column, value, raw in items:
+            if column is not None and (selection is None or selection.allows(column)):
+                column_type = types.get(column)
+                kind = type(value)
+                # Identity tests, not a set of (type, kind) pairs: hashing an enum member runs
+                # Python code, and this runs for every value.
+                if column not in row and (
+                    (kind is str and column_type is S and not (check_text and self._bad_text(value)))
+                    or (kind is datetime and column_type is TS)
+                    or (kind is int and column_type is _I and _INT64_MIN <= value <= _INT64_MAX)
+                    or (kind is float and column_type is _F)
+                    or (kind is bool and column_type is _B)
+                ):
+                    if True:
+                        row[column] = value
+                        if column not in written:
+                            written[column] = column_type  # type: ignore[assignment]
+                        continue
+                self._put(table, row, column, value, raw)
+            elif column is None:
+                self._discard(table.name, f"{origin}.{raw.replace(_SEP, '.')}", value, "no_column_name")
+
+    def _bad_text(self, text: str) -> bool:
+        dialect = self.mapper.dialect
+        return not self._text_fits(text) or (not dialect.text_allows_nul and "\x00" in text)
+
+    def _put(self, table: TableLoad, row: dict[str, Any], column: str, value: Any, raw: str) -> None:
+        """Put one value that needs more than the common case: a new column (its type from this
+        value), a conversion, or a discard."""
         types = self.state.types[table.name]
         column_type = types.get(column)
         new = column_type is None
@@ -573,6 +619,8 @@ class _Message:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_I, _F, _B = ColumnType.INTEGER, ColumnType.FLOAT, ColumnType.BOOLEAN
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _flatten(obj: dict[str, Any], prefix: str | None, out: list[tuple[str, Any]]) -> None:

@@ -140,11 +140,13 @@ sync_interval_secs = 0.1
     admin_url = f"http://127.0.0.1:{admin_port}"
     gateway = GatewayProcess(config)
     gateway.start()
+    rss: list[tuple[float, int]] = []  # (share of the backlog loaded, VmRSS)
     try:
         started = time.monotonic()
         while True:
             status = admin(admin_url, "/status")
             wh = status["destinations"]["wh"]
+            rss.append((wh["cursor"] / max(1, status["log"]["head_seq"]), gateway.rss_bytes()))
             if wh["cursor"] >= status["log"]["head_seq"]:
                 break
             if wh["last_error"]:
@@ -155,7 +157,14 @@ sync_interval_secs = 0.1
         details = wh["details"]
     finally:
         gateway.stop()
+    phases: dict[str, float] = {}
+    for line in gateway.lines:
+        if '"warehouse_loaded"' in line:
+            for name, secs in json.loads(line)["phase_secs"].items():
+                phases[name] = phases.get(name, 0.0) + secs
     return {
+        "phases": phases,
+        "rss": rss,
         "engine": engine,
         "messages": messages,
         "ingest_secs": ingest_secs,
@@ -268,6 +277,13 @@ def report(r: dict[str, Any]) -> None:
         f"ratio {ratio:.2f}x (target >= 0.5x: {'MET' if ratio >= 0.5 else 'MISSED'}); "
         f"peak RSS {r['peak_rss'] / 2**20:.0f} MiB (ingest took {r['ingest_secs']:.1f}s)"
     )
+    phases = ", ".join(f"{name} {secs:.1f}s" for name, secs in r["phases"].items())
+    print(f"  time in loads: {phases} (the rest: reading the log, waiting between loads)")
+    marks = []
+    for share in (0.1, 0.25, 0.5, 0.75, 1.0):
+        at = next((rss for done, rss in r["rss"] if done >= share), r["rss"][-1][1])
+        marks.append(f"{share:.0%} {at / 2**20:.0f} MiB")
+    print(f"  RSS as the backlog loads: {', '.join(marks)}")
 
 
 if __name__ == "__main__":

@@ -233,12 +233,16 @@ class WarehouseDestination(Destination):
         names = sorted({mapper.schema_name(source) for _, source, _ in batch})
         log.info("warehouse_load_started", destination=self.id, messages=len(batch), first_seq=batch[0][0])
         existing = loader.read_schemas(names)
+        mapping = time.monotonic()
         load = mapper.map(batch, existing)
+        writing = time.monotonic()
         if load.rows:
             loader.write(load)
-        self._booked(load, time.monotonic() - started)
+        done = time.monotonic()
+        phases = {"read_schema": mapping - started, "map": writing - mapping, "write": done - writing}
+        self._booked(load, done - started, phases)
 
-    def _booked(self, load: Load, duration: float) -> None:
+    def _booked(self, load: Load, duration: float, phases: dict[str, float]) -> None:
         now = time.time()
         added = {
             f"{schema.schema}.{table.name}": sorted(table.added)
@@ -257,6 +261,7 @@ class WarehouseDestination(Destination):
             "first_seq": load.first_seq,
             "last_seq": load.last_seq,
             "duration_secs": round(duration, 3),
+            "phase_secs": {name: round(secs, 3) for name, secs in phases.items()},
             "data_lag_secs": round(lag, 1) if lag is not None else None,
             "tables_created": created,
             "columns_added": added,
@@ -271,6 +276,7 @@ class WarehouseDestination(Destination):
             rows=load.rows,
             discards=load.discards,
             seconds=round(duration, 3),
+            phase_secs={name: round(secs, 3) for name, secs in phases.items()},
             tables_created=created or None,
             columns_added=added or None,
         )

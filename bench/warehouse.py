@@ -58,24 +58,55 @@ def _port() -> int:
 def message(i: int) -> dict[str, Any]:
     context = {
         "library": {"name": "analytics.js", "version": "next-1.70.0"},
-        "page": {"url": f"https://shop.example.com/p/{i % 300}", "path": f"/p/{i % 300}", "title": "Runner",
-                 "referrer": "https://www.google.com/"},
-        "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+        "page": {
+            "url": f"https://shop.example.com/p/{i % 300}",
+            "path": f"/p/{i % 300}",
+            "title": "Runner",
+            "referrer": "https://www.google.com/",
+        },
+        "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0",
         "locale": "en-US",
         "campaign": {"source": "news", "medium": "email"},
     }
-    base = {"messageId": f"bench-{i}", "userId": f"user-{i % 5000}", "context": context,
-            "timestamp": "2026-05-01T10:00:00.050Z"}
+    base = {
+        "messageId": f"bench-{i}",
+        "userId": f"user-{i % 5000}",
+        "context": context,
+        "timestamp": "2026-05-01T10:00:00.050Z",
+    }
     kind = i % 10
     if kind == 0:
-        return {**base, "type": "identify", "traits": {"email": f"user{i % 5000}@example.com", "plan": "pro",
-                                                        "logins": i % 40, "company": {"name": "Acme", "size": 40}}}
+        return {
+            **base,
+            "type": "identify",
+            "traits": {
+                "email": f"user{i % 5000}@example.com",
+                "plan": "pro",
+                "logins": i % 40,
+                "company": {"name": "Acme", "size": 40},
+            },
+        }
     if kind == 1:
-        return {**base, "type": "page", "name": "Product", "properties": {"url": context["page"]["url"],
-                                                                             "path": context["page"]["path"]}}
-    return {**base, "type": "track", "event": EVENTS[i % 4], "properties": {
-        "product_id": f"p-{i % 500}", "price": 19.99 + i % 7, "quantity": i % 5, "category": "shoes",
-        "name": "Runner", "currency": "EUR", "on_sale": i % 2 == 0}}
+        return {
+            **base,
+            "type": "page",
+            "name": "Product",
+            "properties": {"url": context["page"]["url"], "path": context["page"]["path"]},
+        }
+    return {
+        **base,
+        "type": "track",
+        "event": EVENTS[i % 4],
+        "properties": {
+            "product_id": f"p-{i % 500}",
+            "price": 19.99 + i % 7,
+            "quantity": i % 5,
+            "category": "shoes",
+            "name": "Runner",
+            "currency": "EUR",
+            "on_sale": i % 2 == 0,
+        },
+    }
 
 
 def ingest(url: str, count: int) -> None:
@@ -127,16 +158,21 @@ def run_engine(engine: str, messages: int, folder: Path, dsn: str | None) -> dic
         started = time.monotonic()
         ingest(gateway.url, messages)
         ingest_secs = time.monotonic() - started
-    target = (
-        f'path = "{folder / "warehouse.duckdb"}"' if engine == "duckdb" else f'dsn = "{dsn}"\nschema = "bench"'
-    )
-    config.write_text(config_text(folder, port, admin_port, f"""
+    target = f'path = "{folder / "warehouse.duckdb"}"' if engine == "duckdb" else f'dsn = "{dsn}"\nschema = "bench"'
+    config.write_text(
+        config_text(
+            folder,
+            port,
+            admin_port,
+            f"""
 [destinations.wh]
 type = "{engine}"
 {target}
 start_at = "2000-01-01T00:00:00Z"
 sync_interval_secs = 0.1
-"""))
+""",
+        )
+    )
     admin_url = f"http://127.0.0.1:{admin_port}"
     gateway = GatewayProcess(config)
     gateway.start()
@@ -179,9 +215,12 @@ def reference_postgres(dsn: str) -> tuple[float, int]:
     import psycopg
 
     with psycopg.connect(dsn) as conn:
-        tables = [t for (t,) in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'bench' ORDER BY 1"
-        )]
+        tables = [
+            t
+            for (t,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'bench' ORDER BY 1"
+            )
+        ]
         exported: dict[str, bytes] = {}
         rows = 0
         for table in tables:
@@ -211,9 +250,12 @@ def reference_duckdb(path: Path, folder: Path) -> tuple[float, int]:
 
     con = duckdb.connect(str(path))
     try:
-        tables = [t for (t,) in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'web' ORDER BY 1"
-        ).fetchall()]
+        tables = [
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'web' ORDER BY 1"
+            ).fetchall()
+        ]
         rows = 0
         con.execute("CREATE SCHEMA ref")
         for table in tables:

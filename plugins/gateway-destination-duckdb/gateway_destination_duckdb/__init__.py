@@ -42,11 +42,14 @@ __all__ = ["DIALECT", "DuckDBConfig", "DuckDBLoader"]
 
 # SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved' (DuckDB 1.x-2.x)
 _RESERVED = frozenset(
-    "all analyse analyze and any array as asc asymmetric both case cast check collate column constraint create "
-    "default deferrable desc describe distinct do else end except false fetch for foreign from group having in "
-    "initially intersect into lambda lateral leading limit not null offset on only or order pivot pivot_longer "
-    "pivot_wider placing primary qualify references returning select show some summarize symmetric table then to "
-    "trailing true union unique unpivot using variadic when where window with".split()
+    """
+    all analyse analyze and any array as asc asymmetric both case cast check collate column constraint
+    create default deferrable desc describe distinct do else end except false fetch for foreign from
+    group having in initially intersect into lambda lateral leading limit not null offset on only or
+    order pivot pivot_longer pivot_wider placing primary qualify references returning select show some
+    summarize symmetric table then to trailing true union unique unpivot using variadic when where
+    window with
+    """.split()  # noqa: SIM905 - a word list reads better than a literal of 100 strings
 )
 #: DuckDB has no identifier limit of its own; 63 bytes as PostgreSQL (and Jitsu's DuckDB loader)
 #: keeps names portable to the engine people move to next.
@@ -122,7 +125,10 @@ class DuckDBLoader(Loader):
             where += f" AND schema_name IN ({', '.join('?' for _ in names)})"
             params = list(names)
         schemas: dict[str, Schema] = {
-            name: {} for (name,) in con.execute(f"SELECT schema_name FROM information_schema.schemata {where}", params).fetchall()
+            name: {}
+            for (name,) in con.execute(
+                f"SELECT schema_name FROM information_schema.schemata {where}", params
+            ).fetchall()
         }
         if names is None:
             for builtin in ("main", "information_schema", "pg_catalog"):
@@ -152,7 +158,9 @@ class DuckDBLoader(Loader):
                 for table in schema.tables.values():
                     target = qualified(schema.schema, table.name)
                     if table.created:
-                        con.execute(create_table(schema.schema, table.name, {c: _TYPES[t] for c, t in table.added.items()}))
+                        con.execute(
+                            create_table(schema.schema, table.name, {c: _TYPES[t] for c, t in table.added.items()})
+                        )
                     else:
                         for column, kind in table.added.items():
                             con.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote(column)} {_TYPES[kind]}")
@@ -160,7 +168,9 @@ class DuckDBLoader(Loader):
                     try:
                         names = ", ".join(quote(c) for c in table.columns)
                         if table.merge == "latest":
-                            for statement in merge_latest(target, _STAGE, _MERGED, list(table.columns), table.all_columns):
+                            for statement in merge_latest(
+                                target, _STAGE, _MERGED, list(table.columns), table.all_columns
+                            ):
                                 con.execute(statement)
                             con.execute(f"DROP TABLE {_MERGED}")
                         else:
@@ -185,7 +195,9 @@ class DuckDBLoader(Loader):
                     if column is None:
                         continue
                     target = qualified(schema, table)
-                    (count,) = con.execute(f"SELECT count(*) FROM {target} WHERE {quote(column)} = ?", [user_id]).fetchone() or (0,)
+                    (count,) = con.execute(
+                        f"SELECT count(*) FROM {target} WHERE {quote(column)} = ?", [user_id]
+                    ).fetchone() or (0,)
                     if count:
                         con.execute(f"DELETE FROM {target} WHERE {quote(column)} = ?", [user_id])
                         removed += int(count)

@@ -38,9 +38,12 @@ retry_max_secs = 0.1
 def read_tables(path: Path, schema: str = "web") -> dict[str, list[dict[str, Any]]]:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        tables = [t for (t,) in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [schema]
-        ).fetchall()]
+        tables = [
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [schema]
+            ).fetchall()
+        ]
         out = {}
         for table in tables:
             cursor = con.execute(f'SELECT * FROM "{schema}"."{table}"')

@@ -69,7 +69,9 @@ async def test_sync_schema_status_and_a_deletion_request(tmp_path: Path) -> None
         lines = result.stdout.splitlines()
         users = lines.index("web.users")
         assert [line.split() for line in lines[users + 1 : users + 4]] == [
-            ["id", "string"], ["received_at", "timestamp"], ["uuid_ts", "timestamp"]
+            ["id", "string"],
+            ["received_at", "timestamp"],
+            ["uuid_ts", "timestamp"],
         ]
         assert ["total", "float"] in [line.split() for line in lines]
 
@@ -89,14 +91,18 @@ async def test_sync_schema_status_and_a_deletion_request(tmp_path: Path) -> None
 
 
 async def test_destination_privacy_settings_apply_before_loading(tmp_path: Path) -> None:
-    extra = 'privacy = { fields = { "traits.email" = "hash", "traits.plan" = "block", "properties.currency" = "redact" } }'
+    extra = (
+        'privacy = { fields = { "traits.email" = "hash", "traits.plan" = "block", "properties.currency" = "redact" } }'
+    )
     path = tmp_path / "warehouse.duckdb"
     async with run_gateway(config(tmp_path, extra), data_dir=tmp_path) as gw:
         await trio.to_thread.run_sync(send_calls, gw.url, WRITE_KEY)
         assert (await gw.admin("POST", "/destinations/wh/flush?wait_secs=60")).json()["done"]
     [(email,)] = query(path, "SELECT email FROM web.users")
     assert email != "ada@example.com" and len(email) == 64
-    columns = {c for (c,) in query(path, "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")}
+    columns = {
+        c for (c,) in query(path, "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")
+    }
     assert "plan" not in columns  # blocked: never reached the warehouse
     assert query(path, "SELECT currency FROM web.order_completed") == [("[REDACTED]",)]
     assert "ada@example.com" not in path.read_bytes().decode("latin-1")
@@ -109,7 +115,10 @@ async def test_bad_input_is_logged_counted_and_kept_while_the_load_goes_on(tmp_p
         ("track", {"user_id": "u", "event": "Bad", "properties": {"": 1, "n": 1}, "message_id": "b1"}),
         ("track", {"user_id": "u", "event": "Bad", "properties": {"n": "one"}, "message_id": "b2"}),  # flip
         ("track", {"user_id": "u", "event": "Bad", "properties": {"n": 2.5, "note": long_text}, "message_id": "b3"}),
-        ("track", {"user_id": "u", "event": "Wide", "properties": {f"p{i}": i for i in range(1200)}, "message_id": "w1"}),
+        (
+            "track",
+            {"user_id": "u", "event": "Wide", "properties": {f"p{i}": i for i in range(1200)}, "message_id": "w1"},
+        ),
     ]
     async with run_gateway(config(tmp_path, "max_columns_per_table = 100"), data_dir=tmp_path) as gw:
         await trio.to_thread.run_sync(lambda: send_calls(gw.url, WRITE_KEY, calls))
@@ -125,9 +134,13 @@ async def test_bad_input_is_logged_counted_and_kept_while_the_load_goes_on(tmp_p
         "column_limit": 1200 - wide_kept,
     }
     assert query(path, "SELECT id, n, length(note) FROM web.bad ORDER BY id") == [
-        ("b1", 1, None), ("b2", None, None), ("b3", None, 31_500)
+        ("b1", 1, None),
+        ("b2", None, None),
+        ("b3", None, 31_500),
     ]
-    assert query(path, "SELECT row_id, column_name, value, reason FROM web.discards WHERE table_name = 'bad' ORDER BY row_id") == [
+    assert query(
+        path, "SELECT row_id, column_name, value, reason FROM web.discards WHERE table_name = 'bad' ORDER BY row_id"
+    ) == [
         ("b1", "properties.", "1", "no_column_name"),
         ("b2", "n", "one", "type_mismatch"),
         ("b3", "n", "2.5", "type_mismatch"),

@@ -250,7 +250,7 @@ def gateway_destination_types() -> list[DestinationType]:
             name="parquet",
             config_type=ParquetConfig,
             factory=_build,
-            description="a Parquet data lake in Segment Data Lakes' layout (source/table/day), files written atomically",
+            description="a Parquet data lake in Segment Data Lakes' layout (source/table/day), written atomically",
             delivery_defaults=warehouse_delivery_defaults,
         )
     ]

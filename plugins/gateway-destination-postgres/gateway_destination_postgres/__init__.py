@@ -48,20 +48,20 @@ __all__ = ["DIALECT", "PostgresConfig", "PostgresLoader"]
 # SELECT word FROM pg_get_keywords() WHERE catcode IN ('R', 'T'): the words a column cannot be
 # called without quotes (PostgreSQL 15).
 _RESERVED = frozenset(
-    "all analyse analyze and any array as asc asymmetric authorization binary both case cast check collate "
-    "collation column concurrently constraint create cross current_catalog current_date current_role "
-    "current_schema current_time current_timestamp current_user default deferrable desc distinct do else end "
-    "except false fetch for foreign freeze from full grant group having ilike in initially inner intersect into "
-    "is isnull join lateral leading left like limit localtime localtimestamp natural not notnull null offset on "
-    "only or order outer overlaps placing primary references returning right select session_user similar some "
-    "symmetric table tablesample then to trailing true union unique user using variadic verbose when where "
-    "window with".split()
+    """
+    all analyse analyze and any array as asc asymmetric authorization binary both case cast check
+    collate collation column concurrently constraint create cross current_catalog current_date
+    current_role current_schema current_time current_timestamp current_user default deferrable desc
+    distinct do else end except false fetch for foreign freeze from full grant group having ilike in
+    initially inner intersect into is isnull join lateral leading left like limit localtime
+    localtimestamp natural not notnull null offset on only or order outer overlaps placing primary
+    references returning right select session_user similar some symmetric table tablesample then to
+    trailing true union unique user using variadic verbose when where window with
+    """.split()  # noqa: SIM905 - a word list reads better than a literal of 100 strings
 )
 #: NAMEDATALEN - 1. PostgreSQL allows 1,600 columns, but a row of fixed-width values must fit
 #: in a page (8 KB): 800 columns of 8-byte values always do.
-DIALECT = Dialect(
-    "postgres", max_identifier_bytes=63, reserved_words=_RESERVED, max_columns=800, text_allows_nul=False
-)
+DIALECT = Dialect("postgres", max_identifier_bytes=63, reserved_words=_RESERVED, max_columns=800, text_allows_nul=False)
 _TYPES = {
     ColumnType.STRING: "text",
     ColumnType.INTEGER: "bigint",
@@ -134,7 +134,9 @@ class PostgresLoader(Loader):
     def read_schemas(self, names: Sequence[str]) -> dict[str, Schema | None]:
         conn = self._connection()
         with conn.transaction():
-            present = {n for (n,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", [list(names)])}
+            present = {
+                n for (n,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", [list(names)])
+            }
             rows = conn.execute(_OURS.format(where="n.nspname = ANY(%s)"), [list(present)]).fetchall()
         schemas: dict[str, Schema | None] = {name: ({} if name in present else None) for name in names}
         for schema, table, column, data_type in rows:
@@ -209,7 +211,9 @@ class PostgresLoader(Loader):
                     column = "id" if table == "users" else "user_id" if "user_id" in columns else None
                     if column is not None:
                         cur.execute(
-                            sql.SQL("DELETE FROM {} WHERE {} = %s").format(sql.Identifier(schema, table), sql.Identifier(column)),
+                            sql.SQL("DELETE FROM {} WHERE {} = %s").format(
+                                sql.Identifier(schema, table), sql.Identifier(column)
+                            ),
                             [user_id],
                         )
                         removed += max(cur.rowcount, 0)

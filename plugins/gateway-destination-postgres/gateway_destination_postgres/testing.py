@@ -12,6 +12,7 @@ or ``$GATEWAY_PG_BIN``). PostgreSQL refuses to run as root: as root, the server 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import secrets
@@ -87,13 +88,31 @@ class TemporaryPostgres:
             shutil.chown(self.folder, "postgres", "postgres")
             shutil.chown(self.sockets, "postgres", "postgres")
         self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
-            "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-locale", "--no-sync",
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
         )
         settings = [f"-p {self.port}", f"-k {self.sockets}", "-c listen_addresses=127.0.0.1"]
         if not self.durable:
             settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w", "-o", " ".join(settings), "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.folder / "server.log"),
+            "-w",
+            "-o",
+            " ".join(settings),
+            "start",
+        )
         with self.admin("postgres") as conn:
             conn.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{self.password}'")  # NOSUPERUSER NOCREATEDB
             conn.execute(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
@@ -101,10 +120,8 @@ class TemporaryPostgres:
 
     def stop(self) -> None:
         if self.data.exists():
-            try:
+            with contextlib.suppress(RuntimeError):  # not running
                 self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
-            except RuntimeError:
-                pass  # not running
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> TemporaryPostgres:

@@ -38,9 +38,12 @@ retry_max_secs = 0.1
 
 def read_tables(dsn: str, schema: str) -> dict[str, list[dict[str, Any]]]:
     with psycopg.connect(dsn) as conn:
-        tables = [t for (t,) in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema]
-        )]
+        tables = [
+            t
+            for (t,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema]
+            )
+        ]
         out = {}
         for table in tables:
             cur = conn.execute(f'SELECT * FROM "{schema}"."{table}"')
@@ -88,8 +91,14 @@ async def test_schema_evolution_type_conflicts_nul_and_deletion(postgres: Tempor
     destination = _build(PostgresConfig(dsn=postgres.dsn, schema="evolve"), DestinationContext("wh", tmp_path))
 
     def record(seq: int, user: str, properties: dict[str, Any]) -> Record:
-        body = {"type": "track", "event": "Bought", "userId": user, "messageId": f"m{seq}",
-                "receivedAt": "2026-01-01T00:00:00Z", "properties": properties}
+        body = {
+            "type": "track",
+            "event": "Bought",
+            "userId": user,
+            "messageId": f"m{seq}",
+            "receivedAt": "2026-01-01T00:00:00Z",
+            "properties": properties,
+        }
         return Record(seq=seq, source="web", body=json.dumps(body).encode())
 
     async with destination:
@@ -100,7 +109,12 @@ async def test_schema_evolution_type_conflicts_nul_and_deletion(postgres: Tempor
         assert await destination.delete_user("a") == 4  # two event rows, two tracks rows
         status = destination.status()
     columns = described["schemas"]["evolve"]["bought"]
-    assert (columns["price"], columns["_user"], columns["coupon"], columns["_when"]) == ("integer", "string", "string", "timestamp")
+    assert (columns["price"], columns["_user"], columns["coupon"], columns["_when"]) == (
+        "integer",
+        "string",
+        "string",
+        "timestamp",
+    )
     assert "note" not in columns  # its only value went to discards
     tables = read_tables(postgres.dsn, "evolve")
     assert [(r["id"], r["price"], r["coupon"]) for r in tables["bought"]] == [("m2", None, "C1")]

@@ -107,7 +107,13 @@ _TABLE_OF_TYPE = {
 }
 #: Tables the library makes; an event table that would take one of these names gets a ``_``.
 STANDARD_TABLES = frozenset({*_TABLE_OF_TYPE.values(), "users", "accounts", DISCARDS})
-_PAYLOAD = {"identify": "traits", "group": "traits", "track": "properties", "page": "properties", "screen": "properties"}
+_PAYLOAD = {
+    "identify": "traits",
+    "group": "traits",
+    "track": "properties",
+    "page": "properties",
+    "screen": "properties",
+}
 _SEP = "\x1f"  # joins raw key paths in caches (never in a name: snakecase drops it)
 _MAX_CACHED_NAMES = 100_000
 
@@ -539,11 +545,10 @@ class _Message:
                     or (kind is float and column_type is _F)
                     or (kind is bool and column_type is _B)
                 ):
-                    if True:
-                        row[column] = value
-                        if column not in written:
-                            written[column] = column_type  # type: ignore[assignment]
-                        continue
+                    row[column] = value
+                    if column not in written:
+                        written[column] = column_type  # type: ignore[assignment]
+                    continue
                 self._put(table, row, column, value, raw)
             elif column is None:
                 self._discard(table.name, f"{origin}.{raw.replace(_SEP, '.')}", value, "no_column_name")

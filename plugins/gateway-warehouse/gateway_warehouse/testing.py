@@ -188,7 +188,12 @@ def expected_tables(*, object_tables: bool = True, tracks_table: bool = True) ->
             }
         ],
         "signed_up": [
-            {**_event("wh-track-2", 3, user=None, anonymous="anon-2"), **signed_up, "plan": "free", "referrer_utm_source": "news"}
+            {
+                **_event("wh-track-2", 3, user=None, anonymous="anon-2"),
+                **signed_up,
+                "plan": "free",
+                "referrer_utm_source": "news",
+            }
         ],
         "pages": [
             {

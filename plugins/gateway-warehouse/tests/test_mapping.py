@@ -78,7 +78,9 @@ scalars = st.one_of(
     st.sampled_from(["2026-01-02T03:04:05Z", "2026-01-02"]),
 )
 values = st.recursive(
-    scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=4)), max_leaves=12
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=4)),
+    max_leaves=12,
 )
 
 
@@ -109,7 +111,9 @@ def test_flattening_puts_every_leaf_in_its_column_or_in_discards(properties: dic
             assert any(d["reason"] == "no_column_name" and _is_text_of(d["value"], value) for d in dropped)
             continue
         assert column == DIALECT.identifier(_prefixed(snakecase("_".join(path))))
-        if column in payload_columns and _same(payload_columns[column], value, load.schemas[0].tables["order_completed"].columns[column]):
+        if column in payload_columns and _same(
+            payload_columns[column], value, load.schemas[0].tables["order_completed"].columns[column]
+        ):
             continue
         assert any(d["column_name"] == column and _is_text_of(d["value"], value) for d in dropped), (column, value)
 
@@ -132,7 +136,7 @@ def _is_text_of(text: str, value: Any) -> bool:
 
 def _same(stored: Any, value: Any, column: ColumnType) -> bool:
     if isinstance(value, list):
-        return json.loads(stored) == value
+        return isinstance(stored, str) and _is_text_of(stored, value)
     converted = convert(value, column)
     return bool(stored == converted)
 
@@ -164,7 +168,9 @@ def test_a_type_flip_flop_across_loads_keeps_the_warehouse_type_and_discards_the
     mapper = Mapper(DIALECT)
     first = run(mapper, [track("m1", {"price": 10})])
     schema = {"order_completed": dict(first.schemas[0].tables["order_completed"].added)}  # as created
-    later = run(mapper, [track("m2", {"price": "NA"}), track("m3", {"price": 12.0}), track("m4", {"price": 12.5})], schema)
+    later = run(
+        mapper, [track("m2", {"price": "NA"}), track("m3", {"price": 12.0}), track("m4", {"price": 12.5})], schema
+    )
     rows = table(later, "order_completed")
     assert "price" not in rows["m2"] and rows["m3"]["price"] == 12 and "price" not in rows["m4"]
     assert [(d["row_id"], d["value"], d["reason"]) for d in discards(later)] == [
@@ -229,10 +235,20 @@ def test_two_keys_of_one_message_that_name_the_same_column() -> None:
 
 def test_users_keep_the_newest_non_null_trait_per_column() -> None:
     messages = [
-        {"type": "identify", "messageId": "i1", "userId": "u", "receivedAt": "2026-01-01T00:00:02Z",
-         "traits": {"plan": "pro", "email": "a@x"}},
-        {"type": "identify", "messageId": "i2", "userId": "u", "receivedAt": "2026-01-01T00:00:01Z",
-         "traits": {"plan": "free", "age": 30}},
+        {
+            "type": "identify",
+            "messageId": "i1",
+            "userId": "u",
+            "receivedAt": "2026-01-01T00:00:02Z",
+            "traits": {"plan": "pro", "email": "a@x"},
+        },
+        {
+            "type": "identify",
+            "messageId": "i2",
+            "userId": "u",
+            "receivedAt": "2026-01-01T00:00:01Z",
+            "traits": {"plan": "free", "age": 30},
+        },
     ]
     load = run(Mapper(DIALECT), messages)
     [user] = table(load, "users").values()

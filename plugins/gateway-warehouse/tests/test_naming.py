@@ -88,7 +88,12 @@ POSTGRES_LIKE = Dialect("test", max_identifier_bytes=63, reserved_words=frozense
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("order", "_order"), ("orders", "orders"), ("3doctors", "_3doctors"), ("101_account_update", "_101_account_update")],
+    [
+        ("order", "_order"),
+        ("orders", "orders"),
+        ("3doctors", "_3doctors"),
+        ("101_account_update", "_101_account_update"),
+    ],
 )
 def test_reserved_words_and_leading_digits_get_an_underscore(name: str, expected: str) -> None:
     assert POSTGRES_LIKE.identifier(name) == expected

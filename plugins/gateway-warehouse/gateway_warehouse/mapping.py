@@ -116,6 +116,8 @@ _PAYLOAD = {
 }
 _SEP = "\x1f"  # joins raw key paths in caches (never in a name: snakecase drops it)
 _MAX_CACHED_NAMES = 100_000
+#: Shapes of message remembered per load (each is a few tuples).
+_MAX_PLANS = 10_000
 
 
 def standard_columns(table: str) -> dict[str, ColumnType]:
@@ -251,6 +253,11 @@ class _SchemaState:
         self.existing = existing or {}
         self.load = SchemaLoad(schema=name, created=existing is None)
         self.types: Schema = {table: dict(columns) for table, columns in self.existing.items()}
+        self.plans: dict[tuple[Any, ...], _Plan] = {}
+
+    def plan(self, key: tuple[Any, ...], plan: _Plan) -> None:
+        if len(self.plans) < _MAX_PLANS:
+            self.plans[key] = plan
 
     def table(self, name: str, key: str, merge: str) -> TableLoad:
         table = self.load.tables.get(name)
@@ -276,6 +283,8 @@ class Mapper:
         properties: Per table, which of its columns to load.
         max_columns: Columns per table past which values go to ``discards`` (default: the
             dialect's).
+        shape_plans: Map a message shaped like one mapped before in the same load by that
+            one's plan (the default; off only to check that plans change nothing).
     """
 
     def __init__(
@@ -286,8 +295,10 @@ class Mapper:
         collections: Selection | None = None,
         properties: Mapping[str, Selection] | None = None,
         max_columns: int | None = None,
+        shape_plans: bool = True,
     ) -> None:
         self.dialect = dialect
+        self.shape_plans = shape_plans
         self._schema = schema
         self._collections = collections or Selection()
         self._properties = dict(properties or {})
@@ -429,52 +440,55 @@ class _Message:
             load.newest_received_at = self.received_at
         table_name = _TABLE_OF_TYPE[call]
         mapper = self.mapper
-        # Standard columns, named once per message (timestamps parsed once: both rows of a
-        # track share them). A value that does not parse stays text: the fill discards it.
-        common: list[tuple[str | None, Any, str]] = [("uuid_ts", load.uuid_ts, "uuid_ts")]
+        # Standard columns (timestamps parsed once: both rows of a track share them). A value
+        # that does not parse stays text: the fill discards it.
+        common_keys: list[str] = ["uuid_ts"]
+        common_values: list[Any] = [load.uuid_ts]
         for field_name, column in _FIELDS.items():
             value = message.get(field_name)
             if value is not None:
                 if type(value) is str and _COMMON[column] is TS:
                     value = load.timestamp(value)
-                common.append((column, value, column))
+                common_keys.append(column)
+                common_values.append(value)
         for field_name, column in _EXTRA_FIELDS[call].items():
             value = message.get(field_name)
             if value is not None:
-                common.append((column, value, column))
+                common_keys.append(column)
+                common_values.append(value)
         context = message.get("context")
-        leaves: list[tuple[str, Any]] = []
+        context_paths: list[str] = []
+        context_values: list[Any] = []
         if isinstance(context, dict):
-            _flatten(context, None, leaves)
-        named_context = [(mapper._column("context", raw), value, raw) for raw, value in leaves]
+            _flatten(context, None, context_paths, context_values)
+        common = (common_keys, common_values, context_paths, context_values)
 
+        paths: list[str] = []
+        values: list[Any] = []
         if call == "track":
             event = message.get("event")
             event_table = mapper.event_table(to_text(event) if event is not None else "")
-            common.append(("event", event_table, "event"))
+            common_keys.append("event")
+            common_values.append(event_table)
             if mapper.dialect.tracks_table:
-                self._row(table_name, common, named_context, (), "")
+                self._row(table_name, "track", common, paths, values)
             properties = message.get("properties")
-            props: list[tuple[str, Any]] = []
             if isinstance(properties, dict):
-                _flatten(properties, None, props)
-            named = [(mapper._column("track", raw), value, raw) for raw, value in props]
-            self._row(event_table, common, named_context, named, "properties")
+                _flatten(properties, None, paths, values)
+            self._row(event_table, "track", common, paths, values)
             return
         payload_key = _PAYLOAD.get(call)
-        payload: list[tuple[str, Any]] = []
         if payload_key is not None:
-            value = message.get(payload_key)
-            if isinstance(value, dict):
-                _flatten(value, None, payload)
-        named = [(mapper._column(call, raw), value, raw) for raw, value in payload]
-        self._row(table_name, common, named_context, named, payload_key or "")
+            payload = message.get(payload_key)
+            if isinstance(payload, dict):
+                _flatten(payload, None, paths, values)
+        self._row(table_name, call, common, paths, values)
         if not mapper.dialect.object_tables:
             return
         if call == "identify" and self.user_id:
-            self._object("users", self.user_id, payload)
+            self._object("users", self.user_id, list(zip(paths, values, strict=True)))
         elif call == "group" and message.get("groupId") is not None:
-            self._object("accounts", to_text(message["groupId"]), payload)
+            self._object("accounts", to_text(message["groupId"]), list(zip(paths, values, strict=True)))
 
     def _allowed(self, table: str) -> bool:
         if self.mapper._collections.allows(table):
@@ -485,20 +499,48 @@ class _Message:
     def _row(
         self,
         table_name: str,
-        common: list[tuple[str | None, Any, str]],
-        context: list[tuple[str | None, Any, str]],
-        payload: Sequence[tuple[str | None, Any, str]],
-        origin: str,
+        call: str,
+        common: tuple[list[str], list[Any], list[str], list[Any]],
+        paths: list[str],
+        values: list[Any],
     ) -> None:
+        """One row of ``table_name``: the standard columns, the context, then the payload
+        (properties or traits) at ``paths``.
+
+        A message shaped like one already mapped in this load (the same table, keys and kinds
+        of values) takes that message's :class:`_Plan`: its values go straight to the columns
+        the first one found, with no naming or type checks (those held for every value of the
+        first one, and types never change within a load)."""
         if not self._allowed(table_name):
             return
-        table = self.state.table(table_name, "id", "replace")
+        state, mapper = self.state, self.mapper
+        table = state.table(table_name, "id", "replace")
+        common_keys, common_values, context_paths, context_values = common
+        every = common_values + context_values + values
+        selection = mapper._properties.get(table_name)
+        key: tuple[Any, ...] | None = None
+        if selection is None and mapper.shape_plans:
+            key = (table_name, tuple(common_keys), tuple(context_paths), tuple(paths), tuple(map(type, every)))
+            plan = state.plans.get(key)
+            if plan is not None and plan.takes(every, self):
+                table.rows[self.id] = dict(zip(plan.columns, every, strict=True))
+                return
+        items = [(column, value, column) for column, value in zip(common_keys, common_values, strict=True)]
+        items += [
+            (mapper._column("context", raw), value, raw)
+            for raw, value in zip(context_paths, context_values, strict=True)
+        ]
+        payload = [(mapper._column(call, raw), value, raw) for raw, value in zip(paths, values, strict=True)]
         row: dict[str, Any] = {}
-        selection = self.mapper._properties.get(table_name)
-        self._fill(table, row, common, "", None)
-        self._fill(table, row, context, "context", selection)
-        self._fill(table, row, payload, origin, selection)
+        discards = self.load.counts["discards"]
+        self._fill(table, row, items[: len(common_keys)], "", None)
+        self._fill(table, row, items[len(common_keys) :], "context", selection)
+        self._fill(table, row, payload, _PAYLOAD.get(call, "properties"), selection)
         table.rows[self.id] = row  # the same id again (a replay): the last one wins
+        if key is not None and self.load.counts["discards"] == discards and len(row) == len(every):
+            columns = [column for column, _, _ in items] + [column for column, _, _ in payload]
+            if all(row.get(column) is value for column, value in zip(columns, every, strict=True)):
+                state.plan(key, _Plan(columns, every, check_text=mapper._check_text))
 
     def _object(self, table_name: str, key: str, payload: Sequence[tuple[str, Any]]) -> None:
         if not self._allowed(table_name):
@@ -628,13 +670,33 @@ _I, _F, _B = ColumnType.INTEGER, ColumnType.FLOAT, ColumnType.BOOLEAN
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def _flatten(obj: dict[str, Any], prefix: str | None, out: list[tuple[str, Any]]) -> None:
-    """The leaves of ``obj`` as (raw path, value): nested objects walked (keys joined by
-    ``_SEP``), arrays kept whole (their column holds JSON text), nulls left out."""
+def _flatten(obj: dict[str, Any], prefix: str | None, paths: list[str], values: list[Any]) -> None:
+    """The leaves of ``obj``: their raw paths (keys joined by ``_SEP``) into ``paths``, their
+    values into ``values``; nested objects walked, arrays kept whole (their column holds JSON
+    text), nulls left out."""
     for key, value in obj.items():
         path = key if prefix is None else f"{prefix}{_SEP}{key}"
         if type(value) is dict:
             if value:
-                _flatten(value, path, out)
+                _flatten(value, path, paths, values)
         elif value is not None:
-            out.append((path, value))
+            paths.append(path)
+            values.append(value)
+
+
+class _Plan:
+    """Where the values of messages of one shape go: the columns, in the order of the values,
+    and which values still need a look (integers past 64 bits, text an engine cannot hold)."""
+
+    __slots__ = ("columns", "integers", "texts")
+
+    def __init__(self, columns: list[str], values: list[Any], *, check_text: bool) -> None:
+        self.columns = tuple(columns)
+        self.integers = tuple(i for i, value in enumerate(values) if type(value) is int)
+        self.texts = tuple(i for i, value in enumerate(values) if type(value) is str) if check_text else ()
+
+    def takes(self, values: list[Any], message: _Message) -> bool:
+        for i in self.integers:
+            if not _INT64_MIN <= values[i] <= _INT64_MAX:
+                return False
+        return not any(message._bad_text(values[i]) for i in self.texts)

@@ -277,3 +277,51 @@ def test_timestamps_are_iso_dates_and_date_times_only() -> None:
     assert infer("05/25/2020") is ColumnType.STRING
     assert infer(2**63) is ColumnType.STRING  # beyond 64 bits: kept exactly, as text
     assert convert("2026-01-02T03:04:05+01:00", ColumnType.TIMESTAMP) == datetime(2026, 1, 2, 2, 4, 5, tzinfo=UTC)
+
+
+# -- shape plans change nothing --------------------------------------------------------------
+
+pool_keys = st.sampled_from(["a", "b", "B", "c_d", "c.d", "", "id", "order", "n"])
+# Values by kind: messages of one batch share the kinds of their keys (so they share shapes and
+# take plans), and each kind has the values a plan must not wave through.
+by_kind = {
+    "int": st.sampled_from([-3, 0, 7, 2**64, -(2**63) - 1]),
+    "float": st.sampled_from([1.5, 2.0, -0.0]),
+    "str": st.sampled_from(["x", "a\x00b", "2026-01-02", ""]),
+    "bool": st.booleans(),
+    "list": st.sampled_from([[1], ["a\x00"], []]),
+}
+shapes = st.dictionaries(pool_keys, st.sampled_from(sorted(by_kind)), max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shapes.flatmap(
+        lambda shape: st.lists(
+            st.fixed_dictionaries({key: by_kind[kind] for key, kind in shape.items()}), min_size=2, max_size=10
+        )
+    )
+)
+def test_messages_of_a_shape_seen_before_map_as_they_would_alone(batch: list[dict[str, Any]]) -> None:
+    """Messages drawn from a small pool of keys and values repeat shapes, so most take the plan
+    of an earlier one: the load must be the same as with every message mapped on its own."""
+    messages = []
+    for i, properties in enumerate(batch):
+        if i % 3 == 2:
+            messages.append(
+                {"type": "identify", "messageId": f"m{i}", "userId": "u", "receivedAt": RECEIVED, "traits": properties}
+            )
+        else:
+            messages.append(track(f"m{i}", properties, context={"ip": "1.2.3.4", "page": {"n": i % 2}}))
+    dialect = Dialect("pg-like", reserved_words=frozenset({"order"}), text_allows_nul=False)
+    encoded = [(i, "web", msgspec.json.encode(m)) for i, m in enumerate(messages, 1)]
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    planned = Mapper(dialect).map(encoded, {}, now=now)
+    alone = Mapper(dialect, shape_plans=False).map(encoded, {}, now=now)
+    for got, want in zip(planned.schemas, alone.schemas, strict=True):
+        assert got.tables.keys() == want.tables.keys()
+        for name, table in want.tables.items():
+            assert got.tables[name].rows == table.rows, name
+            assert got.tables[name].columns == table.columns, name
+            assert got.tables[name].added == table.added, name
+    assert planned.counts == alone.counts

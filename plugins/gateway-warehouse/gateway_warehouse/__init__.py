@@ -8,19 +8,19 @@ delete a user) and builds a :class:`WarehouseDestination` around it; see the REA
 from __future__ import annotations
 
 from gateway_warehouse.destination import Loader, WarehouseConfig, WarehouseDestination, warehouse_delivery_defaults
-from gateway_warehouse.mapping import (
+from gateway_warehouse.mapping import Mapper
+from gateway_warehouse.naming import Dialect, snakecase
+from gateway_warehouse.sql import create_table, merge_latest, qualified, quote
+from gateway_warehouse.tables import (
     DISCARDS,
     STANDARD_TABLES,
     Load,
-    Mapper,
     Schema,
     SchemaLoad,
     Selection,
     TableLoad,
     standard_columns,
 )
-from gateway_warehouse.naming import Dialect, snakecase
-from gateway_warehouse.sql import create_table, merge_latest, qualified, quote
 from gateway_warehouse.types import NO_FIT, ColumnType, convert, infer, parse_timestamp, to_text
 
 __all__ = [

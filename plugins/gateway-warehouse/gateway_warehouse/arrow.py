@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway_warehouse.mapping import TableLoad
+from gateway_warehouse.tables import TableLoad
 from gateway_warehouse.types import ColumnType
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@ the other.
 
 :class:`WarehouseDestination` does what every engine needs: it maps each batch with a
 :class:`~gateway_warehouse.mapping.Mapper` against the schema the warehouse has now, hands the
-:class:`~gateway_warehouse.mapping.Load` to the loader, keeps the numbers ``gateway status``
+:class:`~gateway_warehouse.tables.Load` to the loader, keeps the numbers ``gateway status``
 shows, and turns the engine's errors into :class:`gateway.DeliveryError`. An engine plugin
 writes only its :class:`Loader`: how to read a schema, and how to write a load in one
 transaction, idempotent by each table's key.
@@ -31,8 +31,9 @@ import structlog
 import trio
 
 from gateway import ComponentConfig, DeliveryError, Destination, DestinationContext, Record
-from gateway_warehouse.mapping import Load, Mapper, Schema, Selection
+from gateway_warehouse.mapping import Mapper
 from gateway_warehouse.naming import Dialect
+from gateway_warehouse.tables import Load, Schema, Selection
 
 __all__ = ["Loader", "WarehouseConfig", "WarehouseDestination", "warehouse_delivery_defaults"]
 

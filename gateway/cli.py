@@ -24,6 +24,7 @@ from gateway.config import DEFAULT_CONFIG_PATH, iso_to_ms, load_config
 from gateway.errors import GatewayError, exception_leaves
 from gateway.plugins import build_registry, make_plugin_manager, plugin_distribution
 from gateway.telemetry import LEVELS, configure_logging
+from gateway.warehouse_commands import add_warehouse_commands, format_details
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -101,6 +102,8 @@ def _status(args: argparse.Namespace) -> int:
             f"{d['dead_lettered']}, retries {d['retries']}, backlog {d['backlog_messages']} messages"
             + (f", last error: {d['last_error']}" if d["last_error"] else "")
         )
+        for line in format_details(d.get("details")):
+            print(f"    {line}")
         for name, r in sorted(d.get("replays", {}).items()):
             span = f"{r['start_seq'] + 1}..{r['end_seq']}"
             print(f"    {name}: at seq {r['cursor']} of {span}, delivered {r['delivered']}")
@@ -309,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=300.0, help="flush: seconds to wait for the batch to be booked (default 300)"
     )
     destinations.set_defaults(handler=_destinations)
+    add_warehouse_commands(commands, _admin)
 
     dead = commands.add_parser(
         "dead-letters", help="inspect, redrive or discard messages destinations refused (admin API)"

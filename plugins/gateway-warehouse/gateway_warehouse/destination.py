@@ -1,0 +1,315 @@
+"""A warehouse destination: the delivery contract on one side, an engine's :class:`Loader` on
+the other.
+
+:class:`WarehouseDestination` does what every engine needs: it maps each batch with a
+:class:`~gateway_warehouse.mapping.Mapper` against the schema the warehouse has now, hands the
+:class:`~gateway_warehouse.tables.Load` to the loader, keeps the numbers ``gateway status``
+shows, and turns the engine's errors into :class:`gateway.DeliveryError`. An engine plugin
+writes only its :class:`Loader`: how to read a schema, and how to write a load in one
+transaction, idempotent by each table's key.
+
+Exactly once: the core advances the destination's cursor only after :meth:`send` returns, so
+a batch is loaded again after a crash, a retry or a replay. Each load replaces the rows whose
+key it loads again (``users``/``accounts``: merges them), in the same transaction as everything
+else it writes, so loading a batch twice leaves the warehouse as loading it once.
+
+Threads: mapping and loading are blocking work; they run in a worker thread, one at a time per
+destination (loads, deletions and ``describe`` never overlap), so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+import structlog
+import trio
+
+from gateway import ComponentConfig, DeliveryError, Destination, DestinationContext, Record
+from gateway_warehouse.mapping import Mapper
+from gateway_warehouse.naming import Dialect
+from gateway_warehouse.tables import Load, Schema, Selection
+
+__all__ = ["Loader", "WarehouseConfig", "WarehouseDestination", "warehouse_delivery_defaults"]
+
+log = structlog.get_logger("gateway_warehouse")
+
+#: Messages per load unless the config says otherwise: large enough that a load's fixed costs
+#: (a transaction, DDL checks, a checkpoint) are small next to its rows, small enough that a
+#: load's rows stay in tens of MB (the memory a backlog load needs does not grow with it).
+BATCH_MAX_MESSAGES = 20_000
+BATCH_MAX_BYTES = 32 * 1024 * 1024
+#: A load of a large batch into a busy database may take minutes; the delivery worker's
+#: default of 30 s would cut it short and load it again.
+TIMEOUT_SECS = 900.0
+#: How many ``table.column: reason`` entries one ``warehouse_values_discarded`` line lists.
+NOTES_PER_LINE = 20
+
+
+class WarehouseConfig(ComponentConfig, kw_only=True):
+    """Keys every warehouse destination has (each engine adds its own: ``path``, ``dsn``)."""
+
+    #: Seconds between loads (the delivery batch's longest wait): Segment loads hourly at best.
+    sync_interval_secs: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    #: The schema (a folder for Parquet) every source loads into; default: one per source,
+    #: named after its id, as Segment does.
+    schema: str | None = None
+    #: Selective sync: which tables to load, ``{ include = [...] }`` or ``{ exclude = [...] }``.
+    collections: Selection = Selection()
+    #: Selective sync per table: ``{ order_completed = { exclude = ["coupon"] } }``. Standard
+    #: columns (``id``, ``received_at``...) are always loaded.
+    properties: dict[str, Selection] = {}
+    #: Columns per table past which new columns' values go to ``discards`` (default: the engine's).
+    max_columns_per_table: Annotated[int, msgspec.Meta(ge=32, le=100_000)] | None = None
+
+
+def warehouse_delivery_defaults(options: WarehouseConfig) -> dict[str, Any]:
+    """Delivery defaults for a warehouse type (``DestinationType(delivery_defaults=...)``):
+    one large batch every ``sync_interval_secs``, one load at a time."""
+    return {
+        "batch_max_wait_secs": options.sync_interval_secs,
+        "batch_max_messages": BATCH_MAX_MESSAGES,
+        "batch_max_bytes": BATCH_MAX_BYTES,
+        "timeout_secs": TIMEOUT_SECS,
+        "concurrency": 1,
+        "retry_initial_secs": 5.0,
+    }
+
+
+class Loader(abc.ABC):
+    """An engine's loading code. :class:`WarehouseDestination` calls it from one worker thread
+    at a time, so it needs no locking of its own.
+
+    A load goes: :meth:`read_schemas` (what the warehouse has), mapping (no engine work), then
+    :meth:`write`; :meth:`release` follows every unit of work, success or not (an embedded
+    engine closes its file there so other processes can read it between loads).
+    """
+
+    #: The engine's naming rules and limits.
+    dialect: ClassVar[Dialect]
+
+    @abc.abstractmethod
+    def read_schemas(self, names: Sequence[str]) -> dict[str, Schema | None]:
+        """The tables and column types of each named schema as the warehouse has them now
+        (None for a schema that does not exist)."""
+
+    @abc.abstractmethod
+    def write(self, load: Load) -> None:
+        """Write ``load`` in one transaction: create the schemas and tables it marks
+        ``created``, add the ``added`` columns, then per table replace the rows whose key it
+        loads (``merge == "replace"``: delete, then insert) or merge them (``"latest"``: per
+        column the newest non-null value by ``received_at``, the warehouse's row included).
+        Raise on failure, having written nothing."""
+
+    @abc.abstractmethod
+    def delete_user(self, user_id: str) -> int:
+        """Delete the rows of ``user_id`` from every table of every schema (``user_id``
+        columns; ``users`` by ``id``; ``discards`` by ``user_id``); returns how many went."""
+
+    @abc.abstractmethod
+    def schemas(self) -> dict[str, Schema]:
+        """Every schema this destination loaded, with its tables and column types."""
+
+    def release(self) -> None:  # noqa: B027 - optional hook
+        """Called after each unit of work (load, deletion, describe), whatever happened."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release everything (connections, files). Called once, at the end."""
+
+    def classify(self, error: Exception) -> DeliveryError:
+        """The :class:`gateway.DeliveryError` an engine error stands for: retryable unless it
+        will fail the same way every time (override per engine)."""
+        return DeliveryError(f"{type(error).__name__}: {error}", retryable=True, kind=type(error).__name__)
+
+
+class WarehouseDestination(Destination):
+    """A destination that loads batches into a warehouse through a :class:`Loader`.
+
+    Args:
+        config: The destination's validated config (a :class:`WarehouseConfig`).
+        context: Its id and state folder.
+        loader: Builds the engine's loader (called once, in a worker thread).
+    """
+
+    def __init__(
+        self, config: WarehouseConfig, context: DestinationContext, loader: Callable[[], Loader], *, engine: str
+    ) -> None:
+        self.id = context.id
+        self.engine = engine
+        self._make_loader = loader
+        self._loader: Loader | None = None
+        self._limiter = trio.CapacityLimiter(1)
+        self._mapper: Mapper | None = None
+        self._config = config
+        self._totals: Counter[str] = Counter()
+        self._last: dict[str, Any] | None = None
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+
+    # -- the delivery contract -----------------------------------------------------------
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        """Load ``batch``; returns once it is committed."""
+        rows = [(record.seq, record.source, record.body) for record in batch]
+        await self._run(self._load, rows)
+
+    def status(self) -> dict[str, Any]:
+        """Last load, totals since the start, data lag and the last error (cheap)."""
+        now = time.time()
+        status: dict[str, Any] = {
+            "engine": self.engine,
+            "loads": self._totals["loads"],
+            "messages_loaded": self._totals["messages"],
+            "rows_loaded": self._totals["rows"],
+            "discards": self._totals["discards"],
+            "failed_loads": self._totals["failures"],
+            "last_load": self._last,
+            "seconds_since_last_load": round(now - self._last["at_epoch"], 1) if self._last else None,
+            "last_error": self._last_error,
+        }
+        return status
+
+    async def describe(self) -> dict[str, Any]:
+        """The status, and ``schemas``: schema -> table -> column -> type, read from the warehouse."""
+        schemas = await self._run(lambda: self._ready().schemas())
+        return {**self.status(), "schemas": _plain(schemas)}
+
+    async def delete_user(self, user_id: str) -> int:
+        """Delete the user's rows from every table (see :meth:`Loader.delete_user`)."""
+        removed: int = await self._run(lambda: self._ready().delete_user(user_id))
+        log.info("warehouse_user_deleted", destination=self.id, rows=removed)
+        return removed
+
+    async def aclose(self) -> None:
+        if self._loader is not None:
+            loader, self._loader = self._loader, None
+            await trio.to_thread.run_sync(loader.close, limiter=self._limiter)
+
+    # -- the work, in a worker thread ------------------------------------------------------
+
+    async def _run(self, work: Callable[..., Any], *args: Any) -> Any:
+        return await trio.to_thread.run_sync(self._guarded, work, *args, limiter=self._limiter)
+
+    def _guarded(self, work: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return work(*args)
+        except DeliveryError:
+            raise
+        except Exception as error:
+            loader = self._loader
+            failure = loader.classify(error) if loader is not None else _unclassified(error)
+            self._totals["failures"] += 1
+            self._last_error, self._last_error_at = str(failure), time.time()
+            raise failure from error
+        finally:
+            if self._loader is not None:
+                self._loader.release()
+
+    def _ready(self) -> Loader:
+        if self._loader is None:
+            self._loader = self._make_loader()
+        return self._loader
+
+    def mapper(self) -> Mapper:
+        """The destination's mapper (names are cached in it between loads)."""
+        if self._mapper is None:
+            config = self._config
+            self._mapper = Mapper(
+                self._ready().dialect,
+                schema=config.schema,
+                collections=config.collections,
+                properties=config.properties,
+                max_columns=config.max_columns_per_table,
+            )
+        return self._mapper
+
+    def _load(self, batch: list[tuple[int, str, bytes]]) -> None:
+        started = time.monotonic()
+        loader, mapper = self._ready(), self.mapper()
+        names = sorted({mapper.schema_name(source) for _, source, _ in batch})
+        log.info("warehouse_load_started", destination=self.id, messages=len(batch), first_seq=batch[0][0])
+        existing = loader.read_schemas(names)
+        mapping = time.monotonic()
+        load = mapper.map(batch, existing)
+        writing = time.monotonic()
+        if load.rows:
+            loader.write(load)
+        done = time.monotonic()
+        phases = {"read_schema": mapping - started, "map": writing - mapping, "write": done - writing}
+        self._booked(load, done - started, phases)
+
+    def _booked(self, load: Load, duration: float, phases: dict[str, float]) -> None:
+        now = time.time()
+        added = {
+            f"{schema.schema}.{table.name}": sorted(table.added)
+            for schema in load.schemas
+            for table in schema.tables.values()
+            if table.added and not table.created
+        }
+        created = [f"{s.schema}.{t.name}" for s in load.schemas for t in s.tables.values() if t.created]
+        lag = (now - load.newest_received_at.timestamp()) if load.newest_received_at else None
+        self._last = {
+            "at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+            "at_epoch": round(now, 3),
+            "messages": load.messages,
+            "rows": load.rows,
+            "discards": load.discards,
+            "first_seq": load.first_seq,
+            "last_seq": load.last_seq,
+            "duration_secs": round(duration, 3),
+            "phase_secs": {name: round(secs, 3) for name, secs in phases.items()},
+            "data_lag_secs": round(lag, 1) if lag is not None else None,
+            "tables_created": created,
+            "columns_added": added,
+            "counts": {k: v for k, v in sorted(load.counts.items()) if v},
+        }
+        self._totals.update(loads=1, messages=load.messages, rows=load.rows, discards=load.discards)
+        self._last_error = None
+        log.info(
+            "warehouse_loaded",
+            destination=self.id,
+            messages=load.messages,
+            rows=load.rows,
+            discards=load.discards,
+            seconds=round(duration, 3),
+            phase_secs={name: round(secs, 3) for name, secs in phases.items()},
+            tables_created=created or None,
+            columns_added=added or None,
+        )
+        if load.discards:
+            notes = sorted(load.notes.items(), key=lambda item: -sum(item[1].values()))
+            log.warning(
+                "warehouse_values_discarded",
+                destination=self.id,
+                values=load.discards,
+                by_reason={k: load.counts[k] for k in _DISCARD_REASONS if load.counts[k]},
+                columns={name: dict(reasons) for name, reasons in notes[:NOTES_PER_LINE]},
+                more_columns=max(0, len(notes) - NOTES_PER_LINE),
+                hint="each value is in the discards table with its row id and reason",
+            )
+
+
+_DISCARD_REASONS = (
+    "type_mismatch",
+    "column_limit",
+    "no_column_name",
+    "name_collision",
+    "value_too_long",
+    "nul_character",
+)
+
+
+def _unclassified(error: Exception) -> DeliveryError:
+    return DeliveryError(f"{type(error).__name__}: {error}", retryable=True, kind=type(error).__name__)
+
+
+def _plain(schemas: Mapping[str, Schema]) -> dict[str, dict[str, dict[str, str]]]:
+    return {
+        schema: {table: {column: str(kind) for column, kind in columns.items()} for table, columns in tables.items()}
+        for schema, tables in schemas.items()
+    }

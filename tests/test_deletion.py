@@ -148,11 +148,13 @@ async def test_records_in_flight_are_tombstoned_and_left_out_of_the_next_attempt
     assert (d.delivered, d.filtered, d.pending) == (4, {"deleted": 4}, 0)
 
 
-async def test_audit_since_stays_exact_across_a_deletion(
-    log: IngestLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_audit_since_stays_exact_across_a_deletion(tmp_path: Path) -> None:
     now = [1_000]
-    monkeypatch.setattr(sqlite_log, "_now_ms", lambda: now[0])
+    async with open_log(LogConfig(), tmp_path, clock_ms=lambda: now[0]) as log:
+        await audit_since_stays_exact(log, tmp_path, now)
+
+
+async def audit_since_stays_exact(log: IngestLog, tmp_path: Path, now: list[int]) -> None:
     await log.cursor("d")
     await append(log, ["a", "b", "user-42", "user-42", "c", "d", "user-42", "e", "f", "g"])
     await log.set_cursor("d", 2, {("web", "delivered"): 2})

@@ -13,6 +13,7 @@ from gateway.config import LogConfig
 from gateway.errors import LogUnavailableError
 from gateway.log import Entry, open_log
 from gateway.log import sqlite as sqlite_log
+from gateway.log.sqlite import _upkeep
 
 
 def entry(message_id: str, source: str = "web") -> Entry:
@@ -61,8 +62,7 @@ async def test_dedup_holds_for_the_window_even_when_delivered_and_archive_is_sho
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1_000_000_000_000]
-    monkeypatch.setattr(sqlite_log, "_now_ms", lambda: now[0])
-    async with open_log(LogConfig(dedup_window_secs=60, archive_secs=0), tmp_path) as log:
+    async with open_log(LogConfig(dedup_window_secs=60, archive_secs=0), tmp_path, clock_ms=lambda: now[0]) as log:
         await log.cursor("crm")
         assert (await log.append([entry("a"), entry("b")])).stored == 2
         await log.set_cursor("crm", 2)
@@ -83,7 +83,6 @@ async def test_every_write_runs_inside_an_explicit_transaction(tmp_path: Path, m
     from gateway.log import InventoryRow
 
     now = [1_000_000_000_000]
-    monkeypatch.setattr(sqlite_log, "_now_ms", lambda: now[0])
     outside: list[str] = []
     state = {"open": False}
 
@@ -94,7 +93,7 @@ async def test_every_write_runs_inside_an_explicit_transaction(tmp_path: Path, m
         elif verb in ("INSERT", "UPDATE", "DELETE", "REPLACE") and not state["open"]:
             outside.append(sql)
 
-    async with open_log(LogConfig(dedup_window_secs=60, archive_secs=0), tmp_path) as log:
+    async with open_log(LogConfig(dedup_window_secs=60, archive_secs=0), tmp_path, clock_ms=lambda: now[0]) as log:
         log._writer.set_trace_callback(trace)  # type: ignore[attr-defined]
         await log.cursor("crm")
         await log.append([entry("a"), Entry("web", "u", b'{"messageId":"u","userId":"gone"}'), entry("b")])
@@ -186,8 +185,7 @@ async def test_purge_keeps_undelivered_archived_and_newest_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1_000_000_000_000]
-    monkeypatch.setattr(sqlite_log, "_now_ms", lambda: now[0])
-    async with open_log(LogConfig(archive_secs=3600, dedup_window_secs=60), tmp_path) as log:
+    async with open_log(LogConfig(archive_secs=3600, dedup_window_secs=60), tmp_path, clock_ms=lambda: now[0]) as log:
         await log.cursor("crm")
         await log.append([entry(f"m{i}") for i in range(6)])
         await log.set_cursor("crm", 4)
@@ -244,8 +242,7 @@ async def test_a_new_destination_can_start_from_a_time_in_the_archive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1_000_000_000_000]
-    monkeypatch.setattr(sqlite_log, "_now_ms", lambda: now[0])
-    async with open_log(LogConfig(), tmp_path) as log:
+    async with open_log(LogConfig(), tmp_path, clock_ms=lambda: now[0]) as log:
         await log.append([entry("old")])
         now[0] += 60_000
         await log.append([entry("new-1"), entry("new-2")])
@@ -277,7 +274,7 @@ async def test_a_log_from_before_dead_letter_stages_is_upgraded_in_place(tmp_pat
 async def test_the_wal_stays_bounded_under_sustained_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Commits that never pause keep passive checkpoints from ever resetting the WAL; without a
     # restart past the bound it grew by everything written (660 MB in 25 s of bench/ingest.py).
-    monkeypatch.setattr(sqlite_log, "WAL_RESTART_BYTES", 1024 * 1024)
+    monkeypatch.setattr(_upkeep, "WAL_RESTART_BYTES", 1024 * 1024)
     wal = tmp_path / f"{sqlite_log.DB_NAME}-wal"
     body = b"x" * 2000
     largest = 0
@@ -314,19 +311,20 @@ async def test_a_reader_in_another_process_postpones_the_wal_restart(
     # A restart must wait for every reader to leave the WAL, and commits wait behind it: with
     # another process's reader in the way it gives up at once and is not tried again until the
     # backoff has passed, so commits are never held up checkpoint after checkpoint.
-    monkeypatch.setattr(sqlite_log, "WAL_RESTART_BYTES", 64 * 1024)
-    monkeypatch.setattr(sqlite_log, "WAL_RESTART_BACKOFF_SECS", (0.3, 0.3))
+    monkeypatch.setattr(_upkeep, "WAL_RESTART_BYTES", 64 * 1024)
+    monkeypatch.setattr(_upkeep, "WAL_RESTART_BACKOFF_SECS", (0.3, 0.3))
     wal = tmp_path / f"{sqlite_log.DB_NAME}-wal"
     body = b"x" * 2000
     async with open_log(LogConfig(), tmp_path) as log:
         tries: list[str] = []
-        reset_wal = log._reset_wal  # type: ignore[attr-defined]
+        upkeep = log._upkeep  # type: ignore[attr-defined]
+        reset_wal = upkeep.reset_wal
 
         async def counted(mode: str, wait_ms: int) -> bool:
             tries.append(mode)
             return await reset_wal(mode, wait_ms)
 
-        log._reset_wal = counted  # type: ignore[attr-defined]
+        upkeep.reset_wal = counted
         await log.append([Entry("web", f"a{i}", body) for i in range(100)])
         reader = sqlite3.connect(tmp_path / sqlite_log.DB_NAME, isolation_level=None)
         reader.execute("BEGIN")

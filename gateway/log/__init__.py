@@ -7,6 +7,7 @@ gateway uses, so another engine (Redis Streams, PostgreSQL) can replace the embe
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -47,6 +48,31 @@ class AppendResult(msgspec.Struct, frozen=True):
 #: destination's filters again, then sends) and ``source`` (a source filter failed on it before
 #: it was stored: redrive runs the source's filters again, then stores it).
 SEND_STAGE, FILTER_STAGE, SOURCE_STAGE = "send", "filter", "source"
+
+
+#: Outcome counts of a run of batches: (source, outcome) -> messages. Outcomes are ``delivered``,
+#: ``dead_lettered``, ``filtered:<reason>`` (see README: Configuration), ``filtered:deleted`` (removed by a deletion
+#: request) and ``redriven`` (a dead letter delivered later).
+Outcomes = dict[tuple[str, str], int]
+DELETED_OUTCOME = "filtered:deleted"
+#: A deleted user's message whose row must stay (its seq may not be reused, or a worker has
+#: read it): the body is replaced by :func:`tombstone`, and workers count it as ``filtered:deleted``.
+TOMBSTONE_TYPE = "deleted"
+
+
+def tombstone(message_id: str) -> bytes:
+    """The body a deleted message's row keeps when the row itself must stay."""
+    return msgspec.json.encode({"messageId": message_id, "type": TOMBSTONE_TYPE})
+
+
+#: Where a log engine takes the time from: milliseconds since the epoch (``received_at``,
+#: the dedup window and the archive period are measured with it). Tests inject their own.
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    """The system's clock, in milliseconds since the epoch (the engines' default)."""
+    return int(time.time() * 1000)
 
 
 def source_letters(source_id: str) -> str:
@@ -273,15 +299,20 @@ class IngestLog(Protocol):
 
 @asynccontextmanager
 async def open_log(
-    config: LogConfig, data_dir: Path, *, observe_commit: Callable[[float], None] | None = None
+    config: LogConfig,
+    data_dir: Path,
+    *,
+    observe_commit: Callable[[float], None] | None = None,
+    clock_ms: Clock = wall_clock_ms,
 ) -> AsyncIterator[IngestLog]:
     """Open the log engine named by ``config.engine`` under ``data_dir``; ``observe_commit``
-    is called with the duration of every commit, in seconds.
+    is called with the duration of every commit, in seconds; ``clock_ms`` is the time the log
+    keeps (received_at, the dedup window, the archive period).
 
     Resource handling:
         Appends in flight when the context exits are committed before it returns.
     """
     from gateway.log.sqlite import open_sqlite_log
 
-    async with open_sqlite_log(config, data_dir, observe_commit=observe_commit) as log:
+    async with open_sqlite_log(config, data_dir, observe_commit=observe_commit, clock_ms=clock_ms) as log:
         yield log

@@ -7,13 +7,31 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import trio
+
+from gateway.config import LogConfig
+from gateway.log import DeadLetter, LogReader, open_log_reader
+from gateway.ops.audit import AuditReport, audit
 from gateway.testing import GatewayProcess, read_jsonl
 
-__all__ = ["WRITE_KEY", "GatewayProcess", "config_text", "gateway_cli", "read_jsonl", "wait_until"]
+__all__ = [
+    "WRITE_KEY",
+    "GatewayProcess",
+    "audit_log",
+    "config_text",
+    "gateway_cli",
+    "log_cursors",
+    "log_dead_letters",
+    "read_jsonl",
+    "read_log",
+    "wait_until",
+]
+
+T = TypeVar("T")
 
 WRITE_KEY = "test-write-key"
 
@@ -61,3 +79,28 @@ def gateway_cli(config_path: Path, *args: str, env: dict[str, str] | None = None
         timeout=30,
         env={**os.environ, **(env or {})},
     )
+
+
+def read_log(data_dir: Path, read: Callable[[LogReader], Awaitable[T]]) -> T:
+    """``read`` the log in ``data_dir`` as the offline commands do (read-only; the daemon may run)."""
+
+    async def main() -> T:
+        async with open_log_reader(LogConfig(), data_dir) as reader:
+            return await read(reader)
+
+    return trio.run(main)
+
+
+def audit_log(data_dir: Path, since_ms: int | None = None) -> AuditReport:
+    """``gateway audit`` of the log in ``data_dir``."""
+    return audit(read_log(data_dir, lambda reader: reader.books(since_ms)))
+
+
+def log_dead_letters(data_dir: Path, destination: str | None = None) -> list[DeadLetter]:
+    """The dead letters in the log in ``data_dir`` (at most 10,000)."""
+    return read_log(data_dir, lambda reader: reader.dead_letters(destination=destination, limit=10_000))
+
+
+def log_cursors(data_dir: Path) -> dict[str, tuple[int, int]]:
+    """Every cursor of the log in ``data_dir``: name -> (seq, start_seq)."""
+    return read_log(data_dir, lambda reader: reader.cursors())

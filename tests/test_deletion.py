@@ -17,7 +17,6 @@ from gateway.delivery.worker import DestinationWorker
 from gateway.errors import DeliveryError
 from gateway.log import Entry, IngestLog, open_log
 from gateway.log import sqlite as sqlite_log
-from gateway.log.sqlite import list_dead_letters
 from gateway.ops.audit import DestinationAudit, audit
 
 SECRET = "PLUTONIUM-7731"
@@ -44,8 +43,8 @@ def rows(data_dir: Path) -> dict[int, bytes]:
         conn.close()
 
 
-def books(data_dir: Path, destination: str, since_ms: int | None = None) -> DestinationAudit:
-    report = audit(data_dir, since_ms=since_ms)
+async def books(log: IngestLog, destination: str, since_ms: int | None = None) -> DestinationAudit:
+    report = audit(await log.books(since_ms))
     assert report.balanced, report
     return next(d for d in report.destinations if d.destination == destination)
 
@@ -63,7 +62,7 @@ async def test_deleted_rows_below_and_above_cursors(log: IngestLog, tmp_path: Pa
     await append(log, users)
     await log.set_cursor("fast", 10, {("web", "delivered"): 10})
     await log.set_cursor("slow", 4, {("web", "delivered"): 4})
-    assert books(tmp_path, "slow").pending == 6
+    assert (await books(log, "slow")).pending == 6
     assert SECRET.encode() in b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite3*"))
 
     report = await log.delete_user("user-42", ["fast", "slow"])
@@ -73,7 +72,7 @@ async def test_deleted_rows_below_and_above_cursors(log: IngestLog, tmp_path: Pa
     assert sorted(rows(tmp_path)) == [1, 3, 4, 6, 7, 9, 10]
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite3*"))
     assert SECRET.encode() not in on_disk
-    fast, slow = books(tmp_path, "fast"), books(tmp_path, "slow")
+    fast, slow = await books(log, "fast"), await books(log, "slow")
     assert (fast.delivered, fast.filtered, fast.pending) == (10, {}, 0)  # it had them all already
     assert (slow.delivered, slow.filtered, slow.pending) == (4, {"deleted": 2}, 4)
     assert slow.by_source["web"]["filtered:deleted"] == 2
@@ -83,7 +82,7 @@ async def test_deleted_rows_below_and_above_cursors(log: IngestLog, tmp_path: Pa
 
     # The slow destination catches up over what is left: the books still balance.
     await log.set_cursor("slow", 10, {("web", "delivered"): 4})
-    assert (books(tmp_path, "slow").delivered, books(tmp_path, "slow").pending) == (8, 0)
+    assert ((await books(log, "slow")).delivered, (await books(log, "slow")).pending) == (8, 0)
 
 
 async def test_the_newest_row_becomes_a_tombstone_and_is_never_sent(log: IngestLog, tmp_path: Path) -> None:
@@ -96,7 +95,7 @@ async def test_the_newest_row_becomes_a_tombstone_and_is_never_sent(log: IngestL
     assert report.pending == {"d": 2}
     assert log.head() == 3
     assert rows(tmp_path)[3] == b'{"messageId":"m3","type":"deleted"}'  # same seq, no personal data
-    assert books(tmp_path, "d").filtered == {"deleted": 1}
+    assert (await books(log, "d")).filtered == {"deleted": 1}
     assert (await log.append([message("m4", "b")])).stored == 1
     assert max(rows(tmp_path)) == 4  # the seq was not reused
     assert (await log.append([message("m3", "user-42")])).duplicates == 1  # the tombstone keeps the key
@@ -105,7 +104,7 @@ async def test_the_newest_row_becomes_a_tombstone_and_is_never_sent(log: IngestL
     worker = DestinationWorker("d", DestinationConfig(**FAST), destination, log)
     await run_until(worker, lambda: worker.statistics().cursor == 4)
     assert destination.ids == ["m2", "m4"]
-    d = books(tmp_path, "d")
+    d = await books(log, "d")
     assert (d.delivered, d.filtered, d.pending) == (2, {"deleted": 2}, 0)  # one by the deletion, one by the worker
 
 
@@ -134,7 +133,7 @@ async def test_records_in_flight_are_tombstoned_and_left_out_of_the_next_attempt
 
         await worker.wait_sends_from_before(log.deletions)
         assert not worker.sending_from_before(log.deletions)
-        assert books(tmp_path, "d").pending > 0
+        assert (await books(log, "d")).pending > 0
         refusing[0] = False
         with trio.fail_after(5):
             while worker.statistics().cursor < 8:
@@ -144,7 +143,7 @@ async def test_records_in_flight_are_tombstoned_and_left_out_of_the_next_attempt
     assert (report.messages_deleted, report.tombstoned) == (1, 3)  # seq 7 was never read
     assert destination.ids == ["m1", "m4", "n5", "o8"]
     assert all(SECRET.encode() not in r.body for batch in destination.batches for r in batch)
-    d = books(tmp_path, "d")
+    d = await books(log, "d")
     assert (d.delivered, d.filtered, d.pending) == (4, {"deleted": 4}, 0)
 
 
@@ -165,9 +164,9 @@ async def audit_since_stays_exact(log: IngestLog, tmp_path: Path, now: list[int]
     now[0] = 4_000
     await log.set_cursor("d", 10, {("web", "delivered"): 4})
     for since, expected in ((1_500, 8), (2_500, 8), (3_500, 5), (4_500, 0)):
-        d = books(tmp_path, "d", since_ms=since)
+        d = await books(log, "d", since_ms=since)
         assert d.expected == expected, since
-    assert books(tmp_path, "d", since_ms=3_500).filtered == {"deleted": 1}
+    assert (await books(log, "d", since_ms=3_500)).filtered == {"deleted": 1}
 
 
 async def test_a_destination_replaying_the_archive_books_what_was_deleted(log: IngestLog, tmp_path: Path) -> None:
@@ -177,7 +176,7 @@ async def test_a_destination_replaying_the_archive_books_what_was_deleted(log: I
     await log.delete_user("user-42", ["live"])
 
     assert await log.cursor("replay", start_ms=0) == 0
-    replay = books(tmp_path, "replay")
+    replay = await books(log, "replay")
     assert (replay.filtered, replay.pending) == ({"deleted": 2}, 4)
 
 
@@ -192,12 +191,12 @@ async def test_the_users_dead_letters_go_and_do_not_come_back(log: IngestLog, tm
 
     assert report.dead_letters_deleted == 1
     assert (report.messages_deleted, report.tombstoned) == (1, 1)  # seq 3 was read: it may be in flight
-    assert [x.seq for x in list_dead_letters(tmp_path)] == [2]
+    assert [x.seq for x in await log.dead_letters()] == [2]
     # The worker that held seq 3 gives up on it after the deletion: its body stays out.
     await log.add_dead_letters("d", [records[2]], "refused", 3)
-    assert [x.seq for x in list_dead_letters(tmp_path)] == [2]
+    assert [x.seq for x in await log.dead_letters()] == [2]
     await log.set_cursor("d", 4, {("web", "dead_lettered"): 1, ("web", "delivered"): 1})
-    assert books(tmp_path, "d").dead_lettered == 3
+    assert (await books(log, "d")).dead_lettered == 3
 
 
 # -- helpers ----------------------------------------------------------------------------------

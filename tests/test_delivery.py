@@ -15,7 +15,6 @@ from gateway.config import DestinationConfig, LogConfig
 from gateway.delivery.worker import DestinationWorker, backoff_delay
 from gateway.errors import DeliveryError
 from gateway.log import Entry, IngestLog, open_log
-from gateway.log.sqlite import list_dead_letters
 
 FAST = {"type": "test", "retry_initial_secs": 0.01, "retry_max_secs": 0.05, "batch_max_wait_secs": 0.01}
 
@@ -165,7 +164,7 @@ async def test_permanent_failure_dead_letters_only_the_bad_record(log: IngestLog
     worker = DestinationWorker("d", DestinationConfig(**FAST), destination, log)
     await run_until(log, worker, lambda: worker.statistics().cursor == 3)
     assert destination.ids == ["a", "c"]
-    [letter] = list_dead_letters(tmp_path)
+    [letter] = await log.dead_letters()
     assert (letter.destination, letter.seq, letter.error) == ("d", 2, "HTTP 400: bad field")
     assert b'"bad"' in letter.body
 
@@ -178,7 +177,7 @@ async def test_max_attempts_dead_letters(log: IngestLog, tmp_path: Path) -> None
     await append(log, ["a", "b"])
     worker = DestinationWorker("d", DestinationConfig(**FAST, max_attempts=3), Recording(always), log)
     await run_until(log, worker, lambda: worker.statistics().cursor == 2)
-    letters = list_dead_letters(tmp_path, destination="d")
+    letters = await log.dead_letters(destination="d")
     assert [(x.seq, x.attempts) for x in letters] == [(1, 3), (2, 3)]
 
 
@@ -241,7 +240,6 @@ def test_backoff_grows_with_jitter_and_respects_retry_after() -> None:
 
 
 async def test_a_raising_filter_dead_letters_the_message_and_the_worker_goes_on(log: IngestLog, tmp_path: Path) -> None:
-    from gateway.log.sqlite import list_dead_letters
     from gateway.ops.audit import audit
 
     class Broken(Filter):
@@ -256,9 +254,9 @@ async def test_a_raising_filter_dead_letters_the_message_and_the_worker_goes_on(
     worker = DestinationWorker("d", DestinationConfig(**FAST), destination, log, [("strict", Broken())])
     await run_until(log, worker, lambda: worker.statistics().cursor == 3)
     assert destination.ids == ["a", "c"]
-    [books] = audit(tmp_path).destinations
+    [books] = audit(await log.books()).destinations
     assert books.dead_lettered == 1 and books.delivered == 2 and books.unaccounted == 0
-    [letter] = list_dead_letters(tmp_path)
+    [letter] = await log.dead_letters()
     assert (letter.destination, letter.stage, letter.error) == ("d", "filter", "strict: KeyError: 'properties'")
     assert msgspec.json.decode(letter.body)["messageId"] == "boom"
 
@@ -300,7 +298,7 @@ async def test_integrations_object_filters_before_send_and_is_accounted(log: Ing
     worker = DestinationWorker("crm", config, destination, log)
     await run_until(log, worker, lambda: worker.statistics().cursor == 4)
     assert destination.ids == ["a", "c"]
-    [books] = audit(tmp_path).destinations
+    [books] = audit(await log.books()).destinations
     assert books.filtered == {"filtered_by_integrations_object": 2} and books.delivered == 2
 
 

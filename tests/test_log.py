@@ -264,7 +264,7 @@ async def test_a_log_from_before_dead_letter_stages_is_upgraded_in_place(tmp_pat
         old.execute("INSERT INTO dead_letters VALUES (1, 'crm', 7, 'web', '{}', 'HTTP 400', 1, 0, 'dead')")
     async with open_log(LogConfig(), tmp_path) as log:
         await log.add_dead_letters("source:web", [Record(0, "web", b'{"messageId":"m"}')], "boom", 1, stage="source")
-    letters = sqlite_log.list_dead_letters(tmp_path)
+        letters = await log.dead_letters()
     assert [(x.destination, x.stage, x.error) for x in letters] == [
         ("crm", "send", "HTTP 400"),
         ("source:web", "source", "boom"),
@@ -343,3 +343,37 @@ async def test_a_reader_in_another_process_postpones_the_wal_restart(
         assert wal.stat().st_size <= 64 * 1024
         await log.checkpoint()
         assert tries == ["RESTART", "RESTART"]  # what the WAL holds now is small: no restart
+
+
+async def test_the_books_are_read_in_one_snapshot_while_the_daemon_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `gateway audit` reads the file while the daemon delivers. Read statement by statement, a
+    # delivery committed between reading the head and reading a cursor's outcomes counted
+    # messages above the head it had read: "NOT BALANCED", exit 3, with nothing wrong.
+    from gateway.log import open_log_reader
+    from gateway.log.sqlite import _reads
+    from gateway.ops.audit import audit
+
+    async with open_log(LogConfig(), tmp_path) as log:
+        await log.cursor("crm")
+        await log.append([entry("a"), entry("b")])
+        await log.set_cursor("crm", 2, {("web", "delivered"): 2})
+        cursor_books = _reads._cursor_books
+
+        def delivered_meanwhile(conn: sqlite3.Connection, *args: object) -> object:
+            # What the daemon commits while the reader is between two statements.
+            with sqlite3.connect(tmp_path / sqlite_log.DB_NAME, isolation_level=None) as other:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("INSERT INTO messages VALUES (3, 'web', 'c', 0, x'7b7d')")
+                other.execute("UPDATE cursors SET seq = 3 WHERE destination = 'crm'")
+                other.execute("INSERT INTO delivery_outcomes VALUES ('crm', 'web', 'delivered', 1, 3, 0)")
+                other.execute("COMMIT")
+            return cursor_books(conn, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(_reads, "_cursor_books", delivered_meanwhile)
+        async with open_log_reader(LogConfig(), tmp_path) as reader:
+            report = audit(await reader.books())
+    [crm] = report.destinations
+    assert (crm.head, crm.delivered, crm.pending) == (2, 2, 0), crm
+    assert report.balanced

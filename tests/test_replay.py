@@ -3,7 +3,6 @@ delivery; a replay survives ``kill -9`` (its cursor is persisted) and leaves the
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -11,8 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.ops.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, gateway_cli, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, audit_log, config_text, gateway_cli, log_cursors, wait_until
 from tests.sink import Sink, free_port, http_destination
 
 TOKEN = "admin-token-for-replay-tests-01234"
@@ -28,8 +26,7 @@ def send(gateway: GatewayProcess, *ids: str) -> None:
 
 
 def replay_cursors(data_dir: Path) -> list[str]:
-    with sqlite3.connect(data_dir / "log.sqlite3") as db:
-        return [row[0] for row in db.execute("SELECT destination FROM cursors WHERE destination LIKE 'replay:%'")]
+    return [name for name in log_cursors(data_dir) if name.startswith("replay:")]
 
 
 def test_replay_resends_a_time_range_and_survives_kill_9(tmp_path: Path) -> None:
@@ -85,5 +82,5 @@ def test_replay_resends_a_time_range_and_survives_kill_9(tmp_path: Path) -> None
                 assert cli(config, "dead-letters", "list", "--limit", limit).returncode == 2
             assert "is not an ISO-8601 time" in cli(config, "replay", "hook", "--since", "yesterday").stderr
         assert all(sink.counts[i] == 2 for i in ids)  # each replayed once, nothing more
-    [books] = audit(tmp_path).destinations
+    [books] = audit_log(tmp_path).destinations
     assert books.destination == "hook" and books.unaccounted == 0 and books.delivered == 22

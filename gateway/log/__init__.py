@@ -7,149 +7,103 @@ gateway uses, so another engine (Redis Streams, PostgreSQL) can replace the embe
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
 
-import msgspec
-
 from gateway.components import Record
 from gateway.config import LogConfig
+from gateway.log._records import (
+    DELETED_OUTCOME,
+    FILTER_STAGE,
+    SEND_STAGE,
+    SOURCE_STAGE,
+    TOMBSTONE_TYPE,
+    AppendResult,
+    BacklogInfo,
+    Clock,
+    CursorBooks,
+    DeadLetter,
+    DeletionReport,
+    Entry,
+    InventoryRow,
+    LogBooks,
+    LogStatistics,
+    Outcomes,
+    SourceLetter,
+    deleted_runs,
+    source_letters,
+    tombstone,
+    wall_clock_ms,
+)
+
+__all__ = [
+    "DELETED_OUTCOME",
+    "FILTER_STAGE",
+    "SEND_STAGE",
+    "SOURCE_STAGE",
+    "TOMBSTONE_TYPE",
+    "AppendResult",
+    "BacklogInfo",
+    "Clock",
+    "CursorBooks",
+    "DeadLetter",
+    "DeletionReport",
+    "Entry",
+    "IngestLog",
+    "InventoryRow",
+    "LogBooks",
+    "LogReader",
+    "LogStatistics",
+    "Outcomes",
+    "SourceLetter",
+    "deleted_runs",
+    "open_log",
+    "open_log_reader",
+    "source_letters",
+    "tombstone",
+    "wall_clock_ms",
+]
 
 
-class Entry(msgspec.Struct, frozen=True, array_like=True):
-    """A message to append: its source, its dedup key, and its encoded body."""
+class LogReader(Protocol):
+    """The read side of the log: what the offline commands need, with the daemon up or down
+    (:func:`open_log_reader`), and what :class:`IngestLog` offers on top of its writes."""
 
-    source: str
-    message_id: str
-    body: bytes
+    async def read(
+        self, after_seq: int, *, max_records: int, max_bytes: int, reader: str | None = None
+    ) -> list[Record]:
+        """Return stored records with ``seq > after_seq`` in order, at most ``max_records``
+        and (beyond the first record) at most ``max_bytes`` of bodies. ``reader`` names the
+        destination reading (so a deletion knows which records may be in flight to it)."""
+        ...
 
+    async def cursors(self) -> dict[str, tuple[int, int]]:
+        """Every persisted cursor: name -> (seq, start_seq)."""
+        ...
 
-class SourceLetter(msgspec.Struct, frozen=True):
-    """A message a source's filter failed on, to keep as a dead letter (it is never stored)."""
+    async def seq_range(self, since_ms: int, until_ms: int | None = None) -> tuple[int, int]:
+        """``(after, upto)``: the stored messages received in ``[since_ms, until_ms)`` (until
+        now when None) are those with ``after < seq <= upto`` (``after == upto``: none)."""
+        ...
 
-    destination: str  # source_letters(source)
-    source: str
-    body: bytes
-    error: str
+    async def dead_letters(self, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters in the order they were added, all or one ``destination``'s."""
+        ...
 
+    async def load_inventory(self) -> list[InventoryRow]:
+        """Every field-inventory row saved so far, by source and path."""
+        ...
 
-class AppendResult(msgspec.Struct, frozen=True):
-    """What an append did: how many entries were stored and how many were duplicates."""
-
-    stored: int
-    duplicates: int
-
-
-#: Stages a dead letter comes from: ``send`` (the destination refused the batch: redrive sends
-#: the stored body as it is), ``filter`` (a destination filter failed on it: redrive runs the
-#: destination's filters again, then sends) and ``source`` (a source filter failed on it before
-#: it was stored: redrive runs the source's filters again, then stores it).
-SEND_STAGE, FILTER_STAGE, SOURCE_STAGE = "send", "filter", "source"
-
-
-#: Outcome counts of a run of batches: (source, outcome) -> messages. Outcomes are ``delivered``,
-#: ``dead_lettered``, ``filtered:<reason>`` (see README: Configuration), ``filtered:deleted`` (removed by a deletion
-#: request) and ``redriven`` (a dead letter delivered later).
-Outcomes = dict[tuple[str, str], int]
-DELETED_OUTCOME = "filtered:deleted"
-#: A deleted user's message whose row must stay (its seq may not be reused, or a worker has
-#: read it): the body is replaced by :func:`tombstone`, and workers count it as ``filtered:deleted``.
-TOMBSTONE_TYPE = "deleted"
+    async def books(self, since_ms: int | None = None) -> LogBooks:
+        """Every cursor's and every source's books, all read at one moment (a consistent
+        snapshot, so they balance while the daemon writes). With ``since_ms``, each cursor's
+        books start where it was then, and the sources' from the hour that holds it."""
+        ...
 
 
-def tombstone(message_id: str) -> bytes:
-    """The body a deleted message's row keeps when the row itself must stay."""
-    return msgspec.json.encode({"messageId": message_id, "type": TOMBSTONE_TYPE})
-
-
-#: Where a log engine takes the time from: milliseconds since the epoch (``received_at``,
-#: the dedup window and the archive period are measured with it). Tests inject their own.
-Clock = Callable[[], int]
-
-
-def wall_clock_ms() -> int:
-    """The system's clock, in milliseconds since the epoch (the engines' default)."""
-    return int(time.time() * 1000)
-
-
-def source_letters(source_id: str) -> str:
-    """The ``destination`` under which the dead letters of a source's filters are kept."""
-    return f"source:{source_id}"
-
-
-class DeadLetter(msgspec.Struct, frozen=True):
-    """A record a destination refused for good, or a filter failed on, with the reason."""
-
-    id: int
-    destination: str
-    seq: int
-    source: str
-    body: bytes
-    error: str
-    attempts: int
-    failed_at: float
-    state: str = "dead"
-    stage: str = SEND_STAGE
-
-
-class BacklogInfo(msgspec.Struct, frozen=True):
-    """What waits for one destination."""
-
-    destination: str
-    messages: int
-    bytes_estimate: int
-    oldest_received_at: float
-
-
-class DeletionReport(msgspec.Struct, frozen=True):
-    """What :meth:`IngestLog.delete_user` removed for one userId.
-
-    Attributes:
-        messages_deleted: Rows deleted outright.
-        tombstoned: Rows whose body became ``{"messageId": ..., "type": "deleted"}`` instead: the
-            newest row (its seq must never be reused) and rows a worker had already read.
-        dead_letters_deleted: The user's dead letters, every destination.
-        pending: Per destination asked about, how many of the removed messages it had not
-            been sent yet (they never will be).
-    """
-
-    user_id: str
-    messages_deleted: int
-    tombstoned: int
-    dead_letters_deleted: int
-    pending: dict[str, int] = msgspec.field(default_factory=dict)
-
-    @property
-    def messages_removed(self) -> int:
-        return self.messages_deleted + self.tombstoned
-
-
-class InventoryRow(msgspec.Struct, frozen=True):
-    """One field path a source sent: its most severe class, the matchers that recognised it,
-    and when it was first and last seen (milliseconds since the epoch). Never a value."""
-
-    source: str
-    path: str
-    cls: str
-    hits: tuple[str, ...]
-    first_seen: int
-    last_seen: int
-
-
-class LogStatistics(msgspec.Struct, frozen=True):
-    """A snapshot of the log, for status output and metrics."""
-
-    head_seq: int
-    disk_bytes: int
-    pending_messages: int
-    commits: int
-    cursors: dict[str, int]
-
-
-class IngestLog(Protocol):
+class IngestLog(LogReader, Protocol):
     """The operations the gateway needs from a log engine."""
 
     #: userIds whose events are dropped at ingest; kept in memory, persisted by set_suppressed.
@@ -184,14 +138,6 @@ class IngestLog(Protocol):
         """
         ...
 
-    async def read(
-        self, after_seq: int, *, max_records: int, max_bytes: int, reader: str | None = None
-    ) -> list[Record]:
-        """Return stored records with ``seq > after_seq`` in order, at most ``max_records``
-        and (beyond the first record) at most ``max_bytes`` of bodies. ``reader`` names the
-        destination reading (so a deletion knows which records may be in flight to it)."""
-        ...
-
     def head(self) -> int:
         """The seq of the newest stored record (0 when none ever was)."""
         ...
@@ -205,17 +151,8 @@ class IngestLog(Protocol):
         with ``start_ms``, before the first message the log still holds from that time on."""
         ...
 
-    async def cursors(self) -> dict[str, tuple[int, int]]:
-        """Every persisted cursor: name -> (seq, start_seq)."""
-        ...
-
     async def forget_cursor(self, name: str) -> None:
         """Remove a cursor and its delivery books (a finished replay's)."""
-        ...
-
-    async def seq_range(self, since_ms: int, until_ms: int | None = None) -> tuple[int, int]:
-        """``(after, upto)``: the stored messages received in ``[since_ms, until_ms)`` (until
-        now when None) are those with ``after < seq <= upto`` (``after == upto``: none)."""
         ...
 
     async def set_cursor(self, destination: str, seq: int, outcomes: dict[tuple[str, str], int] | None = None) -> None:
@@ -241,10 +178,6 @@ class IngestLog(Protocol):
         refused ones again."""
         ...
 
-    async def dead_letters(self, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """Dead letters in the order they were added, all or one ``destination``'s."""
-        ...
-
     async def change_dead_letters(self, action: str, *, destination: str | None = None, ids: Sequence[int] = ()) -> int:
         """Mark dead letters for ``redrive`` or ``discard`` them; returns how many changed."""
         ...
@@ -264,10 +197,6 @@ class IngestLog(Protocol):
 
     async def save_inventory(self, rows: Sequence[InventoryRow]) -> None:
         """Insert or update field-inventory rows (first_seen keeps the earliest)."""
-        ...
-
-    async def load_inventory(self) -> list[InventoryRow]:
-        """Every field-inventory row saved so far."""
         ...
 
     async def purge(self, destinations: Sequence[str]) -> int:
@@ -316,3 +245,19 @@ async def open_log(
 
     async with open_sqlite_log(config, data_dir, observe_commit=observe_commit, clock_ms=clock_ms) as log:
         yield log
+
+
+@asynccontextmanager
+async def open_log_reader(config: LogConfig, data_dir: Path) -> AsyncIterator[LogReader]:
+    """A read-only view of the log ``config`` names under ``data_dir``, for the commands that
+    read it with the daemon up or down (``gateway audit``, ``gateway privacy inventory``).
+
+    Raises:
+        gateway.errors.LogUnavailableError: there is no log there (``missing``). Saying
+            "nothing to report" instead would pass off a wrong data_dir as a clean bill.
+        gateway.errors.LogUnreadableError: the log's storage cannot be read (from its methods).
+    """
+    from gateway.log.sqlite import open_sqlite_reader
+
+    async with open_sqlite_reader(data_dir) as reader:
+        yield reader

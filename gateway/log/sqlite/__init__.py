@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from gateway.log.sqlite._engine import SQLiteLog
 from gateway.log.sqlite._open import open_sqlite_log
-from gateway.log.sqlite._reader import list_dead_letters, open_log_file, read_inventory
+from gateway.log.sqlite._reader import SQLiteReader, open_sqlite_reader
 from gateway.log.sqlite._schema import DB_NAME
 
-__all__ = ["DB_NAME", "SQLiteLog", "list_dead_letters", "open_log_file", "open_sqlite_log", "read_inventory"]
+__all__ = ["DB_NAME", "SQLiteLog", "SQLiteReader", "open_sqlite_log", "open_sqlite_reader"]

@@ -6,33 +6,16 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
-from gateway.log import DELETED_OUTCOME, DeletionReport, tombstone
+from gateway.log import DELETED_OUTCOME, DeletionReport, deleted_runs, tombstone
 from gateway.log.sqlite._schema import ADD_OUTCOME, connect_read_only, transaction
 
 _USER_ID = "json_extract(CAST(body AS TEXT), '$.userId')"
 # A tombstone carries the message's own messageId; the message_id column is the dedup key,
 # which differs for forwarded messages (gateway.ingest.hub.forwarded_key).
 _MESSAGE_ID = "coalesce(json_extract(CAST(body AS TEXT), '$.messageId'), message_id)"
-
-
-def runs(deleted: list[tuple[int, str]], *, after: int) -> list[tuple[str, int, int]]:
-    """``(source, count, last seq)`` of each run of consecutive seqs from one source in
-    ``deleted`` (sorted) above ``after``. No cursor can ever stop inside such a run (its seqs
-    are gone), which is what keeps ``audit --since`` exact."""
-    found: list[list[Any]] = []
-    for seq, source in deleted:
-        if seq <= after:
-            continue
-        if found and found[-1][0] == source and found[-1][2] == seq - 1:
-            found[-1][1] += 1
-            found[-1][2] = seq
-        else:
-            found.append([source, 1, seq])
-    return [(source, count, last) for source, count, last in found]
 
 
 def find_user_rows(path: Path, user_id: str) -> tuple[list[int], int]:
@@ -97,7 +80,7 @@ def delete_user_rows(
             outcomes = [
                 (destination, source, DELETED_OUTCOME, count, upto, now)
                 for destination, cursor in cursors.items()
-                for source, count, upto in runs(deleted, after=cursor)
+                for source, count, upto in deleted_runs(deleted, after=cursor)
             ]
             cur.executemany(ADD_OUTCOME, outcomes)
             cur.execute(

@@ -34,6 +34,7 @@ from gateway.log import (
     DeletionReport,
     Entry,
     InventoryRow,
+    LogBooks,
     LogStatistics,
     Outcomes,
     SourceLetter,
@@ -41,7 +42,7 @@ from gateway.log import (
 )
 from gateway.log.sqlite import _dead_letters, _deletion, _inventory, _reads
 from gateway.log.sqlite._commit import QueuedOutcome, Waiter, commit_group
-from gateway.log.sqlite._schema import connect, create_schema, unavailable
+from gateway.log.sqlite._schema import connect, create_schema, reading, unavailable, writing
 from gateway.log.sqlite._upkeep import Upkeep, wal_limit
 
 log = structlog.get_logger("gateway.log")
@@ -209,8 +210,8 @@ class SQLiteLog:
     async def read(
         self, after_seq: int, *, max_records: int, max_bytes: int, reader: str | None = None
     ) -> list[Record]:
-        def query() -> list[Record]:
-            records = _reads.read_records(self._reader, after_seq, max_records, max_bytes)
+        def query(conn: sqlite3.Connection) -> list[Record]:
+            records = _reads.read_records(conn, after_seq, max_records, max_bytes)
             # Under the read lock, which a deletion holds too: it sees every read that got rows.
             if records:
                 last = records[-1].seq
@@ -220,7 +221,7 @@ class SQLiteLog:
                     self._read_upto[reader] = last
             return records
 
-        return await trio.to_thread.run_sync(query, limiter=self._read_lock)
+        return await self._read(query)
 
     def head(self) -> int:
         return self._head_seq
@@ -254,6 +255,9 @@ class SQLiteLog:
     async def seq_range(self, since_ms: int, until_ms: int | None = None) -> tuple[int, int]:
         return await self._read(_reads.seq_range, since_ms, until_ms, self._head_seq)
 
+    async def books(self, since_ms: int | None = None) -> LogBooks:
+        return await trio.to_thread.run_sync(reading(_reads.books_of_file), self._path, since_ms)
+
     async def backlog(self, destinations: Sequence[str]) -> list[BacklogInfo]:
         head = self._head_seq
         return await self._read(_reads.backlog, {d: self._cursors.get(d, head) for d in destinations}, head)
@@ -267,7 +271,6 @@ class SQLiteLog:
         await self._write(_dead_letters.add_dead_letters, destination, records, error, attempts, stage, now)
 
     async def take_redrive(self, destination: str, limit: int) -> list[tuple[int, Record, str]]:
-        """Dead letters an operator asked to send again to ``destination``, oldest first."""
         return await self._read(_dead_letters.take_redrive, destination, limit)
 
     async def finish_redrive(
@@ -279,9 +282,6 @@ class SQLiteLog:
         *,
         dropped: Sequence[int] = (),
     ) -> None:
-        """Drop redriven letters the destination took (counting them as ``redriven`` in the
-        destination's books; a source's letters are in no books: they were never stored), and
-        hold the ones it refused again."""
         finish = partial(_dead_letters.finish_redrive, cursor=self._cursors.get(destination, 0), now=self._now_ms())
         await self._write(finish, destination, delivered, failed, error, dropped)
 
@@ -289,14 +289,11 @@ class SQLiteLog:
         return await self._read(_dead_letters.list_dead_letters, destination, limit)
 
     async def change_dead_letters(self, action: str, *, destination: str | None = None, ids: Sequence[int] = ()) -> int:
-        """``redrive`` (mark for sending again) or ``discard`` (delete) dead letters, chosen by
-        id or by destination; returns how many changed."""
         return await self._write(_dead_letters.change_dead_letters, action, destination, ids)
 
     # -- privacy requests ----------------------------------------------------------------------
 
     async def set_suppressed(self, user_id: str, suppressed: bool) -> bool:
-        """Add (or remove) a userId to the suppression list; returns whether anything changed."""
         changed = await self._write(_deletion.set_suppressed, user_id, suppressed, self._now_ms())
         self.suppressed = self.suppressed | {user_id} if suppressed else self.suppressed - {user_id}
         return changed
@@ -355,7 +352,8 @@ class SQLiteLog:
         """Copy the WAL into the database without blocking commits (PASSIVE), and re-measure
         the size on disk. Called often, so each checkpoint stays small. Past
         :data:`~gateway.log.sqlite._upkeep.WAL_RESTART_BYTES`, restart the WAL, which passive
-        checkpoints never do while commits keep coming."""
+        checkpoints never do while commits keep coming.
+        """
         self._disk_bytes, wal_in_use = await self._upkeep.checkpoint()
         await self._upkeep.restart_wal_if_due(wal_in_use)
 
@@ -388,8 +386,8 @@ class SQLiteLog:
 
     async def _read(self, query: Callable[..., T], *args: object) -> T:
         """``query(reader connection, *args)`` in a worker thread, one read at a time."""
-        return await trio.to_thread.run_sync(lambda: query(self._reader, *args), limiter=self._read_lock)
+        return await trio.to_thread.run_sync(reading(query), self._reader, *args, limiter=self._read_lock)
 
     async def _write(self, write: Callable[..., T], *args: object) -> T:
         """``write(writer connection, *args)`` in a worker thread, between commits."""
-        return await trio.to_thread.run_sync(lambda: write(self._writer, *args), limiter=self._write_lock)
+        return await trio.to_thread.run_sync(writing(write), self._writer, *args, limiter=self._write_lock)

@@ -1,21 +1,68 @@
-"""The offline reader of the SQLite log: a read-only connection to the file, for the commands that
-read it with the daemon up or down."""
+"""The offline reader of the SQLite log: the read side of the log on a read-only connection to
+the file, for the commands that read it with the daemon up or down."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
+import trio
+
+from gateway.components import Record
 from gateway.errors import LogUnavailableError
-from gateway.log import DeadLetter, InventoryRow
-from gateway.log.sqlite._dead_letters import list_dead_letters as _list_dead_letters
-from gateway.log.sqlite._inventory import inventory_rows
-from gateway.log.sqlite._schema import DB_NAME
+from gateway.log import DeadLetter, InventoryRow, LogBooks
+from gateway.log.sqlite import _dead_letters, _inventory, _reads
+from gateway.log.sqlite._schema import DB_NAME, connect_read_only, reading
+
+T = TypeVar("T")
 
 
-def open_log_file(data_dir: Path) -> sqlite3.Connection:
-    """A read-only connection to the log in ``data_dir``, for the commands that read it straight
-    from the file (with the daemon up or down).
+class SQLiteReader:
+    """:class:`gateway.log.LogReader` on the file alone, read-only (another process may be
+    writing it). Build it with :func:`open_sqlite_reader`.
+
+    Error handling:
+        Every method raises :class:`~gateway.errors.LogUnreadableError` when SQLite cannot
+        read the file (a corrupt or foreign one).
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = trio.CapacityLimiter(1)
+
+    async def read(
+        self, after_seq: int, *, max_records: int, max_bytes: int, reader: str | None = None
+    ) -> list[Record]:
+        return await self._query(_reads.read_records, after_seq, max_records, max_bytes)
+
+    async def cursors(self) -> dict[str, tuple[int, int]]:
+        return await self._query(_reads.cursor_positions)
+
+    async def seq_range(self, since_ms: int, until_ms: int | None = None) -> tuple[int, int]:
+        def query(conn: sqlite3.Connection) -> tuple[int, int]:
+            return _reads.seq_range(conn, since_ms, until_ms, _reads.head_seq(conn))
+
+        return await self._query(query)
+
+    async def dead_letters(self, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        return await self._query(_dead_letters.list_dead_letters, destination, limit)
+
+    async def load_inventory(self) -> list[InventoryRow]:
+        return await self._query(_inventory.inventory_rows, None)
+
+    async def books(self, since_ms: int | None = None) -> LogBooks:
+        return await self._query(_reads.books, since_ms)
+
+    async def _query(self, query: Callable[..., T], *args: object) -> T:
+        return await trio.to_thread.run_sync(reading(query), self._conn, *args, limiter=self._lock)
+
+
+@asynccontextmanager
+async def open_sqlite_reader(data_dir: Path) -> AsyncIterator[SQLiteReader]:
+    """A read-only view of the log in ``data_dir`` (with the daemon up or down).
 
     Raises:
         LogUnavailableError: there is no log there. Saying "nothing to report" instead would pass
@@ -26,23 +73,8 @@ def open_log_file(data_dir: Path) -> sqlite3.Connection:
         raise LogUnavailableError(
             "missing", f"no log at {path}: the gateway has not run with this data_dir, or the config points elsewhere"
         )
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-
-def read_inventory(data_dir: Path, *, source: str | None = None) -> list[InventoryRow]:
-    """The privacy field inventory, straight from the log file (read-only; works with the
-    daemon up or down)."""
-    conn = open_log_file(data_dir)
+    conn = connect_read_only(path)
     try:
-        return inventory_rows(conn, source)
-    finally:
-        conn.close()
-
-
-def list_dead_letters(data_dir: Path, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
-    """Read dead letters straight from the log file (works while the daemon runs)."""
-    conn = open_log_file(data_dir)
-    try:
-        return _list_dead_letters(conn, destination, limit)
+        yield SQLiteReader(conn)
     finally:
         conn.close()

@@ -1,15 +1,15 @@
 """Reading the SQLite log, and its cursors: records after a seq, time ranges of seqs, where a new
-cursor starts, the backlog; shared by the engine and the offline reader."""
+cursor starts, the books, the backlog; shared by the engine and the offline reader."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
+from pathlib import Path
 
 from gateway.components import Record
-from gateway.log import DELETED_OUTCOME, BacklogInfo
-from gateway.log.sqlite._deletion import runs
-from gateway.log.sqlite._schema import ADD_OUTCOME, SET_CURSOR, transaction
+from gateway.log import DELETED_OUTCOME, BacklogInfo, CursorBooks, LogBooks, deleted_runs
+from gateway.log.sqlite._schema import ADD_OUTCOME, SET_CURSOR, connect_read_only, transaction
 
 
 def head_seq(conn: sqlite3.Connection) -> int:
@@ -55,7 +55,10 @@ def start_cursor(conn: sqlite3.Connection, destination: str, start: int, now: in
         deleted = conn.execute("SELECT seq, source FROM deleted_seqs WHERE seq > ? ORDER BY seq", (start,)).fetchall()
         conn.executemany(
             ADD_OUTCOME,
-            [(destination, source, DELETED_OUTCOME, n, upto, now) for source, n, upto in runs(deleted, after=start)],
+            [
+                (destination, source, DELETED_OUTCOME, n, upto, now)
+                for source, n, upto in deleted_runs(deleted, after=start)
+            ],
         )
 
 
@@ -98,3 +101,67 @@ def backlog(conn: sqlite3.Connection, positions: Mapping[str, int], head: int) -
             oldest, average = (oldest_row or 0) / 1000, average_row or 0.0
         infos.append(BacklogInfo(destination, waiting, int(waiting * average), oldest))
     return infos
+
+
+def books_of_file(path: Path, since_ms: int | None) -> LogBooks:
+    """:func:`books` on a connection of its own: counting what every cursor has pending holds
+    up neither commits nor workers."""
+    conn = connect_read_only(path, timeout=30)
+    try:
+        return books(conn, since_ms)
+    finally:
+        conn.close()
+
+
+def books(conn: sqlite3.Connection, since_ms: int | None) -> LogBooks:
+    """Every cursor's and source's books, in one read transaction: one snapshot of the file, so
+    a cursor and its outcomes saved while this reads cannot make the books disagree."""
+    conn.execute("BEGIN")
+    try:
+        head = head_seq(conn)
+        cursors = [
+            _cursor_books(conn, name, cursor, start, since_ms)
+            for name, cursor, start in conn.execute(
+                "SELECT destination, seq, start_seq FROM cursors ORDER BY destination"
+            ).fetchall()
+        ]
+        return LogBooks(head=head, cursors=cursors, sources=_source_books(conn, since_ms), since_ms=since_ms)
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+def _cursor_books(conn: sqlite3.Connection, name: str, cursor: int, start: int, since_ms: int | None) -> CursorBooks:
+    from_seq = start
+    if since_ms is not None:
+        # Deletion requests book runs of removed seqs above a cursor, not a cursor
+        # position, so they do not say where the cursor was.
+        row = conn.execute(
+            "SELECT max(upto_seq) FROM delivery_outcomes "
+            f"WHERE destination = ? AND at < ? AND outcome NOT IN ('redriven', '{DELETED_OUTCOME}')",
+            (name, since_ms),
+        ).fetchone()
+        from_seq = max(start, row[0] or start)
+    outcomes: dict[str, dict[str, int]] = {}
+    for source, outcome, count in conn.execute(
+        "SELECT source, outcome, sum(count) FROM delivery_outcomes WHERE destination = ? AND upto_seq > ? "
+        "GROUP BY source, outcome",
+        (name, from_seq),
+    ):
+        outcomes.setdefault(source, {})[outcome] = count
+    pending = dict(conn.execute("SELECT source, count(*) FROM messages WHERE seq > ? GROUP BY source", (cursor,)))
+    held = conn.execute("SELECT count(*) FROM dead_letters WHERE destination = ?", (name,)).fetchone()[0]
+    return CursorBooks(name, cursor, start, from_seq, outcomes, pending, held)
+
+
+def _source_books(conn: sqlite3.Connection, since_ms: int | None) -> dict[str, dict[str, int]]:
+    """Each source's books, from the hour that holds ``since_ms`` (all of them without it)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'source_outcomes'").fetchone():
+        return {}  # a log from before the books
+    books: dict[str, dict[str, int]] = {}
+    for source, outcome, count in conn.execute(
+        "SELECT source, outcome, sum(count) FROM source_outcomes WHERE hour >= ? GROUP BY source, outcome",
+        ((since_ms or 0) // 3_600_000,),
+    ):
+        books.setdefault(source, {})[outcome] = count
+    return books

@@ -3,12 +3,17 @@ opened, and :func:`transaction`, the one way to write; plus the statements sever
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-from gateway.errors import LogUnavailableError
+from gateway.errors import LogUnavailableError, LogUnreadableError
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 DB_NAME = "log.sqlite3"
 SCHEMA_VERSION = 1
@@ -165,7 +170,9 @@ def connect(path: Path, synchronous: str, cache_kib: int, wal_limit: int) -> sql
 
 def connect_read_only(path: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
     """A connection that can only read ``path`` (another process may be writing it)."""
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout, check_same_thread=False)
+    return sqlite3.connect(
+        f"file:{path}?mode=ro", uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
+    )
 
 
 def unavailable(error: sqlite3.Error) -> LogUnavailableError:
@@ -176,3 +183,29 @@ def unavailable(error: sqlite3.Error) -> LogUnavailableError:
     if "locked" in text or "busy" in text:
         return LogUnavailableError("busy", f"the log is locked by another process ({text})")
     return LogUnavailableError("log_error", f"the log cannot be written ({text})")
+
+
+def reading(query: Callable[P, T]) -> Callable[P, T]:
+    """``query``, with SQLite's errors raised as :class:`~gateway.errors.LogUnreadableError`."""
+
+    @functools.wraps(query)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return query(*args, **kwargs)
+        except sqlite3.Error as error:
+            raise LogUnreadableError(str(error)) from error
+
+    return run
+
+
+def writing(write: Callable[P, T]) -> Callable[P, T]:
+    """``write``, with SQLite's errors raised as :class:`~gateway.errors.LogUnavailableError`."""
+
+    @functools.wraps(write)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return write(*args, **kwargs)
+        except sqlite3.Error as error:
+            raise unavailable(error) from error
+
+    return run

@@ -233,8 +233,13 @@ async def test_a_failed_commit_fails_its_requests_and_the_log_goes_on(tmp_path: 
         with pytest.raises(LogUnavailableError) as raised:
             await log.append([entry("b")])
         assert raised.value.reason == "busy"
+        assert not log.writable()
         blocker.rollback()
         blocker.close()
+        # /ready said no, so no request came to commit: it stayed false for good. The
+        # checkpoint (every second) now tries a write and finds out.
+        await log.checkpoint()
+        assert log.writable()
         assert (await log.append([entry("b")])).stored == 1
 
 

@@ -206,7 +206,7 @@ class IngestLog(LogReader, Protocol):
 
     async def checkpoint(self) -> None:
         """Fold recent writes into the main store and re-measure the size on disk (cheap;
-        called every second or so)."""
+        called every second or so); after a failed commit, find out whether writes work again."""
         ...
 
     async def backlog(self, destinations: Sequence[str]) -> list[BacklogInfo]:
@@ -214,7 +214,8 @@ class IngestLog(LogReader, Protocol):
         ...
 
     def writable(self) -> bool:
-        """Whether the log takes writes now (not closed, not full, last commit succeeded)."""
+        """Whether the log takes writes now: not closed, not full, and the last commit went
+        through (after a failed one, :meth:`checkpoint` tries again, so it comes back promptly)."""
         ...
 
     def reconfigure(self, config: LogConfig) -> None:

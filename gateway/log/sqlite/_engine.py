@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -42,7 +43,7 @@ from gateway.log import (
 )
 from gateway.log.sqlite import _dead_letters, _deletion, _inventory, _reads
 from gateway.log.sqlite._commit import QueuedOutcome, Waiter, commit_group
-from gateway.log.sqlite._schema import connect, create_schema, reading, unavailable, writing
+from gateway.log.sqlite._schema import connect, create_schema, probe, reading, unavailable, writing
 from gateway.log.sqlite._upkeep import Upkeep, wal_limit
 
 log = structlog.get_logger("gateway.log")
@@ -353,7 +354,14 @@ class SQLiteLog:
         the size on disk. Called often, so each checkpoint stays small. Past
         :data:`~gateway.log.sqlite._upkeep.WAL_RESTART_BYTES`, restart the WAL, which passive
         checkpoints never do while commits keep coming.
+
+        After a failed commit, it also tries a small write: :meth:`writable` (``/ready``) is
+        false until one goes through, and with ``/ready`` false no request may come to commit.
         """
+        if self._last_commit_failed:
+            with suppress(LogUnavailableError):
+                await self._write(probe, self._now_ms())
+                self._last_commit_failed = False
         self._disk_bytes, wal_in_use = await self._upkeep.checkpoint()
         await self._upkeep.restart_wal_if_due(wal_in_use)
 

@@ -130,6 +130,16 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
 
+def probe(conn: sqlite3.Connection, now: int) -> None:
+    """A small write that goes through only if the log takes writes again."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('probed_at', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(now),),
+        )
+
+
 def upgrade(conn: sqlite3.Connection) -> None:
     """Bring a log written by an earlier version up to this schema (additions only, so an
     older gateway can still read it)."""

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import httpx
 
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, audit_log, config_text, gateway_cli, log_cursors, wait_until
+from tests.gatewayproc import (
+    WRITE_KEY,
+    GatewayProcess,
+    audit_log,
+    config_text,
+    gateway_cli,
+    log_cursors,
+    read_log,
+    wait_until,
+)
 from tests.sink import Sink, free_port, http_destination
 
 TOKEN = "admin-token-for-replay-tests-01234"
@@ -43,8 +52,13 @@ def test_replay_resends_a_time_range_and_survives_kill_9(tmp_path: Path) -> None
         with GatewayProcess(config, env=env) as gateway:
             send(gateway, "early")
             wait_until(lambda: "early" in sink.delivered_ids())
-            time.sleep(0.05)
-            since = datetime.now(UTC).isoformat()
+            # --since one millisecond after "early" was received, and the replayed ones after it.
+            [early] = read_log(tmp_path, lambda reader: reader.read(0, max_records=1, max_bytes=1 << 20))
+            since_ms = early.received_at + 1
+            since = (
+                datetime.fromtimestamp(since_ms // 1000, UTC).replace(microsecond=since_ms % 1000 * 1000).isoformat()
+            )
+            wait_until(lambda: time.time() * 1000 >= since_ms + 1)
             ids = [f"r{i}" for i in range(20)]
             send(gateway, *ids)
             wait_until(lambda: sink.delivered_ids() >= set(ids))

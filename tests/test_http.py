@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -13,9 +14,13 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.config import parse_config
+from gateway.http.app import create_app
+from gateway.ingest.hub import IngestHub
+from gateway.log.memory import open_memory_log
 from gateway.plugins import Registry
 from tests.conftest import App, open_app
-from tests.gatewayproc import WRITE_KEY
+from tests.gatewayproc import WRITE_KEY, config_text
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
@@ -305,6 +310,30 @@ async def test_unwritable_log_is_503_with_retry_after(gateway_app: App) -> None:
     assert status == 503
     assert body["code"] == "closed"
     assert headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize("fast_paths", [True, False])
+async def test_a_log_that_refuses_writes_is_503_stores_nothing_and_recovers(
+    tmp_path: Path, registry: Registry, fast_paths: bool
+) -> None:
+    config = parse_config(config_text(tmp_path, archive=False), registry)
+    source_types = [t if fast_paths else dataclasses.replace(t, fast_path=None) for t in registry.sources.values()]
+    async with open_memory_log(config.log) as log:
+        hub = IngestHub(log, config, {})
+        app = App(create_app(hub, source_types), hub, log, config)
+        log.fail_commits("disk_full")
+        for path, body in (
+            ("/v1/track", {"userId": "u", "event": "e"}),
+            ("/v1/batch", {"batch": [{"type": "page", "userId": "u"}]}),
+        ):
+            status, answer, headers = await post(app, path, body)
+            assert (status, answer["code"], headers["Retry-After"]) == (503, "disk_full", "5"), path
+        assert log.head() == 0 and not log.writable()
+        log.fail_commits(None)
+        await log.checkpoint()
+        assert log.writable()
+        assert (await post(app, "/v1/track", {"userId": "u", "event": "e"}))[0] == 200
+        assert len(await stored(app)) == 1
 
 
 json_values = st.recursive(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -59,14 +60,19 @@ batch_max_wait_secs = 0.05
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll until ``predicate()`` is truthy and return it; fail after ``timeout`` seconds."""
+    """Poll until ``predicate()`` is truthy and return it; fail after ``timeout`` seconds,
+    naming the condition (its source line) and what it last gave."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            try:
+                condition = inspect.getsource(predicate).strip()
+            except (OSError, TypeError):
+                condition = repr(predicate)
+            raise AssertionError(f"condition not met within {timeout}s (last {value!r}): {condition}")
         time.sleep(interval)
 
 

@@ -2,7 +2,8 @@
 
 Every accepted message is appended here before its request is answered; every destination reads
 it back through its own persisted cursor. :class:`IngestLog` is the interface the rest of the
-gateway uses, so another engine (Redis Streams, PostgreSQL) can replace the embedded SQLite one.
+gateway uses, so another engine (Redis Streams, PostgreSQL) can replace the embedded SQLite one;
+``gateway.log.memory`` is one for tests, and tests/log_conformance.py holds them all to it.
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.ops.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_until
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, audit_log, config_text, read_jsonl, wait_until
 
 
 def filter_toml(condition: str) -> str:
@@ -63,7 +62,7 @@ def test_fql_filters_drop_trim_account_and_hot_reload(tmp_path: Path) -> None:
         assert [m["messageId"] for m in delivered] == ["m1", "m3", "m4"]
 
         [books] = wait_until(
-            lambda: (r := audit(tmp_path)).destinations and r.destinations[0].pending == 0 and r.destinations
+            lambda: (r := audit_log(tmp_path)).destinations and r.destinations[0].pending == 0 and r.destinations
         )
         assert books.delivered == 3 and books.filtered == {"filtered_by_rules": 2} and books.unaccounted == 0
 

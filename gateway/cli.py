@@ -13,18 +13,25 @@ if sys.argv[1:2] == ["run"]:
 
 import argparse
 import json
-import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
 
 from gateway.config import DEFAULT_CONFIG_PATH, iso_to_ms, load_config
-from gateway.errors import GatewayError, exception_leaves
+from gateway.errors import GatewayError, LogUnreadableError, exception_leaves
 from gateway.plugins import build_registry, make_plugin_manager, plugin_distribution
 from gateway.telemetry import LEVELS, configure_logging
 from gateway.warehouse_commands import add_warehouse_commands, format_details
+
+if TYPE_CHECKING:
+    from gateway.log import LogReader
+
+T = TypeVar("T")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -199,11 +206,22 @@ def _delete(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _inventory(args: argparse.Namespace) -> int:
-    from gateway.log.sqlite import read_inventory
+def _read_log(config_path: str, read: Callable[[LogReader], Awaitable[T]]) -> T:
+    """``read`` the log of the config's data_dir, read-only (with the daemon up or down)."""
+    from gateway.log import open_log_reader
 
-    config = load_config(args.config, build_registry(make_plugin_manager()))
-    rows = read_inventory(config.data_dir, source=args.source)
+    config = load_config(config_path, build_registry(make_plugin_manager()))
+
+    async def main() -> T:
+        async with open_log_reader(config.log, config.data_dir) as reader:
+            return await read(reader)
+
+    return trio.run(main)
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    everything = _read_log(args.config, lambda reader: reader.load_inventory())
+    rows = [row for row in everything if args.source in (None, row.source)]
     if not rows:
         print("no fields recorded yet (set inventory = true on a source)", file=sys.stderr)
         return 0
@@ -251,9 +269,8 @@ def _replay(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from gateway.ops.audit import audit, format_report
 
-    config = load_config(args.config, build_registry(make_plugin_manager()))
     since_ms = _time_argument("--since", args.since) if args.since else None
-    report = audit(config.data_dir, since_ms=since_ms)
+    report = audit(_read_log(args.config, lambda reader: reader.books(since_ms)))
     print(format_report(report))
     return 0 if report.balanced else 3
 
@@ -373,14 +390,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args))
     except KeyboardInterrupt:
         return 130
-    except (GatewayError, OSError, sqlite3.Error, BaseExceptionGroup) as error:
+    except (GatewayError, OSError, BaseExceptionGroup) as error:
         # Errors from inside the daemon's nurseries arrive wrapped in exception groups.
         leaves = exception_leaves(error)
-        if not all(isinstance(leaf, GatewayError | OSError | sqlite3.Error) for leaf in leaves):
+        if not all(isinstance(leaf, GatewayError | OSError) for leaf in leaves):
             raise
         leaf = leaves[0]
-        if isinstance(leaf, sqlite3.Error):  # a corrupt or foreign log file
-            print(f"gateway: the log cannot be read: {leaf}", file=sys.stderr)
+        if isinstance(leaf, LogUnreadableError):  # a corrupt or foreign log file
+            print(f"gateway: {leaf}", file=sys.stderr)
             return 1
         print(f"gateway: {leaf}", file=sys.stderr)
         return 2 if isinstance(leaf, GatewayError) else 1

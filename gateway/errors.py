@@ -66,6 +66,18 @@ class RateLimitedError(GatewayError):
         super().__init__(f"source {source_id} accepts {events_per_sec:g} events/s; retry in {wait_secs}s")
 
 
+class LogUnreadableError(GatewayError):
+    """The ingest log's storage cannot be read: a corrupt or foreign file, or an engine error.
+
+    Args:
+        detail: What the engine said.
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"the log cannot be read: {detail}")
+
+
 class DeliveryError(GatewayError):
     """A destination could not take a batch. Raised by destination plugins.
 

@@ -8,31 +8,42 @@ returns when a line is logged.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import trio
 
+from gateway.config import LogConfig
+from gateway.log import DeadLetter, LogReader, open_log_reader
+from gateway.ops.audit import AuditReport, audit
 from gateway.testing import GatewayProcess, read_jsonl
 
 __all__ = [
     "ADMIN_TOKEN",
     "WRITE_KEY",
     "GatewayProcess",
+    "audit_log",
     "config_text",
     "gateway_cli",
+    "log_cursors",
+    "log_dead_letters",
     "read_jsonl",
+    "read_log",
     "reload",
     "wait_booked",
     "wait_until",
 ]
+
+T = TypeVar("T")
 
 WRITE_KEY = "test-write-key"
 #: The admin token of ``config_text(..., admin=True)``.
@@ -121,7 +132,8 @@ def reload(process: GatewayProcess) -> dict[str, Any]:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll until ``predicate()`` is truthy and return it; fail after ``timeout`` seconds.
+    """Poll until ``predicate()`` is truthy and return it; fail after ``timeout`` seconds,
+    naming the condition (its source line) and what it last gave.
 
     Polling, kept for tests not yet moved to events (tests/test_replay.py): prefer
     :func:`wait_booked`, ``GatewayProcess.wait_logged`` and ``Sink.wait_until``."""
@@ -131,7 +143,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            try:
+                condition = inspect.getsource(predicate).strip()
+            except (OSError, TypeError):
+                condition = repr(predicate)
+            raise AssertionError(f"condition not met within {timeout}s (last {value!r}): {condition}")
         time.sleep(interval)
 
 
@@ -144,3 +160,28 @@ def gateway_cli(config_path: Path, *args: str, env: dict[str, str] | None = None
         timeout=30,
         env={**os.environ, **(env or {})},
     )
+
+
+def read_log(data_dir: Path, read: Callable[[LogReader], Awaitable[T]]) -> T:
+    """``read`` the log in ``data_dir`` as the offline commands do (read-only; the daemon may run)."""
+
+    async def main() -> T:
+        async with open_log_reader(LogConfig(), data_dir) as reader:
+            return await read(reader)
+
+    return trio.run(main)
+
+
+def audit_log(data_dir: Path, since_ms: int | None = None) -> AuditReport:
+    """``gateway audit`` of the log in ``data_dir``."""
+    return audit(read_log(data_dir, lambda reader: reader.books(since_ms)))
+
+
+def log_dead_letters(data_dir: Path, destination: str | None = None) -> list[DeadLetter]:
+    """The dead letters in the log in ``data_dir`` (at most 10,000)."""
+    return read_log(data_dir, lambda reader: reader.dead_letters(destination=destination, limit=10_000))
+
+
+def log_cursors(data_dir: Path) -> dict[str, tuple[int, int]]:
+    """Every cursor of the log in ``data_dir``: name -> (seq, start_seq)."""
+    return read_log(data_dir, lambda reader: reader.cursors())

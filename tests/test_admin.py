@@ -10,8 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.ops.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, gateway_cli, read_jsonl, wait_booked
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, audit_log, config_text, gateway_cli, read_jsonl, wait_booked
 from tests.sink import Sink, free_port, http_destination
 
 TOKEN = "admin-token-for-tests-0123456789"
@@ -167,7 +166,7 @@ def test_missing_secret_is_a_config_error(tmp_path: Path) -> None:
 def test_audit_detects_missing_books(tmp_path: Path, gateway: GatewayProcess, sink: Sink) -> None:
     send(gateway, "a-1", "a-2", "a-3")
     booked(gateway)
-    books = audit(tmp_path)
+    books = audit_log(tmp_path)
     assert books.balanced and [d.delivered for d in books.destinations] == [3, 3]
     import sqlite3
 
@@ -175,7 +174,7 @@ def test_audit_detects_missing_books(tmp_path: Path, gateway: GatewayProcess, si
     with conn:
         conn.execute("DELETE FROM delivery_outcomes WHERE destination = 'hook'")
     conn.close()
-    report = audit(tmp_path)
+    report = audit_log(tmp_path)
     hook = next(d for d in report.destinations if d.destination == "hook")
     assert hook.unaccounted == 3
     result = cli(gateway, "audit")

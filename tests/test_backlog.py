@@ -6,7 +6,7 @@ stay flat while the log on disk grows by more than 10 MB. Then the sink recovers
 message arrives.
 
 Most of the RSS growth that remains at this size is SQLite's page cache (``cache_size`` is
-64 MiB per connection in gateway/log/sqlite.py), which fills as the log is written and then
+set per connection in gateway/log/sqlite/_engine.py), which fills as the log is written and then
 stops growing; a gateway holding the backlog itself in memory would grow well past the bound.
 """
 

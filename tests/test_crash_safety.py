@@ -22,9 +22,15 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.log.sqlite import list_dead_letters
-from gateway.ops.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, wait_booked
+from tests.gatewayproc import (
+    WRITE_KEY,
+    GatewayProcess,
+    audit_log,
+    config_text,
+    log_dead_letters,
+    read_jsonl,
+    wait_booked,
+)
 from tests.sink import Sink, free_port, http_destination
 
 GRACEFUL_SECS = 5.0  # graceful_shutdown_secs in tests.gatewayproc.config_text
@@ -261,10 +267,10 @@ def test_every_acknowledged_message_is_delivered_across_sigkills(tmp_path: Path,
         assert duplicates <= bound, f"seed={seed}: {duplicates} duplicate deliveries, more than {bound}"
         assert set(client.statuses) == {200}, f"seed={seed}: unexpected statuses {client.statuses}"
         assert sink.bad_requests == 0
-        assert list_dead_letters(tmp_path) == []
+        assert log_dead_letters(tmp_path) == []
         # The books survive the kills too: every accepted message is delivered exactly once in
         # them (re-sends after a crash are not double-counted), nothing pending, nothing lost.
-        books = audit(tmp_path)
+        books = audit_log(tmp_path)
         [hook] = (
             books.destinations
             if len(books.destinations) == 1

@@ -73,7 +73,7 @@ async def test_plain_server_calls_skip_quart_and_are_stored(app: App) -> None:
     }
 
     assert routed(app) == 0
-    messages = stored(app)
+    messages = await stored(app)
     assert [(m["messageId"], m["type"], m["event"]) for m in messages] == [
         ("m0", "track", "Clicked"),
         ("m1", "track", "Clicked"),
@@ -118,9 +118,9 @@ async def test_what_the_fast_path_declines_gets_the_routes_answer(
     assert got_status == status, got_body
     if code is not None:
         assert got_body["code"] == code
-        assert stored(app) == []
+        assert (await stored(app)) == []
     else:
-        assert [m["messageId"] for m in stored(app)] == ["m0"]
+        assert [m["messageId"] for m in (await stored(app))] == ["m0"]
     if "Origin" in headers:
         assert "Access-Control-Allow-Origin" not in got_headers
     elif status == 200:
@@ -142,7 +142,7 @@ async def test_the_fast_path_and_the_routes_share_the_rate_limit(app: App) -> No
     status, body, _ = await post(app, "/v1/t", {**MESSAGE, "messageId": "c"})
     assert (status, body["code"]) == (429, "rate_limited")
     assert routed(app) == 3
-    assert [m["messageId"] for m in stored(app)] == ["m0", "m1", "m2", "m3", "r0"]
+    assert [m["messageId"] for m in (await stored(app))] == ["m0", "m1", "m2", "m3", "r0"]
 
 
 async def call(app: App, path: str, chunks: Sequence[bytes], headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, Any]:
@@ -185,7 +185,7 @@ async def test_a_body_in_parts_is_joined_and_an_overlong_one_replayed(app: App) 
     parts = [data[:10], data[10:11], data[11:]]
     assert await call(app, "/v1/batch", parts, []) == (200, {"success": True})
     assert routed(app) == 0
-    assert len(stored(app)) == 2
+    assert len(await stored(app)) == 2
 
     # No Content-Length, more than the fast path reads: the routes read on and refuse it.
     limit = app.config.server.max_request_bytes
@@ -210,7 +210,7 @@ async def test_a_batch_over_one_sources_limit_takes_no_tokens_from_the_others(
         assert (body["message"], headers["Retry-After"]) == ("this source accepts 0.05 events/s", "20")  # other's
         # web's four tokens are all still there: had the refused batch taken two, this would be a 429
         assert (await post(app, "/v1/batch", batch(MESSAGE, MESSAGE, MESSAGE, MESSAGE, prefix="w")))[0] == 200
-        assert [m["messageId"] for m in stored(app)] == ["o", "w0", "w1", "w2", "w3"]
+        assert [m["messageId"] for m in (await stored(app))] == ["o", "w0", "w1", "w2", "w3"]
 
 
 async def test_an_invalid_single_call_takes_no_token(app: App) -> None:
@@ -474,7 +474,7 @@ async def outcomes(app: App, requests: Sequence[tuple[str, Any, dict[str, str]]]
         )
         seen.append((status, answer, kept))
     if not closed:
-        seen.append([{k: v for k, v in m.items() if k not in MOMENT} for m in stored(app)])
+        seen.append([{k: v for k, v in m.items() if k not in MOMENT} for m in (await stored(app))])
     metrics = app.hub.metrics.render().decode()
     seen.append(sorted(line for line in metrics.splitlines() if line.startswith(COUNTED)))
     return seen

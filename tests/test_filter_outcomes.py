@@ -15,7 +15,6 @@ from gateway.config import parse_config
 from gateway.ingest.hub import IngestHub
 from gateway.ingest.redrive import redrive_source_letters
 from gateway.log import open_log
-from gateway.log.sqlite import list_dead_letters
 from gateway.ops.audit import audit
 from gateway.plugins import Registry
 from tests.gatewayproc import WRITE_KEY, config_text
@@ -93,7 +92,7 @@ async def test_at_ingest_every_kind_of_answer_is_stored_counted_or_dead_lettered
         kinds = ["ok", "unencodable", "forward-junk", "forward", "raise"]
         outcome = await hub.store_messages([(web, event(kind, properties={"kind": kind})) for kind in kinds])
         assert (outcome.stored, outcome.filtered) == (3, 3)  # ok, forward-junk, fwd-forward
-        letters = {x.body: x for x in list_dead_letters(tmp_path)}
+        letters = {x.body: x for x in await log.dead_letters()}
         assert len(letters) == 2
         assert {x.destination for x in letters.values()} == {"source:web"}
         errors = sorted(x.error for x in letters.values())
@@ -102,12 +101,12 @@ async def test_at_ingest_every_kind_of_answer_is_stored_counted_or_dead_lettered
         records = await log.read(0, max_records=10, max_bytes=10**6)
         stored = [(r.source, r.message()["messageId"]) for r in records]
         assert stored == [("web", "ok"), ("web", "forward-junk"), ("other", "fwd-forward")]
-        other_books, web_books = audit(tmp_path).sources  # by source id
+        other_books, web_books = audit(await log.books()).sources  # by source id
         assert (web_books.source, web_books.received, web_books.stored, web_books.dead_lettered) == ("web", 5, 2, 2)
         assert web_books.filtered == {"unplanned": 1}
         assert (other_books.source, other_books.received, other_books.stored) == ("other", 1, 1)
         duplicate = await hub.store_messages([(web, event("ok", properties={"kind": "ok"}))])
-        assert duplicate.duplicates == 1 and audit(tmp_path).sources[1].duplicates == 1
+        assert duplicate.duplicates == 1 and audit(await log.books()).sources[1].duplicates == 1
         text = hub.metrics.render().decode()
         assert 'gateway_messages_filtered_total{reason="unplanned",stage="source",target="web"} 1.0' in text
         assert 'gateway_messages_filtered_total{reason="filter_error",stage="source",target="web"} 2.0' in text
@@ -147,13 +146,13 @@ async def test_a_source_redrive_drops_the_letters_of_users_suppressed_since(tmp_
         web = hub.authenticate(WRITE_KEY, "tracking_api")
         assert web is not None
         await hub.store_messages([(web, event("a", userId="keep")), (web, event("b", userId="gone"))])
-        assert len(list_dead_letters(tmp_path)) == 2
+        assert len(await log.dead_letters()) == 2
         await log.set_suppressed("gone", True)
         broken.answer = lambda m: m  # fixed
         assert await log.change_dead_letters("redrive", destination="source:web") == 2
         assert await redrive_source_letters(hub) == 2
-        assert list_dead_letters(tmp_path) == []
+        assert await log.dead_letters() == []
         records = await log.read(0, max_records=10, max_bytes=10**6)
         assert [r.message()["messageId"] for r in records] == ["a"]
-        [books] = audit(tmp_path).sources  # the letters moved to where they went, in the same commit
+        [books] = audit(await log.books()).sources  # the letters moved to where they went, in the same commit
         assert (books.received, books.stored, books.suppressed, books.dead_lettered) == (2, 1, 1, 0)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.ops.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, reload, wait_booked
+from tests.gatewayproc import WRITE_KEY, GatewayProcess, audit_log, config_text, read_jsonl, reload, wait_booked
 
 
 def filter_toml(condition: str) -> str:
@@ -59,7 +58,7 @@ def test_fql_filters_drop_trim_account_and_hot_reload(tmp_path: Path) -> None:
         delivered = read_jsonl(tmp_path / "archive")
         assert [m["messageId"] for m in delivered] == ["m1", "m3", "m4"]
 
-        [books] = audit(tmp_path).destinations
+        [books] = audit_log(tmp_path).destinations
         assert books.pending == 0
         assert books.delivered == 3 and books.filtered == {"filtered_by_rules": 2} and books.unaccounted == 0
 

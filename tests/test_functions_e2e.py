@@ -8,8 +8,16 @@ from pathlib import Path
 
 import httpx
 
-from gateway.ops.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, gateway_cli, read_jsonl, reload, wait_booked
+from tests.gatewayproc import (
+    WRITE_KEY,
+    GatewayProcess,
+    audit_log,
+    config_text,
+    gateway_cli,
+    read_jsonl,
+    reload,
+    wait_booked,
+)
 from tests.sink import free_port
 
 TOKEN = "admin-token-for-function-tests-0123"
@@ -112,6 +120,6 @@ def test_failing_functions_dead_letter_and_redrive_after_a_fix(tmp_path: Path) -
     # the filters' own counters, since the reload rebuilt them: one event each through the fixed functions
     assert 'gateway_filter_events_total{counter="passed",filter="at_source"} 1.0' in metrics
     assert 'gateway_filter_events_total{counter="passed",filter="at_destination"} 2.0' in metrics
-    [books] = audit(tmp_path).destinations
+    [books] = audit_log(tmp_path).destinations
     assert books.unaccounted == 0 and books.dead_lettered == 1 and books.redriven == 1
     assert books.by_source["web"]["delivered"] == 2

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +14,19 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.log import sqlite as sqlite_log
+from gateway.config import parse_config
+from gateway.http.app import create_app
+from gateway.ingest.hub import IngestHub
+from gateway.log.memory import open_memory_log
 from gateway.plugins import Registry
 from tests.conftest import App, open_app
-from tests.gatewayproc import WRITE_KEY
+from tests.gatewayproc import WRITE_KEY, config_text
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
 
-def stored(app: App) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(app.config.data_dir / sqlite_log.DB_NAME)
-    try:
-        return [json.loads(body) for (body,) in conn.execute("SELECT body FROM messages ORDER BY seq")]
-    finally:
-        conn.close()
+async def stored(app: App) -> list[dict[str, Any]]:
+    return [json.loads(r.body) for r in await app.log.read(0, max_records=10_000, max_bytes=1 << 30)]
 
 
 async def post(app: App, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
@@ -58,7 +57,7 @@ async def post(app: App, path: str, body: Any, headers: dict[str, str] | None = 
 async def test_single_call_paths_set_the_type(gateway_app: App, path: str, call_type: str, extra: dict) -> None:
     status, body, _ = await post(gateway_app, path, {"userId": "u1", "type": "bogus", **extra})
     assert (status, body) == (200, {"success": True})
-    [message] = stored(gateway_app)
+    [message] = await stored(gateway_app)
     assert message["type"] == call_type
     assert message["userId"] == "u1"
 
@@ -67,7 +66,7 @@ async def test_single_call_paths_set_the_type(gateway_app: App, path: str, call_
 async def test_batch_paths(gateway_app: App, path: str) -> None:
     batch = {"batch": [{"type": "track", "userId": "u", "event": "e", "messageId": f"m{i}"} for i in range(3)]}
     assert (await post(gateway_app, path, batch))[:2] == (200, {"success": True})
-    assert [m["messageId"] for m in stored(gateway_app)] == ["m0", "m1", "m2"]
+    assert [m["messageId"] for m in (await stored(gateway_app))] == ["m0", "m1", "m2"]
 
 
 async def test_write_key_in_body_and_text_plain(gateway_app: App) -> None:
@@ -78,7 +77,7 @@ async def test_write_key_in_body_and_text_plain(gateway_app: App) -> None:
         headers={"Content-Type": "text/plain"},
     )
     assert response.status_code == 200
-    [message] = stored(gateway_app)
+    [message] = await stored(gateway_app)
     assert "writeKey" not in message
 
 
@@ -97,7 +96,7 @@ async def test_batch_root_write_key_and_per_item_write_keys(gateway_app: App) ->
     assert (await response.get_json())["rejected"] == [
         {"index": 1, "code": "invalid_write_key", "message": "unknown or missing write key"}
     ]
-    assert len(stored(gateway_app)) == 2
+    assert len(await stored(gateway_app)) == 2
 
 
 @pytest.mark.parametrize(
@@ -113,7 +112,7 @@ async def test_unknown_or_missing_key_is_401(gateway_app: App, headers: dict[str
     response = await gateway_app.client().post("/v1/track", data=b'{"userId":"u","event":"e"}', headers=headers)
     assert response.status_code == 401
     assert (await response.get_json())["code"] == "invalid_write_key"
-    assert stored(gateway_app) == []
+    assert (await stored(gateway_app)) == []
 
 
 async def test_header_key_wins_over_body_key(gateway_app: App) -> None:
@@ -147,7 +146,7 @@ async def test_partially_bad_batch_is_accepted_and_lists_rejections(gateway_app:
         (3, "type_invalid"),
         (4, "message_too_large"),
     ]
-    assert [m["event"] for m in stored(gateway_app)] == ["ok-1", "ok-2"]
+    assert [m["event"] for m in (await stored(gateway_app))] == ["ok-1", "ok-2"]
 
 
 async def test_a_batch_with_nothing_valid_is_400(gateway_app: App) -> None:
@@ -170,13 +169,13 @@ async def test_batch_limit_keeps_the_first_items(gateway_app: App, monkeypatch: 
             "message": "a batch may hold at most 2500 messages: items 2500 to 2501 were not taken",
         }
     ]
-    assert len(stored(gateway_app)) == 2500
+    assert len(await stored(gateway_app)) == 2500
     status, body, _ = await post(gateway_app, "/v1/batch", b'{"batch":[' + b",".join([b"1"] * 200_000) + b"]}")
     assert status == 400 and body["code"] == "invalid_batch"  # far past any batch: refused whole
     # Nothing valid in it, past the limit too: still a 400 (the one entry stands for many).
     status, body, _ = await post(gateway_app, "/v1/batch", {"batch": [{"type": "track", "userId": "u"}] * 2502})
     assert status == 400 and [r["code"] for r in body["rejected"]][-1] == "batch_limit_exceeded"
-    assert len(stored(gateway_app)) == 2500
+    assert len(await stored(gateway_app)) == 2500
 
 
 async def test_server_fields_and_client_ip(gateway_app: App) -> None:
@@ -190,7 +189,7 @@ async def test_server_fields_and_client_ip(gateway_app: App) -> None:
             "integrations": {"All": True},
         },
     )
-    [message] = stored(gateway_app)
+    [message] = await stored(gateway_app)
     assert message["sentAt"] == "2026-01-01T00:00:01Z"
     assert message["context"] == {"library": {"name": "x"}, "ip": "127.0.0.1"}
     assert message["integrations"] == {"All": True}
@@ -229,7 +228,7 @@ async def test_gzip_body(gateway_app: App) -> None:
     body = gzip.compress(json.dumps({"batch": [{"type": "identify", "userId": "u"}]}).encode())
     status, _, _ = await post(gateway_app, "/v1/batch", body, {"Content-Encoding": "gzip"})
     assert status == 200
-    assert len(stored(gateway_app)) == 1
+    assert len(await stored(gateway_app)) == 1
 
 
 async def test_gzip_bomb_is_refused_without_inflating_it(gateway_app: App) -> None:
@@ -261,7 +260,7 @@ async def test_bad_single_calls_are_400_with_a_code(gateway_app: App, body: byte
     assert answer["success"] is False
     assert answer["code"] == code
     assert answer["message"] == answer["error"]
-    assert stored(gateway_app) == []
+    assert (await stored(gateway_app)) == []
 
 
 async def test_oversized_request_is_400_before_reading_it(gateway_app: App) -> None:
@@ -277,7 +276,7 @@ async def test_node_client_sized_batch_is_accepted(gateway_app: App) -> None:
     }
     status, body, _ = await post(gateway_app, "/v1/batch", batch)
     assert (status, body) == (200, {"success": True})
-    assert len(stored(gateway_app)) == 40
+    assert len(await stored(gateway_app)) == 40
 
 
 async def test_wrong_method_and_path_are_json_4xx(gateway_app: App) -> None:
@@ -295,14 +294,14 @@ async def test_metrics_endpoint_is_accepted_and_discarded(gateway_app: App) -> N
     series = {"series": [{"type": "Counter", "metric": "analytics_js.invoke", "value": 1}]}
     status, body, _ = await post(gateway_app, "/v1/m", series, {"Content-Type": "text/plain"})
     assert (status, body) == (200, {"success": True})
-    assert stored(gateway_app) == []
+    assert (await stored(gateway_app)) == []
 
 
 async def test_duplicate_message_ids_are_acknowledged_and_stored_once(gateway_app: App) -> None:
     message = {"userId": "u", "event": "e", "messageId": "dup-1"}
     assert (await post(gateway_app, "/v1/track", message))[0] == 200
     assert (await post(gateway_app, "/v1/batch", {"batch": [{**message, "type": "track"}] * 2}))[0] == 200
-    assert len(stored(gateway_app)) == 1
+    assert len(await stored(gateway_app)) == 1
 
 
 async def test_unwritable_log_is_503_with_retry_after(gateway_app: App) -> None:
@@ -311,6 +310,30 @@ async def test_unwritable_log_is_503_with_retry_after(gateway_app: App) -> None:
     assert status == 503
     assert body["code"] == "closed"
     assert headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize("fast_paths", [True, False])
+async def test_a_log_that_refuses_writes_is_503_stores_nothing_and_recovers(
+    tmp_path: Path, registry: Registry, fast_paths: bool
+) -> None:
+    config = parse_config(config_text(tmp_path, archive=False), registry)
+    source_types = [t if fast_paths else dataclasses.replace(t, fast_path=None) for t in registry.sources.values()]
+    async with open_memory_log(config.log) as log:
+        hub = IngestHub(log, config, {})
+        app = App(create_app(hub, source_types), hub, log, config)
+        log.fail_commits("disk_full")
+        for path, body in (
+            ("/v1/track", {"userId": "u", "event": "e"}),
+            ("/v1/batch", {"batch": [{"type": "page", "userId": "u"}]}),
+        ):
+            status, answer, headers = await post(app, path, body)
+            assert (status, answer["code"], headers["Retry-After"]) == (503, "disk_full", "5"), path
+        assert log.head() == 0 and not log.writable()
+        log.fail_commits(None)
+        await log.checkpoint()
+        assert log.writable()
+        assert (await post(app, "/v1/track", {"userId": "u", "event": "e"}))[0] == 200
+        assert len(await stored(app)) == 1
 
 
 json_values = st.recursive(
@@ -401,7 +424,7 @@ async def test_values_a_decoder_chokes_on_are_the_clients_fault(gateway_app: App
         assert (status, body["code"]) == (400, code)
         return
     assert status == 200 and [(r["index"], r["code"]) for r in body["rejected"]] == [(1, code)]
-    assert [m["event"] for m in stored(gateway_app)] == ["ok"]
+    assert [m["event"] for m in (await stored(gateway_app))] == ["ok"]
 
 
 async def test_a_batch_root_counts_in_every_items_size_and_depth(gateway_app: App) -> None:
@@ -418,7 +441,7 @@ async def test_a_batch_root_counts_in_every_items_size_and_depth(gateway_app: Ap
     assert (await post(gateway_app, "/v1/batch", {"integrations": deep, "batch": [GOOD]}))[0] == 200
     status, body, _ = await post(gateway_app, "/v1/batch", {"integrations": {"a": deep}, "batch": [GOOD]})
     assert (status, body["code"]) == (400, "nesting_too_deep")
-    assert [len(m["context"]["blob"]) for m in stored(gateway_app) if "blob" in m["context"]] == [1000]
+    assert [len(m["context"]["blob"]) for m in (await stored(gateway_app)) if "blob" in m["context"]] == [1000]
 
 
 def test_an_authorization_header_of_any_bytes_is_no_write_key() -> None:

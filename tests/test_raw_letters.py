@@ -20,7 +20,6 @@ from gateway.ingest.hub import IngestHub
 from gateway.ingest.raw import open_raw_letter, raw_letter_body
 from gateway.ingest.redrive import redrive_source_letters
 from gateway.log import open_log
-from gateway.log.sqlite import list_dead_letters
 from gateway.ops.audit import audit
 from gateway.testing import plugin_registry
 
@@ -93,16 +92,16 @@ async def test_a_raw_letter_is_redriven_into_messages_and_the_books_follow(tmp_p
         payload = msgspec.json.encode([track("m1"), track("m2", properties={"n": 1})])
         await hub.keep_raw(source, payload, arrival, "RuntimeError: cannot parse this yet")
 
-        [letter] = list_dead_letters(tmp_path)
+        [letter] = (await log.dead_letters())
         assert (letter.destination, letter.stage, letter.source) == ("source:hooks", "raw", "hooks")
         assert open_raw_letter(letter.body) == (payload, arrival)
-        [books] = audit(tmp_path).sources
+        [books] = audit(await log.books()).sources
         assert (books.received, books.dead_lettered, books.stored) == (1, 1, 0)
 
         # Still broken: the letter is held again with the new error, nothing is stored.
         assert await log.change_dead_letters("redrive", destination="source:hooks") == 1
         assert await redrive_source_letters(hub, registry.sources) == 0
-        [held] = list_dead_letters(tmp_path)
+        [held] = (await log.dead_letters())
         assert (held.id, held.state, held.attempts) == (letter.id, "dead", 2)
         assert held.error == "RuntimeError: cannot parse this yet"
         assert log.head() == 0
@@ -110,7 +109,7 @@ async def test_a_raw_letter_is_redriven_into_messages_and_the_books_follow(tmp_p
         PARSER.broken = False
         assert await log.change_dead_letters("redrive", destination="source:hooks") == 1
         assert await redrive_source_letters(hub, registry.sources) == 1
-        assert list_dead_letters(tmp_path) == []
+        assert (await log.dead_letters()) == []
         records = await log.read(0, max_records=10, max_bytes=10**6)
         messages = [record.message() for record in records]
         assert [m["messageId"] for m in messages] == ["m1", "m2"]
@@ -118,14 +117,14 @@ async def test_a_raw_letter_is_redriven_into_messages_and_the_books_follow(tmp_p
         assert {(m["receivedAt"], m["context"]["ip"], m["type"]) for m in messages} == {
             (arrival.text, "192.0.2.7", "track")
         }
-        [books] = audit(tmp_path).sources  # the letter stood for one message; now its two are stored
+        [books] = audit(await log.books()).sources  # the letter stood for one message; now its two are stored
         assert (books.received, books.dead_lettered, books.stored, books.duplicates) == (2, 0, 2, 0)
 
         # The same delivery kept twice (the sender retried while it failed) is stored once.
         await hub.keep_raw(source, payload, arrival, "kept again")
         assert await log.change_dead_letters("redrive", destination="source:hooks") == 1
         assert await redrive_source_letters(hub, registry.sources) == 1
-        [books] = audit(tmp_path).sources
+        [books] = audit(await log.books()).sources
         assert (books.received, books.dead_lettered, books.stored, books.duplicates) == (4, 0, 2, 2)
 
 
@@ -140,10 +139,10 @@ async def test_a_redrive_with_a_rejected_call_stores_nothing(tmp_path: Path, reg
         await hub.keep_raw(source, payload, Arrival.now(None), "first failure")
         assert await log.change_dead_letters("redrive", destination="source:hooks") == 1
         assert await redrive_source_letters(hub, registry.sources) == 0
-        [held] = list_dead_letters(tmp_path)
+        [held] = (await log.dead_letters())
         assert held.error.startswith("rejected on redrive: call 1: event_not_defined"), held.error
         assert log.head() == 0
-        [books] = audit(tmp_path).sources
+        [books] = audit(await log.books()).sources
         assert (books.received, books.dead_lettered) == (1, 1)
 
 
@@ -156,5 +155,5 @@ async def test_a_source_type_without_redrive_holds_its_raw_letters(tmp_path: Pat
         await hub.keep_raw(source, b"{}", Arrival.now(None), "failed")
         assert await log.change_dead_letters("redrive", destination="source:hooks") == 1
         assert await redrive_source_letters(hub, {}) == 0
-        [held] = list_dead_letters(tmp_path)
+        [held] = (await log.dead_letters())
         assert held.error == "source type 'hooks' cannot redrive raw letters"

@@ -3,7 +3,6 @@ delivery; a replay survives ``kill -9`` (its cursor is persisted) and leaves the
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -11,8 +10,16 @@ from pathlib import Path
 
 import httpx
 
-from gateway.ops.audit import audit
-from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, gateway_cli, wait_until
+from tests.gatewayproc import (
+    WRITE_KEY,
+    GatewayProcess,
+    audit_log,
+    config_text,
+    gateway_cli,
+    log_cursors,
+    read_log,
+    wait_until,
+)
 from tests.sink import Sink, free_port, http_destination
 
 TOKEN = "admin-token-for-replay-tests-01234"
@@ -28,8 +35,7 @@ def send(gateway: GatewayProcess, *ids: str) -> None:
 
 
 def replay_cursors(data_dir: Path) -> list[str]:
-    with sqlite3.connect(data_dir / "log.sqlite3") as db:
-        return [row[0] for row in db.execute("SELECT destination FROM cursors WHERE destination LIKE 'replay:%'")]
+    return [name for name in log_cursors(data_dir) if name.startswith("replay:")]
 
 
 def test_replay_resends_a_time_range_and_survives_kill_9(tmp_path: Path) -> None:
@@ -46,8 +52,13 @@ def test_replay_resends_a_time_range_and_survives_kill_9(tmp_path: Path) -> None
         with GatewayProcess(config, env=env) as gateway:
             send(gateway, "early")
             wait_until(lambda: "early" in sink.delivered_ids())
-            time.sleep(0.05)
-            since = datetime.now(UTC).isoformat()
+            # --since one millisecond after "early" was received, and the replayed ones after it.
+            [early] = read_log(tmp_path, lambda reader: reader.read(0, max_records=1, max_bytes=1 << 20))
+            since_ms = early.received_at + 1
+            since = (
+                datetime.fromtimestamp(since_ms // 1000, UTC).replace(microsecond=since_ms % 1000 * 1000).isoformat()
+            )
+            wait_until(lambda: time.time() * 1000 >= since_ms + 1)
             ids = [f"r{i}" for i in range(20)]
             send(gateway, *ids)
             wait_until(lambda: sink.delivered_ids() >= set(ids))
@@ -85,5 +96,5 @@ def test_replay_resends_a_time_range_and_survives_kill_9(tmp_path: Path) -> None
                 assert cli(config, "dead-letters", "list", "--limit", limit).returncode == 2
             assert "is not an ISO-8601 time" in cli(config, "replay", "hook", "--since", "yesterday").stderr
         assert all(sink.counts[i] == 2 for i in ids)  # each replayed once, nothing more
-    [books] = audit(tmp_path).destinations
+    [books] = audit_log(tmp_path).destinations
     assert books.destination == "hook" and books.unaccounted == 0 and books.delivered == 22

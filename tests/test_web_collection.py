@@ -104,7 +104,7 @@ async def test_a_disallowed_origin_gets_no_cors_and_nothing_is_stored(gateway_ap
         gateway_app, "OPTIONS", "/v1/t", headers={"Origin": OTHER, "Access-Control-Request-Method": "POST"}
     )
     assert "Access-Control-Allow-Origin" not in preflight.headers
-    assert stored(gateway_app) == []
+    assert (await stored(gateway_app)) == []
 
 
 async def test_server_clients_without_origin_are_unaffected(gateway_app: App) -> None:
@@ -201,7 +201,7 @@ async def test_pixel_data_the_api_refuses_is_a_gif_and_nothing_stored(gateway_ap
     deep = "a." * 5000 + "b=1"
     dotted = await request(gateway_app, "GET", f"/v1/pixel/track?writeKey={WRITE_KEY}&event=e&userId=u&{deep}")
     assert (dotted.status_code, await dotted.get_data()) == (200, GIF)
-    assert stored(gateway_app) == []
+    assert (await stored(gateway_app)) == []
 
 
 @pytest.mark.parametrize(("urlsafe", "padded"), [(False, True), (True, True), (True, False), (False, False)])
@@ -214,7 +214,7 @@ async def test_pixel_accepts_every_base64_form(gateway_app: App, urlsafe: bool, 
     assert await response.get_data() == GIF
     assert response.headers["Content-Type"] == "image/gif"
     assert "no-store" in response.headers["Cache-Control"]
-    [message] = stored(gateway_app)
+    [message] = await stored(gateway_app)
     assert (message["type"], message["event"], message["properties"]) == (
         "track",
         "Email Opened",
@@ -229,7 +229,7 @@ async def test_pixel_standard_base64_with_unescaped_plus(gateway_app: App) -> No
     data = base64.b64encode(json.dumps(payload).encode()).decode()
     assert "+" in data
     await request(gateway_app, "GET", f"/v1/pixel/track?data={data}")
-    assert stored(gateway_app)[0]["properties"] == {"x": "~~~>>>"}
+    assert (await stored(gateway_app))[0]["properties"] == {"x": "~~~>>>"}
 
 
 async def test_pixel_dotted_form(gateway_app: App) -> None:
@@ -238,7 +238,7 @@ async def test_pixel_dotted_form(gateway_app: App) -> None:
         "GET",
         f"/v1/pixel/page?writeKey={WRITE_KEY}&userId=u&name=Home&properties.subject=Hello+there&context.campaign.name=nov",
     )
-    [message] = stored(gateway_app)
+    [message] = await stored(gateway_app)
     assert message["type"] == "page" and message["name"] == "Home"
     assert message["properties"] == {"subject": "Hello there"}
     assert message["context"]["campaign"] == {"name": "nov"}
@@ -260,7 +260,7 @@ async def test_bad_pixels_still_get_the_gif_and_store_nothing(gateway_app: App, 
     response = await request(gateway_app, "GET", f"/v1/pixel/track?{query}")
     assert response.status_code == 200
     assert await response.get_data() == GIF
-    assert stored(gateway_app) == []
+    assert (await stored(gateway_app)) == []
     rejected = gateway_app.hub.metrics.rejected.collect()[0].samples
     assert sum(sample.value for sample in rejected if sample.name.endswith("_total")) == 1
 
@@ -296,11 +296,11 @@ async def test_qs_endpoint_stores_identify_then_track(gateway_app: App) -> None:
         f"/v1/qs?writeKey={WRITE_KEY}&ajs_event=Signed+Up&ajs_uid=u1&ajs_trait_plan=pro&ajs_prop_n=1",
     )
     assert await response.get_data() == GIF
-    assert [(m["type"], m["userId"]) for m in stored(gateway_app)] == [("identify", "u1"), ("track", "u1")]
-    assert stored(gateway_app)[1]["properties"] == {"n": "1"}
+    assert [(m["type"], m["userId"]) for m in (await stored(gateway_app))] == [("identify", "u1"), ("track", "u1")]
+    assert (await stored(gateway_app))[1]["properties"] == {"n": "1"}
     beacon = await request(gateway_app, "POST", f"/v1/qs?writeKey={WRITE_KEY}&ajs_aid=a9&ajs_event=Beacon")
     assert beacon.status_code == 200
-    assert stored(gateway_app)[-1]["anonymousId"] == "a9"
+    assert (await stored(gateway_app))[-1]["anonymousId"] == "a9"
 
 
 async def test_qs_js_is_served(gateway_app: App) -> None:
@@ -351,7 +351,7 @@ async def test_click_redirect_records_and_redirects_only_to_allowed_hosts(gatewa
     )
     assert response.status_code == 302
     assert response.headers["Location"] == target
-    assert [m["type"] for m in stored(gateway_app)] == ["identify", "track"]
+    assert [m["type"] for m in (await stored(gateway_app))] == ["identify", "track"]
     refused = await request(
         gateway_app,
         "GET",
@@ -359,7 +359,7 @@ async def test_click_redirect_records_and_redirects_only_to_allowed_hosts(gatewa
     )
     assert refused.status_code == 400
     assert "Location" not in refused.headers
-    assert len(stored(gateway_app)) == 2
+    assert len(await stored(gateway_app)) == 2
 
 
 # -- rate limits --------------------------------------------------------------------------------
@@ -384,7 +384,7 @@ async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path, registry)
         assert response.headers["Retry-After"] == "1"
         assert response.headers["Access-Control-Allow-Origin"] == "http://a.example"
         assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
-        assert len(stored(app)) == statuses.count(200)
+        assert len(await stored(app)) == statuses.count(200)
 
 
 async def test_a_batch_larger_than_the_burst_passes_but_leaves_the_bucket_in_debt(tmp_path: Path, registry) -> None:
@@ -401,7 +401,7 @@ async def test_a_batch_larger_than_the_burst_passes_but_leaves_the_bucket_in_deb
         assert (await send()).status_code == 200  # a full bucket lets a big batch through...
         refused = await send()  # ...and the 90 events over the burst are owed: 18 s at 5/s
         assert refused.status_code == 429 and 18 <= int(refused.headers["Retry-After"]) <= 20
-        assert len(stored(app)) == 100
+        assert len(await stored(app)) == 100
 
 
 async def test_a_rate_limited_querystring_request_counts_every_call_it_drops(tmp_path: Path, registry) -> None:
@@ -413,6 +413,6 @@ async def test_a_rate_limited_querystring_request_counts_every_call_it_drops(tmp
         for _ in range(2):
             response = await request(app, "GET", f"/v1/qs?writeKey={WRITE_KEY}&ajs_uid=u&ajs_event=Opened")
             assert (response.status_code, await response.get_data()) == (200, GIF)
-        assert [m["type"] for m in stored(app)] == ["identify", "track"]
+        assert [m["type"] for m in await stored(app)] == ["identify", "track"]
         metrics = app.hub.metrics.render().decode()
         assert 'gateway_messages_rejected_total{code="rate_limited"} 2.0' in metrics

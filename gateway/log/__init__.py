@@ -2,7 +2,8 @@
 
 Every accepted message is appended here before its request is answered; every destination reads
 it back through its own persisted cursor. :class:`IngestLog` is the interface the rest of the
-gateway uses, so another engine (Redis Streams, PostgreSQL) can replace the embedded SQLite one.
+gateway uses, so another engine (Redis Streams, PostgreSQL) can replace the embedded SQLite one;
+``gateway.log.memory`` is one for tests, and tests/log_conformance.py holds them all to it.
 """
 
 from __future__ import annotations
@@ -12,122 +13,100 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
 
-import msgspec
-
 from gateway.components import Record
 from gateway.config import LogConfig
+from gateway.log._records import (
+    DELETED_OUTCOME,
+    FILTER_STAGE,
+    RAW_STAGE,
+    SEND_STAGE,
+    SOURCE_STAGE,
+    TOMBSTONE_TYPE,
+    AppendResult,
+    BacklogInfo,
+    Clock,
+    CursorBooks,
+    DeadLetter,
+    DeletionReport,
+    Entry,
+    InventoryRow,
+    LogBooks,
+    LogStatistics,
+    Outcomes,
+    SourceLetter,
+    deleted_runs,
+    source_letters,
+    tombstone,
+    wall_clock_ms,
+)
+
+__all__ = [
+    "DELETED_OUTCOME",
+    "FILTER_STAGE",
+    "RAW_STAGE",
+    "SEND_STAGE",
+    "SOURCE_STAGE",
+    "TOMBSTONE_TYPE",
+    "AppendResult",
+    "BacklogInfo",
+    "Clock",
+    "CursorBooks",
+    "DeadLetter",
+    "DeletionReport",
+    "Entry",
+    "IngestLog",
+    "InventoryRow",
+    "LogBooks",
+    "LogReader",
+    "LogStatistics",
+    "Outcomes",
+    "SourceLetter",
+    "deleted_runs",
+    "open_log",
+    "open_log_reader",
+    "source_letters",
+    "tombstone",
+    "wall_clock_ms",
+]
 
 
-class Entry(msgspec.Struct, frozen=True, array_like=True):
-    """A message to append: its source, its dedup key, and its encoded body."""
+class LogReader(Protocol):
+    """The read side of the log: what the offline commands need, with the daemon up or down
+    (:func:`open_log_reader`), and what :class:`IngestLog` offers on top of its writes."""
 
-    source: str
-    message_id: str
-    body: bytes
+    async def read(
+        self, after_seq: int, *, max_records: int, max_bytes: int, reader: str | None = None
+    ) -> list[Record]:
+        """Return stored records with ``seq > after_seq`` in order, at most ``max_records``
+        and (beyond the first record) at most ``max_bytes`` of bodies. ``reader`` names the
+        destination reading (so a deletion knows which records may be in flight to it)."""
+        ...
 
+    async def cursors(self) -> dict[str, tuple[int, int]]:
+        """Every persisted cursor: name -> (seq, start_seq)."""
+        ...
 
-class SourceLetter(msgspec.Struct, frozen=True):
-    """A message a source's filter failed on (stage ``source``), or raw input the source type
-    could not turn into messages (stage ``raw``), to keep as a dead letter (it is never stored)."""
+    async def seq_range(self, since_ms: int, until_ms: int | None = None) -> tuple[int, int]:
+        """``(after, upto)``: the stored messages received in ``[since_ms, until_ms)`` (until
+        now when None) are those with ``after < seq <= upto`` (``after == upto``: none)."""
+        ...
 
-    destination: str  # source_letters(source)
-    source: str
-    body: bytes
-    error: str
-    stage: str = "source"
+    async def dead_letters(self, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters in the order they were added, all or one ``destination``'s."""
+        ...
 
+    async def load_inventory(self) -> list[InventoryRow]:
+        """Every field-inventory row saved so far, by source and path."""
+        ...
 
-class AppendResult(msgspec.Struct, frozen=True):
-    """What an append did: how many entries were stored and how many were duplicates."""
-
-    stored: int
-    duplicates: int
-
-
-#: Stages a dead letter comes from: ``send`` (the destination refused the batch: redrive sends
-#: the stored body as it is), ``filter`` (a destination filter failed on it: redrive runs the
-#: destination's filters again, then sends), ``source`` (a source filter failed on it before
-#: it was stored: redrive runs the source's filters again, then stores it) and ``raw`` (input a
-#: source type could not turn into messages, such as a webhook its function failed on: redrive
-#: hands it back to the source type's ``redrive``, then checks and stores what that gives).
-SEND_STAGE, FILTER_STAGE, SOURCE_STAGE, RAW_STAGE = "send", "filter", "source", "raw"
-
-
-def source_letters(source_id: str) -> str:
-    """The ``destination`` under which the dead letters of a source's filters are kept."""
-    return f"source:{source_id}"
+    async def books(self, since_ms: int | None = None) -> LogBooks:
+        """Every cursor's and every source's books, all read at one moment (a consistent
+        snapshot, so they balance while the daemon writes). With ``since_ms``, each cursor's
+        books start where it was then, and the sources' from the hour that holds it."""
+        ...
 
 
-class DeadLetter(msgspec.Struct, frozen=True):
-    """A record a destination refused for good, or a filter failed on, with the reason."""
-
-    id: int
-    destination: str
-    seq: int
-    source: str
-    body: bytes
-    error: str
-    attempts: int
-    failed_at: float
-    state: str = "dead"
-    stage: str = SEND_STAGE
-
-
-class BacklogInfo(msgspec.Struct, frozen=True):
-    """What waits for one destination."""
-
-    destination: str
-    messages: int
-    bytes_estimate: int
-    oldest_received_at: float
-
-
-class DeletionReport(msgspec.Struct, frozen=True):
-    """What :meth:`IngestLog.delete_user` removed for one userId.
-
-    Attributes:
-        messages_deleted: Rows deleted outright.
-        tombstoned: Rows whose body became ``{"messageId": ..., "type": "deleted"}`` instead: the
-            newest row (its seq must never be reused) and rows a worker had already read.
-        dead_letters_deleted: The user's dead letters, every destination.
-        pending: Per destination asked about, how many of the removed messages it had not
-            been sent yet (they never will be).
-    """
-
-    user_id: str
-    messages_deleted: int
-    tombstoned: int
-    dead_letters_deleted: int
-    pending: dict[str, int] = msgspec.field(default_factory=dict)
-
-    @property
-    def messages_removed(self) -> int:
-        return self.messages_deleted + self.tombstoned
-
-
-class InventoryRow(msgspec.Struct, frozen=True):
-    """One field path a source sent: its most severe class, the matchers that recognised it,
-    and when it was first and last seen (milliseconds since the epoch). Never a value."""
-
-    source: str
-    path: str
-    cls: str
-    hits: tuple[str, ...]
-    first_seen: int
-    last_seen: int
-
-
-class LogStatistics(msgspec.Struct, frozen=True):
-    """A snapshot of the log, for status output and metrics."""
-
-    head_seq: int
-    disk_bytes: int
-    pending_messages: int
-    commits: int
-    cursors: dict[str, int]
-
-
-class IngestLog(Protocol):
+class IngestLog(LogReader, Protocol):
     """The operations the gateway needs from a log engine."""
 
     #: userIds whose events are dropped at ingest; kept in memory, persisted by set_suppressed.
@@ -162,14 +141,6 @@ class IngestLog(Protocol):
         """
         ...
 
-    async def read(
-        self, after_seq: int, *, max_records: int, max_bytes: int, reader: str | None = None
-    ) -> list[Record]:
-        """Return stored records with ``seq > after_seq`` in order, at most ``max_records``
-        and (beyond the first record) at most ``max_bytes`` of bodies. ``reader`` names the
-        destination reading (so a deletion knows which records may be in flight to it)."""
-        ...
-
     def head(self) -> int:
         """The seq of the newest stored record (0 when none ever was)."""
         ...
@@ -183,17 +154,8 @@ class IngestLog(Protocol):
         with ``start_ms``, before the first message the log still holds from that time on."""
         ...
 
-    async def cursors(self) -> dict[str, tuple[int, int]]:
-        """Every persisted cursor: name -> (seq, start_seq)."""
-        ...
-
     async def forget_cursor(self, name: str) -> None:
         """Remove a cursor and its delivery books (a finished replay's)."""
-        ...
-
-    async def seq_range(self, since_ms: int, until_ms: int | None = None) -> tuple[int, int]:
-        """``(after, upto)``: the stored messages received in ``[since_ms, until_ms)`` (until
-        now when None) are those with ``after < seq <= upto`` (``after == upto``: none)."""
         ...
 
     async def set_cursor(self, destination: str, seq: int, outcomes: dict[tuple[str, str], int] | None = None) -> None:
@@ -219,10 +181,6 @@ class IngestLog(Protocol):
         refused ones again."""
         ...
 
-    async def dead_letters(self, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """Dead letters in the order they were added, all or one ``destination``'s."""
-        ...
-
     async def change_dead_letters(self, action: str, *, destination: str | None = None, ids: Sequence[int] = ()) -> int:
         """Mark dead letters for ``redrive`` or ``discard`` them; returns how many changed."""
         ...
@@ -244,10 +202,6 @@ class IngestLog(Protocol):
         """Insert or update field-inventory rows (first_seen keeps the earliest)."""
         ...
 
-    async def load_inventory(self) -> list[InventoryRow]:
-        """Every field-inventory row saved so far."""
-        ...
-
     async def purge(self, destinations: Sequence[str]) -> int:
         """Delete what every one of ``destinations`` has and what is past both the archive
         period and the dedup window; return how many messages went."""
@@ -255,7 +209,7 @@ class IngestLog(Protocol):
 
     async def checkpoint(self) -> None:
         """Fold recent writes into the main store and re-measure the size on disk (cheap;
-        called every second or so)."""
+        called every second or so); after a failed commit, find out whether writes work again."""
         ...
 
     async def backlog(self, destinations: Sequence[str]) -> list[BacklogInfo]:
@@ -263,7 +217,8 @@ class IngestLog(Protocol):
         ...
 
     def writable(self) -> bool:
-        """Whether the log takes writes now (not closed, not full, last commit succeeded)."""
+        """Whether the log takes writes now: not closed, not full, and the last commit went
+        through (after a failed one, :meth:`checkpoint` tries again, so it comes back promptly)."""
         ...
 
     def reconfigure(self, config: LogConfig) -> None:
@@ -277,15 +232,36 @@ class IngestLog(Protocol):
 
 @asynccontextmanager
 async def open_log(
-    config: LogConfig, data_dir: Path, *, observe_commit: Callable[[float], None] | None = None
+    config: LogConfig,
+    data_dir: Path,
+    *,
+    observe_commit: Callable[[float], None] | None = None,
+    clock_ms: Clock = wall_clock_ms,
 ) -> AsyncIterator[IngestLog]:
     """Open the log engine named by ``config.engine`` under ``data_dir``; ``observe_commit``
-    is called with the duration of every commit, in seconds.
+    is called with the duration of every commit, in seconds; ``clock_ms`` is the time the log
+    keeps (received_at, the dedup window, the archive period).
 
     Resource handling:
         Appends in flight when the context exits are committed before it returns.
     """
     from gateway.log.sqlite import open_sqlite_log
 
-    async with open_sqlite_log(config, data_dir, observe_commit=observe_commit) as log:
+    async with open_sqlite_log(config, data_dir, observe_commit=observe_commit, clock_ms=clock_ms) as log:
         yield log
+
+
+@asynccontextmanager
+async def open_log_reader(config: LogConfig, data_dir: Path) -> AsyncIterator[LogReader]:
+    """A read-only view of the log ``config`` names under ``data_dir``, for the commands that
+    read it with the daemon up or down (``gateway audit``, ``gateway privacy inventory``).
+
+    Raises:
+        gateway.errors.LogUnavailableError: there is no log there (``missing``). Saying
+            "nothing to report" instead would pass off a wrong data_dir as a clean bill.
+        gateway.errors.LogUnreadableError: the log's storage cannot be read (from its methods).
+    """
+    from gateway.log.sqlite import open_sqlite_reader
+
+    async with open_sqlite_reader(data_dir) as reader:
+        yield reader

@@ -229,7 +229,7 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
     async def audit_report() -> Response:
         since = request.args.get("since")
         since_ms = int(datetime.fromisoformat(since).timestamp() * 1000) if since else None
-        report = await trio.to_thread.run_sync(lambda: audit(gateway.config.data_dir, since_ms=since_ms))
+        report = audit(await gateway.log.books(since_ms))
         return json_response(
             {
                 "balanced": report.balanced,

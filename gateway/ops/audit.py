@@ -1,7 +1,8 @@
 """Loss accounting: for every destination, every message the log accepted since the destination
 started is delivered, filtered (by reason), dead-lettered, or still pending. Nothing else.
 
-The numbers come from the log itself: seqs are gap-free and never reused, so ``head - start``
+The numbers come from the log itself (:meth:`gateway.log.LogReader.books`; this module only does
+the arithmetic): seqs are gap-free and never reused, so ``head - start``
 is exactly how many messages a destination is responsible for; the outcome rows are written in
 the same transaction as the cursor, so a crash can never leave the two apart. Counters a crash
 could lose play no part.
@@ -9,13 +10,10 @@ could lose play no part.
 
 from __future__ import annotations
 
-import sqlite3
-from collections import defaultdict
-from pathlib import Path
-
 import msgspec
 
-from gateway.log.sqlite import open_log_file
+from gateway.delivery.worker import REPLAY_PREFIX
+from gateway.log import CursorBooks, LogBooks
 
 
 class DestinationAudit(msgspec.Struct):
@@ -69,78 +67,54 @@ class AuditReport(msgspec.Struct):
         return all(d.unaccounted == 0 for d in self.destinations)
 
 
-def audit(data_dir: Path, *, since_ms: int | None = None) -> AuditReport:
-    """Reconcile every destination's books from the log file in ``data_dir``.
+def audit(books: LogBooks) -> AuditReport:
+    """Reconcile every destination's books, as the log holds them (:meth:`gateway.log.LogReader.books`).
 
-    With ``since_ms``, each destination's books start at its cursor position when ``since_ms``
-    came (to the batch), so the check is still exact.
+    With ``books.since_ms``, each destination's books start at its cursor position when
+    ``since_ms`` came (to the batch), so the check is still exact. Replays' cursors are left
+    out: a replay sends again what its destination's own books already count.
     """
-    conn = open_log_file(data_dir)
-    try:
-        head = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
-        reports = []
-        for destination, cursor, start in conn.execute(
-            "SELECT destination, seq, start_seq FROM cursors WHERE destination NOT LIKE 'replay:%' ORDER BY destination"
-        ):
-            from_seq = start
-            if since_ms is not None:
-                # Deletion requests book runs of removed seqs above a cursor, not a cursor
-                # position, so they do not say where the cursor was.
-                row = conn.execute(
-                    "SELECT max(upto_seq) FROM delivery_outcomes "
-                    "WHERE destination = ? AND at < ? AND outcome NOT IN ('redriven', 'filtered:deleted')",
-                    (destination, since_ms),
-                ).fetchone()
-                from_seq = max(start, row[0] or start)
-            report = DestinationAudit(destination=destination, from_seq=from_seq, cursor=cursor, head=head)
-            by_source: dict[str, dict[str, int]] = defaultdict(dict)
-            for source, outcome, count in conn.execute(
-                "SELECT source, outcome, sum(count) FROM delivery_outcomes WHERE destination = ? AND upto_seq > ? "
-                "GROUP BY source, outcome",
-                (destination, from_seq),
-            ):
-                by_source[source][outcome] = count
-                if outcome == "delivered":
-                    report.delivered += count
-                elif outcome == "dead_lettered":
-                    report.dead_lettered += count
-                elif outcome == "redriven":
-                    report.redriven += count
-                elif outcome.startswith("filtered:"):
-                    reason = outcome.removeprefix("filtered:")
-                    report.filtered[reason] = report.filtered.get(reason, 0) + count
-            for source, count in conn.execute(
-                "SELECT source, count(*) FROM messages WHERE seq > ? GROUP BY source", (cursor,)
-            ):
-                by_source[source]["pending"] = count
-                report.pending += count
-            report.dead_letters_held = conn.execute(
-                "SELECT count(*) FROM dead_letters WHERE destination = ?", (destination,)
-            ).fetchone()[0]
-            report.by_source = dict(by_source)
-            reports.append(report)
-        sources = _source_books(conn, since_ms)
-    finally:
-        conn.close()
-    return AuditReport(destinations=reports, since_ms=since_ms, sources=sources)
+    destinations = [
+        _destination_audit(cursor, books.head)
+        for cursor in books.cursors
+        if not cursor.destination.startswith(REPLAY_PREFIX)
+    ]
+    sources = [_source_audit(source, books.sources[source]) for source in sorted(books.sources)]
+    return AuditReport(destinations=destinations, since_ms=books.since_ms, sources=sources)
 
 
-def _source_books(conn: sqlite3.Connection, since_ms: int | None) -> list[SourceAudit]:
-    """Each source's books, from the hour that holds ``since_ms`` (all of them without it)."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'source_outcomes'").fetchone():
-        return []  # a log from before the books
-    books: dict[str, SourceAudit] = {}
-    for source, outcome, count in conn.execute(
-        "SELECT source, outcome, sum(count) FROM source_outcomes WHERE hour >= ? GROUP BY source, outcome",
-        ((since_ms or 0) // 3_600_000,),
-    ):
-        book = books.setdefault(source, SourceAudit(source))
+def _destination_audit(books: CursorBooks, head: int) -> DestinationAudit:
+    report = DestinationAudit(destination=books.destination, from_seq=books.from_seq, cursor=books.cursor, head=head)
+    by_source: dict[str, dict[str, int]] = {source: dict(outcomes) for source, outcomes in books.outcomes.items()}
+    for outcomes in books.outcomes.values():
+        for outcome, count in outcomes.items():
+            if outcome == "delivered":
+                report.delivered += count
+            elif outcome == "dead_lettered":
+                report.dead_lettered += count
+            elif outcome == "redriven":
+                report.redriven += count
+            elif outcome.startswith("filtered:"):
+                reason = outcome.removeprefix("filtered:")
+                report.filtered[reason] = report.filtered.get(reason, 0) + count
+    for source, count in books.pending.items():
+        by_source.setdefault(source, {})["pending"] = count
+        report.pending += count
+    report.dead_letters_held = books.dead_letters_held
+    report.by_source = by_source
+    return report
+
+
+def _source_audit(source: str, outcomes: dict[str, int]) -> SourceAudit:
+    """A source's books: where each message it received went, with the reason of each drop."""
+    book = SourceAudit(source)
+    for outcome, count in outcomes.items():
         if outcome.startswith("filtered:"):
             reason = outcome.removeprefix("filtered:")
             book.filtered[reason] = book.filtered.get(reason, 0) + count
         elif outcome in ("stored", "duplicates", "dead_lettered", "suppressed"):
             setattr(book, outcome, getattr(book, outcome) + count)
-    return [books[source] for source in sorted(books)]
+    return book
 
 
 def _filtered_text(filtered: dict[str, int]) -> str:

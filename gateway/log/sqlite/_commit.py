@@ -1,0 +1,122 @@
+"""One group commit of the SQLite log: the requests that queued while the previous commit ran, and
+the single transaction that stores their entries, dead letters and books with the queued cursors."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import groupby
+from operator import attrgetter
+
+import trio
+
+from gateway.errors import LogUnavailableError
+from gateway.log import AppendResult, Entry, SourceLetter
+from gateway.log.sqlite._reads import head_seq
+from gateway.log.sqlite._schema import ADD_DEAD_LETTER, ADD_OUTCOME, ADD_SOURCE_OUTCOME, SET_CURSOR, transaction
+
+# A duplicate key is skipped by the same statement that would store it, in the same
+# transaction: the only way to be exact across concurrent requests and crashes. Rows go in as
+# multi-row INSERTs (VALUES rows are inserted in order, so a duplicate inside one statement is
+# skipped too): one call into SQLite per chunk instead of per row, so the commit thread takes
+# the GIL back once per chunk, not once per row, while the event loop is busy.
+# A power of two (chunk sizes are powers of two: a handful of cached statements), and 4 x 128
+# parameters stay under 999, the variable limit of SQLite builds before 3.32.
+_APPEND_CHUNK = 128
+
+
+def _append_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO messages (source, message_id, received_at, body) VALUES {values} "
+        "ON CONFLICT (source, message_id) DO NOTHING"
+    )
+
+
+_APPEND_SQL = {size: _append_sql(size) for size in (1 << bit for bit in range(_APPEND_CHUNK.bit_length()))}
+
+
+def _append_chunks(entries: Sequence[Entry]) -> Iterator[Sequence[Entry]]:
+    """``entries`` in order, in chunks of ``_APPEND_CHUNK`` and then of decreasing powers of two."""
+    start, left = 0, len(entries)
+    size = _APPEND_CHUNK
+    while left:
+        while size > left:
+            size >>= 1
+        yield entries[start : start + size]
+        start += size
+        left -= size
+
+
+class Waiter:
+    """One request's entries, and how it learns the outcome of the commit that took them."""
+
+    __slots__ = ("done", "entries", "error", "letters", "redriven", "result", "tally")
+
+    def __init__(
+        self,
+        entries: Sequence[Entry],
+        letters: Sequence[SourceLetter] = (),
+        tally: Mapping[tuple[str, str], int] | None = None,
+        redriven: Sequence[int] = (),
+    ) -> None:
+        self.entries = entries
+        self.letters = letters
+        self.tally = tally
+        self.redriven = redriven
+        self.done = trio.Event()
+        self.result: AppendResult | None = None
+        self.error: LogUnavailableError | None = None
+
+
+#: A queued delivery outcome: (destination, source, outcome, count, upto_seq).
+QueuedOutcome = tuple[str, str, str, int, int]
+
+
+def commit_group(
+    conn: sqlite3.Connection,
+    waiters: list[Waiter],
+    cursors: dict[str, int],
+    outcomes: list[QueuedOutcome],
+    now: int,
+) -> tuple[list[AppendResult], int]:
+    """Write everything ``waiters`` queued, and the queued ``cursors`` with their ``outcomes``,
+    in one transaction. Returns each waiter's result and the head after it."""
+    cur = conn.cursor()
+    results = []
+    with transaction(conn):
+        books: Counter[tuple[str, str]] = Counter()
+        for waiter in waiters:
+            stored = 0
+            # Runs of one source (a request's own messages, then what its filters forwarded),
+            # so the books know each source's stored and duplicate counts.
+            for source, run in groupby(waiter.entries, key=attrgetter("source")):
+                run_entries = list(run)
+                run_stored = 0
+                for chunk in _append_chunks(run_entries):
+                    params = [value for e in chunk for value in (e.source, e.message_id, now, e.body)]
+                    cur.execute(_APPEND_SQL[len(chunk)], params)
+                    # This statement's rows (the connection's total_changes is a C int that wraps).
+                    run_stored += cur.rowcount
+                stored += run_stored
+                if waiter.tally is not None:
+                    books[(source, "stored")] += run_stored
+                    books[(source, "duplicates")] += len(run_entries) - run_stored
+            if waiter.tally:
+                books.update(waiter.tally)
+            if waiter.redriven:
+                cur.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i in waiter.redriven])
+            if waiter.letters:
+                cur.executemany(
+                    ADD_DEAD_LETTER,
+                    [(x.destination, 0, x.source, x.body, x.error, 1, now, x.stage) for x in waiter.letters],
+                )
+            results.append(AppendResult(stored=stored, duplicates=len(waiter.entries) - stored))
+        hour = now // 3_600_000
+        cur.executemany(ADD_SOURCE_OUTCOME, [(source, outcome, hour, n) for (source, outcome), n in books.items() if n])
+        for destination, seq in cursors.items():
+            cur.execute(SET_CURSOR, (destination, seq, now))
+        cur.executemany(ADD_OUTCOME, [(*row, now) for row in outcomes])
+        head = head_seq(conn)
+    return results, head

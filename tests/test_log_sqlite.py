@@ -1,0 +1,262 @@
+"""What only the SQLite engine does: group commit, explicit transactions, the data_dir lock,
+schema upgrades, WAL upkeep, reads in one snapshot, and a deletion's bytes leaving the files.
+The protocol's promises are in tests/log_conformance.py, run on every engine."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from gateway.config import LogConfig
+from gateway.errors import LogUnavailableError
+from gateway.log import Entry, open_log
+from gateway.log import sqlite as sqlite_log
+from gateway.log.sqlite import _upkeep
+
+
+def entry(message_id: str, source: str = "web") -> Entry:
+    return Entry(source, message_id, b'{"messageId":"%s"}' % message_id.encode())
+
+
+def stored_ids(data_dir: Path) -> list[str]:
+    conn = sqlite3.connect(data_dir / sqlite_log.DB_NAME)
+    try:
+        return [row[0].decode().split('"')[3] for row in conn.execute("SELECT body FROM messages ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+async def test_every_write_runs_inside_an_explicit_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The connections are in autocommit mode, where ``with conn:`` opens no transaction: a block
+    # of writes in it committed statement by statement, and a crash could keep half of it (a
+    # redriven dead letter gone without its ``redriven`` outcome, a cursor without its books).
+    from gateway.components import Record
+    from gateway.log import InventoryRow
+
+    now = [1_000_000_000_000]
+    outside: list[str] = []
+    state = {"open": False}
+
+    def trace(sql: str) -> None:
+        verb = sql.lstrip().split(None, 1)[0].upper()
+        if verb in ("BEGIN", "COMMIT", "ROLLBACK"):
+            state["open"] = verb == "BEGIN"
+        elif verb in ("INSERT", "UPDATE", "DELETE", "REPLACE") and not state["open"]:
+            outside.append(sql)
+
+    async with open_log(LogConfig(dedup_window_secs=60, archive_secs=0), tmp_path, clock_ms=lambda: now[0]) as log:
+        log._writer.set_trace_callback(trace)  # type: ignore[attr-defined]
+        await log.cursor("crm")
+        await log.append([entry("a"), Entry("web", "u", b'{"messageId":"u","userId":"gone"}'), entry("b")])
+        await log.set_cursor("crm", 3, {("web", "delivered"): 3})
+        await log.cursor("replay", start_ms=0)
+        await log.add_dead_letters("crm", [Record(1, "web", b'{"messageId":"a"}')], "HTTP 400", 1)
+        await log.change_dead_letters("redrive", destination="crm")
+        [(letter_id, record, _)] = await log.take_redrive("crm", 10)
+        await log.finish_redrive("crm", [(letter_id, record)], [], "")
+        await log.set_suppressed("spam", True)
+        await log.save_inventory([InventoryRow("web", "traits.email", "yellow", ("email",), now[0], now[0])])
+        await log.delete_user("gone", ["crm", "replay"])
+        now[0] += 120_000
+        assert await log.purge(["crm"]) == 1  # "a"; "b" is the newest row
+        await log.forget_cursor("replay")
+    assert outside == []
+
+
+async def test_one_data_dir_serves_one_gateway(tmp_path: Path) -> None:
+    # Two gateways on one log each delivered what the other stored (1,766 duplicates in an
+    # adversarial test) and their books stopped balancing.
+    async with open_log(LogConfig(), tmp_path) as log:
+        await log.append([entry("a")])
+        with pytest.raises(LogUnavailableError, match=rf"in use by another gateway \(pid {os.getpid()}\)"):
+            async with open_log(LogConfig(), tmp_path):
+                pass
+        assert (await log.append([entry("b")])).stored == 1  # the first one is untouched
+    async with open_log(LogConfig(), tmp_path) as log:  # released with the log
+        assert (await log.append([entry("a")])).duplicates == 1
+
+
+async def test_a_log_that_cannot_be_opened_is_named_in_the_error(tmp_path: Path) -> None:
+    (tmp_path / sqlite_log.DB_NAME).mkdir()  # not a database
+    with pytest.raises(LogUnavailableError, match=f"cannot open the log {tmp_path / sqlite_log.DB_NAME}"):
+        async with open_log(LogConfig(), tmp_path):
+            pass
+
+
+async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
+    async with open_log(LogConfig(), tmp_path) as log:
+        results = []
+
+        async def one(i: int) -> None:
+            results.append(await log.append([entry(f"m{i}")]))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(200):
+                nursery.start_soon(one, i)
+        assert sum(r.stored for r in results) == 200
+        commits = log.statistics().commits
+        assert commits < 100, f"{commits} commits for 200 concurrent appends: no group commit"
+    assert len(stored_ids(tmp_path)) == 200
+
+
+async def test_a_log_from_before_dead_letter_stages_is_upgraded_in_place(tmp_path: Path) -> None:
+    from gateway.components import Record
+
+    with sqlite3.connect(tmp_path / sqlite_log.DB_NAME) as old:
+        old.execute(
+            "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, destination TEXT NOT NULL, seq INTEGER NOT NULL, "
+            "source TEXT NOT NULL, body BLOB NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL, "
+            "failed_at INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'dead')"
+        )
+        old.execute("INSERT INTO dead_letters VALUES (1, 'crm', 7, 'web', '{}', 'HTTP 400', 1, 0, 'dead')")
+    async with open_log(LogConfig(), tmp_path) as log:
+        await log.add_dead_letters("source:web", [Record(0, "web", b'{"messageId":"m"}')], "boom", 1, stage="source")
+        letters = await log.dead_letters()
+    assert [(x.destination, x.stage, x.error) for x in letters] == [
+        ("crm", "send", "HTTP 400"),
+        ("source:web", "source", "boom"),
+    ]
+
+
+async def test_the_wal_stays_bounded_under_sustained_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Commits that never pause keep passive checkpoints from ever resetting the WAL; without a
+    # restart past the bound it grew by everything written (660 MB in 25 s of bench/ingest.py).
+    monkeypatch.setattr(_upkeep, "WAL_RESTART_BYTES", 1024 * 1024)
+    wal = tmp_path / f"{sqlite_log.DB_NAME}-wal"
+    body = b"x" * 2000
+    largest = 0
+    written = 0
+    async with open_log(LogConfig(), tmp_path) as log:
+
+        async def write(task: int) -> None:
+            nonlocal written
+            for batch in range(100):
+                await log.append([Entry("web", f"{task}-{batch}-{i}", body) for i in range(50)])
+                written += 50 * len(body)
+
+        async def read_and_checkpoint() -> None:
+            nonlocal largest
+            while True:
+                await log.read(0, max_records=100, max_bytes=1 << 20)
+                await log.checkpoint()
+                largest = max(largest, wal.stat().st_size)
+                await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_and_checkpoint)
+            async with trio.open_nursery() as writers:
+                for task in range(4):
+                    writers.start_soon(write, task)
+            nursery.cancel_scope.cancel()
+    assert written >= 30 * 1024 * 1024
+    assert largest < 8 * 1024 * 1024, f"the WAL reached {largest / 1024 / 1024:.0f} MiB"
+
+
+async def test_a_reader_in_another_process_postpones_the_wal_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restart must wait for every reader to leave the WAL, and commits wait behind it: with
+    # another process's reader in the way it gives up at once and is not tried again until the
+    # backoff has passed, so commits are never held up checkpoint after checkpoint.
+    monkeypatch.setattr(_upkeep, "WAL_RESTART_BYTES", 64 * 1024)
+    monkeypatch.setattr(_upkeep, "WAL_RESTART_BACKOFF_SECS", (30.0, 30.0))
+    now = [1000.0]
+    monkeypatch.setattr(_upkeep, "monotonic", lambda: now[0])
+    wal = tmp_path / f"{sqlite_log.DB_NAME}-wal"
+    body = b"x" * 2000
+    async with open_log(LogConfig(), tmp_path) as log:
+        tries: list[str] = []
+        upkeep = log._upkeep  # type: ignore[attr-defined]
+        reset_wal = upkeep.reset_wal
+
+        async def counted(mode: str, wait_ms: int) -> bool:
+            tries.append(mode)
+            return await reset_wal(mode, wait_ms)
+
+        upkeep.reset_wal = counted
+        await log.append([Entry("web", f"a{i}", body) for i in range(100)])
+        reader = sqlite3.connect(tmp_path / sqlite_log.DB_NAME, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchone()  # holds a snapshot in the WAL
+        try:
+            await log.checkpoint()
+            await log.checkpoint()
+            assert tries == ["RESTART"]  # busy once, then backing off
+            assert (await log.append([Entry("web", "b", body)])).stored == 1
+            now[0] += 29.9
+            await log.checkpoint()
+            assert tries == ["RESTART"]  # still backing off
+        finally:
+            reader.close()
+        now[0] += 0.2
+        await log.checkpoint()
+        assert tries == ["RESTART", "RESTART"]
+        await log.append([Entry("web", "c", body)])  # starts the WAL over, cut to the limit
+        assert wal.stat().st_size <= 64 * 1024
+        await log.checkpoint()
+        assert tries == ["RESTART", "RESTART"]  # what the WAL holds now is small: no restart
+
+
+async def test_the_books_are_read_in_one_snapshot_while_the_daemon_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `gateway audit` reads the file while the daemon delivers. Read statement by statement, a
+    # delivery committed between reading the head and reading a cursor's outcomes counted
+    # messages above the head it had read: "NOT BALANCED", exit 3, with nothing wrong.
+    from gateway.log import open_log_reader
+    from gateway.log.sqlite import _reads
+    from gateway.ops.audit import audit
+
+    async with open_log(LogConfig(), tmp_path) as log:
+        await log.cursor("crm")
+        await log.append([entry("a"), entry("b")])
+        await log.set_cursor("crm", 2, {("web", "delivered"): 2})
+        cursor_books = _reads._cursor_books
+
+        def delivered_meanwhile(conn: sqlite3.Connection, *args: object) -> object:
+            # What the daemon commits while the reader is between two statements.
+            with sqlite3.connect(tmp_path / sqlite_log.DB_NAME, isolation_level=None) as other:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("INSERT INTO messages VALUES (3, 'web', 'c', 0, x'7b7d')")
+                other.execute("UPDATE cursors SET seq = 3 WHERE destination = 'crm'")
+                other.execute("INSERT INTO delivery_outcomes VALUES ('crm', 'web', 'delivered', 1, 3, 0)")
+                other.execute("COMMIT")
+            return cursor_books(conn, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(_reads, "_cursor_books", delivered_meanwhile)
+        async with open_log_reader(LogConfig(), tmp_path) as reader:
+            report = audit(await reader.books())
+    [crm] = report.destinations
+    assert (crm.head, crm.delivered, crm.pending) == (2, 2, 0), crm
+    assert report.balanced
+
+
+async def test_a_deletion_leaves_none_of_the_users_bytes_in_the_files(tmp_path: Path) -> None:
+    # secure_delete zeroes the freed pages, and the WAL (which holds page images from before
+    # the deletion) is checkpointed and truncated; the request itself is recorded.
+    secret = b"PLUTONIUM-7731"
+
+    def message(i: int, user: str) -> Entry:
+        note = secret if user == "user-42" else b"nothing"
+        return Entry("web", f"m{i}", b'{"messageId":"m%d","userId":"%s","note":"%s"}' % (i, user.encode(), note))
+
+    def on_disk() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.glob(f"{sqlite_log.DB_NAME}*"))
+
+    async with open_log(LogConfig(), tmp_path) as log:
+        await log.cursor("d")
+        await log.append([message(i, user) for i, user in enumerate(["a", "user-42", "b", "user-42", "c"])])
+        await log.set_cursor("d", 5, {("web", "delivered"): 5})
+        assert secret in on_disk()
+        report = await log.delete_user("user-42", ["d"])
+        assert (report.messages_deleted, report.tombstoned) == (2, 0)
+        assert secret not in on_disk()
+    conn = sqlite3.connect(tmp_path / sqlite_log.DB_NAME)
+    try:
+        assert conn.execute("SELECT user_id, messages_deleted FROM deletion_requests").fetchall() == [("user-42", 2)]
+    finally:
+        conn.close()

@@ -201,9 +201,14 @@ class Gateway:
         #: Whether serve_gateway froze the startup heap (gc.freeze), so a reload freezes again.
         self.heap_frozen = False
 
-    async def readiness(self) -> dict[str, bool]:
-        """What ``/ready`` reports: the log takes writes and a config is loaded."""
-        return {"log_writable": self.log.writable(), "config_loaded": bool(self.listeners)}
+    async def readiness(self) -> dict[str, bool | str]:
+        """What ``/ready`` reports: the log takes writes (and why not: ``log_unavailable``, a
+        reason code such as ``redis_unreachable``) and a config is loaded."""
+        checks: dict[str, bool | str] = {"log_writable": self.log.writable(), "config_loaded": bool(self.listeners)}
+        reason = self.log.unwritable_reason()
+        if reason is not None:
+            checks["log_unavailable"] = reason
+        return checks
 
     async def refresh_metrics(self) -> None:
         self._backlog = await self.log.backlog(list(self.destinations))
@@ -421,7 +426,7 @@ class Gateway:
             for key in ("data_dir",):
                 if getattr(new.server, key) != getattr(old.server, key):
                     raise ConfigError(new.path, f"server.{key}", "changing it needs a restart")
-            for key in ("engine", "synchronous"):
+            for key in ("engine", "synchronous", "url", "prefix", "redis_durability_checked"):
                 if getattr(new.log, key) != getattr(old.log, key):
                     raise ConfigError(new.path, f"log.{key}", "changing it needs a restart")
             filters = build_filters(new, self.registry)

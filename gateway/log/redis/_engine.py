@@ -608,6 +608,7 @@ class RedisLog:
             except LogUnavailableError as error:
                 self._failure = error.reason
                 return
+            log.info("log_available_again", after=self._failure)
             self._failure = None
         try:
             await self.refresh()
@@ -615,6 +616,8 @@ class RedisLog:
             # No request may come while /ready says no, so this is how an idle gateway
             # notices Redis went away (and, with the probe above, that it came back).
             if not self._closed:
+                if self._failure is None:
+                    log.warning("log_unavailable", reason=error.reason, error=error.detail)
                 self._failure = error.reason
 
     def writable(self) -> bool:

@@ -10,12 +10,10 @@ destination stays in the log on disk: the worker holds at most ``concurrency`` b
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import msgspec
 import structlog
@@ -32,6 +30,9 @@ from gateway.components import (
     apply_filters,
 )
 from gateway.config import DestinationConfig
+from gateway.delivery.acks import Acks
+from gateway.delivery.replay import Replay
+from gateway.delivery.routing import INTEGRATIONS_REASON, backoff_delay, integrations_allow
 from gateway.errors import DeliveryError, LogUnavailableError
 from gateway.log import FILTER_STAGE, SEND_STAGE, IngestLog
 from gateway.metrics import Metrics
@@ -46,33 +47,6 @@ REDRIVE_POLL_SECS = 2.0
 DELETED_REASON = "deleted"
 _TOMBSTONE_MARK = b'"type":"deleted"'
 _encode = msgspec.json.Encoder().encode
-
-
-class Replay(msgspec.Struct, frozen=True):
-    """A destination sent a range of the log again: seqs ``(start_seq, end_seq]``, through a
-    cursor of its own named ``name`` (``replay:<destination>:<end_seq>:<created ms>``), which
-    is persisted like any cursor, so a replay survives restarts and reloads until it is done."""
-
-    destination: str
-    start_seq: int
-    end_seq: int
-    created_ms: int
-
-    @property
-    def name(self) -> str:
-        return f"{REPLAY_PREFIX}{self.destination}:{self.end_seq}:{self.created_ms}"
-
-    @classmethod
-    def parse(cls, name: str, start_seq: int) -> Replay | None:
-        """The replay a cursor name stands for, or None when it is not a replay's."""
-        if not name.startswith(REPLAY_PREFIX):
-            return None
-        destination, end, created = name[len(REPLAY_PREFIX) :].rsplit(":", 2)
-        return cls(destination, start_seq, int(end), int(created))
-
-
-#: Cursor names of replays start with this; the audit leaves them out of the books.
-REPLAY_PREFIX = "replay:"
 
 
 class DestinationStatistics(msgspec.Struct, frozen=True):
@@ -112,59 +86,6 @@ class _Counters:
     last_error: str | None = None
 
 
-@dataclass
-class _Acks:
-    """Finished batches, so the cursor can move over a contiguous prefix of them, and the
-    outcomes of the batches it moved over that are not saved yet."""
-
-    cursor: int
-    in_flight: list[int] = field(default_factory=list)  # last seq of each batch, in log order
-    finished: dict[int, Counter[tuple[str, str]]] = field(default_factory=dict)
-    unsaved: Counter[tuple[str, str]] = field(default_factory=Counter)
-
-    def start(self, last_seq: int) -> None:
-        self.in_flight.append(last_seq)
-
-    def finish(self, last_seq: int, outcomes: Counter[tuple[str, str]]) -> int:
-        """Mark a batch done; return how many batches the cursor moved past (0 if it is
-        still held by an earlier batch)."""
-        self.finished[last_seq] = outcomes
-        passed = 0
-        while self.in_flight and self.in_flight[0] in self.finished:
-            self.cursor = self.in_flight.pop(0)
-            self.unsaved.update(self.finished.pop(self.cursor))
-            passed += 1
-        return passed
-
-
-#: Segment's discard reason for an event its integrations object kept from a destination.
-INTEGRATIONS_REASON = "filtered_by_integrations_object"
-
-
-def integrations_allow(integrations: Any, display_name: str, *, opt_in: bool) -> bool:
-    """Whether an event's ``integrations`` object lets it go to ``display_name`` (segment-api.md
-    §2.4): the destination's own key if present (only a literal ``false`` disables; ``true`` or
-    an object of options enables), else ``All`` (same rule), else on, unless the destination
-    is opt-in, which only its own key turns on."""
-    if not isinstance(integrations, dict):
-        return not opt_in
-    if display_name in integrations:
-        return integrations[display_name] is not False
-    if opt_in:
-        return False
-    return integrations.get("All") is not False
-
-
-def backoff_delay(attempt: int, *, initial: float, maximum: float, retry_after: float | None) -> float:
-    """Exponential backoff with jitter for the ``attempt``-th failure (1-based), at least
-    ``retry_after`` when the destination asked for it."""
-    ceiling = min(maximum, initial * 2 ** (attempt - 1))
-    delay = random.uniform(ceiling / 2, ceiling)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, maximum))
-    return delay
-
-
 class DestinationWorker:
     """Moves records from the log to one destination. Run with ``nursery.start(worker.run)``."""
 
@@ -193,7 +114,7 @@ class DestinationWorker:
         self._metrics = metrics or Metrics()
         self._classifier = classifier
         self._counters = _Counters()
-        self._acks = _Acks(cursor=0)
+        self._acks = Acks(cursor=0)
         self._reading = trio.CancelScope()
         self._redriving = trio.CancelScope()
         self._persisting = trio.Lock()
@@ -270,7 +191,7 @@ class DestinationWorker:
         replay = self.replay
         with structlog.contextvars.bound_contextvars(destination=self.id, replay=replay and replay.name):
             position = await self._log.cursor(self._cursor_name, start_ms=self._config.start_at_ms())
-            self._acks = _Acks(cursor=position)
+            self._acks = Acks(cursor=position)
             self._saved_cursor = position
             slots = trio.Semaphore(self._config.concurrency)
             range_gone = False

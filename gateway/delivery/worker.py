@@ -124,6 +124,10 @@ class DestinationWorker:
         self._sends: Counter[int] = Counter()
         self._sends_changed = trio.Event()
         self._errors: dict[str, ErrorSample] = {}
+        self._redrive_asked = trio.Event()  # an operator asked: look now, not at the next poll
+        self._redrive_passed = trio.Event()  # set (and replaced) as each look ends
+        self._redrive_passes = 0
+        self._redrive_pass_running = False
         self._cursor_saved = trio.Event()  # set (and replaced) each time the cursor is saved
         self._filling = trio.CancelScope()  # the wait for a batch to fill up
         self._flush_upto = 0  # send what is stored up to here without waiting for a full batch
@@ -498,52 +502,84 @@ class DestinationWorker:
         filter failed on go through the destination's filters again first."""
         with self._redriving:
             while True:
-                await trio.sleep(REDRIVE_POLL_SECS)
-                deletions = self._log.deletions
-                letters = await self._log.take_redrive(self.id, 100)
-                delivered: list[tuple[int, Record]] = []
-                dropped: list[int] = []
-                refused: dict[str, list[int]] = {}  # letter ids by the reason each was refused again
-                for letter_id, record, stage in letters:
-                    if self._log.deletions != deletions:
-                        break  # a deletion request may have removed the rest: take them again
-                    to_send = [record]
-                    if stage == FILTER_STAGE:
-                        failures: list[tuple[Record, str]] = []
-                        to_send = self._filtered([record], Counter(), failures)
-                        if failures:
-                            refused.setdefault(failures[0][1], []).append(letter_id)
-                            continue
-                        if not to_send:  # the filters drop it now (and counted why): it leaves the dead letters
-                            dropped.append(letter_id)
-                            continue
-                    try:
-                        with trio.fail_after(self._config.timeout_secs):
-                            result = await self._send(to_send)
-                    except DeliveryError as failure:
-                        if failure.retryable:
-                            break  # try the rest at the next poll
-                        refused.setdefault(str(failure), []).append(letter_id)
-                    except Exception:  # timeouts and plugin errors: next poll
-                        break
-                    else:
-                        if result is not None and record.seq in result.rejected:
-                            refused.setdefault(str(result.rejected[record.seq]), []).append(letter_id)
-                        else:
-                            delivered.append((letter_id, record))
-                if delivered or refused or dropped:
-                    # Each letter refused again keeps its own reason (a SendResult gives one per record).
-                    groups = list(refused.items()) or [("", [])]
-                    for i, (error, ids) in enumerate(groups):
-                        await self._log.finish_redrive(
-                            self.id, delivered if i == 0 else [], ids, error, dropped=dropped if i == 0 else []
-                        )
-                    self._record_delivery([r for _, r in delivered])
-                    log.info(
-                        "dead_letters_redriven",
-                        delivered=len(delivered),
-                        refused_again=sum(len(ids) for ids in refused.values()),
-                    )
+                with trio.move_on_after(REDRIVE_POLL_SECS):
+                    await self._redrive_asked.wait()  # or poll: the CLI marks letters in the log
+                self._redrive_asked = trio.Event()
+                started = self._redrive_passes + 1
+                try:
+                    await self._redrive_pass()
+                finally:
+                    self._redrive_passes = started
+                    self._redrive_passed.set()
+                    self._redrive_passed = trio.Event()
+
+    def redrive_now(self) -> None:
+        """Look for letters marked for redrive now rather than at the next poll."""
+        self._redrive_asked.set()
+
+    async def wait_redrive_pass(self) -> None:
+        """Look for letters marked for redrive now, and return once a look that began after
+        this call has ended (what it could send is sent, what was refused is held again)."""
+        # A look under way began before this call: wait for it and the next one.
+        target = self._redrive_passes + (2 if self._redrive_pass_running else 1)
+        self.redrive_now()
+        while self._redrive_passes < target:
+            await self._redrive_passed.wait()
+
+    async def _redrive_pass(self) -> None:
+        self._redrive_pass_running = True
+        try:
+            await self._redrive_once()
+        finally:
+            self._redrive_pass_running = False
+
+    async def _redrive_once(self) -> None:
+        """One look for letters marked for redrive (at most 100), sent one by one."""
+        deletions = self._log.deletions
+        letters = await self._log.take_redrive(self.id, 100)
+        delivered: list[tuple[int, Record]] = []
+        dropped: list[int] = []
+        refused: dict[str, list[int]] = {}  # letter ids by the reason each was refused again
+        for letter_id, record, stage in letters:
+            if self._log.deletions != deletions:
+                break  # a deletion request may have removed the rest: take them again
+            to_send = [record]
+            if stage == FILTER_STAGE:
+                failures: list[tuple[Record, str]] = []
+                to_send = self._filtered([record], Counter(), failures)
+                if failures:
+                    refused.setdefault(failures[0][1], []).append(letter_id)
+                    continue
+                if not to_send:  # the filters drop it now (and counted why): it leaves the dead letters
+                    dropped.append(letter_id)
+                    continue
+            try:
+                with trio.fail_after(self._config.timeout_secs):
+                    result = await self._send(to_send)
+            except DeliveryError as failure:
+                if failure.retryable:
+                    break  # try the rest at the next poll
+                refused.setdefault(str(failure), []).append(letter_id)
+            except Exception:  # timeouts and plugin errors: next poll
+                break
+            else:
+                if result is not None and record.seq in result.rejected:
+                    refused.setdefault(str(result.rejected[record.seq]), []).append(letter_id)
+                else:
+                    delivered.append((letter_id, record))
+        if delivered or refused or dropped:
+            # Each letter refused again keeps its own reason (a SendResult gives one per record).
+            groups = list(refused.items()) or [("", [])]
+            for i, (error, ids) in enumerate(groups):
+                await self._log.finish_redrive(
+                    self.id, delivered if i == 0 else [], ids, error, dropped=dropped if i == 0 else []
+                )
+            self._record_delivery([r for _, r in delivered])
+            log.info(
+                "dead_letters_redriven",
+                delivered=len(delivered),
+                refused_again=sum(len(ids) for ids in refused.values()),
+            )
 
     async def _dead_letter(
         self,

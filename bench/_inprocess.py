@@ -15,8 +15,8 @@ import msgspec
 import trio
 from _http_modes import add_http_arguments, http_rates
 
-from gateway.config import GatewayConfig, parse_config
 from gateway.components import Source
+from gateway.config import GatewayConfig, parse_config
 from gateway.ingest.hub import IngestHub
 from gateway.log import open_log
 from gateway.metrics import Metrics

@@ -336,6 +336,14 @@ class TestGateway:
             {**msgspec.to_builtins(letter), "message": letter.body.decode("utf-8", "replace")} for letter in letters
         ]
 
+    async def redrive(self, destination: str) -> int:
+        """Mark the destination's dead letters for redrive, as ``gateway dead-letters redrive
+        --destination`` does, and return once its worker has sent them again (those refused
+        again are held, with their new error); returns how many were marked."""
+        marked: int = await self._gateway.log.change_dead_letters("redrive", destination=destination)
+        await self._running(destination).worker.wait_redrive_pass()
+        return marked
+
     async def reload(self, config: str | None = None) -> bool:
         """Apply ``config`` (TOML, completed like :func:`run_gateway`'s) or the config file as it
         is now; returns whether it was accepted (a refused one leaves the old one serving)."""

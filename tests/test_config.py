@@ -113,7 +113,7 @@ def test_custom_matchers_need_a_plugin_that_builds_them() -> None:
     from gateway.plugins import build_registry, make_plugin_manager
 
     text = '[sources.web]\nwrite_key = "k"\n[privacy.matchers.employee]\nclass = "red"\nkeys = ["employee id"]\n'
-    with pytest.raises(ConfigError, match="privacy.matchers.employee: no installed plugin builds custom matchers"):
+    with pytest.raises(ConfigError, match=r"privacy\.matchers\.employee: no installed plugin builds custom matchers"):
         parse_config(text, build_registry(make_plugin_manager(load_entry_points=False)))
 
 

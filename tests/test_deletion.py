@@ -13,7 +13,8 @@ from trio.testing import MockClock
 
 from gateway.components import Record
 from gateway.config import DestinationConfig
-from gateway.delivery.worker import DestinationWorker, Replay
+from gateway.delivery.replay import Replay
+from gateway.delivery.worker import DestinationWorker
 from gateway.errors import DeliveryError
 from gateway.log import Entry, IngestLog
 from gateway.log.memory import MemoryLog

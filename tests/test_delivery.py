@@ -16,7 +16,9 @@ from trio.testing import MockClock
 
 from gateway.components import Filter, Record
 from gateway.config import DestinationConfig
-from gateway.delivery.worker import REDRIVE_POLL_SECS, DestinationWorker, Replay, backoff_delay, integrations_allow
+from gateway.delivery.replay import Replay
+from gateway.delivery.routing import backoff_delay, integrations_allow
+from gateway.delivery.worker import REDRIVE_POLL_SECS, DestinationWorker
 from gateway.errors import DeliveryError
 from gateway.log.memory import MemoryLog
 from gateway.ops.audit import audit

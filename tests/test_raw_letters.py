@@ -92,7 +92,7 @@ async def test_a_raw_letter_is_redriven_into_messages_and_the_books_follow(tmp_p
         payload = msgspec.json.encode([track("m1"), track("m2", properties={"n": 1})])
         await hub.keep_raw(source, payload, arrival, "RuntimeError: cannot parse this yet")
 
-        [letter] = (await log.dead_letters())
+        [letter] = await log.dead_letters()
         assert (letter.destination, letter.stage, letter.source) == ("source:hooks", "raw", "hooks")
         assert open_raw_letter(letter.body) == (payload, arrival)
         [books] = audit(await log.books()).sources
@@ -101,7 +101,7 @@ async def test_a_raw_letter_is_redriven_into_messages_and_the_books_follow(tmp_p
         # Still broken: the letter is held again with the new error, nothing is stored.
         assert await log.change_dead_letters("redrive", destination="source:hooks") == 1
         assert await redrive_source_letters(hub, registry.sources) == 0
-        [held] = (await log.dead_letters())
+        [held] = await log.dead_letters()
         assert (held.id, held.state, held.attempts) == (letter.id, "dead", 2)
         assert held.error == "RuntimeError: cannot parse this yet"
         assert log.head() == 0
@@ -139,7 +139,7 @@ async def test_a_redrive_with_a_rejected_call_stores_nothing(tmp_path: Path, reg
         await hub.keep_raw(source, payload, Arrival.now(None), "first failure")
         assert await log.change_dead_letters("redrive", destination="source:hooks") == 1
         assert await redrive_source_letters(hub, registry.sources) == 0
-        [held] = (await log.dead_letters())
+        [held] = await log.dead_letters()
         assert held.error.startswith("rejected on redrive: call 1: event_not_defined"), held.error
         assert log.head() == 0
         [books] = audit(await log.books()).sources
@@ -155,5 +155,5 @@ async def test_a_source_type_without_redrive_holds_its_raw_letters(tmp_path: Pat
         await hub.keep_raw(source, b"{}", Arrival.now(None), "failed")
         assert await log.change_dead_letters("redrive", destination="source:hooks") == 1
         assert await redrive_source_letters(hub, {}) == 0
-        [held] = (await log.dead_letters())
+        [held] = await log.dead_letters()
         assert held.error == "source type 'hooks' cannot redrive raw letters"

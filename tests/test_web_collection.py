@@ -340,7 +340,7 @@ def test_redirect_allowlist(url: str, allowed: bool) -> None:
     if allowed:
         assert redirect_target(url, allowlist) == url
     else:
-        with pytest.raises(Exception, match="url|redirect"):
+        with pytest.raises(Exception, match=r"url|redirect"):
             redirect_target(url, allowlist)
 
 

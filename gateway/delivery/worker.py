@@ -10,12 +10,10 @@ destination stays in the log on disk: the worker holds at most ``concurrency`` b
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import msgspec
 import structlog
@@ -32,6 +30,9 @@ from gateway.components import (
     apply_filters,
 )
 from gateway.config import DestinationConfig
+from gateway.delivery.acks import Acks
+from gateway.delivery.replay import Replay
+from gateway.delivery.routing import INTEGRATIONS_REASON, backoff_delay, integrations_allow
 from gateway.errors import CursorLostError, DeliveryError, LogUnavailableError
 from gateway.log import FILTER_STAGE, SEND_STAGE, IngestLog
 from gateway.metrics import Metrics
@@ -46,33 +47,6 @@ REDRIVE_POLL_SECS = 2.0
 DELETED_REASON = "deleted"
 _TOMBSTONE_MARK = b'"type":"deleted"'
 _encode = msgspec.json.Encoder().encode
-
-
-class Replay(msgspec.Struct, frozen=True):
-    """A destination sent a range of the log again: seqs ``(start_seq, end_seq]``, through a
-    cursor of its own named ``name`` (``replay:<destination>:<end_seq>:<created ms>``), which
-    is persisted like any cursor, so a replay survives restarts and reloads until it is done."""
-
-    destination: str
-    start_seq: int
-    end_seq: int
-    created_ms: int
-
-    @property
-    def name(self) -> str:
-        return f"{REPLAY_PREFIX}{self.destination}:{self.end_seq}:{self.created_ms}"
-
-    @classmethod
-    def parse(cls, name: str, start_seq: int) -> Replay | None:
-        """The replay a cursor name stands for, or None when it is not a replay's."""
-        if not name.startswith(REPLAY_PREFIX):
-            return None
-        destination, end, created = name[len(REPLAY_PREFIX) :].rsplit(":", 2)
-        return cls(destination, start_seq, int(end), int(created))
-
-
-#: Cursor names of replays start with this; the audit leaves them out of the books.
-REPLAY_PREFIX = "replay:"
 
 
 class DestinationStatistics(msgspec.Struct, frozen=True):
@@ -112,59 +86,6 @@ class _Counters:
     last_error: str | None = None
 
 
-@dataclass
-class _Acks:
-    """Finished batches, so the cursor can move over a contiguous prefix of them, and the
-    outcomes of the batches it moved over that are not saved yet."""
-
-    cursor: int
-    in_flight: list[int] = field(default_factory=list)  # last seq of each batch, in log order
-    finished: dict[int, Counter[tuple[str, str]]] = field(default_factory=dict)
-    unsaved: Counter[tuple[str, str]] = field(default_factory=Counter)
-
-    def start(self, last_seq: int) -> None:
-        self.in_flight.append(last_seq)
-
-    def finish(self, last_seq: int, outcomes: Counter[tuple[str, str]]) -> int:
-        """Mark a batch done; return how many batches the cursor moved past (0 if it is
-        still held by an earlier batch)."""
-        self.finished[last_seq] = outcomes
-        passed = 0
-        while self.in_flight and self.in_flight[0] in self.finished:
-            self.cursor = self.in_flight.pop(0)
-            self.unsaved.update(self.finished.pop(self.cursor))
-            passed += 1
-        return passed
-
-
-#: Segment's discard reason for an event its integrations object kept from a destination.
-INTEGRATIONS_REASON = "filtered_by_integrations_object"
-
-
-def integrations_allow(integrations: Any, display_name: str, *, opt_in: bool) -> bool:
-    """Whether an event's ``integrations`` object lets it go to ``display_name`` (segment-api.md
-    §2.4): the destination's own key if present (only a literal ``false`` disables; ``true`` or
-    an object of options enables), else ``All`` (same rule), else on, unless the destination
-    is opt-in, which only its own key turns on."""
-    if not isinstance(integrations, dict):
-        return not opt_in
-    if display_name in integrations:
-        return integrations[display_name] is not False
-    if opt_in:
-        return False
-    return integrations.get("All") is not False
-
-
-def backoff_delay(attempt: int, *, initial: float, maximum: float, retry_after: float | None) -> float:
-    """Exponential backoff with jitter for the ``attempt``-th failure (1-based), at least
-    ``retry_after`` when the destination asked for it."""
-    ceiling = min(maximum, initial * 2 ** (attempt - 1))
-    delay = random.uniform(ceiling / 2, ceiling)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, maximum))
-    return delay
-
-
 class DestinationWorker:
     """Moves records from the log to one destination. Run with ``nursery.start(worker.run)``."""
 
@@ -193,7 +114,7 @@ class DestinationWorker:
         self._metrics = metrics or Metrics()
         self._classifier = classifier
         self._counters = _Counters()
-        self._acks = _Acks(cursor=0)
+        self._acks = Acks(cursor=0)
         self._reading = trio.CancelScope()
         self._redriving = trio.CancelScope()
         self._holding = trio.CancelScope()  # the wait for the cursor (another gateway holds it)
@@ -207,6 +128,10 @@ class DestinationWorker:
         self._sends: Counter[int] = Counter()
         self._sends_changed = trio.Event()
         self._errors: dict[str, ErrorSample] = {}
+        self._redrive_asked = trio.Event()  # an operator asked: look now, not at the next poll
+        self._redrive_passed = trio.Event()  # set (and replaced) as each look ends
+        self._redrive_passes = 0
+        self._redrive_pass_running = False
         self._cursor_saved = trio.Event()  # set (and replaced) each time the cursor is saved
         self._filling = trio.CancelScope()  # the wait for a batch to fill up
         self._flush_upto = 0  # send what is stored up to here without waiting for a full batch
@@ -276,7 +201,7 @@ class DestinationWorker:
         replay = self.replay
         with structlog.contextvars.bound_contextvars(destination=self.id, replay=replay and replay.name):
             position = await self._log.cursor(self._cursor_name, start_ms=self._config.start_at_ms())
-            self._acks = _Acks(cursor=position)
+            self._acks = Acks(cursor=position)
             self._saved_cursor = position
             task_status.started()
             try:
@@ -299,7 +224,7 @@ class DestinationWorker:
         """Deliver from ``position`` until stopped; True when another gateway took the cursor
         over (the batches in flight were abandoned: the new holder sends them)."""
         replay = self.replay
-        self._acks = _Acks(cursor=position)
+        self._acks = Acks(cursor=position)
         self._saved_cursor = position
         self._lost = False
         self._reading, self._redriving, self._held = trio.CancelScope(), trio.CancelScope(), trio.CancelScope()
@@ -625,52 +550,84 @@ class DestinationWorker:
         filter failed on go through the destination's filters again first."""
         with self._redriving:
             while True:
-                await trio.sleep(REDRIVE_POLL_SECS)
-                deletions = self._log.deletions
-                letters = await self._log.take_redrive(self.id, 100)
-                delivered: list[tuple[int, Record]] = []
-                dropped: list[int] = []
-                refused: dict[str, list[int]] = {}  # letter ids by the reason each was refused again
-                for letter_id, record, stage in letters:
-                    if self._log.deletions != deletions:
-                        break  # a deletion request may have removed the rest: take them again
-                    to_send = [record]
-                    if stage == FILTER_STAGE:
-                        failures: list[tuple[Record, str]] = []
-                        to_send = self._filtered([record], Counter(), failures)
-                        if failures:
-                            refused.setdefault(failures[0][1], []).append(letter_id)
-                            continue
-                        if not to_send:  # the filters drop it now (and counted why): it leaves the dead letters
-                            dropped.append(letter_id)
-                            continue
-                    try:
-                        with trio.fail_after(self._config.timeout_secs):
-                            result = await self._send(to_send)
-                    except DeliveryError as failure:
-                        if failure.retryable:
-                            break  # try the rest at the next poll
-                        refused.setdefault(str(failure), []).append(letter_id)
-                    except Exception:  # timeouts and plugin errors: next poll
-                        break
-                    else:
-                        if result is not None and record.seq in result.rejected:
-                            refused.setdefault(str(result.rejected[record.seq]), []).append(letter_id)
-                        else:
-                            delivered.append((letter_id, record))
-                if delivered or refused or dropped:
-                    # Each letter refused again keeps its own reason (a SendResult gives one per record).
-                    groups = list(refused.items()) or [("", [])]
-                    for i, (error, ids) in enumerate(groups):
-                        await self._log.finish_redrive(
-                            self.id, delivered if i == 0 else [], ids, error, dropped=dropped if i == 0 else []
-                        )
-                    self._record_delivery([r for _, r in delivered])
-                    log.info(
-                        "dead_letters_redriven",
-                        delivered=len(delivered),
-                        refused_again=sum(len(ids) for ids in refused.values()),
-                    )
+                with trio.move_on_after(REDRIVE_POLL_SECS):
+                    await self._redrive_asked.wait()  # or poll: the CLI marks letters in the log
+                self._redrive_asked = trio.Event()
+                started = self._redrive_passes + 1
+                try:
+                    await self._redrive_pass()
+                finally:
+                    self._redrive_passes = started
+                    self._redrive_passed.set()
+                    self._redrive_passed = trio.Event()
+
+    def redrive_now(self) -> None:
+        """Look for letters marked for redrive now rather than at the next poll."""
+        self._redrive_asked.set()
+
+    async def wait_redrive_pass(self) -> None:
+        """Look for letters marked for redrive now, and return once a look that began after
+        this call has ended (what it could send is sent, what was refused is held again)."""
+        # A look under way began before this call: wait for it and the next one.
+        target = self._redrive_passes + (2 if self._redrive_pass_running else 1)
+        self.redrive_now()
+        while self._redrive_passes < target:
+            await self._redrive_passed.wait()
+
+    async def _redrive_pass(self) -> None:
+        self._redrive_pass_running = True
+        try:
+            await self._redrive_once()
+        finally:
+            self._redrive_pass_running = False
+
+    async def _redrive_once(self) -> None:
+        """One look for letters marked for redrive (at most 100), sent one by one."""
+        deletions = self._log.deletions
+        letters = await self._log.take_redrive(self.id, 100)
+        delivered: list[tuple[int, Record]] = []
+        dropped: list[int] = []
+        refused: dict[str, list[int]] = {}  # letter ids by the reason each was refused again
+        for letter_id, record, stage in letters:
+            if self._log.deletions != deletions:
+                break  # a deletion request may have removed the rest: take them again
+            to_send = [record]
+            if stage == FILTER_STAGE:
+                failures: list[tuple[Record, str]] = []
+                to_send = self._filtered([record], Counter(), failures)
+                if failures:
+                    refused.setdefault(failures[0][1], []).append(letter_id)
+                    continue
+                if not to_send:  # the filters drop it now (and counted why): it leaves the dead letters
+                    dropped.append(letter_id)
+                    continue
+            try:
+                with trio.fail_after(self._config.timeout_secs):
+                    result = await self._send(to_send)
+            except DeliveryError as failure:
+                if failure.retryable:
+                    break  # try the rest at the next poll
+                refused.setdefault(str(failure), []).append(letter_id)
+            except Exception:  # timeouts and plugin errors: next poll
+                break
+            else:
+                if result is not None and record.seq in result.rejected:
+                    refused.setdefault(str(result.rejected[record.seq]), []).append(letter_id)
+                else:
+                    delivered.append((letter_id, record))
+        if delivered or refused or dropped:
+            # Each letter refused again keeps its own reason (a SendResult gives one per record).
+            groups = list(refused.items()) or [("", [])]
+            for i, (error, ids) in enumerate(groups):
+                await self._log.finish_redrive(
+                    self.id, delivered if i == 0 else [], ids, error, dropped=dropped if i == 0 else []
+                )
+            self._record_delivery([r for _, r in delivered])
+            log.info(
+                "dead_letters_redriven",
+                delivered=len(delivered),
+                refused_again=sum(len(ids) for ids in refused.values()),
+            )
 
     async def _dead_letter(
         self,

@@ -67,7 +67,8 @@ _EXAMPLES = {
         "| `drop_events` | `[]` | track events with these names are dropped (counted as `{name}`) |",
     ),
     "source": (
-        '[sources.hooks]\ntype = "{name}"\nwrite_key = {{ env = "{upper}_WRITE_KEY" }}\nevent_name = "Webhook Received"',
+        '[sources.hooks]\ntype = "{name}"\nwrite_key = {{ env = "{upper}_WRITE_KEY" }}\n'
+        'event_name = "Webhook Received"',
         "| `event_name` | `Webhook Received` | the track event each posted object becomes |\n"
         "| `user_id_key` | `user_id` | the key holding the user id |",
     ),

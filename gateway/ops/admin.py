@@ -178,6 +178,10 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
         if not ids and not destination:
             return error_response(400, "bad_request", 'send {"ids": [...]} or {"destination": "..."}')
         changed = await gateway.log.change_dead_letters(action, destination=destination, ids=ids)
+        if action == "redrive" and changed:  # no need to wait for the workers' next poll
+            for did, running in gateway.destinations.items():
+                if destination in (None, did):
+                    running.worker.redrive_now()
         return json_response({"changed": changed})
 
     @app.post("/dead-letters/redrive")

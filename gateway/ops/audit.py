@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.delivery.worker import REPLAY_PREFIX
+from gateway.delivery.replay import REPLAY_PREFIX
 from gateway.log import CursorBooks, LogBooks
 
 

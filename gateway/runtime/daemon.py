@@ -36,7 +36,8 @@ from gateway.config import (
     load_config,
     parse_config_bytes,
 )
-from gateway.delivery.worker import REDRIVE_POLL_SECS, DestinationWorker, Replay
+from gateway.delivery.replay import Replay
+from gateway.delivery.worker import REDRIVE_POLL_SECS, DestinationWorker
 from gateway.errors import ConfigError, DeliveryError, exception_leaves
 from gateway.http.app import create_app, shield_sends, without_lifespan
 from gateway.ingest.hub import IngestHub

@@ -196,7 +196,7 @@ async def test_faults(tmp_path: Path) -> None:
         assert (await gw.batch(batch, write_key=KEY)).status_code == 200
         await gw.wait_delivered("ph")
         assert [e["event"] for e in api.events] == ["A", "B", "C"]
-        letters = {'"messageId":"f-bad"' in l["message"]: l["error"] for l in await gw.dead_letters("ph")}
+        letters = {'"messageId":"f-bad"' in x["message"]: x["error"] for x in await gw.dead_letters("ph")}
         assert "HTTP 400" in letters[True] and "group_key" in letters[True]
         assert "PostHog refuses to alias with the id 'null'" in letters[False]
         status = (await gw.admin("GET", "/status")).json()["destinations"]["ph"]

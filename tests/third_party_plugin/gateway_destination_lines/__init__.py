@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import trio
+
 from gateway import ComponentConfig, Destination, DestinationContext, DestinationType, Record, hookimpl
 
 
@@ -18,10 +20,15 @@ class LinesDestination(Destination):
         self.context = context
 
     async def send(self, batch: Sequence[Record]) -> None:
+        lines = []
+        for record in batch:
+            message = record.message()
+            lines.append(f"{self.config.prefix}{self.context.id} {message['type']} {message['messageId']}\n")
+        await trio.to_thread.run_sync(self._append, "".join(lines))  # file I/O off the event loop
+
+    def _append(self, text: str) -> None:
         with open(self.config.file, "a", encoding="utf-8") as out:
-            for record in batch:
-                message = record.message()
-                out.write(f"{self.config.prefix}{self.context.id} {message['type']} {message['messageId']}\n")
+            out.write(text)
 
 
 @hookimpl

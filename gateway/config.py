@@ -64,6 +64,9 @@ class ServerConfig(_Table, frozen=True, kw_only=True):
     graceful_shutdown_secs: NonNegativeFloat = 10.0
     #: Seconds a client is asked to wait (``Retry-After``) when the log cannot take writes.
     retry_after_secs: PositiveInt = 5
+    #: Let several gateways listen on the same ``listen`` address (SO_REUSEPORT; the kernel
+    #: spreads connections over them): every core of a machine, with ``log.engine = "redis"``.
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         _check_listen(self.listen)

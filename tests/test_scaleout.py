@@ -324,3 +324,43 @@ def test_a_reload_on_one_gateway_does_not_disturb_the_others(tmp_path: Path, red
                 assert not [line for line in gateway.lines if '"level": "error"' in line], gateway.lines[-20:]
         finally:
             _stop(gateways)
+
+
+# -- every core of one machine: several gateways on one listen address ------------------------------
+
+
+def test_gateways_with_reuse_port_share_one_listen_address(tmp_path: Path, redis_server: RedisServer) -> None:
+    from tests.sink import free_port
+
+    port = free_port()
+
+    def config(name: str, reuse: bool) -> Path:
+        path = _config(tmp_path / name, redis_server, None)
+        text = path.read_text().replace('listen = "127.0.0.1:0"\ndata_dir', f'listen = "127.0.0.1:{port}"\ndata_dir', 1)
+        path.write_text(text.replace("[server]\n", f"[server]\nreuse_port = {'true' if reuse else 'false'}\n", 1))
+        return path
+
+    gateways = [GatewayProcess(config(f"g{i}", True)).start() for i in range(2)]
+    try:
+        assert {g.url for g in gateways} == {f"http://127.0.0.1:{port}"}
+        # A gateway without reuse_port cannot take the address (the kernel checks both sides).
+        lone = subprocess.run(
+            [sys.executable, "-m", "gateway", "run", "--config", str(config("lone", False))],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert lone.returncode != 0 and "cannot listen" in lone.stdout + lone.stderr
+        ids = []
+        for i in range(40):  # a connection each: the kernel spreads them over both gateways
+            with httpx.Client(auth=(WRITE_KEY, ""), timeout=30) as http:
+                answer = http.post(f"{gateways[0].url}/v1/track", json={"userId": "u", "event": "e", "messageId": f"p{i}"})
+                assert answer.status_code == 200
+                ids.append(f"p{i}")
+        gateways[0].stop()  # the other keeps serving the address alone
+        with httpx.Client(auth=(WRITE_KEY, ""), timeout=30) as http:
+            for i in range(5):
+                answer = http.post(f"{gateways[1].url}/v1/track", json={"userId": "u", "event": "e", "messageId": f"q{i}"})
+                assert answer.status_code == 200
+        report = _audit(redis_server)
+        assert report.sources[0].stored == 45
+    finally:
+        _stop(gateways)

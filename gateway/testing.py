@@ -468,7 +468,7 @@ class GatewayProcess:
         self._logged = threading.Condition()  # notified at each line, and when the output ends
         self._ended = False
 
-    def start(self, timeout: float = 20.0) -> GatewayProcess:
+    def start(self, timeout: float = 60.0) -> GatewayProcess:
         """Start the daemon and return once it logged ``gateway_started`` (it serves then).
 
         Raises:

@@ -459,7 +459,7 @@ async def test_a_gzip_body_with_data_after_its_stream_is_refused(gateway_app: Ap
     body = gzip.compress(json.dumps({"userId": "u", "event": "E", "messageId": "gz"}).encode()) + tail
     status, answer, _ = await post(gateway_app, "/v1/track", body, {"Content-Encoding": "gzip"})
     assert (status, answer["code"]) == (400, "invalid_gzip")
-    assert stored(gateway_app) == []
+    assert await stored(gateway_app) == []
 
 
 async def test_a_batch_roots_sent_at_is_merged_only_when_it_is_a_string(gateway_app: App) -> None:
@@ -467,7 +467,7 @@ async def test_a_batch_roots_sent_at_is_merged_only_when_it_is_a_string(gateway_
     for sent_at, prefix in (({"not": "a time"}, "obj"), (12345, "num"), ("2026-01-01T00:00:00Z", "str")):
         body = {"sentAt": sent_at, "batch": [{**item, "messageId": f"{prefix}-1"}]}
         assert (await post(gateway_app, "/v1/batch", body))[0] == 200
-    by_id = {m["messageId"]: m for m in stored(gateway_app)}
+    by_id = {m["messageId"]: m for m in await stored(gateway_app)}
     assert "sentAt" not in by_id["obj-1"] and "sentAt" not in by_id["num-1"]
     assert by_id["str-1"]["sentAt"] == "2026-01-01T00:00:00Z"
 
@@ -476,7 +476,7 @@ async def test_a_message_id_with_nul_cannot_shadow_a_forwarded_key(gateway_app: 
     forged = "\x00forwarded\x00web\x00m-1"
     status, answer, _ = await post(gateway_app, "/v1/track", {"userId": "u", "event": "E", "messageId": forged})
     assert (status, answer["code"]) == (400, "message_id_invalid")
-    assert stored(gateway_app) == []
+    assert await stored(gateway_app) == []
 
 
 async def test_a_batch_items_write_key_is_checked_before_its_type(tmp_path: Path, registry: Registry) -> None:
@@ -500,7 +500,7 @@ async def test_a_batch_items_write_key_is_checked_before_its_type(tmp_path: Path
         ]
         status, body, _ = await post(app, "/v1/batch", {"batch": mixed}, {**no_key, "Origin": page})
         assert (status, body["code"]) == (403, "origin_not_allowed")
-        assert stored(app) == []
+        assert await stored(app) == []
         metrics = app.hub.metrics.render().decode()
         assert 'gateway_messages_rejected_total{code="invalid_write_key"} 2.0' in metrics
         assert "type_" not in metrics

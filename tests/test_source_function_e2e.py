@@ -10,8 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.ops.audit import audit
-from tests.gatewayproc import GatewayProcess, config_text, gateway_cli, read_jsonl, reload, wait_booked
+from tests.gatewayproc import GatewayProcess, audit_log, config_text, gateway_cli, read_jsonl, reload, wait_booked
 from tests.sink import free_port
 
 TOKEN = "admin-token-for-source-function-e2e"
@@ -74,7 +73,7 @@ def test_a_failed_webhook_is_redriven_by_the_cli_after_a_fix(tmp_path: Path) -> 
         ("Paid", "u1", {"n": 1}),
         ("Refunded", "u2", {"n": 2}),
     ]
-    report = audit(tmp_path)
+    report = audit_log(tmp_path)
     assert report.balanced
     [hooks] = [books for books in report.sources if books.source == "hooks"]
     assert (hooks.received, hooks.stored, hooks.duplicates, hooks.dead_lettered) == (3, 2, 1, 0)

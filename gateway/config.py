@@ -64,6 +64,9 @@ class ServerConfig(_Table, frozen=True, kw_only=True):
     graceful_shutdown_secs: NonNegativeFloat = 10.0
     #: Seconds a client is asked to wait (``Retry-After``) when the log cannot take writes.
     retry_after_secs: PositiveInt = 5
+    #: Let several gateways listen on the same ``listen`` address (SO_REUSEPORT; the kernel
+    #: spreads connections over them): every core of a machine, with ``log.engine = "redis"``.
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         _check_listen(self.listen)
@@ -77,7 +80,9 @@ class ServerConfig(_Table, frozen=True, kw_only=True):
 class LogConfig(_Table, frozen=True, kw_only=True):
     """``[log]``: the durable ingest log."""
 
-    engine: Literal["sqlite"] = "sqlite"
+    #: ``sqlite`` (embedded, one gateway per data_dir) or ``redis`` (Redis Streams shared by
+    #: many gateways; README: Scaling out).
+    engine: Literal["sqlite", "redis"] = "sqlite"
     #: A (source, messageId) seen within this many seconds is acknowledged but not stored again.
     #: (It is remembered as long as its message is in the log, and the log keeps messages for
     #: at least this long.)
@@ -88,9 +93,26 @@ class LogConfig(_Table, frozen=True, kw_only=True):
     #: Past this size on disk, ingestion answers 503 until purging or delivery frees space.
     max_disk_bytes: Annotated[int, Meta(ge=1024 * 1024)] = 8 * 1024**3
     #: SQLite ``synchronous``: ``full`` survives power loss, ``normal`` only process crashes.
+    #: With Redis, what its AOF must give: ``full`` needs ``appendfsync always``, ``normal``
+    #: accepts ``everysec`` (checked at start).
     synchronous: Literal["full", "normal"] = "full"
     #: Messages waiting for a commit beyond which new requests get 503 (overload guard).
     max_pending_messages: PositiveInt = 200_000
+    #: Redis only: ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path``,
+    #: or ``redis+sentinel://host:port[,host:port]/<service>/db`` (a Sentinel-watched primary).
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Redis only: every key of this log starts with ``{prefix}:`` (one Cluster hash slot).
+    prefix: Identifier = "gateway"
+    #: Redis only: replicas that must have each commit (``WAIT``) before clients are answered.
+    replicas: NonNegativeInt = 0
+    #: Redis only: how long a commit waits for ``replicas`` before it is refused (503).
+    replica_timeout_ms: PositiveInt = 1000
+    #: Redis only: check ``appendonly``/``appendfsync`` at start (turn off on managed Redis that
+    #: disables CONFIG, once its persistence is known to meet ``synchronous``).
+    redis_durability_checked: bool = True
+    #: Redis only: a gateway that stops renewing its hold on a destination (killed, cut off) for
+    #: this long lets another gateway take the destination over.
+    lease_secs: Annotated[float, Meta(ge=0.2)] = 15.0
 
 
 class SourceConfig(_Table, frozen=True, kw_only=True):

@@ -66,6 +66,21 @@ class RateLimitedError(GatewayError):
         super().__init__(f"source {source_id} accepts {events_per_sec:g} events/s; retry in {wait_secs}s")
 
 
+class CursorLostError(LogUnavailableError):
+    """Another gateway holds the cursor this one tried to move (it took the destination over
+    while this one could not renew its hold); the worker stops and waits to hold it again.
+
+    Args:
+        cursor: The cursor's name.
+        holder: The gateway that holds it now.
+    """
+
+    def __init__(self, cursor: str, holder: str) -> None:
+        self.cursor = cursor
+        self.holder = holder
+        super().__init__("cursor_lost", f"another gateway ({holder}) holds the cursor {cursor!r} now")
+
+
 class LogUnreadableError(GatewayError):
     """The ingest log's storage cannot be read: a corrupt or foreign file, or an engine error.
 

@@ -21,7 +21,7 @@ import trio.testing
 
 from gateway.components import Record
 from gateway.config import LogConfig
-from gateway.errors import LogUnavailableError
+from gateway.errors import CursorLostError, LogUnavailableError
 from gateway.ingest.hub import forwarded_key
 from gateway.log import Entry, IngestLog, InventoryRow, SourceLetter, source_letters
 from gateway.ops.audit import AuditReport, DestinationAudit, audit
@@ -444,7 +444,7 @@ async def test_a_failed_commit_fails_its_requests_and_writable_comes_back(engine
         with engine.failing_commits(log):
             with pytest.raises(LogUnavailableError) as raised:
                 await log.append([entry("b")])
-            assert raised.value.reason in ("busy", "disk_full")
+            assert raised.value.reason in ("busy", "disk_full", "redis_full")
             assert not log.writable()
             await log.checkpoint()
             assert not log.writable()  # still refused
@@ -502,6 +502,69 @@ async def test_the_reader_sees_what_the_log_sees(engine: LogEngine) -> None:
             assert await reader.books() == await log.books()
             assert await reader.cursors() == await log.cursors()
             assert await reader.read(0, max_records=5, max_bytes=1 << 20) == await everything(log)
+
+
+# -- several gateways on one log (engines several processes may open at once) -------------------
+
+
+def shared_only(engine: LogEngine) -> None:
+    if not engine.shared:
+        pytest.skip(f"one process at a time writes a {engine.name} log")
+
+
+async def test_gateways_on_one_log_store_a_message_once_and_book_it_once(engine: LogEngine) -> None:
+    shared_only(engine)
+    ids = [f"m{i}" for i in range(300)]
+    async with engine.open() as a, engine.open() as b:
+        results = {}
+
+        async def send(name: str, log: IngestLog) -> None:
+            results[name] = await log.append([entry(i) for i in ids], tally={})
+
+        async with trio.open_nursery() as nursery:  # the same messages to both gateways at once
+            nursery.start_soon(send, "a", a)
+            nursery.start_soon(send, "b", b)
+        assert results["a"].stored + results["b"].stored == 300
+        assert sorted(await stored_ids(a)) == sorted(await stored_ids(b)) == sorted(ids)
+        assert [r.seq for r in await everything(b)] == list(range(1, 301))  # one gap-free sequence
+        with trio.fail_after(10):  # whichever stored them, both gateways' workers are woken
+            await a.wait_for_records(299)
+            await b.wait_for_records(299)
+        [web] = (await books(b)).sources
+        assert (web.stored, web.duplicates) == (300, 300)
+
+
+async def test_one_gateway_at_a_time_moves_a_cursor_and_another_takes_over_when_it_dies(engine: LogEngine) -> None:
+    shared_only(engine)
+    async with engine.open() as a, engine.open() as b:
+        assert await a.cursor("crm") == 0
+        await a.append([entry(f"m{i}") for i in range(10)])
+        assert await a.hold("crm") == 0
+        with pytest.raises(CursorLostError):  # b does not hold it: its moves are refused
+            await b.set_cursor("crm", 5, {("web", "delivered"): 5})
+        await a.set_cursor("crm", 4, {("web", "delivered"): 4})
+
+        taken: list[int | None] = []
+        async with trio.open_nursery() as nursery:
+
+            async def take() -> None:
+                taken.append(await b.hold("crm"))
+
+            nursery.start_soon(take)
+            await a.set_cursor("crm", 5, {("web", "delivered"): 1})  # b waits meanwhile
+            assert taken == []
+            await a.release("crm")  # a's worker stops: b takes over from the saved cursor
+        assert taken == [5]
+        with pytest.raises(CursorLostError):
+            await a.set_cursor("crm", 8, {("web", "delivered"): 3})
+        await b.set_cursor("crm", 10, {("web", "delivered"): 5})
+
+        engine.vanish(b)  # b dies holding it: once its hold runs out, another gateway takes over
+        async with engine.open() as c:
+            with trio.fail_after(20):
+                assert await c.hold("crm") == 10
+            crm = await destination(c, "crm")  # every gateway's moves, in one set of books
+            assert (crm.delivered, crm.pending, crm.expected) == (10, 0, 10)
 
 
 # -- the conformance traffic (for the crash test) -----------------------------------------------

@@ -2,8 +2,9 @@
 promises, each behind a small harness. A new engine joins by adding a harness here and its
 factory to ``ENGINES``.
 
-Run as ``python -m tests.log_engines DATA_DIR``: the conformance traffic on the SQLite log in
-DATA_DIR, printing the ids of each append once it returned, until killed.
+Run as ``python -m tests.log_engines DATA_DIR`` (or ``--redis URL``): the conformance traffic on
+the SQLite log in DATA_DIR (or the Redis log at URL), printing the ids of each append once it
+returned, until killed.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager, cont
 from pathlib import Path
 from typing import Protocol
 
+import msgspec
+import redis
 import trio
 
 from gateway.config import LogConfig
 from gateway.log import Clock, IngestLog, LogReader, open_log_reader, wall_clock_ms
 from gateway.log.memory import MemoryLog, MemoryStore, open_memory_log, open_memory_reader
+from gateway.log.redis import RedisLog, open_redis_log
 from gateway.log.sqlite import DB_NAME, SQLiteLog, open_sqlite_log
+from tests.redis_server import RedisServer, need_redis
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,6 +36,8 @@ class LogEngine(Protocol):
     """How the conformance suite runs one engine, on storage of its own."""
 
     name: str
+    #: Whether several gateways (processes, machines) may open the same log at once.
+    shared: bool
 
     def open(
         self, config: LogConfig | None = None, *, clock_ms: Clock | None = None
@@ -48,6 +55,11 @@ class LogEngine(Protocol):
         them (a full disk, a lock held by another process); after it, they work again."""
         ...
 
+    def vanish(self, log: IngestLog) -> None:
+        """(Shared engines.) The gateway of ``log`` stops dead, as on SIGKILL: the cursors it
+        holds are neither renewed nor let go."""
+        ...
+
     async def crash_during_traffic(self, acks: int) -> set[str]:
         """Run :func:`tests.log_conformance.traffic` on the log where it can end without warning
         (SQLite: a subprocess, SIGKILLed), once at least ``acks`` message ids were acknowledged
@@ -59,6 +71,7 @@ class SQLiteEngine:
     """The embedded SQLite engine, in a directory of its own."""
 
     name = "sqlite"
+    shared = False
 
     def __init__(self, tmp_path: Path) -> None:
         self.data_dir = tmp_path / "sqlite-log"
@@ -87,41 +100,48 @@ class SQLiteEngine:
 
     async def crash_during_traffic(self, acks: int) -> set[str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tests.log_engines", str(self.data_dir)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-        assert process.stdout is not None and process.stderr is not None
-        acked: set[str] = set()
-        output = b""
-        try:
-            with trio.fail_after(60):
-                while len(acked) < acks:
-                    chunk = await process.stdout.receive_some()
-                    if not chunk:
-                        error = await process.stderr.receive_some()
-                        raise AssertionError(f"the traffic process ended on its own: {error.decode()}")
-                    output += chunk
-                    *lines, output = output.split(b"\n")
-                    acked.update(mid for line in lines for mid in line.decode().split())
-        finally:
-            process.kill()  # SIGKILL, mid-commit most likely: the traffic's commits never pause
-            await process.wait()
-        # What it printed before the kill was acknowledged too.
-        while chunk := await process.stdout.receive_some():
-            output += chunk
-        *lines, _ = output.split(b"\n")  # a line cut short by the kill is not an acknowledgement
-        acked.update(mid for line in lines for mid in line.decode().split())
-        return acked
+        return await _traffic_process([str(self.data_dir)], acks)
+
+
+async def _traffic_process(args: list[str], acks: int) -> set[str]:
+    """Run the conformance traffic in a process of its own (``python -m tests.log_engines
+    ARGS``), SIGKILL it once ``acks`` ids were acknowledged; return every id it acknowledged."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tests.log_engines", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert process.stdout is not None and process.stderr is not None
+    acked: set[str] = set()
+    output = b""
+    try:
+        with trio.fail_after(60):
+            while len(acked) < acks:
+                chunk = await process.stdout.receive_some()
+                if not chunk:
+                    error = await process.stderr.receive_some()
+                    raise AssertionError(f"the traffic process ended on its own: {error.decode()}")
+                output += chunk
+                *lines, output = output.split(b"\n")
+                acked.update(mid for line in lines for mid in line.decode().split())
+    finally:
+        process.kill()  # SIGKILL, mid-commit most likely: the traffic's commits never pause
+        await process.wait()
+    # What it printed before the kill was acknowledged too.
+    while chunk := await process.stdout.receive_some():
+        output += chunk
+    *lines, _ = output.split(b"\n")  # a line cut short by the kill is not an acknowledgement
+    acked.update(mid for line in lines for mid in line.decode().split())
+    return acked
 
 
 class MemoryEngine:
     """The in-memory engine; its :class:`MemoryStore` is what a restart finds."""
 
     name = "memory"
+    shared = False
 
     def __init__(self, tmp_path: Path) -> None:
         self.store = MemoryStore()
@@ -159,8 +179,52 @@ class MemoryEngine:
         return acked
 
 
+class RedisEngine:
+    """The Redis Streams engine on a redis-server of its own (AOF, ``appendfsync always``),
+    which its crash test kills with SIGKILL too and restarts from the AOF."""
+
+    name = "redis"
+    shared = True
+
+    def __init__(self, tmp_path: Path) -> None:
+        need_redis()
+        self.server = RedisServer(tmp_path / "redis").start()
+
+    def config(self, config: LogConfig | None = None) -> LogConfig:
+        return msgspec.structs.replace(config or LogConfig(), engine="redis", url=self.server.url, lease_secs=0.5)
+
+    def open(
+        self, config: LogConfig | None = None, *, clock_ms: Clock | None = None
+    ) -> AbstractAsyncContextManager[RedisLog]:
+        return open_redis_log(self.config(config), clock_ms=clock_ms or wall_clock_ms)
+
+    def open_reader(self) -> AbstractAsyncContextManager[LogReader]:
+        return open_log_reader(self.config(), Path("unused"))
+
+    @contextmanager
+    def failing_commits(self, log: IngestLog) -> Iterator[None]:
+        # Redis at its maxmemory: it refuses every write (OOM), as a full Redis does.
+        client = redis.Redis.from_url(self.server.url)
+        client.config_set("maxmemory", 1)
+        try:
+            yield
+        finally:
+            client.config_set("maxmemory", 0)
+            client.close()
+
+    def vanish(self, log: IngestLog) -> None:
+        assert isinstance(log, RedisLog)
+        log._held.clear()  # neither renewed nor let go: as a gateway killed with SIGKILL
+
+    async def crash_during_traffic(self, acks: int) -> set[str]:
+        acked = await _traffic_process(["--redis", self.server.url], acks)
+        # Redis itself dies too, and comes back from its AOF.
+        await trio.to_thread.run_sync(self.server.restart)
+        return acked
+
+
 #: Every engine the conformance suite runs against, by name.
-ENGINES: dict[str, Callable[[Path], LogEngine]] = {"sqlite": SQLiteEngine, "memory": MemoryEngine}
+ENGINES: dict[str, Callable[[Path], LogEngine]] = {"sqlite": SQLiteEngine, "memory": MemoryEngine, "redis": RedisEngine}
 
 
 def _print_ack(ids: list[str]) -> None:
@@ -168,12 +232,16 @@ def _print_ack(ids: list[str]) -> None:
     sys.stdout.flush()
 
 
-async def _run_traffic(data_dir: Path) -> None:
+async def _run_traffic(argv: list[str]) -> None:
     from tests.log_conformance import traffic
 
-    async with open_sqlite_log(LogConfig(), data_dir) as log:
+    if argv[0] == "--redis":
+        async with open_redis_log(LogConfig(engine="redis", url=argv[1])) as redis_log:
+            await traffic(redis_log, _print_ack)
+        return
+    async with open_sqlite_log(LogConfig(), Path(argv[0])) as log:
         await traffic(log, _print_ack)
 
 
 if __name__ == "__main__":
-    trio.run(_run_traffic, Path(sys.argv[1]))
+    trio.run(_run_traffic, sys.argv[1:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,5 +13,9 @@ from tests.log_engines import ENGINES, LogEngine
 
 
 @pytest.fixture(params=sorted(ENGINES))
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> LogEngine:
-    return ENGINES[request.param](tmp_path)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogEngine]:
+    harness = ENGINES[request.param](tmp_path)
+    yield harness
+    server = getattr(harness, "server", None)
+    if server is not None:
+        server.stop()

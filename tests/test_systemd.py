@@ -16,6 +16,7 @@ from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "gateway.service"
+TEMPLATE = REPO / "systemd" / "gateway@.service"
 
 
 def receive(sock: socket.socket, count: int, *, within_secs: float = 20.0, skip: str = "") -> list[tuple[float, str]]:
@@ -90,9 +91,9 @@ def test_no_notify_socket_is_fine(gateway_process: GatewayProcess) -> None:
     assert gateway_process.stop() == 0
 
 
-def unit_settings() -> dict[str, list[str]]:
+def unit_settings(unit: Path = UNIT) -> dict[str, list[str]]:
     settings: dict[str, list[str]] = {}
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         if "=" in line and not line.startswith(("#", "[")):
             key, _, value = line.partition("=")
             settings.setdefault(key, []).append(value)
@@ -123,4 +124,31 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         .replace("/etc/gateway/gateway.toml", str(REPO / "config" / "gateway.toml"))
     )
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_template_unit_runs_instances_on_one_config_each_with_its_own_state() -> None:
+    unit, main = unit_settings(TEMPLATE), unit_settings()
+    assert unit["StateDirectory"] == ["gateway/%i"] and unit["WorkingDirectory"] == ["/var/lib/gateway/%i"]
+    assert unit["ExecStart"] == main["ExecStart"]  # one config for every instance
+    assert unit["Environment"] == ["GATEWAY_ADMIN_LISTEN=127.0.0.1:810%i"]
+    # Everything else is the main unit's: supervision, notify protocol, reload, hardening.
+    for key, values in main.items():
+        if key not in ("Description", "After", "StateDirectory", "WorkingDirectory", "ReadWritePaths"):
+            assert unit[key] == values, key
+
+
+def test_template_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze is not None, "systemd-analyze is missing (Debian package systemd); .ci/run installs it"
+    gateway = str(Path(sys.executable).parent / "gateway")
+    unit = tmp_path / "gateway@.service"
+    unit.write_text(
+        TEMPLATE.read_text()
+        .replace("/opt/gateway/bin/gateway", gateway)
+        .replace("/etc/gateway/gateway.toml", str(REPO / "config" / "gateway.toml"))
+    )
+    instance = tmp_path / "gateway@2.service"
+    instance.symlink_to(unit)
+    result = subprocess.run([analyze, "verify", str(instance)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -33,7 +33,7 @@ from gateway.config import DestinationConfig
 from gateway.delivery.acks import Acks
 from gateway.delivery.replay import Replay
 from gateway.delivery.routing import INTEGRATIONS_REASON, backoff_delay, integrations_allow
-from gateway.errors import DeliveryError, LogUnavailableError
+from gateway.errors import CursorLostError, DeliveryError, LogUnavailableError
 from gateway.log import FILTER_STAGE, SEND_STAGE, IngestLog
 from gateway.metrics import Metrics
 from gateway.privacy.classifier import Classifier, apply_policy
@@ -117,6 +117,10 @@ class DestinationWorker:
         self._acks = Acks(cursor=0)
         self._reading = trio.CancelScope()
         self._redriving = trio.CancelScope()
+        self._holding = trio.CancelScope()  # the wait for the cursor (another gateway holds it)
+        self._held = trio.CancelScope()  # delivery while this gateway holds the cursor
+        self._stopped = False
+        self._lost = False
         self._persisting = trio.Lock()
         self._saved_cursor = 0
         # Sends in progress by the log's deletion count when they started (their records were
@@ -144,8 +148,10 @@ class DestinationWorker:
     def stop(self) -> None:
         """Stop reading new batches; :meth:`run` returns once the batches in flight are done and
         recorded, so a worker started after it resumes exactly where this one stopped."""
+        self._stopped = True
         self._reading.cancel()
         self._redriving.cancel()
+        self._holding.cancel()
 
     def error_samples(self) -> list[ErrorSample]:
         """The errors this worker met, one sample per kind, most recent first."""
@@ -197,16 +203,49 @@ class DestinationWorker:
             position = await self._log.cursor(self._cursor_name, start_ms=self._config.start_at_ms())
             self._acks = Acks(cursor=position)
             self._saved_cursor = position
-            slots = trio.Semaphore(self._config.concurrency)
-            range_gone = False
             task_status.started()
+            try:
+                while not self._stopped:
+                    # A log several gateways share lets one at a time move a cursor: wait for it.
+                    with self._holding:
+                        held = await self._log.hold(self._cursor_name)
+                    if self._stopped:
+                        return
+                    if held is None:  # the cursor is gone: another gateway finished this replay
+                        return
+                    if not await self._deliver_while_held(held):
+                        return
+                    log.warning("destination_taken_over", reason="another gateway holds its cursor now")
+            finally:
+                with trio.move_on_after(5, shield=True):
+                    await self._log.release(self._cursor_name)
+
+    async def _deliver_while_held(self, position: int) -> bool:
+        """Deliver from ``position`` until stopped; True when another gateway took the cursor
+        over (the batches in flight were abandoned: the new holder sends them)."""
+        replay = self.replay
+        self._acks = Acks(cursor=position)
+        self._saved_cursor = position
+        self._lost = False
+        self._reading, self._redriving, self._held = trio.CancelScope(), trio.CancelScope(), trio.CancelScope()
+        slots = trio.Semaphore(self._config.concurrency)
+        range_gone = False
+        read_failures = 0
+        with self._held:
             async with trio.open_nursery() as nursery:
                 if replay is None:  # the destination's own worker redrives its dead letters
                     nursery.start_soon(self._redrive_loop)
                 with self._reading:
                     while replay is None or position < replay.end_seq:
                         deletions = self._log.deletions
-                        batch = await self._next_batch(position)
+                        try:
+                            batch = await self._next_batch(position)
+                        except LogUnavailableError as error:  # the log is away: delivery pauses
+                            read_failures += 1
+                            log.warning("log_read_failed", reason=error.reason, attempt=read_failures)
+                            await trio.sleep(min(5.0, 0.1 * 2**read_failures))
+                            continue
+                        read_failures = 0
                         if replay is not None:
                             batch = [record for record in batch if record.seq <= replay.end_seq]
                             if not batch:  # what is left of the range was deleted
@@ -216,9 +255,12 @@ class DestinationWorker:
                         await slots.acquire()
                         self._acks.start(position)
                         nursery.start_soon(self._deliver, batch, slots, deletions)
-            if range_gone and replay is not None:
-                # Every batch in flight has landed (the nursery waited): past the deleted tail.
-                await self._persist_cursor_at(replay.end_seq)
+        if self._lost:
+            return True
+        if range_gone and replay is not None:
+            # Every batch in flight has landed (the nursery waited): past the deleted tail.
+            await self._persist_cursor_at(replay.end_seq)
+        return False
 
     def sending_from_before(self, deletions: int) -> bool:
         """Whether a send that started before the log's ``deletions``-th deletion is still running."""
@@ -341,6 +383,12 @@ class DestinationWorker:
                 self._acks.unsaved = Counter()
                 try:
                     await self._log.set_cursor(self._cursor_name, seq, {key: n for key, n in outcomes.items() if n})
+                except CursorLostError:
+                    # Another gateway took the destination over: it resends what this one had
+                    # in flight (at most ``concurrency`` batches), and books it.
+                    self._lost = True
+                    self._held.cancel()
+                    return
                 except LogUnavailableError as error:
                     # Delivered but not recorded: at worst re-sent after a crash. Keep trying.
                     self._acks.unsaved.update(outcomes)

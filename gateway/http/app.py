@@ -321,7 +321,7 @@ def create_app(
     hub: IngestHub,
     source_types: Iterable[SourceType],
     *,
-    readiness: Callable[[], Awaitable[dict[str, bool]]] | None = None,
+    readiness: Callable[[], Awaitable[dict[str, bool | str]]] | None = None,
     refresh_metrics: Callable[[], Awaitable[None]] | None = None,
 ) -> QuartTrio:
     """Build the HTTP app: the routes of every installed source type, ``/health`` (alive),
@@ -345,7 +345,7 @@ def create_app(
     @app.get("/ready")
     async def ready() -> Response:
         checks = await readiness() if readiness is not None else {}
-        ok = all(checks.values())
+        ok = all(value for value in checks.values() if isinstance(value, bool))
         return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
 
     @app.get("/metrics")

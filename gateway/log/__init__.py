@@ -3,7 +3,8 @@
 Every accepted message is appended here before its request is answered; every destination reads
 it back through its own persisted cursor. :class:`IngestLog` is the interface the rest of the
 gateway uses, so another engine (Redis Streams, PostgreSQL) can replace the embedded SQLite one;
-``gateway.log.memory`` is one for tests, and tests/log_conformance.py holds them all to it.
+``gateway.log.redis`` is the one many gateways share, ``gateway.log.memory`` is one for tests,
+and tests/log_conformance.py holds them all to it.
 """
 
 from __future__ import annotations
@@ -154,13 +155,35 @@ class IngestLog(LogReader, Protocol):
         with ``start_ms``, before the first message the log still holds from that time on."""
         ...
 
+    async def hold(self, destination: str) -> int | None:
+        """Wait until this gateway may move ``destination``'s cursor, and hold it until
+        :meth:`release`; returns the cursor's position then (None: it was forgotten meanwhile).
+
+        A log several gateways share lets one of them at a time hold a cursor, and renews the
+        hold while this gateway lives; a gateway that dies (or is cut off) for ``log.lease_secs``
+        loses it, and another takes the destination over from the saved cursor. A log only one
+        process writes (SQLite, memory) returns at once.
+        """
+        ...
+
+    async def release(self, destination: str) -> None:
+        """Stop holding ``destination``'s cursor (its worker stopped), so another gateway may
+        take it over at once."""
+        ...
+
     async def forget_cursor(self, name: str) -> None:
         """Remove a cursor and its delivery books (a finished replay's)."""
         ...
 
     async def set_cursor(self, destination: str, seq: int, outcomes: dict[tuple[str, str], int] | None = None) -> None:
         """Persist that ``destination`` has every record up to ``seq``, together with what
-        happened to the records it moved over: ``(source, outcome) -> count``."""
+        happened to the records it moved over: ``(source, outcome) -> count``.
+
+        Raises:
+            gateway.errors.CursorLostError: another gateway holds the cursor now (see
+                :meth:`hold`); nothing was saved.
+            gateway.errors.LogUnavailableError: the log cannot take writes now.
+        """
         ...
 
     async def take_redrive(self, destination: str, limit: int) -> list[tuple[int, Record, str]]:
@@ -221,6 +244,12 @@ class IngestLog(LogReader, Protocol):
         through (after a failed one, :meth:`checkpoint` tries again, so it comes back promptly)."""
         ...
 
+    def unwritable_reason(self) -> str | None:
+        """Why :meth:`writable` is false (``closed``, ``log_full``, ``disk_full``, ``busy``,
+        ``redis_unreachable``, ``redis_full``, ``redis_failover``...), for ``/ready``; None when
+        it is true."""
+        ...
+
     def reconfigure(self, config: LogConfig) -> None:
         """Apply new limits (dedup window, archive period, size bound) from a reloaded config."""
         ...
@@ -245,6 +274,12 @@ async def open_log(
     Resource handling:
         Appends in flight when the context exits are committed before it returns.
     """
+    if config.engine == "redis":
+        from gateway.log.redis import open_redis_log
+
+        async with open_redis_log(config, observe_commit=observe_commit, clock_ms=clock_ms) as redis_log:
+            yield redis_log
+        return
     from gateway.log.sqlite import open_sqlite_log
 
     async with open_sqlite_log(config, data_dir, observe_commit=observe_commit, clock_ms=clock_ms) as log:
@@ -261,6 +296,12 @@ async def open_log_reader(config: LogConfig, data_dir: Path) -> AsyncIterator[Lo
             "nothing to report" instead would pass off a wrong data_dir as a clean bill.
         gateway.errors.LogUnreadableError: the log's storage cannot be read (from its methods).
     """
+    if config.engine == "redis":
+        from gateway.log.redis import open_redis_reader
+
+        async with open_redis_reader(config) as redis_reader:
+            yield redis_reader
+        return
     from gateway.log.sqlite import open_sqlite_reader
 
     async with open_sqlite_reader(data_dir) as reader:

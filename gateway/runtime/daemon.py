@@ -14,6 +14,7 @@ import gc
 import hashlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -76,6 +77,24 @@ def hypercorn_config(server: ServerConfig, listen: str) -> HypercornConfig:
     # thousands of clients connecting at once overflowed it, and some waited a minute.
     config.backlog = 4096
     return config
+
+
+def reuse_port_socket(listen: str) -> socket.socket:
+    """A TCP socket bound to ``listen`` (HOST:PORT) with SO_REUSEPORT, so that several gateway
+    processes (``server.reuse_port``) accept on one address; the kernel hashes each new
+    connection to one of them."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, int(port)))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def build_filters(config: GatewayConfig, registry: Registry) -> dict[str, Filter]:
@@ -202,9 +221,14 @@ class Gateway:
         #: Whether serve_gateway froze the startup heap (gc.freeze), so a reload freezes again.
         self.heap_frozen = False
 
-    async def readiness(self) -> dict[str, bool]:
-        """What ``/ready`` reports: the log takes writes and a config is loaded."""
-        return {"log_writable": self.log.writable(), "config_loaded": bool(self.listeners)}
+    async def readiness(self) -> dict[str, bool | str]:
+        """What ``/ready`` reports: the log takes writes (and why not: ``log_unavailable``, a
+        reason code such as ``redis_unreachable``) and a config is loaded."""
+        checks: dict[str, bool | str] = {"log_writable": self.log.writable(), "config_loaded": bool(self.listeners)}
+        reason = self.log.unwritable_reason()
+        if reason is not None:
+            checks["log_unavailable"] = reason
+        return checks
 
     async def refresh_metrics(self) -> None:
         self._backlog = await self.log.backlog(list(self.destinations))
@@ -358,6 +382,14 @@ class Gateway:
     async def _start_listener(self, name: str, listen: str) -> list[str]:
         listener = _Listener(listen, hypercorn_config(self.config.server, listen))
         app = self.app if name == "http" else self.admin_app
+        shared: socket.socket | None = None
+        if name == "http" and self.config.server.reuse_port:
+            try:
+                shared = reuse_port_socket(listen)
+            except OSError as error:
+                raise ConfigError(self.config.path, "server.listen", f"cannot listen on {listen}: {error}") from error
+            # hypercorn takes a socket as fd://N (it keeps a duplicate; ours closes with the listener).
+            listener.settings.bind = [f"fd://{shared.fileno()}"]
 
         async def run(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
@@ -368,6 +400,8 @@ class Gateway:
                     task_status=task_status,
                 )
             finally:
+                if shared is not None:
+                    shared.close()
                 listener.done.set()
 
         try:
@@ -422,7 +456,7 @@ class Gateway:
             for key in ("data_dir",):
                 if getattr(new.server, key) != getattr(old.server, key):
                     raise ConfigError(new.path, f"server.{key}", "changing it needs a restart")
-            for key in ("engine", "synchronous"):
+            for key in ("engine", "synchronous", "url", "prefix", "redis_durability_checked"):
                 if getattr(new.log, key) != getattr(old.log, key):
                     raise ConfigError(new.path, f"log.{key}", "changing it needs a restart")
             filters = build_filters(new, self.registry)

@@ -153,6 +153,15 @@ class MemoryLog:
             await self.set_cursor(destination, start)
         return store.cursors[destination].seq
 
+    async def hold(self, destination: str) -> int | None:
+        """At once: one process writes a memory log."""
+        await trio.lowlevel.checkpoint()
+        cursor = self.store.cursors.get(destination)
+        return cursor.seq if cursor is not None else None
+
+    async def release(self, destination: str) -> None:
+        await trio.lowlevel.checkpoint()
+
     async def forget_cursor(self, name: str) -> None:
         await trio.lowlevel.checkpoint()
         self._write()
@@ -332,7 +341,16 @@ class MemoryLog:
     # -- state ----------------------------------------------------------------------------
 
     def writable(self) -> bool:
-        return not self._closed and not self._last_commit_failed and self._disk_bytes < self._config.max_disk_bytes
+        return self.unwritable_reason() is None
+
+    def unwritable_reason(self) -> str | None:
+        if self._closed:
+            return "closed"
+        if self._last_commit_failed:
+            return self._failure.reason if self._failure is not None else "log_error"
+        if self._disk_bytes >= self._config.max_disk_bytes:
+            return "log_full"
+        return None
 
     def reconfigure(self, config: LogConfig) -> None:
         self._config = config

@@ -65,6 +65,7 @@ class SQLiteLog:
         self._observe_commit = observe_commit
         self._now_ms = clock_ms
         self._last_commit_failed = False
+        self._last_failure = "log_error"
         self._path = path
         # The writer's cache holds the hot part of the dedup index; readers scan forward.
         limit = wal_limit(config.max_disk_bytes)
@@ -167,6 +168,7 @@ class SQLiteLog:
                 for waiter in (*waiters, *cursor_waiters):
                     waiter.error = failure
                 self._last_commit_failed = True
+                self._last_failure = failure.reason
             else:
                 self._last_commit_failed = False
                 if self._observe_commit is not None:
@@ -244,6 +246,14 @@ class SQLiteLog:
                     return start
             await self.set_cursor(destination, start)
         return self._cursors[destination]
+
+    async def hold(self, destination: str) -> int | None:
+        """At once: one gateway writes a SQLite log (the data_dir lock)."""
+        await trio.lowlevel.checkpoint()
+        return self._cursors.get(destination)
+
+    async def release(self, destination: str) -> None:
+        await trio.lowlevel.checkpoint()
 
     async def cursors(self) -> dict[str, tuple[int, int]]:
         return await self._read(_reads.cursor_positions)
@@ -366,7 +376,16 @@ class SQLiteLog:
         await self._upkeep.restart_wal_if_due(wal_in_use)
 
     def writable(self) -> bool:
-        return not self._closed and not self._last_commit_failed and self._disk_bytes < self._config.max_disk_bytes
+        return self.unwritable_reason() is None
+
+    def unwritable_reason(self) -> str | None:
+        if self._closed:
+            return "closed"
+        if self._last_commit_failed:
+            return self._last_failure
+        if self._disk_bytes >= self._config.max_disk_bytes:
+            return "log_full"
+        return None
 
     def reconfigure(self, config: LogConfig) -> None:
         # engine and synchronous need a restart (the runtime refuses such a reload).

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from quart import Request
 
     from gateway.components import SourceType
+    from gateway.config import ServerConfig
     from gateway.ingest.hub import IngestHub
 
 log = structlog.get_logger("gateway.http")
@@ -146,8 +147,9 @@ def decoded_body(data: bytes, content_encoding: str | None, max_bytes: int) -> b
 
 
 #: How long the middleware waits for the body of a request a fast path claimed. A slower one
-#: goes to the Quart routes (same answers), whose ``BODY_TIMEOUT`` (30 s) then bounds the rest:
-#: 35 s in all at most.
+#: goes to the Quart routes (same answers). Either way the connection's own deadlines
+#: (``server.body_chunk_timeout_secs``, ``server.body_timeout_secs``, see gateway.server) bound
+#: the body; this only decides who reads the rest of it.
 FAST_BODY_TIMEOUT_SECS = 5.0
 
 
@@ -317,6 +319,16 @@ async def http_error_response(error: HTTPException) -> Response:
     return response
 
 
+def configure_app_limits(app: QuartTrio, server: ServerConfig) -> None:
+    """Apply ``[server]``'s body limits to the app (at start and on reload)."""
+    # The raw body cap while reading from the socket; a gzip body is at most a little larger
+    # than what it inflates to, and read_body caps the inflated size exactly.
+    app.config["MAX_CONTENT_LENGTH"] = server.max_request_bytes + 64 * 1024
+    # The connection's deadline (gateway.server) ends a slower body first; this one is the
+    # backstop for an app served without it (tests, the benchmark's in-process runs).
+    app.config["BODY_TIMEOUT"] = server.body_timeout_secs
+
+
 def create_app(
     hub: IngestHub,
     source_types: Iterable[SourceType],
@@ -327,8 +339,8 @@ def create_app(
     """Build the HTTP app: the routes of every installed source type, ``/health`` (alive),
     ``/ready`` (each check of ``readiness`` true) and ``/metrics`` (Prometheus text)."""
     app = QuartTrio("gateway")
-    # The raw body cap while reading from the socket; a gzip body is at most a little larger
-    # than what it inflates to, and read_body caps the inflated size exactly.
+    # The raw body cap while reading from the socket (see configure_app_limits); the runtime
+    # applies [server]'s own values.
     app.config["MAX_CONTENT_LENGTH"] = hub.limits.max_request_bytes + 64 * 1024
     app.config["BODY_TIMEOUT"] = 30
     fast_paths = []

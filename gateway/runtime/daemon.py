@@ -39,7 +39,8 @@ from gateway.delivery.replay import Replay
 from gateway.delivery.worker import REDRIVE_POLL_SECS, DestinationWorker
 from gateway.errors import ConfigError, DeliveryError, exception_leaves
 from gateway.http.app import configure_app_limits, create_app, shield_sends, without_lifespan
-from gateway.http.server import Limits, fit_open_files, serve_http
+from gateway.http.connection import Limits
+from gateway.http.server import fit_open_files, limits_from_config, serve_http
 from gateway.ingest.hub import IngestHub
 from gateway.ingest.redrive import redrive_source_letters
 from gateway.log import BacklogInfo, IngestLog, open_log
@@ -360,7 +361,7 @@ class Gateway:
 
     def connection_limits(self) -> Limits:
         """The limits on each connection, from the config in force (listeners read it per connection)."""
-        return Limits.from_config(self.config.server, max_connections=self.max_connections)
+        return limits_from_config(self.config.server, max_connections=self.max_connections)
 
     def _fit_connections(self, config: GatewayConfig) -> None:
         self.max_connections = fit_open_files(len(self._wanted_listeners(config)), config.server.max_connections)

@@ -69,7 +69,7 @@ class ServerConfig(_Table, frozen=True, kw_only=True):
     retry_after_secs: PositiveInt = 5
     #: Connections each listener (the HTTP API, the admin API) keeps open at once; one more is
     #: answered 503 with ``Retry-After`` and closed. The process needs about
-    #: 2 x (max_connections + 64) + 256 open files (gateway.server.open_files_needed).
+    #: 2 x (max_connections + 64) + 256 open files (gateway.http.server.open_files_needed).
     max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 4096
     #: Time a client has to send a whole request head, from connecting (or from its first byte
     #: after an idle keep-alive period).

@@ -84,7 +84,7 @@ class Metrics:
             registry=r,
         )
         self.reloads = Counter("gateway_config_reloads", "Config reloads by result", ["result"], registry=r)
-        # Connections, by listener (api: http, admin); see gateway.server.
+        # Connections, by listener (api: http, admin); see gateway.http.server.
         self.connections_open = Gauge("gateway_connections_open", "Client connections open", ["api"], registry=r)
         self.connections_refused = Counter(
             "gateway_connections_refused",

@@ -148,7 +148,7 @@ def decoded_body(data: bytes, content_encoding: str | None, max_bytes: int) -> b
 
 #: How long the middleware waits for the body of a request a fast path claimed. A slower one
 #: goes to the Quart routes (same answers). Either way the connection's own deadlines
-#: (``server.body_chunk_timeout_secs``, ``server.body_timeout_secs``, see gateway.server) bound
+#: (``server.body_chunk_timeout_secs``, ``server.body_timeout_secs``, see gateway.http.connection) bound
 #: the body; this only decides who reads the rest of it.
 FAST_BODY_TIMEOUT_SECS = 5.0
 
@@ -324,7 +324,7 @@ def configure_app_limits(app: QuartTrio, server: ServerConfig) -> None:
     # The raw body cap while reading from the socket; a gzip body is at most a little larger
     # than what it inflates to, and read_body caps the inflated size exactly.
     app.config["MAX_CONTENT_LENGTH"] = server.max_request_bytes + 64 * 1024
-    # The connection's deadline (gateway.server) ends a slower body first; this one is the
+    # The connection's deadline (gateway.http.connection) ends a slower body first; this one is the
     # backstop for an app served without it (tests, the benchmark's in-process runs).
     app.config["BODY_TIMEOUT"] = server.body_timeout_secs
 

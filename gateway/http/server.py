@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from gateway.config import ServerConfig
     from gateway.metrics import Metrics
 
-log = structlog.get_logger("gateway.server")
+log = structlog.get_logger("gateway.http.server")
 
 #: Connections being refused (503) at once, per listener, beyond ``max_connections``; past it a
 #: connection is closed without an answer, so a flood cannot hold more descriptors than this.

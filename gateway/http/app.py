@@ -329,15 +329,24 @@ def configure_app_limits(app: QuartTrio, server: ServerConfig) -> None:
     app.config["BODY_TIMEOUT"] = server.body_timeout_secs
 
 
+class Readiness(msgspec.Struct, frozen=True):
+    """What ``/ready`` answers (200 when ``ready``, else 503): each check, and why not."""
+
+    ready: bool
+    checks: dict[str, bool]
+    #: One line per failing check, for the operator.
+    reasons: list[str] = []
+
+
 def create_app(
     hub: IngestHub,
     source_types: Iterable[SourceType],
     *,
-    readiness: Callable[[], Awaitable[dict[str, bool]]] | None = None,
+    readiness: Callable[[], Awaitable[Readiness]] | None = None,
     refresh_metrics: Callable[[], Awaitable[None]] | None = None,
 ) -> QuartTrio:
     """Build the HTTP app: the routes of every installed source type, ``/health`` (alive),
-    ``/ready`` (each check of ``readiness`` true) and ``/metrics`` (Prometheus text)."""
+    ``/ready`` (what ``readiness`` says) and ``/metrics`` (Prometheus text)."""
     app = QuartTrio("gateway")
     # The raw body cap while reading from the socket (see configure_app_limits); the runtime
     # applies [server]'s own values.
@@ -356,9 +365,8 @@ def create_app(
 
     @app.get("/ready")
     async def ready() -> Response:
-        checks = await readiness() if readiness is not None else {}
-        ok = all(checks.values())
-        return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
+        state = await readiness() if readiness is not None else Readiness(ready=True, checks={})
+        return json_response(state, 200 if state.ready else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from gateway.components import Record
 from gateway.config import LogConfig
+from gateway.errors import LogUnavailableError
 from gateway.log._records import (
     DELETED_OUTCOME,
     FILTER_STAGE,
@@ -219,6 +220,12 @@ class IngestLog(LogReader, Protocol):
     def writable(self) -> bool:
         """Whether the log takes writes now: not closed, not full, and the last commit went
         through (after a failed one, :meth:`checkpoint` tries again, so it comes back promptly)."""
+        ...
+
+    def unavailable(self) -> LogUnavailableError | None:
+        """Why the log does not take writes now (see :meth:`writable`), or None when it does:
+        ``closed``, ``log_full`` (``log.max_disk_bytes``), or the last commit's failure
+        (``disk_full``...). ``/ready`` gives it as its reason."""
         ...
 
     def reconfigure(self, config: LogConfig) -> None:

@@ -38,7 +38,7 @@ from gateway.config import (
 from gateway.delivery.replay import Replay
 from gateway.delivery.worker import REDRIVE_POLL_SECS, DestinationWorker
 from gateway.errors import ConfigError, DeliveryError, exception_leaves
-from gateway.http.app import configure_app_limits, create_app, shield_sends, without_lifespan
+from gateway.http.app import Readiness, configure_app_limits, create_app, shield_sends, without_lifespan
 from gateway.http.connection import Limits
 from gateway.http.server import fit_open_files, limits_from_config, serve_http
 from gateway.ingest.hub import IngestHub
@@ -206,9 +206,25 @@ class Gateway:
         #: server.max_connections, or less when the open files limit cannot hold that many.
         self.max_connections = config.server.max_connections
 
-    async def readiness(self) -> dict[str, bool]:
-        """What ``/ready`` reports: the log takes writes and a config is loaded."""
-        return {"log_writable": self.log.writable(), "config_loaded": bool(self.listeners)}
+    async def readiness(self) -> Readiness:
+        """What ``/ready`` reports: the log takes writes and a config is loaded, and why not.
+
+        After a failed commit the log's checkpoint (every second) tries a small write, so it
+        follows the disk within about a second of space coming back."""
+        failure = self.log.unavailable()
+        checks = {"log_writable": failure is None, "config_loaded": bool(self.listeners)}
+        reasons = []
+        if failure is not None:
+            reason = f"log ({failure.reason}): {failure.detail}; ingestion answers 503 with Retry-After"
+            if failure.reason == "disk_full":
+                reason += (
+                    "; delivery is paused too, since destination cursors cannot be saved"
+                    " (nothing is lost: both resume when space returns)"
+                )
+            reasons.append(reason)
+        if not self.listeners:
+            reasons.append("config: no listener is running")
+        return Readiness(ready=all(checks.values()), checks=checks, reasons=reasons)
 
     async def refresh_metrics(self) -> None:
         self._backlog = await self.log.backlog(list(self.destinations))

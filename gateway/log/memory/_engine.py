@@ -64,6 +64,7 @@ class MemoryLog:
         self._closed = False
         self._failure: LogUnavailableError | None = None
         self._last_commit_failed = False
+        self._last_failure: LogUnavailableError | None = None
         self._commits = 0
         self._disk_bytes = store.measure()
 
@@ -334,6 +335,17 @@ class MemoryLog:
     def writable(self) -> bool:
         return not self._closed and not self._last_commit_failed and self._disk_bytes < self._config.max_disk_bytes
 
+    def unavailable(self) -> LogUnavailableError | None:
+        if self._closed:
+            return LogUnavailableError("closed", "the gateway is shutting down")
+        if self._disk_bytes >= self._config.max_disk_bytes:
+            return LogUnavailableError(
+                "log_full", f"the log holds {self._disk_bytes} bytes, at or past log.max_disk_bytes"
+            )
+        if self._last_commit_failed:
+            return self._last_failure or LogUnavailableError("log_error", "the last commit failed")
+        return None
+
     def reconfigure(self, config: LogConfig) -> None:
         self._config = config
 
@@ -360,6 +372,7 @@ class MemoryLog:
         :meth:`checkpoint`) goes through, as in the SQLite engine."""
         if self._failure is not None:
             self._last_commit_failed = True
+            self._last_failure = self._failure
             raise self._failure
 
     def _committed(self, head_before: int) -> None:

@@ -247,7 +247,12 @@ class _TrackedApp:
         self._connection = connection
 
     async def __call__(
-        self, scope: Any, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]], *spawn: Any
+        self,
+        scope: Any,
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+        sync_spawn: Callable[..., Any],
+        call_soon: Callable[..., Any],
     ) -> None:
         connection = self._connection
         request = connection.request_started()
@@ -275,6 +280,6 @@ class _TrackedApp:
                 connection.request_done(request)
 
         try:
-            await self._app(scope, tracked_receive, tracked_send, *spawn)
+            await self._app(scope, tracked_receive, tracked_send, sync_spawn, call_soon)
         finally:
             connection.request_done(request)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-import math
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -66,15 +65,13 @@ WORKER_STOP_GRACE_SECS = 10.0
 
 def hypercorn_config(listen: str) -> HypercornConfig:
     """Hypercorn's settings for one listener, field by field. The limits from ``[server]`` are
-    not among them: gateway.http.server applies those, reading them for each connection."""
+    not among them: gateway.http.connection applies those (keep-alive included), reading them
+    for each connection."""
     config = HypercornConfig()
     config.bind = [listen]
     config.accesslog = None
     # A Logger instance (not "-") so hypercorn adds no handler of its own: one line per message.
     config.errorlog = logging.getLogger("hypercorn.error")
-    # gateway.http.connection times idle connections out (keep_alive_timeout_secs); hypercorn's own timer
-    # then only closes them at shutdown.
-    config.keep_alive_timeout = math.inf
     # Connections the kernel queues before accept (hypercorn's default is 100): a burst of
     # thousands of clients connecting at once overflowed it, and some waited a minute.
     config.backlog = 4096

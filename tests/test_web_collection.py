@@ -124,7 +124,7 @@ async def test_a_preflight_another_source_allows_does_not_let_the_post_through(
         )
         assert response.status_code == 403
         assert (await response.get_json())["code"] == "origin_not_allowed"
-        assert stored(app) == []
+        assert (await stored(app)) == []
 
 
 async def test_server_clients_without_origin_are_unaffected(gateway_app: App) -> None:

@@ -97,7 +97,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    ready = "ready" if all(status["ready"].values()) else f"NOT READY {status['ready']}"
+    readiness = status["ready"]
+    ready = "ready" if readiness["ready"] else "NOT READY (" + "; ".join(readiness["reasons"]) + ")"
     print(
         f"gateway {status['version']}, up {status['uptime_secs']}s, {ready}, listening on {', '.join(status['listen'])}"
     )

@@ -34,6 +34,8 @@ PositiveInt = Annotated[int, Meta(ge=1)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 NonNegativeFloat = Annotated[float, Meta(ge=0)]
+#: A client-facing time limit: short enough to matter, at most an hour.
+Timeout = Annotated[float, Meta(gt=0, le=3600)]
 Identifier = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
 
 _LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
@@ -62,8 +64,24 @@ class ServerConfig(_Table, frozen=True, kw_only=True):
     #: At most 100,000: a body of more items is refused whole (gateway.messages.MAX_BATCH_ITEMS).
     max_batch_messages: Annotated[int, Meta(ge=1, le=100_000)] = 2500
     graceful_shutdown_secs: NonNegativeFloat = 10.0
-    #: Seconds a client is asked to wait (``Retry-After``) when the log cannot take writes.
+    #: Seconds a client is asked to wait (``Retry-After``) when the log cannot take writes, or
+    #: when it is refused because ``max_connections`` are open.
     retry_after_secs: PositiveInt = 5
+    #: Connections each listener (the HTTP API, the admin API) keeps open at once; one more is
+    #: answered 503 with ``Retry-After`` and closed. The process needs about
+    #: 2 x (max_connections + 64) + 256 open files (gateway.http.server.open_files_needed).
+    max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 4096
+    #: Time a client has to send a whole request head, from connecting (or from its first byte
+    #: after an idle keep-alive period).
+    request_head_timeout_secs: Timeout = 10.0
+    #: Longest silence while a request body is arriving.
+    body_chunk_timeout_secs: Timeout = 10.0
+    #: Time a client has to send a whole request body, from the end of its head.
+    body_timeout_secs: Timeout = 30.0
+    #: An idle keep-alive connection is closed after this (longer than common proxies' own).
+    keep_alive_timeout_secs: Timeout = 75.0
+    #: Time each write of a response may take; a client that does not read it is dropped.
+    send_timeout_secs: Timeout = 30.0
     #: Let several gateways listen on the same ``listen`` address (SO_REUSEPORT; the kernel
     #: spreads connections over them): every core of a machine, with ``log.engine = "redis"``.
     reuse_port: bool = False

@@ -11,7 +11,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -84,6 +84,26 @@ class Metrics:
             registry=r,
         )
         self.reloads = Counter("gateway_config_reloads", "Config reloads by result", ["result"], registry=r)
+        # Connections, by listener (api: http, admin); see gateway.http.server.
+        self.connections_open = Gauge("gateway_connections_open", "Client connections open", ["api"], registry=r)
+        self.connections_refused = Counter(
+            "gateway_connections_refused",
+            "Connections answered 503 and closed because server.max_connections were open",
+            ["api"],
+            registry=r,
+        )
+        self.connections_timed_out = Counter(
+            "gateway_connections_timed_out",
+            "Connections closed because a client was too slow, by phase (head, body, idle, send)",
+            ["api", "phase"],
+            registry=r,
+        )
+        self.connection_errors = Counter(
+            "gateway_connection_errors",
+            "Connections ended by an error in the HTTP server's own handling, by exception type",
+            ["api", "kind"],
+            registry=r,
+        )
         self._request_children: dict[tuple[str, int], Any] = {}
 
     def count_request(self, path: str, status: int) -> None:

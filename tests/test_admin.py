@@ -146,7 +146,7 @@ def test_ready_and_health(gateway: GatewayProcess) -> None:
     assert httpx.get(f"{gateway.url}/health").json() == {"status": "ok"}
     ready = httpx.get(f"{gateway.url}/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "checks": {"log_writable": True, "config_loaded": True}}
+    assert ready.json() == {"ready": True, "checks": {"log_writable": True, "config_loaded": True}, "reasons": []}
 
 
 def test_missing_secret_is_a_config_error(tmp_path: Path) -> None:

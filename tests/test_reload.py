@@ -314,10 +314,11 @@ async def test_a_busy_port_is_refused_naming_the_listener_and_the_rest_stays(
             assert refused.value.where == "server.listen"
             assert f"cannot listen on {taken}: [Errno 98]" in refused.value.problem
             assert gateway.urls == [f"http://{first}"] and await post(f"http://{first}", WRITE_KEY, "m1") == 200
-            # The graceful timeout applies to the running listeners from the next stop on.
+            # The graceful timeout applies to the running listeners from the next stop on (they
+            # read the limits when they stop).
             path.write_text(base.replace("graceful_shutdown_secs = ", "graceful_shutdown_secs = 0.25 # "))
             assert await gateway.reload("test")
-            assert [listener.settings.graceful_timeout for listener in gateway.listeners.values()] == [0.25]
+            assert gateway.connection_limits().graceful_shutdown_secs == 0.25
 
 
 class _InlineReads:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from gateway.config import ServerConfig
+from gateway.http.server import open_files_needed
 from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,6 +113,12 @@ def test_unit_file_declares_what_the_daemon_does() -> None:
     assert unit["Restart"] == ["on-failure"]
     for hardening in ("ProtectSystem", "NoNewPrivileges", "PrivateTmp", "ProtectHome", "CapabilityBoundingSet"):
         assert hardening in unit
+
+
+def test_unit_open_files_limit_fits_the_default_max_connections() -> None:
+    needed = open_files_needed(2, ServerConfig().max_connections)  # the HTTP and the admin API
+    limit = int(unit_settings()["LimitNOFILE"][0])
+    assert needed <= limit < 4 * needed, f"LimitNOFILE={limit}; the default config needs {needed}"
 
 
 def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:

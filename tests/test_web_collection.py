@@ -12,7 +12,8 @@ from urllib.parse import quote
 import pytest
 from gateway_source_tracking_api._pixel import GIF, querystring_messages, raw_params, redirect_target
 
-from tests.conftest import App
+from gateway.plugins import Registry
+from tests.conftest import App, open_app
 from tests.gatewayproc import WRITE_KEY
 from tests.test_http import AUTH, stored
 
@@ -105,6 +106,25 @@ async def test_a_disallowed_origin_gets_no_cors_and_nothing_is_stored(gateway_ap
     )
     assert "Access-Control-Allow-Origin" not in preflight.headers
     assert (await stored(gateway_app)) == []
+
+
+async def test_a_preflight_another_source_allows_does_not_let_the_post_through(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """A preflight has no write key, so it is answered for an origin any source allows; the POST
+    that follows names its source, which still refuses an origin it does not allow (README)."""
+    extra = f'allowed_origins = ["{PAGE}"]\n\n[sources.other]\nwrite_key = "other-key"\nallowed_origins = ["{OTHER}"]\n'
+    async with open_app(tmp_path, registry, extra) as app:
+        preflight = await request(
+            app, "OPTIONS", "/v1/t", headers={"Origin": OTHER, "Access-Control-Request-Method": "POST"}
+        )
+        assert preflight.headers["Access-Control-Allow-Origin"] == OTHER
+        response = await request(
+            app, "POST", "/v1/t", data=b'{"userId":"u","event":"e"}', headers={**AUTH, "Origin": OTHER}
+        )
+        assert response.status_code == 403
+        assert (await response.get_json())["code"] == "origin_not_allowed"
+        assert (await stored(app)) == []
 
 
 async def test_server_clients_without_origin_are_unaffected(gateway_app: App) -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from quart import Request
 
     from gateway.components import SourceType
+    from gateway.config import ServerConfig
     from gateway.ingest.hub import IngestHub
 
 log = structlog.get_logger("gateway.http")
@@ -146,8 +147,9 @@ def decoded_body(data: bytes, content_encoding: str | None, max_bytes: int) -> b
 
 
 #: How long the middleware waits for the body of a request a fast path claimed. A slower one
-#: goes to the Quart routes (same answers), whose ``BODY_TIMEOUT`` (30 s) then bounds the rest:
-#: 35 s in all at most.
+#: goes to the Quart routes (same answers). Either way the connection's own deadlines
+#: (``server.body_chunk_timeout_secs``, ``server.body_timeout_secs``, see gateway.http.connection) bound
+#: the body; this only decides who reads the rest of it.
 FAST_BODY_TIMEOUT_SECS = 5.0
 
 
@@ -317,18 +319,37 @@ async def http_error_response(error: HTTPException) -> Response:
     return response
 
 
+def configure_app_limits(app: QuartTrio, server: ServerConfig) -> None:
+    """Apply ``[server]``'s body limits to the app (at start and on reload)."""
+    # The raw body cap while reading from the socket; a gzip body is at most a little larger
+    # than what it inflates to, and read_body caps the inflated size exactly.
+    app.config["MAX_CONTENT_LENGTH"] = server.max_request_bytes + 64 * 1024
+    # The connection's deadline (gateway.http.connection) ends a slower body first; this one is the
+    # backstop for an app served without it (tests, the benchmark's in-process runs).
+    app.config["BODY_TIMEOUT"] = server.body_timeout_secs
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    """What ``/ready`` answers (200 when ``ready``, else 503): each check, and why not."""
+
+    ready: bool
+    checks: dict[str, bool]
+    #: One line per failing check, for the operator.
+    reasons: list[str] = []
+
+
 def create_app(
     hub: IngestHub,
     source_types: Iterable[SourceType],
     *,
-    readiness: Callable[[], Awaitable[dict[str, bool | str]]] | None = None,
+    readiness: Callable[[], Awaitable[Readiness]] | None = None,
     refresh_metrics: Callable[[], Awaitable[None]] | None = None,
 ) -> QuartTrio:
     """Build the HTTP app: the routes of every installed source type, ``/health`` (alive),
-    ``/ready`` (each check of ``readiness`` true) and ``/metrics`` (Prometheus text)."""
+    ``/ready`` (what ``readiness`` says) and ``/metrics`` (Prometheus text)."""
     app = QuartTrio("gateway")
-    # The raw body cap while reading from the socket; a gzip body is at most a little larger
-    # than what it inflates to, and read_body caps the inflated size exactly.
+    # The raw body cap while reading from the socket (see configure_app_limits); the runtime
+    # applies [server]'s own values.
     app.config["MAX_CONTENT_LENGTH"] = hub.limits.max_request_bytes + 64 * 1024
     app.config["BODY_TIMEOUT"] = 30
     fast_paths = []
@@ -344,9 +365,8 @@ def create_app(
 
     @app.get("/ready")
     async def ready() -> Response:
-        checks = await readiness() if readiness is not None else {}
-        ok = all(value for value in checks.values() if isinstance(value, bool))
-        return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
+        state = await readiness() if readiness is not None else Readiness(ready=True, checks={})
+        return json_response(state, 200 if state.ready else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from gateway.components import Record
 from gateway.config import LogConfig
+from gateway.errors import LogUnavailableError
 from gateway.log._records import (
     DELETED_OUTCOME,
     FILTER_STAGE,
@@ -244,10 +245,10 @@ class IngestLog(LogReader, Protocol):
         through (after a failed one, :meth:`checkpoint` tries again, so it comes back promptly)."""
         ...
 
-    def unwritable_reason(self) -> str | None:
-        """Why :meth:`writable` is false (``closed``, ``log_full``, ``disk_full``, ``busy``,
-        ``redis_unreachable``, ``redis_full``, ``redis_failover``...), for ``/ready``; None when
-        it is true."""
+    def unavailable(self) -> LogUnavailableError | None:
+        """Why the log does not take writes now (see :meth:`writable`), or None when it does:
+        ``closed``, ``log_full`` (``log.max_disk_bytes``), or the last commit's failure
+        (``disk_full``...). ``/ready`` gives it as its reason."""
         ...
 
     def reconfigure(self, config: LogConfig) -> None:

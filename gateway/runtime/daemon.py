@@ -25,7 +25,6 @@ import msgspec
 import structlog
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
 from gateway.components import Destination, DestinationContext, Filter
@@ -33,14 +32,15 @@ from gateway.config import (
     DestinationConfig,
     Entity,
     GatewayConfig,
-    ServerConfig,
     load_config,
     parse_config_bytes,
 )
 from gateway.delivery.replay import Replay
 from gateway.delivery.worker import REDRIVE_POLL_SECS, DestinationWorker
 from gateway.errors import ConfigError, DeliveryError, exception_leaves
-from gateway.http.app import create_app, shield_sends, without_lifespan
+from gateway.http.app import Readiness, configure_app_limits, create_app, shield_sends, without_lifespan
+from gateway.http.connection import Limits
+from gateway.http.server import fit_open_files, limits_from_config, serve_http
 from gateway.ingest.hub import IngestHub
 from gateway.ingest.redrive import redrive_source_letters
 from gateway.log import BacklogInfo, IngestLog, open_log
@@ -64,15 +64,15 @@ DELETE_SETTLE_SECS = 10.0
 WORKER_STOP_GRACE_SECS = 10.0
 
 
-def hypercorn_config(server: ServerConfig, listen: str) -> HypercornConfig:
-    """Hypercorn settings from our validated ``[server]`` table, field by field."""
+def hypercorn_config(listen: str) -> HypercornConfig:
+    """Hypercorn's settings for one listener, field by field. The limits from ``[server]`` are
+    not among them: gateway.http.connection applies those (keep-alive included), reading them
+    for each connection."""
     config = HypercornConfig()
     config.bind = [listen]
     config.accesslog = None
     # A Logger instance (not "-") so hypercorn adds no handler of its own: one line per message.
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = server.graceful_shutdown_secs
-    config.keep_alive_timeout = 75  # longer than the idle timeouts of common proxies
     # Connections the kernel queues before accept (hypercorn's default is 100): a burst of
     # thousands of clients connecting at once overflowed it, and some waited a minute.
     config.backlog = 4096
@@ -172,8 +172,6 @@ class _RunningDestination:
 @dataclass
 class _Listener:
     listen: str
-    #: hypercorn reads graceful_timeout when it stops, so a reload can change it in place.
-    settings: HypercornConfig
     stop: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)
 
@@ -205,6 +203,7 @@ class Gateway:
         self.app: QuartTrio = create_app(
             self.hub, registry.sources.values(), readiness=self.readiness, refresh_metrics=self.refresh_metrics
         )
+        configure_app_limits(self.app, config.server)
         self.destinations: dict[str, _RunningDestination] = {}
         self.listeners: dict[tuple[str, str], _Listener] = {}
         self.admin_app = create_admin_app(self)
@@ -220,15 +219,28 @@ class Gateway:
         self.urls: list[str] = []
         #: Whether serve_gateway froze the startup heap (gc.freeze), so a reload freezes again.
         self.heap_frozen = False
+        #: server.max_connections, or less when the open files limit cannot hold that many.
+        self.max_connections = config.server.max_connections
 
-    async def readiness(self) -> dict[str, bool | str]:
-        """What ``/ready`` reports: the log takes writes (and why not: ``log_unavailable``, a
-        reason code such as ``redis_unreachable``) and a config is loaded."""
-        checks: dict[str, bool | str] = {"log_writable": self.log.writable(), "config_loaded": bool(self.listeners)}
-        reason = self.log.unwritable_reason()
-        if reason is not None:
-            checks["log_unavailable"] = reason
-        return checks
+    async def readiness(self) -> Readiness:
+        """What ``/ready`` reports: the log takes writes and a config is loaded, and why not.
+
+        After a failed commit the log's checkpoint (every second) tries a small write, so it
+        follows the disk within about a second of space coming back."""
+        failure = self.log.unavailable()
+        checks = {"log_writable": failure is None, "config_loaded": bool(self.listeners)}
+        reasons = []
+        if failure is not None:
+            reason = f"log ({failure.reason}): {failure.detail}; ingestion answers 503 with Retry-After"
+            if failure.reason == "disk_full":
+                reason += (
+                    "; delivery is paused too, since destination cursors cannot be saved"
+                    " (nothing is lost: both resume when space returns)"
+                )
+            reasons.append(reason)
+        if not self.listeners:
+            reasons.append("config: no listener is running")
+        return Readiness(ready=all(checks.values()), checks=checks, reasons=reasons)
 
     async def refresh_metrics(self) -> None:
         self._backlog = await self.log.backlog(list(self.destinations))
@@ -379,9 +391,17 @@ class Gateway:
             wanted.add(("admin", config.admin.listen))
         return wanted
 
+    def connection_limits(self) -> Limits:
+        """The limits on each connection, from the config in force (listeners read it per connection)."""
+        return limits_from_config(self.config.server, max_connections=self.max_connections)
+
+    def _fit_connections(self, config: GatewayConfig) -> None:
+        self.max_connections = fit_open_files(len(self._wanted_listeners(config)), config.server.max_connections)
+
     async def _start_listener(self, name: str, listen: str) -> list[str]:
-        listener = _Listener(listen, hypercorn_config(self.config.server, listen))
+        listener = _Listener(listen)
         app = self.app if name == "http" else self.admin_app
+        settings = hypercorn_config(listen)
         shared: socket.socket | None = None
         if name == "http" and self.config.server.reuse_port:
             try:
@@ -389,13 +409,16 @@ class Gateway:
             except OSError as error:
                 raise ConfigError(self.config.path, "server.listen", f"cannot listen on {listen}: {error}") from error
             # hypercorn takes a socket as fd://N (it keeps a duplicate; ours closes with the listener).
-            listener.settings.bind = [f"fd://{shared.fileno()}"]
+            settings.bind = [f"fd://{shared.fileno()}"]
 
         async def run(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
-                await serve(
+                await serve_http(
                     without_lifespan(shield_sends(app)),
-                    listener.settings,
+                    settings,
+                    api=name,
+                    limits=self.connection_limits,
+                    metrics=self.metrics,
                     shutdown_trigger=listener.stop.wait,
                     task_status=task_status,
                 )
@@ -407,7 +430,7 @@ class Gateway:
         try:
             binds: list[str] = await self._nursery.start(run)
         except Exception as error:  # (not Cancelled or KeyboardInterrupt: those go on up)
-            failure = _failure_in(error)  # hypercorn's nursery wraps it in an exception group
+            failure = _failure_in(error)  # (a nursery may wrap it in an exception group)
             key = "server.listen" if name == "http" else "admin.listen"
             raise ConfigError(self.config.path, key, f"cannot listen on {listen}: {failure}") from error
         self.listeners[(name, listen)] = listener
@@ -441,6 +464,7 @@ class Gateway:
             stack = AsyncExitStack()
             destination = await self._open_destination(did, entity, stack)
             await self._start_worker(did, entity, destination, stack, self.filters)
+        self._fit_connections(self.config)
         for name, listen in sorted(self._wanted_listeners(self.config), reverse=True):
             await self._start_listener(name, listen)
         return self.urls
@@ -494,9 +518,8 @@ class Gateway:
             if new.privacy != old.privacy:  # custom matchers are built from it
                 self.classifier = Classifier([*self.registry.matchers.values(), *new.custom_matchers], new.privacy)
             self.hub.use_config(new, filters, self.classifier)
-            self.app.config["MAX_CONTENT_LENGTH"] = new.server.max_request_bytes + 64 * 1024
-            for listener in self.listeners.values():
-                listener.settings.graceful_timeout = new.server.graceful_shutdown_secs
+            configure_app_limits(self.app, new.server)
+            self._fit_connections(new)
             self.log.reconfigure(new.log)
             for did, running in self.destinations.items():
                 if did in new.destinations and did not in opened:

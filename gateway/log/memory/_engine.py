@@ -64,6 +64,7 @@ class MemoryLog:
         self._closed = False
         self._failure: LogUnavailableError | None = None
         self._last_commit_failed = False
+        self._last_failure: LogUnavailableError | None = None
         self._commits = 0
         self._disk_bytes = store.measure()
 
@@ -341,15 +342,17 @@ class MemoryLog:
     # -- state ----------------------------------------------------------------------------
 
     def writable(self) -> bool:
-        return self.unwritable_reason() is None
+        return self.unavailable() is None
 
-    def unwritable_reason(self) -> str | None:
+    def unavailable(self) -> LogUnavailableError | None:
         if self._closed:
-            return "closed"
-        if self._last_commit_failed:
-            return self._failure.reason if self._failure is not None else "log_error"
+            return LogUnavailableError("closed", "the gateway is shutting down")
         if self._disk_bytes >= self._config.max_disk_bytes:
-            return "log_full"
+            return LogUnavailableError(
+                "log_full", f"the log holds {self._disk_bytes} bytes, at or past log.max_disk_bytes"
+            )
+        if self._last_commit_failed:
+            return self._last_failure or LogUnavailableError("log_error", "the last commit failed")
         return None
 
     def reconfigure(self, config: LogConfig) -> None:
@@ -378,6 +381,7 @@ class MemoryLog:
         :meth:`checkpoint`) goes through, as in the SQLite engine."""
         if self._failure is not None:
             self._last_commit_failed = True
+            self._last_failure = self._failure
             raise self._failure
 
     def _committed(self, head_before: int) -> None:

@@ -31,7 +31,11 @@ def assemble_books(snapshot: list[Any], pending: dict[int, Counter[str]], since_
         from_seq = start
         if since_ms is not None:
             # Deletion requests book runs of removed seqs above a cursor, not its positions.
-            moves = [upto for upto, at, _, _, outcome in rows if at < since_ms and outcome not in ("redriven", DELETED_OUTCOME)]
+            moves = [
+                upto
+                for upto, at, _, _, outcome in rows
+                if at < since_ms and outcome not in ("redriven", DELETED_OUTCOME)
+            ]
             from_seq = max([start, *moves])
         outcomes: dict[str, dict[str, int]] = {}
         for upto, _, count, source, outcome in rows:

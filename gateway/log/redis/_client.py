@@ -108,8 +108,8 @@ def check_durability(client: redis.Redis, config: LogConfig) -> None:
         raise LogUnavailableError(
             "durability_unknown",
             f"Redis refuses CONFIG GET ({error}), so the gateway cannot check that it persists every write: "
-            "if its persistence meets log.synchronous (AOF with appendfsync always for \"full\", everysec for "
-            "\"normal\"), set log.redis_durability_checked = false",
+            'if its persistence meets log.synchronous (AOF with appendfsync always for "full", everysec for '
+            '"normal"), set log.redis_durability_checked = false',
         ) from error
     except redis.RedisError as error:
         raise unavailable(error) from error
@@ -124,7 +124,7 @@ def check_durability(client: redis.Redis, config: LogConfig) -> None:
         raise LogUnavailableError(
             "redis_not_durable",
             f"Redis has appendfsync {settings.get('appendfsync', '?')}, weaker than log.synchronous = "
-            f"\"{config.synchronous}\" asks for: set appendfsync {' or '.join(wanted)}",
+            f'"{config.synchronous}" asks for: set appendfsync {" or ".join(wanted)}',
         )
     if settings.get("maxmemory-policy", "noeviction") != "noeviction":
         raise LogUnavailableError(

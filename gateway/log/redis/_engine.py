@@ -51,6 +51,7 @@ PURGE_CHUNK = 5000
 #: How long the head watcher's XREAD blocks before it looks again (ms).
 WATCH_BLOCK_MS = 1000
 
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -73,7 +74,13 @@ class _Waiter:
     def packed(self, args: list[Any]) -> None:
         """Add this request to an APPEND call's arguments (see ``_lua.APPEND``)."""
         tally = [(s, o, n) for (s, o), n in (self.tally or {}).items() if n]
-        args += [len(self.entries), len(self.letters), 1 if self.tally is not None else 0, len(tally), len(self.redriven)]
+        args += [
+            len(self.entries),
+            len(self.letters),
+            1 if self.tally is not None else 0,
+            len(tally),
+            len(self.redriven),
+        ]
         for e in self.entries:
             args += [e.source, e.message_id, e.body]
         for x in self.letters:
@@ -110,7 +117,7 @@ class RedisLog:
         self._limiter = trio.CapacityLimiter(8)
         self._closed = read_only
         self._read_only = read_only
-        self._failure: str | None = None
+        self._failure: LogUnavailableError | None = None  # why the last write or probe failed
         self._commits = 0
         self._head = 0
         self._disk_bytes = 0
@@ -239,7 +246,7 @@ class RedisLog:
                 log.error("log_commit_failed", reason=failure.reason, error=str(error))
                 for waiter in waiters:
                     waiter.error = failure
-                self._failure = failure.reason
+                self._failure = failure
             else:
                 self._failure = None
                 self._commits += 1
@@ -309,7 +316,9 @@ class RedisLog:
         finally:
             self._watching -= 1
 
-    async def run_watcher(self, client: redis.Redis, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_watcher(
+        self, client: redis.Redis, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """While someone waits for records, block in XREAD (its own connection) for entries
         after the head this gateway knows, and take the head from Redis when one comes."""
         task_status.started()
@@ -480,9 +489,7 @@ class RedisLog:
         letters = []
         for i in range(0, len(flat), 10):
             lid, d, q, s, b, e, a, f, st, g = flat[i : i + 10]
-            letters.append(
-                DeadLetter(int(lid), _s(d), int(q), _s(s), b, _s(e), int(a), int(f) / 1000, _s(st), _s(g))
-            )
+            letters.append(DeadLetter(int(lid), _s(d), int(q), _s(s), b, _s(e), int(a), int(f) / 1000, _s(st), _s(g)))
         return letters
 
     async def dead_letters(self, *, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
@@ -558,8 +565,12 @@ class RedisLog:
         report = DeletionReport(
             user_id, int(deleted), int(kept), int(letters), dict(zip(destinations, map(int, pending), strict=True))
         )
-        log.info("user_deleted", messages_deleted=report.messages_deleted, tombstoned=report.tombstoned,
-                 dead_letters_deleted=report.dead_letters_deleted)
+        log.info(
+            "user_deleted",
+            messages_deleted=report.messages_deleted,
+            tombstoned=report.tombstoned,
+            dead_letters_deleted=report.dead_letters_deleted,
+        )
         return report
 
     async def _drain(self) -> None:
@@ -606,9 +617,9 @@ class RedisLog:
             try:
                 await self._run("PROBE", self._now_ms())
             except LogUnavailableError as error:
-                self._failure = error.reason
+                self._failure = error
                 return
-            log.info("log_available_again", after=self._failure)
+            log.info("log_available_again", after=self._failure.reason)
             self._failure = None
         try:
             await self.refresh()
@@ -618,18 +629,20 @@ class RedisLog:
             if not self._closed:
                 if self._failure is None:
                     log.warning("log_unavailable", reason=error.reason, error=error.detail)
-                self._failure = error.reason
+                self._failure = error
 
     def writable(self) -> bool:
-        return self.unwritable_reason() is None
+        return self.unavailable() is None
 
-    def unwritable_reason(self) -> str | None:
+    def unavailable(self) -> LogUnavailableError | None:
         if self._closed:
-            return "closed"
+            return LogUnavailableError("closed", "the gateway is shutting down")
         if self._failure is not None:
             return self._failure
         if self._disk_bytes >= self._config.max_disk_bytes:
-            return "log_full"
+            return LogUnavailableError(
+                "log_full", f"the log holds {self._disk_bytes} bytes in Redis, at or past log.max_disk_bytes"
+            )
         return None
 
     def reconfigure(self, config: LogConfig) -> None:

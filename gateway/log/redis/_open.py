@@ -22,7 +22,9 @@ def _open_client(config: LogConfig, *, max_connections: int = 12) -> redis.Redis
         client.ping()
     except redis.RedisError as error:
         failure = unavailable(error)
-        raise LogUnavailableError(failure.reason, f"cannot reach the log at {describe(config.url)}: {failure.detail}") from error
+        raise LogUnavailableError(
+            failure.reason, f"cannot reach the log at {describe(config.url)}: {failure.detail}"
+        ) from error
     except ValueError as error:
         raise LogUnavailableError("log_error", f"log.url {describe(config.url)}: {error}") from error
     return client

@@ -65,7 +65,8 @@ class SQLiteLog:
         self._observe_commit = observe_commit
         self._now_ms = clock_ms
         self._last_commit_failed = False
-        self._last_failure = "log_error"
+        #: Why the last commit failed, for /ready's reasons (while _last_commit_failed).
+        self._last_failure: LogUnavailableError | None = None
         self._path = path
         # The writer's cache holds the hot part of the dedup index; readers scan forward.
         limit = wal_limit(config.max_disk_bytes)
@@ -168,7 +169,7 @@ class SQLiteLog:
                 for waiter in (*waiters, *cursor_waiters):
                     waiter.error = failure
                 self._last_commit_failed = True
-                self._last_failure = failure.reason
+                self._last_failure = failure
             else:
                 self._last_commit_failed = False
                 if self._observe_commit is not None:
@@ -376,15 +377,17 @@ class SQLiteLog:
         await self._upkeep.restart_wal_if_due(wal_in_use)
 
     def writable(self) -> bool:
-        return self.unwritable_reason() is None
+        return self.unavailable() is None
 
-    def unwritable_reason(self) -> str | None:
+    def unavailable(self) -> LogUnavailableError | None:
         if self._closed:
-            return "closed"
-        if self._last_commit_failed:
-            return self._last_failure
+            return LogUnavailableError("closed", "the gateway is shutting down")
         if self._disk_bytes >= self._config.max_disk_bytes:
-            return "log_full"
+            return LogUnavailableError(
+                "log_full", f"the log holds {self._disk_bytes} bytes, at or past log.max_disk_bytes"
+            )
+        if self._last_commit_failed:
+            return self._last_failure or LogUnavailableError("log_error", "the last commit failed")
         return None
 
     def reconfigure(self, config: LogConfig) -> None:

@@ -254,7 +254,7 @@ class TestGateway:
         Raises:
             AssertionError: the client refused to queue a call, or reported an error.
         """
-        from segment.analytics import Client  # type: ignore[import-untyped]
+        from segment.analytics import Client
 
         errors: list[Exception] = []
 

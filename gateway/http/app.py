@@ -253,7 +253,8 @@ def _replay(received: list[dict[str, Any]], receive: Any) -> Any:
     async def replaying() -> dict[str, Any]:
         if pending:
             return pending.popleft()
-        return await receive()
+        message: dict[str, Any] = await receive()
+        return message
 
     return replaying
 

@@ -24,10 +24,10 @@ def assemble_books(snapshot: list[Any], pending: dict[int, Counter[str]], since_
     for i in range(0, len(flat_cursors), 2):
         name = _s(flat_cursors[i])
         seq, start = (int(x) for x in _s(flat_cursors[i + 1]).split())
-        rows = []
+        rows: list[tuple[int, int, int, str, str]] = []
         for raw in rows_of.get(name, []):
-            upto, at, count, source, outcome = _s(raw).split("\0", 4)
-            rows.append((int(upto), int(at), int(count), source, outcome))
+            fields = _s(raw).split("\0", 4)
+            rows.append((int(fields[0]), int(fields[1]), int(fields[2]), fields[3], fields[4]))
         from_seq = start
         if since_ms is not None:
             # Deletion requests book runs of removed seqs above a cursor, not its positions.
@@ -38,8 +38,8 @@ def assemble_books(snapshot: list[Any], pending: dict[int, Counter[str]], since_
             ]
             from_seq = max([start, *moves])
         outcomes: dict[str, dict[str, int]] = {}
-        for upto, _, count, source, outcome in rows:
-            if upto > from_seq:
+        for row_upto, _, count, source, outcome in rows:
+            if row_upto > from_seq:
                 by_source = outcomes.setdefault(source, {})
                 by_source[outcome] = by_source.get(outcome, 0) + count
         cursors.append(

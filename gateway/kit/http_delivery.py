@@ -111,7 +111,14 @@ class HttpDelivery:
         self.secrets = [secret for secret in secrets if secret]
         self.retryable_statuses = frozenset(retryable_statuses)
         self._client = httpx.AsyncClient(
-            headers=dict(headers or {}), timeout=None, follow_redirects=False, transport=transport
+            headers=dict(headers or {}),
+            timeout=None,
+            follow_redirects=False,
+            transport=transport,
+            # Keep every connection a destination opens: with httpx's default of 20 idle ones,
+            # a destination with more requests in flight (GA4 sends a batch per client, side by
+            # side) opened a new connection for most of them.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
         )
 
     async def post(

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 #: Where events carry options for this destination in their ``integrations`` object.
 INTEGRATION_NAMES = ("Amplitude", "Actions Amplitude")
+#: The events that carry revenue (and, completed, one event per product).
+_ORDER_EVENTS = frozenset({"Order Completed", "Order Refunded"})
 
 
 _NESTED = {
@@ -114,15 +116,16 @@ def _time_ms(message: Message, default_ms: int) -> int:
 
 def base_event(message: Message, received_ms: int, context: _Context) -> dict[str, Any]:
     """The fields every event of a message shares: ids, time, insert_id, session, context."""
+    # Plain statements rather than a loop over pairs: this runs once per event on the delivery path.
     event = context.fields.copy()
-    for key, value in (
-        ("user_id", message.userId),
-        ("device_id", context.device_id or message.anonymousId),
-        ("time", _time_ms(message, received_ms)),
-        ("insert_id", message.messageId),
-    ):
-        if value is not None:
-            event[key] = value
+    if message.userId is not None:
+        event["user_id"] = message.userId
+    device_id = context.device_id or message.anonymousId
+    if device_id is not None:
+        event["device_id"] = device_id
+    event["time"] = _time_ms(message, received_ms)
+    if message.messageId is not None:
+        event["insert_id"] = message.messageId
     event["library"] = "gateway"
     if message.integrations:
         options = integration_options({"integrations": message.integrations}, *INTEGRATION_NAMES)
@@ -199,8 +202,8 @@ def events_of(
     properties = message.properties  # decoded for this call: the mapping may change it
     if type(properties) is not dict:
         properties = dict(properties or {})
-    event = base.copy()
     if kind in ("page", "screen"):
+        event = base
         name = message.name
         event["event_type"] = f"Viewed {name}" if name else ("Loaded a Page" if kind == "page" else "Loaded a Screen")
         for key, value in (("name", message.name), ("category", message.category)):
@@ -209,12 +212,13 @@ def events_of(
         event["event_properties"] = properties
         return [event]
     name = str(message.event)
+    event = base.copy() if name in _ORDER_EVENTS else base  # product events need the base unchanged
     event["event_type"] = name
     event["event_properties"] = properties
     traits = context.traits
     if isinstance(traits, dict) and traits:
         event["user_properties"] = traits
-    if name not in ("Order Completed", "Order Refunded"):
+    if name not in _ORDER_EVENTS:
         return [event]
     refund = name == "Order Refunded"
     events = [event]

@@ -15,7 +15,9 @@ until it has delivered all of them is measured from the reload that adds it; eac
 comes right after an ``http`` run (back-to-back pairs keep the VM's drift out of the ratios),
 and each run starts with a full garbage collection (no run collects the one before's garbage).
 The sink is a bare ASGI app in a subprocess on core 1: it reads each body and answers ``200
-{"status": 1}``, which every destination takes as success, and counts the requests. Destinations
+{"status": 1}``, which every destination takes as success, and counts the requests. The
+gateway's CPU time per message (this process, all threads) is reported with each run: unlike
+the rates, it hardly depends on what else the VM runs. Destinations
 run with their type's delivery defaults (batch sizes within the vendor's limits, concurrency),
 as users get them; the ``http`` destination with its own.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -180,6 +183,12 @@ async def deliver(data_dir: Path, destination: str, url: str, count: int, run: i
     return elapsed
 
 
+def _cpu_secs() -> float:
+    """CPU time of this process (the gateway under test, all its threads) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def sink_requests(url: str) -> int:
     """How many requests the sink has answered so far."""
     async with httpx.AsyncClient() as client:
@@ -235,6 +244,7 @@ async def main(args: argparse.Namespace) -> None:
             rates: dict[str, list[float]] = {}
             per_request: dict[str, list[float]] = {}
             requests_per_sec: dict[str, list[float]] = {}
+            cpu_per_message: dict[str, list[float]] = {}
             ratios: dict[str, list[float]] = {}
             capacity: dict[int, list[float]] = {4: [], 16: []}
             run = 0
@@ -250,32 +260,39 @@ async def main(args: argparse.Namespace) -> None:
                         run += 1
                         gc.collect()
                         before = await sink_requests(url)
+                        cpu = _cpu_secs()
                         seconds = await deliver(logs[users], destination, url, args.messages, run)
+                        cpu = _cpu_secs() - cpu
                         requests = await sink_requests(url) - before
                         pair[destination] = args.messages / seconds
                         key = label if destination == vendor else f"http ({users} users)"
                         rates.setdefault(key, []).append(pair[destination])
+                        cpu_per_message.setdefault(key, []).append(cpu / args.messages * 1e6)
                         requests_per_sec.setdefault(key, []).append(requests / seconds)
                         per_request.setdefault(key, []).append(args.messages / requests)
                     ratios.setdefault(label, []).append(pair[vendor] / pair["http"])
                     print(f"round {round_number + 1}: http {pair['http']:8.0f} ev/s   {label:<12} "
                           f"{pair[vendor]:8.0f} ev/s   ratio {pair[vendor] / pair['http']:.2f}   "
-                          f"({requests_per_sec[label][-1]:.0f} req/s)", flush=True)
+                          f"({requests_per_sec[label][-1]:.0f} req/s; CPU/message: http "
+                          f"{cpu_per_message[f'http ({users} users)'][-1]:.1f} µs, {label} "
+                          f"{cpu_per_message[label][-1]:.1f} µs)", flush=True)
         finally:
             sink.terminate()
             sink.wait(10)
     median = statistics.median
     print(f"\n{args.messages} messages, {args.rounds} rounds; medians (events/s delivered, ratio to http in the same "
-          "pair, requests/s the sink got, messages per request)")
-    print(f"{'destination':<18}{'events/s':>10}{'ratio':>8}{'req/s':>8}{'msg/req':>9}  target >= 0.7x http")
+          "pair, requests/s the sink got, messages per request, the gateway process's CPU per message)")
+    print(f"{'destination':<18}{'events/s':>10}{'ratio':>8}{'req/s':>8}{'msg/req':>9}{'CPU µs':>8}"
+          "  target >= 0.7x http")
     for key in [key for key in rates if key.startswith("http")]:
         print(f"{key:<18}{median(rates[key]):>10.0f}{'':>8}{median(requests_per_sec[key]):>8.0f}"
-              f"{median(per_request[key]):>9.1f}")
+              f"{median(per_request[key]):>9.1f}{median(cpu_per_message[key]):>8.1f}")
     for label, values in ratios.items():
         ratio = median(values)
         verdict = "MET" if ratio >= 0.7 else "MISSED"
         print(f"{label:<18}{median(rates[label]):>10.0f}{ratio:>8.2f}{median(requests_per_sec[label]):>8.0f}"
-              f"{median(per_request[label]):>9.1f}  {verdict}   (runs: {', '.join(f'{r:.2f}' for r in values)})")
+              f"{median(per_request[label]):>9.1f}{median(cpu_per_message[label]):>8.1f}  {verdict}"
+              f"   (runs: {', '.join(f'{r:.2f}' for r in values)})")
     best = max(median(values) for values in capacity.values())
     print("\nthe sink's request rate (a bare client, small POSTs): "
           + ", ".join(f"{median(values):.0f} req/s with {n} in flight" for n, values in capacity.items()))

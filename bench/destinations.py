@@ -8,20 +8,31 @@ events/s (the mapping is not the bottleneck). Ratios, never absolute rates, are 
     .venv/bin/python bench/destinations.py --messages 50000 --rounds 5
 
 How: one gateway stores ``--messages`` realistic messages once (track with and without
-Ecommerce products, identify, page, screen, group). Then, per round and per destination, a
-gateway runs in this process (pinned to core 0), then a reload adds that destination alone, starting from the
-stored messages (``start_at`` in the past), and the time until it has delivered all of them is
-measured from the reload that adds it; each vendor run comes right after an ``http`` run (back-to-back pairs keep the VM's
-drift out of the ratios). The sink is a bare ASGI app in a subprocess on core 1: it reads each
-body and answers ``200 {"status": 1}``, which every destination takes as success. Destinations
+Ecommerce products, identify, page, screen, group, from 500 users). Then, per round and per
+destination, a gateway runs in this process (pinned to core 0), then a reload adds that
+destination alone, starting from the stored messages (``start_at`` in the past), and the time
+until it has delivered all of them is measured from the reload that adds it; each vendor run
+comes right after an ``http`` run (back-to-back pairs keep the VM's drift out of the ratios),
+and each run starts with a full garbage collection (no run collects the one before's garbage).
+The sink is a bare ASGI app in a subprocess on core 1: it reads each body and answers ``200
+{"status": 1}``, which every destination takes as success, and counts the requests. The
+gateway's CPU time per message (this process, all threads) is reported with each run: unlike
+the rates, it hardly depends on what else the VM runs. Destinations
 run with their type's delivery defaults (batch sizes within the vendor's limits, concurrency),
 as users get them; the ``http`` destination with its own.
+
+GA4 takes one client's events per request (at most 25), so it runs twice: on the default
+messages (500 users: about 4 events a request) and on messages from 10 users (``ga4-10-users``:
+about 23). Each round also measures the sink's own request rate (``--capacity-secs`` of small
+POSTs from a bare client, at 4 and at 16 requests in flight): the bound of a per-client protocol.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import trio
 
 from gateway.testing import run_gateway
@@ -43,8 +55,28 @@ VENDORS = {
     "ga4": 'measurement_id = "G-BENCH"\napi_secret = "secret"\nendpoint = "{url}"',
     "posthog": 'api_key = "phc_bench"\nhost = "{url}"',
 }
+#: What each run delivers: (destination type, how many users the stored messages come from).
+RUNS = {
+    "segment": ("segment", 500),
+    "mixpanel": ("mixpanel", 500),
+    "amplitude": ("amplitude", 500),
+    "ga4": ("ga4", 500),
+    "ga4-10-users": ("ga4", 10),
+    "posthog": ("posthog", 500),
+}
+#: A GA4 request of 4 events (the default messages' average): what the capacity phase sends.
+GA4_BODY = (
+    b'{"client_id":"anon-1","user_id":"user-1","events":['
+    + b",".join([b'{"name":"Video_Played","params":{"engagement_time_msec":1,"title":"Intro","seconds":42},'
+                 b'"timestamp_micros":1765080000123000}'] * 4)
+    + b"]}"
+)
 SINK = '''
+requests = 0
+
+
 async def app(scope, receive, send):
+    global requests
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -55,25 +87,33 @@ async def app(scope, receive, send):
     while more:
         message = await receive()
         more = message.get("more_body", False)
-    body = b'{"status":1,"success":true}'
+    if scope["method"] == "GET":  # the benchmark asks how many requests came
+        body = str(requests).encode()
+    else:
+        requests += 1
+        body = b'{"status":1,"success":true}'
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 '''
 
 
-def messages(count: int) -> list[dict]:
+def messages(count: int, users: int = 500) -> list[dict]:
     """A realistic mix: most track calls (a fifth of them Ecommerce with products), then identify,
-    page, screen and group, from 500 users."""
-    context = {"ip": "203.0.113.7", "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0",
-               "page": {"url": "https://shop.example.com/p/1", "path": "/p/1", "referrer": "https://google.com"},
-               "campaign": {"name": "spring", "source": "newsletter"}, "library": {"name": "analytics.js", "version": "2"}}
+    page, screen and group, from ``users`` users in turn, each with a context of its own (IP, user
+    agent, page)."""
     product = {"product_id": "p-1", "sku": "S-1", "name": "Mug", "brand": "Acme", "category": "Kitchen",
                "price": 12.5, "quantity": 2}
     out = []
     for i in range(count):
-        user = f"user-{i % 500}"
-        base = {"userId": user, "anonymousId": f"anon-{i % 500}", "messageId": f"bench-{i}", "context": context}
+        n = i % users
+        user = f"user-{n}"
+        context = {"ip": f"203.0.{n // 250}.{n % 250}", "userAgent": f"Mozilla/5.0 (X11; Linux x86_64) Chrome/120.{n}",
+                   "page": {"url": f"https://shop.example.com/p/{n}", "path": f"/p/{n}",
+                            "referrer": "https://google.com"},
+                   "campaign": {"name": "spring", "source": "newsletter"},
+                   "library": {"name": "analytics.js", "version": "2"}}
+        base = {"userId": user, "anonymousId": f"anon-{n}", "messageId": f"bench-{i}", "context": context}
         kind = i % 20
         if kind < 10:
             out.append({**base, "type": "track", "event": "Video Played",
@@ -119,9 +159,9 @@ max_attempts = 1
 """
 
 
-async def fill(data_dir: Path, count: int) -> None:
+async def fill(data_dir: Path, count: int, users: int = 500) -> None:
     async with run_gateway(f'[sources.web]\nwrite_key = "{KEY}"\n[log]\nsynchronous = "normal"\n', data_dir=data_dir) as gw:
-        batch = messages(count)
+        batch = messages(count, users)
         for start in range(0, count, 500):
             response = await gw.batch(batch[start : start + 500], write_key=KEY)
             assert response.status_code == 200 and "rejected" not in response.text, response.text
@@ -143,7 +183,40 @@ async def deliver(data_dir: Path, destination: str, url: str, count: int, run: i
     return elapsed
 
 
+def _cpu_secs() -> float:
+    """CPU time of this process (the gateway under test, all its threads) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def sink_requests(url: str) -> int:
+    """How many requests the sink has answered so far."""
+    async with httpx.AsyncClient() as client:
+        return int((await client.get(f"{url}/requests")).text)
+
+
+async def sink_capacity(url: str, in_flight: int, seconds: float) -> float:
+    """Requests/s the sink answers to a bare client keeping ``in_flight`` GA4 requests open."""
+    done = 0
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def post_until(deadline: float) -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                response = await client.post(f"{url}/mp/collect", content=GA4_BODY)
+                assert response.status_code == 200
+                done += 1
+
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(in_flight):
+                nursery.start_soon(post_until, started + seconds)
+        return done / (time.perf_counter() - started)
+
+
 async def main(args: argparse.Namespace) -> None:
+    runs = {label: RUNS[label] for label in args.only or RUNS}
     with tempfile.TemporaryDirectory(prefix="bench-destinations-") as scratch:
         data_dir = Path(scratch)
         sink_file = data_dir / "sink_app.py"
@@ -151,7 +224,7 @@ async def main(args: argparse.Namespace) -> None:
         port = 18000 + os.getpid() % 1000
         sink = subprocess.Popen(
             ["taskset", "-c", "1", sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind",
-             f"127.0.0.1:{port}", "--access-logfile", "-", "sink_app:app"],
+             f"127.0.0.1:{port}", "sink_app:app"],
             cwd=scratch, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"
@@ -163,39 +236,78 @@ async def main(args: argparse.Namespace) -> None:
                         break
                     except OSError:
                         await trio.sleep(0.1)
-            print(f"storing {args.messages} messages...", flush=True)
-            await fill(data_dir / "log", args.messages)
+            logs = {}
+            for users in sorted({users for _, users in runs.values()}, reverse=True):
+                print(f"storing {args.messages} messages from {users} users...", flush=True)
+                logs[users] = data_dir / f"log-{users}"
+                await fill(logs[users], args.messages, users)
             rates: dict[str, list[float]] = {}
+            per_request: dict[str, list[float]] = {}
+            requests_per_sec: dict[str, list[float]] = {}
+            cpu_per_message: dict[str, list[float]] = {}
             ratios: dict[str, list[float]] = {}
+            capacity: dict[int, list[float]] = {4: [], 16: []}
             run = 0
             for round_number in range(args.rounds):
-                for vendor in args.only or list(VENDORS):
+                for in_flight, values in capacity.items():
+                    values.append(await sink_capacity(url, in_flight, args.capacity_secs))
+                print(f"round {round_number + 1}: the sink answers "
+                      + ", ".join(f"{values[-1]:.0f} req/s with {n} in flight" for n, values in capacity.items()),
+                      flush=True)
+                for label, (vendor, users) in runs.items():
                     pair = {}
                     for destination in ("http", vendor):
                         run += 1
-                        seconds = await deliver(data_dir / "log", destination, url, args.messages, run)
+                        gc.collect()
+                        before = await sink_requests(url)
+                        cpu = _cpu_secs()
+                        seconds = await deliver(logs[users], destination, url, args.messages, run)
+                        cpu = _cpu_secs() - cpu
+                        requests = await sink_requests(url) - before
                         pair[destination] = args.messages / seconds
-                        rates.setdefault(destination, []).append(pair[destination])
-                    ratios.setdefault(vendor, []).append(pair[vendor] / pair["http"])
-                    print(f"round {round_number + 1}: http {pair['http']:8.0f} ev/s   {vendor:<10} "
-                          f"{pair[vendor]:8.0f} ev/s   ratio {pair[vendor] / pair['http']:.2f}", flush=True)
+                        key = label if destination == vendor else f"http ({users} users)"
+                        rates.setdefault(key, []).append(pair[destination])
+                        cpu_per_message.setdefault(key, []).append(cpu / args.messages * 1e6)
+                        requests_per_sec.setdefault(key, []).append(requests / seconds)
+                        per_request.setdefault(key, []).append(args.messages / requests)
+                    ratios.setdefault(label, []).append(pair[vendor] / pair["http"])
+                    print(f"round {round_number + 1}: http {pair['http']:8.0f} ev/s   {label:<12} "
+                          f"{pair[vendor]:8.0f} ev/s   ratio {pair[vendor] / pair['http']:.2f}   "
+                          f"({requests_per_sec[label][-1]:.0f} req/s; CPU/message: http "
+                          f"{cpu_per_message[f'http ({users} users)'][-1]:.1f} µs, {label} "
+                          f"{cpu_per_message[label][-1]:.1f} µs)", flush=True)
         finally:
             sink.terminate()
             sink.wait(10)
-    print(f"\n{args.messages} messages, {args.rounds} rounds; medians (events/s delivered, ratio to http in the same pair)")
-    print(f"{'destination':<12}{'events/s':>10}{'ratio':>8}  target >= 0.7x http")
-    print(f"{'http':<12}{statistics.median(rates['http']):>10.0f}{'':>8}")
-    for vendor, values in ratios.items():
-        ratio = statistics.median(values)
+    median = statistics.median
+    print(f"\n{args.messages} messages, {args.rounds} rounds; medians (events/s delivered, ratio to http in the same "
+          "pair, requests/s the sink got, messages per request, the gateway process's CPU per message)")
+    print(f"{'destination':<18}{'events/s':>10}{'ratio':>8}{'req/s':>8}{'msg/req':>9}{'CPU µs':>8}"
+          "  target >= 0.7x http")
+    for key in [key for key in rates if key.startswith("http")]:
+        print(f"{key:<18}{median(rates[key]):>10.0f}{'':>8}{median(requests_per_sec[key]):>8.0f}"
+              f"{median(per_request[key]):>9.1f}{median(cpu_per_message[key]):>8.1f}")
+    for label, values in ratios.items():
+        ratio = median(values)
         verdict = "MET" if ratio >= 0.7 else "MISSED"
-        print(f"{vendor:<12}{statistics.median(rates[vendor]):>10.0f}{ratio:>8.2f}  {verdict}"
+        print(f"{label:<18}{median(rates[label]):>10.0f}{ratio:>8.2f}{median(requests_per_sec[label]):>8.0f}"
+              f"{median(per_request[label]):>9.1f}{median(cpu_per_message[label]):>8.1f}  {verdict}"
               f"   (runs: {', '.join(f'{r:.2f}' for r in values)})")
+    best = max(median(values) for values in capacity.values())
+    print("\nthe sink's request rate (a bare client, small POSTs): "
+          + ", ".join(f"{median(values):.0f} req/s with {n} in flight" for n, values in capacity.items()))
+    for label, (vendor, users) in runs.items():
+        if vendor == "ga4":
+            bound = best * median(per_request[label])
+            print(f"{label}: at most {best:.0f} req/s x {median(per_request[label]):.1f} messages a request = "
+                  f"{bound:.0f} messages/s = {bound / median(rates[f'http ({users} users)']):.2f}x http")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", nargs="*", choices=list(VENDORS), help="only these destinations")
+    parser.add_argument("--only", nargs="*", choices=list(RUNS), help="only these runs")
+    parser.add_argument("--capacity-secs", type=float, default=3.0, help="length of each sink capacity measurement")
     os.sched_setaffinity(0, {0})
     trio.run(main, parser.parse_args())

@@ -32,6 +32,27 @@ MAX_RETRY_AFTER_SECS = 300.0
 
 _encode_json = msgspec.json.Encoder().encode
 
+#: Byte -> its form encoding, as ``urllib.parse.quote_plus`` writes it: letters, digits and
+#: ``_.-~`` as they are, space as ``+``, every other byte (of the UTF-8) as ``%XX``.
+_FORM_BYTES = [
+    chr(byte) if chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in "_.-~") else f"%{byte:02X}"
+    for byte in range(256)
+]
+_FORM_BYTES[0x20] = "+"
+
+
+def _form_quote(text: str) -> str:
+    """``quote_plus(text)``, at a table lookup a byte (a Mixpanel update batch is tens of kB of
+    JSON: quote_plus takes 2.5 times as long)."""
+    return "".join(map(_FORM_BYTES.__getitem__, text.encode()))
+
+
+def _urlencode_form(form: Mapping[str, str]) -> str:
+    """``urlencode(form)`` for string keys and values."""
+    if not all(type(key) is str and type(value) is str for key, value in form.items()):
+        return urlencode(form)
+    return "&".join(f"{_form_quote(key)}={_form_quote(value)}" for key, value in form.items())
+
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (integer seconds or an HTTP date), capped at
@@ -90,7 +111,14 @@ class HttpDelivery:
         self.secrets = [secret for secret in secrets if secret]
         self.retryable_statuses = frozenset(retryable_statuses)
         self._client = httpx.AsyncClient(
-            headers=dict(headers or {}), timeout=None, follow_redirects=False, transport=transport
+            headers=dict(headers or {}),
+            timeout=None,
+            follow_redirects=False,
+            transport=transport,
+            # Keep every connection a destination opens: with httpx's default of 20 idle ones,
+            # a destination with more requests in flight (GA4 sends a batch per client, side by
+            # side) opened a new connection for most of them.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
         )
 
     async def post(
@@ -115,7 +143,7 @@ class HttpDelivery:
             body = _encode_json(json)
             request_headers.setdefault("Content-Type", "application/json")
         elif form is not None:
-            body = urlencode(form).encode()
+            body = _urlencode_form(form).encode()
             request_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         else:
             body = content or b""

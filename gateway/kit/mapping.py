@@ -13,6 +13,9 @@ from typing import Any
 GATEWAY_NAMESPACE = uuid.UUID("4f5c1a2e-9c1b-5d0a-8e63-6b1f3f2d7a10")
 
 _NAMESPACE_BYTES = GATEWAY_NAMESPACE.bytes
+_sha1 = hashlib.sha1
+#: A hex digit -> the UUID variant digit with its two high bits set to 10 (RFC 4122).
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 #: Segment Ecommerce v2 events about one product, whose properties *are* the product.
 SINGLE_PRODUCT_EVENTS = frozenset(
@@ -26,7 +29,7 @@ def epoch_ms(timestamp: Any) -> int | None:
     if not isinstance(timestamp, str) or not timestamp:
         return None
     try:
-        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(timestamp)  # takes "Z" since Python 3.11
     except ValueError:
         return None
     if moment.tzinfo is None:
@@ -47,12 +50,12 @@ def message_time_ms(message: dict[str, Any], default_ms: int) -> int:
 def stable_uuid(*parts: Any) -> str:
     """A UUID (36 characters of ``[0-9a-f-]``) that depends only on ``parts``: a vendor dedup
     key made from a messageId, the same on every retry and redelivery."""
-    # uuid.uuid5 by hand (RFC 4122 name-based, SHA-1): this runs once per event on the delivery path.
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(map(str, parts)).encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    # uuid.uuid5 by hand (RFC 4122 name-based, SHA-1) on the hex digest: the version nibble
+    # becomes 5 and the variant nibble 8-b. This runs once per event on the delivery path.
+    # (messageId, vendor) is the usual call, and format() of a JSON value is its str().
+    name = f"{parts[0]}\x1f{parts[1]}" if len(parts) == 2 else "\x1f".join(map(str, parts))
+    h = _sha1(_NAMESPACE_BYTES + name.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def integration_options(message: dict[str, Any], *names: str) -> dict[str, Any]:

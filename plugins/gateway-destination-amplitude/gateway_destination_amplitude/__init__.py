@@ -28,7 +28,7 @@ from gateway import (
     hookimpl,
     parse_retry_after,
 )
-from gateway_destination_amplitude.mapping import to_amplitude
+from gateway_destination_amplitude.mapping import decode_message, events_of, to_amplitude
 
 __all__ = ["HOSTS", "AmplitudeConfig", "AmplitudeDestination", "to_amplitude"]
 
@@ -41,6 +41,7 @@ MAX_REQUEST_BYTES = 1_000_000
 THROTTLE_PAUSE_SECS = 30.0
 
 _encode = msgspec.json.Encoder().encode
+_JSON = {"Content-Type": "application/json"}
 
 
 class AmplitudeConfig(ComponentConfig):
@@ -71,12 +72,12 @@ class AmplitudeConfig(ComponentConfig):
             raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
 
 
-def _chunks(events: list[dict[str, Any]], owners: list[int]) -> list[tuple[list[dict[str, Any]], list[int]]]:
+def _chunks(events: list[bytes], owners: list[int]) -> list[tuple[list[bytes], list[int]]]:
     """Requests within Amplitude's limits (a record's events may span two of them)."""
-    chunks: list[tuple[list[dict[str, Any]], list[int]]] = []
+    chunks: list[tuple[list[bytes], list[int]]] = []
     size = MAX_REQUEST_BYTES
     for event, owner in zip(events, owners, strict=True):
-        event_size = len(_encode(event)) + 1
+        event_size = len(event) + 1
         if not chunks or len(chunks[-1][0]) >= MAX_EVENTS or size + event_size > MAX_REQUEST_BYTES - 1000:
             chunks.append(([], []))
             size = 0
@@ -120,18 +121,28 @@ class AmplitudeDestination(Destination):
         path = "/batch" if config.use_batch_endpoint else "/2/httpapi"
         self._url = (config.endpoint or HOSTS[config.region]).rstrip("/") + path
         self._http = HttpDelivery(headers={"User-Agent": f"gateway/{__version__}"}, secrets=[config.api_key])
-        self._options = {"min_id_length": config.min_id_length} if config.min_id_length is not None else None
+        options = {"min_id_length": config.min_id_length} if config.min_id_length is not None else None
+        # The body is {"api_key": ..., "events": [...], "options": ...}, built around the
+        # events' JSON.
+        self._body_head = b'{"api_key":' + _encode(config.api_key) + b',"events":'
+        self._body_tail = (b',"options":' + _encode(options) if options else b"") + b"}"
         self._counts: Counter[str] = Counter()
 
     async def send(self, batch: Sequence[Record]) -> SendResult | None:
-        events: list[dict[str, Any]] = []
+        # Each event is encoded as soon as it is mapped, so the batch holds bytes, not a dict
+        # tree per event: what a message decodes to dies young, and the garbage collector never
+        # has to walk a batch's worth of objects (in bench/destinations.py it took up to a quarter of a run).
+        events: list[bytes] = []
         owners: list[int] = []
+        config = self._config
+        contexts: dict[bytes, Any] = {}
         for record in batch:
-            mapped = to_amplitude(record.message(), self._config, record.received_at)
+            mapped = events_of(decode_message(record.body), config, record.received_at, contexts)
             if not mapped:
                 self._counts["calls_skipped"] += 1
-            events.extend(mapped)
-            owners.extend([record.seq] * len(mapped))
+            for event in mapped:
+                events.append(_encode(event))
+                owners.append(record.seq)
         rejected: dict[int, str] = {}
         exchanges: list[Exchange] = []
         for chunk, chunk_owners in _chunks(events, owners):
@@ -142,15 +153,15 @@ class AmplitudeDestination(Destination):
         return SendResult(rejected=rejected, exchange=exchanges[-1] if exchanges else None)
 
     async def _post(
-        self, events: list[dict[str, Any]], owners: list[int], rejected: dict[int, str], exchanges: list[Exchange]
+        self, events: list[bytes], owners: list[int], rejected: dict[int, str], exchanges: list[Exchange]
     ) -> None:
-        events = [event for event, owner in zip(events, owners, strict=True) if owner not in rejected]
-        owners = [owner for owner in owners if owner not in rejected]
+        """POST ``events`` (each one's JSON) in as many requests as Amplitude's answers take."""
+        if rejected:
+            events = [event for event, owner in zip(events, owners, strict=True) if owner not in rejected]
+            owners = [owner for owner in owners if owner not in rejected]
         while events:
-            body: dict[str, Any] = {"api_key": self._config.api_key, "events": events}
-            if self._options:
-                body["options"] = self._options
-            response = await self._http.post(self._url, json=body)
+            body = self._body_head + b"[" + b",".join(events) + b"]" + self._body_tail
+            response = await self._http.post(self._url, content=body, headers=_JSON)
             status = response.status_code
             if 200 <= status < 300:
                 return

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from gateway import integration_options, message_time_ms, number, products_of
+import msgspec
+
+from gateway import epoch_ms, integration_options, number, products_of
 
 if TYPE_CHECKING:
     from gateway_destination_amplitude import AmplitudeConfig
 
 #: Where events carry options for this destination in their ``integrations`` object.
 INTEGRATION_NAMES = ("Amplitude", "Actions Amplitude")
-
-
-def _get(mapping: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(mapping, dict):
-            return None
-        mapping = mapping.get(key)
-    return mapping
+#: The events that carry revenue (and, completed, one event per product).
+_ORDER_EVENTS = frozenset({"Order Completed", "Order Refunded"})
 
 
 _NESTED = {
@@ -41,44 +37,99 @@ _NESTED = {
 }
 
 
-def base_event(message: dict[str, Any], received_ms: int) -> dict[str, Any]:
-    """The fields every event of a message shares: ids, time, insert_id, session, context."""
-    event: dict[str, Any] = {}
-    context = message.get("context")
+class Message(msgspec.Struct, gc=False):
+    """The fields of a Segment message the mapping reads: a stored body decodes straight into
+    it, skipping the rest. Untyped, as the dict was (the mapping checks what it uses);
+    ``context`` stays raw JSON, mapped once per distinct context in a batch (the events of one
+    device share it)."""
+
+    type: Any = None
+    event: Any = None
+    userId: Any = None
+    anonymousId: Any = None
+    messageId: Any = None
+    timestamp: Any = None
+    originalTimestamp: Any = None
+    receivedAt: Any = None
+    name: Any = None
+    category: Any = None
+    groupId: Any = None
+    properties: Any = None
+    traits: Any = None
+    integrations: Any = None
+    context: msgspec.Raw = msgspec.Raw(b"")
+
+
+#: Decodes a stored message body into :class:`Message` (once per event on the delivery path).
+decode_message = msgspec.json.Decoder(Message).decode
+_decode = msgspec.json.decode
+_encode = msgspec.json.encode
+
+
+class _Context(NamedTuple):
+    """What a context gives every event of a message: its fields, device id and traits."""
+
+    fields: dict[str, Any]
+    device_id: Any
+    traits: Any
+
+
+_NO_CONTEXT = _Context({}, None, None)
+
+
+def _context_of(context: Any) -> _Context:
+    if type(context) is not dict:
+        return _NO_CONTEXT
+    fields: dict[str, Any] = {}
+    for key, value in context.items():
+        if key in _NESTED:
+            if type(value) is dict:
+                for field, name in _NESTED[key]:
+                    found = value.get(field)
+                    if found is not None:
+                        fields[name] = found
+        elif key == "ip" and value is not None:
+            fields["ip"] = value
+        elif key == "locale" and value is not None:
+            fields["language"] = value
     device_id = None
-    if type(context) is dict:
-        # One pass over the context's keys: this runs once per event on the delivery path.
-        for key, value in context.items():
-            if key in _NESTED:
-                if type(value) is dict:
-                    for field, name in _NESTED[key]:
-                        found = value.get(field)
-                        if found is not None:
-                            event[name] = found
-            elif key == "ip" and value is not None:
-                event["ip"] = value
-            elif key == "locale" and value is not None:
-                event["language"] = value
-        device = context.get("device")
-        if type(device) is dict:
-            device_id = device.get("id")
-            advertising_id = device.get("advertisingId")
-            if advertising_id:
-                os_name = str(event.get("os_name", "")).lower()
-                event["idfa" if os_name in ("ios", "ipados") else "adid"] = advertising_id
-        if "platform" not in event and context.get("userAgent"):
-            event["platform"] = "Web"
-    for key, value in (
-        ("user_id", message.get("userId")),
-        ("device_id", device_id or message.get("anonymousId")),
-        ("time", message_time_ms(message, received_ms)),
-        ("insert_id", message.get("messageId")),
-    ):
-        if value is not None:
-            event[key] = value
+    device = context.get("device")
+    if type(device) is dict:
+        device_id = device.get("id")
+        advertising_id = device.get("advertisingId")
+        if advertising_id:
+            os_name = str(fields.get("os_name", "")).lower()
+            fields["idfa" if os_name in ("ios", "ipados") else "adid"] = advertising_id
+    if "platform" not in fields and context.get("userAgent"):
+        fields["platform"] = "Web"
+    return _Context(fields, device_id, context.get("traits"))
+
+
+def _time_ms(message: Message, default_ms: int) -> int:
+    """:func:`gateway.message_time_ms` of a :class:`Message`."""
+    for value in (message.timestamp, message.originalTimestamp, message.receivedAt):
+        ms = epoch_ms(value)
+        if ms is not None:
+            return ms
+    return default_ms
+
+
+def base_event(message: Message, received_ms: int, context: _Context) -> dict[str, Any]:
+    """The fields every event of a message shares: ids, time, insert_id, session, context."""
+    # Plain statements rather than a loop over pairs: this runs once per event on the delivery path.
+    event = context.fields.copy()
+    if message.userId is not None:
+        event["user_id"] = message.userId
+    device_id = context.device_id or message.anonymousId
+    if device_id is not None:
+        event["device_id"] = device_id
+    event["time"] = _time_ms(message, received_ms)
+    if message.messageId is not None:
+        event["insert_id"] = message.messageId
     event["library"] = "gateway"
-    if message.get("integrations"):
-        session = number(integration_options(message, *INTEGRATION_NAMES).get("session_id"))
+    if message.integrations:
+        options = integration_options({"integrations": message.integrations}, *INTEGRATION_NAMES)
+        session = number(options.get("session_id"))
         if session is not None:
             event["session_id"] = int(session)
     return event
@@ -113,44 +164,61 @@ def _revenue_fields(source: dict[str, Any], *, refund: bool, revenue_keys: tuple
 
 def to_amplitude(message: dict[str, Any], config: AmplitudeConfig, received_ms: int = 0) -> list[dict[str, Any]]:
     """The HTTP V2 events for one Segment message ([] for a call Amplitude does not take)."""
-    kind = message.get("type")
-    event = base_event(message, received_ms)
+    return events_of(decode_message(_encode(message)), config, received_ms, {})
+
+
+def events_of(
+    message: Message, config: AmplitudeConfig, received_ms: int, contexts: dict[bytes, _Context]
+) -> list[dict[str, Any]]:
+    """:func:`to_amplitude` of a decoded :class:`Message`; ``contexts`` holds the contexts
+    already mapped (one dict per batch: the events share them, read only)."""
+    raw = bytes(message.context)
+    context = contexts.get(raw)
+    if context is None:
+        context = contexts[raw] = _context_of(_decode(raw)) if raw else _NO_CONTEXT
+    kind = message.type
+    base = base_event(message, received_ms, context)
     if kind == "identify":
-        traits = message.get("traits") or {}
-        return [{**event, "event_type": "$identify", "user_properties": {"$set": traits}}]
+        traits = message.traits or {}
+        return [{**base, "event_type": "$identify", "user_properties": {"$set": traits}}]
     if kind == "group":
-        traits = message.get("traits") or {}
+        traits = message.traits or {}
         group_type = traits.get(config.group_type_trait) if config.group_type_trait else None
         group_value = traits.get(config.group_value_trait) if config.group_value_trait else None
         group_type = str(group_type or config.group_type)
-        group_value = str(group_value or message.get("groupId"))
+        group_value = str(group_value or message.groupId)
         groups = {group_type: group_value}
-        membership = {**event, "event_type": "$identify", "groups": groups, "user_properties": {"$set": groups}}
+        membership = {**base, "event_type": "$identify", "groups": groups, "user_properties": {"$set": groups}}
         properties = {
-            **event,
+            **base,
             "event_type": "$groupidentify",
             "groups": groups,
             "group_properties": {"$set": traits},
-            "insert_id": f"{message.get('messageId')}-group",
+            "insert_id": f"{message.messageId}-group",
         }
         return [membership, properties]
     if kind == "alias":
         return []  # /usermap needs Amplitude's Portfolio add-on (Segment leaves it off by default)
-    properties = dict(message.get("properties") or {})
+    properties = message.properties  # decoded for this call: the mapping may change it
+    if type(properties) is not dict:
+        properties = dict(properties or {})
     if kind in ("page", "screen"):
-        name = message.get("name")
+        event = base
+        name = message.name
         event["event_type"] = f"Viewed {name}" if name else ("Loaded a Page" if kind == "page" else "Loaded a Screen")
-        for key in ("name", "category"):
-            if message.get(key) is not None:
-                properties.setdefault(key, message[key])
-        return [{**event, "event_properties": properties}]
-    name = str(message.get("event"))
+        for key, value in (("name", message.name), ("category", message.category)):
+            if value is not None:
+                properties.setdefault(key, value)
+        event["event_properties"] = properties
+        return [event]
+    name = str(message.event)
+    event = base.copy() if name in _ORDER_EVENTS else base  # product events need the base unchanged
     event["event_type"] = name
     event["event_properties"] = properties
-    traits = _get(message, "context", "traits")
+    traits = context.traits
     if isinstance(traits, dict) and traits:
         event["user_properties"] = traits
-    if name not in ("Order Completed", "Order Refunded"):
+    if name not in _ORDER_EVENTS:
         return [event]
     refund = name == "Order Refunded"
     events = [event]
@@ -159,13 +227,13 @@ def to_amplitude(message: dict[str, Any], config: AmplitudeConfig, received_ms: 
     if config.products_as_events and not refund:
         for n, product in enumerate(products_of(name, properties)):
             item = {
-                **base_event(message, received_ms),
+                **base,
                 "event_type": "Product Purchased",
                 "event_properties": {
                     **product,
                     **{k: properties[k] for k in ("order_id", "checkout_id") if k in properties},
                 },
-                "insert_id": f"{message.get('messageId')}-{n}",
+                "insert_id": f"{message.messageId}-{n}",
             }
             if config.track_revenue_per_product:
                 item.update(_revenue_fields(product, refund=False, revenue_keys=("revenue",)))

@@ -10,15 +10,16 @@ merge mode (Simplified: ``$user_id`` and ``$device_id`` on events; Original: ``$
 from __future__ import annotations
 
 import base64
-import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
+import trio
 
 from gateway import (
     ComponentConfig,
+    DeliveryError,
     Destination,
     DestinationContext,
     DestinationType,
@@ -29,7 +30,7 @@ from gateway import (
     __version__,
     hookimpl,
 )
-from gateway_destination_mixpanel.mapping import Mapped, to_mixpanel
+from gateway_destination_mixpanel.mapping import decode_message, items_of, to_mixpanel
 
 __all__ = ["HOSTS", "MixpanelConfig", "MixpanelDestination", "to_mixpanel"]
 
@@ -71,11 +72,12 @@ class MixpanelConfig(ComponentConfig):
             raise ValueError(f"api_host must be an http:// or https:// URL, got {self.api_host!r}")
 
 
-def _chunks(items: list[Any], owners: list[int]) -> list[tuple[list[Any], list[int]]]:
-    chunks: list[tuple[list[Any], list[int]]] = []
+def _chunks(items: list[bytes], owners: list[int]) -> list[tuple[list[bytes], list[int]]]:
+    """Requests within Mixpanel's limits, from the items' JSON."""
+    chunks: list[tuple[list[bytes], list[int]]] = []
     size = MAX_REQUEST_BYTES
     for item, owner in zip(items, owners, strict=True):
-        item_size = len(_encode(item)) + 1
+        item_size = len(item) + 1
         if not chunks or len(chunks[-1][0]) >= MAX_RECORDS or size + item_size > MAX_REQUEST_BYTES - 1000:
             chunks.append(([], []))
             size = 0
@@ -85,8 +87,17 @@ def _chunks(items: list[Any], owners: list[int]) -> list[tuple[list[Any], list[i
     return chunks
 
 
+#: The update endpoints, in the order they are sent after /import.
+_UPDATES = (("profiles", "/engage"), ("groups", "/groups"), ("identities", "/track"))
+
+
 class MixpanelDestination(Destination):
-    """Posts a batch's events to ``/import``, then its profile, group and identity updates.
+    """Posts a batch's events to ``/import``, and its profile, group and identity updates.
+
+    Updates wait for /import's answer only where it can hold them back: a message whose event
+    Mixpanel refuses is dead-lettered whole, so the profile updates of a batch with identify
+    events go after /import, while group updates (and profile updates whose messages have no
+    event) go side by side with it. ``$create_alias`` (/track) always follows /import.
 
     Error handling:
         /import answers 400 with ``failed_records`` when some events fail validation: the others
@@ -115,41 +126,89 @@ class MixpanelDestination(Destination):
         self._counts: Counter[str] = Counter()
 
     async def send(self, batch: Sequence[Record]) -> SendResult | None:
-        parts: dict[str, tuple[list[Any], list[int]]] = {
+        # Each item is encoded as soon as it is mapped, so the batch holds bytes, not a dict
+        # tree per event: what a message decodes to dies young, and the garbage collector never
+        # has to walk a batch's worth of objects.
+        parts: dict[str, tuple[list[bytes], list[int]]] = {
             k: ([], []) for k in ("events", "profiles", "groups", "identities")
         }
+        config = self._config
+        contexts: dict[bytes, Any] = {}
         for record in batch:
-            mapped: Mapped = to_mixpanel(record.message(), self._config, record.received_at)
-            found = False
-            for kind, (items, owners) in parts.items():
-                new = getattr(mapped, kind)
-                items.extend(new)
-                owners.extend([record.seq] * len(new))
-                found = found or bool(new)
-            if not found:
+            mapped = items_of(decode_message(record.body), config, record.received_at, contexts)
+            if not mapped:
                 self._counts["calls_skipped"] += 1
+            for kind, item in mapped:
+                items, owners = parts[kind]
+                items.append(_encode(item))
+                owners.append(record.seq)
         rejected: dict[int, str] = {}
         exchanges: list[Exchange] = []
-        for chunk, owners in _chunks(*parts["events"]):
-            await self._import(chunk, owners, rejected, exchanges)
-        for kind, path in (("profiles", "/engage"), ("groups", "/groups"), ("identities", "/track")):
-            items, owners = parts[kind]
-            kept = [(item, owner) for item, owner in zip(items, owners, strict=True) if owner not in rejected]
-            for chunk, _ in _chunks([item for item, _ in kept], [owner for _, owner in kept]):
-                await self._update(path, chunk)
-                self._counts[f"{kind}_sent"] += len(chunk)
+        errors: dict[str, DeliveryError] = {}
+        # The updates of a kind none of whose messages has an event in /import cannot be held
+        # back by /import's refusals: they go side by side with it (group calls always do).
+        # The others wait for its answer, so that a message whose event Mixpanel refused is
+        # dead-lettered whole; /track ($create_alias) always follows /import, as it always has.
+        with_events = set(parts["events"][1])
+        now = [
+            (kind, path) for kind, path in _UPDATES if kind != "identities" and with_events.isdisjoint(parts[kind][1])
+        ]
+        after = [update for update in _UPDATES if update not in now]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._import_then_update, parts, after, rejected, exchanges, errors)
+            if any(parts[kind][0] for kind, _ in now):
+                nursery.start_soon(self._send_updates, parts, now, rejected, errors)
+        for stage in ("events", *(kind for kind, _ in _UPDATES)):  # the order they were sent in, one by one
+            if stage in errors:
+                raise errors[stage]
         if not rejected:
             return None
         return SendResult(rejected=rejected, exchange=exchanges[-1] if exchanges else None)
 
+    async def _import_then_update(
+        self,
+        parts: dict[str, tuple[list[bytes], list[int]]],
+        updates: list[tuple[str, str]],
+        rejected: dict[int, str],
+        exchanges: list[Exchange],
+        errors: dict[str, DeliveryError],
+    ) -> None:
+        try:
+            for chunk, owners in _chunks(*parts["events"]):
+                await self._import(chunk, owners, rejected, exchanges)
+        except DeliveryError as error:
+            errors["events"] = error
+            return
+        await self._send_updates(parts, updates, rejected, errors)
+
+    async def _send_updates(
+        self,
+        parts: dict[str, tuple[list[bytes], list[int]]],
+        updates: list[tuple[str, str]],
+        rejected: dict[int, str],
+        errors: dict[str, DeliveryError],
+    ) -> None:
+        for kind, path in updates:
+            items, owners = parts[kind]
+            if rejected:
+                kept = [(item, owner) for item, owner in zip(items, owners, strict=True) if owner not in rejected]
+                items, owners = [item for item, _ in kept], [owner for _, owner in kept]
+            try:
+                for chunk, _ in _chunks(items, owners):
+                    await self._update(path, chunk)
+                    self._counts[f"{kind}_sent"] += len(chunk)
+            except DeliveryError as error:
+                errors[kind] = error
+                return
+
     async def _import(
-        self, events: list[dict[str, Any]], owners: list[int], rejected: dict[int, str], exchanges: list[Exchange]
+        self, events: list[bytes], owners: list[int], rejected: dict[int, str], exchanges: list[Exchange]
     ) -> None:
         response = await self._http.post(
             f"{self._host}/import",
-            json=events,
+            content=b"[" + b",".join(events) + b"]",
             params=self._import_params,
-            headers={"Authorization": self._import_auth},
+            headers={"Content-Type": "application/json", "Authorization": self._import_auth},
         )
         status = response.status_code
         if 200 <= status < 300:
@@ -173,10 +232,9 @@ class MixpanelDestination(Destination):
             raise self._http.error(response, retryable=False)
         raise self._http.error(response)
 
-    async def _update(self, path: str, updates: list[dict[str, Any]]) -> None:
-        response = await self._http.post(
-            f"{self._host}{path}", form={"data": json.dumps(updates)}, params={"verbose": "1"}
-        )
+    async def _update(self, path: str, updates: list[bytes]) -> None:
+        data = (b"[" + b",".join(updates) + b"]").decode()
+        response = await self._http.post(f"{self._host}{path}", form={"data": data}, params={"verbose": "1"})
         self._http.raise_for_status(response)
         try:
             answer = response.json()

@@ -5,9 +5,11 @@ identity events for ``/track``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from gateway import message_time_ms, products_of, stable_uuid
+import msgspec
+
+from gateway import epoch_ms, products_of, stable_uuid
 
 if TYPE_CHECKING:
     from gateway_destination_mixpanel import MixpanelConfig
@@ -46,12 +48,45 @@ class Mapped:
     identities: list[dict[str, Any]] = field(default_factory=list)  # /track ($create_alias)
 
 
-def _get(mapping: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(mapping, dict):
-            return None
-        mapping = mapping.get(key)
-    return mapping
+class Message(msgspec.Struct, gc=False):
+    """The fields of a Segment message the mapping reads: a stored body decodes straight into
+    it, skipping the rest. Untyped, as the dict was (the mapping checks what it uses);
+    ``context`` stays raw JSON, mapped once per distinct context in a batch (the events of one
+    device share it)."""
+
+    type: Any = None
+    event: Any = None
+    userId: Any = None
+    anonymousId: Any = None
+    messageId: Any = None
+    timestamp: Any = None
+    originalTimestamp: Any = None
+    receivedAt: Any = None
+    name: Any = None
+    category: Any = None
+    groupId: Any = None
+    previousId: Any = None
+    properties: Any = None
+    traits: Any = None
+    context: msgspec.Raw = msgspec.Raw(b"")
+
+
+#: Decodes a stored message body into :class:`Message` (once per event on the delivery path).
+decode_message = msgspec.json.Decoder(Message).decode
+_decode = msgspec.json.decode
+_encode = msgspec.json.encode
+
+
+class _Context(NamedTuple):
+    """What a context gives a message: default event properties, and the ip and ``active``
+    flag of profile updates."""
+
+    properties: dict[str, Any]
+    ip: Any
+    active: Any
+
+
+_NO_CONTEXT = _Context({}, None, None)
 
 
 def insert_id(message_id: Any, *salt: Any) -> str:
@@ -62,17 +97,18 @@ def insert_id(message_id: Any, *salt: Any) -> str:
 def context_properties(message: dict[str, Any], config: MixpanelConfig) -> dict[str, Any]:
     """Mixpanel's default properties from the Segment context, and the ids Mixpanel merges on."""
     context = message.get("context")
+    return _context_properties(context, config) if type(context) is dict else {}
+
+
+def _context_properties(context: dict[str, Any], config: MixpanelConfig) -> dict[str, Any]:
     properties: dict[str, Any] = {}
-    if type(context) is not dict:
-        return properties
-    # One pass over the context's keys: this runs once per event on the delivery path.
     for key, value in context.items():
         if value is None:
             continue
         if key in _NESTED:
             if type(value) is dict:
-                for field, name in _NESTED[key]:
-                    found = value.get(field)
+                for field_name, name in _NESTED[key]:
+                    found = value.get(field_name)
                     if found is not None:
                         properties[name] = found
         elif key == "ip":
@@ -85,6 +121,13 @@ def context_properties(message: dict[str, Any], config: MixpanelConfig) -> dict[
     return properties
 
 
+def _context_of(raw: bytes, config: MixpanelConfig) -> _Context:
+    context = _decode(raw) if raw else None
+    if type(context) is not dict:
+        return _NO_CONTEXT
+    return _Context(_context_properties(context, config), context.get("ip"), context.get("active"))
+
+
 _NESTED = {
     "os": (("name", "$os"), ("version", "$os_version")),
     "page": (("url", "$current_url"), ("referrer", "$referrer")),
@@ -95,19 +138,24 @@ _NESTED = {
 }
 
 
+def _time_ms(message: Message, default_ms: int) -> int:
+    """:func:`gateway.message_time_ms` of a :class:`Message`."""
+    for value in (message.timestamp, message.originalTimestamp, message.receivedAt):
+        ms = epoch_ms(value)
+        if ms is not None:
+            return ms
+    return default_ms
+
+
 def _event(
-    message: dict[str, Any], name: str, properties: dict[str, Any], config: MixpanelConfig, received_ms: int, *salt: Any
+    message: Message, name: str, properties: dict[str, Any], context: dict[str, Any], time_ms: int, *salt: Any
 ) -> dict[str, Any]:
-    user_id, anonymous_id = message.get("userId"), message.get("anonymousId")
-    merged = {**context_properties(message, config), **properties}
-    merged.update(
-        {
-            "time": message_time_ms(message, received_ms),
-            "distinct_id": user_id or anonymous_id or "",
-            "$insert_id": insert_id(message.get("messageId"), *salt),
-            "mp_lib": "gateway",
-        }
-    )
+    user_id, anonymous_id = message.userId, message.anonymousId
+    merged = {**context, **properties}
+    merged["time"] = time_ms
+    merged["distinct_id"] = user_id or anonymous_id or ""
+    merged["$insert_id"] = stable_uuid(message.messageId, "mixpanel", *salt)  # insert_id(), a call less
+    merged["mp_lib"] = "gateway"
     if user_id:
         merged["$user_id"] = user_id
     if anonymous_id:
@@ -125,67 +173,79 @@ def profile_properties(traits: dict[str, Any]) -> dict[str, Any]:
 
 def to_mixpanel(message: dict[str, Any], config: MixpanelConfig, received_ms: int = 0) -> Mapped:
     """What a Segment message becomes in Mixpanel (nothing, for an alias in Simplified ID Merge)."""
-    kind = message.get("type")
     mapped = Mapped()
-    user_id, anonymous_id = message.get("userId"), message.get("anonymousId")
+    for kind, item in items_of(decode_message(_encode(message)), config, received_ms, {}):
+        getattr(mapped, kind).append(item)
+    return mapped
+
+
+def _owned(value: Any) -> dict[str, Any]:
+    """An object of a decoded :class:`Message` as a dict the mapping may change (it owns it)."""
+    return value if type(value) is dict else dict(value or {})
+
+
+def items_of(
+    message: Message, config: MixpanelConfig, received_ms: int, contexts: dict[bytes, _Context]
+) -> list[tuple[str, dict[str, Any]]]:
+    """:func:`to_mixpanel` of a decoded :class:`Message`, as ``(kind, item)`` pairs where kind
+    is a field of :class:`Mapped`; ``contexts`` holds the contexts already mapped (one dict
+    per batch: the events share them, read only)."""
+    raw = bytes(message.context)
+    context = contexts.get(raw)
+    if context is None:
+        context = contexts[raw] = _context_of(raw, config)
+    kind = message.type
+    user_id, anonymous_id = message.userId, message.anonymousId
     if kind == "track":
-        name = str(message.get("event"))
-        properties = dict(message.get("properties") or {})
-        mapped.events.append(_event(message, name, properties, config, received_ms))
+        name = str(message.event)
+        properties = _owned(message.properties)
+        time_ms = _time_ms(message, received_ms)
+        items = [("events", _event(message, name, properties, context.properties, time_ms))]
         if name == "Order Completed" and config.purchase_event_per_product:
             order_keys = {k: properties[k] for k in ("order_id", "checkout_id") if k in properties}
             for n, product in enumerate(products_of(name, properties)):
-                mapped.events.append(
-                    _event(message, "Product Purchased", {**product, **order_keys}, config, received_ms, n)
+                purchased = {**product, **order_keys}
+                items.append(
+                    ("events", _event(message, "Product Purchased", purchased, context.properties, time_ms, n))
                 )
-    elif kind in ("page", "screen"):
-        name = message.get("name")
+        return items
+    if kind in ("page", "screen"):
+        name = message.name
         event = f"Viewed {name}" if name else ("Loaded a Page" if kind == "page" else "Loaded a Screen")
-        properties = dict(message.get("properties") or {})
-        for key in ("name", "category"):
-            if message.get(key) is not None:
-                properties.setdefault(key, message[key])
-        mapped.events.append(_event(message, event, properties, config, received_ms))
-    elif kind == "identify":
+        properties = _owned(message.properties)
+        for key, value in (("name", message.name), ("category", message.category)):
+            if value is not None:
+                properties.setdefault(key, value)
+        return [("events", _event(message, event, properties, context.properties, _time_ms(message, received_ms)))]
+    if kind == "identify":
+        items = []
         if user_id and anonymous_id and anonymous_id != user_id:
             # Original ID Merge links the ids with $identify; Simplified merges any event that
             # carries both $user_id and $device_id, which this one does too.
             identify = {"$identified_id": user_id, "$anon_id": anonymous_id}
-            mapped.events.append(_event(message, "$identify", identify, config, received_ms))
-        traits = message.get("traits") or {}
+            time_ms = _time_ms(message, received_ms)
+            items.append(("events", _event(message, "$identify", identify, context.properties, time_ms)))
+        traits = message.traits or {}
         if traits:
             update: dict[str, Any] = {
                 "$token": config.project_token,
                 "$distinct_id": user_id or anonymous_id,
                 "$set": profile_properties(traits),
             }
-            ip = _get(message, "context", "ip")
-            if ip:
-                update["$ip"] = ip
-            if _get(message, "context", "active") is False:
+            if context.ip:
+                update["$ip"] = context.ip
+            if context.active is False:
                 update["$ignore_time"] = True
-            mapped.profiles.append(update)
-    elif kind == "group":
-        traits = dict(message.get("traits") or {})
+            items.append(("profiles", update))
+        return items
+    if kind == "group":
+        traits = _owned(message.traits)
         if "name" in traits:
             traits["$name"] = traits.pop("name")
-        mapped.groups.append(
-            {
-                "$token": config.project_token,
-                "$group_key": config.group_key,
-                "$group_id": message.get("groupId"),
-                "$set": traits,
-            }
-        )
-    elif kind == "alias" and config.identity_merge == "original":
-        mapped.identities.append(
-            {
-                "event": "$create_alias",
-                "properties": {
-                    "distinct_id": message.get("previousId"),
-                    "alias": user_id,
-                    "token": config.project_token,
-                },
-            }
-        )
-    return mapped
+        group = {"$token": config.project_token, "$group_key": config.group_key, "$group_id": message.groupId}
+        group["$set"] = traits
+        return [("groups", group)]
+    if kind == "alias" and config.identity_merge == "original":
+        alias = {"distinct_id": message.previousId, "alias": user_id, "token": config.project_token}
+        return [("identities", {"event": "$create_alias", "properties": alias})]
+    return []

@@ -324,6 +324,25 @@ async def test_failed_records_dead_letter_only_their_messages(tmp_path: Path) ->
         assert (stats["delivered"], stats["dead_lettered"], stats["retries"]) == (2, 2, 0)
 
 
+async def test_group_updates_do_not_wait_for_import_but_profile_updates_do(tmp_path: Path) -> None:
+    api = MixpanelAPI()
+    async with open_loopback_server(api) as server, run_gateway(config(server.url), data_dir=tmp_path) as gw:
+        server.stall()  # the first request to arrive hangs until the client's timeout
+        batch = [
+            {"type": "track", "userId": "user-1", "event": "A", "messageId": "s-1"},
+            {"type": "group", "userId": "user-1", "groupId": "acme", "traits": {"plan": "x"}, "messageId": "s-2"},
+            # Its $identify event is refused (distinct_id "undefined"), so its profile update is not sent.
+            {"type": "identify", "userId": "undefined", "anonymousId": ANON, "traits": {"a": 1}, "messageId": "s-3"},
+        ]
+        assert (await gw.batch(batch, write_key=KEY)).status_code == 200
+        await gw.wait_delivered("mp")
+        [letter] = await gw.dead_letters("mp")
+    # Whichever of the two hung, the other went out beside it rather than after its timeout.
+    assert {request.path for request in server.requests[:2]} == {"/import", "/groups"}
+    assert [e["event"] for e in api.events] == ["A"] and api.groups and api.profiles == []
+    assert '"messageId":"s-3"' in letter["message"] and "distinct_id" in letter["error"]
+
+
 async def test_faults(tmp_path: Path) -> None:
     api = MixpanelAPI()
     async with open_loopback_server(api) as server, run_gateway(config(server.url), data_dir=tmp_path) as gw:

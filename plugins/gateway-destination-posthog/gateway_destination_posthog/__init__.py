@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import msgspec
+
 from gateway import (
     ComponentConfig,
     Destination,
@@ -23,7 +25,10 @@ from gateway import (
     __version__,
     hookimpl,
 )
-from gateway_destination_posthog.mapping import Refused, to_posthog
+from gateway_destination_posthog.mapping import Refused, decode_message, item_of, to_posthog
+
+_encode = msgspec.json.Encoder().encode
+_JSON = {"Content-Type": "application/json"}
 
 __all__ = ["HOSTS", "PostHogConfig", "PostHogDestination", "to_posthog"]
 
@@ -66,23 +71,41 @@ class PostHogDestination(Destination):
         self._config = config
         self._url = (config.host or HOSTS[config.region]).rstrip("/") + "/batch/"
         self._http = HttpDelivery(headers={"User-Agent": f"gateway/{__version__}"}, secrets=[config.api_key])
+        # The body is {"api_key": ..., "historical_migration": ..., "batch": [...]}, built
+        # around the items' JSON.
+        self._body_head = (
+            b'{"api_key":'
+            + _encode(config.api_key)
+            + b',"historical_migration":'
+            + _encode(config.historical_migration)
+            + b',"batch":['
+        )
         self._sent: Counter[str] = Counter()
 
     async def send(self, batch: Sequence[Record]) -> SendResult | None:
-        items: list[dict[str, Any]] = []
+        # Each item is encoded as soon as it is mapped, so the batch holds bytes, not a dict tree
+        # per event: what a message decodes to dies young, and the garbage collector never has
+        # to walk a batch's worth of objects (in bench/destinations.py it took up to a quarter of a run).
+        items: list[bytes] = []
+        names: list[str] = []
         rejected: dict[int, str] = {}
+        config = self._config
+        contexts: dict[bytes, dict[str, Any]] = {}
         for record in batch:
             try:
-                items.append(to_posthog(record.message(), self._config, record.received_at))
+                item = item_of(decode_message(record.body), config, contexts)
             except Refused as refusal:
                 rejected[record.seq] = str(refusal)
+                continue
+            items.append(_encode(item))
+            names.append(item["event"])
         if items:
-            body = {"api_key": self._config.api_key, "historical_migration": self._config.historical_migration}
-            response = await self._http.post(self._url, json={**body, "batch": items})
+            body = self._body_head + b",".join(items) + b"]}"
+            response = await self._http.post(self._url, content=body, headers=_JSON)
             if response.status_code in (400, 401, 403):
                 raise self._http.error(response, retryable=False)
             self._http.raise_for_status(response)
-            self._sent.update(item["event"] for item in items)
+            self._sent.update(names)
         return SendResult(rejected=rejected) if rejected else None
 
     def status(self) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from gateway import stable_uuid
 
 if TYPE_CHECKING:
@@ -78,35 +80,77 @@ _NESTED = {
 _RENAMED = {"ip": "$ip", "userAgent": "$raw_user_agent"}
 
 
+class Message(msgspec.Struct, gc=False):
+    """The fields of a Segment message the mapping reads: a stored body decodes straight into
+    it, skipping the rest (integrations, sentAt, receivedAt...). Untyped, as the dict was (the
+    mapping checks what it uses); ``context`` stays raw JSON, mapped once per distinct context
+    in a batch (the events of one device and page share it)."""
+
+    type: Any = None
+    event: Any = msgspec.UNSET  # UNSET: absent (as opposed to null)
+    userId: Any = None
+    anonymousId: Any = None
+    messageId: Any = msgspec.UNSET
+    timestamp: Any = None
+    name: Any = None
+    previousId: Any = None
+    groupId: Any = None
+    context: msgspec.Raw = msgspec.Raw(b"")
+    properties: Any = None
+    traits: Any = None
+
+
+#: Decodes a stored message body into :class:`Message` (once per event on the delivery path).
+decode_message = msgspec.json.Decoder(Message).decode
+_decode = msgspec.json.decode
+_encode = msgspec.json.encode
+
+
 def to_posthog(message: dict[str, Any], config: PostHogConfig, received_ms: int = 0) -> dict[str, Any]:
     """One ``/batch/`` item for a Segment message.
 
     Raises:
         Refused: an identify or alias with an id PostHog refuses to merge.
     """
-    kind = message.get("type")
-    user_id, anonymous_id = message.get("userId"), message.get("anonymousId")
-    distinct_id = user_id or anonymous_id or ""
-    context = message.get("context") if isinstance(message.get("context"), dict) else {}
-    properties: dict[str, Any] = context_properties(context, config.group_type)
+    return item_of(decode_message(_encode(message)), config, {})
+
+
+def item_of(message: Message, config: PostHogConfig, contexts: dict[bytes, dict[str, Any]]) -> dict[str, Any]:
+    """:func:`to_posthog` of a decoded :class:`Message`; ``contexts`` holds the properties of
+    the contexts already mapped (one dict per batch: the items share them, read only).
+
+    Raises:
+        Refused: an identify or alias with an id PostHog refuses to merge.
+    """
+    raw = bytes(message.context)
+    mapped = contexts.get(raw)
+    if mapped is None:
+        context = _decode(raw) if raw else None
+        mapped = contexts[raw] = context_properties(context, config.group_type) if type(context) is dict else {}
+    properties = mapped.copy()
     properties["$lib"] = "gateway"
+    kind = message.type
+    user_id, anonymous_id = message.userId, message.anonymousId
+    distinct_id = user_id or anonymous_id or ""
     if kind == "track":
-        event = message["event"]
-        properties.update(message.get("properties") or {})
+        event = message.event
+        if event is msgspec.UNSET:
+            raise KeyError("event")  # validation lets no such track through
+        properties.update(message.properties or {})
     elif kind == "page":
         event = "$pageview"
-        properties.update(message.get("properties") or {})
+        properties.update(message.properties or {})
         url = properties.get("url")
         if "$current_url" not in properties and url:
             properties["$current_url"] = url
-        if message.get("name"):
-            properties.setdefault("name", message["name"])
+        if message.name:
+            properties.setdefault("name", message.name)
     elif kind == "screen":
         event = "$screen"
-        properties.update(message.get("properties") or {})
-        properties["$screen_name"] = message.get("name") or properties.get("name")
+        properties.update(message.properties or {})
+        properties["$screen_name"] = message.name or properties.get("name")
     elif kind == "identify":
-        traits = message.get("traits") or {}
+        traits = message.traits or {}
         if user_id:
             _check_mergeable(user_id, "identify")
             event = "$identify"
@@ -116,7 +160,7 @@ def to_posthog(message: dict[str, Any], config: PostHogConfig, received_ms: int 
             event = "$set"
         properties["$set"] = traits
     elif kind == "alias":
-        previous = str(message.get("previousId") or "")
+        previous = str(message.previousId or "")
         _check_mergeable(distinct_id, "alias")
         _check_mergeable(previous, "alias")
         event = "$create_alias"
@@ -124,16 +168,17 @@ def to_posthog(message: dict[str, Any], config: PostHogConfig, received_ms: int 
     elif kind == "group":
         event = "$groupidentify"
         properties["$group_type"] = config.group_type
-        properties["$group_key"] = message.get("groupId")
-        properties["$group_set"] = message.get("traits") or {}
+        properties["$group_key"] = message.groupId
+        properties["$group_set"] = message.traits or {}
     else:
         raise Refused(f"PostHog has no mapping for a {kind!r} call")
     properties["distinct_id"] = distinct_id
+    message_id = message.messageId
     item: dict[str, Any] = {
         "event": event,
         "properties": properties,
-        "uuid": stable_uuid(message.get("messageId", ""), "posthog"),
+        "uuid": stable_uuid("" if message_id is msgspec.UNSET else message_id, "posthog"),
     }
-    if message.get("timestamp"):
-        item["timestamp"] = message["timestamp"]
+    if message.timestamp:
+        item["timestamp"] = message.timestamp
     return item

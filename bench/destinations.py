@@ -67,11 +67,16 @@ RUNS = {
 #: A GA4 request of 4 events (the default messages' average): what the capacity phase sends.
 GA4_BODY = (
     b'{"client_id":"anon-1","user_id":"user-1","events":['
-    + b",".join([b'{"name":"Video_Played","params":{"engagement_time_msec":1,"title":"Intro","seconds":42},'
-                 b'"timestamp_micros":1765080000123000}'] * 4)
+    + b",".join(
+        [
+            b'{"name":"Video_Played","params":{"engagement_time_msec":1,"title":"Intro","seconds":42},'
+            b'"timestamp_micros":1765080000123000}'
+        ]
+        * 4
+    )
     + b"]}"
 )
-SINK = '''
+SINK = """
 requests = 0
 
 
@@ -95,38 +100,72 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-'''
+"""
 
 
 def messages(count: int, users: int = 500) -> list[dict]:
     """A realistic mix: most track calls (a fifth of them Ecommerce with products), then identify,
     page, screen and group, from ``users`` users in turn, each with a context of its own (IP, user
     agent, page)."""
-    product = {"product_id": "p-1", "sku": "S-1", "name": "Mug", "brand": "Acme", "category": "Kitchen",
-               "price": 12.5, "quantity": 2}
+    product = {
+        "product_id": "p-1",
+        "sku": "S-1",
+        "name": "Mug",
+        "brand": "Acme",
+        "category": "Kitchen",
+        "price": 12.5,
+        "quantity": 2,
+    }
     out = []
     for i in range(count):
         n = i % users
         user = f"user-{n}"
-        context = {"ip": f"203.0.{n // 250}.{n % 250}", "userAgent": f"Mozilla/5.0 (X11; Linux x86_64) Chrome/120.{n}",
-                   "page": {"url": f"https://shop.example.com/p/{n}", "path": f"/p/{n}",
-                            "referrer": "https://google.com"},
-                   "campaign": {"name": "spring", "source": "newsletter"},
-                   "library": {"name": "analytics.js", "version": "2"}}
+        context = {
+            "ip": f"203.0.{n // 250}.{n % 250}",
+            "userAgent": f"Mozilla/5.0 (X11; Linux x86_64) Chrome/120.{n}",
+            "page": {"url": f"https://shop.example.com/p/{n}", "path": f"/p/{n}", "referrer": "https://google.com"},
+            "campaign": {"name": "spring", "source": "newsletter"},
+            "library": {"name": "analytics.js", "version": "2"},
+        }
         base = {"userId": user, "anonymousId": f"anon-{n}", "messageId": f"bench-{i}", "context": context}
         kind = i % 20
         if kind < 10:
-            out.append({**base, "type": "track", "event": "Video Played",
-                        "properties": {"title": "Intro", "seconds": 42, "quality": "hd", "autoplay": False}})
+            out.append(
+                {
+                    **base,
+                    "type": "track",
+                    "event": "Video Played",
+                    "properties": {"title": "Intro", "seconds": 42, "quality": "hd", "autoplay": False},
+                }
+            )
         elif kind < 12:
-            out.append({**base, "type": "track", "event": "Product Viewed", "properties": {**product, "currency": "USD"}})
+            out.append(
+                {**base, "type": "track", "event": "Product Viewed", "properties": {**product, "currency": "USD"}}
+            )
         elif kind < 13:
-            out.append({**base, "type": "track", "event": "Order Completed",
-                        "properties": {"order_id": f"o-{i}", "total": 27.5, "revenue": 25, "currency": "USD",
-                                       "products": [product, {**product, "product_id": "p-2"}]}})
+            out.append(
+                {
+                    **base,
+                    "type": "track",
+                    "event": "Order Completed",
+                    "properties": {
+                        "order_id": f"o-{i}",
+                        "total": 27.5,
+                        "revenue": 25,
+                        "currency": "USD",
+                        "products": [product, {**product, "product_id": "p-2"}],
+                    },
+                }
+            )
         elif kind < 14:
-            out.append({**base, "type": "track", "event": "Checkout Started",
-                        "properties": {"order_id": f"o-{i}", "value": 25, "currency": "USD", "products": [product]}})
+            out.append(
+                {
+                    **base,
+                    "type": "track",
+                    "event": "Checkout Started",
+                    "properties": {"order_id": f"o-{i}", "value": 25, "currency": "USD", "products": [product]},
+                }
+            )
         elif kind < 16:
             out.append({**base, "type": "identify", "traits": {"email": f"{user}@example.com", "plan": "pro"}})
         elif kind < 18:
@@ -160,7 +199,9 @@ max_attempts = 1
 
 
 async def fill(data_dir: Path, count: int, users: int = 500) -> None:
-    async with run_gateway(f'[sources.web]\nwrite_key = "{KEY}"\n[log]\nsynchronous = "normal"\n', data_dir=data_dir) as gw:
+    async with run_gateway(
+        f'[sources.web]\nwrite_key = "{KEY}"\n[log]\nsynchronous = "normal"\n', data_dir=data_dir
+    ) as gw:
         batch = messages(count, users)
         for start in range(0, count, 500):
             response = await gw.batch(batch[start : start + 500], write_key=KEY)
@@ -222,10 +263,23 @@ async def main(args: argparse.Namespace) -> None:
         sink_file = data_dir / "sink_app.py"
         sink_file.write_text(SINK)
         port = 18000 + os.getpid() % 1000
-        sink = subprocess.Popen(
-            ["taskset", "-c", "1", sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind",
-             f"127.0.0.1:{port}", "sink_app:app"],
-            cwd=scratch, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        sink = subprocess.Popen(  # noqa: ASYNC220 (starts the sink and returns; nothing waits)
+            [
+                "taskset",
+                "-c",
+                "1",
+                sys.executable,
+                "-m",
+                "hypercorn",
+                "--worker-class",
+                "trio",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "sink_app:app",
+            ],
+            cwd=scratch,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -251,9 +305,11 @@ async def main(args: argparse.Namespace) -> None:
             for round_number in range(args.rounds):
                 for in_flight, values in capacity.items():
                     values.append(await sink_capacity(url, in_flight, args.capacity_secs))
-                print(f"round {round_number + 1}: the sink answers "
-                      + ", ".join(f"{values[-1]:.0f} req/s with {n} in flight" for n, values in capacity.items()),
-                      flush=True)
+                print(
+                    f"round {round_number + 1}: the sink answers "
+                    + ", ".join(f"{values[-1]:.0f} req/s with {n} in flight" for n, values in capacity.items()),
+                    flush=True,
+                )
                 for label, (vendor, users) in runs.items():
                     pair = {}
                     for destination in ("http", vendor):
@@ -271,36 +327,50 @@ async def main(args: argparse.Namespace) -> None:
                         requests_per_sec.setdefault(key, []).append(requests / seconds)
                         per_request.setdefault(key, []).append(args.messages / requests)
                     ratios.setdefault(label, []).append(pair[vendor] / pair["http"])
-                    print(f"round {round_number + 1}: http {pair['http']:8.0f} ev/s   {label:<12} "
-                          f"{pair[vendor]:8.0f} ev/s   ratio {pair[vendor] / pair['http']:.2f}   "
-                          f"({requests_per_sec[label][-1]:.0f} req/s; CPU/message: http "
-                          f"{cpu_per_message[f'http ({users} users)'][-1]:.1f} µs, {label} "
-                          f"{cpu_per_message[label][-1]:.1f} µs)", flush=True)
+                    print(
+                        f"round {round_number + 1}: http {pair['http']:8.0f} ev/s   {label:<12} "
+                        f"{pair[vendor]:8.0f} ev/s   ratio {pair[vendor] / pair['http']:.2f}   "
+                        f"({requests_per_sec[label][-1]:.0f} req/s; CPU/message: http "
+                        f"{cpu_per_message[f'http ({users} users)'][-1]:.1f} µs, {label} "
+                        f"{cpu_per_message[label][-1]:.1f} µs)",
+                        flush=True,
+                    )
         finally:
             sink.terminate()
             sink.wait(10)
     median = statistics.median
-    print(f"\n{args.messages} messages, {args.rounds} rounds; medians (events/s delivered, ratio to http in the same "
-          "pair, requests/s the sink got, messages per request, the gateway process's CPU per message)")
-    print(f"{'destination':<18}{'events/s':>10}{'ratio':>8}{'req/s':>8}{'msg/req':>9}{'CPU µs':>8}"
-          "  target >= 0.7x http")
+    print(
+        f"\n{args.messages} messages, {args.rounds} rounds; medians (events/s delivered, ratio to http in the same "
+        "pair, requests/s the sink got, messages per request, the gateway process's CPU per message)"
+    )
+    print(
+        f"{'destination':<18}{'events/s':>10}{'ratio':>8}{'req/s':>8}{'msg/req':>9}{'CPU µs':>8}  target >= 0.7x http"
+    )
     for key in [key for key in rates if key.startswith("http")]:
-        print(f"{key:<18}{median(rates[key]):>10.0f}{'':>8}{median(requests_per_sec[key]):>8.0f}"
-              f"{median(per_request[key]):>9.1f}{median(cpu_per_message[key]):>8.1f}")
+        print(
+            f"{key:<18}{median(rates[key]):>10.0f}{'':>8}{median(requests_per_sec[key]):>8.0f}"
+            f"{median(per_request[key]):>9.1f}{median(cpu_per_message[key]):>8.1f}"
+        )
     for label, values in ratios.items():
         ratio = median(values)
         verdict = "MET" if ratio >= 0.7 else "MISSED"
-        print(f"{label:<18}{median(rates[label]):>10.0f}{ratio:>8.2f}{median(requests_per_sec[label]):>8.0f}"
-              f"{median(per_request[label]):>9.1f}{median(cpu_per_message[label]):>8.1f}  {verdict}"
-              f"   (runs: {', '.join(f'{r:.2f}' for r in values)})")
+        print(
+            f"{label:<18}{median(rates[label]):>10.0f}{ratio:>8.2f}{median(requests_per_sec[label]):>8.0f}"
+            f"{median(per_request[label]):>9.1f}{median(cpu_per_message[label]):>8.1f}  {verdict}"
+            f"   (runs: {', '.join(f'{r:.2f}' for r in values)})"
+        )
     best = max(median(values) for values in capacity.values())
-    print("\nthe sink's request rate (a bare client, small POSTs): "
-          + ", ".join(f"{median(values):.0f} req/s with {n} in flight" for n, values in capacity.items()))
+    print(
+        "\nthe sink's request rate (a bare client, small POSTs): "
+        + ", ".join(f"{median(values):.0f} req/s with {n} in flight" for n, values in capacity.items())
+    )
     for label, (vendor, users) in runs.items():
         if vendor == "ga4":
             bound = best * median(per_request[label])
-            print(f"{label}: at most {best:.0f} req/s x {median(per_request[label]):.1f} messages a request = "
-                  f"{bound:.0f} messages/s = {bound / median(rates[f'http ({users} users)']):.2f}x http")
+            print(
+                f"{label}: at most {best:.0f} req/s x {median(per_request[label]):.1f} messages a request = "
+                f"{bound:.0f} messages/s = {bound / median(rates[f'http ({users} users)']):.2f}x http"
+            )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _harness import WRITE_KEY, Scenario, Server, _proc_cpu, free_port, gateway_url, run_wrk  # noqa: E402
+from _harness import WRITE_KEY, Scenario, Server, _proc_cpu, free_port, gateway_url, run_wrk
 
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.redis_server import RedisServer
 
 BATCH = Scenario("batch", "/v1/batch 100 events, 32 conn", "batch.lua", 32, 1)
 LOADGEN = str(os.cpu_count() - 1) if (os.cpu_count() or 1) > 1 else "0"

@@ -27,7 +27,9 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process in ``directory``, restartable on the same data and port."""
 
-    def __init__(self, directory: Path, *, appendfsync: str = "always", appendonly: str = "yes", **settings: str) -> None:
+    def __init__(
+        self, directory: Path, *, appendfsync: str = "always", appendonly: str = "yes", **settings: str
+    ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -42,12 +44,18 @@ class RedisServer:
     def start(self, timeout: float = 20.0) -> RedisServer:
         argv = [
             REDIS_SERVER,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.directory),
-            "--save", "",
-            "--daemonize", "no",
-            "--loglevel", "notice",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "notice",
         ]
         for key, value in self.settings.items():
             argv += [f"--{key.replace('_', '-')}", value]

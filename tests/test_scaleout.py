@@ -120,7 +120,10 @@ def test_a_gateway_refuses_a_redis_weaker_than_log_synchronous(
     try:
         config = _config(tmp_path / "g", server, None)
         run = subprocess.run(
-            [sys.executable, "-m", "gateway", "run", "--config", str(config)], capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert run.returncode != 0
         output = run.stdout + run.stderr
@@ -140,7 +143,9 @@ def test_redis_down_answers_503_then_ingestion_and_delivery_resume(tmp_path: Pat
         [gateway] = _gateways(tmp_path, redis_server, sink, 1)
         try:
             with httpx.Client(base_url=gateway.url, auth=(WRITE_KEY, ""), timeout=30) as http:
-                assert http.post("/v1/track", json={"userId": "u", "event": "e", "messageId": "before"}).status_code == 200
+                assert (
+                    http.post("/v1/track", json={"userId": "u", "event": "e", "messageId": "before"}).status_code == 200
+                )
                 sink.wait_delivered({"before"})
                 mark = len(gateway.lines)
                 redis_server.kill()
@@ -154,7 +159,9 @@ def test_redis_down_answers_503_then_ingestion_and_delivery_resume(tmp_path: Pat
                 redis_server.start()  # the same port and AOF
                 gateway.wait_logged("log_available_again", after=mark)
                 assert http.get("/ready").status_code == 200
-                assert http.post("/v1/track", json={"userId": "u", "event": "e", "messageId": "after"}).status_code == 200
+                assert (
+                    http.post("/v1/track", json={"userId": "u", "event": "e", "messageId": "after"}).status_code == 200
+                )
                 sink.wait_delivered({"before", "after"})  # delivery went on by itself
                 assert "during" not in sink.delivered_ids()  # never acknowledged, never stored
         finally:
@@ -217,7 +224,9 @@ def test_kill_9_of_a_gateway_mid_delivery_loses_nothing_and_bounds_the_duplicate
             acked: list[str] = []
             with httpx.Client(auth=(WRITE_KEY, ""), timeout=30) as http:
                 for i in range(100):  # ten batches through both gateways
-                    items = [{"type": "track", "userId": "u", "event": "e", "messageId": f"k{i}-{j}"} for j in range(10)]
+                    items = [
+                        {"type": "track", "userId": "u", "event": "e", "messageId": f"k{i}-{j}"} for j in range(10)
+                    ]
                     assert http.post(f"{gateways[i % 2].url}/v1/batch", json={"batch": items}).status_code == 200
                     acked += [m["messageId"] for m in items]
             holder = _holder(redis_server, gateways)
@@ -230,7 +239,9 @@ def test_kill_9_of_a_gateway_mid_delivery_loses_nothing_and_bounds_the_duplicate
             sink.wait_delivered(set(acked), within_secs=60)
             wait_booked(survivor, "hook")
             duplicates = sink.duplicates()
-            print(f"\n[scale-out] kill -9 mid-delivery: {duplicates} duplicate deliveries (bound {CONCURRENCY * BATCH})")
+            print(
+                f"\n[scale-out] kill -9 mid-delivery: {duplicates} duplicate deliveries (bound {CONCURRENCY * BATCH})"
+            )
             assert duplicates <= CONCURRENCY * BATCH  # what the dead gateway had in flight, at most
             [hook] = _audit(redis_server).destinations
             assert (hook.delivered, hook.pending, hook.unaccounted) == (1000, 0, 0)
@@ -254,7 +265,9 @@ def test_redis_killed_and_restarted_from_its_aof_loses_nothing_acknowledged(
                     for i in range(150):
                         mid = f"{name}-{i}"
                         while True:  # 503 while Redis is away: the client sends it again
-                            answer = http.post(f"{gateway.url}/v1/track", json={"userId": "u", "event": "e", "messageId": mid})
+                            answer = http.post(
+                                f"{gateway.url}/v1/track", json={"userId": "u", "event": "e", "messageId": mid}
+                            )
                             if answer.status_code == 200:
                                 break
                             assert answer.status_code == 503, answer.text
@@ -346,19 +359,25 @@ def test_gateways_with_reuse_port_share_one_listen_address(tmp_path: Path, redis
         # A gateway without reuse_port cannot take the address (the kernel checks both sides).
         lone = subprocess.run(
             [sys.executable, "-m", "gateway", "run", "--config", str(config("lone", False))],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert lone.returncode != 0 and "cannot listen" in lone.stdout + lone.stderr
         ids = []
         for i in range(40):  # a connection each: the kernel spreads them over both gateways
             with httpx.Client(auth=(WRITE_KEY, ""), timeout=30) as http:
-                answer = http.post(f"{gateways[0].url}/v1/track", json={"userId": "u", "event": "e", "messageId": f"p{i}"})
+                answer = http.post(
+                    f"{gateways[0].url}/v1/track", json={"userId": "u", "event": "e", "messageId": f"p{i}"}
+                )
                 assert answer.status_code == 200
                 ids.append(f"p{i}")
         gateways[0].stop()  # the other keeps serving the address alone
         with httpx.Client(auth=(WRITE_KEY, ""), timeout=30) as http:
             for i in range(5):
-                answer = http.post(f"{gateways[1].url}/v1/track", json={"userId": "u", "event": "e", "messageId": f"q{i}"})
+                answer = http.post(
+                    f"{gateways[1].url}/v1/track", json={"userId": "u", "event": "e", "messageId": f"q{i}"}
+                )
                 assert answer.status_code == 200
         report = _audit(redis_server)
         assert report.sources[0].stored == 45

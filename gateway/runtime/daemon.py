@@ -507,8 +507,8 @@ class Gateway:
                     started.append((name, listen))
             except BaseException:
                 await _close_all(opened)
-                for key in started:  # the swap is off: the listeners it opened go too
-                    self.listeners.pop(key).stop.set()
+                for opened_listener in started:  # the swap is off: the listeners it opened go too
+                    self.listeners.pop(opened_listener).stop.set()
                 self.urls, self.admin_urls = urls, admin_urls
                 raise
 

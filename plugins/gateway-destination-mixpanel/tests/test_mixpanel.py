@@ -223,7 +223,7 @@ async def test_every_call_maps_as_segment_documents(tmp_path: Path) -> None:
         assert imports[0].query == {"strict": "1", "project_id": PROJECT}
         assert imports[0].headers["content-type"] == "application/json"
 
-    identify, order, viewed, page, screen, group, _alias = sent
+    _identify, order, _viewed, _page, _screen, _group, _alias = sent
     by_name = {event["event"]: event["properties"] for event in api.events}
     merge = by_name["$identify"]
     assert (merge["$identified_id"], merge["$anon_id"]) == ("user-1", ANON)
@@ -317,7 +317,8 @@ async def test_failed_records_dead_letter_only_their_messages(tmp_path: Path) ->
         letters = sorted((letter["seq"], letter["error"]) for letter in await gw.dead_letters("mp"))
         assert [error for _, error in letters] == [
             "Mixpanel refused the event: properties.distinct_id: 'properties.distinct_id' is invalid: 'undefined'",
-            "Mixpanel refused the event: properties.time: 'properties.time' is invalid: before 1971 or more than 1 hour in the future",
+            "Mixpanel refused the event: properties.time: 'properties.time' is invalid: "
+            "before 1971 or more than 1 hour in the future",
         ]
         assert len([r for r in server.requests if r.path == "/import"]) == 1  # validation errors are not retried
         stats = gw.statistics("mp")

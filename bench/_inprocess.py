@@ -22,7 +22,7 @@ from gateway.log import open_log
 from gateway.metrics import Metrics
 from gateway.plugins import Registry
 from gateway.privacy.classifier import Classifier
-from gateway.runtime.daemon import build_filters
+from gateway.runtime.gateway import build_filters
 
 WRITE_KEY = "bench-write-key"
 #: The envelope of the benchmarks' event: a browser's Order Completed track call; each benchmark

@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from gateway.runtime.daemon import build_filters
+    from gateway.runtime.gateway import build_filters
 
     registry = build_registry(make_plugin_manager())
     config = load_config(args.config, registry)

@@ -154,7 +154,7 @@ def check_config(config: str, *, plugins: Sequence[object] = (), entry_points: b
         gateway.ConfigError: naming the TOML path of what is wrong.
     """
     from gateway.config import parse_config
-    from gateway.runtime.daemon import build_filters
+    from gateway.runtime.gateway import build_filters
 
     registry = plugin_registry(plugins=plugins, entry_points=entry_points)
     parsed = parse_config(config, registry)

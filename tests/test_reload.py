@@ -19,7 +19,8 @@ import trio.testing
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.plugins import Registry
-from gateway.runtime.daemon import Gateway, serve_gateway
+from gateway.runtime.daemon import serve_gateway
+from gateway.runtime.gateway import Gateway
 from gateway.runtime.reload import watch_for_reloads
 from tests.gatewayproc import WRITE_KEY, GatewayProcess, config_text, read_jsonl, reload, wait_booked
 
@@ -322,7 +323,7 @@ async def test_a_busy_port_is_refused_naming_the_listener_and_the_rest_stays(
 
 
 class _InlineReads:
-    """``trio`` as gateway.runtime.daemon sees it, but with ``to_thread.run_sync`` run on the
+    """``trio`` as gateway.runtime.gateway sees it, but with ``to_thread.run_sync`` run on the
     loop: a reload's steps (read, parse, apply) are then all on the loop, where the test sees
     how far each one got."""
 
@@ -344,7 +345,7 @@ async def test_two_reloads_at_once_end_on_the_newer_file(
     watcher's, of v1) is held inside its apply while the second (the operator's SIGHUP, of v2)
     goes as far as it can; then the first goes on. Without one-at-a-time reloads the second
     applies v2 meanwhile and v1 lands last."""
-    import gateway.runtime.daemon as runtime
+    import gateway.runtime.gateway as runtime
 
     monkeypatch.setattr(runtime, "trio", _InlineReads())
     steps: list[str] = []

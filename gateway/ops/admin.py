@@ -23,7 +23,7 @@ from gateway.http.app import error_response, http_error_response, json_response
 from gateway.ops.audit import audit
 
 if TYPE_CHECKING:
-    from gateway.runtime.daemon import Gateway
+    from gateway.runtime.gateway import Gateway
 
 
 def create_admin_app(gateway: Gateway) -> QuartTrio:

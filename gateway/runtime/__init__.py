@@ -1,2 +1,4 @@
-"""The running daemon: the root nursery, applying a config (at start and on reload), the
-destinations' workers and replays, the listeners, and signal handling."""
+"""The running daemon, one concept a module: ``daemon`` (the root nursery, upkeep, signals),
+``gateway`` (the running components and applying a config to them), ``destinations`` (a
+destination's worker and replays), ``listeners`` (the HTTP listeners), ``deletion`` (a user's
+deletion at the destinations) and ``reload`` (the config file watcher and SIGHUP)."""

@@ -17,7 +17,7 @@ import structlog
 import trio
 
 if TYPE_CHECKING:
-    from gateway.runtime.daemon import Gateway
+    from gateway.runtime.gateway import Gateway
 
 log = structlog.get_logger("gateway.reload")
 

@@ -215,9 +215,11 @@ path = "{data_dir / "archive"}"
     return text
 
 
-def gateway_server(config_path: Path) -> Server:
-    argv = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "gateway", "run", "--config", str(config_path)]
-    return Server("gateway", argv, gateway_url)
+def gateway_server(config_path: Path, *, python: str = sys.executable, name: str = "gateway") -> Server:
+    """The gateway on ``config_path``, pinned to the server core; ``python`` may be another
+    checkout's interpreter (an earlier version, for before/after ratios in one run)."""
+    argv = ["taskset", "-c", SERVER_CORE, python, "-m", "gateway", "run", "--config", str(config_path)]
+    return Server(name, argv, gateway_url)
 
 
 # -- the ingest log -----------------------------------------------------------------------------

@@ -26,7 +26,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from _harness import (
     BENCH,
@@ -38,6 +41,8 @@ from _harness import (
     add_load_arguments,
     check_load_arguments,
     finish,
+    gateway_config,
+    gateway_server,
     hypercorn_server,
     medians,
     print_gateway_health,
@@ -61,6 +66,29 @@ def bare_server() -> Server:
     return hypercorn_server("bare", str(BENCH / "bare_app.py") + ":app")
 
 
+def report_before_after(results: list[Result], scenarios: list[Scenario], args: argparse.Namespace) -> int:
+    """This gateway against the earlier one (``--baseline-python``), each run right after the
+    earlier one's same run: the median of those pairs' ratios, per scenario."""
+    print()
+    print_table(medians(results, ("before", "gateway"), scenarios))
+    print()
+    print("gateway / before (median of back-to-back pairs; 1.00x = no change):")
+    for scenario in scenarios:
+        pairs = sorted(
+            g.req_s / b.req_s
+            for b, g in zip(
+                [r for r in results if r.server == "before" and r.scenario is scenario],
+                [r for r in results if r.server == "gateway" and r.scenario is scenario],
+                strict=True,
+            )
+        )
+        print(
+            f"  {scenario.title:<34} req/s {pairs[len(pairs) // 2]:.2f}x   "
+            f"(each pair: {', '.join(f'{x:.2f}x' for x in pairs)})"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         default="counter",
         help="messageIds: run id + counter + random suffix (default; they cluster in the "
         "dedup index), or random UUIDv4s as the Python and mobile clients send",
+    )
+    parser.add_argument(
+        "--baseline-python",
+        metavar="PYTHON",
+        help="compare with an earlier gateway instead of the bare app: the python of a venv where "
+        "another checkout is installed (its gateway runs on its own temp log, back to back with "
+        "this one; use --destination none, or its delivery would run during this one's runs)",
     )
     args = parser.parse_args(argv)
     missing = check_load_arguments(parser, args, "ingest.py")
@@ -111,13 +146,25 @@ def main(argv: list[str] | None = None) -> int:
 
     # Both servers are up together (the idle one costs core 0 next to nothing), and each gateway
     # run follows the same run of the bare app, so the ratios compare back-to-back runs.
-    bare = bare_server().start() if args.only == "all" else None
+    before_dir = None
+    if args.baseline_python:
+        before_dir = Path(tempfile.mkdtemp(prefix="gateway-bench-before-"))
+        config_path = before_dir / "gateway.toml"
+        config_path.write_text(gateway_config(before_dir / "data", args.destination, args.synchronous))
+        print(f"baseline: the gateway of {args.baseline_python}", flush=True)
+        bare = gateway_server(config_path, python=args.baseline_python, name="before").start()
+    else:
+        bare = bare_server().start() if args.only == "all" else None
     try:
         run = run_gateway(args, scenarios, baseline=bare)
     finally:
         if bare is not None:
             bare.stop()
+        if before_dir is not None:
+            shutil.rmtree(before_dir, ignore_errors=True)
     results: list[Result] = run.results
+    if args.baseline_python:
+        return report_before_after(results, scenarios, args)
 
     # -- the report -----------------------------------------------------------------------------
     print()

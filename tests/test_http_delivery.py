@@ -11,6 +11,7 @@ import trio
 from gateway import (
     DeliveryError,
     HttpDelivery,
+    chunk_encoded,
     epoch_ms,
     integration_options,
     number,
@@ -114,3 +115,15 @@ def test_mapping_helpers() -> None:
     assert products_of("Product Viewed", {"product_id": "p"}) == [{"product_id": "p"}]
     assert products_of("Order Completed", {"products": [{"product_id": "p"}, "junk"]}) == [{"product_id": "p"}]
     assert (number("12"), number("1.5"), number(True), number("x")) == (12, 1.5, None, None)
+
+
+def test_chunk_encoded_keeps_each_request_within_both_limits_and_every_item_once() -> None:
+    items = [b'{"i":%d,"pad":"%s"}' % (i, b"x" * (i % 7) * 100) for i in range(50)]
+    owners = [i // 3 for i in range(50)]  # three items per record
+    chunks = chunk_encoded(items, owners, max_items=8, max_bytes=2_500)
+    assert [item for chunk, _ in chunks for item in chunk] == items
+    assert [owner for _, chunk_owners in chunks for owner in chunk_owners] == owners
+    for chunk, chunk_owners in chunks:
+        assert 1 <= len(chunk) <= 8 and len(chunk) == len(chunk_owners)
+        assert len(b"[" + b",".join(chunk) + b"]") <= 2_500 - 1000 + 1
+    assert chunk_encoded([], [], max_items=8, max_bytes=2_500) == []

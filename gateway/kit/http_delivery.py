@@ -226,3 +226,22 @@ class HttpDelivery:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def chunk_encoded(
+    items: list[bytes], owners: list[int], *, max_items: int, max_bytes: int
+) -> list[tuple[list[bytes], list[int]]]:
+    """Split encoded JSON items (each owned by ``owners[i]``, the index of the record it came
+    from) into requests of at most ``max_items`` items whose JSON array fits in ``max_bytes``,
+    with 1,000 bytes to spare for the envelope. A record's items may span two requests."""
+    chunks: list[tuple[list[bytes], list[int]]] = []
+    size = max_bytes
+    for item, owner in zip(items, owners, strict=True):
+        item_size = len(item) + 1
+        if not chunks or len(chunks[-1][0]) >= max_items or size + item_size > max_bytes - 1000:
+            chunks.append(([], []))
+            size = 0
+        chunks[-1][0].append(item)
+        chunks[-1][1].append(owner)
+        size += item_size
+    return chunks

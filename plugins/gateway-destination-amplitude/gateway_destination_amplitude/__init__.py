@@ -25,6 +25,7 @@ from gateway import (
     Record,
     SendResult,
     __version__,
+    chunk_encoded,
     hookimpl,
     parse_retry_after,
 )
@@ -70,21 +71,6 @@ class AmplitudeConfig(ComponentConfig):
             raise ValueError("api_key must not be empty")
         if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
             raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
-
-
-def _chunks(events: list[bytes], owners: list[int]) -> list[tuple[list[bytes], list[int]]]:
-    """Requests within Amplitude's limits (a record's events may span two of them)."""
-    chunks: list[tuple[list[bytes], list[int]]] = []
-    size = MAX_REQUEST_BYTES
-    for event, owner in zip(events, owners, strict=True):
-        event_size = len(event) + 1
-        if not chunks or len(chunks[-1][0]) >= MAX_EVENTS or size + event_size > MAX_REQUEST_BYTES - 1000:
-            chunks.append(([], []))
-            size = 0
-        chunks[-1][0].append(event)
-        chunks[-1][1].append(owner)
-        size += event_size
-    return chunks
 
 
 def _listed_indices(answer: dict[str, Any]) -> dict[int, list[str]]:
@@ -145,7 +131,7 @@ class AmplitudeDestination(Destination):
                 owners.append(record.seq)
         rejected: dict[int, str] = {}
         exchanges: list[Exchange] = []
-        for chunk, chunk_owners in _chunks(events, owners):
+        for chunk, chunk_owners in chunk_encoded(events, owners, max_items=MAX_EVENTS, max_bytes=MAX_REQUEST_BYTES):
             await self._post(chunk, chunk_owners, rejected, exchanges)
         self._counts["events_sent"] += len(events)
         if not rejected:

@@ -28,6 +28,7 @@ from gateway import (
     Record,
     SendResult,
     __version__,
+    chunk_encoded,
     hookimpl,
 )
 from gateway_destination_mixpanel.mapping import decode_message, items_of, to_mixpanel
@@ -70,21 +71,6 @@ class MixpanelConfig(ComponentConfig):
             raise ValueError("a service account needs service_account_username, service_account_secret and project_id")
         if self.api_host is not None and not self.api_host.startswith(("http://", "https://")):
             raise ValueError(f"api_host must be an http:// or https:// URL, got {self.api_host!r}")
-
-
-def _chunks(items: list[bytes], owners: list[int]) -> list[tuple[list[bytes], list[int]]]:
-    """Requests within Mixpanel's limits, from the items' JSON."""
-    chunks: list[tuple[list[bytes], list[int]]] = []
-    size = MAX_REQUEST_BYTES
-    for item, owner in zip(items, owners, strict=True):
-        item_size = len(item) + 1
-        if not chunks or len(chunks[-1][0]) >= MAX_RECORDS or size + item_size > MAX_REQUEST_BYTES - 1000:
-            chunks.append(([], []))
-            size = 0
-        chunks[-1][0].append(item)
-        chunks[-1][1].append(owner)
-        size += item_size
-    return chunks
 
 
 #: The update endpoints, in the order they are sent after /import.
@@ -174,7 +160,7 @@ class MixpanelDestination(Destination):
         errors: dict[str, DeliveryError],
     ) -> None:
         try:
-            for chunk, owners in _chunks(*parts["events"]):
+            for chunk, owners in chunk_encoded(*parts["events"], max_items=MAX_RECORDS, max_bytes=MAX_REQUEST_BYTES):
                 await self._import(chunk, owners, rejected, exchanges)
         except DeliveryError as error:
             errors["events"] = error
@@ -194,7 +180,7 @@ class MixpanelDestination(Destination):
                 kept = [(item, owner) for item, owner in zip(items, owners, strict=True) if owner not in rejected]
                 items, owners = [item for item, _ in kept], [owner for _, owner in kept]
             try:
-                for chunk, _ in _chunks(items, owners):
+                for chunk, _ in chunk_encoded(items, owners, max_items=MAX_RECORDS, max_bytes=MAX_REQUEST_BYTES):
                     await self._update(path, chunk)
                     self._counts[f"{kind}_sent"] += len(chunk)
             except DeliveryError as error:

@@ -217,9 +217,12 @@ path = "{data_dir / "archive"}"
 
 def gateway_server(config_path: Path, *, python: str = sys.executable, name: str = "gateway") -> Server:
     """The gateway on ``config_path``, pinned to the server core; ``python`` may be another
-    checkout's interpreter (an earlier version, for before/after ratios in one run)."""
+    checkout's interpreter (an earlier version, for before/after ratios in one run), which then
+    runs in the config's folder so that ``-m gateway`` finds its own package, not this one."""
     argv = ["taskset", "-c", SERVER_CORE, python, "-m", "gateway", "run", "--config", str(config_path)]
-    return Server(name, argv, gateway_url)
+    if python == sys.executable:
+        return Server(name, argv, gateway_url)
+    return Server(name, argv, gateway_url, cwd=config_path.parent)
 
 
 # -- the ingest log -----------------------------------------------------------------------------

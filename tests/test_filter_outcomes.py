@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec import json
 
 from gateway import Filter, FilterContext, Forward, Verdict
 from gateway.components import apply_filters
@@ -156,3 +157,26 @@ async def test_a_source_redrive_drops_the_letters_of_users_suppressed_since(tmp_
         assert [r.message()["messageId"] for r in records] == ["a"]
         [books] = audit(await log.books()).sources  # the letters moved to where they went, in the same commit
         assert (books.received, books.stored, books.suppressed, books.dead_lettered) == (2, 1, 1, 0)
+
+
+async def test_letters_refused_again_on_a_source_redrive_each_keep_their_own_reason(
+    tmp_path: Path, registry: Registry
+) -> None:
+    def fail(message: dict[str, Any]) -> Verdict:
+        return Verdict(message=message, failure=f"still broken for {message['messageId']}")
+
+    config = hub_config(tmp_path, registry)
+    async with open_log(config.log, config.data_dir) as log:
+        broken = Answers(lambda m: 1 / 0)
+        hub = IngestHub(log, config, {"f": broken})
+        web = hub.authenticate(WRITE_KEY, "tracking_api")
+        assert web is not None
+        await hub.store_messages([(web, event("a")), (web, event("b"))])
+        broken.answer = fail  # broken differently now, and differently for each message
+        assert await log.change_dead_letters("redrive", destination="source:web") == 2
+        assert await redrive_source_letters(hub) == 0
+        letters = await log.dead_letters()
+        assert {(json.decode(x.body)["messageId"], x.state, x.error) for x in letters} == {
+            ("a", "dead", "f: still broken for a"),
+            ("b", "dead", "f: still broken for b"),
+        }

@@ -4,7 +4,7 @@ source type could not turn into messages (stage ``raw``) goes back to its ``redr
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -41,8 +41,8 @@ async def redrive_source_letters(hub: IngestHub, source_types: Mapping[str, Sour
         if not letters:
             continue
         done: list[int] = []  # letter ids: stored, or dropped by the filters or a suppression
-        refused: list[int] = []
-        error = ""
+        # Letters refused again, by why: each keeps its own reason for the operator to read.
+        refused: defaultdict[str, list[int]] = defaultdict(list)
         entries: list[Entry] = []
         # The books move each letter taken from dead_lettered to where it went now.
         tally: Counter[tuple[str, str]] = Counter()
@@ -52,16 +52,14 @@ async def redrive_source_letters(hub: IngestHub, source_types: Mapping[str, Sour
             try:
                 message = record.message()
             except msgspec.DecodeError as problem:
-                refused.append(letter_id)
-                error = f"the dead letter is not a JSON message: {problem}"
+                refused[f"the dead letter is not a JSON message: {problem}"].append(letter_id)
                 continue
             if suppressed and message.get("userId") in suppressed:
                 outcome: str | None = SUPPRESSED  # the user asked since: it is never stored
             else:
                 entry, reason, failure = hub.filter_message(source, message, context, entries)
                 if failure is not None:
-                    refused.append(letter_id)
-                    error = failure
+                    refused[failure].append(letter_id)
                     continue
                 outcome = None if entry is not None else f"filtered:{reason}"
                 if entry is not None:
@@ -76,13 +74,13 @@ async def redrive_source_letters(hub: IngestHub, source_types: Mapping[str, Sour
             continue  # a deletion request ran meanwhile: take what is left again next time
         # Stored, booked and taken out of the dead letters in one commit: exact across crashes.
         await hub.log.append(entries, tally=tally, redriven=done)
-        if refused:
-            await hub.log.finish_redrive(destination, [], refused, error)
+        for error, ids in refused.items():
+            await hub.log.finish_redrive(destination, [], ids, error)
         log.info(
             "source_dead_letters_redriven",
             source=source.id,
             taken=len(done),
-            refused_again=len(refused),
+            refused_again=sum(map(len, refused.values())),
         )
         taken += len(done)
     return taken

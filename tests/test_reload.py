@@ -296,6 +296,41 @@ async def test_a_listener_moved_twice_keeps_serving(tmp_path: Path, registry: Re
     assert [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["m0", "m1", "m2"]
 
 
+async def test_a_listener_moved_to_another_host_on_the_same_port_keeps_serving(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """The new socket was bound while the old one still listened, and a wildcard and a specific
+    address on one port conflict: the reload was refused as "address in use"."""
+    port = free_port()
+    first, everywhere = f"127.0.0.1:{port}", f"0.0.0.0:{port}"
+    async with served(tmp_path, registry, listen=first) as (gateway, path, base, _):
+        for n, (moved_from, listen) in enumerate(((first, everywhere), (everywhere, first))):
+            old_listener = gateway.listeners[("http", moved_from)]
+            path.write_text(base.replace(first, listen))
+            assert await gateway.reload("test")
+            assert set(gateway.listeners) == {("http", listen)}
+            with trio.fail_after(10):
+                await old_listener.done.wait()
+            assert await post(f"http://{first}", WRITE_KEY, f"m{n}") == 200
+        await delivered(gateway, "archive")
+    assert [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["m0", "m1"]
+
+
+async def test_a_move_on_the_same_port_that_cannot_bind_brings_the_old_listener_back(
+    tmp_path: Path, registry: Registry
+) -> None:
+    port = free_port()
+    first, elsewhere = f"127.0.0.1:{port}", f"192.0.2.1:{port}"  # TEST-NET-1: no address of this machine
+    async with served(tmp_path, registry, listen=first) as (gateway, path, base, _):
+        path.write_text(base.replace(first, elsewhere))
+        with pytest.raises(ConfigError) as refused:
+            await gateway.apply(load_config(path, registry))
+        assert refused.value.where == "server.listen"
+        assert f"cannot listen on {elsewhere}" in refused.value.problem
+        assert set(gateway.listeners) == {("http", first)} and gateway.urls == [f"http://{first}"]
+        assert await post(f"http://{first}", WRITE_KEY, "m1") == 200
+
+
 async def test_a_busy_port_is_refused_naming_the_listener_and_the_rest_stays(
     tmp_path: Path, registry: Registry
 ) -> None:

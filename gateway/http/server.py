@@ -102,6 +102,7 @@ async def serve_http(
     limits: Callable[[], Limits],
     metrics: Metrics,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    closed: trio.Event | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI ``app`` on ``settings.bind`` until ``shutdown_trigger`` returns.
@@ -116,12 +117,15 @@ async def serve_http(
         limits: Returns the limits in force (called per connection, and at stop).
         metrics: Where connections are counted.
         shutdown_trigger: Returns when the listener is to stop.
+        closed: Set once the listening sockets are closed, while connections may still finish
+            (the address can be bound again then).
         task_status: Receives the bound addresses (``http://host:port``) once listening.
 
     Resource handling:
-        The listening sockets close when this returns. On shutdown, accepting stops, idle
-        keep-alive connections close, and connections with a request in flight get
-        ``graceful_shutdown_secs`` (read then) before they are cancelled.
+        On shutdown the listening sockets close at once (new clients are refused, not queued,
+        and a reload may bind the address again), idle keep-alive connections close, and
+        connections with a request in flight get ``graceful_shutdown_secs`` (read then) before
+        they are cancelled.
 
     Error handling:
         Binding errors (a port in use) propagate before ``task_status.started``. After that, an
@@ -136,27 +140,25 @@ async def serve_http(
         listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
         binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
     gate = _Gate(wrap_app(app, settings.wsgi_max_body_size, "asgi"), settings, api, limits, metrics)
-    try:
-        async with trio.open_nursery() as connections:
-            try:
-                async with trio.open_nursery() as acceptor:
-                    acceptor.start_soon(
-                        partial(trio.serve_listeners, gate.handle, listeners, handler_nursery=connections)
-                    )
-                    task_status.started(binds)
-                    await shutdown_trigger()
-                    acceptor.cancel_scope.cancel()
-            finally:
-                # As hypercorn: idle connections close now, busy ones get the graceful timeout.
-                with trio.CancelScope(shield=True):
-                    await gate.context.terminated.set()
-                for connection in gate.connections:
-                    connection.drain()
-                connections.cancel_scope.deadline = trio.current_time() + limits().graceful_shutdown_secs
-    finally:
-        for listener in listeners:
-            with trio.move_on_after(CLOSE_SECS, shield=True):
-                await listener.aclose()
+    async with trio.open_nursery() as connections:
+        try:
+            async with trio.open_nursery() as acceptor:
+                acceptor.start_soon(partial(trio.serve_listeners, gate.handle, listeners, handler_nursery=connections))
+                task_status.started(binds)
+                await shutdown_trigger()
+                acceptor.cancel_scope.cancel()
+        finally:
+            for listener in listeners:
+                with trio.move_on_after(CLOSE_SECS, shield=True):
+                    await listener.aclose()
+            if closed is not None:
+                closed.set()
+            # As hypercorn: idle connections close now, busy ones get the graceful timeout.
+            with trio.CancelScope(shield=True):
+                await gate.context.terminated.set()
+            for connection in gate.connections:
+                connection.drain()
+            connections.cancel_scope.deadline = trio.current_time() + limits().graceful_shutdown_secs
 
 
 class _Gate:

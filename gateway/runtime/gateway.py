@@ -42,7 +42,7 @@ from gateway.runtime.destinations import (
     replay_of,
     same_destination,
 )
-from gateway.runtime.listeners import Listener, open_listener, wanted_listeners
+from gateway.runtime.listeners import Listener, in_the_way, open_listener, wanted_listeners
 
 log = structlog.get_logger("gateway")
 
@@ -314,15 +314,22 @@ class Gateway:
                     raise ConfigError(new.path, "destinations", f"a destination failed to open: {error}") from error
                 raise
             started: list[tuple[str, str]] = []
+            displaced: list[tuple[str, str]] = []  # old listeners on a port a new one takes
             urls, admin_urls = self.urls, self.admin_urls
+            wanted = wanted_listeners(new)
             try:
-                for name, listen in sorted(wanted_listeners(new) - set(self.listeners)):
+                for name, listen in sorted(wanted - set(self.listeners)):
+                    for same_port in in_the_way(listen, self.listeners, wanted):
+                        await self.listeners.pop(same_port).close()
+                        displaced.append(same_port)
                     await self._start_listener(name, listen)
                     started.append((name, listen))
             except BaseException:
                 await close_all(opened)
                 for opened_listener in started:  # the swap is off: the listeners it opened go too
-                    self.listeners.pop(opened_listener).stop.set()
+                    await self.listeners.pop(opened_listener).close()
+                for name, listen in displaced:  # and the ones it closed come back
+                    await self._start_listener(name, listen)
                 self.urls, self.admin_urls = urls, admin_urls
                 raise
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import structlog
@@ -58,12 +58,26 @@ def reuse_port_socket(listen: str) -> socket.socket:
 
 @dataclass
 class Listener:
-    """One listening address: set ``stop`` to stop accepting; ``done`` is set once the
-    requests in flight finished."""
+    """One listening address: set ``stop`` to stop accepting; ``closed`` is set once its socket
+    is closed (the address is free again), ``done`` once the requests in flight finished."""
 
     listen: str
     stop: trio.Event = field(default_factory=trio.Event)
+    closed: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)
+
+    async def close(self) -> None:
+        """Stop accepting and wait until the socket is closed (its requests in flight go on)."""
+        self.stop.set()
+        await self.closed.wait()
+
+
+def in_the_way(listen: str, running: Iterable[tuple[str, str]], wanted: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ``running`` listeners no longer ``wanted`` that must close before one binds ``listen``:
+    those on its port. A wildcard and a specific address on one port conflict (so do two names of
+    one address), so a reload that changes only the host was refused as "address in use"."""
+    port = listen.rpartition(":")[2]
+    return [key for key in running if key not in wanted and key[1].rpartition(":")[2] == port]
 
 
 def wanted_listeners(config: GatewayConfig) -> set[tuple[str, str]]:
@@ -108,6 +122,7 @@ async def open_listener(
                 limits=limits,
                 metrics=metrics,
                 shutdown_trigger=listener.stop.wait,
+                closed=listener.closed,
                 task_status=task_status,
             )
         finally:

@@ -1,4 +1,4 @@
-"""``gateway warehouse sync|schema NAME`` and the destination details ``gateway status`` prints.
+"""``gateway warehouse sync|schema NAME``, through the admin API.
 
 Generic over destinations: ``sync`` flushes through the admin API and prints what the
 destination's ``status()`` says its last load did; ``schema`` prints ``describe()``'s
@@ -7,42 +7,19 @@ destination's ``status()`` says its last load did; ``schema`` prints ``describe(
 
 from __future__ import annotations
 
-import argparse
-import urllib.parse
-from collections.abc import Callable
-from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gateway.cli.admin_api import call_admin, describe_destination, flush_destination
 from gateway.config import DEFAULT_CONFIG_PATH
 from gateway.errors import GatewayError
 
-Admin = Callable[..., Any]
+if TYPE_CHECKING:
+    import argparse
+
+    from gateway.cli.arguments import Commands
 
 
-def format_details(details: Any) -> list[str]:
-    """A destination's ``status()`` for people: its plain values on one line, then one line per
-    table of plain values in it (a warehouse's ``last_load``); deeper structures are left to
-    ``gateway status --json``."""
-    if not isinstance(details, dict) or not details:
-        return []
-    lines = []
-    plain = _plain(details)
-    if plain:
-        lines.append(plain)
-    for key, value in details.items():
-        if isinstance(value, dict) and _plain(value):
-            lines.append(f"{key}: {_plain(value)}")
-    return lines
-
-
-def _plain(values: dict[str, Any]) -> str:
-    return ", ".join(
-        f"{key} {value}" for key, value in values.items() if isinstance(value, str | int | float) and value != ""
-    )
-
-
-def add_warehouse_commands(commands: Any, admin: Admin) -> None:
-    """Add ``warehouse`` to the ``gateway`` command's subparsers; ``admin`` calls the admin API."""
+def add_commands(commands: Commands) -> None:
     warehouse = commands.add_parser(
         "warehouse", help="load a warehouse destination now, or print its tables and columns (admin API)"
     )
@@ -52,16 +29,15 @@ def add_warehouse_commands(commands: Any, admin: Admin) -> None:
     warehouse.add_argument(
         "--wait", type=float, default=900.0, help="sync: seconds to wait for the load to commit (default 900)"
     )
-    warehouse.set_defaults(handler=partial(_warehouse, admin))
+    warehouse.set_defaults(handler=_warehouse)
 
 
-def _warehouse(admin: Admin, args: argparse.Namespace) -> int:
-    name = urllib.parse.quote(args.destination, safe="")
+def _warehouse(args: argparse.Namespace) -> int:
     if args.action == "schema":
-        return _schema(admin, args, name)
-    before = _details(admin, args, name)
-    answer = admin(args.config, "POST", f"/destinations/{name}/flush?wait_secs={args.wait}", timeout=args.wait + 30)
-    after = _details(admin, args, name)
+        return _schema(args)
+    before = _details(args)
+    answer = flush_destination(args.config, args.destination, args.wait)
+    after = _details(args)
     if not answer["done"]:
         print(f"{args.destination}: the load is still under way after {args.wait}s (see `gateway status`)")
         return 1
@@ -83,8 +59,8 @@ def _warehouse(admin: Admin, args: argparse.Namespace) -> int:
     return 0
 
 
-def _details(admin: Admin, args: argparse.Namespace, name: str) -> dict[str, Any]:
-    status = admin(args.config, "GET", "/status")
+def _details(args: argparse.Namespace) -> dict[str, Any]:
+    status = call_admin(args.config, "GET", "/status")
     destination = status["destinations"].get(args.destination)
     if destination is None:
         raise GatewayError(f"no running destination {args.destination!r}")
@@ -92,8 +68,8 @@ def _details(admin: Admin, args: argparse.Namespace, name: str) -> dict[str, Any
     return details if isinstance(details, dict) else {}
 
 
-def _schema(admin: Admin, args: argparse.Namespace, name: str) -> int:
-    details = admin(args.config, "GET", f"/destinations/{name}").get("details") or {}
+def _schema(args: argparse.Namespace) -> int:
+    details = describe_destination(args.config, args.destination).get("details") or {}
     schemas = details.get("schemas") if isinstance(details, dict) else None
     if not isinstance(schemas, dict):
         raise GatewayError(f"{args.destination} describes no schemas (is it a warehouse destination?)")

@@ -32,6 +32,10 @@ What each name is for:
   :func:`error_response`, :func:`unavailable_response`); CORS for sources browsers post to
   (:func:`origin_allowed`, :func:`cors_headers`, :func:`add_cors_headers`); and, for the hottest requests, the
   :class:`FastPath` contract with :class:`FastRequest` and :func:`send_json`.
+
+Importing this module imports nothing else: each name loads from its module on first use, so
+``import gateway`` stays cheap. Beneath it, one package per stage of the pipeline (README:
+"Package layout"), layered by the import-linter contracts in pyproject.toml.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ contracts, one module each.
 A plugin returns these from its hooks (see ``gateway.hookspecs``). Each type has a ``name`` that
 the config refers to (``type = "file"``), a msgspec ``Config`` type that validates its section of
 the config, and a factory that builds the running component from a validated config.
+
+May import only the bottom layer (gateway.messages, gateway.telemetry, gateway.errors): every
+other package builds on these contracts.
 """
 
 from __future__ import annotations

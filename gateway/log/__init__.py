@@ -5,6 +5,9 @@ it back through its own persisted cursor. :class:`IngestLog` is the interface th
 gateway uses, so another engine (Redis Streams, PostgreSQL) can replace the embedded SQLite one;
 ``gateway.log.redis`` is the one many gateways share, ``gateway.log.memory`` is one for tests,
 and tests/log_conformance.py holds them all to it.
+
+May import gateway.config, gateway.components and the base modules; never a stage, the privacy
+classifier or the kit. Nothing outside gateway.log imports an engine, sqlite3 or redis.
 """
 
 from __future__ import annotations

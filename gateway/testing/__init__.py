@@ -22,6 +22,9 @@ what it receives in memory (:meth:`TestGateway.recorded`), and can be told to fa
 :func:`open_loopback_server` serves a vendor API a test writes (one handler that enforces the
 vendor's schema) on loopback, records its requests and scripts faults. Needs the
 test extras (``httpx``, ``pytest-trio``): ``pip install 'gateway-core[test]'``.
+
+Plugins' tests import these names, never a module of this package. May import every package
+below it, the daemon (gateway.runtime) included, to run one.
 """
 
 from __future__ import annotations

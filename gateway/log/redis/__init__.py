@@ -55,6 +55,9 @@ its scripts need; a Redis Cluster spreads several logs (one prefix each), not on
 
 redis-py runs in worker threads (it has no trio support; its asyncio client would need an
 asyncio loop), at most a few at a time, like the SQLite engine's connections.
+
+May import gateway.log (the protocol and records it implements) and what gateway.log may; only
+gateway.log imports it (``open_log``).
 """
 
 from __future__ import annotations

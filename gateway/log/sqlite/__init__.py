@@ -1,4 +1,8 @@
-"""The embedded engine of the ingest log: SQLite in WAL mode, with group commit and exact dedup."""
+"""The embedded engine of the ingest log: SQLite in WAL mode, with group commit and exact dedup.
+
+May import gateway.log (the protocol and records it implements) and what gateway.log may; only
+gateway.log imports it (``open_log``).
+"""
 
 # One concept per module: _engine (SQLiteLog: append and the group committer, and the methods that
 # run the others' statements), _commit (one commit's transaction), _schema (tables, connections,

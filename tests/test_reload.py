@@ -55,6 +55,13 @@ async def reloads_ended(gateway: Gateway, count: int) -> None:
         await gateway.wait_reloads(count)
 
 
+async def refused(gateway: Gateway, path: Path, registry: Registry) -> ConfigError:
+    """Apply the config file as it is now, which the gateway must refuse; returns the refusal."""
+    with pytest.raises(ConfigError) as refusal:
+        await gateway.apply(load_config(path, registry))
+    return refusal.value
+
+
 class Served(NamedTuple):
     gateway: Gateway
     path: Path  # its config file
@@ -323,10 +330,8 @@ async def test_a_move_on_the_same_port_that_cannot_bind_brings_the_old_listener_
     first, elsewhere = f"127.0.0.1:{port}", f"192.0.2.1:{port}"  # TEST-NET-1: no address of this machine
     async with served(tmp_path, registry, listen=first) as (gateway, path, base, _):
         path.write_text(base.replace(first, elsewhere))
-        with pytest.raises(ConfigError) as refused:
-            await gateway.apply(load_config(path, registry))
-        assert refused.value.where == "server.listen"
-        assert f"cannot listen on {elsewhere}" in refused.value.problem
+        refusal = await refused(gateway, path, registry)
+        assert refusal.where == "server.listen" and f"cannot listen on {elsewhere}" in refusal.problem
         assert set(gateway.listeners) == {("http", first)} and gateway.urls == [f"http://{first}"]
         assert await post(f"http://{first}", WRITE_KEY, "m1") == 200
 
@@ -345,10 +350,8 @@ async def test_a_busy_port_is_refused_naming_the_listener_and_the_rest_stays(
         taken = f"127.0.0.1:{busy.getsockname()[1]}"
         async with served(tmp_path, registry, listen=first) as (gateway, path, base, _):
             path.write_text(base.replace(first, taken))
-            with pytest.raises(ConfigError) as refused:
-                await gateway.apply(load_config(path, registry))
-            assert refused.value.where == "server.listen"
-            assert f"cannot listen on {taken}: [Errno 98]" in refused.value.problem
+            refusal = await refused(gateway, path, registry)
+            assert refusal.where == "server.listen" and f"cannot listen on {taken}: [Errno 98]" in refusal.problem
             assert gateway.urls == [f"http://{first}"] and await post(f"http://{first}", WRITE_KEY, "m1") == 200
             # The graceful timeout applies to the running listeners from the next stop on (they
             # read the limits when they stop).

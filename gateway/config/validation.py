@@ -1,5 +1,6 @@
 """What only the whole config shows: write keys that two sources share, filter ids no
-``[filters]`` entry defines, and forwards to sources that do not exist (or from a destination)."""
+``[filters]`` entry defines, and forwards to sources that do not exist (or from a destination's
+filters)."""
 
 from __future__ import annotations
 
@@ -35,20 +36,10 @@ def check_references(
             for index, filter_id in enumerate(entity.core.filters):
                 if filter_id not in filters:
                     raise ConfigError(path, f"{kind}.{eid}.filters[{index}]", f"no filter {filter_id!r} in [filters]")
-    _check_forwarding(path, sources, destinations, filters, registry)
-
-
-def _check_forwarding(
-    path: str,
-    sources: Mapping[str, Entity[SourceConfig]],
-    destinations: Mapping[str, Entity[DestinationConfig]],
-    filters: Mapping[str, Entity[FilterConfig]],
-    registry: Registry,
-) -> None:
-    """Filters that forward messages name configured sources, and run in sources only."""
-    for fid, entity in filters.items():
-        targets_of = registry.filters[entity.core.type].forward_targets
-        targets = targets_of(entity.options) if targets_of is not None else {}
+    # Filters that forward messages name configured sources, and run in sources only.
+    for fid, filter_entity in filters.items():
+        targets_of = registry.filters[filter_entity.core.type].forward_targets
+        targets = targets_of(filter_entity.options) if targets_of is not None else {}
         for key, target in targets.items():
             if target not in sources:
                 raise ConfigError(path, f"filters.{fid}.{key}", f"no source {target!r} in [sources]")

@@ -323,6 +323,27 @@ async def test_a_listener_moved_to_another_host_on_the_same_port_keeps_serving(
     assert [m["messageId"] for m in read_jsonl(tmp_path / "archive")] == ["m0", "m1"]
 
 
+async def test_a_shared_listener_moved_on_the_same_port_keeps_serving_after_the_old_one_ends(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """With ``reuse_port`` the old listener closed its socket's descriptor a second time once its
+    requests had ended; the new listener's socket had been given that number meanwhile, and
+    stopped answering."""
+    port = free_port()
+    first, everywhere = f"127.0.0.1:{port}", f"0.0.0.0:{port}"
+    async with served(tmp_path, registry, listen=first) as (gateway, path, base, _):
+        shared = base.replace("[server]", "[server]\nreuse_port = true")
+        path.write_text(shared)
+        assert await gateway.reload("test")
+        for n, (moved_from, listen) in enumerate(((first, everywhere), (everywhere, first))):
+            old_listener = gateway.listeners[("http", moved_from)]
+            path.write_text(shared.replace(first, listen))
+            assert await gateway.reload("test")
+            with trio.fail_after(10):
+                await old_listener.done.wait()
+            assert await post(f"http://{first}", WRITE_KEY, f"m{n}") == 200
+
+
 async def test_a_move_on_the_same_port_that_cannot_bind_brings_the_old_listener_back(
     tmp_path: Path, registry: Registry
 ) -> None:

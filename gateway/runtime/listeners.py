@@ -104,14 +104,15 @@ async def open_listener(
     """
     listener = Listener(listen)
     settings = hypercorn_config(listen)
-    shared: socket.socket | None = None
     if name == "http" and config.server.reuse_port:
         try:
             shared = reuse_port_socket(listen)
         except OSError as error:
             raise ConfigError(config.path, "server.listen", f"cannot listen on {listen}: {error}") from error
-        # hypercorn takes a socket as fd://N (it keeps a duplicate; ours closes with the listener).
-        settings.bind = [f"fd://{shared.fileno()}"]
+        # hypercorn takes a socket as fd://N and wraps that very descriptor (no duplicate): it is
+        # the listener's now, and closes with it. Closing ours too closed the number again later,
+        # by then another socket's (the next listener's, on a reload that moves it).
+        settings.bind = [f"fd://{shared.detach()}"]
 
     async def run(task_status: trio.TaskStatus[list[str]]) -> None:
         try:
@@ -126,8 +127,7 @@ async def open_listener(
                 task_status=task_status,
             )
         finally:
-            if shared is not None:
-                shared.close()
+            listener.closed.set()  # (already, unless it failed before it listened)
             listener.done.set()
 
     try:

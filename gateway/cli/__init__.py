@@ -6,7 +6,7 @@ on a running daemon call its admin API (``admin_api``), the ones that read store
 log read-only (``offline``).
 
 May import every other package of the gateway (it is the top layer, beside gateway.testing);
-nothing imports it but ``gateway/__main__.py`` and the ``gateway`` console script.
+in the gateway, only ``gateway/__main__.py`` imports it (and the ``gateway`` console script runs it).
 """
 
 from __future__ import annotations

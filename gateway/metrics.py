@@ -61,6 +61,11 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.console_tap_dropped = Counter(
+            "gateway_console_tap_dropped",
+            "Calls a console subscriber (Source Debugger stream) missed because it read too slowly",
+            registry=r,
+        )
         self.delivered = Counter(
             "gateway_destination_delivered", "Messages a destination took", ["destination"], registry=r
         )

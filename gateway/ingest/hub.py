@@ -43,6 +43,7 @@ from gateway.ingest.inventory import FieldInventory
 from gateway.ingest.ratelimit import RateLimits
 from gateway.ingest.raw import raw_letter_body
 from gateway.ingest.sources import SourceDirectory
+from gateway.ingest.tap import FILTERED, REJECTED, Tap
 from gateway.log import RAW_STAGE, Entry, IngestLog, SourceLetter, source_letters
 from gateway.messages import (
     NO_DEFAULTS,
@@ -63,6 +64,8 @@ JSONObject = dict[str, Any]
 _encode = msgspec.json.Encoder().encode
 #: Outcomes in the sources' books besides ``filtered:<reason>`` (and the log's stored/duplicates).
 SUPPRESSED, DEAD_LETTERED = "suppressed", "dead_lettered"
+#: The tap's code for input a source kept as a raw dead letter (its function failed on it).
+RAW_DEAD_LETTERED = "raw_dead_lettered"
 #: For a dead letter, whatever a filter left in the message: what JSON cannot hold is written as its repr.
 _encode_for_the_record = msgspec.json.Encoder(enc_hook=repr).encode
 BLOCK_RED = PrivacyPolicy(red="block")
@@ -109,6 +112,8 @@ class IngestHub:
         self.metrics = metrics or Metrics()
         self.inventory = FieldInventory()
         self.rate_limits = RateLimits()
+        #: The console's tap: the last calls each source saw, and their live subscribers.
+        self.tap = Tap(on_dropped=self.metrics.console_tap_dropped.inc)
         self._blocked: dict[str, int] = {}  # messages that had Red fields removed, per source, this call
         self._forward_warning = ThrottledWarning(structlog.get_logger("gateway.ingest"), "forward_refused")
         self.use_config(config, filters, classifier)
@@ -158,6 +163,7 @@ class IngestHub:
         # Booked as one dead-lettered message, in the commit that keeps it (see SourceType.redrive).
         await self.log.append((), letters=[letter], tally={(source.id, DEAD_LETTERED): 1})
         self.metrics.filtered.labels("source", source.id, "raw_dead_lettered").inc()
+        self.tap.book(source.id, REJECTED, payload, RAW_DEAD_LETTERED, error)
 
     # -- checking ----------------------------------------------------------------------------
 
@@ -183,7 +189,14 @@ class IngestHub:
         find_source: Callable[[object], Source | None] | None = None,
         strict: bool = False,
     ) -> Checked | None:
-        batch = open_batch(body, self.limits)
+        try:
+            batch = open_batch(body, self.limits)
+        except Invalid as error:
+            if not strict and write_key is not None:  # the header names the source: show it the refusal
+                known = self.directory.authenticate(write_key, None)
+                if known is not None:
+                    self.tap.book(known.id, REJECTED, body, error.code, error.message)
+            raise
         if strict and (batch.excess or not batch.items):
             return None
         source = None
@@ -195,15 +208,16 @@ class IngestHub:
         rejected = []
         if batch.excess:  # one entry for all of them: the answer stays small
             limit = self.limits.max_batch_messages
-            rejected.append(
-                Rejection(
-                    limit,
-                    BATCH_LIMIT_EXCEEDED,
-                    f"a batch may hold at most {limit} messages: items {limit} to {limit + batch.excess - 1} "
-                    "were not taken",
-                    count=batch.excess,
-                )
+            excess = Rejection(
+                limit,
+                BATCH_LIMIT_EXCEEDED,
+                f"a batch may hold at most {limit} messages: items {limit} to {limit + batch.excess - 1} "
+                "were not taken",
+                count=batch.excess,
             )
+            rejected.append(excess)
+            if source is not None:
+                self.tap.book(source.id, REJECTED, None, excess.code, excess.message)
         candidates = [Candidate(item) for item in batch.items]
         return self._check(candidates, arrival, source, find_source, batch.defaults, strict, rejected, batch.root_bytes)
 
@@ -222,9 +236,9 @@ class IngestHub:
         accepted: list[tuple[Source, JSONObject]] = []
         rejected: list[Rejection] = []
         for index, candidate in enumerate(candidates):
+            item_source = source
             try:
                 message, call = candidate_message(candidate, max_bytes, root_bytes)
-                item_source = source
                 if item_source is None:
                     item_source = find_source(message.get("writeKey")) if find_source is not None else None
                     if item_source is None:
@@ -234,12 +248,20 @@ class IngestHub:
                 if strict:
                     return None
                 rejected.append(Rejection(index, error.code, error.message))
+                if item_source is not None:
+                    self.tap.book(item_source.id, REJECTED, candidate.payload, error.code, error.message)
             else:
                 accepted.append((item_source, message))
         rejected += rejected_past
         # A 429 refuses the whole request before its rejected items are counted: the client
         # sends it all again, and they are counted then.
-        self._take_rate(accepted)
+        try:
+            self._take_rate(accepted)
+        except RateLimitedError as error:
+            if not strict:  # a fast path that declines books nothing: its routes will
+                for item_source, message in accepted:
+                    self.tap.book(item_source.id, REJECTED, message, "rate_limited", str(error))
+            raise
         if rejected:
             counts: Counter[str] = Counter()
             for rejection in rejected:
@@ -301,6 +323,7 @@ class IngestHub:
             if not self._admit(source, message):
                 tally[(source.id, SUPPRESSED)] += 1
                 filtered += 1
+                self.tap.book(source.id, FILTERED, message, None, SUPPRESSED)
                 continue
             if not source.filters:
                 entries.append(Entry(source.id, str(message["messageId"]), _encode(message)))
@@ -318,8 +341,10 @@ class IngestHub:
                 letters.append(
                     SourceLetter(source_letters(source.id), source.id, _encode_for_the_record(message), failure)
                 )
+                self.tap.book(source.id, FILTERED, message, reason, failure)
             else:
                 tally[(source.id, f"filtered:{reason}")] += 1
+                self.tap.book(source.id, FILTERED, message, None, reason)
         if self._blocked:
             for source_id, count in self._blocked.items():
                 self.metrics.fields_blocked.labels(source_id).inc(count)
@@ -345,6 +370,7 @@ class IngestHub:
         entries = prepared.entries
         result = await self.log.append(entries, letters=prepared.letters, tally=prepared.tally)
         if entries:
+            self.tap.accepted(entries)
             # One request comes from one source in practice; label by the first.
             label = entries[0].source
             self.metrics.accepted.labels(label).inc(result.stored)

@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from gateway import __version__
 from gateway.http.app import error_response, http_error_response, json_response
 from gateway.ops.audit import audit
+from gateway.ops.console_api import add_console_routes
 
 if TYPE_CHECKING:
     from gateway.runtime.gateway import Gateway
@@ -246,6 +247,7 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
     async def config() -> Response:
         return json_response(gateway.config.redacted())
 
+    add_console_routes(app, gateway)
     return app
 
 

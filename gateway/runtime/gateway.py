@@ -259,6 +259,7 @@ class Gateway:
         """Stop accepting; wait for the requests in flight (bounded by the graceful timeout)."""
         for listener in self.listeners.values():
             listener.stop.set()
+        self.hub.tap.close_subscribers()  # console streams never end by themselves
         for listener in self.listeners.values():
             await listener.done.wait()
 

@@ -1,0 +1,246 @@
+"""The console's data on the admin API, against a real in-process gateway: the Source Debugger's
+recent calls and live stream (accepted, rejected, filtered; a slow reader loses rows as a gap,
+never slows ingest)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.testing import TestGateway, run_gateway
+
+KEY = "console-write-key-0123456789"
+OTHER_KEY = "console-other-key-0123456789"
+TOKEN = "console-admin-token-0123456789"
+
+CONFIG = f"""
+[admin]
+token = "{TOKEN}"
+
+[filters.schema]
+type = "schema"
+block_track_events = ["Blocked Event"]
+
+[sources.web]
+write_key = "{KEY}"
+filters = ["schema"]
+
+[sources.other]
+write_key = "{OTHER_KEY}"
+
+[destinations.rec]
+type = "recording"
+batch_max_wait_secs = 0.0
+retry_initial_secs = 0.01
+retry_max_secs = 0.02
+"""
+
+
+def admin_client(gw: TestGateway) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=str(gw.admin_url), headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+
+
+async def events(gw: TestGateway, source: str = "web", **params: Any) -> dict[str, Any]:
+    response = await gw.admin("GET", f"/sources/{source}/events", params=params)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def test_debugger_lists_accepted_rejected_and_filtered_calls_newest_first(tmp_path: Path) -> None:
+    async with run_gateway(CONFIG, data_dir=tmp_path) as gw:
+        # A plain batch (the fast path), then one with a bad item (200 with rejected).
+        ok = {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m-1", "writeKey": KEY}
+        assert (await gw.batch([ok], write_key=KEY)).status_code == 200
+        bad_item = {"type": "track", "userId": "u2", "messageId": "m-2"}  # no event
+        good = {"type": "page", "anonymousId": "a3", "name": "Home", "messageId": "m-3"}
+        answer = await gw.batch([bad_item, good], write_key=KEY)
+        assert answer.status_code == 200 and answer.json()["rejected"][0]["code"] == "event_not_defined"
+        # A whole request refused: a single call with no userId (400), a body that is not JSON (400).
+        assert (await gw.send("identify", {"traits": {"a": 1}, "messageId": "m-4"}, write_key=KEY)).status_code == 400
+        not_json = await gw.request(
+            "POST", "/v1/batch", content=b'{"writeKey": "' + KEY.encode() + b'", "batch": [', auth=(KEY, "")
+        )
+        assert not_json.status_code == 400
+        # Dropped by the source's schema filter, with its reason.
+        blocked = {"userId": "u5", "event": "Blocked Event", "messageId": "m-5"}
+        assert (await gw.send("track", blocked, write_key=KEY)).status_code == 200
+        # A pixel: the same core path.
+        data = base64.b64encode(
+            json.dumps({"writeKey": KEY, "userId": "u6", "event": "Opened", "messageId": "m-6"}).encode()
+        )
+        assert (await gw.request("GET", f"/v1/pixel/track?data={data.decode()}")).status_code == 200
+
+        seen = await events(gw)
+        assert seen["source"] == "web" and seen["dropped"] == 0
+        rows = seen["events"]
+        assert [row["id"] for row in rows] == sorted((row["id"] for row in rows), reverse=True)
+        by_message = {row["messageId"]: row for row in rows if row["messageId"]}
+        assert by_message["m-1"]["outcome"] == "accepted"
+        assert (by_message["m-1"]["type"], by_message["m-1"]["event"], by_message["m-1"]["userId"]) == (
+            "track",
+            "Signed Up",
+            "u1",
+        )
+        assert by_message["m-1"]["message"]["receivedAt"]  # as stored: server fields set
+        assert (by_message["m-2"]["outcome"], by_message["m-2"]["code"]) == ("rejected", "event_not_defined")
+        assert by_message["m-2"]["reason"]
+        assert (by_message["m-3"]["outcome"], by_message["m-3"]["event"], by_message["m-3"]["anonymousId"]) == (
+            "accepted",
+            "Home",
+            "a3",
+        )
+        assert (by_message["m-4"]["outcome"], by_message["m-4"]["type"]) == ("rejected", None)
+        assert by_message["m-4"]["code"] == "no_user_anon_id"
+        assert (by_message["m-5"]["outcome"], by_message["m-5"]["reason"]) == ("filtered", "event_setting")
+        assert by_message["m-6"]["outcome"] == "accepted"
+        [unreadable] = [row for row in rows if row["code"] == "invalid_json"]
+        assert unreadable["outcome"] == "rejected" and isinstance(unreadable["message"], str)
+        assert all(isinstance(row["at"], float) for row in rows)
+        # Write keys never appear: not from the body, not from the raw text of a bad body.
+        everything = (await gw.admin("GET", "/sources/web/events")).text
+        assert KEY not in everything
+        assert (await events(gw, "other"))["events"] == []
+
+
+async def test_debugger_keeps_the_last_500_calls_and_counts_the_rest(tmp_path: Path) -> None:
+    async with run_gateway(CONFIG, data_dir=tmp_path) as gw:
+        for start in range(0, 600, 200):
+            batch = [
+                {"type": "track", "userId": "u", "event": "E", "messageId": f"m-{i}"} for i in range(start, start + 200)
+            ]
+            assert (await gw.batch(batch, write_key=KEY)).status_code == 200
+        kept = await events(gw)
+        assert len(kept["events"]) == 500 and kept["dropped"] == 100
+        assert kept["events"][0]["messageId"] == "m-599" and kept["events"][-1]["messageId"] == "m-100"
+        ten = await events(gw, limit=10)
+        assert [row["messageId"] for row in ten["events"]] == [f"m-{i}" for i in range(599, 589, -1)]
+        assert ten["dropped"] == 590
+        assert (await gw.admin("GET", "/sources/web/events", params={"limit": "many"})).status_code == 400
+
+
+async def test_unknown_sources_are_404(tmp_path: Path) -> None:
+    async with run_gateway(CONFIG, data_dir=tmp_path) as gw:
+        for path in ("/sources/nope/events", "/sources/nope/stream"):
+            response = await gw.admin("GET", path)
+            assert response.status_code == 404 and response.json()["code"] == "no_such_source"
+        assert (await gw.request("GET", "/sources/web/events")).status_code == 404  # not on the public API
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await client.get(f"{gw.admin_url}/sources/web/events")).status_code == 401
+
+
+class SSE:
+    """A server-sent events reader: (event, data) pairs, comments skipped."""
+
+    def __init__(self, lines: AsyncIterator[str]) -> None:
+        self._lines = lines
+
+    async def next(self) -> tuple[str, Any]:
+        event, data = "message", []
+        async for line in self._lines:
+            if line == "":
+                if data:
+                    return event, json.loads("\n".join(data))
+                event = "message"
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+        raise EOFError
+
+
+async def test_stream_sends_each_call_as_it_happens(tmp_path: Path) -> None:
+    async with run_gateway(CONFIG, data_dir=tmp_path) as gw, admin_client(gw) as admin:
+        async with admin.stream("GET", "/sources/web/stream") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            reader = SSE(response.aiter_lines())
+            assert (
+                await gw.send("track", {"userId": "u", "event": "Live", "messageId": "s-1"}, write_key=KEY)
+            ).status_code == 200
+            assert (await gw.send("track", {"userId": "u", "messageId": "s-2"}, write_key=KEY)).status_code == 400
+            assert (
+                await gw.send("track", {"userId": "u", "event": "Other source"}, write_key=OTHER_KEY)
+            ).status_code == 200
+            with trio.fail_after(5):
+                event, first = await reader.next()
+                assert (event, first["messageId"], first["outcome"], first["event"]) == (
+                    "call",
+                    "s-1",
+                    "accepted",
+                    "Live",
+                )
+                event, second = await reader.next()
+                assert (event, second["messageId"], second["outcome"], second["code"]) == (
+                    "call",
+                    "s-2",
+                    "rejected",
+                    "event_not_defined",
+                )
+        # Reconnecting with Last-Event-ID first gets the kept calls after that one.
+        async with admin.stream("GET", "/sources/web/stream", headers={"Last-Event-ID": str(first["id"])}) as again:
+            with trio.fail_after(5):
+                event, replayed = await SSE(again.aiter_lines()).next()
+            assert (event, replayed["messageId"]) == ("call", "s-2")
+
+
+async def test_a_slow_stream_loses_rows_as_a_gap_while_ingest_goes_on(tmp_path: Path) -> None:
+    async with run_gateway(CONFIG, data_dir=tmp_path) as gw, admin_client(gw) as admin:
+        # A browser that stopped reading: connected, subscribed, never reads a byte.
+        host, port = str(gw.admin_url).removeprefix("http://").rsplit(":", 1)
+        stalled = trio.socket.socket()
+        await stalled.connect((host, int(port)))
+        await stalled.send(
+            f"GET /sources/web/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+        )
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            async with admin.stream("GET", "/sources/web/stream") as response:
+                reader = SSE(response.aiter_lines())
+                # One request of 300 calls: more than a subscriber's buffer holds.
+                batch = [{"type": "track", "userId": "u", "event": "E", "messageId": f"b-{i}"} for i in range(300)]
+                assert (await gw.batch(batch, write_key=KEY)).status_code == 200
+                with trio.fail_after(10):
+                    calls = []
+                    event, data = await reader.next()
+                    while event == "call":
+                        calls.append(data["messageId"])
+                        event, data = await reader.next()
+                    assert event == "gap" and data["dropped"] == 300 - len(calls) > 0
+                    assert calls == [f"b-{i}" for i in range(len(calls))]
+                    # The next call comes after the gap.
+                    assert (
+                        await gw.send("track", {"userId": "u", "event": "After", "messageId": "after"}, write_key=KEY)
+                    ).status_code == 200
+                    event, data = await reader.next()
+                    assert (event, data["messageId"]) == ("call", "after")
+                # Ingest goes on at full speed with the stalled reader attached: its rows are dropped.
+                with trio.fail_after(30):
+                    for round_ in range(40):
+                        many = [
+                            {"type": "track", "userId": "u", "event": "E" * 200, "messageId": f"r{round_}-{i}"}
+                            for i in range(100)
+                        ]
+                        assert (await gw.batch(many, write_key=KEY)).status_code == 200
+        finally:
+            stalled.close()
+        metrics = (await gw.request("GET", "/metrics")).text
+        [family] = [f for f in text_string_to_metric_families(metrics) if f.name == "gateway_console_tap_dropped"]
+        assert sum(s.value for s in family.samples if s.name.endswith("_total")) >= 3900
+        assert msgspec.json.decode((await gw.admin("GET", "/sources/web/events", params={"limit": 1})).content)[
+            "events"
+        ]

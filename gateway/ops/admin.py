@@ -2,12 +2,13 @@
 deletion), reload, audit, redacted config.
 
 It listens on its own address (loopback by default) and every request must carry
-``Authorization: Bearer <admin.token>``; without a configured token it is not started at all.
+``Authorization: Bearer <admin.token>`` or the console's session cookie (gateway.ops.auth);
+without a configured token it is not started at all. The console (gateway.ops.console) is
+served under ``/console/``.
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,10 +19,13 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from gateway import __version__
 from gateway.http.app import error_response, http_error_response, json_response
 from gateway.ops.audit import audit
+from gateway.ops.auth import Sessions, add_security_headers, authenticate
+from gateway.ops.console import console_blueprint
 from gateway.ops.console_api import add_console_routes
+from gateway.ops.status import gateway_status
+from gateway.ops.status import struct_dict as _struct_dict
 
 if TYPE_CHECKING:
     from gateway.runtime.gateway import Gateway
@@ -32,17 +36,14 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
     app = QuartTrio("gateway-admin")
     started = time.time()
 
-    @app.before_request
-    async def authenticate() -> Response | None:
-        token = gateway.config.admin.token
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if not token or scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-            response = error_response(401, "unauthorized", "send Authorization: Bearer <admin.token>")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="gateway-admin"'
-            return response
-        return None
+    sessions = Sessions()
 
+    @app.before_request
+    async def authenticate_request() -> Response | None:
+        return await authenticate(gateway.config.admin.token, sessions)
+
+    app.after_request(add_security_headers)
+    app.register_blueprint(console_blueprint(gateway, sessions, started))
     app.register_error_handler(HTTPException, http_error_response)
 
     @app.errorhandler(ValueError)
@@ -51,40 +52,7 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
 
     @app.get("/status")
     async def status() -> Response:
-        backlog = {b.destination: b for b in await gateway.log.backlog(list(gateway.destinations))}
-        stats = gateway.log.statistics()
-        return json_response(
-            {
-                "version": __version__,
-                "uptime_secs": round(time.time() - started, 1),
-                "config": gateway.config.path,
-                "listen": gateway.urls,
-                "ready": await gateway.readiness(),
-                "reloads": gateway.reloads,
-                "sources": sorted(gateway.config.sources),
-                "log": {"head_seq": stats.head_seq, "disk_bytes": stats.disk_bytes, "commits": stats.commits},
-                "destinations": {
-                    did: {
-                        **_struct_dict(running.worker.statistics()),
-                        "type": running.entity.core.type,
-                        "backlog_messages": backlog[did].messages if did in backlog else 0,
-                        "backlog_bytes_estimate": backlog[did].bytes_estimate if did in backlog else 0,
-                        "errors": [_struct_dict(sample) for sample in running.worker.error_samples()],
-                        "details": _destination_status(running.destination),
-                        "replays": {
-                            name: {
-                                "start_seq": worker.replay.start_seq,
-                                "end_seq": worker.replay.end_seq,
-                                **_struct_dict(worker.statistics()),
-                            }
-                            for name, worker in running.replays.items()
-                            if worker.replay is not None
-                        },
-                    }
-                    for did, running in gateway.destinations.items()
-                },
-            }
-        )
+        return json_response(await gateway_status(gateway, started))
 
     @app.get("/destinations/<did>")
     async def describe_destination(did: str) -> Response:
@@ -249,16 +217,3 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
 
     add_console_routes(app, gateway)
     return app
-
-
-def _destination_status(destination: Any) -> Any:
-    """A destination's own ``status()``; a plugin bug there must not break ``/status``."""
-    try:
-        return destination.status()
-    except Exception as error:
-        return {"error": f"status() raised {type(error).__name__}: {error}"}
-
-
-def _struct_dict(value: Any) -> dict[str, Any]:
-    result: dict[str, Any] = msgspec.to_builtins(value)
-    return result

@@ -1,0 +1,199 @@
+"""Who may call the admin app: a script with ``Authorization: Bearer <admin.token>``, or a browser
+that logged in to the console with that token and holds its session cookie.
+
+A session cookie is ``<expires>.<nonce>.<mac>``, signed with a key derived from the admin token:
+nothing to store, it survives a restart, and a new token (a reload) ends every session at once.
+A cookie is sent by the browser on its own, so a change (any method but GET/HEAD/OPTIONS) made
+with one must also carry the session's CSRF token, in the ``X-CSRF-Token`` header or the
+``csrf_token`` form field, which only the console's own pages can read; a bearer token is never
+sent unasked, so requests carrying one need no CSRF token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from quart import Response, g, redirect, request
+
+from gateway.http.app import error_response
+
+#: The console's session cookie.
+SESSION_COOKIE = "gateway_console"
+#: Where a cookie-authenticated change carries its CSRF token: this header, or the form field.
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+#: How long a console login lasts.
+SESSION_SECS = 8 * 3600
+#: Methods that change nothing, so a cookie alone is enough for them.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Paths anyone may load: the login form, and the console's own scripts and styles (no data).
+PUBLIC_PATHS = ("/console/login",)
+PUBLIC_PREFIXES = ("/console/static/",)
+
+#: On every admin response. The console's pages need no inline script or style (issue 15 §1).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    """A verified console session: its nonce (what logout revokes) and when it ends."""
+
+    nonce: str
+    expires: int
+
+
+@dataclass
+class Sessions:
+    """Issues and checks the console's signed session cookies and their CSRF tokens.
+
+    Logging out revokes a session's nonce until the session would have expired anyway, so the
+    set of revoked nonces stays bounded by the logouts of the last ``SESSION_SECS``.
+    """
+
+    lifetime_secs: int = SESSION_SECS
+    _revoked: dict[str, int] = field(default_factory=dict)
+
+    def issue(self, admin_token: str, now: float | None = None) -> tuple[str, Session]:
+        """A new session's cookie value, and the session."""
+        expires = int(now if now is not None else time.time()) + self.lifetime_secs
+        nonce = secrets.token_urlsafe(16)
+        payload = f"{expires}.{nonce}"
+        return f"{payload}.{_mac(admin_token, 'session', payload)}", Session(nonce, expires)
+
+    def verify(self, admin_token: str, cookie: str | None, now: float | None = None) -> Session | None:
+        """The session ``cookie`` stands for, or None: unsigned, signed with another token,
+        expired or revoked."""
+        if not cookie or not admin_token:
+            return None
+        payload, _, mac = cookie.rpartition(".")
+        expires_text, _, nonce = payload.partition(".")
+        if not expires_text.isdigit() or not nonce:
+            return None
+        if not hmac.compare_digest(mac.encode(), _mac(admin_token, "session", payload).encode()):
+            return None
+        expires = int(expires_text)
+        if expires <= (now if now is not None else time.time()) or nonce in self._revoked:
+            return None
+        return Session(nonce, expires)
+
+    def revoke(self, session: Session, now: float | None = None) -> None:
+        """End ``session`` before it expires (logout)."""
+        moment = now if now is not None else time.time()
+        self._revoked = {nonce: until for nonce, until in self._revoked.items() if until > moment}
+        self._revoked[session.nonce] = session.expires
+
+    def csrf_token(self, admin_token: str, session: Session) -> str:
+        """The CSRF token of ``session``: derived from it, so nothing is stored."""
+        return _mac(admin_token, "csrf", session.nonce)
+
+    def csrf_ok(self, admin_token: str, session: Session, given: str | None) -> bool:
+        return bool(given) and hmac.compare_digest(str(given).encode(), self.csrf_token(admin_token, session).encode())
+
+
+async def authenticate(admin_token: str | None, sessions: Sessions) -> Response | None:
+    """The admin app's ``before_request``: None lets the request through (``g.console_session``
+    is then the console session, or None for a bearer token); otherwise the refusal.
+
+    A bearer header, when sent, decides alone (a wrong one is 401 even with a good cookie)."""
+    g.console_session = None
+    if is_public(request.path):
+        return None
+    header = request.headers.get("Authorization")
+    if header is not None:
+        return None if bearer_ok(admin_token, header) else unauthenticated_response()
+    session = sessions.verify(admin_token or "", request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        return unauthenticated_response()
+    g.console_session = session
+    if request.method not in SAFE_METHODS:
+        given = request.headers.get(CSRF_HEADER)
+        if given is None and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            given = (await request.form).get(CSRF_FIELD)
+        if not sessions.csrf_ok(admin_token or "", session, given):
+            return csrf_refused_response()
+    return None
+
+
+def _mac(admin_token: str, purpose: str, payload: str) -> str:
+    key = hmac.new(admin_token.encode(), f"gateway-console-{purpose}".encode(), hashlib.sha256).digest()
+    digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def bearer_ok(admin_token: str | None, header: str) -> bool:
+    """Whether an ``Authorization`` header value carries the admin token as a bearer token."""
+    scheme, _, given = header.partition(" ")
+    if not admin_token or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.encode(), admin_token.encode())
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after logging in: a console path only (never another site: ``//evil``,
+    ``/\\evil`` and absolute URLs fall back to the console's home)."""
+    if target and target.startswith("/console/") and not target.startswith(("//", "/\\")) and "\\" not in target:
+        return target
+    return "/console/"
+
+
+def unauthenticated_response() -> Response:
+    """401 for the API; the login form for a console page."""
+    if request.path == "/console" or request.path.startswith("/console/"):
+        target = request.full_path if request.query_string else request.path
+        return redirect(f"/console/login?next={quote(target, safe='/')}", 303)  # type: ignore[return-value]
+    response = error_response(401, "unauthorized", "send Authorization: Bearer <admin.token>, or log in at /console/")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="gateway-admin"'
+    return response
+
+
+def csrf_refused_response() -> Response:
+    return error_response(
+        403,
+        "csrf_token_missing",
+        f"a change made with the console's session cookie must carry its CSRF token ({CSRF_HEADER} header or "
+        f"{CSRF_FIELD} form field); scripts send Authorization: Bearer <admin.token> instead",
+    )
+
+
+def set_session_cookie(response: Response, cookie: str, lifetime_secs: int) -> None:
+    """The session cookie: HttpOnly (no script reads it), SameSite=Strict (no other site's page
+    sends it), Secure when the console is served over TLS."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=lifetime_secs,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.scheme == "https",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict", secure=request.scheme == "https")
+
+
+def add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response

@@ -21,6 +21,7 @@ from gateway import (
     Destination,
     DestinationContext,
     DestinationType,
+    Exchange,
     Record,
     __version__,
     hookimpl,
@@ -83,22 +84,41 @@ class HttpDestination(Destination):
         self._client = httpx.AsyncClient(headers=headers, timeout=None, follow_redirects=False)
 
     async def send(self, batch: Sequence[Record]) -> None:
-        body = batch_body(batch)
-        if self._config.gzip:
-            body = gzip.compress(body, compresslevel=5)
+        plain = batch_body(batch)
+        body = gzip.compress(plain, compresslevel=5) if self._config.gzip else plain
         try:
             response = await self._client.post(self._config.url, content=body)
         except httpx.TransportError as error:
-            raise DeliveryError(f"{type(error).__name__}: {error}", retryable=True) from error
+            raise DeliveryError(
+                f"{type(error).__name__}: {error}", retryable=True, kind="connection", exchange=self._sample(plain)
+            ) from error
         status = response.status_code
         if 200 <= status < 300:
             return
         detail = f"HTTP {status} from {self._config.url}: {response.text[:200]}"
-        if status in RETRYABLE_STATUSES:
-            raise DeliveryError(
-                detail, retryable=True, retry_after=parse_retry_after(response.headers.get("Retry-After"))
-            )
-        raise DeliveryError(detail, retryable=False)
+        retryable = status in RETRYABLE_STATUSES
+        raise DeliveryError(
+            detail,
+            retryable=retryable,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")) if retryable else None,
+            kind=f"http_{status}",
+            exchange=self._sample(plain, response),
+        )
+
+    def _sample(self, body: bytes, response: httpx.Response | None = None) -> Exchange:
+        """The request (its body before gzip) and the answer, for the console's Event Delivery;
+        the configured headers' values are redacted (they often carry a key)."""
+        headers = {**self._client.headers, **self._config.headers}
+        return Exchange.of(
+            "POST",
+            self._config.url,
+            headers=headers,
+            body=body,
+            status=None if response is None else response.status_code,
+            response_headers=None if response is None else dict(response.headers),
+            response_body=b"" if response is None else response.content,
+            secrets=list(self._config.headers.values()),
+        )
 
     async def delete_user(self, user_id: str) -> int:
         """POST a deletion notice to ``delete_url``; 1 once it answered 2xx, 0 without one."""

@@ -153,3 +153,22 @@ async def test_without_delete_url_nothing_is_sent(sink: tuple[Sink, str], tmp_pa
 def test_delete_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="delete_url must be an http"):
         HttpConfig(url="http://h/x", delete_url="ftp://h/y")
+
+
+async def test_a_refusal_carries_a_sample_of_the_exchange_without_credentials(
+    sink: tuple[Sink, str], tmp_path: Any
+) -> None:
+    app, url = sink
+    app.status = 400
+    config = HttpConfig(url=url, headers={"X-Api-Key": "hook-secret-123", "X-Team": "team-secret-456"}, gzip=True)
+    async with HttpDestination(config, DestinationContext("crm", tmp_path)) as dest:
+        with pytest.raises(DeliveryError) as raised:
+            await dest.send(batch())
+    error = raised.value
+    assert error.kind == "http_400"
+    assert error.exchange is not None
+    request, response = error.exchange.request, error.exchange.response
+    assert request.startswith(f"POST {url}")
+    assert '"batch":[' in request  # the body as sent, before gzip
+    assert "hook-secret-123" not in request and "team-secret-456" not in request
+    assert response.startswith("400")

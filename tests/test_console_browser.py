@@ -11,6 +11,7 @@ console page (the ``console`` fixture collects them).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -160,6 +161,58 @@ def test_log_in_with_the_admin_token_and_see_the_overview(console: Console, runn
         pass
 
 
+def test_debugger_shows_a_python_client_call_within_a_second(console: Console, running: Running) -> None:
+    page = console.page
+    console.log_in()
+    console.goto("/console/sources/web/debugger")
+    page.wait_for_function("() => document.getElementById('stream-state').textContent === 'live'")
+
+    client = running.python_client()
+    marker = f"Debugger Check {time.time_ns()}"
+    client.track("py-user-42", marker, {"plan": "pro", "seats": 3}, anonymous_id="anon-42")
+    client.flush()  # sync_mode: returns once the gateway answered 200
+    acknowledged = time.monotonic()
+    row = page.locator("#calls tr.call", has_text=marker)
+    row.wait_for(timeout=DEBUGGER_WITHIN_MS)
+    shown_ms = (time.monotonic() - acknowledged) * 1000
+    assert shown_ms <= DEBUGGER_WITHIN_MS, shown_ms
+    assert "TRACK" in row.inner_text() and "py-user-42" in row.inner_text()
+
+    # A rejected call shows too, with its code.
+    bad = httpx.post(f"{running.process.url}/v1/track", auth=(WRITE_KEY, ""), json={"userId": "py-user-42"})
+    assert bad.status_code == 400
+    page.locator("#calls tr.rejected", has_text="event_not_defined").first.wait_for(timeout=5000)
+
+    # Search: any text, then the userId filter.
+    page.fill("#search", marker)
+    page.wait_for_function("() => document.querySelectorAll('#calls tr.call').length === 1")
+    page.fill("#search", "")
+    page.fill("#filter-user", "nobody-has-this-id")
+    page.wait_for_function("() => document.querySelectorAll('#calls tr.call').length === 0")
+    page.fill("#filter-user", "")
+
+    # Pause: a new call does not show until resumed, then it does (fetched from /events).
+    page.click("#pause")
+    page.wait_for_function("() => document.getElementById('stream-state').textContent === 'paused'")
+    later = f"While Paused {time.time_ns()}"
+    client.track("py-user-42", later)
+    client.flush()
+    running.booked()
+    assert page.locator("#calls tr.call", has_text=later).count() == 0
+    page.click("#pause")
+    page.locator("#calls tr.call", has_text=later).wait_for(timeout=5000)
+
+    # One click: Pretty, then Raw.
+    page.locator("#calls tr.call", has_text=marker).click()
+    assert "seats" in page.locator("#pretty").inner_text()
+    page.click("#tab-raw")
+    raw = page.locator("#raw").inner_text()
+    assert f'"event": "{marker}"' in raw and '"userId": "py-user-42"' in raw
+    assert WRITE_KEY not in page.content()
+    page.click("#tab-pretty")
+    console.screenshot("debugger")
+
+
 def test_failing_webhook_shows_samples_and_a_redriven_letter_is_delivered(console: Console, running: Running) -> None:
     page = console.page
     message_id = f"refused-{time.time_ns()}"
@@ -214,6 +267,58 @@ def test_replay_sends_a_range_again_with_its_progress(console: Console, running:
     console.screenshot("replay")
 
 
+def test_event_values_render_as_text_and_run_nothing(console: Console, running: Running) -> None:
+    page = console.page
+    console.log_in()
+    console.goto("/console/sources/web/debugger")
+    page.wait_for_function("() => document.getElementById('stream-state').textContent === 'live'")
+
+    message_id = f"xss-{time.time_ns()}"
+    running.sink.rejected.add(message_id)  # a dead letter too, so its inspection is checked
+    client = running.python_client()
+    client.track(
+        XSS_VALUES["attribute"],
+        XSS_VALUES["script"],
+        {**XSS_VALUES, "link": XSS_VALUES["url"]},
+        anonymous_id=XSS_VALUES["url"],
+        message_id=message_id,
+    )
+    client.flush()
+
+    row = page.locator("#calls tr.call", has_text="window.__xss = 'script'")
+    row.wait_for(timeout=5000)
+    assert XSS_VALUES["script"] in row.inner_text() and XSS_VALUES["attribute"] in row.inner_text()
+    row.click()
+    pretty = page.locator("#pretty").inner_text()
+    # Pretty shows each value as its JSON literal (quotes escaped), as text.
+    assert json.dumps(XSS_VALUES["attribute"]) in pretty and json.dumps(XSS_VALUES["url"]) in pretty
+    page.click("#tab-raw")
+    assert XSS_VALUES["script"] in page.locator("#raw").inner_text()
+    page.click("#tab-pretty")
+    assert_nothing_ran(page, "debugger")
+    console.screenshot("xss")
+
+    running.booked()
+    console.goto("/console/destinations/hook/")
+    letter = page.locator("#letters tr.letter", has_text="400").first
+    letter.wait_for(timeout=10000)
+    page.locator(f"#letters tr.letter[data-id='{letter.get_attribute('data-id')}']").click()
+    assert XSS_VALUES["script"] in page.locator("#letter-body").inner_text()
+    page.locator("#errors tbody tr[data-kind] button.sample-button").first.click()
+    page.locator("#sample [data-part=request]").click()
+    assert "window.__xss" in page.locator("#sample-body").inner_text()
+    assert_nothing_ran(page, "delivery")
+    running.sink.rejected.discard(message_id)
+
+
+def assert_nothing_ran(page: Any, where: str) -> None:
+    """No script from an event ran, and no markup from one became an element."""
+    assert page.evaluate("() => window.__xss") is None, where
+    assert page.locator("img").count() == 0, where
+    assert page.locator("a[href^='javascript:' i]").count() == 0, where
+    assert page.locator("script:not([src])").count() == 0, where
+
+
 def test_a_post_without_the_csrf_token_is_refused(console: Console, running: Running) -> None:
     page = console.page
     console.log_in()
@@ -234,7 +339,7 @@ def test_delivery_overview_and_schema_page(console: Console, running: Running) -
     page = console.page
     console.log_in()
     console.goto("/console/sources/web/")
-    page.wait_for_function("document.getElementById('overview-state').textContent !== 'loading…'")
+    page.wait_for_function("() => document.getElementById('overview-state').textContent !== 'loading…'")
     page.wait_for_load_state("networkidle")
     console.screenshot("source")
 

@@ -32,10 +32,16 @@ let selected = null;
 let renderPending = false;
 let gapSeq = 0;
 
+/** The call's type: the tap's, else the message's own (a refused call may have none). */
+function typeOf(entry) {
+  const m = entry.message && typeof entry.message === "object" ? entry.message : {};
+  return String(entry.type ?? m.type ?? "");
+}
+
 function nameOf(entry) {
   if (entry.event) return String(entry.event);
   const m = entry.message && typeof entry.message === "object" ? entry.message : {};
-  switch (entry.type) {
+  switch (typeOf(entry)) {
     case "track":
       return m.event ?? "";
     case "page":
@@ -85,7 +91,7 @@ function matches(entry) {
   if (entry.gap !== undefined) return true;
   const text = filters.text.value.trim().toLowerCase();
   if (text && !JSON.stringify(redacted(entry)).toLowerCase().includes(text)) return false;
-  if (filters.type.value && entry.type !== filters.type.value) return false;
+  if (filters.type.value && typeOf(entry) !== filters.type.value) return false;
   if (filters.outcome.value && entry.outcome !== filters.outcome.value) return false;
   const contains = (value, wanted) => !wanted || String(value ?? "").toLowerCase().includes(wanted.trim().toLowerCase());
   return (
@@ -127,7 +133,7 @@ function row(entry) {
     "tr",
     { class: `call ${entry.outcome}${selected === entry.id ? " selected" : ""}`, tabindex: 0, dataset: { id: String(entry.id) } },
     outcome,
-    el("td", { class: "type" }, String(entry.type ?? "").toUpperCase()),
+    el("td", { class: "type" }, typeOf(entry).toUpperCase()),
     el("td", { class: "name" }, nameOf(entry)),
     el("td", { class: "identity" }, identityOf(entry)),
     el("td", { class: "time" }, formatTime(entry.at)),
@@ -154,7 +160,7 @@ tabGroup(tabs, (button) => {
 function show(entry) {
   selected = entry.id;
   detail.hidden = false;
-  document.getElementById("detail-title").textContent = `${String(entry.type ?? "").toUpperCase()} ${nameOf(entry)}`;
+  document.getElementById("detail-title").textContent = `${typeOf(entry).toUpperCase()} ${nameOf(entry)}`;
   const outcome = [entry.outcome, entry.code, entry.reason].filter(Boolean).join(" · ");
   document.getElementById("detail-outcome").textContent = `${outcome} · ${formatTime(entry.at)} · messageId ${entry.messageId ?? "none"}`;
   const message = typeof entry.message === "string" ? entry.message : redacted(entry.message);

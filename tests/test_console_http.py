@@ -63,6 +63,12 @@ def test_console_pages_send_a_browser_to_the_login_form(admin: str) -> None:
     assert form.status_code == 200 and 'name="token"' in form.text
     # The API still answers 401, as scripts expect.
     assert httpx.get(f"{admin}/status").status_code == 401
+    # htmx swaps no 4xx: the Overview's refresh is told where to go instead.
+    fragment = httpx.get(
+        f"{admin}/console/fragments/health", headers={"HX-Request": "true", "HX-Current-URL": f"{admin}/console/"}
+    )
+    assert fragment.status_code == 401
+    assert fragment.headers["hx-redirect"].startswith("/console/login?next=")
 
 
 def test_login_sets_an_httponly_samesite_strict_expiring_cookie(admin: str) -> None:

@@ -156,6 +156,10 @@ def safe_next(target: str | None) -> str:
 
 def unauthenticated_response() -> Response:
     """401 for the API; the login form for a console page."""
+    if request.headers.get("HX-Request"):  # htmx swaps no 4xx: it follows HX-Redirect to the form
+        response = error_response(401, "unauthorized", "the console session ended: log in again")
+        response.headers["HX-Redirect"] = f"/console/login?next={quote(request.headers.get('HX-Current-URL', ''))}"
+        return response
     if request.path == "/console" or request.path.startswith("/console/"):
         target = request.full_path if request.query_string else request.path
         return redirect(f"/console/login?next={quote(target, safe='/')}", 303)  # type: ignore[return-value]

@@ -65,11 +65,14 @@ function identityOf(entry) {
   return parts.join(" · ");
 }
 
+/** Ids rise per process, so a restarted gateway reuses them: its calls are told apart by time too. */
+const keyOf = (entry) => `${entry.id}|${entry.at}`;
+
 function add(entries) {
-  const fresh = entries.filter((e) => e && e.id !== undefined && !seen.has(e.id));
+  const fresh = entries.filter((e) => e && e.id !== undefined && !seen.has(keyOf(e)));
   if (fresh.length === 0) return;
-  for (const entry of fresh) seen.add(entry.id);
-  items = [...fresh, ...items].sort((a, b) => (b.at ?? 0) - (a.at ?? 0));
+  for (const entry of fresh) seen.add(keyOf(entry));
+  items = [...fresh, ...items].sort((a, b) => (b.at ?? 0) - (a.at ?? 0) || (b.id ?? 0) - (a.id ?? 0));
   trim();
   scheduleRender();
 }
@@ -83,7 +86,7 @@ function addGap(dropped) {
 function trim() {
   while (items.length > KEEP) {
     const gone = items.pop();
-    if (gone.id !== undefined) seen.delete(gone.id);
+    if (gone.id !== undefined) seen.delete(keyOf(gone));
   }
 }
 
@@ -131,7 +134,7 @@ function row(entry) {
   }
   const tr = el(
     "tr",
-    { class: `call ${entry.outcome}${selected === entry.id ? " selected" : ""}`, tabindex: 0, dataset: { id: String(entry.id) } },
+    { class: `call ${entry.outcome}${selected === keyOf(entry) ? " selected" : ""}`, tabindex: 0, dataset: { id: String(entry.id) } },
     outcome,
     el("td", { class: "type" }, typeOf(entry).toUpperCase()),
     el("td", { class: "name" }, nameOf(entry)),
@@ -158,7 +161,7 @@ tabGroup(tabs, (button) => {
 });
 
 function show(entry) {
-  selected = entry.id;
+  selected = keyOf(entry);
   detail.hidden = false;
   document.getElementById("detail-title").textContent = `${typeOf(entry).toUpperCase()} ${nameOf(entry)}`;
   const outcome = [entry.outcome, entry.code, entry.reason].filter(Boolean).join(" · ");
@@ -184,18 +187,26 @@ async function backfill() {
 }
 
 function connect() {
-  stream = new EventSource(`${base}/stream`, { withCredentials: true });
+  const es = new EventSource(`${base}/stream`, { withCredentials: true });
+  stream = es;
   let broken = false;
-  stream.addEventListener("open", () => {
+  es.addEventListener("open", () => {
     say(stateLine, "live");
     if (broken) backfill(); // whatever came while the connection was down
     broken = false;
   });
-  stream.addEventListener("call", (event) => add([JSON.parse(event.data)]));
-  stream.addEventListener("gap", (event) => addGap(JSON.parse(event.data).dropped ?? 0));
-  stream.addEventListener("error", () => {
+  es.addEventListener("call", (event) => add([JSON.parse(event.data)]));
+  es.addEventListener("gap", (event) => addGap(JSON.parse(event.data).dropped ?? 0));
+  es.addEventListener("error", async () => {
     broken = true;
-    if (!paused) say(stateLine, "reconnecting…", true);
+    if (paused || stream !== es) return;
+    say(stateLine, "reconnecting…", true);
+    if (es.readyState === EventSource.CLOSED) {
+      // The browser gave up (an answer that is not a stream: the session ended, say): ask the
+      // API, which sends this page to the login form on a 401, else try again in a moment.
+      disconnect();
+      if (await backfill()) setTimeout(() => paused || stream || connect(), 2000);
+    }
   });
 }
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import psycopg
+import pyarrow as pa
 import pyarrow.csv as csv
 from gateway_warehouse import (
     DISCARDS,
@@ -157,6 +158,8 @@ class PostgresLoader(Loader):
     def write(self, load: Load) -> None:
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
+            # The rows' timestamps are written as UTC without a zone (see _copy).
+            cur.execute("SET LOCAL TimeZone = 'UTC'")
             for schema in load.schemas:
                 if schema.created:
                     cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema.schema)}")
@@ -192,10 +195,12 @@ class PostgresLoader(Loader):
     def _copy(self, cur: psycopg.Cursor[Any], target: str, table: TableLoad) -> None:
         """``COPY`` the rows as CSV that Arrow writes in C++ (a row at a time through psycopg
         costs four times as much): an empty string is quoted, NULL is empty, floats keep every
-        digit, timestamps are written in UTC with microseconds."""
+        digit, timestamps are written in UTC with microseconds and no zone, which the
+        transaction's ``TimeZone = 'UTC'`` reads as UTC (Arrow formats a timestamp with a zone
+        through the time zone database, 2-4 µs a value: five times the rest of the CSV)."""
         names = ", ".join(quote(c) for c in table.columns)
         data = io.BytesIO()
-        csv.write_csv(arrow_table(table), data, _CSV)
+        csv.write_csv(_zoneless(arrow_table(table)), data, _CSV)
         view = data.getbuffer()
         with cur.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT csv)") as copy:
             for offset in range(0, len(view), _COPY_CHUNK):
@@ -229,6 +234,15 @@ class PostgresLoader(Loader):
         )
         kind = f"postgres_{state}" if state else f"postgres_{type(error).__name__}"
         return DeliveryError(f"PostgreSQL: {str(error).strip()}", retryable=not permanent, kind=kind)
+
+
+def _zoneless(rows: pa.Table) -> pa.Table:
+    """``rows`` with its timestamp columns (UTC) as timestamps without a zone (the same instants)."""
+    columns = [
+        column.cast(pa.timestamp(column.type.unit)) if pa.types.is_timestamp(column.type) else column
+        for column in rows.columns
+    ]
+    return pa.Table.from_arrays(columns, names=rows.column_names)
 
 
 def _build(config: PostgresConfig, context: DestinationContext) -> WarehouseDestination:

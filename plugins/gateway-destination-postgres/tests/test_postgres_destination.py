@@ -4,6 +4,7 @@ PostgreSQL server started by the tests; rows compared column by column; exactly 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,34 @@ async def test_schema_evolution_type_conflicts_nul_and_deletion(postgres: Tempor
     with psycopg.connect(postgres.dsn) as conn:
         [(owner_is_super,)] = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
         assert owner_is_super is False
+
+
+async def test_timestamps_are_the_same_instants_whatever_the_sessions_time_zone(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    """The rows' timestamps go to COPY as UTC without a zone: a session in another zone (the
+    role's or the database's default) must not shift them."""
+    from gateway_destination_postgres import PostgresConfig, _build
+
+    far_from_utc = postgres.dsn + "?options=-c%20TimeZone%3DPacific/Kiritimati"  # UTC+14
+    destination = _build(PostgresConfig(dsn=far_from_utc, schema="zones"), DestinationContext("wh", tmp_path))
+    body = {
+        "type": "track",
+        "event": "Clicked",
+        "userId": "u",
+        "messageId": "m1",
+        "receivedAt": "2026-01-01T00:00:00.250Z",
+        "timestamp": "2025-12-31T19:00:00-05:00",
+        "properties": {"due": "2026-02-03T04:05:06+01:00"},
+    }
+    ident = {"type": "identify", "userId": "u", "messageId": "i1", "receivedAt": "2026-01-01T00:00:01Z"}
+    async with destination:
+        await destination.send(
+            [Record(seq=i, source="web", body=json.dumps(m).encode()) for i, m in enumerate([body, ident])]
+        )
+    [row] = read_tables(postgres.dsn, "zones")["clicked"]
+    assert row["received_at"] == datetime(2026, 1, 1, 0, 0, 0, 250000, tzinfo=UTC)
+    assert row["timestamp"] == datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
+    assert row["due"] == datetime(2026, 2, 3, 3, 5, 6, tzinfo=UTC)
+    [user] = read_tables(postgres.dsn, "zones")["users"]
+    assert user["received_at"] == datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)

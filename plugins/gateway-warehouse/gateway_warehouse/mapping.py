@@ -222,6 +222,28 @@ def _reserved_columns(call: str) -> frozenset[str]:
 _RESERVED: dict[str, frozenset[str]] = {}
 
 
+class _Common:
+    """What the rows of one message share: the standard columns and the flattened context; and
+    their shape (names and kinds of values), worked out once for the plan key of each row."""
+
+    __slots__ = ("_shape", "context_paths", "context_values", "keys", "values")
+
+    def __init__(self, keys: list[str], values: list[Any], context_paths: list[str], context_values: list[Any]) -> None:
+        self.keys, self.values = keys, values
+        self.context_paths, self.context_values = context_paths, context_values
+        self._shape: tuple[Any, ...] | None = None
+
+    def shape(self) -> tuple[Any, ...]:
+        if self._shape is None:
+            self._shape = (
+                tuple(self.keys),
+                tuple(self.context_paths),
+                tuple(map(type, self.values)),
+                tuple(map(type, self.context_values)),
+            )
+        return self._shape
+
+
 class _Message:
     """Maps one message into its rows (a helper of :meth:`Mapper.map`)."""
 
@@ -256,32 +278,28 @@ class _Message:
         # that does not parse stays text: the fill discards it.
         common_keys: list[str] = ["uuid_ts"]
         common_values: list[Any] = [load.uuid_ts]
-        for field_name, column in _FIELDS.items():
-            value = message.get(field_name)
+        get = message.get
+        for field_name, column, is_timestamp in _STANDARD_FIELDS[call]:
+            value = get(field_name)
             if value is not None:
-                if type(value) is str and _COMMON[column] is TS:
+                if is_timestamp and type(value) is str:
                     value = load.timestamp(value)
                 common_keys.append(column)
                 common_values.append(value)
-        for field_name, column in _EXTRA_FIELDS[call].items():
-            value = message.get(field_name)
-            if value is not None:
-                common_keys.append(column)
-                common_values.append(value)
-        context = message.get("context")
+        context = get("context")
         context_paths: list[str] = []
         context_values: list[Any] = []
         if isinstance(context, dict):
             _flatten(context, None, context_paths, context_values)
-        common = (common_keys, common_values, context_paths, context_values)
+        common = _Common(common_keys, common_values, context_paths, context_values)
 
         paths: list[str] = []
         values: list[Any] = []
         if call == "track":
             event = message.get("event")
             event_table = mapper.event_table(to_text(event) if event is not None else "")
-            common_keys.append("event")
-            common_values.append(event_table)
+            common.keys.append("event")
+            common.values.append(event_table)
             if mapper.dialect.tracks_table:
                 self._row(table_name, "track", common, paths, values)
             properties = message.get("properties")
@@ -312,7 +330,7 @@ class _Message:
         self,
         table_name: str,
         call: str,
-        common: tuple[list[str], list[Any], list[str], list[Any]],
+        common: _Common,
         paths: list[str],
         values: list[Any],
     ) -> None:
@@ -327,12 +345,17 @@ class _Message:
             return
         state, mapper = self.state, self.mapper
         table = state.table(table_name, "id", "replace")
-        common_keys, common_values, context_paths, context_values = common
+        common_keys, common_values, context_paths, context_values = (
+            common.keys,
+            common.values,
+            common.context_paths,
+            common.context_values,
+        )
         every = common_values + context_values + values
         selection = mapper._properties.get(table_name)
         key: tuple[Any, ...] | None = None
         if selection is None and mapper.shape_plans:
-            key = (table_name, tuple(common_keys), tuple(context_paths), tuple(paths), tuple(map(type, every)))
+            key = (table_name, common.shape(), tuple(paths), tuple(map(type, values)))
             plan = state.plans.get(key)
             if plan is not None and plan.takes(every, self):
                 table.rows[self.id] = dict(zip(plan.columns, every, strict=True))
@@ -477,6 +500,11 @@ class _Message:
         discards.rows[f"{self.id}{_SEP}{table}{_SEP}{column}{_SEP}{len(discards.rows)}"] = row
 
 
+#: Per call type, the message fields that are standard columns: (field, column, is a timestamp).
+_STANDARD_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    call: tuple((field_name, column, _COMMON.get(column) is TS) for field_name, column in {**_FIELDS, **extra}.items())
+    for call, extra in _EXTRA_FIELDS.items()
+}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _I, _F, _B = ColumnType.INTEGER, ColumnType.FLOAT, ColumnType.BOOLEAN
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

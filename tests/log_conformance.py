@@ -113,9 +113,33 @@ async def test_dedup_is_exact_inside_the_window_and_forgets_after_it(engine: Log
         clock.advance(1)
         assert await log.purge(["crm"]) == 1  # "a" goes; "b" is the newest row and stays
         assert (await log.append([entry("a")])).stored == 1  # past the window: new again
-        assert (await log.append([entry("b")])).duplicates == 1
+        assert (await log.append([entry("b")])).stored == 1  # its row stayed, its key's window did not
+        assert (await log.append([entry("a"), entry("b")])).duplicates == 2  # the new copies hold the keys
     async with engine.open(LogConfig(dedup_window_secs=60, archive_secs=0), clock_ms=clock) as log:
         assert (await log.append([entry("a"), entry("b")])).duplicates == 2  # across a restart
+
+
+async def test_dedup_windows_over_time_and_restarts(engine: LogEngine, clock: FakeClock) -> None:
+    """Keys stored over several windows (SQLite keeps them in slices of a window, dropped by
+    purge): each is a duplicate for exactly one window after it was stored, across restarts,
+    whether or not purge has dropped what held it."""
+    config = LogConfig(dedup_window_secs=100, archive_secs=0)
+    stored_at: dict[str, int] = {}
+    for step in range(12):  # 12 x 30 s: keys in many slices, and windows that end between them
+        async with engine.open(config, clock_ms=clock) as log:
+            for key in list(stored_at):
+                age = clock.now - stored_at[key]
+                result = await log.append([entry(key)])
+                if age <= 100_000:
+                    assert result.duplicates == 1, (key, age)
+                else:
+                    assert result.stored == 1, (key, age)
+                    stored_at[key] = clock.now
+            assert (await log.append([entry(f"k{step}"), entry(f"k{step}")])).stored == 1
+            stored_at[f"k{step}"] = clock.now
+            if step % 2:
+                await log.purge([])
+        clock.advance(30_000)
 
 
 async def test_duplicates_inside_one_append_and_across_appends_are_skipped_in_order(engine: LogEngine) -> None:

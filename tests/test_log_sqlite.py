@@ -260,3 +260,68 @@ async def test_a_deletion_leaves_none_of_the_users_bytes_in_the_files(tmp_path: 
         assert conn.execute("SELECT user_id, messages_deleted FROM deletion_requests").fetchall() == [("user-42", 2)]
     finally:
         conn.close()
+
+
+async def test_a_log_with_the_unique_index_of_schema_1_moves_its_keys_to_a_dedup_slice(tmp_path: Path) -> None:
+    now = 1_800_000_000_000
+    with sqlite3.connect(tmp_path / sqlite_log.DB_NAME) as old:
+        old.execute(
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY, source TEXT NOT NULL, message_id TEXT NOT NULL, "
+            "received_at INTEGER NOT NULL, body BLOB NOT NULL)"
+        )
+        old.execute("CREATE UNIQUE INDEX messages_by_key ON messages (source, message_id)")
+        old.executemany(
+            "INSERT INTO messages (source, message_id, received_at, body) VALUES ('web', ?, ?, '{}')",
+            [("old", now - 61_000), ("recent", now - 59_000)],
+        )
+    config = LogConfig(dedup_window_secs=60)
+    async with open_log(config, tmp_path, clock_ms=lambda: now) as log:
+        result = await log.append([entry("recent"), entry("old"), entry("new")])
+        assert (result.stored, result.duplicates) == (2, 1)  # "old" was past the window
+        assert log.head() == 4
+    with sqlite3.connect(tmp_path / sqlite_log.DB_NAME) as conn:
+        indexes = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
+        assert "messages_by_key" not in indexes
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    async with open_log(config, tmp_path, clock_ms=lambda: now + 1) as log:  # opened again: nothing to move
+        assert (await log.append([entry("recent"), entry("new")])).duplicates == 2
+
+
+async def test_the_dedup_keys_are_bounded_by_the_window_not_the_archive(tmp_path: Path) -> None:
+    now = [1_800_000_000_000]
+    config = LogConfig(dedup_window_secs=100, archive_secs=100_000)
+    async with open_log(config, tmp_path, clock_ms=lambda: now[0]) as log:
+        for step in range(40):  # 40 x 10 s = four windows, every message kept (the archive)
+            await log.append([entry(f"m{step}-{i}") for i in range(50)])
+            now[0] += 10_000
+            await log.purge([])
+    with sqlite3.connect(tmp_path / sqlite_log.DB_NAME) as conn:
+        slices = [name for (name,) in conn.execute("SELECT name FROM dedup_slices")]
+        keys = sum(conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in slices)
+        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'dedup_keys_%'").fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 2000
+    # The window (10 appends) and at most a slice (a quarter window) more, in 4-6 slices.
+    assert 500 <= keys <= 500 + 150, keys
+    assert 4 <= len(slices) == tables <= 6
+
+
+async def test_the_bulk_writer_fills_a_log_that_dedups_as_appends_do(tmp_path: Path) -> None:
+    now = 1_800_000_000_000
+    config = LogConfig(dedup_window_secs=100, archive_secs=1000)
+    # 1,000 s of history, a row per 0.1 s, with a copy of every 100th row 50 s after it.
+    rows = [("web", f"m{i}", now - 1_000_000 + i * 100, b'{"messageId":"m%d"}' % i) for i in range(10_000)]
+    copies = [("web", f"m{i}", at + 50_000, body) for _, i_id, at, body in rows[::100] for i in [int(i_id[1:])]]
+    history = sorted(rows + copies, key=lambda row: row[2])
+    stored = await trio.to_thread.run_sync(
+        lambda: sqlite_log.bulk_load(config, tmp_path, history, clock_ms=lambda: now)
+    )
+    # Rows older than the window get no key, so their copies are stored; the window's are not.
+    in_window_copies = sum(1 for _, _, at, _ in copies if at - 50_000 >= now - 100_000)
+    assert stored == len(history) - in_window_copies
+    async with open_log(config, tmp_path, clock_ms=lambda: now) as log:
+        assert log.head() == stored
+        assert (await log.append([entry("m9999"), entry("m9000"), entry("m100")])).duplicates == 2
+        with pytest.raises(LogUnavailableError, match="in use by another gateway"):
+            sqlite_log.bulk_load(config, tmp_path, [])
+    with pytest.raises(ValueError, match="goes back"):
+        sqlite_log.bulk_load(config, tmp_path, [("web", "late", now - 1, b"{}")])

@@ -97,6 +97,7 @@ class MemoryLog:
             return AppendResult(stored=0, duplicates=0)
         self._commit_or_fail()
         store, now, head = self.store, self._now_ms(), self.store.head
+        window_ms = self._config.dedup_window_secs * 1000
         books: Counter[tuple[str, str]] = Counter()
         stored = 0
         # Runs of one source (a request's own messages, then what its filters forwarded), so
@@ -105,7 +106,7 @@ class MemoryLog:
             run_entries = list(run)
             run_stored = 0
             for e in run_entries:
-                if (e.source, e.message_id) not in store.keys:
+                if not store.is_duplicate(e.source, e.message_id, now, window_ms):
                     self._disk_bytes += store.add_row(e.source, e.message_id, now, e.body)
                     run_stored += 1
             stored += run_stored

@@ -66,7 +66,8 @@ class MemoryStore:
 
     Attributes:
         rows: The messages by seq; ``order`` holds their seqs, sorted.
-        keys: The dedup keys, (source, message_id) -> seq, as long as the row is there.
+        keys: The dedup keys, (source, message_id) -> the seq of the newest copy stored, as long
+            as that row is there; a key counts within the dedup window only (:meth:`is_duplicate`).
         cursors: name -> position and start.
         outcomes: Delivery outcomes, written with the cursor moves and by deletion requests.
         letters: Dead letters by id (ids are never reused).
@@ -108,11 +109,17 @@ class MemoryStore:
         self.keys[(source, message_id)] = seq
         return len(body) + _ROW_OVERHEAD
 
+    def is_duplicate(self, source: str, message_id: str, now: int, window_ms: int) -> bool:
+        """Whether a copy of the key was stored at most ``window_ms`` before ``now``."""
+        seq = self.keys.get((source, message_id))
+        return seq is not None and now - self.rows[seq].received_at <= window_ms
+
     def remove_rows(self, seqs: Iterable[int]) -> None:
-        """Delete rows and their dedup keys."""
+        """Delete rows and their dedup keys (unless a later copy holds the key)."""
         for seq in seqs:
             row = self.rows.pop(seq)
-            del self.keys[(row.source, row.message_id)]
+            if self.keys.get((row.source, row.message_id)) == seq:
+                del self.keys[(row.source, row.message_id)]
         self.order = [seq for seq in self.order if seq in self.rows]
 
     def start_cursor(self, destination: str, start: int, now: int) -> None:

@@ -33,10 +33,12 @@ How the log's promises map onto Redis, and why:
   books would need a record per message instead of a position, and destinations would see
   batches out of log order. Delivery is rarely the bottleneck (ingestion's HTTP stack is); the
   lease keeps order and the books' exactness.
-- **The dedup window and the archive** are one rule, as in SQLite: a message (and its dedup
-  key) stays until every destination has it and it is older than both ``archive_secs`` and
-  ``dedup_window_secs``; purge trims the stream by id (XTRIM MINID) from the oldest end,
-  with the bodies and dedup keys of what it trims. The newest message always stays.
+- **The dedup window** is the one of every engine: a key is a duplicate while its earlier copy
+  was stored at most ``dedup_window_secs`` ago (the append script reads that copy's
+  ``received_at`` from the stream; an older copy hands the key to the new message). **The
+  archive**: a message stays until every destination has it and it is older than both
+  ``archive_secs`` and ``dedup_window_secs``; purge trims the stream by id (XTRIM MINID) from
+  the oldest end, with the bodies and the dedup keys still theirs. The newest message always stays.
   ``received_at`` never decreases along the log (the script keeps ``P:last_ms``), so a time
   range is found by binary search over entry ids (replays, ``start_at``).
 - **Deletion requests** scan the log for the userId, ten thousand messages per script call

@@ -279,7 +279,7 @@ class RedisLog:
         pipe = self._client.pipeline(transaction=False)
         append = self._scripts["APPEND"]
         for chunk in chunks:
-            args: list[Any] = [self._prefix, now]
+            args: list[Any] = [self._prefix, now, self._config.dedup_window_secs * 1000]
             for waiter in chunk:
                 waiter.packed(args)
             append(keys=[self._stream], args=args, client=pipe)

@@ -94,7 +94,7 @@ end
 local function head() return tonumber(redis.call('GET', P .. ':seq') or '0') end
 """
 
-#: Store a group commit. ARGV: P, now, then per request: entry count, letter count, counted
+#: Store a group commit. ARGV: P, now, the dedup window (ms), then per request: entry count, letter count, counted
 #: (1: book stored/duplicates and the tally), tally count, redriven count, then its entries
 #: (source, key, body), letters (destination, source, body, error, stage), tally (source,
 #: outcome, n) and redriven letter ids. Returns {head, received_at, stored per request (-1: a
@@ -104,9 +104,20 @@ APPEND = (
     + _PRELUDE
     + r"""
 local now = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
 local last = tonumber(redis.call('GET', P .. ':last_ms') or '0')
 if now < last then now = last end
-local group, i = {}, 3
+-- Whether `k` ("source\0message_id") is new: not stored within the dedup window. A key whose
+-- copy is older takes the new seq (purge and deletion drop a key only while it is their row's).
+local function claim(k, seq)
+  if redis.call('HSETNX', P .. ':dedup', k, fmt(seq)) == 1 then return true end
+  local held = redis.call('HGET', P .. ':dedup', k)
+  local r = redis.call('XRANGE', LOG, held .. '-0', held .. '-0')
+  if #r > 0 and now - tonumber(field(r[1], 't')) <= window then return false end
+  redis.call('HSET', P .. ':dedup', k, fmt(seq))
+  return true
+end
+local group, i = {}, 4
 while i <= #ARGV do
   local ne, nl, counted = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
   local nt, nr = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
@@ -145,7 +156,7 @@ for i, w in ipairs(group) do
       local source, key, body = e[1], e[2], e[3]
       local s = by_source[source]
       if not s then s = {0, 0}; by_source[source] = s end
-      if redis.call('HSETNX', P .. ':dedup', source .. '\0' .. key, fmt(seq + 1)) == 1 then
+      if claim(source .. '\0' .. key, seq + 1) then
         seq = seq + 1
         local id = fmt(seq)
         redis.call('XADD', LOG, id .. '-0', 's', source, 'm', key, 't', now_s)
@@ -459,7 +470,9 @@ for _, row in ipairs(rows) do
   else
     redis.call('XDEL', LOG, id .. '-0')
     redis.call('HDEL', P .. ':body', id)
-    redis.call('HDEL', P .. ':dedup', source .. '\0' .. key)
+    if redis.call('HGET', P .. ':dedup', source .. '\0' .. key) == id then
+      redis.call('HDEL', P .. ':dedup', source .. '\0' .. key)
+    end
     redis.call('ZADD', P .. ':deleted', seq, source .. '\0' .. id)
     redis.call('DECRBY', P .. ':bytes', #old + 64)
     deleted[#deleted + 1] = {seq, source}
@@ -506,7 +519,8 @@ for _, e in ipairs(r) do
   local body = redis.call('HGET', P .. ':body', id)
   if body then bytes = bytes + #body + 64 end
   redis.call('HDEL', P .. ':body', id)
-  redis.call('HDEL', P .. ':dedup', field(e, 's') .. '\0' .. field(e, 'm'))
+  local k = field(e, 's') .. '\0' .. field(e, 'm')
+  if redis.call('HGET', P .. ':dedup', k) == id then redis.call('HDEL', P .. ':dedup', k) end
   gone, last = gone + 1, tonumber(id)
 end
 if last then

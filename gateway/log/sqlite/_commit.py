@@ -8,36 +8,35 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import groupby
 from operator import attrgetter
+from typing import TypeVar
 
 import trio
 
 from gateway.errors import LogUnavailableError
 from gateway.log import AppendResult, Entry, SourceLetter
+from gateway.log.sqlite._dedup import DedupSlices
 from gateway.log.sqlite._reads import head_seq
 from gateway.log.sqlite._schema import ADD_DEAD_LETTER, ADD_OUTCOME, ADD_SOURCE_OUTCOME, SET_CURSOR, transaction
 
-# A duplicate key is skipped by the same statement that would store it, in the same
-# transaction: the only way to be exact across concurrent requests and crashes. Rows go in as
-# multi-row INSERTs (VALUES rows are inserted in order, so a duplicate inside one statement is
-# skipped too): one call into SQLite per chunk instead of per row, so the commit thread takes
-# the GIL back once per chunk, not once per row, while the event loop is busy.
-# A power of two (chunk sizes are powers of two: a handful of cached statements), and 4 x 128
-# parameters stay under 999, the variable limit of SQLite builds before 3.32.
+# A duplicate key is found and recorded (gateway.log.sqlite._dedup) in the same transaction as
+# the messages: the only way to be exact across concurrent requests and crashes. Keys and rows
+# go in as multi-row statements, one call into SQLite per chunk instead of per row, so the
+# commit thread takes the GIL back once per chunk, not once per row, while the event loop is
+# busy. A power of two (chunk sizes are powers of two: a handful of cached statements), and
+# 4 x 128 parameters stay under 999, the variable limit of SQLite builds before 3.32.
 _APPEND_CHUNK = 128
+T = TypeVar("T")
 
 
 def _append_sql(rows: int) -> str:
     values = ", ".join(["(?, ?, ?, ?)"] * rows)
-    return (
-        f"INSERT INTO messages (source, message_id, received_at, body) VALUES {values} "
-        "ON CONFLICT (source, message_id) DO NOTHING"
-    )
+    return f"INSERT INTO messages (source, message_id, received_at, body) VALUES {values}"
 
 
 _APPEND_SQL = {size: _append_sql(size) for size in (1 << bit for bit in range(_APPEND_CHUNK.bit_length()))}
 
 
-def _append_chunks(entries: Sequence[Entry]) -> Iterator[Sequence[Entry]]:
+def _append_chunks(entries: Sequence[T]) -> Iterator[Sequence[T]]:
     """``entries`` in order, in chunks of ``_APPEND_CHUNK`` and then of decreasing powers of two."""
     start, left = 0, len(entries)
     size = _APPEND_CHUNK
@@ -80,11 +79,15 @@ def commit_group(
     cursors: dict[str, int],
     outcomes: list[QueuedOutcome],
     now: int,
+    dedup: DedupSlices,
+    dedup_window_ms: int,
 ) -> tuple[list[AppendResult], int]:
     """Write everything ``waiters`` queued, and the queued ``cursors`` with their ``outcomes``,
     in one transaction. Returns each waiter's result and the head after it."""
     cur = conn.cursor()
     results = []
+    if any(waiter.entries for waiter in waiters):
+        dedup.current(conn, now, dedup_window_ms)
     with transaction(conn):
         books: Counter[tuple[str, str]] = Counter()
         for waiter in waiters:
@@ -95,10 +98,17 @@ def commit_group(
                 run_entries = list(run)
                 run_stored = 0
                 for chunk in _append_chunks(run_entries):
-                    params = [value for e in chunk for value in (e.source, e.message_id, now, e.body)]
-                    cur.execute(_APPEND_SQL[len(chunk)], params)
-                    # This statement's rows (the connection's total_changes is a C int that wraps).
-                    run_stored += cur.rowcount
+                    new = dedup.store_new(cur, source, [(e.message_id, now) for e in chunk], dedup_window_ms)
+                    fresh = []
+                    for e in chunk:
+                        if e.message_id in new:
+                            new.discard(e.message_id)  # a second copy in this chunk is a duplicate
+                            fresh.append(e)
+                    for part in _append_chunks(fresh):
+                        cur.execute(
+                            _APPEND_SQL[len(part)], [v for e in part for v in (e.source, e.message_id, now, e.body)]
+                        )
+                    run_stored += len(fresh)
                 stored += run_stored
                 if waiter.tally is not None:
                     books[(source, "stored")] += run_stored

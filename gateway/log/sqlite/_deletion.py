@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from gateway.log import DELETED_OUTCOME, DeletionReport, deleted_runs, tombstone
+from gateway.log.sqlite._dedup import DedupSlices
 from gateway.log.sqlite._schema import ADD_OUTCOME, connect_read_only, transaction
 
 _USER_ID = "json_extract(CAST(body AS TEXT), '$.userId')"
@@ -40,6 +41,7 @@ def delete_user_rows(
     scanned_to: int,
     destinations: tuple[str, ...],
     *,
+    dedup: DedupSlices,
     read_upto: Mapping[str, int],
     read_upto_anyone: int,
     now: int,
@@ -73,7 +75,17 @@ def delete_user_rows(
                     kept.append((tombstone(message_id), seq))
                 else:
                     deleted.append((seq, source))
-            cur.executemany("DELETE FROM messages WHERE seq = ?", [(seq,) for seq, _ in deleted])
+            gone = [(seq,) for seq, _ in deleted]
+            # Their dedup keys go too (a tombstone keeps its key, as it keeps its row).
+            dedup.forget(
+                cur,
+                cur.execute(
+                    "SELECT source, message_id, received_at FROM messages "
+                    "WHERE seq IN (SELECT value FROM json_each(?))",
+                    (msgspec.json.encode([seq for seq, _ in deleted]).decode(),),
+                ).fetchall(),
+            )
+            cur.executemany("DELETE FROM messages WHERE seq = ?", gone)
             cur.executemany("INSERT OR IGNORE INTO deleted_seqs (seq, source) VALUES (?, ?)", deleted)
             cur.executemany("UPDATE messages SET body = ? WHERE seq = ?", kept)
             dead_letters = cur.execute(f"DELETE FROM dead_letters WHERE {_USER_ID} = ?", (user_id,)).rowcount

@@ -43,11 +43,16 @@ from gateway.log import (
 )
 from gateway.log.sqlite import _dead_letters, _deletion, _inventory, _reads
 from gateway.log.sqlite._commit import QueuedOutcome, Waiter, commit_group
+from gateway.log.sqlite._dedup import DedupSlices
 from gateway.log.sqlite._schema import connect, create_schema, probe, reading, unavailable, writing
 from gateway.log.sqlite._upkeep import Upkeep, wal_limit
 
 log = structlog.get_logger("gateway.log")
 T = TypeVar("T")
+
+#: The writer's page cache: the current dedup slice's pages (a quarter of the window's keys, at
+#: about 60 bytes a key) and the upper levels of the older slices' B-trees.
+WRITER_CACHE_KIB = 64 * 1024
 
 
 class SQLiteLog:
@@ -68,10 +73,12 @@ class SQLiteLog:
         #: Why the last commit failed, for /ready's reasons (while _last_commit_failed).
         self._last_failure: LogUnavailableError | None = None
         self._path = path
-        # The writer's cache holds the hot part of the dedup index; readers scan forward.
+        # The writer's cache holds the current dedup slice and the hot pages of the older ones;
+        # readers scan forward.
         limit = wal_limit(config.max_disk_bytes)
-        self._writer = connect(path, config.synchronous, cache_kib=16384, wal_limit=limit)
-        create_schema(self._writer)
+        self._writer = connect(path, config.synchronous, cache_kib=WRITER_CACHE_KIB, wal_limit=limit)
+        create_schema(self._writer, clock_ms(), config.dedup_window_secs * 1000)
+        self._dedup = DedupSlices(self._writer)
         self._reader = connect(path, config.synchronous, cache_kib=4096, wal_limit=limit)
         maintainer = connect(path, config.synchronous, cache_kib=1024, wal_limit=limit)
         self._write_lock = trio.CapacityLimiter(1)
@@ -157,7 +164,15 @@ class SQLiteLog:
             started = time.perf_counter()
             try:
                 results, head = await trio.to_thread.run_sync(
-                    commit_group, self._writer, waiters, cursors, outcomes, self._now_ms(), limiter=self._write_lock
+                    commit_group,
+                    self._writer,
+                    waiters,
+                    cursors,
+                    outcomes,
+                    self._now_ms(),
+                    self._dedup,
+                    self._config.dedup_window_secs * 1000,
+                    limiter=self._write_lock,
                 )
             except Exception as error:  # sqlite3 errors, and a bug must not take the committer down either
                 failure = (
@@ -328,6 +343,7 @@ class SQLiteLog:
             async with self._read_lock:
                 delete = partial(
                     _deletion.delete_user_rows,
+                    dedup=self._dedup,
                     read_upto=self._read_upto,
                     read_upto_anyone=self._read_upto_anyone,
                     now=self._now_ms(),
@@ -355,10 +371,13 @@ class SQLiteLog:
 
     async def purge(self, destinations: Sequence[str]) -> int:
         """Delete messages every destination has that are past both the archive period and the
-        dedup window. Returns how many were deleted."""
+        dedup window, and the dedup slices past the window. Returns how many messages went."""
         delivered_up_to = min((self._cursors.get(d, self._head_seq) for d in destinations), default=self._head_seq)
         keep_secs = max(self._config.archive_secs, self._config.dedup_window_secs)
-        return await self._upkeep.purge(delivered_up_to, self._head_seq, self._now_ms() - keep_secs * 1000)
+        now = self._now_ms()
+        purged = await self._upkeep.purge(delivered_up_to, self._head_seq, now - keep_secs * 1000)
+        await self._write(self._dedup.drop_expired, now, self._config.dedup_window_secs * 1000)
+        return purged
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database without blocking commits (PASSIVE), and re-measure

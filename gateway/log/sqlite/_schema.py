@@ -11,19 +11,20 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from gateway.errors import LogUnavailableError, LogUnreadableError
+from gateway.log.sqlite._dedup import SLICES_SCHEMA, migrate_unique_index
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 DB_NAME = "log.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- seq is the rowid: a new row gets max(seq) + 1. The newest row is therefore never deleted (see
 -- purge), so a seq is never reused and a cursor can never point past a message that arrives
--- later. The unique key is the dedup key: a (source, message_id) is remembered as long as its
--- message is in the log, which purge keeps for at least the dedup window.
+-- later. The dedup keys live in the dedup slices (_dedup.py), for the dedup window only; schema 1
+-- had a unique index on (source, message_id) here, over the whole archive.
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY,
     source TEXT NOT NULL,
@@ -31,7 +32,6 @@ CREATE TABLE IF NOT EXISTS messages (
     received_at INTEGER NOT NULL,
     body BLOB NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS messages_by_key ON messages (source, message_id);
 -- start_seq: the head when the destination was added; it is responsible for every seq after.
 CREATE TABLE IF NOT EXISTS cursors (
     destination TEXT PRIMARY KEY,
@@ -123,11 +123,17 @@ ADD_OUTCOME = (
 )
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables that are missing and bring older ones up to this schema."""
-    conn.executescript(_SCHEMA)
+def create_schema(conn: sqlite3.Connection, now: int, dedup_window_ms: int) -> None:
+    """Create the tables that are missing and bring older ones up to this schema (the dedup
+    keys of a schema 1 log move to a dedup slice, as of ``now``)."""
+    conn.executescript(_SCHEMA + SLICES_SCHEMA)
     upgrade(conn)
-    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    migrate_unique_index(conn, now, dedup_window_ms)
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
+    )
 
 
 def probe(conn: sqlite3.Connection, now: int) -> None:
@@ -142,7 +148,7 @@ def probe(conn: sqlite3.Connection, now: int) -> None:
 
 def upgrade(conn: sqlite3.Connection) -> None:
     """Bring a log written by an earlier version up to this schema (additions only, so an
-    older gateway can still read it)."""
+    older gateway can still read it; the move to dedup slices is not, see _dedup.py)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
     if "stage" not in columns:
         conn.execute("ALTER TABLE dead_letters ADD COLUMN stage TEXT NOT NULL DEFAULT 'send'")

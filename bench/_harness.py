@@ -192,7 +192,10 @@ def gateway_url(line: str) -> str:
     return json.loads(line)["listen"][0]
 
 
-def gateway_config(data_dir: Path, destination: str, synchronous: str) -> str:
+def gateway_config(data_dir: Path, destination: str, synchronous: str, *, max_disk_bytes: int = 0) -> str:
+    """A gateway config for the benchmarks; ``max_disk_bytes`` (0: the default) for a log filled
+    beforehand (bench/ingest.py --prefill)."""
+    bound = f"max_disk_bytes = {max_disk_bytes}\n" if max_disk_bytes else ""
     text = f"""
 [server]
 listen = "127.0.0.1:0"
@@ -201,7 +204,7 @@ graceful_shutdown_secs = 5
 
 [log]
 synchronous = "{synchronous}"
-
+{bound}
 [sources.web]
 write_key = "{WRITE_KEY}"
 """
@@ -303,6 +306,8 @@ class Scenario:
     script: str
     connections: int
     threads: int
+    #: BENCH_MESSAGE_IDS for wrk ("counter", "uuid4"); empty: the environment's.
+    message_ids: str = ""
 
 
 @dataclass
@@ -363,6 +368,8 @@ def run_wrk(url: str, scenario: Scenario, duration: int, run_id: str) -> tuple[d
         url,
     ]
     env = {**os.environ, "BENCH_WRITE_KEY": WRITE_KEY, "BENCH_RUN_ID": run_id}
+    if scenario.message_ids:
+        env["BENCH_MESSAGE_IDS"] = scenario.message_ids
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + 60)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -81,9 +81,10 @@ function init(args)
    M.seed(tid)
 end
 
--- BENCH_MESSAGE_IDS=uuid4: the run id and a random UUIDv4, as the Python and mobile clients send
--- (random keys land on random pages of the dedup index); otherwise the run id, thread id, counter
--- and a random suffix (keys of one run share a prefix, so they cluster in the index).
+-- BENCH_MESSAGE_IDS=uuid4: a random UUIDv4 and nothing else, as the Python and mobile clients
+-- send (random keys land on random pages of the dedup keys, among those of a pre-filled log too);
+-- otherwise the run id, thread id, counter and a random suffix (keys of one run share a prefix,
+-- so they cluster, as the time-ordered ids of the Node and browser clients do).
 local UUID_IDS = os.getenv("BENCH_MESSAGE_IDS") == "uuid4"
 local random = math.random
 
@@ -96,7 +97,7 @@ function M.event(with_type)
    counter = counter + 1
    local id
    if UUID_IDS then
-      id = M.run_id .. "-" .. uuid4()
+      id = uuid4()
    else
       id = string.format("%s-%d-%d-%08x", M.run_id, M.tid, counter, random(0, 0x7fffffff))
    end

@@ -102,6 +102,20 @@ def main(argv: list[str] | None = None) -> int:
         "dedup index), or random UUIDv4s as the Python and mobile clients send",
     )
     parser.add_argument(
+        "--prefill",
+        type=int,
+        metavar="N",
+        help="instead of the usual runs: /v1/batch with UUIDv4 and time-ordered ids on a log pre-filled "
+        "with N messages (the log's bulk writer) and on an empty one, and the floor app "
+        "(bench/floor_app.py), in one run (issue 19's targets)",
+    )
+    parser.add_argument(
+        "--prefill-ids",
+        choices=("uuid4", "ordered"),
+        default="uuid4",
+        help="messageIds of the pre-filled messages (default uuid4)",
+    )
+    parser.add_argument(
         "--baseline-python",
         metavar="PYTHON",
         help="compare with an earlier gateway instead of the bare app: the python of a venv where "
@@ -112,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = check_load_arguments(parser, args, "ingest.py")
     if missing is not None:
         return missing
+    if args.prefill is not None:
+        from _prefilled_run import run_prefilled
+
+        return run_prefilled(args)
     os.environ["BENCH_MESSAGE_IDS"] = args.message_ids  # read by bench/common.lua in wrk
 
     track = Scenario(

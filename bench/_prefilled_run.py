@@ -1,0 +1,163 @@
+"""bench/ingest.py ``--prefill N``: ``/v1/batch`` of 100 on a pre-filled log against an empty one,
+UUIDv4 ids against time-ordered ones, and the gateway against the floor app
+(bench/floor_app.py), all in one run with back-to-back pairs.
+
+Three servers are up at once on the server core: the floor app, a gateway on an empty log and a
+gateway on a log filled with N messages by the log's bulk writer (bench/_prefill.py). Each round
+runs, back to back: the floor, empty/ordered, empty/uuid4, filled/ordered, filled/uuid4. Each
+ratio is the median over rounds of the ratio inside a round, so drift of a shared VM stays out.
+
+Not a benchmark itself; bench/ingest.py imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from _harness import (
+    BENCH,
+    LogReader,
+    Result,
+    Scenario,
+    Server,
+    _measure,
+    gateway_config,
+    gateway_server,
+    hypercorn_server,
+    print_table,
+    run_wrk,
+    stored_status,
+    verdict,
+    warning_lines,
+)
+from _prefill import prefill
+
+from gateway.config import LogConfig
+
+TARGET_FILLED_VS_EMPTY = 0.8  # uuid4 on the filled log >= 0.8 x uuid4 on an empty log
+TARGET_UUID_VS_ORDERED = 0.8  # uuid4 on the filled log >= 0.8 x ordered ids on it
+TARGET_ORDERED_VS_FLOOR = 0.75  # empty log, ordered ids >= 0.75 x the floor app
+TARGET_UUID_VS_FLOOR = 0.6  # empty log, uuid4 >= 0.6 x the floor app
+
+
+def run_prefilled(args: argparse.Namespace) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-prefill-"))
+    empty_dir, filled_dir = tmp / "empty", tmp / "filled"
+    # Room for the filled log (about 700 bytes a message on disk) and the runs on top of it.
+    bound = max(8 * 1024**3, args.prefill * 1000 + 8 * 1024**3)
+    config = LogConfig(max_disk_bytes=bound)
+    print(f"pre-filling a log with {args.prefill:,} messages ({args.prefill_ids} ids) ...", flush=True)
+    stored, seconds = prefill(filled_dir / "data", args.prefill, args.prefill_ids, config)
+    size = sum(p.stat().st_size for p in (filled_dir / "data").glob("log.sqlite3*"))
+    print(
+        f"  {stored:,} messages in {seconds:.0f} s ({stored / seconds:,.0f}/s), {size / 2**30:.1f} GiB on disk",
+        flush=True,
+    )
+    servers: list[Server] = []
+    try:
+        floor = hypercorn_server("floor", str(BENCH / "floor_app.py") + ":app").start()
+        servers.append(floor)
+        gateways = {}
+        for name, folder in (("empty", empty_dir), ("filled", filled_dir)):
+            folder.mkdir(exist_ok=True)
+            config_path = folder / "gateway.toml"
+            config_path.write_text(
+                gateway_config(folder / "data", args.destination, args.synchronous, max_disk_bytes=bound)
+            )
+            gateways[name] = (
+                gateway_server(config_path, name=name).start(),
+                LogReader(folder / "data" / "log.sqlite3"),
+            )
+            servers.append(gateways[name][0])
+        results = _rounds(args, floor, gateways)
+        _report(results, args, stored)
+        for name, (server, _) in gateways.items():
+            warnings = warning_lines(server)
+            print(f"  gateway {name}: {len(warnings)} warning/error log lines")
+            for line in warnings[:5]:
+                print(f"    {line.rstrip()[:300]}")
+    finally:
+        for server in servers:
+            server.stop()
+        if args.keep_data:
+            print(f"  data kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _scenario(ids: str, args: argparse.Namespace) -> Scenario:
+    title = f"/v1/batch 100, {ids} ids"
+    return Scenario(f"batch-{ids}", title, "batch.lua", args.connections, args.threads, message_ids=ids)
+
+
+def _rounds(
+    args: argparse.Namespace, floor: Server, gateways: dict[str, tuple[Server, LogReader]]
+) -> dict[str, list[Result]]:
+    ordered, uuid4 = _scenario("counter", args), _scenario("uuid4", args)
+    plan = [
+        ("floor", floor, None, ordered),
+        ("empty/ordered", *gateways["empty"], ordered),
+        ("empty/uuid4", *gateways["empty"], uuid4),
+        ("filled/ordered", *gateways["filled"], ordered),
+        ("filled/uuid4", *gateways["filled"], uuid4),
+    ]
+    results: dict[str, list[Result]] = {label: [] for label, *_ in plan}
+    for repeat in range(args.repeat):
+        print(f"round {repeat + 1} of {args.repeat}:", flush=True)
+        for label, server, log, scenario in plan:
+            head = 0
+            if log is not None:
+                head = log.settle()
+                log.catch_up(head)
+                if args.warmup > 0 and repeat == 0:
+                    run_wrk(server.url, scenario, args.warmup, f"w{uuid.uuid4().hex[:10]}")
+                    head = log.settle()
+                    log.catch_up(head)
+            result = _measure(server, scenario, repeat, args, True, log, head)
+            result.server = label
+            results[label].append(result)
+    return results
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def _report(results: dict[str, list[Result]], args: argparse.Namespace, stored: int) -> None:
+    print()
+    print(f"every run ({args.repeat} round(s), {args.duration} s each):")
+    print_table([r for runs in results.values() for r in runs])
+    print()
+
+    def ratio(a: str, b: str) -> tuple[float, list[float]]:
+        pairs = [x.events_s / y.events_s for x, y in zip(results[a], results[b], strict=True)]
+        return _median(pairs), pairs
+
+    rows = [
+        (f"filled ({stored:,}) uuid4 / empty uuid4", "filled/uuid4", "empty/uuid4", TARGET_FILLED_VS_EMPTY),
+        ("filled uuid4 / filled ordered", "filled/uuid4", "filled/ordered", TARGET_UUID_VS_ORDERED),
+        ("empty ordered / floor", "empty/ordered", "floor", TARGET_ORDERED_VS_FLOOR),
+        ("empty uuid4 / floor", "empty/uuid4", "floor", TARGET_UUID_VS_FLOOR),
+        ("empty uuid4 / empty ordered", "empty/uuid4", "empty/ordered", None),
+        ("filled ordered / empty ordered", "filled/ordered", "empty/ordered", None),
+    ]
+    print("events/s ratios (median of the ratios inside each round):")
+    for title, a, b, target in rows:
+        median, pairs = ratio(a, b)
+        each = ", ".join(f"{x:.2f}" for x in pairs)
+        goal = f"   target >= {target}: {verdict(median >= target)}" if target else ""
+        print(f"  {title:<38} {median:.2f}x  (each round: {each}){goal}")
+    print()
+    print("honesty check (rows each gateway's log gained during each run vs 2xx x events):")
+    for label, runs in results.items():
+        if label == "floor":
+            continue
+        for r in runs:
+            ok, status = stored_status(r, "events")
+            print(f"  {label:<16} acked {r.acked_events:>9,}  stored {r.stored:>9,}  {status}")

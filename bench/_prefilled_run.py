@@ -159,5 +159,5 @@ def _report(results: dict[str, list[Result]], args: argparse.Namespace, stored: 
         if label == "floor":
             continue
         for r in runs:
-            ok, status = stored_status(r, "events")
+            _, status = stored_status(r, "events")
             print(f"  {label:<16} acked {r.acked_events:>9,}  stored {r.stored:>9,}  {status}")

@@ -325,3 +325,37 @@ async def test_the_bulk_writer_fills_a_log_that_dedups_as_appends_do(tmp_path: P
             sqlite_log.bulk_load(config, tmp_path, [])
     with pytest.raises(ValueError, match="goes back"):
         sqlite_log.bulk_load(config, tmp_path, [("web", "late", now - 1, b"{}")])
+
+
+async def test_a_failed_commit_takes_back_the_keys_it_claimed(tmp_path: Path) -> None:
+    async with open_log(LogConfig(), tmp_path) as log:
+        writer: sqlite3.Connection = log._writer  # type: ignore[attr-defined]
+        # The keys are claimed first; the row after them makes the transaction fail.
+        writer.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.message_id = 'boom' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+        with pytest.raises(LogUnavailableError):
+            await log.append([entry("a"), entry("boom")])
+        writer.execute("DROP TRIGGER refuse")
+        assert (await log.append([entry("a"), entry("boom")])).stored == 2
+
+
+async def test_the_keys_in_memory_go_to_their_slice_and_a_restart_reads_only_the_tail(tmp_path: Path) -> None:
+    from gateway.log.sqlite import _dedup
+
+    now = [1_800_000_000_000]
+    async with open_log(LogConfig(), tmp_path, clock_ms=lambda: now[0]) as log:
+        dedup: _dedup.DedupSlices = log._dedup  # type: ignore[attr-defined]
+        await log.append([entry(f"m{i}") for i in range(30)])
+        await log.checkpoint()
+        assert (dedup.waiting, dedup.flushed_seq) == (30, 0)  # too few, too recent
+        now[0] += _dedup.FLUSH_AGE_MS
+        await log.checkpoint()
+        assert (dedup.waiting, dedup.flushed_seq) == (0, 30)
+        await log.append([entry("m30"), entry("m0")])
+        assert dedup.waiting == 1
+    async with open_log(LogConfig(), tmp_path, clock_ms=lambda: now[0]) as log:
+        dedup = log._dedup  # type: ignore[attr-defined]
+        assert (dedup.waiting, dedup.flushed_seq) == (1, 30)  # m30, read back from its message
+        assert (await log.append([entry("m30"), entry("m29"), entry("m31")])).duplicates == 2

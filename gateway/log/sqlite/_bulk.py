@@ -20,6 +20,7 @@ from gateway.config import LogConfig
 from gateway.log import Clock, wall_clock_ms
 from gateway.log.sqlite._dedup import DedupSlices
 from gateway.log.sqlite._open import lock_data_dir
+from gateway.log.sqlite._reads import head_seq
 from gateway.log.sqlite._schema import DB_NAME, connect, create_schema, transaction
 
 #: A bulk row: source, message_id, received_at (ms), body.
@@ -55,7 +56,9 @@ def bulk_load(config: LogConfig, data_dir: Path, rows: Iterable[BulkRow], *, clo
             now = clock_ms()
             window_ms = config.dedup_window_secs * 1000
             create_schema(conn, now, window_ms)
-            writer = _BulkWriter(conn, DedupSlices(conn), window_ms, window_start=now - window_ms)
+            dedup = DedupSlices(conn)
+            dedup.flush_all(conn, head_seq(conn), now, window_ms)  # what a gateway left in memory
+            writer = _BulkWriter(conn, dedup, window_ms, window_start=now - window_ms)
             stored = 0
             last_at = conn.execute("SELECT coalesce(max(received_at), 0) FROM messages").fetchone()[0]
             batches = iter(rows)
@@ -66,6 +69,8 @@ def bulk_load(config: LogConfig, data_dir: Path, rows: Iterable[BulkRow], *, clo
                     last_at = row[2]
                 with transaction(conn):
                     stored += writer.write(batch)
+                    # Rows before the window have no key, and need none.
+                    dedup.mark_flushed(conn, head_seq(conn))
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return stored
         finally:
@@ -96,7 +101,7 @@ class _BulkWriter:
                 for start in range(0, len(members), _KEY_CHUNK):
                     chunk = sorted(members[start : start + _KEY_CHUNK])  # back in arrival order
                     keys = [(batch[i][1], batch[i][2]) for i in chunk]
-                    new = self._dedup.store_new(cur, source, keys, self._window_ms)
+                    new = self._dedup.write_direct(cur, source, keys, self._window_ms)
                     for i in chunk:
                         if batch[i][1] in new:
                             new.discard(batch[i][1])  # a second copy in the chunk is a duplicate

@@ -85,9 +85,26 @@ def commit_group(
     """Write everything ``waiters`` queued, and the queued ``cursors`` with their ``outcomes``,
     in one transaction. Returns each waiter's result and the head after it."""
     cur = conn.cursor()
+    try:
+        results, head = _write_group(cur, conn, waiters, cursors, outcomes, now, dedup, dedup_window_ms)
+    except BaseException:
+        dedup.undo()
+        raise
+    dedup.keep()
+    return results, head
+
+
+def _write_group(
+    cur: sqlite3.Cursor,
+    conn: sqlite3.Connection,
+    waiters: list[Waiter],
+    cursors: dict[str, int],
+    outcomes: list[QueuedOutcome],
+    now: int,
+    dedup: DedupSlices,
+    dedup_window_ms: int,
+) -> tuple[list[AppendResult], int]:
     results = []
-    if any(waiter.entries for waiter in waiters):
-        dedup.current(conn, now, dedup_window_ms)
     with transaction(conn):
         books: Counter[tuple[str, str]] = Counter()
         for waiter in waiters:
@@ -98,7 +115,7 @@ def commit_group(
                 run_entries = list(run)
                 run_stored = 0
                 for chunk in _append_chunks(run_entries):
-                    new = dedup.store_new(cur, source, [(e.message_id, now) for e in chunk], dedup_window_ms)
+                    new = dedup.claim(cur, source, [(e.message_id, now) for e in chunk], dedup_window_ms)
                     fresh = []
                     for e in chunk:
                         if e.message_id in new:

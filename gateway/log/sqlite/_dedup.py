@@ -1,12 +1,18 @@
 """The SQLite log's dedup keys, kept for the dedup window only: one WITHOUT ROWID table per slice
-of time, written in the transaction of the messages, and dropped whole once the window has
-passed it.
+of time, dropped whole once the window has passed it, plus the keys of the newest messages in
+memory until they are written to the newest slice, sorted, in one go.
 
 A key ``(source, message_id)`` is a duplicate while its earlier copy was received at most
 ``dedup_window_secs`` ago (and was not deleted by a deletion request). The keys live apart from
-the messages, so the messages table needs no unique index: a random (UUIDv4) key costs an insert
-into the current slice, a quarter of the window, and a lookup in each older slice still in the
-window, instead of an insert at a random page of an index as large as the archive.
+the messages, so the messages table needs no unique index over the archive.
+
+Why the keys of the newest messages wait in memory: a random (UUIDv4) key written by its own
+commit dirties a page of the slice's B-tree per key, and the WAL takes a 4 KiB page for each
+(a commit of 3,200 keys wrote 13 MB). Written later, sorted and thousands at a time, the keys
+that share a page share its write. They are exact all along: every one of them is in its
+message's row, in the same commit, and ``meta.dedup_flushed_seq`` says up to which seq the
+slices have them all; on open, the keys of the messages after it are read back (a few seconds
+of traffic, never the log).
 """
 
 from __future__ import annotations
@@ -17,11 +23,18 @@ from dataclasses import dataclass
 
 #: The window is covered by this many slices (plus the current one, partly filled): the keys
 #: kept are at most 1 + 1/SLICES_PER_WINDOW windows' worth, and a key is looked up in at most
-#: SLICES_PER_WINDOW + 1 tables.
+#: SLICES_PER_WINDOW + 2 tables.
 SLICES_PER_WINDOW = 4
+#: Keys waiting in memory past this many, or for longer than FLUSH_AGE_MS, are written out (by
+#: the engine's checkpoints, about every second), FLUSH_CHUNK keys per transaction so commits
+#: go on in between.
+FLUSH_KEYS = 20_000
+FLUSH_AGE_MS = 10_000
+FLUSH_CHUNK = 4096
 
 SLICES_SCHEMA = """
--- Every dedup slice: its table holds the keys received in [start_ms, end_ms).
+-- Every dedup slice: its table holds keys received before end_ms (in [start_ms, end_ms) but
+-- for a clock set back), so once end_ms is a window ago, the whole table is past the window.
 CREATE TABLE IF NOT EXISTS dedup_slices (
     name TEXT PRIMARY KEY,
     start_ms INTEGER NOT NULL,
@@ -38,6 +51,14 @@ CREATE TABLE IF NOT EXISTS {name} (
 ) WITHOUT ROWID
 """
 
+_FLUSHED = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'dedup_flushed_seq'"
+_SET_FLUSHED = (
+    "INSERT INTO meta (key, value) VALUES ('dedup_flushed_seq', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+Key = tuple[str, str]
+
 
 @dataclass(frozen=True, slots=True)
 class Slice:
@@ -48,13 +69,12 @@ class Slice:
     end_ms: int
 
 
-def _store_sql(name: str, rows: int) -> str:
-    # A key whose earlier copy is past the window takes its place (and counts as stored).
-    values = ", ".join(["(?, ?, ?)"] * rows)
+def _write_sql(name: str) -> str:
+    # The newer copy of a key wins (one past the window was accepted again).
     return (
-        f"INSERT INTO {name} (source, message_id, received_at) VALUES {values} "
+        f"INSERT INTO {name} (source, message_id, received_at) VALUES (?, ?, ?) "
         "ON CONFLICT (source, message_id) DO UPDATE SET received_at = excluded.received_at "
-        "WHERE received_at < excluded.received_at - ? RETURNING message_id"
+        "WHERE excluded.received_at > received_at"
     )
 
 
@@ -66,8 +86,9 @@ def _seen_sql(name: str, rows: int) -> str:
 
 
 class DedupSlices:
-    """The slices of one log file, in time order; used on the writer connection only (commits,
-    purges and deletions, one at a time under its limiter)."""
+    """The slices of one log file, in time order, and the keys not yet written to them; used on
+    the writer connection only (commits, flushes, purges and deletions, one at a time under its
+    limiter)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._slices = [
@@ -75,10 +96,139 @@ class DedupSlices:
             for name, start, end in conn.execute("SELECT name, start_ms, end_ms FROM dedup_slices ORDER BY start_ms")
         ]
         self._sql: dict[tuple[str, str, int], str] = {}
+        row = conn.execute(_FLUSHED).fetchone()
+        #: Every key of the messages up to this seq is in the slices.
+        self.flushed_seq: int = row[0] if row else 0
+        #: The keys of the messages after flushed_seq: key -> received_at (the newest copy's).
+        self._recent: dict[Key, int] = {}
+        for source, message_id, received_at in conn.execute(
+            "SELECT source, message_id, received_at FROM messages WHERE seq > ? ORDER BY seq", (self.flushed_seq,)
+        ):
+            self._recent[(source, message_id)] = received_at
+        self._recent_since: int | None = min(self._recent.values(), default=None)
+        #: What the commit in progress changed in _recent: key -> the value before (None: absent).
+        self._undo: dict[Key, int | None] = {}
+        #: A flush in progress: the keys it writes (sorted), how many are written, its seq.
+        self._flushing: tuple[list[tuple[Key, int]], int, int] | None = None
 
     @property
     def slices(self) -> Sequence[Slice]:
         return tuple(self._slices)
+
+    @property
+    def waiting(self) -> int:
+        """Keys in memory only (their messages hold them on disk)."""
+        return len(self._recent)
+
+    # -- in a commit ---------------------------------------------------------------------------
+
+    def claim(self, cur: sqlite3.Cursor, source: str, keys: Sequence[tuple[str, int]], window_ms: int) -> set[str]:
+        """Find which of ``keys`` ((message_id, received_at), one source) are new, not seen
+        within the window before their received_at, and hold them as the commit's. The caller
+        stores the first entry of each id returned, and only that one, in the same transaction,
+        then calls :meth:`keep` or (the transaction failed) :meth:`undo`."""
+        first: dict[str, int] = {}
+        for message_id, received_at in keys:
+            first.setdefault(message_id, received_at)
+        recent = self._recent
+        new: list[str] = []
+        unknown: list[str] = []
+        for message_id, received_at in first.items():
+            held = recent.get((source, message_id))
+            if held is None:
+                unknown.append(message_id)
+            elif received_at - held > window_ms:  # the newest copy is in memory, and past the window
+                new.append(message_id)
+        if unknown:
+            seen = self._seen(cur, source, unknown, first, window_ms)
+            new += [m for m in unknown if m not in seen]
+        undo = self._undo
+        for message_id in new:
+            key = (source, message_id)
+            if key not in undo:
+                undo[key] = recent.get(key)
+            recent[key] = first[message_id]
+        if new and self._recent_since is None:
+            self._recent_since = first[new[0]]
+        return set(new)
+
+    def _seen(
+        self, cur: sqlite3.Cursor, source: str, ids: list[str], first: dict[str, int], window_ms: int
+    ) -> set[str]:
+        cutoff = min(first[m] for m in ids) - window_ms
+        seen: set[str] = set()
+        for each in self._slices:
+            if each.end_ms <= cutoff:  # every key in it is past the window
+                continue
+            sql = self._statement("seen", each.name, len(ids))
+            for message_id, received_at in cur.execute(sql, [source, *ids, cutoff]):
+                if first[message_id] - received_at <= window_ms:
+                    seen.add(message_id)
+        return seen
+
+    def keep(self) -> None:
+        """The commit that claimed keys went through."""
+        self._undo.clear()
+
+    def undo(self) -> None:
+        """The commit that claimed keys failed: forget them again."""
+        for key, before in self._undo.items():
+            if before is None:
+                self._recent.pop(key, None)
+            else:
+                self._recent[key] = before
+        self._undo.clear()
+        if not self._recent:
+            self._recent_since = None
+
+    # -- writing the keys out ------------------------------------------------------------------
+
+    def flush_due(self, now: int) -> bool:
+        return self._flushing is not None or (
+            self._recent_since is not None
+            and (len(self._recent) >= FLUSH_KEYS or now - self._recent_since >= FLUSH_AGE_MS)
+        )
+
+    def flush_step(self, conn: sqlite3.Connection, head: int, now: int, window_ms: int) -> bool:
+        """Write up to FLUSH_CHUNK of the keys in memory to the newest slice, sorted, in one
+        transaction; the last step also moves ``dedup_flushed_seq`` to ``head`` as it was at the
+        first step (every commit before that step had its keys in memory). Returns whether
+        another step is needed. Called between commits."""
+        if self._flushing is None:
+            if not self._recent:
+                return False
+            self._flushing = (sorted(self._recent.items()), 0, head)
+        keys, done, upto = self._flushing
+        target = self.current(conn, now, window_ms)
+        part = keys[done : done + FLUSH_CHUNK]
+        last = done + len(part) >= len(keys)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_write_sql(target.name), [(s, m, at) for (s, m), at in part])
+            if last:
+                conn.execute(_SET_FLUSHED, (str(upto),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if not last:
+            self._flushing = (keys, done + len(part), upto)
+            return True
+        self._flushing = None
+        self.flushed_seq = upto
+        for key, at in keys:
+            if self._recent.get(key) == at:  # not claimed again since
+                del self._recent[key]
+        self._recent_since = min(self._recent.values(), default=None)
+        return False
+
+    def flush_all(self, conn: sqlite3.Connection, head: int, now: int, window_ms: int) -> None:
+        """Write every key in memory out (the bulk writer starts from there)."""
+        while self.flush_step(conn, head, now, window_ms):
+            pass
+
+    # -- slices --------------------------------------------------------------------------------
 
     def current(self, conn: sqlite3.Connection, now: int, window_ms: int) -> Slice:
         """The slice keys received at ``now`` go to, created (and committed on its own: an
@@ -107,39 +257,38 @@ class DedupSlices:
         self._slices.append(new)
         return new
 
-    def store_new(self, cur: sqlite3.Cursor, source: str, keys: Sequence[tuple[str, int]], window_ms: int) -> set[str]:
-        """Record ``keys`` (message_id, received_at) of one source, inside the caller's
-        transaction, and return the message_ids that are new: not seen within the window
-        before their received_at. The caller stores the first entry of each id returned, and
-        only that one. The current slice is the newest (see :meth:`current`)."""
+    def write_direct(
+        self, cur: sqlite3.Cursor, source: str, keys: Sequence[tuple[str, int]], window_ms: int
+    ) -> set[str]:
+        """:meth:`claim`, for the bulk writer: the new keys go straight to the newest slice
+        (the caller sorts them, and sets ``dedup_flushed_seq`` with :meth:`mark_flushed`)."""
         first: dict[str, int] = {}
         for message_id, received_at in keys:
             first.setdefault(message_id, received_at)
-        cutoff = min(first.values()) - window_ms
-        seen: set[str] = set()
-        for older in self._slices[:-1]:
-            if older.end_ms <= cutoff:  # every key in it is past the window
-                continue
-            sql = self._statement("seen", older.name, len(first))
-            for message_id, received_at in cur.execute(sql, [source, *first, cutoff]):
-                if first[message_id] - received_at <= window_ms:
-                    seen.add(message_id)
-        params: list[object] = []
-        for message_id, received_at in first.items():
-            if message_id not in seen:
-                params += (source, message_id, received_at)
-        if not params:
-            return set()
-        params.append(window_ms)
-        sql = self._statement("store", self._slices[-1].name, (len(params) - 1) // 3)
-        return {row[0] for row in cur.execute(sql, params)}
+        ids = list(first)
+        seen = self._seen(cur, source, ids, first, window_ms)
+        new = [m for m in ids if m not in seen]
+        cur.executemany(_write_sql(self._slices[-1].name), [(source, m, first[m]) for m in new])
+        return set(new)
 
-    def forget(self, cur: sqlite3.Cursor, keys: Iterable[tuple[str, str, int]]) -> None:
-        """Forget the keys of deleted messages, ``(source, message_id, received_at)``: a message
-        a deletion request removed may be sent again."""
+    def mark_flushed(self, conn: sqlite3.Connection, seq: int) -> None:
+        """Every key of the messages up to ``seq`` is in the slices (inside the caller's transaction)."""
+        conn.execute(_SET_FLUSHED, (str(seq),))
+        self.flushed_seq = seq
+
+    def forget(self, cur: sqlite3.Cursor, keys: Iterable[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+        """Delete the keys of deleted messages, ``(source, message_id, received_at)``, from the
+        slices, in the caller's transaction (a message a deletion request removed may be sent
+        again); once it commits, :meth:`forget_waiting` the returned ones."""
         rows = list(keys)  # few: every slice is asked (a clock set back files keys out of range)
         for each in self._slices:
             cur.executemany(f"DELETE FROM {each.name} WHERE source = ? AND message_id = ? AND received_at = ?", rows)
+        return rows
+
+    def forget_waiting(self, keys: Iterable[tuple[str, str, int]]) -> None:
+        for source, message_id, received_at in keys:
+            if self._recent.get((source, message_id)) == received_at:
+                del self._recent[(source, message_id)]
 
     def drop_expired(self, conn: sqlite3.Connection, now: int, window_ms: int) -> int:
         """Drop the slices whose every key is past the window (never the newest); returns how
@@ -166,7 +315,7 @@ class DedupSlices:
         if sql is None:
             if len(self._sql) > 512:  # slices come and go
                 self._sql.clear()
-            sql = self._sql[key] = (_store_sql if kind == "store" else _seen_sql)(name, rows)
+            sql = self._sql[key] = _seen_sql(name, rows)
         return sql
 
 
@@ -191,6 +340,7 @@ def migrate_unique_index(conn: sqlite3.Connection, now: int, window_ms: int) -> 
             "SELECT source, message_id, received_at FROM messages WHERE received_at >= ?",
             (cutoff,),
         )
+        conn.execute(_SET_FLUSHED, (str(conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]),))
         conn.execute("DROP INDEX messages_by_key")
         conn.execute("COMMIT")
     except BaseException:

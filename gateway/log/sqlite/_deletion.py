@@ -77,7 +77,7 @@ def delete_user_rows(
                     deleted.append((seq, source))
             gone = [(seq,) for seq, _ in deleted]
             # Their dedup keys go too (a tombstone keeps its key, as it keeps its row).
-            dedup.forget(
+            forgotten = dedup.forget(
                 cur,
                 cur.execute(
                     "SELECT source, message_id, received_at FROM messages "
@@ -100,6 +100,7 @@ def delete_user_rows(
                 "dead_letters_deleted) VALUES (?, ?, ?, ?, ?)",
                 (user_id, now, len(deleted), len(kept), dead_letters),
             )
+        dedup.forget_waiting(forgotten)
     finally:
         conn.execute(f"PRAGMA secure_delete = {('OFF', 'ON', 'FAST')[int(secure_delete)]}")
     removed = [seq for seq, _, _ in rows]

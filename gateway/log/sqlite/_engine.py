@@ -375,6 +375,9 @@ class SQLiteLog:
         delivered_up_to = min((self._cursors.get(d, self._head_seq) for d in destinations), default=self._head_seq)
         keep_secs = max(self._config.archive_secs, self._config.dedup_window_secs)
         now = self._now_ms()
+        # A message whose key is in memory only must stay: it is where a restart finds the key.
+        await self._flush_dedup_keys(force=True)
+        delivered_up_to = min(delivered_up_to, self._dedup.flushed_seq)
         purged = await self._upkeep.purge(delivered_up_to, self._head_seq, now - keep_secs * 1000)
         await self._write(self._dedup.drop_expired, now, self._config.dedup_window_secs * 1000)
         return purged
@@ -392,8 +395,18 @@ class SQLiteLog:
             with suppress(LogUnavailableError):
                 await self._write(probe, self._now_ms())
                 self._last_commit_failed = False
+        await self._flush_dedup_keys()
         self._disk_bytes, wal_in_use = await self._upkeep.checkpoint()
         await self._upkeep.restart_wal_if_due(wal_in_use)
+
+    async def _flush_dedup_keys(self, *, force: bool = False) -> None:
+        """Write the dedup keys waiting in memory to their slice when enough have gathered (see
+        gateway.log.sqlite._dedup), a chunk per transaction, commits going on in between."""
+        if not force and not self._dedup.flush_due(self._now_ms()):
+            return
+        window_ms = self._config.dedup_window_secs * 1000
+        while await self._write(self._dedup.flush_step, self._head_seq, self._now_ms(), window_ms):
+            pass
 
     def writable(self) -> bool:
         return self.unavailable() is None

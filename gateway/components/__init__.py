@@ -23,6 +23,7 @@ from gateway.components.destination import (
 from gateway.components.filter import (
     FILTER_ERROR_REASON,
     Filter,
+    FilterChain,
     FilterContext,
     FilterErrorLog,
     FilterOutcome,
@@ -54,6 +55,7 @@ __all__ = [
     "DestinationType",
     "Exchange",
     "Filter",
+    "FilterChain",
     "FilterContext",
     "FilterErrorLog",
     "FilterOutcome",

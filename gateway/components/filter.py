@@ -3,7 +3,7 @@ None, or a :class:`Verdict`), and how the core runs a chain of them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -83,6 +83,18 @@ class Filter:
         """The filter's own counters (exported as ``gateway_filter_events_total``); none by default."""
         return {}
 
+    def fast_pass(self) -> Callable[[JSONObject], bool] | None:
+        """A cheap predicate the core tries before :meth:`apply`, or None (the default): always
+        call :meth:`apply`. Asked once, when a :class:`FilterChain` is built.
+
+        The predicate's True promises that :meth:`apply` would return this very message,
+        unchanged, with no side effect at all (no counter, no forward, no log line), so the core
+        skips :meth:`apply`. False means "not sure": the core calls :meth:`apply`. It may raise:
+        the core then calls :meth:`apply`, whose error policy decides. Most messages pass most
+        filters, and this is what a pass then costs.
+        """
+        return None
+
 
 class FilterOutcome(NamedTuple):
     """What a chain of filters made of one message. ``message`` is None when it was dropped
@@ -99,6 +111,29 @@ class FilterOutcome(NamedTuple):
 FILTER_ERROR_REASON = "filter_error"
 
 
+class FilterChain(tuple[tuple[str, Filter], ...]):
+    """``(filter id, filter)`` pairs in order, as sources and destination workers hold them,
+    with each filter's :meth:`Filter.fast_pass` asked once (when the chain is built), so that
+    :func:`apply_filters` does not ask it per message."""
+
+    steps: tuple[tuple[str, Filter, Callable[[JSONObject], bool] | None, bool], ...]
+
+    def __new__(cls, filters: Iterable[tuple[str, Filter]]) -> FilterChain:
+        chain = super().__new__(cls, filters)
+        chain.steps = tuple(
+            (filter_id, message_filter, _fast_pass_of(message_filter), type(message_filter).apply is _BASE_APPLY)
+            for filter_id, message_filter in chain
+        )
+        return chain
+
+
+def _fast_pass_of(message_filter: Filter) -> Callable[[JSONObject], bool] | None:
+    try:
+        return message_filter.fast_pass()
+    except Exception:  # a plugin's bug costs it its fast pass, never the chain
+        return None
+
+
 def apply_filters(
     filters: Sequence[tuple[str, Filter]],
     message: JSONObject,
@@ -110,16 +145,27 @@ def apply_filters(
     string ``messageId``), None or a :class:`Verdict`, fails the message like a Verdict with a
     ``failure``: it is dead-lettered (nothing goes on, nothing is lost, a redrive retries it once
     the filter is fixed), and a broken filter never stops the pipeline. ``on_error(filter_id,
-    error)`` hears of each such error (the caller logs it, throttled)."""
+    error)`` hears of each such error (the caller logs it, throttled).
+
+    Given a :class:`FilterChain`, each filter's fast pass is tried first (see
+    :meth:`Filter.fast_pass`); the result is the same either way."""
     forward: tuple[Forward, ...] = ()
-    for filter_id, message_filter in filters:
+    steps = (
+        filters.steps
+        if type(filters) is FilterChain
+        else tuple((fid, f, None, type(f).apply is _BASE_APPLY) for fid, f in filters)
+    )
+    for filter_id, message_filter, fast_pass, plain in steps:
+        if fast_pass is not None:
+            try:
+                passed = fast_pass(message)
+            except Exception:  # not sure: apply() decides, under its own error policy
+                passed = False
+            if passed:
+                continue
         try:
             # Most filters only have process(): call it directly (this runs per filter per event).
-            result: JSONObject | Verdict | None
-            if type(message_filter).apply is _BASE_APPLY:
-                result = message_filter.process(message)
-            else:
-                result = message_filter.apply(message, context)
+            result = message_filter.process(message) if plain else message_filter.apply(message, context)
             if type(result) is dict:
                 message = result
                 continue

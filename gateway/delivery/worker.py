@@ -23,6 +23,7 @@ from gateway.components import (
     Destination,
     Exchange,
     Filter,
+    FilterChain,
     FilterContext,
     FilterErrorLog,
     Record,
@@ -109,7 +110,7 @@ class DestinationWorker:
         self._config = config
         self._destination = destination
         self._log = ingest_log
-        self._filters = tuple(filters)
+        self._filters = FilterChain(filters)
         self._filter_errors = FilterErrorLog(log)
         self._metrics = metrics or Metrics()
         self._classifier = classifier
@@ -140,7 +141,7 @@ class DestinationWorker:
 
     def set_filters(self, filters: Sequence[tuple[str, Filter]], classifier: Classifier | None = None) -> None:
         """Use other filters (and classifier) from the next batch on (a reload that changed only those)."""
-        self._filters = tuple(filters)
+        self._filters = FilterChain(filters)
         self._filter_errors = FilterErrorLog(log)
         if classifier is not None:
             self._classifier = classifier

@@ -9,7 +9,7 @@ import ipaddress
 import math
 from collections.abc import Mapping
 
-from gateway.components import Filter, RateLimit, Source
+from gateway.components import Filter, FilterChain, RateLimit, Source
 from gateway.config import GatewayConfig
 
 
@@ -33,7 +33,7 @@ class SourceDirectory:
                 id=sid,
                 type=core.type,
                 options=entity.options,
-                filters=tuple((f, filters[f]) for f in core.filters),
+                filters=FilterChain((f, filters[f]) for f in core.filters),
                 block_red=core.block_red,
                 inventory=core.inventory,
                 rate_limit=rate,

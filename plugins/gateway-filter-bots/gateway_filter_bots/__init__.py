@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -49,6 +50,16 @@ class BotFilter(Filter):
         assert isinstance(context, dict)
         context["isBot"] = True
         return message
+
+    def fast_pass(self) -> Callable[[dict[str, Any]], bool]:
+        """True for a message whose user agent is missing or not a bot's (cached per agent)."""
+        return _not_a_bot
+
+
+def _not_a_bot(message: dict[str, Any]) -> bool:
+    context = message.get("context")
+    user_agent = context.get("userAgent") if isinstance(context, dict) else None
+    return not isinstance(user_agent, str) or not user_agent or not is_bot(user_agent)
 
 
 @hookimpl

@@ -39,3 +39,29 @@ def test_allow_list_lets_your_own_monitor_through() -> None:
     f = BotFilter(BotsConfig(allow=["UptimeRobot"]))
     assert f.process(event(BOTS[2])) is not None
     assert f.process(event(BOTS[0])) is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        event(CHROME),
+        event(IPHONE),
+        event(None),
+        event(""),
+        *(event(agent) for agent in BOTS),
+        {"type": "track", "context": {"userAgent": 42}},
+        {"type": "track", "context": "not an object"},
+        {"type": "track"},
+    ],
+)
+@pytest.mark.parametrize("config", [BotsConfig(), BotsConfig(action="flag"), BotsConfig(allow=["UptimeRobot"])])
+def test_the_fast_pass_passes_only_what_process_returns_unchanged(message: dict, config: BotsConfig) -> None:
+    bot_filter = BotFilter(config)
+    fast_pass = bot_filter.fast_pass()
+    assert fast_pass is not None
+    expected = dict(message, context=dict(message["context"])) if isinstance(message.get("context"), dict) else message
+    if fast_pass(message):
+        assert bot_filter.process(message) is message
+        assert message == expected
+    else:
+        assert message.get("context", {}).get("userAgent") in BOTS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, cast
 
 import msgspec
@@ -143,6 +144,10 @@ class FQLFilter(Filter):
 
     def statistics(self) -> dict[str, int]:
         return {"matched": self.matched, "dropped": self.dropped, "errors": self.errors}
+
+    def fast_pass(self) -> Callable[[dict[str, Any]], bool]:
+        """The condition's negation: an event it does not match passes unchanged, uncounted."""
+        return self.program.misses
 
     @property
     def warn_interval_secs(self) -> float:

@@ -215,15 +215,17 @@ _EVENT = "event"
 _MAX_CODE_PARENTHESES = 600
 
 
-def _function(code: str, bindings: Bindings) -> Callable[[Event], bool] | None:
-    """``def matches(event): return <code>``, or None when Python will not compile it."""
+def _function(code: str, bindings: Bindings, *, negate: bool = False) -> Callable[[Event], bool] | None:
+    """``def matches(event): return <code>`` (``return not (<code>)`` when ``negate``), or None
+    when Python will not compile it."""
     if code.count("(") > _MAX_CODE_PARENTHESES:
         return None
     namespace: dict[str, Any] = {"_NUMBER_TYPES": NUMBER_TYPES, **dict(bindings)}
+    body = f"not ({code})" if negate else code
     try:
         # Only our own code: values from the expression enter as repr() of str/bool/None/int or as
         # bound names.
-        exec(compile(f"def matches({_EVENT}):\n    return {code}\n", "<fql condition>", "exec"), namespace)
+        exec(compile(f"def matches({_EVENT}):\n    return {body}\n", "<fql condition>", "exec"), namespace)
     except (SyntaxError, RecursionError):  # pragma: no cover - nesting beyond the parser
         return None
     matches: Callable[[Event], bool] = namespace["matches"]
@@ -239,14 +241,22 @@ class Program:
         matches: ``matches(event)`` returns True only when the expression is true; ``null`` and
             false give False. Raises :class:`FQLEvaluationError` when the result, or an operand
             of ``and``/``or``/``!``, is neither a bool nor null.
+        misses: ``not matches(event)``, in one call (a filter's fast pass: most events miss).
     """
 
-    __slots__ = ("evaluate", "matches", "source")
+    __slots__ = ("evaluate", "matches", "misses", "source")
 
-    def __init__(self, source: str, evaluate: Evaluator, matches: Callable[[Event], bool]) -> None:
+    def __init__(
+        self,
+        source: str,
+        evaluate: Evaluator,
+        matches: Callable[[Event], bool],
+        misses: Callable[[Event], bool] | None = None,
+    ) -> None:
         self.source = source
         self.evaluate = evaluate
         self.matches = matches
+        self.misses = misses if misses is not None else (lambda event: not matches(event))
 
     def __repr__(self) -> str:
         return f"Program({self.source!r})"
@@ -961,11 +971,15 @@ def compile_expression(source: str, *, condition: bool = True) -> Program:
         raise FQLSyntaxError("empty expression", line=1, column=1)
     node = _compile(_parse(source), 0)
     evaluate = node.fn
+    misses = None
     if condition:
         matches = _truth(node, "the expression")
         if not node.is_const:
             code, bindings = _truth_code(node, matches)
-            matches = _function(code, bindings) or matches
+            compiled = _function(code, bindings)
+            if compiled is not None:
+                matches = compiled
+                misses = _function(code, bindings, negate=True)
     else:
 
         def matches(event: Event) -> bool:
@@ -976,4 +990,4 @@ def compile_expression(source: str, *, condition: bool = True) -> Program:
                 return False
             raise FQLEvaluationError(f"the expression is a {type_name(value)}, not a bool")
 
-    return Program(source, evaluate, matches)
+    return Program(source, evaluate, matches, misses)

@@ -119,3 +119,25 @@ def test_deep_or_long_conditions_still_agree(expression: str, expected: list[Any
     for event in events:
         assert_same(expression, event)
     assert [outcome(compile_expression(expression).matches, event) for event in events] == expected
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(_strategies.conditions() | st.sampled_from(_strategies.KNOWN), _strategies.events)
+def test_the_fast_pass_is_the_negation_of_matches(expression: str, event: dict[str, Any]) -> None:
+    """``misses`` (the filter's fast pass) says True exactly where ``matches`` says False, and
+    fails where it fails."""
+    try:
+        program = compile_expression(expression)
+    except FQLSyntaxError:
+        assume(False)
+    matched = outcome(program.matches, event)
+    missed = outcome(program.misses, event)
+    assert missed == (FQLEvaluationError if matched is FQLEvaluationError else not matched), expression
+
+
+def test_a_generated_condition_has_a_generated_fast_pass() -> None:
+    program = compile_expression("event = 'Order Completed'")
+    assert program.misses.__code__.co_filename == "<fql condition>"
+    assert program.misses({"event": "Signed Up"}) is True
+    assert program.misses({"event": "Order Completed"}) is False
+    assert compile_expression("all").misses({}) is False

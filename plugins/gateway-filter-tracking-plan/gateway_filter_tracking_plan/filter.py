@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -12,6 +13,7 @@ import structlog
 from gateway import ComponentConfig, Filter, FilterContext, Forward, ThrottledWarning, Verdict
 from gateway_filter_tracking_plan.forwarding import violation_reports
 from gateway_filter_tracking_plan.plan import Plan, PlanError, Rule, Versions, load_plan
+from gateway_filter_tracking_plan.quick import QuickCheck, compile_all_of
 from gateway_filter_tracking_plan.violations import violations_of
 
 log = structlog.get_logger("gateway_filter_tracking_plan")
@@ -119,6 +121,14 @@ class TrackingPlanFilter(Filter):
             "blocked_common": self.blocked_common,
             "errors": self.errors,
         }
+
+    def fast_pass(self) -> Callable[[dict[str, Any]], bool]:
+        """True for a message the plan lets through as it is: its rule and the COMMON rule hold
+        and, where unplanned keys are omitted, it has none. One generated function per rule
+        checks all of it (see :func:`~gateway_filter_tracking_plan.quick.compile_all_of`); a
+        message of a rule with several versions, or of a schema the quick check does not
+        mirror, gets False and :meth:`apply` decides."""
+        return _FastPass(self).passes
 
     def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
         result = self.apply(message)
@@ -236,6 +246,82 @@ class TrackingPlanFilter(Filter):
             on_error=self.config.on_error,
             message_id=dict.get(message, "messageId") if isinstance(message, dict) else None,
         )
+
+
+class _FastPass:
+    """The fast pass of one filter: a compiled check per rule, found as :meth:`_rule_for` finds
+    the rule (None where there is none to trust: the message is "not sure")."""
+
+    def __init__(self, plan_filter: TrackingPlanFilter) -> None:
+        plan = plan_filter.plan
+        self._filter = plan_filter
+        self._common: list[Rule] | None = []
+        if plan.common is not None:
+            self._common = [plan.common.oldest] if len(plan.common.by_version) == 1 else None
+        self._none = self._checks(None)  # no rule (any call type but the planned ones)
+        self._track = {event: self._single(versions) for event, versions in plan.track.items()}
+        self._unplanned = None if plan_filter._block_unplanned else self._none
+        self._identify = self._single(plan.identify) if plan.identify is not None else self._none
+        self._group = self._single(plan.group) if plan.group is not None else self._none
+        self._named = {call: self._by_name(table) for call, table in (("page", plan.page), ("screen", plan.screen))}
+
+    def _single(self, versions: Versions) -> QuickCheck | None:
+        return self._checks(versions.oldest) if len(versions.by_version) == 1 else None
+
+    def _by_name(self, table: dict[str | None, Versions]) -> tuple[dict[str, QuickCheck | None], QuickCheck | None]:
+        unnamed = table.get(None)
+        default = self._single(unnamed) if unnamed is not None else self._none
+        return {name: self._single(v) for name, v in table.items() if name is not None}, default
+
+    def _checks(self, rule: Rule | None) -> QuickCheck | None:
+        """The rule's and the COMMON rule's checks in one function, counting the container's
+        keys when unplanned ones are omitted; None when it cannot be trusted."""
+        if self._common is None:
+            return None
+        rules = [rule] if rule is not None and rule.container is not None else []
+        rules += self._common
+        if any(r.quick_check is None for r in rules):
+            return None
+        count: Any = None
+        if rules and rules[0] is rule and rule is not None:
+            plan_filter = self._filter
+            if plan_filter._omit_traits if rule.container == "traits" else plan_filter._omit_properties:
+                described = rule.schema.get("properties") if isinstance(rule.schema, dict) else None
+                section = described.get(rule.container) if isinstance(described, dict) else None
+                if not isinstance(section, dict) or rule.planned_patterns:
+                    return None
+                count = section
+        regexes = {pattern: regex for r in rules for pattern, regex in r.regexes.items()}
+        return compile_all_of([r.schema for r in rules], regexes, count_keys_of=count)
+
+    def passes(self, message: dict[str, Any]) -> bool:
+        call = message.get("type")
+        check: QuickCheck | None
+        if call == "track":
+            event = message.get("event")
+            if type(event) is not str:
+                return False
+            check = self._track.get(event, _UNPLANNED)
+            if check is _UNPLANNED:
+                check = self._unplanned
+        elif call == "identify":
+            check = self._identify
+        elif call == "group":
+            check = self._group
+        elif call == "page" or call == "screen":
+            named, default = self._named[call]
+            name = message.get("name")
+            check = named.get(name, default) if type(name) is str else default
+        else:
+            check = self._none
+        return check is not None and check(message)
+
+
+def _unplanned_marker(message: Any) -> bool:
+    return False  # never called: marks an event without a rule
+
+
+_UNPLANNED: QuickCheck = _unplanned_marker
 
 
 def _blocked_copy(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,9 @@ class Rule:
         planned_patterns: The ``patternProperties`` regexes of that schema.
         quick_check: True only for a valid message, tried before ``validate`` (see
             :mod:`gateway_filter_tracking_plan.quick`); None when the schema has none.
+        schema: The rule's JSON Schema, as the plan gives it (a filter compiles its fast pass
+            from it).
+        regexes: The compiled ``pattern`` regexes of ``validate``, by pattern text.
     """
 
     type: str
@@ -85,6 +88,8 @@ class Rule:
     planned: frozenset[str] = frozenset()
     planned_patterns: tuple[re.Pattern[str], ...] = ()
     quick_check: QuickCheck | None = field(default=None, repr=False)
+    schema: Any = field(default=None, repr=False, compare=False)
+    regexes: Mapping[str, re.Pattern[str]] = field(default_factory=dict, repr=False, compare=False)
 
     def errors(self, message: Any) -> list[fastjsonschema.JsonSchemaValueException]:
         """Every error of ``message`` against this rule ([] when valid)."""
@@ -286,4 +291,4 @@ def _compile_rule(label: str, rule_type: str, key: str | None, version: int, sch
     # quick check uses the very same ones (without them, patterns get no quick check).
     regexes = getattr(validate, "__globals__", {}).get("REGEX_PATTERNS", {})
     quick_check = compile_quick_check(schema, regexes)
-    return Rule(rule_type, key, version, label, validate, container, planned, patterns, quick_check)
+    return Rule(rule_type, key, version, label, validate, container, planned, patterns, quick_check, schema, regexes)

@@ -16,10 +16,10 @@ it mirrors exactly, only exact JSON types (``dict``, ``list``, ``str``, ``int``,
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["compile_quick_check"]
+__all__ = ["compile_all_of", "compile_quick_check"]
 
 QuickCheck = Callable[[Any], bool]
 
@@ -60,16 +60,40 @@ def compile_quick_check(schema: Any, regexes: Mapping[str, re.Pattern[str]]) -> 
         regexes: fastjsonschema's compiled ``pattern`` regexes by pattern text, so that a pattern
             means exactly what it means there; a pattern missing here gets no quick check.
     """
-    if isinstance(schema, dict) and "draft-04" in str(schema.get("$schema", "")):
-        return None  # draft-04 numbers and integers differ; such plans are rare
-    root = dict(schema) if isinstance(schema, dict) else schema
-    if isinstance(root, dict):
-        root.pop("$schema", None)
-    writer = _Writer(regexes)
+    return compile_all_of([schema], regexes)
+
+
+def compile_all_of(
+    schemas: Sequence[Any], regexes: Mapping[str, re.Pattern[str]], *, count_keys_of: Any = None
+) -> QuickCheck | None:
+    """One function that returns True only for messages valid against every schema of
+    ``schemas`` (a rule and the plan's COMMON rule: a filter's fast pass), or None when one of
+    them uses anything the quick check does not mirror.
+
+    Args:
+        schemas: JSON Schemas, each already accepted by fastjsonschema.
+        regexes: The ``pattern`` regexes of all of them, by pattern text.
+        count_keys_of: A sub-schema (the object itself, as found in one of ``schemas``) whose
+            object must also hold no key its ``properties`` do not declare: the function counts
+            the declared keys present where it checks them, and returns False ("not sure")
+            when the object has others, or when the sub-schema is not where the check reaches.
+    """
+    writer = _Writer(regexes, count_keys_of)
+    body: list[str] = []
     try:
-        name = writer.function(root)
+        for schema in schemas:
+            if isinstance(schema, dict) and "draft-04" in str(schema.get("$schema", "")):
+                return None  # draft-04 numbers and integers differ; such plans are rare
+            root = dict(schema) if isinstance(schema, dict) else schema
+            if isinstance(root, dict):
+                root.pop("$schema", None)
+            writer.emit(root, "v", body, "    ")
     except _Unsupported:
         return None
+    if count_keys_of is not None and not writer.counted:
+        return None
+    name = writer._name("_check")
+    writer.lines += [f"def {name}(v):", *body, "    return True", ""]
     namespace = writer.namespace
     # Only our own code: values from the plan enter it as repr() of a str, as an int checked to be
     # one, or as a name bound in ``namespace``.
@@ -82,11 +106,16 @@ class _Writer:
     """Python source for the checks: one function per schema that needs its own (the root,
     ``items``, ``anyOf`` branches); ``properties`` are inlined with a local per value."""
 
-    def __init__(self, regexes: Mapping[str, re.Pattern[str]]) -> None:
+    def __init__(self, regexes: Mapping[str, re.Pattern[str]], count_keys_of: Any = None) -> None:
         self.regexes = regexes
         self.lines: list[str] = []
         self.namespace: dict[str, Any] = {"_MISSING": object(), "_JSON_TYPES": frozenset(_JSON_TYPES)}
         self._count = 0
+        self._count_keys_of = count_keys_of
+        #: Whether the key count of ``count_keys_of`` was written (in the root function: not
+        #: in an ``anyOf`` branch, where a False would only reject that branch).
+        self.counted = False
+        self._depth = 0
 
     def _name(self, prefix: str) -> str:
         self._count += 1
@@ -99,7 +128,11 @@ class _Writer:
 
     def function(self, schema: Any) -> str:
         body: list[str] = []
-        self.emit(schema, "v", body, "    ")
+        self._depth += 1
+        try:
+            self.emit(schema, "v", body, "    ")
+        finally:
+            self._depth -= 1
         name = self._name("_check")
         self.lines += [f"def {name}(v):", *body, "    return True", ""]
         return name
@@ -195,6 +228,11 @@ class _Writer:
             out.append(f"{indent}if not {v}.keys() <= {self.constant(frozenset(properties))}: return False")
         elif extra is not True:
             raise _Unsupported
+        # Counting the declared keys present costs one addition per optional one, where a key
+        # set comparison costs a lookup per key of the object again.
+        counter = self._name("n") if schema is self._count_keys_of and not self._depth else None
+        if counter is not None:
+            out.append(f"{indent}{counter} = {len(set(required) & properties.keys())}")
         for key, subschema in properties.items():
             value = self._name("v")
             if key in required:  # present: checked above
@@ -206,10 +244,15 @@ class _Writer:
                 continue
             inner = []
             self.emit(subschema, value, inner, indent + "    ")
+            if counter is not None:
+                inner.insert(0, f"{indent}    {counter} += 1")
             if inner:
                 out.append(f"{indent}{value} = {v}.get({key!r}, _MISSING)")
                 out.append(f"{indent}if {value} is not _MISSING:")
                 out.extend(inner)
+        if counter is not None:
+            out.append(f"{indent}if len({v}) != {counter}: return False")
+            self.counted = True
 
     def _string(self, schema: dict[str, Any], v: str, out: list[str], indent: str) -> None:
         for keyword, fails in (("minLength", "<"), ("maxLength", ">")):

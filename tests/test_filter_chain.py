@@ -1,0 +1,78 @@
+"""A FilterChain tries each filter's fast pass before the filter: a pass skips it, a "not sure"
+or a fast pass that raises runs it (under its own error policy), and a fast_pass() that raises
+when the chain is built only costs that filter its fast pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gateway import Filter, FilterContext
+from gateway.components import FilterChain, apply_filters
+
+CONTEXT = FilterContext("web")
+
+
+class Tagging(Filter):
+    """Adds its tag to ``message["seen"]`` (so a test sees which filters ran), with the fast pass
+    it is given."""
+
+    def __init__(self, tag: str, fast: Callable[[dict[str, Any]], bool] | None = None, *, broken: bool = False) -> None:
+        self.tag = tag
+        self.fast = fast
+        self.broken = broken
+
+    def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        if message.get("drop") == self.tag:
+            return None
+        message["seen"] = [*message.get("seen", []), self.tag]
+        return message
+
+    def fast_pass(self) -> Callable[[dict[str, Any]], bool] | None:
+        if self.broken:
+            raise RuntimeError("broken fast_pass")
+        return self.fast
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    return {"type": "track", "messageId": "m1", **fields}
+
+
+def always(message: dict[str, Any]) -> bool:
+    return True
+
+
+def never(message: dict[str, Any]) -> bool:
+    return False
+
+
+def raises(message: dict[str, Any]) -> bool:
+    raise ValueError("cannot tell")
+
+
+def test_a_fast_pass_skips_its_filter_and_not_sure_runs_it() -> None:
+    chain = FilterChain([("a", Tagging("a", always)), ("b", Tagging("b", never)), ("c", Tagging("c"))])
+    outcome = apply_filters(chain, event(), CONTEXT)
+    assert outcome.message == event(seen=["b", "c"])
+    # The same filters as a plain sequence: no fast pass is asked.
+    assert apply_filters(list(chain), event(), CONTEXT).message == event(seen=["a", "b", "c"])
+
+
+def test_a_fast_pass_that_raises_leaves_the_decision_to_the_filter() -> None:
+    chain = FilterChain([("a", Tagging("a", raises)), ("b", Tagging("b", always))])
+    assert apply_filters(chain, event(), CONTEXT).message == event(seen=["a"])
+    dropped = apply_filters(chain, event(drop="a"), CONTEXT)
+    assert (dropped.message, dropped.reason) == (None, "a")
+
+
+def test_a_broken_fast_pass_method_only_costs_the_filter_its_fast_pass() -> None:
+    chain = FilterChain([("a", Tagging("a", always, broken=True))])
+    assert [step[2] for step in chain.steps] == [None]
+    assert apply_filters(chain, event(), CONTEXT).message == event(seen=["a"])
+
+
+def test_a_chain_is_still_the_tuple_of_its_filters() -> None:
+    filters = [("a", Tagging("a")), ("b", Tagging("b"))]
+    chain = FilterChain(filters)
+    assert chain == tuple(filters)
+    assert [filter_id for filter_id, _ in chain] == ["a", "b"]

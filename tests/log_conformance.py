@@ -23,7 +23,7 @@ from gateway.components import Record
 from gateway.config import LogConfig
 from gateway.errors import CursorLostError, LogUnavailableError
 from gateway.ingest.hub import forwarded_key
-from gateway.log import Entry, IngestLog, InventoryRow, SourceLetter, source_letters
+from gateway.log import SERIES_KEEP_MS, Entry, IngestLog, InventoryRow, SeriesSample, SourceLetter, source_letters
 from gateway.ops.audit import AuditReport, DestinationAudit, audit
 from tests.log_engines import LogEngine
 
@@ -517,6 +517,41 @@ async def test_the_inventory_keeps_the_first_and_last_sight(engine: LogEngine) -
         assert await reader.load_inventory() == expected
 
 
+async def test_series_counters_add_up_keep_the_newest_sample_and_go_after_seven_days(
+    engine: LogEngine, clock: FakeClock
+) -> None:
+    minute = START_MS - START_MS % 60_000
+    later = minute + 60_000
+    old_error = SeriesSample("crm", "http_500", START_MS - 5, b'{"n": 1}')
+    new_error = SeriesSample("crm", "http_500", START_MS, b'{"n": 2}')
+    async with engine.open(clock_ms=clock) as log:
+        await log.add_series(
+            {("crm", minute, "delivered"): 3, ("crm", minute, "latency:40"): 2, ("ads", minute, "delivered"): 7},
+            [new_error],
+        )
+        await log.add_series(
+            {("crm", minute, "delivered"): 2, ("crm", later, "retries"): 1, ("crm", later, "filtered:bot"): 0},
+            [old_error, SeriesSample("crm", "timeout", START_MS - 10, b"{}")],
+        )
+        expected = {minute: {"delivered": 5, "latency:40": 2}, later: {"retries": 1}}
+        assert await log.read_series("crm", minute, later + 60_000) == expected
+        assert await log.read_series("crm", later, later + 60_000) == {later: {"retries": 1}}
+        assert await log.read_series("crm", minute, later) == {minute: {"delivered": 5, "latency:40": 2}}
+        assert await log.read_series("nobody", minute, later + 60_000) == {}
+        samples = await log.series_samples("crm")
+        assert [(x.kind, x.body) for x in samples] == [("http_500", b'{"n": 2}'), ("timeout", b"{}")]
+        assert await log.series_samples("ads") == []
+    async with engine.open(clock_ms=clock) as log:  # on disk: a restart keeps them
+        assert await log.read_series("crm", minute, later + 60_000) == expected
+        clock.advance(SERIES_KEEP_MS - (START_MS - minute) + 1)  # the first minute is past the keep period
+        await log.purge([])
+        assert await log.read_series("crm", 0, later + 60_000) == {later: {"retries": 1}}
+        assert await log.series_samples("crm") == []
+        clock.advance(60_000)
+        await log.purge([])
+        assert await log.read_series("crm", 0, later + 60_000) == {}
+
+
 async def test_the_reader_sees_what_the_log_sees(engine: LogEngine) -> None:
     async with engine.open() as log:
         await log.cursor("crm")
@@ -624,3 +659,14 @@ async def traffic(log: IngestLog, acked: Callable[[list[str]], None]) -> None:
         for task in range(4):
             nursery.start_soon(appender, task)
         nursery.start_soon(deliver)
+
+
+async def test_gateways_on_one_log_add_up_to_one_series(engine: LogEngine) -> None:
+    shared_only(engine)
+    minute = START_MS - START_MS % 60_000
+    async with engine.open() as a, engine.open() as b:
+        await a.add_series({("crm", minute, "delivered"): 2}, [SeriesSample("crm", "http_500", START_MS, b"a")])
+        await b.add_series({("crm", minute, "delivered"): 3}, [SeriesSample("crm", "http_500", START_MS + 1, b"b")])
+        for log in (a, b):
+            assert await log.read_series("crm", minute, minute + 60_000) == {minute: {"delivered": 5}}
+            assert [x.body for x in await log.series_samples("crm")] == [b"b"]

@@ -25,6 +25,8 @@ from gateway.log._records import (
     FILTER_STAGE,
     RAW_STAGE,
     SEND_STAGE,
+    SERIES_BUCKET_MS,
+    SERIES_KEEP_MS,
     SOURCE_STAGE,
     TOMBSTONE_TYPE,
     AppendResult,
@@ -38,6 +40,8 @@ from gateway.log._records import (
     LogBooks,
     LogStatistics,
     Outcomes,
+    SeriesCounts,
+    SeriesSample,
     SourceLetter,
     deleted_runs,
     source_letters,
@@ -50,6 +54,8 @@ __all__ = [
     "FILTER_STAGE",
     "RAW_STAGE",
     "SEND_STAGE",
+    "SERIES_BUCKET_MS",
+    "SERIES_KEEP_MS",
     "SOURCE_STAGE",
     "TOMBSTONE_TYPE",
     "AppendResult",
@@ -65,6 +71,8 @@ __all__ = [
     "LogReader",
     "LogStatistics",
     "Outcomes",
+    "SeriesCounts",
+    "SeriesSample",
     "SourceLetter",
     "deleted_runs",
     "open_log",
@@ -229,9 +237,29 @@ class IngestLog(LogReader, Protocol):
         """Insert or update field-inventory rows (first_seen keeps the earliest)."""
         ...
 
+    async def add_series(self, counts: SeriesCounts, samples: Sequence[SeriesSample] = ()) -> None:
+        """Add ``counts`` to the per-minute counters of the series they name (the console's
+        delivery charts; counters of several gateways on one log add up), and keep each of
+        ``samples`` unless a newer one of its ``(series, kind)`` is kept already.
+
+        Raises:
+            gateway.errors.LogUnavailableError: nothing was added (the caller keeps them).
+        """
+        ...
+
+    async def read_series(self, series: str, since_ms: int, until_ms: int) -> dict[int, dict[str, int]]:
+        """The counters of ``series`` in the minutes that start in ``[since_ms, until_ms)``:
+        minute start (ms) -> metric -> count; minutes with nothing are left out."""
+        ...
+
+    async def series_samples(self, series: str) -> list[SeriesSample]:
+        """The latest sample of each kind kept for ``series``, newest first."""
+        ...
+
     async def purge(self, destinations: Sequence[str]) -> int:
         """Delete what every one of ``destinations`` has and what is past both the archive
-        period and the dedup window; return how many messages went."""
+        period and the dedup window; return how many messages went. Series counters and
+        samples older than :data:`SERIES_KEEP_MS` go too."""
         ...
 
     async def checkpoint(self) -> None:

@@ -4,7 +4,7 @@ entries, dead letters, books, tombstones, and the clock the log keeps."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -131,6 +131,28 @@ class InventoryRow(msgspec.Struct, frozen=True):
     hits: tuple[str, ...]
     first_seen: int
     last_seen: int
+
+
+#: The per-minute series (the console's delivery charts) are kept this long, then pruned by
+#: the log's upkeep (:meth:`gateway.log.IngestLog.purge`).
+SERIES_KEEP_MS = 7 * 24 * 3_600_000
+#: One bucket of a series: a minute.
+SERIES_BUCKET_MS = 60_000
+
+
+class SeriesSample(msgspec.Struct, frozen=True):
+    """The latest occurrence of one ``kind`` of event in a series (a destination's latest
+    error of a kind), as its owner encoded it in ``body``; the log keeps the newest per
+    ``(series, kind)`` and never reads ``body``."""
+
+    series: str
+    kind: str
+    at_ms: int
+    body: bytes
+
+
+#: Per-minute counters to add: (series, minute start in ms, metric) -> count.
+SeriesCounts = Mapping[tuple[str, int, str], int]
 
 
 class LogStatistics(msgspec.Struct, frozen=True):

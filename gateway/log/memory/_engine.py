@@ -19,6 +19,7 @@ from gateway.config import LogConfig
 from gateway.errors import LogUnavailableError
 from gateway.log import (
     SEND_STAGE,
+    SERIES_KEEP_MS,
     TOMBSTONE_TYPE,
     AppendResult,
     BacklogInfo,
@@ -30,6 +31,8 @@ from gateway.log import (
     LogBooks,
     LogStatistics,
     Outcomes,
+    SeriesCounts,
+    SeriesSample,
     SourceLetter,
 )
 from gateway.log.memory._store import Cursor, MemoryStore, body_field
@@ -269,7 +272,37 @@ class MemoryLog:
         delivered_up_to = min((store.position(d) for d in destinations), default=head)
         cutoff = self._now_ms() - max(self._config.archive_secs, self._config.dedup_window_secs) * 1000
         self._write()
+        series_cutoff = self._now_ms() - SERIES_KEEP_MS
+        for key in [key for key in store.series if key[1] < series_cutoff]:
+            del store.series[key]
+        for kind in [kind for kind, sample in store.series_samples.items() if sample.at_ms < series_cutoff]:
+            del store.series_samples[kind]
         return store.purge(delivered_up_to, cutoff)
+
+    async def add_series(self, counts: SeriesCounts, samples: Sequence[SeriesSample] = ()) -> None:
+        await trio.lowlevel.checkpoint()
+        self._write()
+        store = self.store
+        for (series, minute, metric), count in counts.items():
+            if count:
+                store.series.setdefault((series, minute), Counter())[metric] += count
+        for sample in samples:
+            kept = store.series_samples.get((sample.series, sample.kind))
+            if kept is None or kept.at_ms <= sample.at_ms:
+                store.series_samples[(sample.series, sample.kind)] = sample
+
+    async def read_series(self, series: str, since_ms: int, until_ms: int) -> dict[int, dict[str, int]]:
+        await trio.lowlevel.checkpoint()
+        return {
+            minute: dict(counts)
+            for (name, minute), counts in sorted(self.store.series.items())
+            if name == series and since_ms <= minute < until_ms and counts
+        }
+
+    async def series_samples(self, series: str) -> list[SeriesSample]:
+        await trio.lowlevel.checkpoint()
+        found = [sample for (name, _), sample in self.store.series_samples.items() if name == series]
+        return sorted(found, key=lambda sample: sample.at_ms, reverse=True)
 
     async def checkpoint(self) -> None:
         await trio.lowlevel.checkpoint()

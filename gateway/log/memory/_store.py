@@ -19,6 +19,7 @@ from gateway.log import (
     DeletionReport,
     InventoryRow,
     LogBooks,
+    SeriesSample,
     deleted_runs,
     tombstone,
 )
@@ -76,6 +77,8 @@ class MemoryStore:
         deleted_seqs: Seqs a deletion request removed -> their source (for replays of the archive).
         source_outcomes: The sources' books: (source, outcome, hour) -> messages.
         inventory: The privacy field inventory by (source, path).
+        series: The per-minute series counters by (series, minute start).
+        series_samples: The latest sample by (series, kind).
     """
 
     rows: dict[int, Row] = field(default_factory=dict)
@@ -90,6 +93,8 @@ class MemoryStore:
     deleted_seqs: dict[int, str] = field(default_factory=dict)
     source_outcomes: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     inventory: dict[tuple[str, str], InventoryRow] = field(default_factory=dict)
+    series: dict[tuple[str, int], Counter[str]] = field(default_factory=dict)
+    series_samples: dict[tuple[str, str], SeriesSample] = field(default_factory=dict)
 
     @property
     def head(self) -> int:

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 import redis
@@ -22,6 +22,7 @@ from gateway.config import LogConfig
 from gateway.errors import CursorLostError, LogUnavailableError
 from gateway.log import (
     SEND_STAGE,
+    SERIES_KEEP_MS,
     AppendResult,
     BacklogInfo,
     Clock,
@@ -32,6 +33,8 @@ from gateway.log import (
     LogBooks,
     LogStatistics,
     Outcomes,
+    SeriesCounts,
+    SeriesSample,
     SourceLetter,
 )
 from gateway.log.redis import _lua
@@ -55,6 +58,10 @@ WATCH_BLOCK_MS = 1000
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _b(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
 
 
 class _Waiter:
@@ -594,11 +601,90 @@ class RedisLog:
             out.append(InventoryRow(source, path, cls, tuple(msgspec.json.decode(hits)), int(first), int(last)))
         return sorted(out, key=lambda r: (r.source, r.path))
 
+    # -- series (the console's charts) -----------------------------------------------------------
+    # One hash per series and minute ({prefix}:series:<series>:<minute>), metric -> count, listed
+    # in a sorted set by minute so purge() finds the old ones (on the log's clock, as the other
+    # engines). The samples are one hash, "<series>\0<kind>" -> "<at_ms>\0<body>".
+
+    def _series_key(self, series: str, minute: int) -> str:
+        return f"{self._prefix}:series:{series}:{minute}"
+
+    async def add_series(self, counts: SeriesCounts, samples: Sequence[SeriesSample] = ()) -> None:
+        self._refuse_when_closed()
+        samples_key = f"{self._prefix}:series-samples"
+
+        def write() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            minutes: dict[str, int] = {}
+            for (series, minute, metric), count in counts.items():
+                if count:
+                    pipe.hincrby(self._series_key(series, minute), metric, count)
+                    minutes[f"{series}\0{minute}"] = minute
+            if minutes:
+                pipe.zadd(f"{self._prefix}:series-minutes", minutes)
+            pipe.execute()
+            for sample in samples:  # the newest wins (a race between gateways keeps a recent one)
+                field = f"{sample.series}\0{sample.kind}"
+                kept = self._client.hget(samples_key, field)
+                if kept is None or int(_b(kept).split(b"\0", 1)[0]) <= sample.at_ms:
+                    self._client.hset(samples_key, field, b"%d\0%s" % (sample.at_ms, sample.body))
+
+        await self._call(write)
+
+    async def read_series(self, series: str, since_ms: int, until_ms: int) -> dict[int, dict[str, int]]:
+        index = f"{self._prefix}:series-minutes"
+
+        def read() -> list[tuple[int, Any]]:
+            listed = cast("list[bytes | str]", self._client.zrangebyscore(index, since_ms, f"({until_ms}"))
+            minutes = [int(minute) for name, minute in (_s(m).split("\0", 1) for m in listed) if name == series]
+            pipe = self._client.pipeline(transaction=False)
+            for minute in minutes:
+                pipe.hgetall(self._series_key(series, minute))
+            return list(zip(minutes, pipe.execute(), strict=True))
+
+        return {
+            minute: {_s(metric): int(count) for metric, count in counts.items()}
+            for minute, counts in await self._call(read)
+            if counts
+        }
+
+    async def series_samples(self, series: str) -> list[SeriesSample]:
+        kept = await self._call(self._client.hgetall, f"{self._prefix}:series-samples")
+        found = []
+        for key, value in kept.items():
+            name, kind = _s(key).split("\0", 1)
+            if name == series:
+                at_ms, body = _b(value).split(b"\0", 1)
+                found.append(SeriesSample(name, kind, int(at_ms), body))
+        return sorted(found, key=lambda sample: sample.at_ms, reverse=True)
+
+    async def _prune_series(self) -> None:
+        """Forget the minutes and samples older than SERIES_KEEP_MS."""
+        p = self._prefix
+        cutoff = self._now_ms() - SERIES_KEEP_MS
+
+        def prune() -> None:
+            index = f"{p}:series-minutes"
+            old = cast("list[bytes | str]", self._client.zrangebyscore(index, "-inf", f"({cutoff}"))
+            for chunk in range(0, len(old), 1000):
+                names = [_s(member).split("\0", 1) for member in old[chunk : chunk + 1000]]
+                self._client.delete(*(self._series_key(series, int(minute)) for series, minute in names))
+                self._client.zrem(index, *old[chunk : chunk + 1000])
+            kept = self._client.hgetall(f"{p}:series-samples")
+            stale = [key for key, value in kept.items() if int(_b(value).split(b"\0", 1)[0]) < cutoff]
+            if stale:
+                self._client.hdel(f"{p}:series-samples", *stale)
+
+        await self._call(prune)
+
     # -- upkeep ----------------------------------------------------------------------------------
 
     async def purge(self, destinations: Sequence[str]) -> int:
         """Trim, from the oldest end, what every one of ``destinations`` has and what is past
-        both the archive period and the dedup window (their dedup keys go with them)."""
+        both the archive period and the dedup window (their dedup keys go with them), and
+        the series older than SERIES_KEEP_MS."""
+        self._refuse_when_closed()
+        await self._prune_series()
         delivered_up_to = min((self._cursors.get(d, self._head) for d in destinations), default=self._head)
         cutoff = self._now_ms() - max(self._config.archive_secs, self._config.dedup_window_secs) * 1000
         total = 0

@@ -28,6 +28,7 @@ from gateway.config import LogConfig
 from gateway.errors import LogUnavailableError
 from gateway.log import (
     SEND_STAGE,
+    SERIES_KEEP_MS,
     AppendResult,
     BacklogInfo,
     Clock,
@@ -38,10 +39,12 @@ from gateway.log import (
     LogBooks,
     LogStatistics,
     Outcomes,
+    SeriesCounts,
+    SeriesSample,
     SourceLetter,
     wall_clock_ms,
 )
-from gateway.log.sqlite import _dead_letters, _deletion, _inventory, _reads
+from gateway.log.sqlite import _dead_letters, _deletion, _inventory, _reads, _series
 from gateway.log.sqlite._commit import QueuedOutcome, Waiter, commit_group
 from gateway.log.sqlite._dedup import DedupSlices
 from gateway.log.sqlite._schema import connect, create_schema, probe, reading, unavailable, writing
@@ -367,14 +370,27 @@ class SQLiteLog:
     async def load_inventory(self) -> list[InventoryRow]:
         return await self._read(_inventory.inventory_rows, None)
 
+    # -- series (the console's charts) ---------------------------------------------------------
+
+    async def add_series(self, counts: SeriesCounts, samples: Sequence[SeriesSample] = ()) -> None:
+        await self._write(_series.add_series, counts, samples)
+
+    async def read_series(self, series: str, since_ms: int, until_ms: int) -> dict[int, dict[str, int]]:
+        return await self._read(_series.read_series, series, since_ms, until_ms)
+
+    async def series_samples(self, series: str) -> list[SeriesSample]:
+        return await self._read(_series.series_samples, series)
+
     # -- upkeep ------------------------------------------------------------------------------
 
     async def purge(self, destinations: Sequence[str]) -> int:
         """Delete messages every destination has that are past both the archive period and the
-        dedup window, and the dedup slices past the window. Returns how many messages went."""
+        dedup window, the dedup slices past the window, and series older than SERIES_KEEP_MS.
+        Returns how many messages went."""
         delivered_up_to = min((self._cursors.get(d, self._head_seq) for d in destinations), default=self._head_seq)
         keep_secs = max(self._config.archive_secs, self._config.dedup_window_secs)
         now = self._now_ms()
+        await self._write(_series.prune_series, now - SERIES_KEEP_MS)
         # A message whose key is in memory only must stay: it is where a restart finds the key.
         await self._flush_dedup_keys(force=True)
         delivered_up_to = min(delivered_up_to, self._dedup.flushed_seq)

@@ -104,6 +104,23 @@ CREATE TABLE IF NOT EXISTS privacy_inventory (
     last_seen INTEGER NOT NULL,
     PRIMARY KEY (source, path)
 );
+-- The console's per-minute series (a destination's deliveries, errors, latency bins...):
+-- counters that add up, kept SERIES_KEEP_MS; and the latest sample of each kind per series.
+CREATE TABLE IF NOT EXISTS series_counts (
+    series TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (series, minute, metric)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS series_counts_by_minute ON series_counts (minute);
+CREATE TABLE IF NOT EXISTS series_samples (
+    series TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (series, kind)
+) WITHOUT ROWID;
 """
 
 SET_CURSOR = """

@@ -1,13 +1,13 @@
 """The console's data on the admin API, against a real in-process gateway: the Source Debugger's
 recent calls and live stream (accepted, rejected, filtered; a slow reader loses rows as a gap,
-never slows ingest)."""
+never slows ingest), and Event Delivery's series and errors (kept across a restart)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,16 @@ import msgspec
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import (
+    ComponentConfig,
+    DeliveryError,
+    Destination,
+    DestinationContext,
+    DestinationType,
+    Exchange,
+    Record,
+    hookimpl,
+)
 from gateway.testing import TestGateway, run_gateway
 
 KEY = "console-write-key-0123456789"
@@ -244,3 +254,107 @@ async def test_a_slow_stream_loses_rows_as_a_gap_while_ingest_goes_on(tmp_path: 
         assert msgspec.json.decode((await gw.admin("GET", "/sources/web/events", params={"limit": 1})).content)[
             "events"
         ]
+
+
+class _Vendor(Destination):
+    """A vendor that answers 503 to the first send, then refuses ``bad-*`` events with a 400
+    (its request carrying an API key) and takes the rest."""
+
+    def __init__(self, config: ComponentConfig, context: DestinationContext) -> None:
+        self.sends = 0
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        self.sends += 1
+        exchange = Exchange.of(
+            "POST",
+            "https://api.example.com/track?key=VENDOR-SECRET",
+            headers={"Authorization": "Bearer VENDOR-SECRET"},
+            body=b'{"events": [...]}',
+            status=503 if self.sends == 1 else 400,
+            response_body=b'{"error": "try later"}' if self.sends == 1 else b'{"error": "bad event"}',
+            secrets=["VENDOR-SECRET"],
+        )
+        if self.sends == 1:
+            raise DeliveryError("503 Service Unavailable", retryable=True, kind="http_503", exchange=exchange)
+        if any(record.message()["messageId"].startswith("bad-") for record in batch):
+            raise DeliveryError("400 Bad Request: bad event", retryable=False, kind="http_400", exchange=exchange)
+
+
+class _VendorPlugin:
+    @hookimpl
+    def gateway_destination_types(self) -> list[DestinationType]:
+        return [DestinationType(name="vendor", config_type=ComponentConfig, factory=_Vendor)]
+
+
+DELIVERY_CONFIG = f"""
+[admin]
+token = "{TOKEN}"
+
+[sources.web]
+write_key = "{KEY}"
+
+[destinations.vendor]
+type = "vendor"
+batch_max_wait_secs = 0.0
+batch_max_messages = 1
+retry_initial_secs = 0.01
+retry_max_secs = 0.02
+"""
+
+
+async def delivery(gw: TestGateway, destination: str = "vendor", range_: str = "1h") -> dict[str, Any]:
+    response = await gw.admin("GET", f"/destinations/{destination}/delivery", params={"range": range_})
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def test_event_delivery_counts_latency_and_errors_and_keeps_them_across_a_restart(tmp_path: Path) -> None:
+    async with run_gateway(DELIVERY_CONFIG, data_dir=tmp_path, plugins=[_VendorPlugin()]) as gw:
+        calls = [
+            {"type": "track", "userId": "u", "event": "E", "messageId": "ok-1"},
+            {"type": "track", "userId": "u", "event": "E", "messageId": "bad-1", "properties": {"why": "x"}},
+            {"type": "track", "userId": "u", "event": "E", "messageId": "ok-2"},
+            {"type": "track", "userId": "u", "event": "E", "messageId": "skip", "integrations": {"All": False}},
+        ]
+        assert (await gw.batch(calls, write_key=KEY)).status_code == 200
+        await gw.wait_delivered("vendor")
+        report = await delivery(gw)
+    assert (report["destination"], report["range"], report["bucket_secs"]) == ("vendor", "1h", 60)
+    totals = report["totals"]
+    assert (totals["delivered"], totals["dead_lettered"], totals["retries"]) == (2, 1, 1)
+    assert totals["filtered"] == {"filtered_by_integrations_object": 1}
+    assert isinstance(totals["p95_latency_ms"], float) and totals["p95_latency_ms"] > 0
+    assert len(report["series"]) == 60
+    assert [b["t"] for b in report["series"]] == sorted(b["t"] for b in report["series"])
+    assert all(b["t"] % 60_000 == 0 for b in report["series"])
+    assert sum(b["delivered"] for b in report["series"]) == 2
+    assert sum(b["filtered"] for b in report["series"]) == 1
+    assert sum(b["dead_lettered"] for b in report["series"]) == 1
+    assert any(b["p95_latency_ms"] is not None for b in report["series"])
+    errors = {error["kind"]: error for error in report["errors"]}
+    assert set(errors) == {"http_503", "http_400"}
+    refused = errors["http_400"]
+    assert (refused["count"], refused["retryable"]) == (1, False)
+    assert refused["last_error"] == "400 Bad Request: bad event" and refused["last_at"] > 0
+    assert refused["exchange"]["sent"]["messageId"] == "bad-1"
+    assert refused["exchange"]["request"].startswith("POST https://api.example.com/track?key=***")
+    assert refused["exchange"]["response"].startswith("400")
+    assert errors["http_503"]["retryable"] is True
+    assert "VENDOR-SECRET" not in json.dumps(report)
+
+    # Restarted on the same data folder: the charts and the error samples are still there.
+    async with run_gateway(DELIVERY_CONFIG, data_dir=tmp_path, plugins=[_VendorPlugin()]) as gw:
+        again = await delivery(gw)
+        assert again["totals"] == totals
+        assert {e["kind"]: e["count"] for e in again["errors"]} == {"http_503": 1, "http_400": 1}
+        assert again["errors"][0]["exchange"] is not None
+        day = await delivery(gw, range_="24h")
+        assert (day["bucket_secs"], len(day["series"])) == (600, 144)
+        assert day["totals"]["delivered"] == 2
+        week = await delivery(gw, range_="7d")
+        assert (week["bucket_secs"], len(week["series"])) == (3600, 168)
+        assert len((await delivery(gw, range_="10m"))["series"]) == 10
+        assert (await gw.admin("GET", "/destinations/vendor/delivery", params={"range": "2w"})).status_code == 400
+        missing = await gw.admin("GET", "/destinations/nope/delivery")
+        assert missing.status_code == 404 and missing.json()["code"] == "no_such_destination"

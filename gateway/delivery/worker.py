@@ -36,6 +36,7 @@ from gateway.delivery.replay import Replay
 from gateway.delivery.routing import INTEGRATIONS_REASON, backoff_delay, integrations_allow
 from gateway.errors import CursorLostError, DeliveryError, LogUnavailableError
 from gateway.log import FILTER_STAGE, SEND_STAGE, IngestLog
+from gateway.log.series import SeriesRecorder
 from gateway.metrics import Metrics
 from gateway.privacy.classifier import Classifier, apply_policy
 from gateway.telemetry import ThrottledWarning
@@ -76,6 +77,8 @@ class ErrorSample(msgspec.Struct, frozen=True):
 
 #: Kinds of error kept per destination; past it, new kinds are counted under ``other``.
 MAX_ERROR_KINDS = 32
+#: The event kept with an error sample ("what you sent") is cut here.
+MAX_SENT_SAMPLE_BYTES = 16 * 1024
 
 
 @dataclass
@@ -101,8 +104,11 @@ class DestinationWorker:
         classifier: Classifier | None = None,
         *,
         replay: Replay | None = None,
+        series: SeriesRecorder | None = None,
     ) -> None:
         self.id = destination_id
+        #: Where Event Delivery's per-minute counts go (a replay's count as its destination's).
+        self._series = series
         self.replay = replay
         # A replay reads through a cursor of its own; everything else (dead letters, metrics,
         # the destination) is the destination's.
@@ -158,12 +164,14 @@ class DestinationWorker:
         """The errors this worker met, one sample per kind, most recent first."""
         return sorted(self._errors.values(), key=lambda sample: sample.last_at, reverse=True)
 
-    def _note_error(self, kind: str, error: str, *, retryable: bool, exchange: Exchange | None = None) -> None:
+    def _note_error(
+        self, kind: str, error: str, *, retryable: bool, exchange: Exchange | None = None, sent: bytes | None = None
+    ) -> None:
         self._counters.last_error = error
         if kind not in self._errors and len(self._errors) >= MAX_ERROR_KINDS:
             kind = "other"
         earlier = self._errors.get(kind)
-        self._errors[kind] = ErrorSample(
+        sample = self._errors[kind] = ErrorSample(
             kind=kind,
             count=(earlier.count if earlier else 0) + 1,
             last_error=error,
@@ -171,6 +179,11 @@ class DestinationWorker:
             retryable=retryable,
             exchange=exchange or (earlier.exchange if earlier else None),
         )
+        if self._series is not None:
+            self._series.count(self.id, f"error:{kind}")
+            # With "what you sent" (the first event of the batch, as handed to the destination).
+            text = sent[:MAX_SENT_SAMPLE_BYTES].decode("utf-8", "replace") if sent is not None else None
+            self._series.sample(self.id, kind, _encode({**msgspec.to_builtins(sample), "sent": text}))
 
     def flush(self) -> int:
         """Send what is stored now without waiting for a batch to fill up (``gateway
@@ -348,6 +361,8 @@ class DestinationWorker:
         self._metrics.filtered.labels("destination", self.id, reason).inc()
         outcomes[(record.source, f"filtered:{reason}")] += 1
         self._counters.filtered += 1
+        if self._series is not None:
+            self._series.count(self.id, f"filtered:{reason}")
 
     async def _deliver(self, batch: list[Record], slots: trio.Semaphore, deletions: int) -> None:
         # A slot is held until the cursor has moved past its batch, not just until the batch
@@ -468,7 +483,9 @@ class DestinationWorker:
                 with trio.fail_after(cfg.timeout_secs):
                     result = await self._send(batch)
             except DeliveryError as error:
-                self._note_error(error.kind, str(error), retryable=error.retryable, exchange=error.exchange)
+                self._note_error(
+                    error.kind, str(error), retryable=error.retryable, exchange=error.exchange, sent=batch[0].body
+                )
                 if not error.retryable:
                     if error.every_record:  # nothing in the batch is at fault: no record by record
                         await self._dead_letter(batch, str(error), attempt, outcomes)
@@ -477,9 +494,11 @@ class DestinationWorker:
                     return
                 retry_after = error.retry_after
             except trio.TooSlowError:
-                self._note_error("timeout", f"timed out after {cfg.timeout_secs}s", retryable=True)
+                self._note_error("timeout", f"timed out after {cfg.timeout_secs}s", retryable=True, sent=batch[0].body)
             except Exception as error:  # a plugin bug or an unexpected client error: retry
-                self._note_error(type(error).__name__, f"{type(error).__name__}: {error}", retryable=True)
+                self._note_error(
+                    type(error).__name__, f"{type(error).__name__}: {error}", retryable=True, sent=batch[0].body
+                )
                 log.exception("destination_send_crashed", attempt=attempt)
             else:
                 if result is not None and result.rejected:
@@ -496,6 +515,8 @@ class DestinationWorker:
             )
             self._counters.retries += 1
             self._metrics.retries.labels(self.id).inc()
+            if self._series is not None:
+                self._series.count(self.id, "retries")
             log.warning(
                 "destination_delivery_failed",
                 attempt=attempt,
@@ -523,16 +544,18 @@ class DestinationWorker:
             else:
                 by_error.setdefault(str(error), []).append(record)
         for error, records in by_error.items():
-            self._note_error("rejected", error, retryable=False, exchange=result.exchange)
+            self._note_error("rejected", error, retryable=False, exchange=result.exchange, sent=records[0].body)
             await self._dead_letter(records, error, attempt, outcomes)
         return taken
 
     def _record_delivery(self, batch: list[Record]) -> None:
         self._metrics.delivered.labels(self.id).inc(len(batch))
         now_ms = time.time() * 1000
-        self._metrics.delivery_latency.observe_many(
-            self.id, [max(0.0, (now_ms - r.received_at) / 1000) for r in batch if r.received_at]
-        )
+        latencies = [max(0.0, (now_ms - r.received_at) / 1000) for r in batch if r.received_at]
+        self._metrics.delivery_latency.observe_many(self.id, latencies)
+        if self._series is not None and batch:
+            self._series.count(self.id, "delivered", len(batch))
+            self._series.latencies(self.id, [seconds * 1000 for seconds in latencies])
 
     async def _permanent_failure(
         self, batch: list[Record], error: str, attempt: int, outcomes: Counter[tuple[str, str]], deletions: int
@@ -651,3 +674,5 @@ class DestinationWorker:
                 await trio.sleep(5)
         self._counters.dead_lettered += len(batch)
         self._metrics.dead_lettered.labels(self.id).inc(len(batch))
+        if self._series is not None:
+            self._series.count(self.id, "dead_lettered", len(batch))

@@ -45,6 +45,7 @@ from gateway.ingest.raw import raw_letter_body
 from gateway.ingest.sources import SourceDirectory
 from gateway.ingest.tap import FILTERED, REJECTED, Tap
 from gateway.log import RAW_STAGE, Entry, IngestLog, SourceLetter, source_letters
+from gateway.log.series import SeriesRecorder, source_series
 from gateway.messages import (
     NO_DEFAULTS,
     Arrival,
@@ -107,8 +108,12 @@ class IngestHub:
         filters: Mapping[str, Filter],
         metrics: Metrics | None = None,
         classifier: Classifier | None = None,
+        *,
+        series: SeriesRecorder | None = None,
     ) -> None:
         self.log = log
+        #: Where refusals are counted per source and minute (the console's Delivery Overview).
+        self.series = series
         self.metrics = metrics or Metrics()
         self.inventory = FieldInventory()
         self.rate_limits = RateLimits()
@@ -195,7 +200,7 @@ class IngestHub:
             if not strict and write_key is not None:  # the header names the source: show it the refusal
                 known = self.directory.authenticate(write_key, None)
                 if known is not None:
-                    self.tap.book(known.id, REJECTED, body, error.code, error.message)
+                    self._refused(known.id, body, error.code, error.message)
             raise
         if strict and (batch.excess or not batch.items):
             return None
@@ -217,7 +222,7 @@ class IngestHub:
             )
             rejected.append(excess)
             if source is not None:
-                self.tap.book(source.id, REJECTED, None, excess.code, excess.message)
+                self._refused(source.id, None, excess.code, excess.message, excess.count)
         candidates = [Candidate(item) for item in batch.items]
         return self._check(candidates, arrival, source, find_source, batch.defaults, strict, rejected, batch.root_bytes)
 
@@ -249,7 +254,7 @@ class IngestHub:
                     return None
                 rejected.append(Rejection(index, error.code, error.message))
                 if item_source is not None:
-                    self.tap.book(item_source.id, REJECTED, candidate.payload, error.code, error.message)
+                    self._refused(item_source.id, candidate.payload, error.code, error.message)
             else:
                 accepted.append((item_source, message))
         rejected += rejected_past
@@ -260,7 +265,7 @@ class IngestHub:
         except RateLimitedError as error:
             if not strict:  # a fast path that declines books nothing: its routes will
                 for item_source, message in accepted:
-                    self.tap.book(item_source.id, REJECTED, message, "rate_limited", str(error))
+                    self._refused(item_source.id, message, "rate_limited", str(error))
             raise
         if rejected:
             counts: Counter[str] = Counter()
@@ -271,6 +276,12 @@ class IngestHub:
             log.info("messages_rejected", count=sum(counts.values()), codes=sorted(counts))
         first = accepted[0][0] if accepted else None
         return Checked(self.prepare(accepted), len(accepted), rejected, first)
+
+    def _refused(self, source_id: str, payload: object, code: str, reason: str, count: int = 1) -> None:
+        """A call of ``source_id`` refused at ingest: shown in the debugger, counted by code."""
+        self.tap.book(source_id, REJECTED, payload, code, reason)
+        if self.series is not None:
+            self.series.count(source_series(source_id), f"rejected:{code}", count)
 
     def _take_rate(self, accepted: Sequence[tuple[Source, JSONObject]]) -> None:
         limited: dict[str, tuple[Source, int]] = {}

@@ -32,6 +32,8 @@ CHECKPOINT_INTERVAL_SECS = 1.0
 PURGE_INTERVAL_SECS = 10.0
 #: How often the privacy field inventory's new and updated paths are saved to the log file.
 INVENTORY_FLUSH_SECS = 5.0
+#: How often the console's per-minute series are added to the log (a crash loses at most this).
+SERIES_FLUSH_SECS = 5.0
 
 
 async def _every(interval_secs: float, name: str, fn: Callable[[], Awaitable[object]]) -> None:
@@ -92,6 +94,7 @@ async def serve_gateway(
         nursery.start_soon(_every, CHECKPOINT_INTERVAL_SECS, "checkpoint", ingest_log.checkpoint)
         nursery.start_soon(_every, PURGE_INTERVAL_SECS, "purge", lambda: ingest_log.purge(gateway.cursor_holders()))
         nursery.start_soon(_every, INVENTORY_FLUSH_SECS, "inventory", gateway.flush_inventory)
+        nursery.start_soon(_every, SERIES_FLUSH_SECS, "series", gateway.series.flush)
         nursery.start_soon(
             _every, REDRIVE_POLL_SECS, "source_redrive", lambda: redrive_source_letters(gateway.hub, registry.sources)
         )
@@ -115,6 +118,10 @@ async def serve_gateway(
             await gateway.flush_inventory()
         except Exception:
             log.exception("log_upkeep_failed", job="inventory")
+        try:
+            await gateway.series.flush()
+        except Exception:
+            log.exception("log_upkeep_failed", job="series")
         nursery.cancel_scope.cancel()
 
 

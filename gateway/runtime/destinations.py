@@ -16,6 +16,7 @@ from gateway.config import DestinationConfig, Entity, GatewayConfig
 from gateway.delivery.replay import Replay
 from gateway.delivery.worker import DestinationWorker
 from gateway.log import IngestLog
+from gateway.log.series import SeriesRecorder
 from gateway.metrics import Metrics
 from gateway.plugins import Registry
 from gateway.privacy.classifier import Classifier
@@ -60,6 +61,7 @@ class RunningDestination:
         filters: dict[str, Filter],
         metrics: Metrics,
         classifier: Classifier,
+        series: SeriesRecorder | None = None,
     ) -> None:
         """Run ``replay`` beside the live worker; its cursor is forgotten once it reached its end."""
         worker = DestinationWorker(
@@ -71,6 +73,7 @@ class RunningDestination:
             metrics,
             classifier,
             replay=replay,
+            series=series,
         )
         self.replays[replay.name] = worker
 

@@ -28,6 +28,7 @@ from gateway.http.connection import Limits
 from gateway.http.server import fit_open_files, limits_from_config
 from gateway.ingest.hub import IngestHub
 from gateway.log import BacklogInfo, IngestLog
+from gateway.log.series import SeriesRecorder
 from gateway.metrics import Metrics
 from gateway.ops.admin import create_admin_app
 from gateway.ops.systemd import Notifier
@@ -86,7 +87,9 @@ class Gateway:
         self._nursery = nursery
         self.filters = build_filters(config, registry)
         self.classifier = Classifier([*registry.matchers.values(), *config.custom_matchers], config.privacy)
-        self.hub = IngestHub(ingest_log, config, self.filters, metrics, self.classifier)
+        #: The console's per-minute series (destinations' deliveries, sources' refusals).
+        self.series = SeriesRecorder(ingest_log)
+        self.hub = IngestHub(ingest_log, config, self.filters, metrics, self.classifier, series=self.series)
         self._backlog: list[BacklogInfo] = []
         metrics.watch_backlog(lambda: self._backlog)
         metrics.watch_filters(lambda: self.filters)
@@ -153,6 +156,7 @@ class Gateway:
             [(f, filters[f]) for f in entity.core.filters],
             self.metrics,
             self.classifier,
+            series=self.series,
         )
         running = RunningDestination(entity=entity, worker=worker, destination=destination)
         resumed = [
@@ -170,7 +174,9 @@ class Gateway:
                             await nursery.start(worker.run)
                             task_status.started()
                             for replay in resumed:
-                                running.start_replay(replay, self.log, self.filters, self.metrics, self.classifier)
+                                running.start_replay(
+                                    replay, self.log, self.filters, self.metrics, self.classifier, self.series
+                                )
             finally:
                 running.done.set()
 
@@ -195,7 +201,7 @@ class Gateway:
             while (replay := Replay(did, after, upto, created)).name in names:
                 created += 1
             await self.log.set_cursor(replay.name, after)
-            running.start_replay(replay, self.log, self.filters, self.metrics, self.classifier)
+            running.start_replay(replay, self.log, self.filters, self.metrics, self.classifier, self.series)
         log.info("replay_started", destination=did, replay=replay.name, messages_at_most=upto - after)
         return replay
 

@@ -207,7 +207,8 @@ def test_debugger_shows_a_python_client_call_within_a_second(
 
     # One click: Pretty, then Raw.
     page.locator("#calls tr.call", has_text=marker).click()
-    assert "seats" in page.locator("#pretty").inner_text()
+    pretty = page.locator("#pretty").inner_text()
+    assert f'analytics.track("{marker}", {{' in pretty and '"seats": 3' in pretty
     page.click("#tab-raw")
     raw = page.locator("#raw").inner_text()
     assert f'"event": "{marker}"' in raw and '"userId": "py-user-42"' in raw

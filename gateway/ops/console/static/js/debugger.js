@@ -167,9 +167,29 @@ function show(entry) {
   const outcome = [entry.outcome, entry.code, entry.reason].filter(Boolean).join(" · ");
   document.getElementById("detail-outcome").textContent = `${outcome} · ${formatTime(entry.at)} · messageId ${entry.messageId ?? "none"}`;
   const message = typeof entry.message === "string" ? entry.message : redacted(entry.message);
-  fill(pretty, typeof message === "string" ? el("pre", { class: "raw" }, message) : jsonTree(message));
+  fill(
+    pretty,
+    ...(typeof message === "string" || message === null || typeof message !== "object"
+      ? [el("pre", { class: "raw" }, String(message))]
+      : [el("pre", { class: "library-call" }, libraryCall(typeOf(entry), message)), jsonTree(message)]),
+  );
   raw.textContent = typeof message === "string" ? message : JSON.stringify(message, null, 2);
   scheduleRender();
+}
+
+/** The call as analytics.js would have made it, for Pretty (Segment's Debugger shows the same). */
+function libraryCall(type, m) {
+  const args = {
+    track: [m.event, m.properties],
+    identify: [m.userId ?? m.anonymousId, m.traits],
+    page: [m.category, m.name, m.properties],
+    screen: [m.name, m.properties],
+    group: [m.groupId, m.traits],
+    alias: [m.userId, m.previousId],
+  }[type];
+  if (!args) return JSON.stringify(m, null, 2);
+  const shown = args.filter((a, i) => a !== undefined && a !== null && !(i === 0 && a === ""));
+  return `analytics.${type}(${shown.map((a) => JSON.stringify(a, null, 2)).join(", ")})`;
 }
 
 // -- loading and streaming -------------------------------------------------------------------

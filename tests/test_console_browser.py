@@ -367,4 +367,8 @@ def test_overview_shows_each_destinations_health(console: Console, running: Runn
     assert cells[0] == "hook" and cells[1] == "http"
     assert cells[2].split()[0] in {"ok", "failing", "behind"}
     assert int(cells[3]) >= status["delivered"]  # counters only grow
+    source = page.locator("#sources tr[data-source=web] td").all_inner_texts()
+    events = httpx.get(f"{running.admin}/sources/web/events", headers=running.bearer()).json()
+    assert source[2].split()[0] == ("rejecting" if any(e["outcome"] == "rejected" for e in events["events"]) else "ok")
+    assert int(source[3]) >= len(events["events"]) > 0
     console.screenshot("overview")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,13 +103,29 @@ def console_blueprint(gateway: Gateway, sessions: Sessions, started: float) -> B
         return {
             "status": status,
             "sources": [
-                {"id": sid, "type": entity.core.type, "filters": list(entity.core.filters)}
+                {"id": sid, "type": entity.core.type, "filters": list(entity.core.filters), **source_health(sid)}
                 for sid, entity in sorted(gateway.config.sources.items())
             ],
             "destinations": [
                 {"id": did, **state, "health": destination_health(state, now)}
                 for did, state in sorted(status["destinations"].items())
             ],
+        }
+
+    def source_health(sid: str) -> dict[str, Any]:
+        """From the debugger's tap (what ``GET /sources/<id>/events`` reads): calls since the
+        start, when the last came, and the outcomes of the calls kept."""
+        tap = gateway.hub.tap
+        kept = tap.recent(sid)
+        outcomes = Counter(row[2] for row in kept)
+        return {
+            "seen": tap.seen(sid),
+            "last_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(kept[0][1])) if kept else None,
+            "kept": len(kept),
+            "outcomes": dict(outcomes),
+            "health": {"label": "rejecting", "reason": f"{outcomes['rejected']} of the last {len(kept)} calls refused"}
+            if outcomes["rejected"]
+            else {"label": "ok" if kept else "quiet", "reason": ""},
         }
 
     @console.get("/sources/<sid>/debugger")

@@ -230,7 +230,13 @@ def test_failing_webhook_shows_samples_and_a_redriven_letter_is_delivered(consol
     console.goto("/console/destinations/hook/")
     errors = page.locator("#errors tbody tr[data-kind]")
     errors.first.wait_for(timeout=10000)
+    # Totals and the trend chart over the range (the per-minute series).
+    page.locator("#delivery-state", has_text="updated").wait_for(timeout=10000)
+    tiles = dict(zip(*[page.locator(f"#totals .tile .{part}").all_inner_texts() for part in ("label", "value")]))
+    assert int(tiles["DEAD-LETTERED"].replace(",", "")) >= 1, tiles
+    assert page.locator("#chart canvas").count() == 1
     errors.first.locator("button.sample-button").click()
+    assert message_id in page.locator("#sample-body").inner_text()  # "You sent": the event
     page.locator("#sample [data-part=request]").click()
     request = page.locator("#sample-body").inner_text()
     assert "POST" in request and message_id in request

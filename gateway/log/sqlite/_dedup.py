@@ -202,9 +202,12 @@ class DedupSlices:
         target = self.current(conn, now, window_ms)
         part = keys[done : done + FLUSH_CHUNK]
         last = done + len(part) >= len(keys)
+        # A key a deletion forgot since the flush began stays out (its message may come again).
+        recent = self._recent
+        rows = [(s, m, at) for (s, m), at in part if (s, m) in recent]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_write_sql(target.name), [(s, m, at) for (s, m), at in part])
+            conn.executemany(_write_sql(target.name), rows)
             if last:
                 conn.execute(_SET_FLUSHED, (str(upto),))
             conn.execute("COMMIT")

@@ -670,3 +670,25 @@ async def test_gateways_on_one_log_add_up_to_one_series(engine: LogEngine) -> No
         for log in (a, b):
             assert await log.read_series("crm", minute, minute + 60_000) == {minute: {"delivered": 5}}
             assert [x.body for x in await log.series_samples("crm")] == [b"b"]
+
+
+async def test_dedup_holds_when_the_clock_is_set_back_and_runs_on(engine: LogEngine, clock: FakeClock) -> None:
+    """A key stored just before the clock is set back (an NTP step) stays a duplicate for its
+    window as the clock runs on. SQLite filed such a key, flushed while the clock was back, in
+    the slice the clock pointed at, which ended before the key was received: lookups skipped
+    that slice, and purge dropped it, while the key was still inside its window."""
+    config = LogConfig(dedup_window_secs=100, archive_secs=0)
+    async with engine.open(config, clock_ms=clock) as log:
+        assert (await log.append([entry("x")])).stored == 1
+        await log.purge([])  # SQLite: "x" goes to a slice of [0 s, 25 s)
+        clock.advance(30_000)
+        assert (await log.append([entry("k")])).stored == 1  # received at 30 s
+        clock.advance(-20_000)  # the clock is set back to 10 s
+        await log.purge([])  # SQLite: "k" is flushed while the clock says 10 s
+        clock.advance(116_000)  # 126 s: "k" was received 96 s ago
+        assert (await log.append([entry("y")])).stored == 1
+        assert (await log.append([entry("k")])).duplicates == 1
+        await log.purge([])
+        assert (await log.append([entry("k")])).duplicates == 1
+    async with engine.open(config, clock_ms=clock) as log:
+        assert (await log.append([entry("k")])).duplicates == 1

@@ -1,5 +1,6 @@
-"""The SQLite log's dedup slices under the events that race their flush: deletion requests
-between the steps of a flush. (The promises every engine keeps are in tests/log_conformance.py.)"""
+"""The SQLite log's dedup slices under what upsets them: a deletion request between the steps
+of a flush, a clock set back before a schema 1 log moves its keys. (The promises every engine
+keeps are in tests/log_conformance.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import trio
 
 from gateway.config import LogConfig
 from gateway.log import Entry, open_log
-from gateway.log.sqlite import _dedup
+from gateway.log.sqlite import DB_NAME, _dedup
 
 
 def entry(message_id: str, user_id: str = "someone") -> Entry:
@@ -38,3 +39,24 @@ async def test_a_deletion_between_the_steps_of_a_flush_does_not_bring_its_keys_b
         await log.purge([])  # finishes the flush
         assert dedup.waiting == 0
         assert (await log.append([entry("z", user_id="gone")])).stored == 1
+
+
+async def test_a_schema_1_log_written_before_the_clock_was_set_back_keeps_its_newest_keys(tmp_path: Path) -> None:
+    # The slice a schema 1 log's keys move to must end after the newest of them, also when that
+    # one was received later than the clock says now: lookups skip a slice that ended a window ago.
+    now = 1_800_000_000_000
+    with sqlite3.connect(tmp_path / DB_NAME) as old:
+        old.execute(
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY, source TEXT NOT NULL, message_id TEXT NOT NULL, "
+            "received_at INTEGER NOT NULL, body BLOB NOT NULL)"
+        )
+        old.execute("CREATE UNIQUE INDEX messages_by_key ON messages (source, message_id)")
+        old.execute(
+            "INSERT INTO messages (source, message_id, received_at, body) VALUES ('web', 'ahead', ?, '{}')",
+            (now + 50_000,),
+        )
+    config = LogConfig(dedup_window_secs=60)
+    async with open_log(config, tmp_path, clock_ms=lambda: now) as log:  # the clock was set back
+        assert (await log.append([entry("ahead")])).duplicates == 1
+    async with open_log(config, tmp_path, clock_ms=lambda: now + 100_000) as log:  # 50 s after it
+        assert (await log.append([entry("ahead")])).duplicates == 1

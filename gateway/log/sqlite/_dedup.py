@@ -199,9 +199,11 @@ class DedupSlices:
                 return False
             self._flushing = (sorted(self._recent.items()), 0, head)
         keys, done, upto = self._flushing
-        target = self.current(conn, now, window_ms)
         part = keys[done : done + FLUSH_CHUNK]
         last = done + len(part) >= len(keys)
+        # A slice must end after every key in it (lookups skip it, and purge drops it, by its
+        # end): after the clock was set back, keys received later than ``now`` wait here too.
+        target = self.current(conn, max([now, *(at for _, at in part)]), window_ms)
         # A key a deletion forgot since the flush began stays out (its message may come again).
         recent = self._recent
         rows = [(s, m, at) for (s, m), at in part if (s, m) in recent]
@@ -329,7 +331,9 @@ def migrate_unique_index(conn: sqlite3.Connection, now: int, window_ms: int) -> 
     if not exists:
         return
     cutoff = now - window_ms
-    first = Slice(f"dedup_keys_{cutoff}", cutoff, now + max(window_ms // SLICES_PER_WINDOW, 1))
+    # The slice ends after every key in it, those received later than ``now`` too (a clock set back).
+    newest = max(now, conn.execute("SELECT coalesce(max(received_at), 0) FROM messages").fetchone()[0])
+    first = Slice(f"dedup_keys_{cutoff}", cutoff, newest + max(window_ms // SLICES_PER_WINDOW, 1))
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(_SLICE_TABLE.format(name=first.name))

@@ -232,7 +232,8 @@ def test_failing_webhook_shows_samples_and_a_redriven_letter_is_delivered(consol
     errors.first.wait_for(timeout=10000)
     # Totals and the trend chart over the range (the per-minute series).
     page.locator("#delivery-state", has_text="updated").wait_for(timeout=10000)
-    tiles = dict(zip(*[page.locator(f"#totals .tile .{part}").all_inner_texts() for part in ("label", "value")]))
+    labels, values = (page.locator(f"#totals .tile .{part}").all_inner_texts() for part in ("label", "value"))
+    tiles = dict(zip(labels, values, strict=True))
     assert int(tiles["DEAD-LETTERED"].replace(",", "")) >= 1, tiles
     assert page.locator("#chart canvas").count() == 1
     errors.first.locator("button.sample-button").click()

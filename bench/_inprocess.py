@@ -157,6 +157,13 @@ def report_cost(
 ) -> None:
     """The table, then what ``measured`` costs against ``baseline`` and whether that meets ``target``."""
     print_table(best, baseline, f"vs {baseline}", "median" if args.http else "best")
+    report_target(best, baseline, measured, what, target, args)
+
+
+def report_target(
+    best: dict[str, float], baseline: str, measured: str, what: str, target: float, args: argparse.Namespace
+) -> None:
+    """What ``measured`` costs against ``baseline`` and whether that meets ``target``."""
     cost = 1 - best[measured] / best[baseline]
     verdict = "within" if cost <= target else "OVER"
     where = "through the HTTP API (median rounds)" if args.http else "in process (best rounds)"

@@ -181,3 +181,36 @@ def test_a_planned_message_finds_red_fields_inside_yellow_objects(registry: Regi
         planned = classifier._plans.findings(copy.deepcopy(message), survey=False, red_only=True)
         assert planned is not None
         assert [(f.path, f.cls) for f in planned[0]] == [("traits.address.password", "red")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.lists(messages, min_size=1, max_size=4), order=st.lists(st.integers(0, 3), min_size=1, max_size=24))
+def test_with_every_value_checked_plans_give_what_the_walk_gives(
+    registry: Registry, batch: list[dict[str, Any]], order: list[int]
+) -> None:
+    """``value_checks = "every"`` takes shape plans too, each message's values checked at its
+    plan's sites: on any stream of messages (the same shapes again, values that change a
+    path's class and change it back) scan and survey give what the walk gives."""
+    matchers = list(registry.matchers.values())
+    every = Classifier(matchers, PrivacyConfig(value_checks="every", classes={"traits.plan": "red"}))
+    reference = Classifier(matchers, PrivacyConfig(value_checks="every", classes={"traits.plan": "red"}))
+    for index in order:
+        message = batch[index % len(batch)]
+        walked = reference._findings(message, True, greens=True)
+        scanned = reference._findings(message, True, greens=False)
+        for at_least, floor in (("yellow", ("red", "yellow")), ("red", ("red",))):
+            assert every.scan(copy.deepcopy(message), at_least) == [f for f in scanned if f.cls in floor]
+            found, shape = every.survey(message, at_least)
+            assert found == [f for f in walked if f.cls in floor]
+            assert set(shape.fields) == {FieldClass(f.path, f.cls, f.hits) for f in walked}
+
+
+def test_with_every_value_checked_a_value_changes_its_field_for_that_message_only(registry: Registry) -> None:
+    every = Classifier(list(registry.matchers.values()), PrivacyConfig(value_checks="every"))
+    clean, carded = {"properties": {"note": "call me"}}, {"properties": {"note": "4111 1111 1111 1111"}}
+    for _ in range(3):  # planned after the first of each
+        assert every.scan(clean) == []
+        assert [f.cls for f in every.scan(carded)] == ["red"]
+    for _ in range(3):
+        assert every.scan(clean) == []
+    assert every._plans._recent  # and the stream of one shape is planned again

@@ -45,6 +45,11 @@ REDACTED = "[REDACTED]"
 LEARN_AFTER = 200
 SAMPLE_EVERY = 100
 MAX_LEARNED_PATHS = 100_000
+#: ``value_checks = "every"``: changes of a path's class by value (one value a card number, the
+#: next not) in CLASS_CHANGE_WINDOW messages past which messages are walked field by field
+#: until the window ends (each change drops every plan, and plans cost more to make than a walk).
+MAX_CLASS_CHANGES = 100
+CLASS_CHANGE_WINDOW = 10_000
 #: String items of one array (nested arrays included) checked by value at most: the first ones.
 MAX_ARRAY_VALUES = 1000
 #: Fields the Segment spec defines as describing the library, app, device model or page, not a
@@ -75,6 +80,11 @@ STRUCTURAL_PATHS = frozenset(
 _MAY_HAVE_SHAPE = re.compile(r"[\d@:]")
 #: Decisions cached per field path (and per parent path and key) at most.
 _MAX_STEPS = 65536
+#: Value check results remembered at most, and the longest string remembered: what the value
+#: matchers say of a value is the same every time, and values repeat (currencies, plans, pages).
+#: The values are held in memory only (never logged or stored), and dropped with the classifier.
+_MAX_VALUE_RESULTS = 65536
+_MAX_REMEMBERED_LENGTH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +120,13 @@ class Classifier:
         self._every = config.value_checks == "every"
         # (parent path, key) -> what a walk decides from them alone; see _step.
         self._steps: dict[tuple[str, Any], tuple[str, bool, str, tuple[str, ...], bool]] = {}
-        self._plans = ShapePlans(self._decide, SCANNED_ROOTS)
+        self._plans = ShapePlans(self._decide, SCANNED_ROOTS, red_sites=self._every)
+        # value_checks = "every": the class each path's values gave last (by key and value), for
+        # the plans; and how often one changed in this window (past MAX_CLASS_CHANGES, no plans).
+        self._observed: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._class_changes = 0
+        # (class before, value) -> (class after, the matchers that raised it): see _checked_value.
+        self._value_results: dict[tuple[str, Any], tuple[str, tuple[str, ...]]] = {}
 
     def _key_class(self, path: str, key: str) -> tuple[str, tuple[str, ...]]:
         explicit = self.config.classes.get(path)
@@ -127,7 +143,13 @@ class Classifier:
         return self._value_class(value, cls, hits)
 
     def _value_class(self, value: Any, cls: str, hits: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-        if type(value) is list:
+        kind = type(value)
+        if kind is str or kind is int:  # the usual values: what the checks say is remembered
+            result = self._value_results.get((cls, value))
+            if result is None:
+                result = self._checked_value(value, cls)
+            return (result[0], (*hits, *result[1])) if result[1] else (cls, hits)
+        if kind is list:
             # Its string items take its path, as the keys of its objects do (those are walked):
             # the array's class by value is the most severe of theirs. Not its numbers: arrays of
             # numeric ids are common, and one id in ten of 16 digits passes a card's Luhn check.
@@ -138,12 +160,32 @@ class Classifier:
             return cls, hits
         if (isinstance(value, str) and _MAY_HAVE_SHAPE.search(value)) or (
             isinstance(value, int) and not isinstance(value, bool)
-        ):
+        ):  # subclasses of str and int: checked every time
             rank = RANK[cls]
             for name, matcher_cls, matcher_rank, check in self._value_checks[cls]:
                 if matcher_rank > rank and check(value):  # (a hit raises the bar for the next ones)
                     cls, rank, hits = matcher_cls, matcher_rank, (*hits, name)
         return cls, hits
+
+    def _checked_value(self, value: str | int, cls: str) -> tuple[str, tuple[str, ...]]:
+        """The value checks that could raise ``cls``, run on ``value``: the class they give and
+        the matchers that raised it; remembered by ``(cls, value)`` (strings of at most
+        _MAX_REMEMBERED_LENGTH). A value check depends on the value alone, so the same value
+        gets the same answer: ``value_checks = "every"`` stays exact, and a value seen before
+        costs one lookup. Only strings that could have a shape a matcher knows (digits, ``@``
+        or ``:``) are checked: free text costs one cheap test."""
+        found = cls
+        raised: tuple[str, ...] = ()
+        if isinstance(value, int) or _MAY_HAVE_SHAPE.search(value):
+            rank = RANK[cls]
+            for name, matcher_cls, matcher_rank, check in self._value_checks[cls]:
+                if matcher_rank > rank and check(value):  # (a hit raises the bar for the next ones)
+                    found, rank, raised = matcher_cls, matcher_rank, (*raised, name)
+        if isinstance(value, int) or len(value) <= _MAX_REMEMBERED_LENGTH:
+            if len(self._value_results) >= _MAX_VALUE_RESULTS:
+                self._value_results.clear()  # values that never repeat: start over rather than grow
+            self._value_results[(cls, value)] = (found, raised)
+        return found, raised
 
     def _path_value_class(
         self, path: str, value: Any, cls: str, hits: tuple[str, ...], sampled: bool
@@ -153,8 +195,14 @@ class Classifier:
         learned = self._learned.get(path)
         if learned is not None and RANK[learned[0]] > RANK[cls]:
             cls, hits = learned[0], (*hits, *learned[1])
-        if self.config.value_checks == "every":
-            return self._value_class(value, cls, hits)
+        if self._every:
+            found = self._value_class(value, cls, hits)
+            if self._observed.get(path, (cls, hits)) != found and self._class_changes < MAX_CLASS_CHANGES:
+                self._class_changes += 1
+                if len(self._observed) < MAX_LEARNED_PATHS:
+                    self._observed[path] = found
+                self._plans.clear()  # planned with the class it had
+            return found
         clean = self._clean.get(path, 0)
         if clean >= LEARN_AFTER and not sampled:
             return cls, hits
@@ -172,6 +220,8 @@ class Classifier:
         """Every non-green field of ``message`` (a field whose key matches stands for its
         subtree), or only the red ones (``at_least="red"``)."""
         self._messages += 1
+        if self._every and not self._messages % CLASS_CHANGE_WINDOW:
+            self._class_changes = 0
         sampled = self._every or not self._messages % SAMPLE_EVERY
         if sampled:
             planned = self._sampled_plan(message, survey=False, red_only=at_least == "red")
@@ -186,6 +236,8 @@ class Classifier:
         """What :meth:`scan` finds, and the :class:`Shape` of ``message``: every field of it
         (what :meth:`walk` gives) with its class, for an inventory. One walk gives both."""
         self._messages += 1
+        if self._every and not self._messages % CLASS_CHANGE_WINDOW:
+            self._class_changes = 0
         sampled = self._every or not self._messages % SAMPLE_EVERY
         if sampled:
             planned = self._sampled_plan(message, survey=True, red_only=at_least == "red")
@@ -204,13 +256,26 @@ class Classifier:
         self, message: dict[str, Any], *, survey: bool, red_only: bool
     ) -> tuple[list[Finding], Shape | None] | None:
         """What the shape plans find in a sampled ``message``, or None: walk it field by field.
-        It takes its plan only when no value checked changes a class."""
-        if self._every:
-            return None
+        It takes its plan only when no value checked changes a class. With ``value_checks =
+        "every"`` every message is a sampled one, and its plans are made here."""
         sites: list[Finding] = []
         planned = self._plans.findings(message, survey=survey, red_only=red_only, sites=sites)
-        if planned is None or any(self._value_class(site.value, site.cls, site.hits)[0] != site.cls for site in sites):
-            return None  # the walk checks them again and learns what changed
+        if not self._every:
+            if planned is None or any(
+                self._value_class(site.value, site.cls, site.hits)[0] != site.cls for site in sites
+            ):
+                return None  # the walk checks them again and learns what changed
+            return planned
+        if planned is None and self._plans.findings(message, survey=survey, red_only=red_only):
+            planned = self._plans.findings(message, survey=survey, red_only=red_only, sites=sites)
+        if planned is None:
+            return None
+        # Each site as the walk classifies it, from its key's class: the plan holds only when
+        # every one gets the class (and matchers) it was planned with.
+        key_class, value_class = self.key_class, self._value_class
+        for site in sites:
+            if value_class(site.value, *key_class(site.path, site.key)) != (site.cls, site.hits):
+                return None  # the walk classifies it, and its plans are made again
         return planned
 
     def walk(self, message: dict[str, Any]) -> list[Finding]:
@@ -281,13 +346,18 @@ class Classifier:
     def _decide(self, path: str, key: Any, structural: bool) -> tuple[str, bool, str, tuple[str, ...], bool] | None:
         """A field's decision for a shape plan: what :meth:`_visit` decides on a message that is
         not sampled, and whether a sampled one checks its value; or None while the field's values
-        are still checked in every message (learning, or ``every``)."""
+        are still checked in every message as it learns. (With ``every``, every message is a
+        sampled one: its plan holds the fields whose values it checks.)"""
         step = self._steps.get((path, key))
         if step is None:
             step = self._step(path, key, structural)
         child, exempt, cls, hits, settled = step
         if not settled:
-            if self.config.value_checks == "every" or self._clean.get(child, 0) < LEARN_AFTER:
+            if self._every:
+                if self._class_changes >= MAX_CLASS_CHANGES:
+                    return None  # classes change too often here: walk every message
+                return child, exempt, *self._observed.get(child, (cls, hits)), True
+            if self._clean.get(child, 0) < LEARN_AFTER:
                 return None
             learned = self._learned.get(child)
             if learned is not None and RANK[learned[0]] > RANK[cls]:

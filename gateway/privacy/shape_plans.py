@@ -202,8 +202,11 @@ def _run(steps: tuple[_Step, ...], node: dict[str, Any], found: list[Finding]) -
 class ShapePlans:
     """The plans of one classifier, per field path and shape, and the message shapes they make."""
 
-    def __init__(self, decide: Decide, roots: tuple[str, ...]) -> None:
+    def __init__(self, decide: Decide, roots: tuple[str, ...], *, red_sites: bool = False) -> None:
         self._decide = decide
+        #: Red fields whose values are checked are sites too (their class can fall again: a
+        #: classifier with ``value_checks = "every"`` learns nothing for good).
+        self._red_sites = red_sites
         self._roots = roots  # the message's keys a walk starts from
         self._tables: dict[tuple[str, bool], _Table] = {}
         self._plans = 0
@@ -489,7 +492,7 @@ class ShapePlans:
                 return None
             path, exempt, cls, hits, sampled = decision
             kind = _DICT if isinstance(value, dict) else _LIST if isinstance(value, list) else _LEAF
-            if sampled and kind == _LIST and cls != "red":  # its string items are checked as its value
+            if sampled and kind == _LIST and (cls != "red" or self._red_sites):  # its strings are its value
                 sites.append((_LEAF, key, path, cls, hits, None))
             if kind != _LEAF and cls == "yellow":  # stands for its subtree, and what is Red in it is found too
                 fields.append(FieldClass(path, cls, hits))
@@ -505,7 +508,7 @@ class ShapePlans:
                 fields.append(FieldClass(path, cls, hits))
                 op = (_LEAF, key, path, cls, hits, None)
                 variants = _ALL if cls == "red" else _NON_GREEN_ONLY if cls != "green" else ()
-                if sampled and kind == _LEAF and cls != "red":
+                if sampled and kind == _LEAF and (cls != "red" or self._red_sites):
                     sites.append(op)
             for variant in variants:
                 steps[variant].append(op)

@@ -358,3 +358,94 @@ async def test_event_delivery_counts_latency_and_errors_and_keeps_them_across_a_
         assert (await gw.admin("GET", "/destinations/vendor/delivery", params={"range": "2w"})).status_code == 400
         missing = await gw.admin("GET", "/destinations/nope/delivery")
         assert missing.status_code == 404 and missing.json()["code"] == "no_such_destination"
+
+
+async def test_delivery_overview_follows_the_books(tmp_path: Path) -> None:
+    config = CONFIG + '\n[destinations.picky]\ntype = "recording"\nbatch_max_wait_secs = 0.0\ndisplay_name = "Picky"\n'
+    async with run_gateway(config, data_dir=tmp_path) as gw:
+        calls = [
+            {"type": "track", "userId": "u", "event": "A", "messageId": "o-1"},
+            {"type": "track", "userId": "u", "event": "A", "messageId": "o-1"},  # a duplicate
+            {"type": "track", "userId": "u", "event": "B", "messageId": "o-2", "integrations": {"Picky": False}},
+            {"type": "track", "userId": "u", "messageId": "o-3"},  # rejected: no event
+            {"type": "track", "userId": "u", "event": "Blocked Event", "messageId": "o-4"},  # filtered at the source
+        ]
+        assert (await gw.batch(calls, write_key=KEY)).status_code == 200
+        await gw.wait_delivered()
+        response = await gw.admin("GET", "/sources/web/overview", params={"range": "1h"})
+        assert response.status_code == 200, response.text
+        view = response.json()
+        assert (view["source"], view["range"]) == ("web", "1h")
+        assert view["rejected"] == {"event_not_defined": 1}
+        assert view["filtered"] == {"event_setting": 1}
+        assert (view["stored"], view["duplicates"], view["received"]) == (2, 1, 5)
+        assert view["destinations"]["rec"] == {"filtered": {}, "failed": 0, "delivered": 2, "pending": 0}
+        assert view["destinations"]["picky"] == {
+            "filtered": {"filtered_by_integrations_object": 1},
+            "failed": 0,
+            "delivered": 1,
+            "pending": 0,
+        }
+        assert view["cut"]["source_books_since_ms"] <= view["cut"]["since_ms"]
+        # The same books the audit reads.
+        audit = (await gw.admin("GET", "/audit")).json()
+        [web] = [s for s in audit["sources"] if s["source"] == "web"]
+        assert (web["stored"], web["duplicates"], web["filtered"]) == (2, 1, {"event_setting": 1})
+        assert (await events(gw, "other"))["events"] == []
+        assert (await gw.admin("GET", "/sources/other/overview")).json()["destinations"] == {}
+        assert (await gw.admin("GET", "/sources/web/overview", params={"range": "1y"})).status_code == 400
+        assert (await gw.admin("GET", "/sources/nope/overview")).status_code == 404
+
+
+async def test_schema_lists_events_properties_and_what_the_plan_does(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"rules": [{"type": "TRACK", "key": "Signed Up", "jsonSchema": {}}]}))
+    config = f"""
+[admin]
+token = "{TOKEN}"
+
+[filters.plan]
+type = "tracking_plan"
+plan = {json.dumps(str(plan))}
+
+[filters.schema]
+type = "schema"
+block_track_events = ["Blocked Event"]
+
+[sources.web]
+write_key = "{KEY}"
+inventory = true
+filters = ["plan", "schema"]
+
+[sources.other]
+write_key = "{OTHER_KEY}"
+
+[destinations.rec]
+type = "recording"
+batch_max_wait_secs = 0.0
+"""
+    async with run_gateway(config, data_dir=tmp_path / "data") as gw:
+        calls = [
+            {"type": "track", "userId": "u", "event": "Signed Up", "properties": {"plan": "pro"}},
+            {"type": "track", "userId": "u", "event": "Signed Up", "properties": {"plan": "pro", "seats": 3}},
+            {"type": "track", "userId": "u", "event": "Clicked", "properties": {"x": 1}},
+            {"type": "track", "userId": "u", "event": "Blocked Event"},
+            {"type": "identify", "userId": "u", "traits": {"name": "Ada"}},
+        ]
+        assert (await gw.batch(calls, write_key=KEY)).status_code == 200
+        response = await gw.admin("GET", "/sources/web/schema")
+        assert response.status_code == 200, response.text
+        schema = response.json()
+        assert schema["source"] == "web" and schema["inventory"] is True
+        by_event = {(e["type"], e["event"]): e for e in schema["events"]}
+        signed_up = by_event[("track", "Signed Up")]
+        assert (signed_up["count"], signed_up["plan"]) == (2, "allowed")
+        assert {p["name"]: p["count"] for p in signed_up["properties"]} == {"plan": 2, "seats": 1}
+        assert all(p["last_seen"] > 0 for p in signed_up["properties"])
+        assert by_event[("track", "Clicked")]["plan"] == "omitted"
+        assert by_event[("track", "Blocked Event")]["plan"] == "blocked"
+        identify = by_event[("identify", None)]
+        assert identify["count"] == 1 and [p["name"] for p in identify["properties"]] == ["name"]
+        other = (await gw.admin("GET", "/sources/other/schema")).json()
+        assert (other["inventory"], other["events"]) == (False, [])
+        assert (await gw.admin("GET", "/sources/nope/schema")).status_code == 404

@@ -95,6 +95,15 @@ class Filter:
         """
         return None
 
+    def plan_status(self, call: str, event: str | None) -> str | None:
+        """What this filter does with every call of type ``call`` named ``event`` (a track
+        event, a page or screen name, None for the others), for the console's Schema view:
+        ``"allowed"`` (a tracking plan's planned event), ``"omitted"`` (not in the plan, let
+        through), ``"blocked"`` (never stored), or None (the default: the filter has no such
+        rule, or its verdict depends on more than the name). Must not raise or change state.
+        """
+        return None
+
 
 class FilterOutcome(NamedTuple):
     """What a chain of filters made of one message. ``message`` is None when it was dropped

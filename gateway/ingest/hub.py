@@ -39,6 +39,7 @@ from gateway.components import (
 from gateway.config import GatewayConfig
 from gateway.errors import RateLimitedError
 from gateway.ingest.candidates import BATCH_LIMIT_EXCEEDED, candidate_message, defaults_bytes, open_batch
+from gateway.ingest.event_schema import EventSchema
 from gateway.ingest.inventory import FieldInventory
 from gateway.ingest.ratelimit import RateLimits
 from gateway.ingest.raw import raw_letter_body
@@ -116,6 +117,10 @@ class IngestHub:
         self.series = series
         self.metrics = metrics or Metrics()
         self.inventory = FieldInventory()
+        #: The events of the inventoried sources, for the console's Schema view.
+        self.event_schema = EventSchema()
+        #: When this hub started counting (epoch seconds): the in-memory counts start here.
+        self.started_at = time.time()
         self.rate_limits = RateLimits()
         #: The console's tap: the last calls each source saw, and their live subscribers.
         self.tap = Tap(on_dropped=self.metrics.console_tap_dropped.inc)
@@ -417,6 +422,9 @@ class IngestHub:
             now_ms = int(time.time() * 1000)
             findings, shape = self.classifier.survey(message, _BLOCK_RED_ACTS_ON)
             self.inventory.see(source.id, shape, now_ms)
+            call = message.get("type")
+            name = message.get("event") if call == "track" else message.get("name")
+            self.event_schema.see(source.id, call, name, shape, now_ms)
         if source.block_red and apply_policy(message, self.classifier, BLOCK_RED, findings):
             # Counted per call of ingest, not per message (a metric update costs as much as a check).
             self._blocked[source.id] = self._blocked.get(source.id, 0) + 1

@@ -18,11 +18,12 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from gateway.delivery.replay import REPLAY_PREFIX
 from gateway.errors import LogUnavailableError
 from gateway.http.app import error_response, json_response
 from gateway.ingest.tap import RING_SIZE
 from gateway.log import SERIES_BUCKET_MS
-from gateway.log.series import latency_bins, percentile_ms
+from gateway.log.series import latency_bins, percentile_ms, source_series
 
 if TYPE_CHECKING:
     from gateway.runtime.gateway import Gateway
@@ -140,6 +141,118 @@ def add_console_routes(app: QuartTrio, gateway: Gateway) -> None:
                 **delivery_report(minutes, samples, start, end, bucket_ms),
             }
         )
+
+    @app.get("/sources/<sid>/overview")
+    async def source_overview(sid: str) -> Response:
+        """Delivery Overview: the source's pipeline over a range, from the books the audit
+        keeps (received, rejected by code, filtered by reason, stored, then per destination
+        filtered, failed, delivered, pending)."""
+        if (missing := unknown_source(sid)) is not None:
+            return missing
+        chosen = _range()
+        if chosen is None:
+            return error_response(400, "bad_request", f"range must be one of {', '.join(RANGES)}")
+        name, (length_ms, _) = chosen
+        with suppress(LogUnavailableError):
+            await gateway.series.flush()
+        now_ms = gateway.series.now_ms()
+        since_ms = now_ms - length_ms
+        books = await gateway.log.books(since_ms)
+        rejected_minutes = await gateway.log.read_series(
+            source_series(sid), since_ms - since_ms % SERIES_BUCKET_MS, now_ms + 1
+        )
+        return json_response({"source": sid, "range": name, **overview(sid, books, rejected_minutes, since_ms)})
+
+    @app.get("/sources/<sid>/schema")
+    async def source_schema(sid: str) -> Response:
+        """Schema: the events the source sent, with counts, last seen, properties, and what its
+        tracking plan (or schema filter) does with each."""
+        if (missing := unknown_source(sid)) is not None:
+            return missing
+        source = gateway.hub.directory.by_id.get(sid)
+        inventoried = source is not None and source.inventory
+        events = gateway.hub.event_schema.events(sid) if inventoried else []
+        filters = [f for _, f in source.filters] if source is not None else []
+        for event in events:
+            event["plan"] = _plan_status(filters, event["type"], event["event"])
+        return json_response(
+            {
+                "source": sid,
+                "inventory": inventoried,
+                "counted_since": gateway.hub.started_at,
+                "events": events,
+                **({} if inventoried else {"note": "set inventory = true on the source to list its events"}),
+            }
+        )
+
+
+def _plan_status(filters: list[Any], call: str | None, event: str | None) -> str | None:
+    """What a source's filters do with an event by its name: blocked wins, then omitted, then allowed."""
+    said = set()
+    for message_filter in filters:
+        try:
+            said.add(message_filter.plan_status(call or "", event))
+        except Exception:  # a plugin's bug: it has no say here
+            continue
+    for status in ("blocked", "omitted", "allowed"):
+        if status in said:
+            return status
+    return None
+
+
+def overview(sid: str, books: Any, rejected_minutes: dict[int, dict[str, int]], since_ms: int) -> dict[str, Any]:
+    """A source's pipeline from the books (``LogBooks`` read with ``since_ms``) and its refusals."""
+    rejected: Counter[str] = Counter()
+    for counts in rejected_minutes.values():
+        for metric, n in counts.items():
+            if metric.startswith("rejected:"):
+                rejected[metric.removeprefix("rejected:")] += n
+    outcomes = books.sources.get(sid, {})
+    filtered: Counter[str] = Counter()
+    for outcome, n in outcomes.items():
+        if outcome.startswith("filtered:"):
+            filtered[outcome.removeprefix("filtered:")] += n
+    if outcomes.get("suppressed"):
+        filtered["suppressed"] += outcomes["suppressed"]
+    stored, duplicates, dead_lettered = (outcomes.get(k, 0) for k in ("stored", "duplicates", "dead_lettered"))
+    destinations = {}
+    for cursor in books.cursors:
+        if cursor.destination.startswith(REPLAY_PREFIX):
+            continue
+        mine = cursor.outcomes.get(sid, {})
+        pending = cursor.pending.get(sid, 0)
+        if not mine and not pending:
+            continue
+        destinations[cursor.destination] = {
+            "filtered": {
+                outcome.removeprefix("filtered:"): n
+                for outcome, n in sorted(mine.items())
+                if outcome.startswith("filtered:")
+            },
+            "failed": mine.get("dead_lettered", 0),
+            "delivered": mine.get("delivered", 0),
+            "pending": pending,
+        }
+    hour_ms = 3_600_000
+    return {
+        "received": stored + duplicates + dead_lettered + sum(filtered.values()) + sum(rejected.values()),
+        "rejected": dict(sorted(rejected.items())),
+        "filtered": dict(sorted(filtered.items())),
+        "dead_lettered": dead_lettered,
+        "stored": stored,
+        "duplicates": duplicates,
+        "destinations": destinations,
+        # How each number is cut by the range: the source's books are kept per hour, so they
+        # count from the start of the hour that holds the range's start; each destination's
+        # from where its cursor was then (to the batch); refusals per minute; pending is now.
+        "cut": {
+            "since_ms": since_ms,
+            "source_books_since_ms": since_ms - since_ms % hour_ms,
+            "rejected_since_ms": since_ms - since_ms % SERIES_BUCKET_MS,
+            "destinations": "from each cursor's position at since_ms; pending as of now",
+            "source_books_exact": since_ms % hour_ms == 0,
+        },
+    }
 
 
 def _range() -> tuple[str, tuple[int, int]] | None:

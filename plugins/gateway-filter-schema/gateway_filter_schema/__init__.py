@@ -29,6 +29,11 @@ class SchemaFilter(Filter):
         )
         self._omit = {"identify": tuple(config.omit_identify_traits), "group": tuple(config.omit_group_traits)}
 
+    def plan_status(self, call: str, event: str | None) -> str | None:
+        if call in self._blocked_types or (call == "track" and event in self._blocked_events):
+            return "blocked"
+        return None
+
     def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
         call_type = message.get("type")
         if call_type in self._blocked_types:

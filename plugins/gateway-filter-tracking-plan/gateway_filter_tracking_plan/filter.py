@@ -159,6 +159,21 @@ class TrackingPlanFilter(Filter):
             )
         return Verdict(message=kept, reason=reason, forward=tuple(forward))
 
+    def plan_status(self, call: str, event: str | None) -> str | None:
+        """Planned events are allowed; unplanned track events blocked or let through
+        (``omitted`` from the plan) as ``unplanned_events`` says."""
+        plan = self.plan
+        if call == "track":
+            if event is not None and event in plan.track:
+                return "allowed"
+            return "blocked" if self._block_unplanned else "omitted"
+        if call == "page" or call == "screen":
+            table = plan.page if call == "page" else plan.screen
+            return "allowed" if event in table or None in table else "omitted"
+        if call == "identify" or call == "group":
+            return "allowed" if (plan.identify if call == "identify" else plan.group) is not None else "omitted"
+        return None
+
     def _rule_for(self, call: Any, message: dict[str, Any]) -> tuple[Rule | None, bool]:
         """The rule of the message's call, and whether it is an unplanned track event."""
         plan = self.plan

@@ -692,3 +692,31 @@ async def test_dedup_holds_when_the_clock_is_set_back_and_runs_on(engine: LogEng
         assert (await log.append([entry("k")])).duplicates == 1
     async with engine.open(config, clock_ms=clock) as log:
         assert (await log.append([entry("k")])).duplicates == 1
+
+
+@pytest.mark.parametrize("how", ["restart", "reload"])
+async def test_a_longer_dedup_window_covers_the_keys_the_log_still_holds(
+    engine: LogEngine, clock: FakeClock, how: str
+) -> None:
+    """``dedup_window_secs`` raised (on a restart, or a reload): a key stored within the new
+    window is a duplicate while its message is still in the log (``archive_secs``), although
+    the shorter window had passed it. SQLite had dropped its dedup slice with the shorter window."""
+    short = LogConfig(dedup_window_secs=100, archive_secs=10_000)
+    long = LogConfig(dedup_window_secs=1000, archive_secs=10_000)
+    async with engine.open(short, clock_ms=clock) as log:
+        assert (await log.append([entry("a")])).stored == 1
+        await log.purge([])  # SQLite: "a" goes to a slice of [0 s, 25 s)
+        clock.advance(150_000)
+        assert (await log.append([entry("b")])).stored == 1
+        await log.purge([])  # SQLite: "a"'s slice is past the short window, and dropped
+        if how == "reload":
+            log.reconfigure(long)
+            assert (await log.append([entry("a"), entry("b")])).duplicates == 2  # 150 s, 0 s ago
+    clock.advance(100_000)
+    async with engine.open(long, clock_ms=clock) as log:
+        assert (await log.append([entry("a"), entry("b")])).duplicates == 2  # 250 s, 100 s ago
+        await log.purge([])
+    clock.advance(1)
+    async with engine.open(short, clock_ms=clock) as log:  # shorter again: the window is the config's
+        assert (await log.append([entry("a"), entry("b")])).stored == 2
+        assert (await log.append([entry("a"), entry("b")])).duplicates == 2

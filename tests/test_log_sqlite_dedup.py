@@ -1,6 +1,6 @@
 """The SQLite log's dedup slices under what upsets them: a deletion request between the steps
-of a flush, a clock set back before a schema 1 log moves its keys. (The promises every engine
-keeps are in tests/log_conformance.py.)"""
+of a flush, a clock set back before a schema 1 log moves its keys, a window grown past the
+rows the bulk writer gave no key. (The promises every engine keeps are in tests/log_conformance.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import trio
 
 from gateway.config import LogConfig
 from gateway.log import Entry, open_log
+from gateway.log import sqlite as sqlite_log
 from gateway.log.sqlite import DB_NAME, _dedup
 
 
@@ -60,3 +61,17 @@ async def test_a_schema_1_log_written_before_the_clock_was_set_back_keeps_its_ne
         assert (await log.append([entry("ahead")])).duplicates == 1
     async with open_log(config, tmp_path, clock_ms=lambda: now + 100_000) as log:  # 50 s after it
         assert (await log.append([entry("ahead")])).duplicates == 1
+
+
+async def test_the_rows_the_bulk_writer_gave_no_key_get_one_when_the_window_grows(tmp_path: Path) -> None:
+    # Rows older than the window get no key from the bulk writer; a longer window (restart) has
+    # their keys written from the messages, as it has those of dropped slices.
+    now = 1_800_000_000_000
+    rows = [("web", f"m{i}", now - 500_000 + i * 1000, b'{"messageId":"m%d"}' % i) for i in range(500)]
+    assert await trio.to_thread.run_sync(
+        lambda: sqlite_log.bulk_load(LogConfig(dedup_window_secs=100), tmp_path, rows, clock_ms=lambda: now)
+    ) == len(rows)
+    async with open_log(LogConfig(dedup_window_secs=100), tmp_path, clock_ms=lambda: now) as log:
+        assert (await log.append([entry("m0"), entry("m450")])).duplicates == 1  # m0: 500 s ago
+    async with open_log(LogConfig(dedup_window_secs=1000), tmp_path, clock_ms=lambda: now + 1) as log:
+        assert (await log.append([entry("m1"), entry("m499"), entry("m0")])).duplicates == 3

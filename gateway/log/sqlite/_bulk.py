@@ -58,6 +58,7 @@ def bulk_load(config: LogConfig, data_dir: Path, rows: Iterable[BulkRow], *, clo
             create_schema(conn, now, window_ms)
             dedup = DedupSlices(conn)
             dedup.flush_all(conn, head_seq(conn), now, window_ms)  # what a gateway left in memory
+            dedup.cover(conn, now, window_ms)  # a window longer than the gateway's
             writer = _BulkWriter(conn, dedup, window_ms, window_start=now - window_ms)
             stored = 0
             last_at = conn.execute("SELECT coalesce(max(received_at), 0) FROM messages").fetchone()[0]
@@ -69,8 +70,9 @@ def bulk_load(config: LogConfig, data_dir: Path, rows: Iterable[BulkRow], *, clo
                     last_at = row[2]
                 with transaction(conn):
                     stored += writer.write(batch)
-                    # Rows before the window have no key, and need none.
+                    # Rows before the window have no key, and need none (unless it grows).
                     dedup.mark_flushed(conn, head_seq(conn))
+                    dedup.keys_missing_before(conn, writer.window_start)
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return stored
         finally:
@@ -87,7 +89,7 @@ class _BulkWriter:
         self._conn = conn
         self._dedup = dedup
         self._window_ms = window_ms
-        self._window_start = window_start
+        self.window_start = window_start
 
     def write(self, batch: list[BulkRow]) -> int:
         cur = self._conn.cursor()
@@ -120,7 +122,7 @@ class _BulkWriter:
     def _into_slice(self, received_at: int) -> bool:
         """Whether a key received at ``received_at`` goes into the newest slice (opened as time
         goes on); False for the rows before the window, which get no key."""
-        if received_at < self._window_start:
+        if received_at < self.window_start:
             return False
         slices = self._dedup.slices
         if not slices or received_at >= slices[-1].end_ms:

@@ -84,6 +84,7 @@ def commit_group(
 ) -> tuple[list[AppendResult], int]:
     """Write everything ``waiters`` queued, and the queued ``cursors`` with their ``outcomes``,
     in one transaction. Returns each waiter's result and the head after it."""
+    dedup.cover(conn, now, dedup_window_ms)  # a window longer than the slices had: their keys first
     cur = conn.cursor()
     try:
         results, head = _write_group(cur, conn, waiters, cursors, outcomes, now, dedup, dedup_window_ms)

@@ -56,6 +56,10 @@ _SET_FLUSHED = (
     "INSERT INTO meta (key, value) VALUES ('dedup_flushed_seq', ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
+_KEYS_FROM = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'dedup_keys_from'"
+_SET_KEYS_FROM = (
+    "INSERT INTO meta (key, value) VALUES ('dedup_keys_from', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 
 Key = tuple[str, str]
 
@@ -96,6 +100,12 @@ class DedupSlices:
             for name, start, end in conn.execute("SELECT name, start_ms, end_ms FROM dedup_slices ORDER BY start_ms")
         ]
         self._sql: dict[tuple[str, str, int], str] = {}
+        row = conn.execute(_KEYS_FROM).fetchone()
+        #: The key of every message received at or after this time is in the slices or in memory;
+        #: older ones may not be (their slices were dropped, or a schema 1 log or the bulk writer
+        #: left them out). A longer window than that has them written again (:meth:`cover`).
+        #: Without the row (a log of before it), the oldest slice's start: older ones were dropped.
+        self.keys_from: int = row[0] if row else (self._slices[0].start_ms if self._slices else 0)
         row = conn.execute(_FLUSHED).fetchone()
         #: Every key of the messages up to this seq is in the slices.
         self.flushed_seq: int = row[0] if row else 0
@@ -182,6 +192,48 @@ class DedupSlices:
             self._recent_since = None
 
     # -- writing the keys out ------------------------------------------------------------------
+
+    def cover(self, conn: sqlite3.Connection, now: int, window_ms: int) -> None:
+        """Make sure the slices hold the keys of the whole window: after ``dedup_window_secs``
+        grew (a restart or a reload), the keys of the messages still in the log from before
+        :attr:`keys_from` go into a slice of their own, in one transaction (a scan of the
+        messages, once). Called before a commit claims keys; nothing to do otherwise."""
+        start = now - window_ms
+        if start >= self.keys_from:
+            return
+        names = {each.name for each in self._slices}
+        while f"dedup_keys_{start}" in names:
+            start -= 1
+        back = Slice(f"dedup_keys_{start}", start, self.keys_from)  # every key in it is older
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_SLICE_TABLE.format(name=back.name))
+            conn.execute(
+                "INSERT INTO dedup_slices (name, start_ms, end_ms) VALUES (?, ?, ?)",
+                (back.name, back.start_ms, back.end_ms),
+            )
+            conn.execute(
+                f"INSERT INTO {back.name} (source, message_id, received_at) "
+                "SELECT source, message_id, received_at FROM messages WHERE received_at >= ? AND received_at < ? "
+                "ON CONFLICT (source, message_id) DO UPDATE SET received_at = excluded.received_at "
+                "WHERE excluded.received_at > received_at",
+                (start, self.keys_from),
+            )
+            conn.execute(_SET_KEYS_FROM, (str(start),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._slices = sorted([*self._slices, back], key=lambda each: each.start_ms)
+        self.keys_from = start
+
+    def keys_missing_before(self, conn: sqlite3.Connection, at: int) -> None:
+        """Messages received before ``at`` may have no key in the slices (the bulk writer's
+        rows before the window), in the caller's transaction."""
+        if at > self.keys_from:
+            conn.execute(_SET_KEYS_FROM, (str(at),))
+            self.keys_from = at
 
     def flush_due(self, now: int) -> bool:
         return self._flushing is not None or (
@@ -305,12 +357,16 @@ class DedupSlices:
             try:
                 conn.execute(f"DROP TABLE IF EXISTS {gone.name}")
                 conn.execute("DELETE FROM dedup_slices WHERE name = ?", (gone.name,))
+                # Keys received before its end may have been in it.
+                keys_from = max(self.keys_from, gone.end_ms)
+                conn.execute(_SET_KEYS_FROM, (str(keys_from),))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
             self._slices.pop(0)
+            self.keys_from = keys_from
             dropped += 1
         return dropped
 
@@ -348,6 +404,7 @@ def migrate_unique_index(conn: sqlite3.Connection, now: int, window_ms: int) -> 
             (cutoff,),
         )
         conn.execute(_SET_FLUSHED, (str(conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]),))
+        conn.execute(_SET_KEYS_FROM, (str(cutoff),))
         conn.execute("DROP INDEX messages_by_key")
         conn.execute("COMMIT")
     except BaseException:

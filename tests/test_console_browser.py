@@ -31,6 +31,8 @@ from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 SCREENSHOTS = Path(__file__).parent / "browser" / "screenshots"
 #: How soon a call the gateway acknowledged must show in an open debugger (issue 15 §6).
 DEBUGGER_WITHIN_MS = 1000
+#: The source's tracking plan has this event; its schema filter blocks the other.
+PLANNED_EVENT, BLOCKED_EVENT = "Refused Order", "Blocked Event"
 XSS_VALUES = {
     "script": "<script>window.__xss = 'script'; alert('script')</script>",
     "attribute": "\"><img src=x onerror=\"window.__xss='img'; alert('img')\">",
@@ -59,10 +61,15 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """The daemon with a webhook destination ``hook`` on a loopback sink (which answers 400 to
     any batch holding a messageId in ``sink.rejected``), fast retries, and the admin API."""
     folder = tmp_path_factory.mktemp("console")
+    plan = folder / "plan.json"  # plans one event; the others pass as unplanned ("omitted")
+    plan.write_text(json.dumps({"name": "Web", "rules": [{"type": "TRACK", "key": PLANNED_EVENT, "jsonSchema": {}}]}))
     with Sink() as sink:
         config = folder / "gateway.toml"
         config.write_text(
-            config_text(folder, admin=True)
+            config_text(folder, admin=True).replace(
+                f'write_key = "{WRITE_KEY}"\n',
+                f'write_key = "{WRITE_KEY}"\ninventory = true\nfilters = ["web_schema", "web_plan"]\n',
+            )
             + http_destination(
                 sink.url,
                 name="hook",
@@ -71,6 +78,15 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
                 retry_max_secs=0.2,
                 max_attempts=2,
             )
+            + f"""
+[filters.web_schema]
+type = "schema"
+block_track_events = ["{BLOCKED_EVENT}"]
+
+[filters.web_plan]
+type = "tracking_plan"
+plan = "{plan}"
+"""
         )
         with GatewayProcess(config) as process:
             yield Running(process, sink, admin_url_of(process))
@@ -356,11 +372,44 @@ def test_a_post_without_the_csrf_token_is_refused(console: Console, running: Run
 
 
 def test_delivery_overview_and_schema_page(console: Console, running: Running) -> None:
+    """After the other tests' traffic: the pipeline's books and the schema, as the API has them."""
     page = console.page
+    client = running.python_client()
+    client.track("py-user-5", BLOCKED_EVENT, {"debug": True})
+    client.flush()
+    overview = httpx.get(f"{running.admin}/sources/web/overview?range=1h", headers=running.bearer()).json()
+    assert overview["filtered"] == {"event_setting": 1}  # the schema filter's reason, as Segment's
+    schema = httpx.get(f"{running.admin}/sources/web/schema", headers=running.bearer()).json()
+    assert overview["received"] > 0 and overview["destinations"]["hook"]["delivered"] > 0
     console.log_in()
     console.goto("/console/sources/web/")
-    page.wait_for_function("() => document.getElementById('overview-state').textContent !== 'loading…'")
-    page.wait_for_load_state("networkidle")
+    page.locator("#overview-state", has_text="updated").wait_for(timeout=10000)
+    page.click("button.range[data-range='1h']")
+    page.locator("#overview-state", has_text="updated").wait_for(timeout=10000)
+    steps = page.locator("#pipeline .step")
+    assert steps.first.inner_text().split("\n")[:2] == ["Received", f"{overview['received']:,}"]
+    hook = page.locator("#per-destination tr[data-destination=hook] td").all_inner_texts()
+    assert hook[3] == f"{overview['destinations']['hook']['delivered']:,}"
+
+    named = [e for e in schema["events"] if e.get("event")]
+    assert named, schema
+    page.locator("#schema tbody tr[data-event]").first.wait_for(timeout=5000)
+    assert page.locator("#schema tbody tr[data-event]").count() == len(schema["events"])
+    # An event named with markup is a row like any other, as text.
+    xss = page.locator("#schema tbody tr", has_text="window.__xss = 'script'")
+    if xss.count():
+        assert XSS_VALUES["script"] in xss.first.inner_text()
+    assert_nothing_ran(page, "schema")
+    plans = {
+        event: page.locator(f"#schema tbody tr[data-event='{event}'] .badge").inner_text()
+        for event in (PLANNED_EVENT, BLOCKED_EVENT, "Replayed")
+    }
+    assert plans == {PLANNED_EVENT: "allowed", BLOCKED_EVENT: "blocked", "Replayed": "omitted"}
+    filtered = page.locator("#pipeline .step[data-step='Filtered at source']").inner_text()
+    assert "event_setting: 1" in filtered
+    page.fill("#schema-search", PLANNED_EVENT)
+    assert page.locator("#schema tbody tr[data-event]").count() == 1
+    page.fill("#schema-search", "")
     console.screenshot("source")
 
 

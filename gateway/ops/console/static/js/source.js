@@ -27,6 +27,14 @@ function step(label, count, detail, kind = "") {
   );
 }
 
+/** The API's `cut` (where each book starts for this range), in words. */
+function cutText(cut) {
+  if (typeof cut !== "object" || cut === null) return String(cut);
+  return Object.entries(cut)
+    .map(([key, value]) => `${key.replaceAll("_", " ")}: ${/_ms$/.test(key) && typeof value === "number" ? formatTime(value / 1000) : JSON.stringify(value)}`)
+    .join("; ");
+}
+
 async function loadOverview() {
   say(stateLine, "loading…");
   try {
@@ -39,8 +47,13 @@ async function loadOverview() {
       el("span", { class: "arrow" }, "→"),
       step("Filtered at source", sum(o.filtered), byReason(o.filtered), "warn"),
       el("span", { class: "arrow" }, "→"),
+      step("Failed at source", o.dead_lettered ?? 0, "a source filter failed: dead letters of source:" + source, "bad"),
+      el("span", { class: "arrow" }, "→"),
+      step("Duplicates", o.duplicates ?? 0, "acknowledged, stored once"),
+      el("span", { class: "arrow" }, "→"),
       step("Stored", o.stored, "", "ok"),
     );
+    fill(document.getElementById("cut"), o.cut ? `How the books are cut: ${cutText(o.cut)}` : "");
     const rows = Object.entries(o.destinations ?? {}).map(([did, d]) =>
       el(
         "tr",
@@ -94,7 +107,11 @@ function renderSchema() {
 
 async function loadSchema() {
   try {
-    schema = (await api(`${base}/schema`)).events ?? [];
+    const answer = await api(`${base}/schema`);
+    schema = answer.events ?? [];
+    const note = document.getElementById("schema-note");
+    if (answer.inventory === false) note.textContent = `Source ${source} keeps no inventory: set inventory = true on it to list what it sends.`;
+    else if (answer.counted_since) note.textContent = `Counted since ${formatTime(answer.counted_since > 1e11 ? answer.counted_since / 1000 : answer.counted_since)}.`;
     renderSchema();
   } catch (error) {
     fill(

@@ -1,6 +1,8 @@
 """The SQLite log's dedup slices under what upsets them: a deletion request between the steps
 of a flush, a clock set back before a schema 1 log moves its keys, a window grown past the
-rows the bulk writer gave no key. (The promises every engine keeps are in tests/log_conformance.py.)"""
+rows the bulk writer gave no key; and random traffic with all of these, restarts and reloads,
+checked against a model of exact dedup. (The promises every engine keeps are in
+tests/log_conformance.py.)"""
 
 from __future__ import annotations
 
@@ -75,3 +77,84 @@ async def test_the_rows_the_bulk_writer_gave_no_key_get_one_when_the_window_grow
         assert (await log.append([entry("m0"), entry("m450")])).duplicates == 1  # m0: 500 s ago
     async with open_log(LogConfig(dedup_window_secs=1000), tmp_path, clock_ms=lambda: now + 1) as log:
         assert (await log.append([entry("m1"), entry("m499"), entry("m0")])).duplicates == 3
+
+
+class _Model:
+    """What exact dedup answers: a key is a duplicate while its newest stored copy is at most a
+    window old (the archive keeps every message here, so a longer window reaches them all)."""
+
+    def __init__(self) -> None:
+        self.stored_at: dict[tuple[str, str], int] = {}
+
+    def append(self, batch: list[tuple[str, str]], now: int, window_ms: int) -> int:
+        stored, seen = 0, set()
+        for key in batch:
+            at = self.stored_at.get(key)
+            if key not in seen and (at is None or now - at > window_ms):
+                self.stored_at[key] = now
+                stored += 1
+            seen.add(key)
+        return stored
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_random_traffic_restarts_reloads_clock_steps_and_deletions_keep_dedup_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    # Small flushes, so keys are in memory, mid-flush and in slices at every step; the clock
+    # goes forward by slice and window edges and back a little; windows change both ways.
+    import random
+
+    monkeypatch.setattr(_dedup, "FLUSH_CHUNK", 5)
+    monkeypatch.setattr(_dedup, "FLUSH_KEYS", 7)
+    monkeypatch.setattr(_dedup, "FLUSH_AGE_MS", 3000)
+    rnd = random.Random(seed)
+    now, window = [1_800_000_000_000], rnd.choice([4, 10, 40])
+    model, history = _Model(), []
+
+    def config() -> LogConfig:
+        return LogConfig(dedup_window_secs=window, archive_secs=100_000)
+
+    def message(source: str, key: str) -> Entry:
+        return Entry(source, key, b'{"messageId":"%s","userId":"%s"}' % (key.encode(), key.encode()))
+
+    opened = open_log(config(), tmp_path, clock_ms=lambda: now[0])
+    log = await opened.__aenter__()
+    try:
+        for _ in range(200):
+            op = rnd.random()
+            if op < 0.45:
+                batch = [(rnd.choice(["web", "app"]), f"k{rnd.randrange(25)}") for _ in range(rnd.randint(1, 6))]
+                stored = (await log.append([message(*key) for key in batch])).stored
+                history.append((now[0], batch, stored))
+                assert stored == model.append(batch, now[0], window * 1000), (seed, history[-10:])
+            elif op < 0.65:
+                now[0] += rnd.choice(
+                    [1, 250, 999, 1000, 1001, 2500, 5000, window * 250, window * 1000, window * 1000 + 1]
+                )
+            elif op < 0.70:
+                now[0] -= rnd.choice([1, 1000, 3000, window * 500])
+                history.append(("back", now[0]))
+            elif op < 0.80:
+                await log.purge([])
+            elif op < 0.88:
+                await log.checkpoint()
+            elif op < 0.94:
+                await opened.__aexit__(None, None, None)
+                window = rnd.choice([window, 4, 10, 40])
+                opened = open_log(config(), tmp_path, clock_ms=lambda: now[0])
+                log = await opened.__aenter__()
+                history.append(("restart", window))
+            elif op < 0.97:
+                window = rnd.choice([4, 10, 40])
+                log.reconfigure(config())
+                history.append(("reload", window))
+            else:  # each key's messages carry it as their userId
+                key = f"k{rnd.randrange(25)}"
+                report = await log.delete_user(key, [])
+                if report.tombstoned:  # the newest row keeps its key: the model stops here
+                    break
+                model.stored_at.pop(("web", key), None)
+                model.stored_at.pop(("app", key), None)
+    finally:
+        await opened.__aexit__(None, None, None)

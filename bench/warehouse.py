@@ -4,22 +4,28 @@ the daemon's peak RSS while it loads the backlog.
 
     .venv/bin/python bench/warehouse.py                       # 200k messages, both engines
     .venv/bin/python bench/warehouse.py --messages 1000000    # the 1M-message backlog
-    .venv/bin/python bench/warehouse.py --engines duckdb
+    .venv/bin/python bench/warehouse.py --engines duckdb --repeat 5
 
-One run, per engine:
+Per engine:
 
 1. A gateway (``python -m gateway run``) with no destination ingests ``--messages`` realistic
    messages over HTTP (``/v1/batch`` of 500: 80% track of four events with 7 properties, 10%
    identify, 10% page, analytics.js-like context), then stops. That is the backlog.
-2. The same gateway restarts with the warehouse destination, ``start_at`` before the backlog
+2. The same gateway restarts with a warehouse destination, ``start_at`` before the backlog
    (it loads the whole log), ``sync_interval_secs = 0.1`` and the type's default batches. The
    load time runs from the daemon's ``gateway_started`` line to its cursor reaching the log's
-   head (admin ``/status``, polled every 0.1 s). Peak RSS is the daemon's ``VmHWM`` then.
+   head (admin ``/status``, polled every 0.1 s). Peak RSS is the daemon's ``VmHWM`` then, and
+   its CPU time (user + system, every thread) says what the load cost whatever else the
+   machine was doing (on a shared machine the wall-clock ratio swings with the load average).
 3. Reference: the rows the gateway loaded are exported (PostgreSQL: ``COPY ... TO STDOUT``
    into memory; DuckDB: ``COPY ... TO`` CSV files), empty copies of the same tables are made
    (``LIKE ... INCLUDING ALL``: same primary keys; DuckDB: same columns), and the rows are bulk
    loaded into them in one transaction: PostgreSQL ``COPY FROM STDIN`` of the exported text,
    DuckDB ``COPY FROM`` the CSV files (then a checkpoint, as each of our loads ends with one).
+
+Steps 2 and 3 run ``--repeat`` times on the one backlog (a new destination id, DuckDB file or
+PostgreSQL schema each time), each reference right after its load so that both see the same
+machine load; the report gives every run's ratio and the median run's figures.
 
 The ratio is reference time / gateway time: the share of the engine's bare bulk-load speed
 that the whole path (log read, JSON decode, mapping, staging, merge by id) reaches. The
@@ -130,6 +136,12 @@ def vm_hwm(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
+def cpu_secs(pid: int) -> float:
+    """The process's user + system CPU time so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def config_text(folder: Path, port: int, admin_port: int, destination: str = "") -> str:
     return f"""
 [server]
@@ -150,22 +162,30 @@ write_key = "{WRITE_KEY}"
 """
 
 
-def run_engine(engine: str, messages: int, folder: Path, dsn: str | None) -> dict[str, Any]:
+def ingest_backlog(folder: Path, messages: int) -> tuple[Path, int, int, float]:
+    """Step 1: a gateway with no destination takes ``messages`` and stops (the backlog)."""
     port, admin_port = _port(), _port()
     config = folder / "gateway.toml"
     config.write_text(config_text(folder, port, admin_port))
     with GatewayProcess(config) as gateway:
         started = time.monotonic()
         ingest(gateway.url, messages)
-        ingest_secs = time.monotonic() - started
-    target = f'path = "{folder / "warehouse.duckdb"}"' if engine == "duckdb" else f'dsn = "{dsn}"\nschema = "bench"'
+        return config, port, admin_port, time.monotonic() - started
+
+
+def load_backlog(
+    engine: str, config: Path, port: int, admin_port: int, target: str, destination: str
+) -> dict[str, Any]:
+    """Step 2: the gateway restarted with one warehouse destination (a new id, so its cursor
+    starts before the backlog) loads the whole log into ``target``."""
+    folder = config.parent
     config.write_text(
         config_text(
             folder,
             port,
             admin_port,
             f"""
-[destinations.wh]
+[destinations.{destination}]
 type = "{engine}"
 {target}
 start_at = "2000-01-01T00:00:00Z"
@@ -176,12 +196,13 @@ sync_interval_secs = 0.1
     admin_url = f"http://127.0.0.1:{admin_port}"
     gateway = GatewayProcess(config)
     gateway.start()
+    cpu_at_start = cpu_secs(gateway.proc.pid)  # type: ignore[union-attr]
     rss: list[tuple[float, int]] = []  # (share of the backlog loaded, VmRSS)
     try:
         started = time.monotonic()
         while True:
             status = admin(admin_url, "/status")
-            wh = status["destinations"]["wh"]
+            wh = status["destinations"][destination]
             rss.append((wh["cursor"] / max(1, status["log"]["head_seq"]), gateway.rss_bytes()))
             if wh["cursor"] >= status["log"]["head_seq"]:
                 break
@@ -190,6 +211,7 @@ sync_interval_secs = 0.1
             time.sleep(0.1)
         load_secs = time.monotonic() - started
         peak_rss = vm_hwm(gateway.proc.pid)  # type: ignore[union-attr]
+        cpu = cpu_secs(gateway.proc.pid) - cpu_at_start  # type: ignore[union-attr]
         details = wh["details"]
     finally:
         gateway.stop()
@@ -201,31 +223,56 @@ sync_interval_secs = 0.1
     return {
         "phases": phases,
         "rss": rss,
-        "engine": engine,
-        "messages": messages,
-        "ingest_secs": ingest_secs,
         "load_secs": load_secs,
         "rows": details["rows_loaded"],
         "loads": details["loads"],
         "peak_rss": peak_rss,
+        "cpu_secs": cpu,
     }
 
 
-def reference_postgres(dsn: str) -> tuple[float, int]:
+def run_engine(engine: str, messages: int, repeat: int, folder: Path, dsn: str | None) -> dict[str, Any]:
+    """The backlog once, then ``repeat`` pairs of (the gateway's load, the bare bulk load of
+    the same rows), each pair back to back so both run under the same machine load."""
+    config, port, admin_port, ingest_secs = ingest_backlog(folder, messages)
+    runs = []
+    for k in range(1, repeat + 1):
+        if engine == "duckdb":
+            path = folder / f"warehouse{k}.duckdb"
+            run = load_backlog(engine, config, port, admin_port, f'path = "{path}"', f"wh{k}")
+            run["reference_secs"], run["reference_rows"] = reference_duckdb(path, folder)
+        else:
+            assert dsn is not None
+            target = f'dsn = "{dsn}"\nschema = "bench{k}"'
+            run = load_backlog(engine, config, port, admin_port, target, f"wh{k}")
+            run["reference_secs"], run["reference_rows"] = reference_postgres(dsn, f"bench{k}")
+        run["ratio"] = run["reference_secs"] / run["load_secs"]
+        runs.append(run)
+        print(
+            f"  {engine} run {k}: load {run['load_secs']:.1f}s, bare bulk load {run['reference_secs']:.2f}s, "
+            f"ratio {run['ratio']:.2f}x; the daemon's CPU {run['cpu_secs']:.1f}s "
+            f"({run['cpu_secs'] / messages * 1e6:.0f} µs a message; load average {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
+    median = sorted(runs, key=lambda run: run["ratio"])[len(runs) // 2]
+    return {**median, "engine": engine, "messages": messages, "ingest_secs": ingest_secs, "runs": runs}
+
+
+def reference_postgres(dsn: str, schema: str) -> tuple[float, int]:
     import psycopg
 
     with psycopg.connect(dsn) as conn:
         tables = [
             t
             for (t,) in conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'bench' ORDER BY 1"
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", [schema]
             )
         ]
         exported: dict[str, bytes] = {}
         rows = 0
         for table in tables:
             buffer = bytearray()
-            with conn.cursor().copy(f'COPY bench."{table}" TO STDOUT') as copy:
+            with conn.cursor().copy(f'COPY {schema}."{table}" TO STDOUT') as copy:
                 for chunk in copy:
                     buffer += chunk
             exported[table] = bytes(buffer)
@@ -233,7 +280,7 @@ def reference_postgres(dsn: str) -> tuple[float, int]:
         conn.execute("DROP SCHEMA IF EXISTS ref CASCADE")
         conn.execute("CREATE SCHEMA ref")
         for table in tables:
-            conn.execute(f'CREATE TABLE ref."{table}" (LIKE bench."{table}" INCLUDING ALL)')
+            conn.execute(f'CREATE TABLE ref."{table}" (LIKE {schema}."{table}" INCLUDING ALL)')
         conn.commit()
         started = time.monotonic()
         with conn.transaction(), conn.cursor() as cur:
@@ -257,6 +304,7 @@ def reference_duckdb(path: Path, folder: Path) -> tuple[float, int]:
             ).fetchall()
         ]
         rows = 0
+        con.execute("DROP SCHEMA IF EXISTS ref CASCADE")
         con.execute("CREATE SCHEMA ref")
         for table in tables:
             csv = folder / f"{table}.csv"
@@ -279,6 +327,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--engines", default="duckdb,postgres")
+    parser.add_argument("--repeat", type=int, default=3, help="loads of the backlog, each with its reference")
     parser.add_argument("--keep", action="store_true", help="keep the temp folders")
     args = parser.parse_args()
     results = []
@@ -289,13 +338,9 @@ def main() -> int:
                 from gateway_destination_postgres.testing import TemporaryPostgres
 
                 with TemporaryPostgres(durable=True) as pg:
-                    result = run_engine(engine, args.messages, folder, pg.dsn)
-                    result["reference_secs"], result["reference_rows"] = reference_postgres(pg.dsn)
+                    result = run_engine(engine, args.messages, args.repeat, folder, pg.dsn)
             else:
-                result = run_engine(engine, args.messages, folder, None)
-                result["reference_secs"], result["reference_rows"] = reference_duckdb(
-                    folder / "warehouse.duckdb", folder
-                )
+                result = run_engine(engine, args.messages, args.repeat, folder, None)
         finally:
             if args.keep:
                 print(f"kept {folder}")
@@ -312,6 +357,8 @@ def report(r: dict[str, Any]) -> None:
     ours = r["reference_rows"] / r["load_secs"]
     bare = r["reference_rows"] / r["reference_secs"]
     ratio = ours / bare
+    ratios = ", ".join(f"{run['ratio']:.2f}x" for run in r["runs"])
+    print(f"{r['engine']}: ratios of the {len(r['runs'])} runs: {ratios}; the median run:")
     print(
         f"{r['engine']}: {r['messages']:,} messages -> {r['reference_rows']:,} rows in {r['loads']} loads, "
         f"{r['load_secs']:.1f}s: {ours:,.0f} rows/s ({r['messages'] / r['load_secs']:,.0f} messages/s); "
@@ -321,6 +368,11 @@ def report(r: dict[str, Any]) -> None:
     )
     phases = ", ".join(f"{name} {secs:.1f}s" for name, secs in r["phases"].items())
     print(f"  time in loads: {phases} (the rest: reading the log, waiting between loads)")
+    cpu = sorted(run["cpu_secs"] for run in r["runs"])[len(r["runs"]) // 2]
+    print(
+        f"  the daemon's CPU time (user + system, from its start line to the end of the backlog; median of the runs): "
+        f"{cpu:.1f}s, {cpu / r['messages'] * 1e6:.0f} µs a message"
+    )
     marks = []
     for share in (0.1, 0.25, 0.5, 0.75, 1.0):
         at = next((rss for done, rss in r["rss"] if done >= share), r["rss"][-1][1])

@@ -59,6 +59,8 @@ def test_console_pages_send_a_browser_to_the_login_form(admin: str) -> None:
     answer = httpx.get(f"{admin}/console/destinations/archive/")
     assert answer.status_code == 303
     assert answer.headers["location"] == "/console/login?next=/console/destinations/archive/"
+    # The listener's root too, so a browser pointed at it finds the form.
+    assert httpx.get(f"{admin}/").headers["location"] == "/console/login?next=/"
     form = httpx.get(f"{admin}/console/login")
     assert form.status_code == 200 and 'name="token"' in form.text
     # The API still answers 401, as scripts expect.
@@ -101,6 +103,8 @@ def test_the_cookie_authenticates_the_console_and_the_api_reads(admin: str) -> N
         for path in ("/console/sources/web/debugger", "/console/sources/web/", "/console/destinations/archive/"):
             assert client.get(path).status_code == 200, path
         assert client.get("/console/sources/nope/debugger").status_code == 404
+        root = client.get("/")
+        assert root.status_code == 303 and root.headers["location"] == "/console/"
 
 
 def test_a_change_made_with_the_cookie_needs_the_csrf_token(admin: str) -> None:

@@ -160,7 +160,7 @@ def unauthenticated_response() -> Response:
         response = error_response(401, "unauthorized", "the console session ended: log in again")
         response.headers["HX-Redirect"] = f"/console/login?next={quote(request.headers.get('HX-Current-URL', ''))}"
         return response
-    if request.path == "/console" or request.path.startswith("/console/"):
+    if request.path in ("/", "/console") or request.path.startswith("/console/"):
         target = request.full_path if request.query_string else request.path
         return redirect(f"/console/login?next={quote(target, safe='/')}", 303)  # type: ignore[return-value]
     response = error_response(401, "unauthorized", "send Authorization: Bearer <admin.token>, or log in at /console/")

@@ -151,6 +151,16 @@ def console_blueprint(gateway: Gateway, sessions: Sessions, started: float) -> B
     async def not_found(what: str) -> Response:
         return await page("not_found.html", http_status=404, what=what)
 
+    @console.record_once
+    def root_redirect(state: Any) -> None:
+        """A browser pointed at the admin listener's root lands on the console."""
+
+        async def root() -> Response:
+            response: Response = redirect("/console/", 303)  # type: ignore[assignment]
+            return response
+
+        state.app.add_url_rule("/", "console_root", root, methods=["GET"])
+
     return console
 
 

@@ -12,7 +12,8 @@ It prints numbers; it is not a test and asserts nothing. In one run it:
    wrk, as browsers would); the order inside a pair alternates, so drift over minutes cancels;
 3. checks after each run that the log stored every acknowledged event;
 4. prints events/s of each run, each pair's ratio (streams / closed), their median against the
-   0.95 target, and what the streams received (calls, rows lost to gaps).
+   0.95 target, the same ratio from the gateway's CPU per event (less sensitive to other load
+   on a shared machine), and what the streams received (calls, rows lost to gaps).
 
     .venv/bin/python bench/console_tap.py [--duration 10] [--repeat 5] [--streams 3]
 
@@ -180,18 +181,28 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"{'pair':>4}  {'closed events/s':>16}  {'streams events/s':>17}  {'ratio':>6}  "
-        "calls streamed per reader (rows lost to gaps)"
+        f"{'CPU us/event closed':>20}  {'streams':>8}  {'ratio':>6}  calls streamed per reader (rows lost to gaps)"
     )
-    ratios = []
+    ratios, cpu_ratios = [], []
     for index, (closed, streaming, readers) in enumerate(pairs, 1):
         ratio = streaming.events_s / closed.events_s
         ratios.append(ratio)
+        cpu_closed = closed.server_cpu / closed.acked_events * 1e6
+        cpu_streams = streaming.server_cpu / streaming.acked_events * 1e6
+        cpu_ratios.append(cpu_closed / cpu_streams)  # > 1: streaming costs less CPU per event
         per_reader = ", ".join(f"{r.calls:,} ({r.dropped:,})" for r in readers)
-        print(f"{index:>4}  {closed.events_s:>16,.0f}  {streaming.events_s:>17,.0f}  {ratio:>5.2f}x  {per_reader}")
+        print(
+            f"{index:>4}  {closed.events_s:>16,.0f}  {streaming.events_s:>17,.0f}  {ratio:>5.2f}x  "
+            f"{cpu_closed:>20.1f}  {cpu_streams:>8.1f}  {cpu_closed / cpu_streams:>5.2f}x  {per_reader}"
+        )
     median = statistics.median(ratios)
     verdict = "MET" if median >= TARGET_RATIO else "NOT MET"
     print()
     print(f"median ratio streams/closed: {median:.3f}x (target >= {TARGET_RATIO}x: {verdict})")
+    print(
+        f"median CPU-bound ratio (closed / streams gateway CPU per event, the rate the streams would allow "
+        f"on a saturated core): {statistics.median(cpu_ratios):.3f}x"
+    )
     print(f"gateway_console_tap_dropped_total at the end: {dropped_total:,.0f}")
     print(f"gateway exit code {code}")
     for problem in problems:

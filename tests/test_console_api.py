@@ -449,3 +449,23 @@ batch_max_wait_secs = 0.0
         other = (await gw.admin("GET", "/sources/other/schema")).json()
         assert (other["inventory"], other["events"]) == (False, [])
         assert (await gw.admin("GET", "/sources/nope/schema")).status_code == 404
+
+
+async def test_replays_list_their_progress(tmp_path: Path) -> None:
+    async with run_gateway(CONFIG, data_dir=tmp_path) as gw:
+        batch = [{"type": "track", "userId": "u", "event": "E", "messageId": f"p-{i}"} for i in range(3)]
+        assert (await gw.batch(batch, write_key=KEY)).status_code == 200
+        await gw.wait_delivered("rec")
+        assert (await gw.admin("GET", "/replays")).json() == {"replays": []}
+        gw.recorder("rec").fail_next(10_000)  # the replay keeps retrying its first batch
+        started = await gw.admin("POST", "/replays", json={"destination": "rec", "since_ms": 0})
+        assert started.status_code == 200 and started.json()["replay"] is not None
+        with trio.fail_after(10):
+            while not (listed := (await gw.admin("GET", "/replays")).json()["replays"]):
+                await trio.sleep(0.01)
+        [replay] = listed
+        assert replay["destination"] == "rec" and replay["name"].startswith("replay:rec:")
+        assert replay["end_seq"] - replay["start_seq"] == 3
+        assert replay["cursor"] == replay["start_seq"] and replay["progress"] == 0.0
+        assert (await gw.admin("POST", "/replays/cancel", json={"destination": "rec"})).json()["cancelled"] == 1
+        assert (await gw.admin("GET", "/replays")).json() == {"replays": []}

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 #: A comment line on an idle stream this often, so proxies and browsers keep it open.
 HEARTBEAT_SECS = 15.0
 #: A stream writes at most this often: the rows that arrive meanwhile go in one write, and a
-#: subscriber's buffer bounds how many (the rest are dropped and shown as a gap). So three
-#: browsers watching a busy source cost ingest a few writes a second each, not one per call.
-STREAM_FLUSH_SECS = 0.1
+#: subscriber's buffer bounds how many (the rest are dropped and shown as a gap): at most 500
+#: calls a second per browser, more than one can show. So three browsers watching a busy source
+#: cost ingest five writes a second each, not one per call.
+STREAM_FLUSH_SECS = 0.2
 _JSON = "application/json"
 #: The ranges a chart may show: their length and the width of their buckets (ms).
 RANGES = {
@@ -184,6 +185,37 @@ def add_console_routes(app: QuartTrio, gateway: Gateway) -> None:
                 **({} if inventoried else {"note": "set inventory = true on the source to list its events"}),
             }
         )
+
+    @app.get("/replays")
+    async def replays() -> Response:
+        """The replays running now, with their progress: seqs ``(start_seq, end_seq]``, the
+        cursor reached, and what was delivered, filtered and dead-lettered so far."""
+        running = []
+        for did, destination in sorted(gateway.destinations.items()):
+            for name, worker in sorted(destination.replays.items()):
+                replay = worker.replay
+                if replay is None:
+                    continue
+                stats = worker.statistics()
+                total = replay.end_seq - replay.start_seq
+                done = min(max(stats.cursor - replay.start_seq, 0), total)
+                running.append(
+                    {
+                        "name": name,
+                        "destination": did,
+                        "created_ms": replay.created_ms,
+                        "start_seq": replay.start_seq,
+                        "end_seq": replay.end_seq,
+                        "cursor": stats.cursor,
+                        "progress": round(done / total, 4) if total else 1.0,
+                        "delivered": stats.delivered,
+                        "filtered": stats.filtered,
+                        "dead_lettered": stats.dead_lettered,
+                        "retries": stats.retries,
+                        "last_error": stats.last_error,
+                    }
+                )
+        return json_response({"replays": running})
 
 
 def _plan_status(filters: list[Any], call: str | None, event: str | None) -> str | None:

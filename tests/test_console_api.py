@@ -466,3 +466,56 @@ async def test_replays_list_their_progress(tmp_path: Path) -> None:
         assert replay["cursor"] == replay["start_seq"] and replay["progress"] == 0.0
         assert (await gw.admin("POST", "/replays/cancel", json={"destination": "rec"})).json()["cancelled"] == 1
         assert (await gw.admin("GET", "/replays")).json() == {"replays": []}
+
+
+async def test_every_source_type_feeds_the_debugger_through_the_core(tmp_path: Path) -> None:
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "hooks.py").write_text(
+        "from gateway_source_function import track\n\n"
+        "def on_request(request):\n"
+        "    hook = request.json()\n"
+        "    if hook.get('boom'):\n"
+        "        raise ValueError('the function failed')\n"
+        "    return [track('Ticket Opened', userId=hook['user'], messageId=hook['id'])]\n"
+    )
+    config = f"""
+[admin]
+token = "{TOKEN}"
+
+[sources.site]
+type = "rudderstack"
+write_key = "rudder-key-0123456789"
+
+[sources.helpdesk]
+type = "function"
+write_key = "helpdesk-token-0123456789"
+function = "hooks:on_request"
+path = {json.dumps(str(functions))}
+
+[destinations.rec]
+type = "recording"
+batch_max_wait_secs = 0.0
+"""
+    async with run_gateway(config, data_dir=tmp_path / "data") as gw:
+        rudder = {"type": "track", "event": "Clicked", "anonymousId": "a1", "messageId": "r-1"}
+        answer = await gw.request("POST", "/rudderstack/v1/track", json=rudder, auth=("rudder-key-0123456789", ""))
+        assert answer.status_code == 200, answer.text
+        bad = {"type": "track", "anonymousId": "a1", "messageId": "r-2"}  # no event
+        await gw.request("POST", "/rudderstack/v1/batch", json={"batch": [bad]}, auth=("rudder-key-0123456789", ""))
+        hook = "/v1/sources/helpdesk/webhook?token=helpdesk-token-0123456789"
+        assert (await gw.request("POST", hook, json={"user": "u1", "id": "f-1"})).status_code == 200
+        assert (await gw.request("POST", hook, json={"boom": True})).status_code == 500
+        site = {row["messageId"]: row for row in (await events(gw, "site"))["events"]}
+        assert (site["r-1"]["outcome"], site["r-1"]["event"]) == ("accepted", "Clicked")
+        assert (site["r-2"]["outcome"], site["r-2"]["code"]) == ("rejected", "event_not_defined")
+        helpdesk = (await events(gw, "helpdesk"))["events"]
+        assert [(row["outcome"], row["code"]) for row in helpdesk] == [
+            ("rejected", "raw_dead_lettered"),
+            ("accepted", None),
+        ]
+        assert "the function failed" in helpdesk[0]["reason"]
+        assert '{"boom":true}' in json.dumps(helpdesk[0]["message"], separators=(",", ":")).replace("\\", "")
+        assert helpdesk[1]["messageId"] == "f-1"
+        everything = (await gw.admin("GET", "/sources/helpdesk/events")).text
+        assert "helpdesk-token-0123456789" not in everything

@@ -359,3 +359,35 @@ async def test_the_keys_in_memory_go_to_their_slice_and_a_restart_reads_only_the
         dedup = log._dedup  # type: ignore[attr-defined]
         assert (dedup.waiting, dedup.flushed_seq) == (1, 30)  # m30, read back from its message
         assert (await log.append([entry("m30"), entry("m29"), entry("m31")])).duplicates == 2
+
+
+async def test_the_bloom_filters_of_older_slices_never_hide_a_duplicate(tmp_path: Path) -> None:
+    from gateway.log.sqlite import _dedup
+
+    now = [1_800_000_000_000]
+    config = LogConfig(dedup_window_secs=400)
+    async with open_log(config, tmp_path, clock_ms=lambda: now[0]) as log:
+        dedup: _dedup.DedupSlices = log._dedup  # type: ignore[attr-defined]
+        for step in range(4):  # four slices of 100 s, 500 keys each
+            await log.append([entry(f"m{step}-{i}") for i in range(500)])
+            now[0] += 100_000
+            await log.purge([])  # writes the keys out to a slice opened then
+        assert len(dedup.slices) == 4
+        # The newest is still written to; the three before it get a filter.
+        assert await trio.to_thread.run_sync(dedup.build_filters, tmp_path / sqlite_log.DB_NAME) == 3
+        old = [entry(f"m{step}-{i}") for step in range(1, 4) for i in range(500)]  # within the window
+        assert (await log.append(old)).duplicates == 1500
+        fresh = await log.append([entry(f"new-{i}") for i in range(2000)])
+        assert fresh.stored == 2000
+
+
+def test_a_bloom_filter_holds_every_key_it_was_given() -> None:
+    from gateway.log.sqlite._dedup import BloomFilter
+
+    keys = [hash(("web", f"key-{i}")) for i in range(20_000)]
+    bloom = BloomFilter(len(keys))
+    for h in keys:
+        bloom.add(h)
+    assert all(bloom.may_hold(h) for h in keys)
+    others = sum(bloom.may_hold(hash(("web", f"other-{i}"))) for i in range(20_000))
+    assert others < 20_000 * 0.05, others  # about 2% false positives

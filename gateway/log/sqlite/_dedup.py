@@ -20,6 +20,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 #: The window is covered by this many slices (plus the current one, partly filled): the keys
 #: kept are at most 1 + 1/SLICES_PER_WINDOW windows' worth, and a key is looked up in at most
@@ -31,6 +32,10 @@ SLICES_PER_WINDOW = 4
 FLUSH_KEYS = 20_000
 FLUSH_AGE_MS = 10_000
 FLUSH_CHUNK = 4096
+
+#: Bits per key and probes of the Bloom filter in front of each slice older than the newest.
+FILTER_BITS_PER_KEY = 10
+FILTER_PROBES = 3
 
 SLICES_SCHEMA = """
 -- Every dedup slice: its table holds keys received before end_ms (in [start_ms, end_ms) but
@@ -120,6 +125,10 @@ class DedupSlices:
         self._undo: dict[Key, int | None] = {}
         #: A flush in progress: the keys it writes (sorted), how many are written, its seq.
         self._flushing: tuple[list[tuple[Key, int]], int, int] | None = None
+        #: Bloom filters of the slices older than the newest (which no write reaches any more),
+        #: by name, built off the commit path (:meth:`build_filters`). A key a slice's filter
+        #: rules out is not in it; the others are looked up. A slice without one is looked up.
+        self._filters: dict[str, BloomFilter] = {}
 
     @property
     def slices(self) -> Sequence[Slice]:
@@ -167,11 +176,20 @@ class DedupSlices:
     ) -> set[str]:
         cutoff = min(first[m] for m in ids) - window_ms
         seen: set[str] = set()
+        hashes: list[int] | None = None
         for each in self._slices:
             if each.end_ms <= cutoff:  # every key in it is past the window
                 continue
-            sql = self._statement("seen", each.name, len(ids))
-            for message_id, received_at in cur.execute(sql, [source, *ids, cutoff]):
+            asked = ids
+            bloom = self._filters.get(each.name)
+            if bloom is not None:
+                if hashes is None:
+                    hashes = [hash((source, m)) for m in ids]
+                asked = [m for m, h in zip(ids, hashes, strict=True) if bloom.may_hold(h)]
+                if not asked:
+                    continue
+            sql = self._statement("seen", each.name, len(asked))
+            for message_id, received_at in cur.execute(sql, [source, *asked, cutoff]):
                 if first[message_id] - received_at <= window_ms:
                     seen.add(message_id)
         return seen
@@ -367,8 +385,32 @@ class DedupSlices:
                 raise
             self._slices.pop(0)
             self.keys_from = keys_from
+            self._filters.pop(gone.name, None)
             dropped += 1
         return dropped
+
+    def build_filters(self, path: Path) -> int:
+        """Build the Bloom filter of each slice older than the newest that has none, reading it
+        on a connection of its own (in a worker thread: commits go on meanwhile; no write
+        reaches such a slice but a deletion's, which a filter may ignore). Returns how many."""
+        built = 0
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        try:
+            for each in self._slices[:-1]:
+                if each.name in self._filters:
+                    continue
+                try:
+                    count = conn.execute(f"SELECT count(*) FROM {each.name}").fetchone()[0]
+                    bloom = BloomFilter(count)
+                    for source, message_id in conn.execute(f"SELECT source, message_id FROM {each.name}"):
+                        bloom.add(hash((source, message_id)))
+                except sqlite3.OperationalError:  # dropped meanwhile
+                    continue
+                self._filters[each.name] = bloom
+                built += 1
+        finally:
+            conn.close()
+        return built
 
     def _statement(self, kind: str, name: str, rows: int) -> str:
         key = (kind, name, rows)
@@ -378,6 +420,34 @@ class DedupSlices:
                 self._sql.clear()
             sql = self._sql[key] = _seen_sql(name, rows)
         return sql
+
+
+class BloomFilter:
+    """A Bloom filter of 64-bit hashes (Python's ``hash`` of the key: one process's filters
+    are built and read by that process only), :data:`FILTER_BITS_PER_KEY` bits a key,
+    :data:`FILTER_PROBES` probes (about 2% false positives, which cost a lookup)."""
+
+    __slots__ = ("_bits", "_size")
+
+    def __init__(self, keys: int) -> None:
+        self._size = max(64, keys * FILTER_BITS_PER_KEY)
+        self._bits = bytearray(self._size // 8 + 1)
+
+    def add(self, h: int) -> None:
+        size, bits = self._size, self._bits
+        low, step = h & 0xFFFFFFFF, ((h >> 32) & 0xFFFFFFFF) | 1
+        for i in range(FILTER_PROBES):
+            at = (low + i * step) % size
+            bits[at >> 3] |= 1 << (at & 7)
+
+    def may_hold(self, h: int) -> bool:
+        size, bits = self._size, self._bits
+        low, step = h & 0xFFFFFFFF, ((h >> 32) & 0xFFFFFFFF) | 1
+        for i in range(FILTER_PROBES):
+            at = (low + i * step) % size
+            if not bits[at >> 3] & (1 << (at & 7)):
+                return False
+        return True
 
 
 def migrate_unique_index(conn: sqlite3.Connection, now: int, window_ms: int) -> None:

@@ -56,6 +56,9 @@ T = TypeVar("T")
 #: The writer's page cache: the current dedup slice's pages (a quarter of the window's keys, at
 #: about 60 bytes a key) and the upper levels of the older slices' B-trees.
 WRITER_CACHE_KIB = 64 * 1024
+#: When the dedup slices' Bloom filters are first built after opening, and checked again.
+FILTER_START_SECS = 10.0
+FILTER_CHECK_SECS = 10.0
 
 
 class SQLiteLog:
@@ -208,6 +211,17 @@ class SQLiteLog:
                     waiter.done.set()
                 if not self._work.is_set():
                     self._idle.set()
+
+    async def run_filter_builder(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Build the Bloom filters of the dedup slices older than the newest, off the commit
+        path, for ever: first a while after the log opened (not to slow a restart down), then
+        whenever a slice has been closed. Until its filter is built, a slice is looked up."""
+        task_status.started()
+        await trio.sleep(FILTER_START_SECS)
+        while True:
+            # Abandoned on shutdown: it only reads, on a connection of its own.
+            await trio.to_thread.run_sync(self._dedup.build_filters, self._path, abandon_on_cancel=True)
+            await trio.sleep(FILTER_CHECK_SECS)
 
     async def set_cursor(self, destination: str, seq: int, outcomes: Outcomes | None = None) -> None:
         waiter = Waiter(())

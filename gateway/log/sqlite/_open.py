@@ -76,6 +76,7 @@ async def open_sqlite_log(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(sqlite_log.run_committer)
+            nursery.start_soon(sqlite_log.run_filter_builder)
             try:
                 yield sqlite_log
             finally:

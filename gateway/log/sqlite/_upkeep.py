@@ -165,14 +165,17 @@ class Upkeep:
             return await trio.to_thread.run_sync(run, limiter=self._write_lock)
 
     def measure_disk_bytes(self, conn: sqlite3.Connection | None = None) -> int:
-        """The bytes the database uses (free pages left out) plus the WAL file's size."""
+        """The bytes the database uses (free pages left out) plus the WAL's and its index's."""
         conn = conn or self._maintainer
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        return int((pages - free) * self._page_size + self._wal_bytes())
+        return int((pages - free) * self._page_size + self._wal_bytes() + self._file_bytes("-shm"))
 
     def _wal_bytes(self) -> int:
+        return self._file_bytes("-wal")
+
+    def _file_bytes(self, suffix: str) -> int:
         try:
-            return os.path.getsize(f"{self._path}-wal")
+            return os.path.getsize(f"{self._path}{suffix}")
         except OSError:
             return 0

@@ -146,6 +146,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; max_disk_bytes {args.max_disk_bytes / 2**30:.2f} GiB"
     )
     try:
+        # For scale: how long a gateway takes to answer on an empty log on this machine now.
+        empty_dir = tmp / "empty"
+        empty_config = tmp / "empty.toml"
+        empty_config.write_text(gateway_config(empty_dir, "none", "full"))
+        empty = gateway_server(empty_config)
+        started = time.monotonic()
+        empty.start(timeout=120)
+        while not track(empty.url) and time.monotonic() - started < 120:
+            time.sleep(0.05)
+        print(f"  for scale: a gateway on an empty log answered after {time.monotonic() - started:.2f} s", flush=True)
+        empty.stop()
         if args.prefill:
             print(f"pre-filling {args.prefill:,} messages the destination has not got ...", flush=True)
             stored, seconds = prefill(data_dir, args.prefill, "uuid4", LogConfig(max_disk_bytes=args.max_disk_bytes))
@@ -191,8 +202,9 @@ def run(args: argparse.Namespace, config_path: Path, data_dir: Path) -> int:
         )
         most = max(s[2] for s in samples)
         print(
-            f"disk: {most / 2**30:.2f} GiB at most (database, WAL, shm), bound {args.max_disk_bytes / 2**30:.2f} GiB: "
-            f"{'within' if most <= args.max_disk_bytes else 'OVER'} ({most / args.max_disk_bytes:.0%})"
+            f"disk: {most / 2**20:,.1f} MiB at most (database, WAL, shm files), bound "
+            f"{args.max_disk_bytes / 2**20:,.1f} MiB: {'within' if most <= args.max_disk_bytes else 'OVER'} "
+            f"({(most - args.max_disk_bytes) / 2**20:+,.1f} MiB)"
         )
         print(
             "  each 10th sample (s, RSS MiB, disk GiB): "
@@ -206,12 +218,16 @@ def run(args: argparse.Namespace, config_path: Path, data_dir: Path) -> int:
     started = time.monotonic()
     again.start(timeout=120)
     up = time.monotonic() - started
-    while track(again.url) != 200 and time.monotonic() - started < 120:
-        time.sleep(0.05)
+    # Any answer counts as serving: a log at max_disk_bytes answers 503 log_full, rightly.
+    status = 0
+    while not status and time.monotonic() - started < 120:
+        status = track(again.url)
+        if not status:
+            time.sleep(0.05)
     served = time.monotonic() - started
     print(
-        f"restart: listening after {up:.2f} s, first /v1/track answered 200 after {served:.2f} s "
-        f"(target <= {TARGET_RESTART_SECS:g} s: {'MET' if served <= TARGET_RESTART_SECS else 'MISSED'})"
+        f"restart: listening after {up:.2f} s, first /v1/track answered ({status}) after {served:.2f} s "
+        f"(target <= {TARGET_RESTART_SECS:g} s: {'MET' if status and served <= TARGET_RESTART_SECS else 'MISSED'})"
     )
     again.stop()
     return 0

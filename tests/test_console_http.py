@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from quart import Response
 from quart_trio import QuartTrio
 
-from gateway.ops.auth import SESSION_COOKIE, Sessions, safe_next, set_session_cookie
+from gateway.ops.auth import SESSION_COOKIE, LoginThrottle, Sessions, safe_next, set_session_cookie
 from tests.gatewayproc import ADMIN_TOKEN, GatewayProcess, config_text
 from tests.gatewayproc import admin_url as admin_url_of
 
@@ -226,3 +227,32 @@ def test_vendored_libraries_are_the_pinned_ones() -> None:
         assert hashlib.sha256((VENDOR / name).read_bytes()).hexdigest() == digest, name
     for library in ("htmx", "uplot"):
         assert (VENDOR / library / "LICENSE").is_file()
+
+
+def test_wrong_tokens_past_the_limit_wait_out_the_window() -> None:
+    throttle = LoginThrottle(max_failures=3, window_secs=60)
+    for moment in (0, 1, 2):
+        assert throttle.wait_secs(now=moment) == 0
+        throttle.failed(now=moment)
+    assert throttle.wait_secs(now=10) == 50  # until the first failure leaves the window
+    throttle.failed(now=10)  # (refused before it was tried: not counted again)
+    assert throttle.wait_secs(now=59.5) == 0.5
+    assert throttle.wait_secs(now=60) == 0
+
+
+def test_the_login_form_slows_down_guessing(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(config_text(tmp_path, admin=True))
+    with GatewayProcess(config) as process:
+        admin = admin_url_of(process)
+
+        def guess(n: int) -> int:
+            return httpx.post(f"{admin}/console/login", data={"token": f"guess-{n}"}).status_code
+
+        with ThreadPoolExecutor(max_workers=20) as pool:  # each wrong token waits half a second
+            assert sorted(pool.map(guess, range(20))) == [401] * 20
+        refused = httpx.post(f"{admin}/console/login", data={"token": ADMIN_TOKEN})
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) <= 60
+        assert "set-cookie" not in refused.headers  # not even the right token, for now
+        # Scripts with the bearer token are not held up.
+        assert httpx.get(f"{admin}/status", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200

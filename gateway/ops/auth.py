@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -126,6 +127,36 @@ async def authenticate(admin_token: str | None, sessions: Sessions) -> Response 
         if not sessions.csrf_ok(admin_token or "", session, given):
             return csrf_refused_response()
     return None
+
+
+@dataclass
+class LoginThrottle:
+    """Wrong tokens over the last minute, from anyone: past ``max_failures`` the login form
+    answers 429 until the oldest leaves the window, so guessing the token online is hopeless
+    (the token is at least 16 characters anyway). Bounded: it holds at most ``max_failures``
+    times."""
+
+    max_failures: int = 20
+    window_secs: float = 60.0
+    _failures: deque[float] = field(default_factory=deque)
+
+    def _forget(self, now: float) -> None:
+        while self._failures and self._failures[0] <= now - self.window_secs:
+            self._failures.popleft()
+
+    def wait_secs(self, now: float | None = None) -> float:
+        """0 when a login may be tried now; else how long until one may."""
+        moment = now if now is not None else time.monotonic()
+        self._forget(moment)
+        if len(self._failures) < self.max_failures:
+            return 0.0
+        return self._failures[0] + self.window_secs - moment
+
+    def failed(self, now: float | None = None) -> None:
+        moment = now if now is not None else time.monotonic()
+        self._forget(moment)
+        if len(self._failures) < self.max_failures:
+            self._failures.append(moment)
 
 
 def _mac(admin_token: str, purpose: str, payload: str) -> str:

@@ -4,6 +4,7 @@ rendered here; the numbers in it come from the admin API (see the package docstr
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,6 +16,7 @@ from quart import Blueprint, Response, g, redirect, render_template, request
 
 from gateway.ops.auth import (
     CSRF_FIELD,
+    LoginThrottle,
     Sessions,
     clear_session_cookie,
     safe_next,
@@ -66,12 +68,21 @@ def console_blueprint(gateway: Gateway, sessions: Sessions, started: float) -> B
     async def login_form() -> Response:
         return await page("login.html", next=safe_next(request.args.get("next")), error=None)
 
+    throttle = LoginThrottle()
+
     @console.post("/login")
     async def login() -> Response:
         form = await request.form
         target = safe_next(form.get("next"))
+        if (wait := throttle.wait_secs()) > 0:
+            refused = await page(
+                "login.html", http_status=429, next=target, error="Too many wrong tokens: try again in a minute."
+            )
+            refused.headers["Retry-After"] = str(math.ceil(wait))
+            return refused
         given = form.get("token", "")
         if not token() or not hmac.compare_digest(given.encode(), token().encode()):
+            throttle.failed()
             await trio.sleep(WRONG_TOKEN_DELAY_SECS)
             return await page("login.html", http_status=401, next=target, error="That is not the admin token.")
         cookie, _ = sessions.issue(token())

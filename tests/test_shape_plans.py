@@ -11,7 +11,16 @@ from hypothesis import strategies as st
 
 from gateway.ingest.inventory import FieldInventory
 from gateway.plugins import Registry
-from gateway.privacy.classifier import LEARN_AFTER, Classifier, FieldClass, Finding, PrivacyConfig
+from gateway.privacy.classifier import (
+    LEARN_AFTER,
+    Classifier,
+    FieldClass,
+    Finding,
+    PrivacyConfig,
+    PrivacyPolicy,
+    apply_policy,
+    block_red,
+)
 
 KEYS = ["email", "password", "note", "plan", "card", "library", "name", "ip", "address", "sku", "userAgent", "items"]
 VALUES = [
@@ -214,3 +223,20 @@ def test_with_every_value_checked_a_value_changes_its_field_for_that_message_onl
     for _ in range(3):
         assert every.scan(clean) == []
     assert every._plans._recent  # and the stream of one shape is planned again
+
+
+@settings(max_examples=100, deadline=None)
+@given(message=messages, survey_first=st.booleans())
+def test_block_red_does_what_the_block_red_policy_does(
+    registry: Registry, message: dict[str, Any], survey_first: bool
+) -> None:
+    """The ingest's ``block_red`` shortcut and :func:`apply_policy` with ``red = "block"`` leave
+    the same message, from a scan or from a survey's findings alike."""
+    classifier = Classifier(list(registry.matchers.values()), PrivacyConfig(classes={"traits.plan": "red"}))
+    by_policy, by_shortcut = copy.deepcopy(message), copy.deepcopy(message)
+    policy = PrivacyPolicy(red="block")
+    findings = classifier.survey(by_shortcut, "red")[0] if survey_first else None
+    reference_findings = classifier.survey(by_policy, "red")[0] if survey_first else None
+    changed = block_red(by_shortcut, classifier, findings)
+    assert apply_policy(by_policy, classifier, policy, reference_findings) is changed
+    assert by_shortcut == by_policy

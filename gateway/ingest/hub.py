@@ -57,7 +57,7 @@ from gateway.messages import (
     validate,
 )
 from gateway.metrics import Metrics
-from gateway.privacy.classifier import Classifier, Finding, PrivacyPolicy, apply_policy
+from gateway.privacy.classifier import Classifier, Finding, PrivacyPolicy, block_red
 from gateway.telemetry import ThrottledWarning
 
 log = structlog.get_logger("gateway.ingest")
@@ -425,7 +425,7 @@ class IngestHub:
             call = message.get("type")
             name = message.get("event") if call == "track" else message.get("name")
             self.event_schema.see(source.id, call, name, shape, now_ms)
-        if source.block_red and apply_policy(message, self.classifier, BLOCK_RED, findings):
+        if source.block_red and block_red(message, self.classifier, findings):
             # Counted per call of ingest, not per message (a metric update costs as much as a check).
             self._blocked[source.id] = self._blocked.get(source.id, 0) + 1
         return True

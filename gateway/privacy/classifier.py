@@ -34,6 +34,7 @@ __all__ = [
     "PrivacyPolicy",
     "Shape",
     "apply_policy",
+    "block_red",
     "hash_value",
 ]
 
@@ -127,6 +128,8 @@ class Classifier:
         self._class_changes = 0
         # (class before, value) -> (class after, the matchers that raised it): see _checked_value.
         self._value_results: dict[tuple[str, Any], tuple[str, tuple[str, ...]]] = {}
+        # (path, key, value) -> what the walk gives that field: a site's check with "every".
+        self._field_results: dict[tuple[str, Any, Any], tuple[str, tuple[str, ...]]] = {}
 
     def _key_class(self, path: str, key: str) -> tuple[str, tuple[str, ...]]:
         explicit = self.config.classes.get(path)
@@ -271,10 +274,24 @@ class Classifier:
         if planned is None:
             return None
         # Each site as the walk classifies it, from its key's class: the plan holds only when
-        # every one gets the class (and matchers) it was planned with.
-        key_class, value_class = self.key_class, self._value_class
+        # every one gets the class (and matchers) it was planned with. What a field's key and
+        # value give is remembered by (path, key, value) for the usual values.
+        key_class, value_class, remembered = self.key_class, self._value_class, self._field_results
         for site in sites:
-            if value_class(site.value, *key_class(site.path, site.key)) != (site.cls, site.hits):
+            value = site.value
+            kind = type(value)
+            if kind is str or kind is int:
+                token = (site.path, site.key, value)
+                got = remembered.get(token)
+                if got is None:
+                    got = value_class(value, *key_class(site.path, site.key))
+                    if len(remembered) >= _MAX_VALUE_RESULTS:
+                        remembered.clear()
+                    if kind is int or len(value) <= _MAX_REMEMBERED_LENGTH:
+                        remembered[token] = got
+            else:
+                got = value_class(value, *key_class(site.path, site.key))
+            if got[0] != site.cls or got[1] != site.hits:
                 return None  # the walk classifies it, and its plans are made again
         return planned
 
@@ -428,6 +445,22 @@ def apply_policy(
         else:
             container[key] = _hash_tree(finding.value, classifier.config.hash_salt, finding.hits)  # type: ignore[index]
         changed = True
+    return changed
+
+
+def block_red(message: dict[str, Any], classifier: Classifier, findings: Sequence[Finding] | None = None) -> bool:
+    """``apply_policy(message, classifier, PrivacyPolicy(red="block"), findings)``, what every
+    message of a ``block_red`` source goes through, without a policy to consult per finding:
+    Red fields removed in place (an array's item set to None). Returns whether any was."""
+    changed = False
+    for finding in classifier.scan(message, "red") if findings is None else findings:
+        if finding.cls == "red":
+            container = finding.container
+            if isinstance(container, dict):
+                container.pop(finding.key, None)  # type: ignore[arg-type]
+            else:
+                container[finding.key] = None  # type: ignore[index]
+            changed = True
     return changed
 
 

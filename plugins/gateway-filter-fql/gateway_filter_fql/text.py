@@ -108,12 +108,34 @@ def compile_glob(pattern: str) -> Callable[[str], bool]:
     Raises:
         GlobError: the pattern is malformed.
     """
+    literal = _literal_glob(pattern)
+    if literal is not None:
+        return literal
     fullmatch = re.compile(_translate(pattern), re.DOTALL).fullmatch
 
     def matches(text: str) -> bool:
         return fullmatch(text) is not None
 
     return matches
+
+
+def _literal_glob(pattern: str) -> Callable[[str], bool] | None:
+    """The common patterns of literal text and stars at its ends (``test*``, ``*@example.com``,
+    ``*bot*``, ``exact``) as string methods, which answer what the regex answers (its ``.*``
+    takes any run of characters, newlines included); None for any other pattern."""
+    if any(char in pattern for char in "?[\\"):
+        return None
+    parts = re.sub(r"\*+", "*", pattern).split("*")
+    if len(parts) == 1:
+        return lambda text: text == pattern
+    if len(parts) == 2:
+        prefix, suffix = parts
+        least = len(prefix) + len(suffix)
+        return lambda text: len(text) >= least and text.startswith(prefix) and text.endswith(suffix)
+    if len(parts) == 3 and not parts[0] and not parts[2]:
+        middle = parts[1]
+        return lambda text: middle in text
+    return None
 
 
 # go-snakecase's fast path: a string of these is already snake case.

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
 from gateway_filter_fql import FQLEvaluationError, FQLSyntaxError, compile_expression
-from gateway_filter_fql.text import compile_glob, kebabcase, snakecase, titlecase
+from gateway_filter_fql.text import _translate, compile_glob, kebabcase, snakecase, titlecase
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ERROR = "evaluation error"
 
@@ -450,3 +453,12 @@ def test_syntax_errors_name_the_column(expression: str, column: int, fragment: s
 def test_syntax_error_on_a_later_line_names_line_and_column() -> None:
     with pytest.raises(FQLSyntaxError, match="line 2, column 5"):
         compile_expression("type = 'track'\nand #")
+
+
+@settings(max_examples=500, deadline=None)
+@given(pattern=st.text(alphabet="ab*?\n", max_size=6), text=st.text(alphabet="ab*?\n", max_size=8))
+def test_globs_of_literals_and_stars_answer_as_the_regex_does(pattern: str, text: str) -> None:
+    """``test*``, ``*x*``, ``a*b`` and literals are answered with string methods: always what the
+    pattern's regex answers."""
+    regex = re.compile(_translate(pattern), re.DOTALL)
+    assert compile_glob(pattern)(text) is (regex.fullmatch(text) is not None), (pattern, text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -659,6 +660,29 @@ async def traffic(log: IngestLog, acked: Callable[[list[str]], None]) -> None:
         for task in range(4):
             nursery.start_soon(appender, task)
         nursery.start_soon(deliver)
+
+
+async def test_a_deletion_request_drops_the_series_samples_that_hold_the_user(engine: LogEngine) -> None:
+    """An error sample holds what was sent (the event) and the request: a deletion request
+    removes those naming the user, in any spelling a request body may use, and keeps the rest."""
+    user = 'ann "é"'
+    event = msgspec.json.encode({"userId": user, "event": "Signed Up"})
+    as_sent = msgspec.json.encode({"sent": event.decode(), "request": "POST /hook"})  # JSON in a JSON string
+    as_form = b"data=" + urllib.parse.quote_plus(event.decode()).encode()  # a form body (Mixpanel's /engage)
+    other = msgspec.json.encode({"sent": msgspec.json.encode({"userId": "bob"}).decode()})
+    async with engine.open() as log:
+        await log.append([Entry("web", "m-1", msgspec.json.encode({"userId": user, "messageId": "m-1"}))])
+        await log.add_series(
+            {},
+            [
+                SeriesSample("crm", "http_400", START_MS, as_sent),
+                SeriesSample("crm", "timeout", START_MS, other),
+                SeriesSample("mix", "refused", START_MS, as_form),
+            ],
+        )
+        await log.delete_user(user, [])
+        assert [(x.kind, x.body) for x in await log.series_samples("crm")] == [("timeout", other)]
+        assert await log.series_samples("mix") == []
 
 
 async def test_gateways_on_one_log_add_up_to_one_series(engine: LogEngine) -> None:

@@ -269,7 +269,7 @@ class _Vendor(Destination):
             "POST",
             "https://api.example.com/track?key=VENDOR-SECRET",
             headers={"Authorization": "Bearer VENDOR-SECRET"},
-            body=b'{"events": [...]}',
+            body=b'{"events": [' + batch[0].body + b"]}",
             status=503 if self.sends == 1 else 400,
             response_body=b'{"error": "try later"}' if self.sends == 1 else b'{"error": "bad event"}',
             secrets=["VENDOR-SECRET"],
@@ -449,6 +449,32 @@ batch_max_wait_secs = 0.0
         other = (await gw.admin("GET", "/sources/other/schema")).json()
         assert (other["inventory"], other["events"]) == (False, [])
         assert (await gw.admin("GET", "/sources/nope/schema")).status_code == 404
+
+
+async def test_a_deletion_request_takes_the_user_out_of_the_console(tmp_path: Path) -> None:
+    """The debugger's kept calls and the error samples (what was sent, the request) hold
+    events: deleting a user removes theirs, in memory and on disk, and keeps the others'."""
+    async with run_gateway(DELIVERY_CONFIG, data_dir=tmp_path, plugins=[_VendorPlugin()]) as gw:
+        calls = [
+            {"type": "track", "userId": "ann-7731", "event": "E", "messageId": "ok-1"},
+            {"type": "track", "userId": "ann-7731", "event": "E", "messageId": "bad-1"},
+        ]
+        assert (await gw.batch(calls, write_key=KEY)).status_code == 200
+        await gw.wait_delivered("vendor")
+        assert "ann-7731" in json.dumps((await delivery(gw))["errors"])
+        assert len((await events(gw))["events"]) == 2
+        deleted = await gw.admin("POST", "/privacy/delete", json={"userId": "ann-7731", "keepCollecting": True})
+        assert deleted.status_code == 200, deleted.text
+        bob = {"type": "track", "userId": "bob-1", "event": "E", "messageId": "ok-3"}
+        assert (await gw.batch([bob], write_key=KEY)).status_code == 200
+        await gw.wait_delivered("vendor")
+        report = await delivery(gw)
+        assert {e["kind"]: e["count"] for e in report["errors"]} == {"http_503": 1, "http_400": 1}  # counts stay
+        assert "ann-7731" not in json.dumps(report)
+        assert "ann-7731" not in (await gw.admin("GET", "/status")).text
+        assert [e["userId"] for e in (await events(gw))["events"]] == ["bob-1"]
+    async with run_gateway(DELIVERY_CONFIG, data_dir=tmp_path, plugins=[_VendorPlugin()]) as gw:
+        assert "ann-7731" not in json.dumps(await delivery(gw))
 
 
 async def test_replays_list_their_progress(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from gateway.delivery.acks import Acks
 from gateway.delivery.replay import Replay
 from gateway.delivery.routing import INTEGRATIONS_REASON, backoff_delay, integrations_allow
 from gateway.errors import CursorLostError, DeliveryError, LogUnavailableError
-from gateway.log import FILTER_STAGE, SEND_STAGE, IngestLog
+from gateway.log import FILTER_STAGE, SEND_STAGE, IngestLog, mentions_user
 from gateway.log.series import SeriesRecorder
 from gateway.metrics import Metrics
 from gateway.privacy.classifier import Classifier, apply_policy
@@ -163,6 +163,13 @@ class DestinationWorker:
     def error_samples(self) -> list[ErrorSample]:
         """The errors this worker met, one sample per kind, most recent first."""
         return sorted(self._errors.values(), key=lambda sample: sample.last_at, reverse=True)
+
+    def forget_samples_of(self, spellings: tuple[bytes, ...]) -> None:
+        """Drop the request and answer of the error samples that hold a deleted user's data
+        (:func:`gateway.log.user_spellings`); their counts stay."""
+        for kind, sample in list(self._errors.items()):
+            if sample.exchange is not None and mentions_user(_encode(sample.exchange), spellings):
+                self._errors[kind] = msgspec.structs.replace(sample, exchange=None)
 
     def _note_error(
         self, kind: str, error: str, *, retryable: bool, exchange: Exchange | None = None, sent: bytes | None = None

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 import trio
 
-from gateway.log import Entry
+from gateway.log import Entry, mentions_user
 
 #: Calls kept per source for the debugger (what a browser sees again after a reload).
 RING_SIZE = 500
@@ -233,6 +233,19 @@ class Tap:
                 dropped += subscriber.offer(rows)
         if dropped and self._on_dropped is not None:
             self._on_dropped(dropped)
+
+    def forget_user(self, spellings: tuple[bytes, ...]) -> int:
+        """Drop the kept calls that hold a deleted user's data (a deletion request); returns
+        how many went. Rows are matched on their JSON, as a reader would see them."""
+        forgotten = 0
+        for source, ring in self._rings.items():
+            kept = [row for row in ring if not mentions_user(_encode(render(row)), spellings)]
+            if len(kept) < len(ring):
+                forgotten += len(ring) - len(kept)
+                self._rings[source] = deque(kept, maxlen=ring.maxlen)
+        if forgotten:
+            self._cache = _RenderCache()
+        return forgotten
 
     # -- reading (the admin API's side) -----------------------------------------------------
 

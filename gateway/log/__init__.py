@@ -44,8 +44,10 @@ from gateway.log._records import (
     SeriesSample,
     SourceLetter,
     deleted_runs,
+    mentions_user,
     source_letters,
     tombstone,
+    user_spellings,
     wall_clock_ms,
 )
 
@@ -75,10 +77,12 @@ __all__ = [
     "SeriesSample",
     "SourceLetter",
     "deleted_runs",
+    "mentions_user",
     "open_log",
     "open_log_reader",
     "source_letters",
     "tombstone",
+    "user_spellings",
     "wall_clock_ms",
 ]
 
@@ -230,7 +234,8 @@ class IngestLog(LogReader, Protocol):
         """Remove every message and dead letter whose ``userId`` is ``user_id``, in one
         transaction, and record the request. A removed message a destination had not reached
         is booked for it as ``filtered:deleted``, so the audit stays exact; ``destinations``
-        are the ones :attr:`DeletionReport.pending` reports on."""
+        are the ones :attr:`DeletionReport.pending` reports on. The series samples that
+        :func:`mentions_user` go too (an error sample holds the event that was sent)."""
         ...
 
     async def save_inventory(self, rows: Sequence[InventoryRow]) -> None:

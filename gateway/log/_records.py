@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from urllib.parse import quote, quote_plus
 
 import msgspec
 
@@ -221,3 +222,22 @@ def deleted_runs(deleted: list[tuple[int, str]], *, after: int) -> list[tuple[st
         else:
             runs.append((source, 1, seq))
     return runs
+
+
+def user_spellings(user_id: str) -> tuple[bytes, ...]:
+    """How ``user_id`` can be spelled inside a sample of what was sent or received: as it is,
+    JSON-escaped (once, and again inside a JSON string), and each of those URL-encoded (form
+    bodies)."""
+    once = msgspec.json.encode(user_id)[1:-1].decode()
+    twice = msgspec.json.encode(once)[1:-1].decode()
+    spellings = set()
+    for text in (user_id, once, twice):
+        spellings |= {text.encode(), quote(text, safe="").encode(), quote_plus(text).encode()}
+    return tuple(s for s in spellings if s)
+
+
+def mentions_user(body: bytes, spellings: tuple[bytes, ...]) -> bool:
+    """Whether a diagnostic sample (an error sample, a debugger row) may hold a deleted user's
+    data: it holds their userId in one of its :func:`user_spellings`. Such samples are dropped
+    whole by a deletion request; erring towards dropping one too many costs only a sample."""
+    return any(spelling in body for spelling in spellings)

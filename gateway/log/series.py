@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from gateway.errors import LogUnavailableError
-from gateway.log import SERIES_BUCKET_MS, IngestLog, SeriesSample
+from gateway.log import SERIES_BUCKET_MS, IngestLog, SeriesSample, mentions_user, user_spellings
 
 #: Latency bins per doubling; bin 0 holds everything under 1 ms.
 BINS_PER_OCTAVE = 4
@@ -74,6 +75,7 @@ class SeriesRecorder:
         self._clock = clock
         self._counts: Counter[tuple[str, int, str]] = Counter()
         self._samples: dict[tuple[str, str], SeriesSample] = {}
+        self._withheld: list[tuple[bytes, ...]] = []  # users being deleted: samples wait
 
     def now_ms(self) -> int:
         """The time the series are counted in (ms)."""
@@ -99,6 +101,23 @@ class SeriesRecorder:
         """Keep ``body`` as the latest sample of ``kind`` (replacing an older one not flushed yet)."""
         self._samples[(series, kind)] = SeriesSample(series, kind, int(self._clock() * 1000), body)
 
+    @contextmanager
+    def withholding(self, user_id: str) -> Iterator[None]:
+        """While a deletion request for ``user_id`` runs, keep samples in memory (counts still
+        go to the log), and drop those that hold the user's data, before and after: a send
+        already under way may still record the user's event as what it sent."""
+        spellings = user_spellings(user_id)
+        self._forget(spellings)
+        self._withheld.append(spellings)
+        try:
+            yield
+        finally:
+            self._withheld.remove(spellings)
+            self._forget(spellings)
+
+    def _forget(self, spellings: tuple[bytes, ...]) -> None:
+        self._samples = {key: x for key, x in self._samples.items() if not mentions_user(x.body, spellings)}
+
     async def flush(self) -> None:
         """Add what was counted since the last flush to the log. If the log cannot take it
         now, the counts stay here and go with the next flush.
@@ -109,7 +128,11 @@ class SeriesRecorder:
         if not self._counts and not self._samples:
             return
         counts, samples = self._counts, self._samples
-        self._counts, self._samples = Counter(), {}
+        self._counts = Counter()
+        if self._withheld:  # a deletion request runs: its user's samples must not reach the log
+            samples = {}
+        else:
+            self._samples = {}
         try:
             await self._log.add_series(counts, list(samples.values()))
         except LogUnavailableError:

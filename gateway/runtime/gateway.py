@@ -27,7 +27,7 @@ from gateway.http.app import Readiness, configure_app_limits, create_app
 from gateway.http.connection import Limits
 from gateway.http.server import fit_open_files, limits_from_config
 from gateway.ingest.hub import IngestHub
-from gateway.log import BacklogInfo, IngestLog
+from gateway.log import BacklogInfo, IngestLog, user_spellings
 from gateway.log.series import SeriesRecorder
 from gateway.metrics import Metrics
 from gateway.ops.admin import create_admin_app
@@ -373,17 +373,25 @@ class Gateway:
         """Carry out a deletion request: suppress the user's later events (unless
         ``keep_collecting``), remove their messages and dead letters from the log, let the
         sends under way land, then call ``delete_user`` on every running destination."""
+        spellings = user_spellings(user_id)
         async with self._apply_lock:  # the set of destinations holds still meanwhile
             if not keep_collecting:
                 await self.log.set_suppressed(user_id, True)
-            report = await self.log.delete_user(user_id, list(self.destinations))
-            deletions = self.log.deletions
-            # Sends already under way may still carry the user's messages: let them land first,
-            # so the destination's own deletion covers them. Later ones leave them out.
-            with trio.move_on_after(DELETE_SETTLE_SECS):
+            # The console's copies go too: the debugger's kept calls, and the error samples
+            # (what was sent, the request and the answer) in memory and in the log.
+            with self.series.withholding(user_id):
+                report = await self.log.delete_user(user_id, list(self.destinations))
+                deletions = self.log.deletions
+                # Sends already under way may still carry the user's messages: let them land
+                # first, so the destination's own deletion covers them. Later ones leave them out.
+                with trio.move_on_after(DELETE_SETTLE_SECS):
+                    for running in self.destinations.values():
+                        for worker in running.workers():
+                            await worker.wait_sends_from_before(deletions)
                 for running in self.destinations.values():
                     for worker in running.workers():
-                        await worker.wait_sends_from_before(deletions)
+                        worker.forget_samples_of(spellings)
+            self.hub.tap.forget_user(spellings)
             results: dict[str, DestinationDeletion] = {}
             for did, running in self.destinations.items():
                 settled = not any(worker.sending_from_before(deletions) for worker in running.workers())

@@ -21,7 +21,9 @@ from gateway.log import (
     LogBooks,
     SeriesSample,
     deleted_runs,
+    mentions_user,
     tombstone,
+    user_spellings,
 )
 
 _ROW_OVERHEAD = 64  # what a row costs beside its body, as the SQLite engine estimates it
@@ -157,6 +159,9 @@ class MemoryStore:
         letters = [x.id for x in self.letters.values() if body_field(x.body, "userId") == user_id]
         for letter_id in letters:
             del self.letters[letter_id]
+        spellings = user_spellings(user_id)
+        for key in [key for key, sample in self.series_samples.items() if mentions_user(sample.body, spellings)]:
+            del self.series_samples[key]
         for name, c in self.cursors.items():
             for source, n, upto in deleted_runs(deleted, after=c.seq):
                 self.outcomes.append((name, source, DELETED_OUTCOME, n, upto, now))

@@ -36,6 +36,8 @@ from gateway.log import (
     SeriesCounts,
     SeriesSample,
     SourceLetter,
+    mentions_user,
+    user_spellings,
 )
 from gateway.log.redis import _lua
 from gateway.log.redis._books import assemble_books
@@ -563,6 +565,7 @@ class RedisLog:
         deleted, kept, letters, *pending = await self._write(
             "DELETE_USER", user_id, scanned_to, self._now_ms(), " ".join(map(str, candidates)), *destinations
         )
+        await self._forget_samples_of(user_id)
         shared_deletions = await self._call(self._client.get, f"{self._prefix}:deletions")
         self.deletions = max(self.deletions + 1, int(shared_deletions or 0))
         try:
@@ -657,6 +660,19 @@ class RedisLog:
                 at_ms, body = _b(value).split(b"\0", 1)
                 found.append(SeriesSample(name, kind, int(at_ms), body))
         return sorted(found, key=lambda sample: sample.at_ms, reverse=True)
+
+    async def _forget_samples_of(self, user_id: str) -> None:
+        """Drop the series samples that may hold ``user_id``'s data (a deletion request)."""
+        samples_key = f"{self._prefix}:series-samples"
+        spellings = user_spellings(user_id)
+
+        def forget() -> None:
+            kept = self._client.hgetall(samples_key)
+            found = [key for key, value in kept.items() if mentions_user(_b(value), spellings)]
+            if found:
+                self._client.hdel(samples_key, *found)
+
+        await self._call(forget)
 
     async def _prune_series(self) -> None:
         """Forget the minutes and samples older than SERIES_KEEP_MS."""

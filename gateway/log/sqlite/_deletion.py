@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.log import DELETED_OUTCOME, DeletionReport, deleted_runs, tombstone
+from gateway.log import DELETED_OUTCOME, DeletionReport, deleted_runs, mentions_user, tombstone, user_spellings
 from gateway.log.sqlite._dedup import DedupSlices
 from gateway.log.sqlite._schema import ADD_OUTCOME, connect_read_only, transaction
 
@@ -89,6 +89,12 @@ def delete_user_rows(
             cur.executemany("INSERT OR IGNORE INTO deleted_seqs (seq, source) VALUES (?, ?)", deleted)
             cur.executemany("UPDATE messages SET body = ? WHERE seq = ?", kept)
             dead_letters = cur.execute(f"DELETE FROM dead_letters WHERE {_USER_ID} = ?", (user_id,)).rowcount
+            spellings = user_spellings(user_id)
+            samples = cur.execute("SELECT series, kind, body FROM series_samples").fetchall()
+            cur.executemany(
+                "DELETE FROM series_samples WHERE series = ? AND kind = ?",
+                [(series, kind) for series, kind, body in samples if mentions_user(bytes(body), spellings)],
+            )
             outcomes = [
                 (destination, source, DELETED_OUTCOME, count, upto, now)
                 for destination, cursor in cursors.items()

@@ -491,6 +491,9 @@ class ShapePlans:
             kind = _DICT if isinstance(value, dict) else _LIST if isinstance(value, list) else _LEAF
             if sampled and kind == _LIST and (cls != "red" or self._red_sites):  # its strings are its value
                 sites.append((_LEAF, key, path, cls, hits, None))
+            elif sampled and kind == _DICT and self._red_sites:
+                # An object's class is its key's, whatever its path's last value said: checked.
+                sites.append((_LEAF, key, path, cls, hits, None))
             if kind != _LEAF and cls == "yellow":  # stands for its subtree, and what is Red in it is found too
                 fields.append(FieldClass(path, cls, hits))
                 container: _Op = (_LEAF, key, path, cls, hits, None)

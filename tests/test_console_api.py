@@ -545,3 +545,69 @@ batch_max_wait_secs = 0.0
         assert helpdesk[1]["messageId"] == "f-1"
         everything = (await gw.admin("GET", "/sources/helpdesk/events")).text
         assert "helpdesk-token-0123456789" not in everything
+
+
+class _HookConfig(ComponentConfig):
+    url: str
+
+
+class _Hook(Destination):
+    """A webhook that refuses everything, naming its URL in the error and in the sample, as the
+    http destination does."""
+
+    def __init__(self, config: _HookConfig, context: DestinationContext) -> None:
+        self.url = config.url
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        exchange = Exchange.of("POST", self.url, body=b"{}", status=500, response_body=b"nope")
+        raise DeliveryError(f"HTTP 500 from {self.url}: nope", retryable=False, kind="http_500", exchange=exchange)
+
+
+class _HookPlugin:
+    @hookimpl
+    def gateway_destination_types(self) -> list[DestinationType]:
+        return [DestinationType(name="hook", config_type=_HookConfig, factory=_Hook)]
+
+
+async def test_a_destination_url_kept_secret_in_the_config_stays_secret_in_errors(tmp_path: Path) -> None:
+    """A webhook URL given as a secret reference (its path is the credential, as Slack's are) is
+    ``***`` in GET /config, so it is in the errors, samples and dead letters the console shows
+    too; a password in a URL (``user:password@``) never shows either."""
+    secret_file = tmp_path / "hook_url"
+    secret_file.write_text("https://hooks.example.com/services/HOOK-PATH-SECRET?sig=HOOK-SIG-SECRET")
+    config = f"""
+[admin]
+token = "{TOKEN}"
+
+[sources.web]
+write_key = "{KEY}"
+
+[destinations.hook]
+type = "hook"
+url = {{ file = "{secret_file}" }}
+batch_max_wait_secs = 0.0
+
+[destinations.plain]
+type = "hook"
+url = "https://bob:URL-PASSWORD-SECRET@hooks.example.com/in"
+batch_max_wait_secs = 0.0
+"""
+    async with run_gateway(config, data_dir=tmp_path / "data", plugins=[_HookPlugin()]) as gw:
+        assert (await gw.batch([{"type": "track", "userId": "u", "event": "E"}], write_key=KEY)).status_code == 200
+        await gw.wait_delivered("hook")
+        await gw.wait_delivered("plain")
+        shown = {
+            path: (await gw.admin("GET", path)).text
+            for path in (
+                "/status",
+                "/destinations/hook/delivery",
+                "/destinations/plain/delivery",
+                "/dead-letters",
+                "/console/",
+                "/config",
+            )
+        }
+    assert "***" in shown["/destinations/hook/delivery"] and "hooks.example.com" in shown["/status"]
+    for path, text in shown.items():
+        for secret in ("HOOK-PATH-SECRET", "HOOK-SIG-SECRET", "URL-PASSWORD-SECRET"):
+            assert secret not in text, f"{secret} shown by GET {path}"

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
 
 _SECRET_KEY = re.compile(r"secret|token|password|passwd|key|authorization|credential|dsn", re.IGNORECASE)
+#: The password of a URL's user info (``scheme://user:password@host``).
+_URL_PASSWORD = re.compile(r"(://[^/?#@\s:]*:)[^/?#@\s]+@")
+#: Shorter values are not hunted for in texts (a ``"1"`` would blank every digit).
+MIN_SECRET_CHARS = 4
 
 
 def redact(value: Any, path: str, secret_paths: frozenset[str]) -> Any:
@@ -25,7 +30,44 @@ def redact(value: Any, path: str, secret_paths: frozenset[str]) -> Any:
         }
     if isinstance(value, list):
         return [redact(v, f"{path}[{i}]", secret_paths) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", value)
     return value
+
+
+def secret_values(value: Any, path: str, secret_paths: frozenset[str]) -> set[str]:
+    """The strings :func:`redact` hides in ``value`` (found at TOML path ``path``): what came
+    from references, what sits under keys that look secret, and the passwords of URLs."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = f"{path}.{k}".lstrip(".")
+            if where in secret_paths or (_SECRET_KEY.search(k) and not isinstance(v, dict)):
+                found |= _strings(v)
+            else:
+                found |= secret_values(v, where, secret_paths)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found |= secret_values(v, f"{path}[{i}]", secret_paths)
+    elif isinstance(value, str):
+        found |= {match.group(0)[len(match.group(1)) : -1] for match in _URL_PASSWORD.finditer(value)}
+    return {secret for secret in found if len(secret) >= MIN_SECRET_CHARS}
+
+
+def _strings(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return {s for v in value.values() for s in _strings(v)}
+    if isinstance(value, list):
+        return {s for v in value for s in _strings(v)}
+    return {value} if isinstance(value, str) else set()
+
+
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` (an error message, a request shown as a sample) with each of ``secrets`` (the
+    longest first, so a secret URL goes whole) and any URL's password replaced by ``***``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def resolve_secrets(path: str, value: Any, where: str, found: set[str]) -> Any:

@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from gateway.components import MatcherType
-from gateway.config.secrets import redact
+from gateway.config.secrets import redact, secret_values
 from gateway.privacy.config import PrivacyConfig, PrivacyPolicy
 
 DEFAULT_SOURCE_TYPE = "tracking_api"
@@ -250,6 +250,14 @@ class GatewayConfig:
         """The document with secrets, write keys, tokens and passwords replaced by ``"***"``."""
         redacted: dict[str, Any] = redact(self.raw, "", self.secret_paths)
         return redacted
+
+    def secrets_of(self, *path: str) -> set[str]:
+        """The secrets :meth:`redacted` hides in the table at ``path`` (``"destinations",
+        "hook"``), for hunting them in texts a component wrote (an error naming its URL)."""
+        value: Any = self.raw
+        for key in path:
+            value = value.get(key, {}) if isinstance(value, dict) else {}
+        return secret_values(value, ".".join(path), self.secret_paths)
 
     @property
     def data_dir(self) -> Path:

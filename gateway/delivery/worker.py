@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -31,6 +31,7 @@ from gateway.components import (
     apply_filters,
 )
 from gateway.config import DestinationConfig
+from gateway.config.secrets import redact_text
 from gateway.delivery.acks import Acks
 from gateway.delivery.replay import Replay
 from gateway.delivery.routing import INTEGRATIONS_REASON, backoff_delay, integrations_allow
@@ -105,8 +106,12 @@ class DestinationWorker:
         *,
         replay: Replay | None = None,
         series: SeriesRecorder | None = None,
+        secrets: Collection[str] = (),
     ) -> None:
         self.id = destination_id
+        #: The destination's secrets in the config (a URL given as a reference, a key): never
+        #: in an error, a sample or a dead letter, which the console and the admin API show.
+        self.secrets = frozenset(secrets)
         #: Where Event Delivery's per-minute counts go (a replay's count as its destination's).
         self._series = series
         self.replay = replay
@@ -174,6 +179,9 @@ class DestinationWorker:
     def _note_error(
         self, kind: str, error: str, *, retryable: bool, exchange: Exchange | None = None, sent: bytes | None = None
     ) -> None:
+        error = self._redact(error)
+        if exchange is not None:
+            exchange = Exchange(request=self._redact(exchange.request), response=self._redact(exchange.response))
         self._counters.last_error = error
         if kind not in self._errors and len(self._errors) >= MAX_ERROR_KINDS:
             kind = "other"
@@ -191,6 +199,9 @@ class DestinationWorker:
             # With "what you sent" (the first event of the batch, as handed to the destination).
             text = sent[:MAX_SENT_SAMPLE_BYTES].decode("utf-8", "replace") if sent is not None else None
             self._series.sample(self.id, kind, _encode({**msgspec.to_builtins(sample), "sent": text}))
+
+    def _redact(self, text: str) -> str:
+        return redact_text(text, self.secrets)
 
     def flush(self) -> int:
         """Send what is stored now without waiting for a batch to fill up (``gateway
@@ -638,12 +649,12 @@ class DestinationWorker:
             except DeliveryError as failure:
                 if failure.retryable:
                     break  # try the rest at the next poll
-                refused.setdefault(str(failure), []).append(letter_id)
+                refused.setdefault(self._redact(str(failure)), []).append(letter_id)
             except Exception:  # timeouts and plugin errors: next poll
                 break
             else:
                 if result is not None and record.seq in result.rejected:
-                    refused.setdefault(str(result.rejected[record.seq]), []).append(letter_id)
+                    refused.setdefault(self._redact(str(result.rejected[record.seq])), []).append(letter_id)
                 else:
                     delivered.append((letter_id, record))
         if delivered or refused or dropped:
@@ -669,6 +680,7 @@ class DestinationWorker:
         *,
         stage: str = SEND_STAGE,
     ) -> None:
+        error = self._redact(error)
         for record in batch:
             outcomes[(record.source, "dead_lettered")] += 1
         log.error("destination_dead_lettered", records=len(batch), first_seq=batch[0].seq, error=error, stage=stage)

@@ -74,6 +74,7 @@ class RunningDestination:
             classifier,
             replay=replay,
             series=series,
+            secrets=self.worker.secrets,
         )
         self.replays[replay.name] = worker
 

@@ -157,6 +157,7 @@ class Gateway:
             self.metrics,
             self.classifier,
             series=self.series,
+            secrets=self.config.secrets_of("destinations", did),
         )
         running = RunningDestination(entity=entity, worker=worker, destination=destination)
         resumed = [

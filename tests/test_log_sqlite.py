@@ -391,3 +391,23 @@ def test_a_bloom_filter_holds_every_key_it_was_given() -> None:
     assert all(bloom.may_hold(h) for h in keys)
     others = sum(bloom.may_hold(hash(("web", f"other-{i}"))) for i in range(20_000))
     assert others < 20_000 * 0.05, others  # about 2% false positives
+
+
+async def test_a_failing_dedup_flush_does_not_stop_the_checkpoint(tmp_path: Path) -> None:
+    """On a full disk the keys waiting in memory cannot be written (a page per random key);
+    the checkpoint (which re-measures the disk for /ready) must still run, and the keys stay
+    in memory for the next flush: a duplicate is still refused once writes work again."""
+    from tests.log_engines import SQLiteEngine
+
+    engine = SQLiteEngine(tmp_path)
+    now = [1_800_000_000_000]
+    async with engine.open(clock_ms=lambda: now[0]) as log:
+        await log.append([Entry("web", f"m-{n}", b"{}") for n in range(50)])
+        now[0] += 60_000  # the keys are due to be flushed
+        with engine.failing_commits(log):
+            await log.checkpoint()  # no LogUnavailableError from the flush
+        await log.checkpoint()
+        await log.purge([])
+        assert (await log.append([Entry("web", "m-7", b"{}")])).duplicates == 1
+    async with engine.open(clock_ms=lambda: now[0]) as log:
+        assert (await log.append([Entry("web", "m-8", b"{}")])).duplicates == 1

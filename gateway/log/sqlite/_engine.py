@@ -408,7 +408,9 @@ class SQLiteLog:
         now = self._now_ms()
         await self._write(_series.prune_series, now - SERIES_KEEP_MS)
         # A message whose key is in memory only must stay: it is where a restart finds the key.
-        await self._flush_dedup_keys(force=True)
+        # A flush that fails (a full disk: it writes a page per random key) must not stop the
+        # purge that frees the space: the messages past what was flushed simply stay.
+        await self._flush_dedup_keys_or_log(force=True)
         delivered_up_to = min(delivered_up_to, self._dedup.flushed_seq)
         purged = await self._upkeep.purge(delivered_up_to, self._head_seq, now - keep_secs * 1000)
         await self._write(self._dedup.drop_expired, now, self._config.dedup_window_secs * 1000)
@@ -427,9 +429,17 @@ class SQLiteLog:
             with suppress(LogUnavailableError):
                 await self._write(probe, self._now_ms())
                 self._last_commit_failed = False
-        await self._flush_dedup_keys()
+        await self._flush_dedup_keys_or_log()  # on a full disk, the checkpoint must still run
         self._disk_bytes, wal_in_use = await self._upkeep.checkpoint()
         await self._upkeep.restart_wal_if_due(wal_in_use)
+
+    async def _flush_dedup_keys_or_log(self, *, force: bool = False) -> None:
+        """:meth:`_flush_dedup_keys`, its failure logged: the keys stay in memory (and their
+        messages in the log) for the next try."""
+        try:
+            await self._flush_dedup_keys(force=force)
+        except LogUnavailableError as error:
+            log.warning("dedup_flush_failed", reason=error.detail)
 
     async def _flush_dedup_keys(self, *, force: bool = False) -> None:
         """Write the dedup keys waiting in memory to their slice when enough have gathered (see

@@ -167,9 +167,30 @@ def test_security_headers_on_pages_api_and_static(admin: str) -> None:
             assert answer.headers["x-content-type-options"] == "nosniff", path
             assert answer.headers["referrer-policy"] == "no-referrer", path
         assert client.get("/console/").headers["cache-control"] == "no-store"
+        # The API's answers hold events (personal data) and state: no browser cache keeps them.
+        for path in ("/status", "/sources/web/events", "/dead-letters", "/config"):
+            assert client.get(path).headers.get("cache-control") == "no-store", path
         assert client.get("/console/static/js/debugger.js").headers["content-type"].startswith("text/javascript")
     # The console's scripts and styles carry no data, so the login page can load them.
     assert httpx.get(f"{admin}/console/static/console.css").status_code == 200
+
+
+def test_the_login_form_takes_no_large_body(admin: str) -> None:
+    """Anyone may post to the login form: it reads no more than a token's worth, so a stranger
+    cannot make the admin listener parse megabytes per request."""
+    big = httpx.post(
+        f"{admin}/console/login",
+        content=b"token=" + b"a" * (1024 * 1024),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert big.status_code == 413 and "gateway_console" not in big.headers.get("set-cookie", "")
+    chunked = httpx.post(
+        f"{admin}/console/login",
+        content=iter([b"token=", b"a" * (1024 * 1024)]),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert chunked.status_code == 413
+    assert httpx.post(f"{admin}/console/login", data={"token": "wrong", "next": "/console/"}).status_code == 401
 
 
 def test_pages_have_no_inline_script_or_style(admin: str) -> None:

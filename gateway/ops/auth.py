@@ -36,6 +36,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Paths anyone may load: the login form, and the console's own scripts and styles (no data).
 PUBLIC_PATHS = ("/console/login",)
 PUBLIC_PREFIXES = ("/console/static/",)
+#: The most a stranger may post (the login form: a token and where to go next), in bytes.
+MAX_PUBLIC_BODY_BYTES = 16 * 1024
 
 #: On every admin response. The console's pages need no inline script or style (issue 15 §1).
 SECURITY_HEADERS = {
@@ -112,6 +114,9 @@ async def authenticate(admin_token: str | None, sessions: Sessions) -> Response 
     A bearer header, when sent, decides alone (a wrong one is 401 even with a good cookie)."""
     g.console_session = None
     if is_public(request.path):
+        length = request.content_length  # None: chunked, of any length
+        if request.method not in SAFE_METHODS and (length is None or length > MAX_PUBLIC_BODY_BYTES):
+            return error_response(413, "payload_too_large", f"at most {MAX_PUBLIC_BODY_BYTES} bytes here")
         return None
     header = request.headers.get("Authorization")
     if header is not None:
@@ -229,6 +234,6 @@ def clear_session_cookie(response: Response) -> None:
 def add_security_headers(response: Response) -> Response:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    if response.mimetype == "text/html":
+    if not request.path.startswith(PUBLIC_PREFIXES):  # pages and API answers: data, never cached
         response.headers.setdefault("Cache-Control", "no-store")
     return response

@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -559,7 +560,8 @@ class _Hook(Destination):
         self.url = config.url
 
     async def send(self, batch: Sequence[Record]) -> None:
-        exchange = Exchange.of("POST", self.url, body=b"{}", status=500, response_body=b"nope")
+        echo = f"nope: no hook at {urlsplit(self.url).path}".encode()  # its answer names the path
+        exchange = Exchange.of("POST", self.url, body=b"{}", status=500, response_body=echo)
         raise DeliveryError(f"HTTP 500 from {self.url}: nope", retryable=False, kind="http_500", exchange=exchange)
 
 

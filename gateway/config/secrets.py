@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from gateway.errors import ConfigError
@@ -16,6 +17,8 @@ _SECRET_KEY = re.compile(r"secret|token|password|passwd|key|authorization|creden
 _URL_PASSWORD = re.compile(r"(://[^/?#@\s:]*:)[^/?#@\s]+@")
 #: Shorter values are not hunted for in texts (a ``"1"`` would blank every digit).
 MIN_SECRET_CHARS = 4
+#: A secret URL's path or query is hunted for alone from this length (not a bare ``/v1``).
+MIN_URL_PART_CHARS = 8
 
 
 def redact(value: Any, path: str, secret_paths: frozenset[str]) -> Any:
@@ -51,7 +54,18 @@ def secret_values(value: Any, path: str, secret_paths: frozenset[str]) -> set[st
             found |= secret_values(v, f"{path}[{i}]", secret_paths)
     elif isinstance(value, str):
         found |= {match.group(0)[len(match.group(1)) : -1] for match in _URL_PASSWORD.finditer(value)}
-    return {secret for secret in found if len(secret) >= MIN_SECRET_CHARS}
+    return {secret for secret in found | _url_parts(found) if len(secret) >= MIN_SECRET_CHARS}
+
+
+def _url_parts(secrets: set[str]) -> set[str]:
+    """The path and query of each secret URL: a destination's answer often echoes them alone."""
+    parts: set[str] = set()
+    for secret in secrets:
+        url = urlsplit(secret)
+        if url.scheme and url.netloc:
+            whole = f"{url.path}?{url.query}" if url.query else url.path
+            parts |= {part for part in (whole, url.path, url.query) if len(part) >= MIN_URL_PART_CHARS}
+    return parts
 
 
 def _strings(value: Any) -> set[str]:

@@ -7,8 +7,8 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 

@@ -613,3 +613,21 @@ batch_max_wait_secs = 0.0
     for path, text in shown.items():
         for secret in ("HOOK-PATH-SECRET", "HOOK-SIG-SECRET", "URL-PASSWORD-SECRET"):
             assert secret not in text, f"{secret} shown by GET {path}"
+
+
+async def test_write_keys_anywhere_in_a_call_are_not_shown(tmp_path: Path) -> None:
+    """A write key nested in a call (an item's context, a whole batch refused) is not shown either."""
+    async with run_gateway(CONFIG, data_dir=tmp_path) as gw:
+        nested = {
+            "type": "track",
+            "userId": "u",
+            "event": "Nested",
+            "context": {"writeKey": OTHER_KEY},
+            "properties": {"items": [{"write_key": OTHER_KEY}]},
+        }
+        assert (await gw.batch([nested], write_key=KEY)).status_code == 200
+        body = json.dumps({"batch": {"writeKey": OTHER_KEY}}).encode()
+        assert (await gw.request("POST", "/v1/batch", content=body, auth=(KEY, ""))).status_code == 400
+        rows = (await events(gw))["events"]
+        assert {row["outcome"] for row in rows} == {"accepted", "rejected"}
+        assert OTHER_KEY not in (await gw.admin("GET", "/sources/web/events")).text

@@ -43,7 +43,10 @@ Row = tuple[int, float, str, Any, str | None, str | None]
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.Encoder(enc_hook=repr).encode
-_WRITE_KEY_IN_TEXT = re.compile(rb'("writeKey"\s*:\s*)"(?:[^"\\]|\\.)*"?')
+_WRITE_KEY_IN_TEXT = re.compile(rb'("write_?key"\s*:\s*)"(?:[^"\\]|\\.)*"?', re.IGNORECASE)
+#: Keys whose values are write keys wherever they sit in a call (what the console's JS hides too).
+_WRITE_KEY_NAMES = frozenset({"writekey", "write_key"})
+_WRITE_KEY_BYTES = re.compile(rb"write_?key", re.IGNORECASE)
 
 
 class TapEntry(msgspec.Struct, omit_defaults=False):
@@ -71,6 +74,7 @@ def _payload_message(payload: Any) -> Any:
     if payload is None:
         return None
     message: Any = payload
+    data = b""
     if type(payload) is not dict:
         data = bytes(payload) if isinstance(payload, msgspec.Raw | bytearray | memoryview) else payload
         if isinstance(data, str):
@@ -85,7 +89,22 @@ def _payload_message(payload: Any) -> Any:
             return _WRITE_KEY_IN_TEXT.sub(rb'\1"***"', data[:MAX_RAW_BYTES]).decode("utf-8", "replace")
     if "writeKey" in message:
         message = {k: v for k, v in message.items() if k != "writeKey"}
+    # Deeper ones (an item's context, a batch refused whole): walked only when the call names one.
+    if type(payload) is dict or _WRITE_KEY_BYTES.search(data):
+        message = _hide_write_keys(message)
     return message
+
+
+def _hide_write_keys(value: Any) -> Any:
+    """``value`` with the value of every write-key-named key at any depth shown as ``***``."""
+    if type(value) is dict:
+        return {
+            k: "***" if type(k) is str and k.lower() in _WRITE_KEY_NAMES else _hide_write_keys(v)
+            for k, v in value.items()
+        }
+    if type(value) is list:
+        return [_hide_write_keys(v) for v in value]
+    return value
 
 
 def render(row: Row) -> TapEntry:

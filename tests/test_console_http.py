@@ -277,3 +277,25 @@ def test_the_login_form_slows_down_guessing(tmp_path: Path) -> None:
         assert "set-cookie" not in refused.headers  # not even the right token, for now
         # Scripts with the bearer token are not held up.
         assert httpx.get(f"{admin}/status", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
+
+
+def test_other_sites_cannot_use_up_the_login_form(tmp_path: Path) -> None:
+    """Any page the operator's browser opens may post to a loopback listener (a cross-site form
+    or a no-cors fetch): such posts are refused before they count as wrong tokens, so another
+    site cannot hold the login form at 429, nor log the browser in (login CSRF)."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(config_text(tmp_path, admin=True))
+    with GatewayProcess(config) as process:
+        admin = admin_url_of(process)
+        for site in ("cross-site", "same-site"):
+            for n in range(11):
+                answer = httpx.post(
+                    f"{admin}/console/login", data={"token": f"guess-{n}"}, headers={"Sec-Fetch-Site": site}
+                )
+                assert answer.status_code == 403, (site, n)
+        right = httpx.post(f"{admin}/console/login", data={"token": ADMIN_TOKEN}, headers={"Sec-Fetch-Site": site})
+        assert right.status_code == 403 and "set-cookie" not in right.headers
+        mine = httpx.post(
+            f"{admin}/console/login", data={"token": ADMIN_TOKEN}, headers={"Sec-Fetch-Site": "same-origin"}
+        )
+        assert mine.status_code == 303 and SESSION_COOKIE in mine.headers["set-cookie"]

@@ -117,6 +117,13 @@ async def authenticate(admin_token: str | None, sessions: Sessions) -> Response 
         length = request.content_length  # None: chunked, of any length
         if request.method not in SAFE_METHODS and (length is None or length > MAX_PUBLIC_BODY_BYTES):
             return error_response(413, "payload_too_large", f"at most {MAX_PUBLIC_BODY_BYTES} bytes here")
+        # Another site's page (a form, a no-cors fetch to a loopback listener) would log the
+        # browser in, or spend the login form's wrong tokens (LoginThrottle) and lock it.
+        if request.method not in SAFE_METHODS and request.headers.get("Sec-Fetch-Site", "same-origin") not in (
+            "same-origin",
+            "none",
+        ):
+            return error_response(403, "cross_site", "the console's login form takes posts from its own pages only")
         return None
     header = request.headers.get("Authorization")
     if header is not None:

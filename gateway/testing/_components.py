@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.components import Filter, FilterContext, FilterOutcome, apply_filters
+from gateway.components import Filter, FilterChain, FilterContext, FilterOutcome, apply_filters
 
 
 def plugin_registry(*, plugins: Sequence[object] = (), entry_points: bool = True) -> Any:
@@ -44,4 +44,4 @@ def run_filters(
     """Run ``(filter id, filter)`` pairs on ``message`` exactly as the core does at a source
     (``context`` None) or a destination: ``.message`` (None when dropped or failed),
     ``.reason``, ``.failure`` (the error a dead letter would carry) and ``.forward``."""
-    return apply_filters(filters, message, context or FilterContext("test"))
+    return apply_filters(FilterChain(filters), message, context or FilterContext("test"))

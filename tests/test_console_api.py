@@ -631,3 +631,26 @@ async def test_write_keys_anywhere_in_a_call_are_not_shown(tmp_path: Path) -> No
         rows = (await events(gw))["events"]
         assert {row["outcome"] for row in rows} == {"accepted", "rejected"}
         assert OTHER_KEY not in (await gw.admin("GET", "/sources/web/events")).text
+
+
+async def test_streams_past_the_limit_are_refused(tmp_path: Path, monkeypatch: Any) -> None:
+    """Each stream holds a bounded buffer, and their number is bounded too: past it, 429."""
+    from gateway.ops import console_api
+
+    monkeypatch.setattr(console_api, "MAX_STREAMS", 2)
+    async with run_gateway(CONFIG, data_dir=tmp_path) as gw, admin_client(gw) as admin:
+        async with (
+            admin.stream("GET", "/sources/web/stream") as one,
+            admin.stream("GET", "/sources/other/stream") as two,
+        ):
+            for response in (one, two):
+                assert response.status_code == 200
+                await response.aiter_raw().__anext__()  # subscribed
+            refused = await admin.get("/sources/web/stream")
+            assert refused.status_code == 429 and refused.headers["retry-after"]
+        with trio.fail_after(10):
+            while True:
+                async with admin.stream("GET", "/sources/web/stream") as again:
+                    if again.status_code == 200:
+                        break
+                await trio.sleep(0.1)

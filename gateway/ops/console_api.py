@@ -35,6 +35,9 @@ HEARTBEAT_SECS = 15.0
 #: calls a second per browser, more than one can show. So three browsers watching a busy source
 #: cost ingest five writes a second each, not one per call.
 STREAM_FLUSH_SECS = 0.2
+#: Streams open at once, over every source: each holds a bounded buffer (the tap's
+#: SUBSCRIBER_BUFFER rows and one write), so this bounds what they all hold; past it, 429.
+MAX_STREAMS = 32
 _JSON = "application/json"
 #: The ranges a chart may show: their length and the width of their buckets (ms).
 RANGES = {
@@ -84,6 +87,10 @@ def add_console_routes(app: QuartTrio, gateway: Gateway) -> None:
         the kept calls after that one, so a reconnecting browser misses nothing still kept."""
         if (missing := unknown_source(sid)) is not None:
             return missing
+        if tap.subscribers() >= MAX_STREAMS:
+            refused = error_response(429, "too_many_streams", f"{MAX_STREAMS} streams are open: close one")
+            refused.headers["Retry-After"] = "5"
+            return refused
         after = _int_arg("after", None) if "after" in request.args else None
         last_id = request.headers.get("Last-Event-ID", "")
         if after is None and last_id.isdigit():

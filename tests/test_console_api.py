@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import (
@@ -653,4 +654,4 @@ async def test_streams_past_the_limit_are_refused(tmp_path: Path, monkeypatch: A
                 async with admin.stream("GET", "/sources/web/stream") as again:
                     if again.status_code == 200:
                         break
-                await trio.sleep(0.1)
+                await trio.testing.wait_all_tasks_blocked()  # the server has seen the streams end

@@ -3,7 +3,8 @@ daemon (issue 15 §6): log in (a wrong token refused), a call sent by the offici
 appears in the Source Debugger within a second, search and pause, the Raw view; a failing webhook
 shows its error samples, a dead letter redriven after the fix is delivered, a replay; event
 values holding markup or a ``javascript:`` URL render as text and run nothing; a POST without
-the CSRF token is refused. Each view's screenshot is saved to ``tests/browser/screenshots``.
+the CSRF token is refused. Each view's screenshot is saved (``tests/browser/screenshots`` with
+GATEWAY_UPDATE_SCREENSHOTS=1).
 
 Every test fails on a JavaScript error, a dialog or a Content-Security-Policy violation in any
 console page (the ``console`` fixture collects them).
@@ -12,6 +13,8 @@ console page (the ``console`` fixture collects them).
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +31,13 @@ from tests.gatewayproc import admin_url as admin_url_of
 from tests.sink import Sink, http_destination
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
-SCREENSHOTS = Path(__file__).parent / "browser" / "screenshots"
+#: Where the views' screenshots go: the README's copies with GATEWAY_UPDATE_SCREENSHOTS=1, a
+#: temporary folder otherwise (they hold timestamps: a plain test run leaves the tree clean).
+SCREENSHOTS = (
+    Path(__file__).parent / "browser" / "screenshots"
+    if os.environ.get("GATEWAY_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "gateway-console-screenshots"
+)
 #: How soon a call the gateway acknowledged must show in an open debugger (issue 15 §6).
 DEBUGGER_WITHIN_MS = 1000
 #: The source's tracking plan has this event; its schema filter blocks the other.
@@ -275,8 +284,9 @@ def test_failing_webhook_shows_samples_and_a_redriven_letter_is_delivered(consol
 
 def test_replay_sends_a_range_again_with_its_progress(console: Console, running: Running) -> None:
     page = console.page
+    # The form takes seconds: the range may also hold the calls of earlier tests in this
+    # second, which are sent again too; only this one's second sending is checked.
     since = datetime.now().replace(microsecond=0)
-    time.sleep(1.1)  # the form's resolution is a second
     message_id = f"replayed-{time.time_ns()}"
     client = running.python_client()
     client.track("py-user-9", "Replayed", message_id=message_id)

@@ -124,20 +124,21 @@ def add_console_routes(app: QuartTrio, gateway: Gateway) -> None:
         response.timeout = None  # Quart's RESPONSE_TIMEOUT would end it
         return response
 
+    async def counted_so_far() -> None:
+        """Add what this gateway counted in the last seconds to the log's series; if the log
+        cannot take it now, it is kept for the next flush and the answer comes from what the
+        log holds."""
+        with suppress(LogUnavailableError):
+            await gateway.series.flush()
+
     @app.get("/destinations/<did>/delivery")
     async def destination_delivery(did: str) -> Response:
         """Event Delivery over a range: delivered, dead-lettered, filtered (by reason), retries,
         p95 latency, a series of buckets, and the errors by kind with their latest sample."""
         if did not in gateway.config.destinations and did not in gateway.destinations:
             return error_response(404, "no_such_destination", f"no destination {did!r}")
-        chosen = _range()
-        if chosen is None:
-            return error_response(400, "bad_request", f"range must be one of {', '.join(RANGES)}")
-        name, (length_ms, bucket_ms) = chosen
-        # What this gateway counted in the last seconds too; if the log cannot take it now, it
-        # is kept for the next flush and the answer comes from what the log holds.
-        with suppress(LogUnavailableError):
-            await gateway.series.flush()
+        name, (length_ms, bucket_ms) = _range()
+        await counted_so_far()
         start, end = _window(gateway.series.now_ms(), length_ms, bucket_ms)
         minutes = await gateway.log.read_series(did, start, end)
         samples = {sample.kind: sample for sample in await gateway.log.series_samples(did)}
@@ -157,12 +158,8 @@ def add_console_routes(app: QuartTrio, gateway: Gateway) -> None:
         filtered, failed, delivered, pending)."""
         if (missing := unknown_source(sid)) is not None:
             return missing
-        chosen = _range()
-        if chosen is None:
-            return error_response(400, "bad_request", f"range must be one of {', '.join(RANGES)}")
-        name, (length_ms, _) = chosen
-        with suppress(LogUnavailableError):
-            await gateway.series.flush()
+        name, (length_ms, _) = _range()
+        await counted_so_far()
         now_ms = gateway.series.now_ms()
         since_ms = now_ms - length_ms
         books = await gateway.log.books(since_ms)
@@ -294,9 +291,12 @@ def overview(sid: str, books: Any, rejected_minutes: dict[int, dict[str, int]], 
     }
 
 
-def _range() -> tuple[str, tuple[int, int]] | None:
+def _range() -> tuple[str, tuple[int, int]]:
+    """The ``range`` asked for: its name, length and bucket (ms). A ValueError (a 400) otherwise."""
     name = request.args.get("range", "1h")
-    return (name, RANGES[name]) if name in RANGES else None
+    if name not in RANGES:
+        raise ValueError(f"range must be one of {', '.join(RANGES)}")
+    return name, RANGES[name]
 
 
 def _window(now_ms: int, length_ms: int, bucket_ms: int) -> tuple[int, int]:

@@ -573,7 +573,7 @@ class DestinationWorker:
         self._metrics.delivery_latency.observe_many(self.id, latencies)
         if self._series is not None and batch:
             self._series.count(self.id, "delivered", len(batch))
-            self._series.latencies(self.id, [seconds * 1000 for seconds in latencies])
+            self._series.latencies(self.id, (seconds * 1000 for seconds in latencies))
 
     async def _permanent_failure(
         self, batch: list[Record], error: str, attempt: int, outcomes: Counter[tuple[str, str]], deletions: int

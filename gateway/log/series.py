@@ -94,8 +94,8 @@ class SeriesRecorder:
         """Count each latency in its bin, in the current minute."""
         minute = self._minute()
         counts = self._counts
-        for ms in latencies_ms:
-            counts[(series, minute, f"{LATENCY_PREFIX}{latency_bin(ms)}")] += 1
+        for latency_bin_, n in Counter(map(latency_bin, latencies_ms)).items():  # a key per bin, not per message
+            counts[(series, minute, f"{LATENCY_PREFIX}{latency_bin_}")] += n
 
     def sample(self, series: str, kind: str, body: bytes) -> None:
         """Keep ``body`` as the latest sample of ``kind`` (replacing an older one not flushed yet)."""

@@ -101,7 +101,9 @@ class LogConfig(Table, frozen=True, kw_only=True):
     #: Messages every destination has are kept this long for replay (and at least as long as
     #: the dedup window), then purged.
     archive_secs: NonNegativeInt = 7 * 24 * 3600
-    #: Past this size on disk, ingestion answers 503 until purging or delivery frees space.
+    #: The bound on the log's files (WAL included). Ingestion answers 503 from a reserve below it
+    #: (SQLite: 64 MiB or a sixteenth, for the writes it cannot count ahead) until purging or
+    #: delivery frees space.
     max_disk_bytes: Annotated[int, Meta(ge=1024 * 1024)] = 8 * 1024**3
     #: SQLite ``synchronous``: ``full`` survives power loss, ``normal`` only process crashes.
     #: With Redis, what its AOF must give: ``full`` needs ``appendfsync always``, ``normal``

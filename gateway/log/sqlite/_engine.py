@@ -48,7 +48,7 @@ from gateway.log.sqlite import _dead_letters, _deletion, _inventory, _reads, _se
 from gateway.log.sqlite._commit import QueuedOutcome, Waiter, commit_group
 from gateway.log.sqlite._dedup import DedupSlices
 from gateway.log.sqlite._schema import connect, create_schema, probe, reading, unavailable, writing
-from gateway.log.sqlite._upkeep import Upkeep, wal_limit
+from gateway.log.sqlite._upkeep import Upkeep, full_at, wal_limit
 
 log = structlog.get_logger("gateway.log")
 T = TypeVar("T")
@@ -73,6 +73,7 @@ class SQLiteLog:
         clock_ms: Clock = wall_clock_ms,
     ) -> None:
         self._config = config
+        self._full_at = full_at(config.max_disk_bytes)
         self._observe_commit = observe_commit
         self._now_ms = clock_ms
         self._last_commit_failed = False
@@ -130,11 +131,9 @@ class SQLiteLog:
     ) -> AppendResult:
         if self._closed:
             raise LogUnavailableError("closed", "the gateway is shutting down")
-        if self._disk_bytes >= self._config.max_disk_bytes:
+        if self._disk_bytes >= self._full_at:
             raise LogUnavailableError(
-                "log_full",
-                f"the log holds {self._disk_bytes} bytes, at or past log.max_disk_bytes "
-                f"({self._config.max_disk_bytes}); waiting for delivery and purging to free space",
+                "log_full", f"{self._full_text()}; waiting for delivery and purging to free space"
             )
         if self._queued_messages + len(entries) > self._config.max_pending_messages:
             raise LogUnavailableError("overloaded", "too many messages are waiting for a commit")
@@ -456,10 +455,8 @@ class SQLiteLog:
     def unavailable(self) -> LogUnavailableError | None:
         if self._closed:
             return LogUnavailableError("closed", "the gateway is shutting down")
-        if self._disk_bytes >= self._config.max_disk_bytes:
-            return LogUnavailableError(
-                "log_full", f"the log holds {self._disk_bytes} bytes, at or past log.max_disk_bytes"
-            )
+        if self._disk_bytes >= self._full_at:
+            return LogUnavailableError("log_full", self._full_text())
         if self._last_commit_failed:
             return self._last_failure or LogUnavailableError("log_error", "the last commit failed")
         return None
@@ -467,6 +464,13 @@ class SQLiteLog:
     def reconfigure(self, config: LogConfig) -> None:
         # engine and synchronous need a restart (the runtime refuses such a reload).
         self._config = config
+        self._full_at = full_at(config.max_disk_bytes)
+
+    def _full_text(self) -> str:
+        return (
+            f"the log holds {self._disk_bytes} bytes, at or past {self._full_at} "
+            f"(log.max_disk_bytes {self._config.max_disk_bytes} less a reserve for the writes it cannot count ahead)"
+        )
 
     def statistics(self) -> LogStatistics:
         return LogStatistics(

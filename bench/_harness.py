@@ -308,6 +308,9 @@ class Scenario:
     threads: int
     #: BENCH_MESSAGE_IDS for wrk ("counter", "uuid4"); empty: the environment's.
     message_ids: str = ""
+    #: BENCH_DELAY_MS for wrk: a pause before each request on a connection (0: none), to offer
+    #: less than the most the server takes.
+    delay_ms: float = 0.0
 
 
 @dataclass
@@ -370,6 +373,8 @@ def run_wrk(url: str, scenario: Scenario, duration: int, run_id: str) -> tuple[d
     env = {**os.environ, "BENCH_WRITE_KEY": WRITE_KEY, "BENCH_RUN_ID": run_id}
     if scenario.message_ids:
         env["BENCH_MESSAGE_IDS"] = scenario.message_ids
+    if scenario.delay_ms:
+        env["BENCH_DELAY_MS"] = str(scenario.delay_ms)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + 60)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -14,6 +14,15 @@ local function body()
       .. '],"sentAt":"2024-05-01T12:00:00.050Z","context":{"library":{"name":"analytics-python","version":"2.4.0"}}}'
 end
 
+-- BENCH_DELAY_MS: a pause before each request on a connection (wrk calls delay()), to offer a
+-- set share of the most the server takes (bench/log_growth.py --rate-share).
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+if pause > 0 then
+   function delay()
+      return pause
+   end
+end
+
 function request()
    return wrk.format("POST", "/v1/batch", common.headers, body())
 end

@@ -19,12 +19,17 @@ the largest size on disk against ``max_disk_bytes`` (WAL included), and the rest
 (target: within 5 s; recovery must not scan the log).
 
     .venv/bin/python bench/log_growth.py [--prefill 2000000] [--duration 120] [--max-disk-bytes 4G]
+    .venv/bin/python bench/log_growth.py --duration 1800 --rate-share 0.5   # issue 19's 30-minute run
+
+With ``--rate-share F`` below 1, a 10 s probe at full speed first measures the most the gateway
+takes, then each wrk connection pauses between requests so that the load offers F of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import http.client
 import json
 import os
@@ -126,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-disk-bytes", type=size, default=size("8G"), help="log.max_disk_bytes (default 8G; K/M/G suffixes)"
     )
+    parser.add_argument(
+        "--rate-share", type=float, default=1.0, help="offer this share of the measured maximum rate (default 1)"
+    )
     parser.add_argument("--keep-data", action="store_true", help="keep the temp data_dir")
     args = parser.parse_args(argv)
     missing = check_tools("log_growth.py", False)
@@ -182,6 +190,17 @@ def run(args: argparse.Namespace, config_path: Path, data_dir: Path) -> int:
     print(f"gateway up in {time.monotonic() - started:.2f} s; backlog {backlog(data_dir, 'down'):,}", flush=True)
     assert gateway.proc is not None
     scenario = Scenario("batch", "/v1/batch 100, uuid4", "batch.lua", args.connections, 1, message_ids="uuid4")
+    if args.rate_share < 1:
+        probe, _ = run_wrk(gateway.url, scenario, 10, f"p{os.getpid()}")
+        most = probe["requests"] / (probe["duration_us"] / 1e6)  # requests/s at full speed
+        # Each connection sends a request every connections / (share x most) seconds.
+        pause_ms = max(1.0, args.connections / (args.rate_share * most) * 1000 - probe["mean_us"] / 1000)
+        scenario = dataclasses.replace(scenario, delay_ms=round(pause_ms, 1))
+        print(
+            f"probe: {most * 100:,.0f} events/s at full speed; offering {args.rate_share:.0%} of it "
+            f"({pause_ms:.1f} ms between requests on each of {args.connections} connections)",
+            flush=True,
+        )
     try:
         with Sampler(gateway.proc.pid, data_dir) as sampler:
             data, _ = run_wrk(gateway.url, scenario, args.duration, f"g{os.getpid()}")
@@ -206,9 +225,10 @@ def run(args: argparse.Namespace, config_path: Path, data_dir: Path) -> int:
             f"{args.max_disk_bytes / 2**20:,.1f} MiB: {'within' if most <= args.max_disk_bytes else 'OVER'} "
             f"({(most - args.max_disk_bytes) / 2**20:+,.1f} MiB)"
         )
+        every = max(1, len(samples) // 30)
         print(
-            "  each 10th sample (s, RSS MiB, disk GiB): "
-            + ", ".join(f"{t:.0f} {r / 2**20:.0f} {d / 2**30:.2f}" for t, r, d in samples[::10])
+            f"  every {every}th sample (s, RSS MiB, disk GiB): "
+            + ", ".join(f"{t:.0f} {r / 2**20:.0f} {d / 2**30:.2f}" for t, r, d in samples[::every])
         )
     finally:
         os.kill(gateway.proc.pid, signal.SIGKILL)

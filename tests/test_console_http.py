@@ -251,14 +251,21 @@ def test_vendored_libraries_are_the_pinned_ones() -> None:
 
 
 def test_wrong_tokens_past_the_limit_wait_out_the_window() -> None:
-    throttle = LoginThrottle(max_failures=3, window_secs=60)
+    throttle = LoginThrottle(max_failures=3, max_total=5, window_secs=60)
     for moment in (0, 1, 2):
-        assert throttle.wait_secs(now=moment) == 0
-        throttle.failed(now=moment)
-    assert throttle.wait_secs(now=10) == 50  # until the first failure leaves the window
-    throttle.failed(now=10)  # (refused before it was tried: not counted again)
-    assert throttle.wait_secs(now=59.5) == 0.5
-    assert throttle.wait_secs(now=60) == 0
+        assert throttle.wait_secs("a", now=moment) == 0
+        throttle.failed("a", now=moment)
+    assert throttle.wait_secs("a", now=10) == 50  # until the first failure leaves the window
+    assert throttle.wait_secs("b", now=10) == 0  # another address is not held up
+    throttle.failed("a", now=10)  # (refused before it was tried: not counted again)
+    assert throttle.wait_secs("a", now=59.5) == 0.5
+    assert throttle.wait_secs("a", now=60) == 0
+    # Everyone together: past max_total failures in the window, every address waits.
+    for client, moment in (("b", 61), ("c", 62), ("d", 63), ("e", 64), ("f", 65)):
+        throttle.failed(client, now=moment)
+    assert throttle.wait_secs("g", now=66) == 55
+    assert throttle.wait_secs("g", now=121) == 0
+    assert len(throttle._failures) <= 5  # bounded by max_total, whatever the addresses
 
 
 def test_the_login_form_slows_down_guessing(tmp_path: Path) -> None:
@@ -275,6 +282,10 @@ def test_the_login_form_slows_down_guessing(tmp_path: Path) -> None:
         refused = httpx.post(f"{admin}/console/login", data={"token": ADMIN_TOKEN})
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) <= 60
         assert "set-cookie" not in refused.headers  # not even the right token, for now
+        # Another address is not held up by this one's guesses (127.0.0.0/8 is all loopback).
+        other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+        with other:
+            assert other.post(f"{admin}/console/login", data={"token": ADMIN_TOKEN}).status_code == 303
         # Scripts with the bearer token are not held up.
         assert httpx.get(f"{admin}/status", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
 

@@ -143,32 +143,48 @@ async def authenticate(admin_token: str | None, sessions: Sessions) -> Response 
 
 @dataclass
 class LoginThrottle:
-    """Wrong tokens over the last minute, from anyone: past ``max_failures`` the login form
-    answers 429 until the oldest leaves the window, so guessing the token online is hopeless
-    (the token is at least 16 characters anyway). Bounded: it holds at most ``max_failures``
-    times."""
+    """Wrong tokens over the last minute, per client address: past ``max_failures`` from one
+    address the login form answers it 429 until its oldest failure leaves the window, so guessing
+    the token online is hopeless (the token is at least 16 characters anyway), and one client
+    guessing cannot lock the operator out from another address. ``max_total`` failures from
+    everyone together hold every address off the same way (many addresses guessing at once).
+    Bounded: it holds at most ``max_total`` times. Behind a reverse proxy every browser has the
+    proxy's address, so the limit is shared as it was before it was per address."""
 
     max_failures: int = 20
+    max_total: int = 200
     window_secs: float = 60.0
-    _failures: deque[float] = field(default_factory=deque)
+    _failures: dict[str, deque[float]] = field(default_factory=dict)
+    _everyone: deque[float] = field(default_factory=deque)
 
     def _forget(self, now: float) -> None:
-        while self._failures and self._failures[0] <= now - self.window_secs:
-            self._failures.popleft()
+        cutoff = now - self.window_secs
+        while self._everyone and self._everyone[0] <= cutoff:
+            self._everyone.popleft()
+        for client, times in list(self._failures.items()):
+            while times and times[0] <= cutoff:
+                times.popleft()
+            if not times:
+                del self._failures[client]
 
-    def wait_secs(self, now: float | None = None) -> float:
-        """0 when a login may be tried now; else how long until one may."""
+    def wait_secs(self, client: str, now: float | None = None) -> float:
+        """0 when ``client`` may try a login now; else how long until it may."""
         moment = now if now is not None else time.monotonic()
         self._forget(moment)
-        if len(self._failures) < self.max_failures:
-            return 0.0
-        return self._failures[0] + self.window_secs - moment
+        waits = [0.0]
+        if len(self._everyone) >= self.max_total:
+            waits.append(self._everyone[0] + self.window_secs - moment)
+        times = self._failures.get(client)
+        if times is not None and len(times) >= self.max_failures:
+            waits.append(times[0] + self.window_secs - moment)
+        return max(waits)
 
-    def failed(self, now: float | None = None) -> None:
+    def failed(self, client: str, now: float | None = None) -> None:
         moment = now if now is not None else time.monotonic()
-        self._forget(moment)
-        if len(self._failures) < self.max_failures:
-            self._failures.append(moment)
+        if self.wait_secs(client, moment) > 0:
+            return  # refused before it was tried: not counted again
+        self._everyone.append(moment)
+        self._failures.setdefault(client, deque()).append(moment)
 
 
 def _mac(admin_token: str, purpose: str, payload: str) -> str:

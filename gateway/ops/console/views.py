@@ -74,7 +74,8 @@ def console_blueprint(gateway: Gateway, sessions: Sessions, started: float) -> B
     async def login() -> Response:
         form = await request.form
         target = safe_next(form.get("next"))
-        if (wait := throttle.wait_secs()) > 0:
+        client = request.remote_addr or ""
+        if (wait := throttle.wait_secs(client)) > 0:
             refused = await page(
                 "login.html", http_status=429, next=target, error="Too many wrong tokens: try again in a minute."
             )
@@ -82,7 +83,7 @@ def console_blueprint(gateway: Gateway, sessions: Sessions, started: float) -> B
             return refused
         given = form.get("token", "")
         if not token() or not hmac.compare_digest(given.encode(), token().encode()):
-            throttle.failed()
+            throttle.failed(client)
             await trio.sleep(WRONG_TOKEN_DELAY_SECS)
             return await page("login.html", http_status=401, next=target, error="That is not the admin token.")
         cookie, _ = sessions.issue(token())

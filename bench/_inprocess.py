@@ -5,11 +5,13 @@ filter_chain.py so both compare their modes the same way."""
 from __future__ import annotations
 
 import argparse
+import random
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import trio
@@ -50,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=100, help="messages per ingest call (default 100)")
     parser.add_argument("--tasks", type=int, default=8, help="concurrent callers (default 8)")
     parser.add_argument("--synchronous", choices=("full", "normal"), default="full", help="the log's synchronous")
+    parser.add_argument(
+        "--one-event",
+        action="store_true",
+        help="copies of one event (the benchmarks before 2026-12-07: flatters every cache), not varied ones",
+    )
     add_http_arguments(parser)
 
 
@@ -64,8 +71,37 @@ def copies(event: dict[str, Any], count: int, prefix: str) -> list[dict[str, Any
     return events
 
 
-async def ingest_round(hub: IngestHub, source: Source, events: list[dict[str, Any]], batch: int, tasks: int) -> float:
-    """Seconds to ingest ``events`` in batches of ``batch`` from ``tasks`` concurrent callers."""
+#: ``make_events(count, prefix)``: ``count`` fresh events, each with its own messageId (from ``prefix``).
+MakeEvents = Callable[[int, str], list[dict[str, Any]]]
+
+
+def event_maker(event: dict[str, Any], vary: Callable[[dict[str, Any], random.Random], None]) -> MakeEvents:
+    """Fresh copies of ``event``, each changed by ``vary(copy, rng)`` (event names, users, values),
+    from a generator seeded by the prefix: every mode and round gets its own events, the same
+    ones on every run."""
+
+    def make(count: int, prefix: str) -> list[dict[str, Any]]:
+        rng = random.Random(prefix)
+        events = copies(event, count, prefix)
+        for copy in events:
+            vary(copy, rng)
+        return events
+
+    return make
+
+
+def events_for(
+    args: argparse.Namespace, event: dict[str, Any], vary: Callable[[dict[str, Any], random.Random], None]
+) -> MakeEvents:
+    """The benchmark's events: varied ones, or with ``--one-event`` copies of ``event``."""
+    return (lambda count, prefix: copies(event, count, prefix)) if args.one_event else event_maker(event, vary)
+
+
+async def ingest_round(
+    hub: IngestHub, source: Source, events: list[dict[str, Any]], batch: int, tasks: int
+) -> tuple[float, float]:
+    """Seconds to ingest ``events`` in batches of ``batch`` from ``tasks`` concurrent callers,
+    and the CPU seconds the process spent meanwhile (the log's commit thread included)."""
     batches = [[(source, e) for e in events[i : i + batch]] for i in range(0, len(events), batch)]
     next_batch = iter(batches)
 
@@ -74,25 +110,35 @@ async def ingest_round(hub: IngestHub, source: Source, events: list[dict[str, An
             outcome = await hub.store_messages(messages)
             assert outcome.stored == len(messages), outcome
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     async with trio.open_nursery() as nursery:
         for _ in range(tasks):
             nursery.start_soon(caller)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+class Measured(NamedTuple):
+    """Events/s per mode (best or median round), and CPU µs per event per mode (median round;
+    None through HTTP, where the gateway is another process)."""
+
+    rates: dict[str, float]
+    cpu_us: dict[str, float] | None
 
 
 async def best_rates(
     registry: Registry,
-    event: dict[str, Any],
+    make_events: MakeEvents,
     config_for: Callable[[Path, str], str],
     modes: list[str],
     args: argparse.Namespace,
     *,
     prefix: str,
-) -> dict[str, float]:
-    """Events/s of the best round per mode; ``config_for(data_dir, mode)`` gives each mode's TOML
-    (one source, key ``WRITE_KEY``). Hubs are built as the daemon builds them."""
+) -> Measured:
+    """Events/s of the best round per mode, and the median CPU per event; ``config_for(data_dir,
+    mode)`` gives each mode's TOML (one source, key ``WRITE_KEY``). Hubs are built as the daemon
+    builds them."""
     best = dict.fromkeys(modes, 0.0)
+    cpu: dict[str, list[float]] = {mode: [] for mode in modes}
     matchers = list(registry.matchers.values())
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         hubs: dict[str, tuple[IngestHub, Source]] = {}
@@ -117,54 +163,71 @@ async def best_rates(
             await opened.wait()
             for mode in modes:  # warm-up: caches, pages, the first commits
                 hub, source = hubs[mode]
-                await ingest_round(hub, source, copies(event, 1000, f"warm-{mode}"), args.batch, args.tasks)
+                await ingest_round(hub, source, make_events(1000, f"warm-{mode}"), args.batch, args.tasks)
             for round_no in range(args.rounds):
                 for mode in modes:
                     hub, source = hubs[mode]
-                    events = copies(event, args.events, f"{mode}-{round_no}")
-                    rate = args.events / await ingest_round(hub, source, events, args.batch, args.tasks)
+                    events = make_events(args.events, f"{mode}-{round_no}")
+                    seconds, cpu_seconds = await ingest_round(hub, source, events, args.batch, args.tasks)
+                    rate = args.events / seconds
                     best[mode] = max(best[mode], rate)
-                    print(f"  round {round_no + 1} {mode:<22} {rate:>9,.0f} events/s")
+                    cpu[mode].append(cpu_seconds / args.events * 1e6)
+                    print(
+                        f"  round {round_no + 1} {mode:<22} {rate:>9,.0f} events/s {cpu[mode][-1]:>7.1f} µs CPU/event"
+                    )
             done.set()
-    return best
+    return Measured(best, {mode: statistics.median(values) for mode, values in cpu.items()})
 
 
-def print_table(best: dict[str, float], baseline: str, label: str, kept: str = "best") -> None:
+def print_table(measured: Measured, baseline: str, label: str, kept: str = "best") -> None:
+    best, cpu = measured
     print()
-    print(f"{'mode':<24}{f'events/s ({kept})':>18}{label:>16}")
+    print(f"{'mode':<24}{f'events/s ({kept})':>18}{label:>16}" + (f"{'µs CPU/event (median)':>24}" if cpu else ""))
     for mode, rate in best.items():
-        print(f"{mode:<24}{rate:>18,.0f}{rate / best[baseline]:>16.2f}")
+        print(f"{mode:<24}{rate:>18,.0f}{rate / best[baseline]:>16.2f}" + (f"{cpu[mode]:>24.1f}" if cpu else ""))
 
 
 async def rates(
     registry: Registry,
     event: dict[str, Any],
+    make_events: MakeEvents,
     config_for: Callable[[Path, str], str],
     modes: list[str],
     args: argparse.Namespace,
     *,
     prefix: str,
-) -> dict[str, float]:
-    """Events/s per mode: through the HTTP API with ``--http`` (median rounds), else in process
-    (best rounds)."""
+) -> Measured:
+    """Events/s per mode: through the HTTP API with ``--http`` (median rounds, copies of
+    ``event``), else in process (best rounds, ``make_events``; with the CPU per event)."""
     if args.http:
-        return await trio.to_thread.run_sync(http_rates, event, config_for, modes, args)
-    return await best_rates(registry, event, config_for, modes, args, prefix=prefix)
+        return Measured(await trio.to_thread.run_sync(http_rates, event, config_for, modes, args), None)
+    return await best_rates(registry, make_events, config_for, modes, args, prefix=prefix)
 
 
 def report_cost(
-    best: dict[str, float], baseline: str, measured: str, what: str, target: float, args: argparse.Namespace
+    measured: Measured, baseline: str, what_mode: str, what: str, target: float, args: argparse.Namespace
 ) -> None:
-    """The table, then what ``measured`` costs against ``baseline`` and whether that meets ``target``."""
-    print_table(best, baseline, f"vs {baseline}", "median" if args.http else "best")
-    report_target(best, baseline, measured, what, target, args)
+    """The table, then what ``what_mode`` costs against ``baseline`` and whether that meets ``target``."""
+    print_table(measured, baseline, f"vs {baseline}", "median" if args.http else "best")
+    report_target(measured, baseline, what_mode, what, target, args)
 
 
 def report_target(
-    best: dict[str, float], baseline: str, measured: str, what: str, target: float, args: argparse.Namespace
+    measured: Measured, baseline: str, what_mode: str, what: str, target: float, args: argparse.Namespace
 ) -> None:
-    """What ``measured`` costs against ``baseline`` and whether that meets ``target``."""
-    cost = 1 - best[measured] / best[baseline]
+    """What ``what_mode`` costs against ``baseline`` (in throughput, and in CPU per event: the
+    share of the CPU per event that is the cost, less sensitive to other load on the machine),
+    and whether that meets ``target``."""
+    best, cpu = measured
+    cost = 1 - best[what_mode] / best[baseline]
     verdict = "within" if cost <= target else "OVER"
     where = "through the HTTP API (median rounds)" if args.http else "in process (best rounds)"
-    print(f"\n{what} costs {cost:.0%} of ingest throughput {where}: {verdict} the {target:.0%} target")
+    events = "copies of one event" if args.one_event or args.http else "varied events"
+    print(f"\n{what} costs {cost:.0%} of ingest throughput {where}, {events}: {verdict} the {target:.0%} target")
+    if cpu:
+        cpu_cost = 1 - cpu[baseline] / cpu[what_mode]
+        verdict = "within" if cpu_cost <= target else "OVER"
+        print(
+            f"  in CPU per event (median rounds): {cpu[baseline]:.1f} -> {cpu[what_mode]:.1f} µs, "
+            f"{cpu_cost:.0%} of it the cost: {verdict} the {target:.0%} target"
+        )

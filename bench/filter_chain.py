@@ -3,12 +3,16 @@
 SQLite log in a temp dir, for a source with no filters against one with the data-governance
 chain of issue 4: 5 FQL filters + a 20-rule tracking plan + the bot filter.
 
-Each round ingests ``--events`` fresh copies of one realistic ``Order Completed`` track event
-(copied before the clock starts: filters may change messages) in batches of ``--batch`` from
-``--tasks`` concurrent callers, the way the HTTP source calls the hub. Every event passes every
-filter (nothing is dropped, so both modes store the same number of rows); the plan validates it
-against its TRACK rule and the COMMON rule. Modes alternate round by round; each mode's best
-round is shown, and the cost of the chain as a share of ingest throughput (target: at most 30%).
+Each round ingests ``--events`` fresh events (made before the clock starts: filters may change
+messages) in batches of ``--batch`` from ``--tasks`` concurrent callers, the way the HTTP source
+calls the hub. The events vary as a shop's do: half are ``Order Completed`` (orders, totals,
+coupons or none, one to four products), the rest spread over the plan's 16 other events; 5,000
+users, a few browsers, locales and pages, every IP its own. ``--one-event`` ingests copies of one
+``Order Completed`` event instead (as before 2026-12-07: it flatters every cache). Every event
+passes every filter (nothing is dropped, so both modes store the same number of rows); the plan
+validates it against its TRACK rule and the COMMON rule. Modes alternate round by round; each
+mode's best round is shown, its median CPU per event, and the cost of the chain as a share of
+ingest throughput and of CPU per event (target: at most 30%).
 
     .venv/bin/python bench/filter_chain.py [--events 20000] [--rounds 5] [--batch 100] [--tasks 8]
     .venv/bin/python bench/filter_chain.py --synchronous normal   # no fsync per commit: CPU bound
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +39,7 @@ from gateway.plugins import build_registry, make_plugin_manager
 from gateway.telemetry import configure_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _inprocess import ORDER_COMPLETED, WRITE_KEY, add_arguments, rates, report_cost
+from _inprocess import ORDER_COMPLETED, WRITE_KEY, add_arguments, events_for, rates, report_cost
 
 EVENT: dict[str, Any] = {
     **ORDER_COMPLETED,
@@ -51,6 +56,67 @@ EVENT: dict[str, Any] = {
         "products": [{"product_id": "p1", "sku": "SKU-0001", "price": 21.0, "quantity": 3}],
     },
 }
+
+#: The plan's 16 other TRACK events (each with an ``id`` and a ``value``).
+OTHER_EVENTS = (
+    "Product Viewed",
+    "Product Clicked",
+    "Product Added",
+    "Product Removed",
+    "Cart Viewed",
+    "Checkout Started",
+    "Checkout Step Viewed",
+    "Payment Info Entered",
+    "Products Searched",
+    "Product List Viewed",
+    "Promotion Viewed",
+    "Coupon Entered",
+    "Coupon Applied",
+    "Wishlist Product Added",
+    "Product Shared",
+    "Signed Up",
+)
+BROWSERS = (
+    ORDER_COMPLETED["context"]["userAgent"],
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Version/17.5 Mobile/15E148",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile",
+)
+LOCALES = ("en-US", "en-GB", "fr-FR", "de-DE", "es-ES", "nl-NL")
+PAGES = ("/", "/checkout/complete", "/products/lamp", "/cart", "/search", "/account", "/products/chair")
+
+
+def vary(event: dict[str, Any], rng: random.Random) -> None:
+    """Make ``event`` (a copy of EVENT) one of a shop's: see the module docstring."""
+    event["userId"] = f"u_{rng.randrange(5000)}"
+    context = event["context"]
+    context["userAgent"] = rng.choice(BROWSERS)
+    context["locale"] = rng.choice(LOCALES)
+    context["ip"] = f"198.51.{rng.randrange(256)}.{rng.randrange(256)}"
+    path = rng.choice(PAGES)
+    context["page"] = {"path": path, "url": f"https://shop.example.com{path}"}
+    if rng.random() < 0.5:
+        event["event"] = rng.choice(OTHER_EVENTS)
+        event["properties"] = {"id": f"p{rng.randrange(2000)}", "value": round(rng.uniform(1, 300), 2)}
+        return
+    properties = event["properties"]
+    properties["order_id"] = f"ORD-{rng.randrange(10**6)}"
+    properties["total"] = total = round(rng.uniform(5, 500), 2)
+    properties["revenue"] = round(total * 0.83, 2)
+    properties["tax"] = round(total * 0.083, 2)
+    properties["shipping"] = rng.choice((0, 4.9, 12.5))
+    properties["currency"] = rng.choice(("EUR", "USD", "GBP"))
+    properties["payment_method"] = rng.choice(("card", "paypal", "apple_pay"))
+    if rng.random() < 0.6:
+        del properties["coupon"]
+    products = [
+        {"product_id": f"p{rng.randrange(2000)}", "sku": f"SKU-{rng.randrange(10**4):04}", "price": 21.0, "quantity": 1}
+        for _ in range(rng.randint(1, 4))
+    ]
+    properties["products"] = products
+    properties["quantity"] = len(products)
+
 
 FQL_FILTERS = """
 [filters.fql_tests]
@@ -81,7 +147,7 @@ sample = { percent = 0.5, path = "userId" }
 
 
 def plan_document() -> dict[str, Any]:
-    """20 rules: 17 TRACK events (one the benchmark's), IDENTIFY, GROUP and COMMON."""
+    """20 rules: 17 TRACK events (Order Completed and OTHER_EVENTS), IDENTIFY, GROUP and COMMON."""
     order = {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "type": "object",
@@ -118,11 +184,11 @@ def plan_document() -> dict[str, Any]:
         "required": ["properties"],
     }
     rules: list[dict[str, Any]] = [{"type": "TRACK", "key": "Order Completed", "version": 1, "jsonSchema": order}]
-    for n in range(16):
+    for name in OTHER_EVENTS:
         rules.append(
             {
                 "type": "TRACK",
-                "key": f"Event {n}",
+                "key": name,
                 "jsonSchema": {
                     "properties": {
                         "properties": {
@@ -186,21 +252,23 @@ async def main(args: argparse.Namespace) -> None:
     registry = build_registry(make_plugin_manager())
     print(
         f"python {platform.python_version()} on {platform.machine()}, {len(msgspec.json.encode(EVENT))} bytes per "
-        f"event; {args.events} events per round in batches of {args.batch} from {args.tasks} callers; "
+        f"event; {'copies of one event' if args.one_event else 'varied events'}, {args.events} per round in "
+        f"batches of {args.batch} from {args.tasks} callers; "
         f"synchronous = {args.synchronous}"
     )
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
         plan = Path(tmp) / "plan.json"
         plan.write_text(json.dumps(plan_document()))
-        best = await rates(
+        measured = await rates(
             registry,
             EVENT,
+            events_for(args, EVENT, vary),
             lambda data_dir, mode: config_for(data_dir, MODES[mode], args.synchronous, plan),
             list(MODES),
             args,
             prefix="bench-filter-chain-",
         )
-    report_cost(best, "no filters", "5 fql + plan + bots", "the filter chain", 0.30, args)
+    report_cost(measured, "no filters", "5 fql + plan + bots", "the filter chain", 0.30, args)
 
 
 if __name__ == "__main__":

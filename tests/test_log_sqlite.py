@@ -361,7 +361,7 @@ async def test_the_keys_in_memory_go_to_their_slice_and_a_restart_reads_only_the
         assert (await log.append([entry("m30"), entry("m29"), entry("m31")])).duplicates == 2
 
 
-async def test_the_bloom_filters_of_older_slices_never_hide_a_duplicate(tmp_path: Path) -> None:
+async def test_the_bloom_filters_of_the_slices_never_hide_a_duplicate_also_after_a_restart(tmp_path: Path) -> None:
     from gateway.log.sqlite import _dedup
 
     now = [1_800_000_000_000]
@@ -373,24 +373,52 @@ async def test_the_bloom_filters_of_older_slices_never_hide_a_duplicate(tmp_path
             now[0] += 100_000
             await log.purge([])  # writes the keys out to a slice opened then
         assert len(dedup.slices) == 4
-        # The newest is still written to; the three before it get a filter.
-        assert await trio.to_thread.run_sync(dedup.build_filters, tmp_path / sqlite_log.DB_NAME) == 3
+        # Each slice got its filter when it opened, and every key before it was written.
+        assert await trio.to_thread.run_sync(dedup.build_filters, tmp_path / sqlite_log.DB_NAME) == 0
         old = [entry(f"m{step}-{i}") for step in range(1, 4) for i in range(500)]  # within the window
         assert (await log.append(old)).duplicates == 1500
+    async with open_log(config, tmp_path, clock_ms=lambda: now[0]) as log:
+        dedup = log._dedup  # type: ignore[attr-defined]
+        assert (await log.append(old[:700])).duplicates == 700  # no filters yet: looked up
+        await log.append([entry(f"after-{i}") for i in range(300)])
+        await log.purge([])  # a slice of this process's own, with its filter
+        # The slices found on open get theirs, rebuilt from their keys (and the one the longer
+        # reach of the window back added from the messages on open, see DedupSlices.cover).
+        assert await trio.to_thread.run_sync(dedup.build_filters, tmp_path / sqlite_log.DB_NAME) == 5
+        assert (await log.append(old)).duplicates == 1500
+        assert (await log.append([entry(f"after-{i}") for i in range(300)])).duplicates == 300
         fresh = await log.append([entry(f"new-{i}") for i in range(2000)])
         assert fresh.stored == 2000
 
 
-def test_a_bloom_filter_holds_every_key_it_was_given() -> None:
-    from gateway.log.sqlite._dedup import BloomFilter
+async def test_a_slice_closes_once_it_holds_slice_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The slice being written stays small (its random pages must stay in the writer's cache).
+    from gateway.log.sqlite import _dedup
 
-    keys = [hash(("web", f"key-{i}")) for i in range(20_000)]
+    monkeypatch.setattr(_dedup, "SLICE_KEYS", 100)
+    monkeypatch.setattr(_dedup, "FLUSH_CHUNK", 64)
+    async with open_log(LogConfig(), tmp_path) as log:
+        dedup: _dedup.DedupSlices = log._dedup  # type: ignore[attr-defined]
+        await log.append([entry(f"m{i}") for i in range(1000)])
+        await log.purge([])
+        assert dedup.waiting == 0
+        with sqlite3.connect(tmp_path / sqlite_log.DB_NAME) as conn:
+            sizes = [conn.execute(f"SELECT count(*) FROM {each.name}").fetchone()[0] for each in dedup.slices]
+        assert sum(sizes) == 1000
+        assert max(sizes) <= 100 + 64, sizes  # closed at the first chunk that reached 100
+        assert (await log.append([entry(f"m{i}") for i in range(1000)])).duplicates == 1000
+
+
+def test_a_bloom_filter_holds_every_key_it_was_given() -> None:
+    from gateway.log.sqlite._dedup import BloomFilter, probes
+
+    keys = [f"key-{i}" for i in range(20_000)]
     bloom = BloomFilter(len(keys))
-    for h in keys:
-        bloom.add(h)
-    assert all(bloom.may_hold(h) for h in keys)
-    others = sum(bloom.may_hold(hash(("web", f"other-{i}"))) for i in range(20_000))
-    assert others < 20_000 * 0.05, others  # about 2% false positives
+    bloom.add(probes("web", keys))
+    assert all(bloom.may_hold("web", key) for key in keys)
+    others = sum(bloom.may_hold("web", f"other-{i}") for i in range(20_000))
+    assert others < 20_000 * 0.01, others  # about 0.3% false positives
+    assert sum(bloom.may_hold("app", key) for key in keys) < 20_000 * 0.01  # the source is in the key
 
 
 async def test_a_failing_dedup_flush_does_not_stop_the_checkpoint(tmp_path: Path) -> None:

@@ -101,13 +101,15 @@ class _Model:
 async def test_random_traffic_restarts_reloads_clock_steps_and_deletions_keep_dedup_exact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
-    # Small flushes, so keys are in memory, mid-flush and in slices at every step; the clock
+    # Small flushes and slices, so keys are in memory, mid-flush and in slices, with or without
+    # their Bloom filters (a restart finds slices without), at every step; the clock
     # goes forward by slice and window edges and back a little; windows change both ways.
     import random
 
     monkeypatch.setattr(_dedup, "FLUSH_CHUNK", 5)
     monkeypatch.setattr(_dedup, "FLUSH_KEYS", 7)
     monkeypatch.setattr(_dedup, "FLUSH_AGE_MS", 3000)
+    monkeypatch.setattr(_dedup, "SLICE_KEYS", 6)  # slices close by their keys too
     rnd = random.Random(seed)
     now, window = [1_800_000_000_000], rnd.choice([4, 10, 40])
     model, history = _Model(), []
@@ -137,8 +139,14 @@ async def test_random_traffic_restarts_reloads_clock_steps_and_deletions_keep_de
                 history.append(("back", now[0]))
             elif op < 0.80:
                 await log.purge([])
-            elif op < 0.88:
+            elif op < 0.85:
                 await log.checkpoint()
+            elif op < 0.88:  # the slices found on open get their filters (commits go on meanwhile)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(trio.to_thread.run_sync, log._dedup.build_filters, tmp_path / DB_NAME)  # type: ignore[attr-defined]
+                    batch = [(rnd.choice(["web", "app"]), f"k{rnd.randrange(25)}") for _ in range(rnd.randint(1, 6))]
+                    stored = (await log.append([message(*key) for key in batch])).stored
+                assert stored == model.append(batch, now[0], window * 1000), (seed, history[-10:])
             elif op < 0.94:
                 await opened.__aexit__(None, None, None)
                 window = rnd.choice([window, 4, 10, 40])

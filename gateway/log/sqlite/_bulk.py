@@ -21,6 +21,7 @@ from gateway.log import Clock, wall_clock_ms
 from gateway.log.sqlite._dedup import DedupSlices
 from gateway.log.sqlite._open import lock_data_dir
 from gateway.log.sqlite._reads import head_seq
+from gateway.log.sqlite._rows import chunks, insert_statements
 from gateway.log.sqlite._schema import DB_NAME, connect, create_schema, transaction
 
 #: A bulk row: source, message_id, received_at (ms), body.
@@ -29,11 +30,7 @@ BulkRow = tuple[str, str, int, bytes]
 #: Rows per transaction: large, so the commits' cost vanishes; small enough for a bounded WAL.
 BULK_TRANSACTION_ROWS = 100_000
 _KEY_CHUNK = 128
-_ROW_CHUNK = 128
-_INSERT = {
-    n: "INSERT INTO messages (source, message_id, received_at, body) VALUES " + ", ".join(["(?, ?, ?, ?)"] * n)
-    for n in (1 << bit for bit in range(_ROW_CHUNK.bit_length()))
-}
+_INSERT = insert_statements("INSERT INTO messages (source, message_id, received_at, body)", 4)
 
 
 def bulk_load(config: LogConfig, data_dir: Path, rows: Iterable[BulkRow], *, clock_ms: Clock = wall_clock_ms) -> int:
@@ -110,13 +107,8 @@ class _BulkWriter:
                         else:
                             keep[i] = False
         fresh = [row for row, kept in zip(batch, keep, strict=True) if kept]
-        start = 0
-        while start < len(fresh):
-            size = _ROW_CHUNK
-            while size > len(fresh) - start:
-                size >>= 1
-            cur.execute(_INSERT[size], [value for row in fresh[start : start + size] for value in row])
-            start += size
+        for piece in chunks(fresh):
+            cur.execute(_INSERT[len(piece)], [value for row in piece for value in row])
         return len(fresh)
 
     def _into_slice(self, received_at: int) -> bool:
@@ -124,7 +116,6 @@ class _BulkWriter:
         goes on); False for the rows before the window, which get no key."""
         if received_at < self.window_start:
             return False
-        slices = self._dedup.slices
-        if not slices or received_at >= slices[-1].end_ms:
+        if self._dedup.slice_due(received_at):
             self._dedup.open_slice(self._conn, received_at, self._window_ms)
         return True

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import groupby
 from operator import attrgetter
-from typing import TypeVar
 
 import trio
 
@@ -16,36 +15,14 @@ from gateway.errors import LogUnavailableError
 from gateway.log import AppendResult, Entry, SourceLetter
 from gateway.log.sqlite._dedup import DedupSlices
 from gateway.log.sqlite._reads import head_seq
+from gateway.log.sqlite._rows import chunks, insert_statements
 from gateway.log.sqlite._schema import ADD_DEAD_LETTER, ADD_OUTCOME, ADD_SOURCE_OUTCOME, SET_CURSOR, transaction
 
 # A duplicate key is found and recorded (gateway.log.sqlite._dedup) in the same transaction as
 # the messages: the only way to be exact across concurrent requests and crashes. Keys and rows
-# go in as multi-row statements, one call into SQLite per chunk instead of per row, so the
-# commit thread takes the GIL back once per chunk, not once per row, while the event loop is
-# busy. A power of two (chunk sizes are powers of two: a handful of cached statements), and
-# 4 x 128 parameters stay under 999, the variable limit of SQLite builds before 3.32.
-_APPEND_CHUNK = 128
-T = TypeVar("T")
-
-
-def _append_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?)"] * rows)
-    return f"INSERT INTO messages (source, message_id, received_at, body) VALUES {values}"
-
-
-_APPEND_SQL = {size: _append_sql(size) for size in (1 << bit for bit in range(_APPEND_CHUNK.bit_length()))}
-
-
-def _append_chunks(entries: Sequence[T]) -> Iterator[Sequence[T]]:
-    """``entries`` in order, in chunks of ``_APPEND_CHUNK`` and then of decreasing powers of two."""
-    start, left = 0, len(entries)
-    size = _APPEND_CHUNK
-    while left:
-        while size > left:
-            size >>= 1
-        yield entries[start : start + size]
-        start += size
-        left -= size
+# go in as multi-row statements (gateway.log.sqlite._rows), so the commit thread takes the GIL
+# back once per chunk, not once per row, while the event loop is busy.
+_APPEND_SQL = insert_statements("INSERT INTO messages (source, message_id, received_at, body)", 4)
 
 
 class Waiter:
@@ -115,14 +92,14 @@ def _write_group(
             for source, run in groupby(waiter.entries, key=attrgetter("source")):
                 run_entries = list(run)
                 run_stored = 0
-                for chunk in _append_chunks(run_entries):
+                for chunk in chunks(run_entries):
                     new = dedup.claim(cur, source, [(e.message_id, now) for e in chunk], dedup_window_ms)
                     fresh = []
                     for e in chunk:
                         if e.message_id in new:
                             new.discard(e.message_id)  # a second copy in this chunk is a duplicate
                             fresh.append(e)
-                    for part in _append_chunks(fresh):
+                    for part in chunks(fresh):
                         cur.execute(
                             _APPEND_SQL[len(part)], [v for e in part for v in (e.source, e.message_id, now, e.body)]
                         )

@@ -13,18 +13,31 @@ that share a page share its write. They are exact all along: every one of them i
 message's row, in the same commit, and ``meta.dedup_flushed_seq`` says up to which seq the
 slices have them all; on open, the keys of the messages after it are read back (a few seconds
 of traffic, never the log).
+
+Each slice has a Bloom filter in front of it, so a new key is looked up in no slice at all but
+for a false positive (about 0.3% a slice). The slice being written gets its filter when it
+opens, each key added before it is written; the slices found on open get theirs in the
+background (looked up until then): a process writes only to slices it opened, so theirs no
+longer change. A slice also closes at :data:`SLICE_KEYS` keys, whatever its time: random keys
+written out land on a page each of it, so it must stay small enough for the writer's cache (at
+20M messages a quarter window was 700k keys, and both its lookups and its write-outs missed).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 
-#: The window is covered by this many slices (plus the current one, partly filled): the keys
-#: kept are at most 1 + 1/SLICES_PER_WINDOW windows' worth, and a key is looked up in at most
-#: SLICES_PER_WINDOW + 2 tables.
+from gateway.log.sqlite._rows import chunks, insert_statements
+
+#: The window is covered by this many slices (plus the current one, partly filled), or more
+#: when they fill up (:data:`SLICE_KEYS`): the keys kept are at most 1 + 1/SLICES_PER_WINDOW
+#: windows' worth.
 SLICES_PER_WINDOW = 4
 #: Keys waiting in memory past this many, or for longer than FLUSH_AGE_MS, are written out (by
 #: the engine's checkpoints, about every second), FLUSH_CHUNK keys per transaction so commits
@@ -33,9 +46,13 @@ FLUSH_KEYS = 20_000
 FLUSH_AGE_MS = 10_000
 FLUSH_CHUNK = 4096
 
-#: Bits per key and probes of the Bloom filter in front of each slice older than the newest.
-FILTER_BITS_PER_KEY = 10
-FILTER_PROBES = 3
+#: A slice is also closed once this many keys were written to it, whatever its time: random
+#: keys written out land on a page each of the slice being written, which must stay small
+#: enough for the writer's page cache (~15 MiB at about 60 bytes a key).
+SLICE_KEYS = 1 << 18
+#: Bits per key of the Bloom filter in front of each slice (a 64-bit word per key, 4 bits set in
+#: it: one word read per slice and key; about 0.3% false positives, which cost a lookup).
+FILTER_BITS_PER_KEY = 16
 
 SLICES_SCHEMA = """
 -- Every dedup slice: its table holds keys received before end_ms (in [start_ms, end_ms) but
@@ -78,12 +95,13 @@ class Slice:
     end_ms: int
 
 
-def _write_sql(name: str) -> str:
+def _write_statements(name: str) -> dict[int, str]:
     # The newer copy of a key wins (one past the window was accepted again).
-    return (
-        f"INSERT INTO {name} (source, message_id, received_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (source, message_id) DO UPDATE SET received_at = excluded.received_at "
-        "WHERE excluded.received_at > received_at"
+    return insert_statements(
+        f"INSERT INTO {name} (source, message_id, received_at)",
+        3,
+        " ON CONFLICT (source, message_id) DO UPDATE SET received_at = excluded.received_at "
+        "WHERE excluded.received_at > received_at",
     )
 
 
@@ -104,7 +122,8 @@ class DedupSlices:
             Slice(name, start, end)
             for name, start, end in conn.execute("SELECT name, start_ms, end_ms FROM dedup_slices ORDER BY start_ms")
         ]
-        self._sql: dict[tuple[str, str, int], str] = {}
+        self._sql: dict[tuple[str, int], str] = {}
+        self._writes: dict[str, dict[int, str]] = {}
         row = conn.execute(_KEYS_FROM).fetchone()
         #: The key of every message received at or after this time is in the slices or in memory;
         #: older ones may not be (their slices were dropped, or a schema 1 log or the bulk writer
@@ -125,10 +144,15 @@ class DedupSlices:
         self._undo: dict[Key, int | None] = {}
         #: A flush in progress: the keys it writes (sorted), how many are written, its seq.
         self._flushing: tuple[list[tuple[Key, int]], int, int] | None = None
-        #: Bloom filters of the slices older than the newest (which no write reaches any more),
-        #: by name, built off the commit path (:meth:`build_filters`). A key a slice's filter
-        #: rules out is not in it; the others are looked up. A slice without one is looked up.
+        #: Bloom filters of the slices, by name. A key a slice's filter rules out is not in it;
+        #: the others are looked up. A slice without one is looked up. The slice this process
+        #: writes to (:attr:`_open`) has one from its start, every key added before it is written;
+        #: the slices it found on open (closed: a process writes only to a slice it opened) get
+        #: theirs off the commit path (:meth:`build_filters`).
         self._filters: dict[str, BloomFilter] = {}
+        #: The slice the keys are written to, opened by this process, and how many were written.
+        self._open: Slice | None = None
+        self._open_keys = 0
 
     @property
     def slices(self) -> Sequence[Slice]:
@@ -176,19 +200,20 @@ class DedupSlices:
     ) -> set[str]:
         cutoff = min(first[m] for m in ids) - window_ms
         seen: set[str] = set()
-        hashes: list[int] | None = None
+        probed: list[tuple[str, int, int]] | None = None
         for each in self._slices:
             if each.end_ms <= cutoff:  # every key in it is past the window
                 continue
             asked = ids
             bloom = self._filters.get(each.name)
             if bloom is not None:
-                if hashes is None:
-                    hashes = [hash((source, m)) for m in ids]
-                asked = [m for m, h in zip(ids, hashes, strict=True) if bloom.may_hold(h)]
+                if probed is None:
+                    probed = [(m, at, bits) for m, (at, bits) in zip(ids, probes(source, ids), strict=True)]
+                words, size = bloom.words, len(bloom.words)
+                asked = [m for m, at, bits in probed if words[at % size] & bits == bits]
                 if not asked:
                     continue
-            sql = self._statement("seen", each.name, len(asked))
+            sql = self._seen_statement(each.name, len(asked))
             for message_id, received_at in cur.execute(sql, [source, *asked, cutoff]):
                 if first[message_id] - received_at <= window_ms:
                     seen.add(message_id)
@@ -279,7 +304,7 @@ class DedupSlices:
         rows = [(s, m, at) for (s, m), at in part if (s, m) in recent]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_write_sql(target.name), rows)
+            self._write(conn.cursor(), target, rows)
             if last:
                 conn.execute(_SET_FLUSHED, (str(upto),))
             conn.execute("COMMIT")
@@ -307,9 +332,10 @@ class DedupSlices:
 
     def current(self, conn: sqlite3.Connection, now: int, window_ms: int) -> Slice:
         """The slice keys received at ``now`` go to, created (and committed on its own: an
-        empty slice is harmless) when the newest one has ended."""
-        if self._slices and now < self._slices[-1].end_ms:
-            return self._slices[-1]
+        empty slice is harmless) when this process has none open yet, or it ended or is full."""
+        before = self._open
+        if before is not None and not self.slice_due(now):
+            return before
         conn.execute("BEGIN IMMEDIATE")
         try:
             new = self.open_slice(conn, now, window_ms)
@@ -317,20 +343,52 @@ class DedupSlices:
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._slices = [each for each in self._slices if each.start_ms != now]
+            if self._open is not before and self._open is not None:  # opened, not committed
+                self._slices.remove(self._open)
+                self._filters.pop(self._open.name, None)
+            self._open = None  # the next flush opens one
             raise
         return new
 
+    def slice_due(self, now: int) -> bool:
+        """Whether keys received at ``now`` need a new slice: none opened by this process yet,
+        or the open one ended or holds :data:`SLICE_KEYS`."""
+        return self._open is None or now >= self._open.end_ms or self._open_keys >= SLICE_KEYS
+
     def open_slice(self, conn: sqlite3.Connection, now: int, window_ms: int) -> Slice:
         """Start a slice at ``now``, in the caller's transaction (the bulk writer's)."""
-        new = Slice(f"dedup_keys_{now}", now, now + max(window_ms // SLICES_PER_WINDOW, 1))
+        names = {each.name for each in self._slices}
+        name, copy = f"dedup_keys_{now}", 0
+        while name in names:  # another opened in the same millisecond (full, or before a restart)
+            copy += 1
+            name = f"dedup_keys_{now}_{copy}"
+        new = Slice(name, now, now + max(window_ms // SLICES_PER_WINDOW, 1))
         conn.execute(_SLICE_TABLE.format(name=new.name))
         conn.execute(
             "INSERT OR IGNORE INTO dedup_slices (name, start_ms, end_ms) VALUES (?, ?, ?)",
             (new.name, new.start_ms, new.end_ms),
         )
+        # Its filter first: lookups find it with the slice (build_filters skips it).
+        self._filters[new.name] = BloomFilter(SLICE_KEYS)
         self._slices.append(new)
+        self._open, self._open_keys = new, 0
         return new
+
+    def _write(self, cur: sqlite3.Cursor, target: Slice, rows: list[tuple[str, str, int]]) -> None:
+        """Write keys ``(source, message_id, received_at)``, sorted, to ``target``, in the
+        caller's transaction. They go into its filter first (a filter may hold a key its slice
+        does not, never the reverse)."""
+        bloom = self._filters.get(target.name)
+        if bloom is not None:
+            for source, same_source in groupby(rows, key=itemgetter(0)):
+                bloom.add(probes(source, [m for _, m, _ in same_source]))
+        if target is self._open:
+            self._open_keys += len(rows)
+        statements = self._writes.get(target.name)
+        if statements is None:
+            statements = self._writes[target.name] = _write_statements(target.name)
+        for part in chunks(rows):
+            cur.execute(statements[len(part)], [v for row in part for v in row])
 
     def write_direct(
         self, cur: sqlite3.Cursor, source: str, keys: Sequence[tuple[str, int]], window_ms: int
@@ -342,9 +400,10 @@ class DedupSlices:
             first.setdefault(message_id, received_at)
         ids = list(first)
         seen = self._seen(cur, source, ids, first, window_ms)
-        new = [m for m in ids if m not in seen]
-        cur.executemany(_write_sql(self._slices[-1].name), [(source, m, first[m]) for m in new])
-        return set(new)
+        rows = [(source, m, first[m]) for m in ids if m not in seen]
+        assert self._open is not None, "the bulk writer opens a slice first"
+        self._write(cur, self._open, rows)
+        return {m for _, m, _ in rows}
 
     def mark_flushed(self, conn: sqlite3.Connection, seq: int) -> None:
         """Every key of the messages up to ``seq`` is in the slices (inside the caller's transaction)."""
@@ -386,24 +445,29 @@ class DedupSlices:
             self._slices.pop(0)
             self.keys_from = keys_from
             self._filters.pop(gone.name, None)
+            self._writes.pop(gone.name, None)
+            if gone is self._open:
+                self._open = None
             dropped += 1
         return dropped
 
     def build_filters(self, path: Path) -> int:
-        """Build the Bloom filter of each slice older than the newest that has none, reading it
-        on a connection of its own (in a worker thread: commits go on meanwhile; no write
-        reaches such a slice but a deletion's, which a filter may ignore). Returns how many."""
+        """Build the Bloom filter of each slice that has none, reading it on a connection of its
+        own (in a worker thread: commits go on meanwhile). Only the slices found on open have
+        none (or one a bulk writer made): this process writes no key to them, only a deletion
+        removes some, which a filter may ignore. Returns how many were built."""
         built = 0
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
         try:
-            for each in self._slices[:-1]:
+            for each in list(self._slices):
                 if each.name in self._filters:
                     continue
                 try:
                     count = conn.execute(f"SELECT count(*) FROM {each.name}").fetchone()[0]
                     bloom = BloomFilter(count)
-                    for source, message_id in conn.execute(f"SELECT source, message_id FROM {each.name}"):
-                        bloom.add(hash((source, message_id)))
+                    read = conn.execute(f"SELECT source, message_id FROM {each.name}")  # by source
+                    for source, same_source in groupby(read, key=itemgetter(0)):
+                        bloom.add(probes(source, [m for _, m in same_source]))
                 except sqlite3.OperationalError:  # dropped meanwhile
                     continue
                 self._filters[each.name] = bloom
@@ -412,8 +476,8 @@ class DedupSlices:
             conn.close()
         return built
 
-    def _statement(self, kind: str, name: str, rows: int) -> str:
-        key = (kind, name, rows)
+    def _seen_statement(self, name: str, rows: int) -> str:
+        key = (name, rows)
         sql = self._sql.get(key)
         if sql is None:
             if len(self._sql) > 512:  # slices come and go
@@ -422,32 +486,36 @@ class DedupSlices:
         return sql
 
 
-class BloomFilter:
-    """A Bloom filter of 64-bit hashes (Python's ``hash`` of the key: one process's filters
-    are built and read by that process only), :data:`FILTER_BITS_PER_KEY` bits a key,
-    :data:`FILTER_PROBES` probes (about 2% false positives, which cost a lookup)."""
+#: The 4,096 ways to set 2 bits of a 64-bit word, by 12 bits of a hash: a key's 4 bits in
+#: its word are two table reads (computing them bit by bit cost 4 times as much in Python).
+_TWO_BITS = [1 << (i & 63) | 1 << (i >> 6) for i in range(4096)]
 
-    __slots__ = ("_bits", "_size")
+
+def probes(source: str, message_ids: Iterable[str]) -> list[tuple[int, int]]:
+    """Where each key goes in a :class:`BloomFilter`: a number to take modulo the filter's
+    words (40 bits of the key's ``hash``), and the 4 bits of that word (from 24 others)."""
+    two = _TWO_BITS
+    return [((h := hash((source, m))) & 0xFF_FFFF_FFFF, two[h >> 40 & 4095] | two[h >> 52 & 4095]) for m in message_ids]
+
+
+class BloomFilter:
+    """A blocked Bloom filter of 64-bit hashes (Python's ``hash`` of the key: one process's
+    filters are built and read by that process only): each key sets 4 bits of one 64-bit word,
+    :data:`FILTER_BITS_PER_KEY` bits a key, so a check reads one word (:func:`probes`)."""
+
+    __slots__ = ("words",)
 
     def __init__(self, keys: int) -> None:
-        self._size = max(64, keys * FILTER_BITS_PER_KEY)
-        self._bits = bytearray(self._size // 8 + 1)
+        self.words = array("Q", bytes(8 * max(1, keys * FILTER_BITS_PER_KEY // 64)))
 
-    def add(self, h: int) -> None:
-        size, bits = self._size, self._bits
-        low, step = h & 0xFFFFFFFF, ((h >> 32) & 0xFFFFFFFF) | 1
-        for i in range(FILTER_PROBES):
-            at = (low + i * step) % size
-            bits[at >> 3] |= 1 << (at & 7)
+    def add(self, probed: Iterable[tuple[int, int]]) -> None:
+        words, size = self.words, len(self.words)
+        for at, bits in probed:
+            words[at % size] |= bits
 
-    def may_hold(self, h: int) -> bool:
-        size, bits = self._size, self._bits
-        low, step = h & 0xFFFFFFFF, ((h >> 32) & 0xFFFFFFFF) | 1
-        for i in range(FILTER_PROBES):
-            at = (low + i * step) % size
-            if not bits[at >> 3] & (1 << (at & 7)):
-                return False
-        return True
+    def may_hold(self, source: str, message_id: str) -> bool:
+        ((at, bits),) = probes(source, [message_id])
+        return self.words[at % len(self.words)] & bits == bits
 
 
 def migrate_unique_index(conn: sqlite3.Connection, now: int, window_ms: int) -> None:

@@ -53,8 +53,8 @@ from gateway.log.sqlite._upkeep import Upkeep, full_at, wal_limit
 log = structlog.get_logger("gateway.log")
 T = TypeVar("T")
 
-#: The writer's page cache: the current dedup slice's pages (a quarter of the window's keys, at
-#: about 60 bytes a key) and the upper levels of the older slices' B-trees.
+#: The writer's page cache: the open dedup slice's pages (at most _dedup.SLICE_KEYS keys, at about
+#: 60 bytes a key) and the upper levels of the older slices' B-trees.
 WRITER_CACHE_KIB = 64 * 1024
 #: When the dedup slices' Bloom filters are first built after opening, and checked again.
 FILTER_START_SECS = 10.0
@@ -214,9 +214,10 @@ class SQLiteLog:
                     self._idle.set()
 
     async def run_filter_builder(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Build the Bloom filters of the dedup slices older than the newest, off the commit
-        path, for ever: first a while after the log opened (not to slow a restart down), then
-        whenever a slice has been closed. Until its filter is built, a slice is looked up."""
+        """Build the Bloom filters of the dedup slices this process found on open (those it
+        opens have theirs from the start), off the commit path: a while after the log opened
+        (not to slow a restart down), then again for a slice :meth:`cover` added. Until its
+        filter is built, a slice is looked up."""
         task_status.started()
         await trio.sleep(FILTER_START_SECS)
         while True:

@@ -17,12 +17,14 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
+from urllib.request import getproxies
 
 import httpx
 import msgspec
 
 from gateway.components import Exchange
 from gateway.errors import DeliveryError
+from gateway.kit.http_client import HttpClient, HttpClientError, HttpResponse, SentRequest
 
 #: Statuses that may pass: timeouts and conflicts, throttling, and server trouble except "not
 #: implemented" and "version not supported" (as Segment's SDKs decide).
@@ -52,6 +54,11 @@ def _urlencode_form(form: Mapping[str, str]) -> str:
     if not all(type(key) is str and type(value) is str for key, value in form.items()):
         return urlencode(form)
     return "&".join(f"{_form_quote(key)}={_form_quote(value)}" for key, value in form.items())
+
+
+def _proxies_in_environment() -> bool:
+    """Whether the environment names an HTTP proxy (which httpx honours, and HttpClient does not)."""
+    return any(scheme in getproxies() for scheme in ("http", "https", "all"))
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -110,16 +117,18 @@ class HttpDelivery:
     ) -> None:
         self.secrets = [secret for secret in secrets if secret]
         self.retryable_statuses = frozenset(retryable_statuses)
-        self._client = httpx.AsyncClient(
-            headers=dict(headers or {}),
-            timeout=None,
-            follow_redirects=False,
-            transport=transport,
-            # Keep every connection a destination opens: with httpx's default of 20 idle ones,
-            # a destination with more requests in flight (GA4 sends a batch per client, side by
-            # side) opened a new connection for most of them.
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-        )
+        self._client: HttpClient | None = None
+        self._httpx: httpx.AsyncClient | None = None
+        if transport is None and not _proxies_in_environment():
+            self._client = HttpClient(dict(headers or {}))
+        else:  # httpx knows proxies (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) and transports
+            self._httpx = httpx.AsyncClient(
+                headers=dict(headers or {}),
+                timeout=None,
+                follow_redirects=False,
+                transport=transport,
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            )
 
     async def post(
         self,
@@ -131,7 +140,7 @@ class HttpDelivery:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         gzip: bool = False,
-    ) -> httpx.Response:
+    ) -> HttpResponse:
         """POST one body (``json``: encoded with msgspec; ``form``: urlencoded; ``content``:
         bytes as they are), gzipped on demand; returns the answer, whatever its status.
 
@@ -152,31 +161,39 @@ class HttpDelivery:
             request_headers["Content-Encoding"] = "gzip"
         if params:
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
-        request = self._client.build_request("POST", url, content=body, headers=request_headers)
         try:
-            return await self._client.send(request)
-        except httpx.TransportError as error:
+            if self._client is not None:
+                return await self._client.request("POST", url, request_headers, body)
+            return await self._post_with_httpx(url, request_headers, body)
+        except (HttpClientError, httpx.TransportError) as error:
             raise DeliveryError(
                 f"no answer from {self._redact(url)}: {type(error).__name__}",
                 retryable=True,
                 kind="connection",
-                exchange=self._sample(request, None),
+                exchange=self._sample(SentRequest("POST", url, request_headers, body), None),
             ) from None
 
-    def exchange(self, response: httpx.Response) -> Exchange:
+    async def _post_with_httpx(self, url: str, headers: dict[str, str], body: bytes) -> HttpResponse:
+        assert self._httpx is not None
+        request = self._httpx.build_request("POST", url, content=body, headers=headers)
+        response = await self._httpx.send(request)
+        sent = SentRequest("POST", url, dict(request.headers), body)
+        return HttpResponse(response.status_code, response.headers, response.content, sent)
+
+    def exchange(self, response: HttpResponse) -> Exchange:
         """A redacted sample of ``response`` and the request that got it."""
         return self._sample(response.request, response)
 
-    def _sample(self, request: httpx.Request, response: httpx.Response | None) -> Exchange:
+    def _sample(self, request: SentRequest, response: HttpResponse | None) -> Exchange:
         body = request.content
         if request.headers.get("Content-Encoding") == "gzip":
             body = _gzip.decompress(body)
         headers = dict(request.headers)
         if response is None:
-            return Exchange.of(request.method, str(request.url), headers=headers, body=body, secrets=self.secrets)
+            return Exchange.of(request.method, request.url, headers=headers, body=body, secrets=self.secrets)
         return Exchange.of(
             request.method,
-            str(request.url),
+            request.url,
             headers=headers,
             body=body,
             status=response.status_code,
@@ -187,7 +204,7 @@ class HttpDelivery:
 
     def error(
         self,
-        response: httpx.Response,
+        response: HttpResponse,
         detail: str = "",
         *,
         retryable: bool | None = None,
@@ -213,7 +230,7 @@ class HttpDelivery:
             every_record=status in EVERY_RECORD_STATUSES,
         )
 
-    def raise_for_status(self, response: httpx.Response) -> None:
+    def raise_for_status(self, response: HttpResponse) -> None:
         """Return on a 2xx answer; raise :meth:`error` for anything else (a 3xx too: redirects
         are not followed, so nothing was delivered)."""
         if not 200 <= response.status_code < 300:
@@ -225,7 +242,10 @@ class HttpDelivery:
         return text
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+        if self._httpx is not None:
+            await self._httpx.aclose()
 
 
 def chunk_encoded(

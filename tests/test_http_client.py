@@ -1,0 +1,227 @@
+"""gateway.kit.http_client against real sockets: a trio server in the test writes each answer
+byte for byte (chunked, up to the close, after a 100 Continue, gzipped, malformed), and the
+client's connections are reused, replaced when the server closed them, and closed when a
+request did not end."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+
+import pytest
+import trio
+
+from gateway import DeliveryError, HttpDelivery
+from gateway.kit.http_client import HttpClient, HttpClientError
+
+#: What a scripted answer gets: the request's head and body; it returns the bytes to write and
+#: whether to close the connection afterwards.
+Script = Callable[[bytes, bytes], tuple[bytes, bool]]
+
+
+class RawServer:
+    """Answers each request on 127.0.0.1 with what ``script`` writes; counts connections."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buffer = b""
+        async with stream:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buffer) < length:
+                    buffer += await stream.receive_some(65536)
+                body, buffer = buffer[:length], buffer[length:]
+                self.requests.append(head + b"\r\n\r\n" + body)
+                answer, close = self.script(head, body)
+                await stream.send_all(answer)
+                if close:
+                    return
+
+
+@asynccontextmanager
+async def raw_server(script: Script) -> AsyncIterator[RawServer]:
+    server = RawServer(script)
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
+        server.port = listener.socket.getsockname()[1]
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+def ok(body: bytes = b'{"ok":true}', extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def test_keeps_the_connection_and_sends_headers_and_body() -> None:
+    async with raw_server(lambda head, body: (ok(body), False)) as server:
+        client = HttpClient({"User-Agent": "t"})
+        try:
+            for n in range(3):
+                answer = await client.request("POST", f"http://127.0.0.1:{server.port}/p?q=1", {"X-N": str(n)}, b"hi")
+                assert (answer.status_code, answer.content, answer.text) == (200, b"hi", "hi")
+        finally:
+            await client.aclose()
+    assert server.connections == 1
+    head = server.requests[2].split(b"\r\n")
+    assert head[0] == b"POST /p?q=1 HTTP/1.1"
+    assert {b"Host: 127.0.0.1:%d" % server.port, b"User-Agent: t", b"X-N: 2", b"Content-Length: 2"} <= set(head)
+
+
+CHUNKED = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\n{"a"\r\n3\r\n:1}\r\n0\r\nT: 1\r\n\r\n'
+
+
+@pytest.mark.parametrize(
+    ("answer", "content", "reusable"),
+    [
+        (CHUNKED, b'{"a":1}', True),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"[]"), b"[]", True),
+        (ok(gzip.compress(b'{"z":1}'), b"Content-Encoding: gzip\r\n"), b'{"z":1}', True),
+        (ok(b"bye", b"Connection: close\r\n"), b"bye", False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok", False),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", b"", True),
+    ],
+)
+async def test_answer_forms(answer: bytes, content: bytes, reusable: bool) -> None:
+    async with raw_server(lambda head, body: (answer, not reusable)) as server:
+        client = HttpClient({})
+        try:
+            for _ in range(2):
+                response = await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"{}")
+                assert response.content == content
+        finally:
+            await client.aclose()
+    assert server.connections == (1 if reusable else 2)
+
+
+async def test_a_body_up_to_the_close() -> None:
+    async with raw_server(lambda head, body: (b"HTTP/1.1 200 OK\r\n\r\nall of it", True)) as server:
+        client = HttpClient({})
+        try:
+            response = await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"")
+        finally:
+            await client.aclose()
+    assert (response.status_code, response.content) == (200, b"all of it")
+
+
+async def test_a_connection_the_server_closed_is_replaced() -> None:
+    # The server closes every connection after its answer without saying so (a keep-alive
+    # timeout): the next request goes out on a new connection, never on the closed one.
+    async with raw_server(lambda head, body: (ok(), True)) as server:
+        client = HttpClient({})
+        try:
+            for _ in range(3):
+                response = await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"x")
+                assert response.status_code == 200
+        finally:
+            await client.aclose()
+    assert (server.connections, len(server.requests)) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"SMTP ready\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", b"HTTP/1.1 200 OK\r\n bad\r\n\r\n"],
+)
+async def test_no_whole_answer_is_an_error(answer: bytes) -> None:
+    async with raw_server(lambda head, body: (answer, True)) as server:
+        client = HttpClient({})
+        try:
+            with pytest.raises(HttpClientError):
+                await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"")
+        finally:
+            await client.aclose()
+
+
+async def test_a_header_with_a_line_break_is_refused() -> None:
+    client = HttpClient({})
+    with pytest.raises(ValueError, match="header"):
+        await client.request("POST", "http://127.0.0.1:9/", {"X-A": "1\r\nX-Injected: 1"}, b"")
+
+
+async def test_a_cancelled_request_does_not_leave_its_connection_to_the_next() -> None:
+    answered = trio.Event()
+    requests = 0
+
+    def script(head: bytes, body: bytes) -> tuple[bytes, bool]:
+        nonlocal requests
+        requests += 1
+        if requests == 1:  # the first answer is cut after its head: the caller gives up
+            answered.set()
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart", False
+        return ok(b"second"), False
+
+    async with raw_server(script) as server:
+        client = HttpClient({})
+        url = f"http://127.0.0.1:{server.port}/"
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def first() -> None:
+                    await client.request("POST", url, {}, b"1")
+
+                nursery.start_soon(first)
+                await answered.wait()
+                nursery.cancel_scope.cancel()
+            response = await client.request("POST", url, {}, b"2")
+        finally:
+            await client.aclose()
+    assert response.content == b"second"
+    assert server.connections == 2
+
+
+async def test_http_delivery_maps_a_broken_answer_to_a_retryable_connection_error() -> None:
+    async with raw_server(lambda head, body: (b"garbage\r\n\r\n", True)) as server:
+        http = HttpDelivery(secrets=["k3y"])
+        try:
+            with pytest.raises(DeliveryError) as raised:
+                await http.post(f"http://127.0.0.1:{server.port}/?key=k3y", json={"a": 1})
+        finally:
+            await http.aclose()
+    assert (raised.value.retryable, raised.value.kind) == (True, "connection")
+    assert raised.value.exchange is not None and "k3y" not in raised.value.exchange.request
+
+
+async def test_http_delivery_uses_httpx_behind_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    http = HttpDelivery()
+    try:
+        assert http._client is None and http._httpx is not None
+    finally:
+        await http.aclose()
+
+
+async def test_a_request_the_server_closed_on_unanswered_goes_again_only_on_a_reused_connection() -> None:
+    # 1: answered, the connection stays; 2: read, then closed without an answer (a keep-alive
+    # timeout racing the request), so it goes again on a new connection: 3. On a new
+    # connection the same close is an error: 4, with no fifth request.
+    answers = iter([(ok(b"1"), False), (b"", True), (ok(b"3"), False), (b"", True)])
+    async with raw_server(lambda head, body: next(answers)) as server:
+        client = HttpClient({})
+        url = f"http://127.0.0.1:{server.port}/"
+        try:
+            assert (await client.request("POST", url, {}, b"a")).content == b"1"
+            assert (await client.request("POST", url, {}, b"b")).content == b"3"
+            assert [request.rsplit(b"\r\n", 1)[-1] for request in server.requests] == [b"a", b"b", b"b"]
+            await client.aclose()
+            with pytest.raises(HttpClientError):
+                await client.request("POST", url, {}, b"c")
+        finally:
+            await client.aclose()
+    assert (server.connections, len(server.requests)) == (3, 4)

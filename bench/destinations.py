@@ -14,8 +14,9 @@ destination alone, starting from the stored messages (``start_at`` in the past),
 until it has delivered all of them is measured from the reload that adds it; each vendor run
 comes right after an ``http`` run (back-to-back pairs keep the VM's drift out of the ratios),
 and each run starts with a full garbage collection (no run collects the one before's garbage).
-The sink is a bare ASGI app in a subprocess on core 1: it reads each body and answers ``200
-{"status": 1}``, which every destination takes as success, and counts the requests. The
+The sink (``bench/loopback_sink.py``, a subprocess on core 1) reads each body and answers ``200
+{"status": 1}``, which every destination takes as success, and counts the requests; it answers
+far more requests a second than any destination here makes, so it bounds none of them. The
 gateway's CPU time per message (this process, all threads) is reported with each run: unlike
 the rates, it hardly depends on what else the VM runs. Destinations
 run with their type's delivery defaults (batch sizes within the vendor's limits, concurrency),
@@ -23,8 +24,9 @@ as users get them; the ``http`` destination with its own.
 
 GA4 takes one client's events per request (at most 25), so it runs twice: on the default
 messages (500 users: about 4 events a request) and on messages from 10 users (``ga4-10-users``:
-about 23). Each round also measures the sink's own request rate (``--capacity-secs`` of small
-POSTs from a bare client, at 4 and at 16 requests in flight): the bound of a per-client protocol.
+about 23). Each round also measures what a bare ``HttpClient`` (the gateway's HTTP client) in this
+process gets answered (``--capacity-secs`` of small POSTs at 4 and at 16 requests in flight): the
+bound of a per-client protocol.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from gateway.kit.http_client import HttpClient
 from gateway.testing import run_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,31 +79,6 @@ GA4_BODY = (
     )
     + b"]}"
 )
-SINK = """
-requests = 0
-
-
-async def app(scope, receive, send):
-    global requests
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
-    more = True
-    while more:
-        message = await receive()
-        more = message.get("more_body", False)
-    if scope["method"] == "GET":  # the benchmark asks how many requests came
-        body = str(requests).encode()
-    else:
-        requests += 1
-        body = b'{"status":1,"success":true}'
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-"""
 
 
 def messages(count: int, users: int = 500) -> list[dict]:
@@ -237,31 +215,33 @@ async def sink_requests(url: str) -> int:
 
 
 async def sink_capacity(url: str, in_flight: int, seconds: float) -> float:
-    """Requests/s the sink answers to a bare client keeping ``in_flight`` GA4 requests open."""
+    """Requests/s a bare :class:`HttpClient` (the gateway's HTTP client, nothing else, in this
+    process on core 0) gets answered, keeping ``in_flight`` GA4 requests open: with the sink far
+    faster, the client's own cost per request, the bound of a protocol of many small requests."""
     done = 0
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+    client = HttpClient({"Content-Type": "application/json"})
 
-        async def post_until(deadline: float) -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                response = await client.post(f"{url}/mp/collect", content=GA4_BODY)
-                assert response.status_code == 200
-                done += 1
+    async def post_until(deadline: float) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            response = await client.request("POST", f"{url}/mp/collect", {}, GA4_BODY)
+            assert response.status_code == 200
+            done += 1
 
+    try:
         started = time.perf_counter()
         async with trio.open_nursery() as nursery:
             for _ in range(in_flight):
                 nursery.start_soon(post_until, started + seconds)
         return done / (time.perf_counter() - started)
+    finally:
+        await client.aclose()
 
 
 async def main(args: argparse.Namespace) -> None:
     runs = {label: RUNS[label] for label in args.only or RUNS}
     with tempfile.TemporaryDirectory(prefix="bench-destinations-") as scratch:
         data_dir = Path(scratch)
-        sink_file = data_dir / "sink_app.py"
-        sink_file.write_text(SINK)
         port = 18000 + os.getpid() % 1000
         sink = subprocess.Popen(  # noqa: ASYNC220 (starts the sink and returns; nothing waits)
             [
@@ -269,15 +249,9 @@ async def main(args: argparse.Namespace) -> None:
                 "-c",
                 "1",
                 sys.executable,
-                "-m",
-                "hypercorn",
-                "--worker-class",
-                "trio",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "sink_app:app",
+                str(ROOT / "bench" / "loopback_sink.py"),
+                str(port),
             ],
-            cwd=scratch,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -306,7 +280,7 @@ async def main(args: argparse.Namespace) -> None:
                 for in_flight, values in capacity.items():
                     values.append(await sink_capacity(url, in_flight, args.capacity_secs))
                 print(
-                    f"round {round_number + 1}: the sink answers "
+                    f"round {round_number + 1}: a bare HttpClient gets "
                     + ", ".join(f"{values[-1]:.0f} req/s with {n} in flight" for n, values in capacity.items()),
                     flush=True,
                 )
@@ -361,7 +335,7 @@ async def main(args: argparse.Namespace) -> None:
         )
     best = max(median(values) for values in capacity.values())
     print(
-        "\nthe sink's request rate (a bare client, small POSTs): "
+        "\nrequests/s of a bare HttpClient on core 0 (small POSTs to the sink): "
         + ", ".join(f"{median(values):.0f} req/s with {n} in flight" for n, values in capacity.items())
     )
     for label, (vendor, users) in runs.items():

@@ -33,7 +33,7 @@ from gateway import (
     __version__,
     hookimpl,
 )
-from gateway_destination_ga4.mapping import Ga4Event, to_ga4, valid_name
+from gateway_destination_ga4.mapping import to_ga4, valid_name
 
 __all__ = ["HOSTS", "Ga4Config", "Ga4Destination", "to_ga4", "valid_name"]
 
@@ -42,6 +42,9 @@ HOSTS = {"global": "https://www.google-analytics.com", "eu": "https://region1.go
 #: GA4's limits: 25 events a request, bodies under 130 kB.
 MAX_EVENTS = 25
 MAX_BODY_BYTES = 130_000
+#: Failed batches whose settled events are kept for their next attempt (a worker has at most
+#: ``concurrency`` batches in flight).
+REMEMBERED_BATCHES = 128
 _INDEX = re.compile(r"events\[(\d+)\]|index: \[(\d+)\]")
 
 _encode = msgspec.json.Encoder().encode
@@ -92,12 +95,12 @@ class _Request(NamedTuple):
         return self.head + b",".join(self.events if events is None else events) + b"]}"
 
 
-def _requests(events: list[tuple[Ga4Event, int]]) -> list[_Request]:
-    """Bodies of at most 25 events and 130 kB, one client (and user) each, with the seq of
-    each event's message."""
+def _requests(events: list[tuple[str, str | None, bytes, int]]) -> list[_Request]:
+    """Bodies of at most 25 events and 130 kB, one client (and user) each, from (client id,
+    user id, the event's JSON, the seq of its message)."""
     by_client: dict[tuple[str, str | None], list[tuple[bytes, int]]] = {}
-    for event, seq in events:
-        by_client.setdefault((event.client_id, event.user_id), []).append((_encode(event.event), seq))
+    for client_id, user_id, event, seq in events:
+        by_client.setdefault((client_id, user_id), []).append((event, seq))
     requests: list[_Request] = []
     for (client_id, user_id), items in by_client.items():
         head: dict[str, Any] = {"client_id": client_id}
@@ -156,16 +159,25 @@ class Ga4Destination(Destination):
         self._debug = f"{host}/debug/mp/collect?{query}"
         self._http = HttpDelivery(headers={"User-Agent": f"gateway/{__version__}"}, secrets=[config.api_secret])
         self._counts: Counter[str] = Counter()
+        #: Per batch (first seq, last seq, size) whose last attempt failed: what it settled.
+        self._settled: dict[tuple[int, int, int], dict[int, str | None]] = {}
 
     async def send(self, batch: Sequence[Record]) -> SendResult | None:
-        events: list[tuple[Ga4Event, int]] = []
+        # What earlier attempts of this batch settled (GA4 took the event, or validation
+        # flagged it): a retry after some of its requests failed sends only the others, so an
+        # event GA4 took once is not counted twice (it has no dedup key).
+        key = (batch[0].seq, batch[-1].seq, len(batch)) if batch else (0, 0, 0)
+        settled = self._settled.pop(key, None) or {}
+        # Each event is encoded as soon as it is mapped: a batch holds bytes, not a dict tree per event.
+        events: list[tuple[str, str | None, bytes, int]] = []
         for record in batch:
+            if record.seq in settled:
+                continue
             event = to_ga4(record.message(), self._config, record.received_at)
             if event is None:
                 self._counts["calls_skipped"] += 1
             else:
-                events.append((event, record.seq))
-        rejected: dict[int, str] = {}
+                events.append((event.client_id, event.user_id, _encode(event.event), record.seq))
         exchanges: list[Exchange] = []
         errors: list[DeliveryError] = []
         # GA4 takes one client's events per request, so a batch makes many small requests:
@@ -173,31 +185,46 @@ class Ga4Destination(Destination):
         # reported once they all ended.
         bodies = _requests(events)
         requests = iter(bodies)
-        async with trio.open_nursery() as nursery:
-            for _ in range(min(self._config.parallel_requests, len(bodies))):
-                nursery.start_soon(self._post_each, requests, rejected, exchanges, errors)
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(min(self._config.parallel_requests, len(bodies))):
+                    nursery.start_soon(self._post_each, requests, settled, exchanges, errors)
+        finally:
+            if errors or not all(event[3] in settled for event in events):  # failed, or cancelled (a timeout)
+                self._remember(key, settled)
         if errors:
             retryable = [error for error in errors if error.retryable]
             raise (retryable or errors)[0]
+        rejected = {seq: why for seq, why in settled.items() if why is not None}
         if not rejected:
             return None
         return SendResult(rejected=rejected, exchange=exchanges[-1] if exchanges else None)
 
+    def _remember(self, key: tuple[int, int, int], settled: dict[int, str | None]) -> None:
+        """Keep what a failed attempt settled for the batch's next attempt (for the last
+        :data:`REMEMBERED_BATCHES` batches: a batch dead-lettered for good is forgotten)."""
+        if settled:
+            self._settled[key] = settled
+            while len(self._settled) > REMEMBERED_BATCHES:
+                del self._settled[next(iter(self._settled))]
+
     async def _post_each(
         self,
         requests: Iterator[_Request],
-        rejected: dict[int, str],
+        settled: dict[int, str | None],
         exchanges: list[Exchange],
         errors: list[DeliveryError],
     ) -> None:
         for request in requests:  # shared with the other tasks: each request is taken once
             try:
-                await self._post_one(request, rejected, exchanges)
+                await self._post_one(request, settled, exchanges)
             except DeliveryError as error:
                 errors.append(error)
 
-    async def _post_one(self, request: _Request, rejected: dict[int, str], exchanges: list[Exchange]) -> None:
-        events = request.events
+    async def _post_one(self, request: _Request, settled: dict[int, str | None], exchanges: list[Exchange]) -> None:
+        """Send one request; once GA4 took it, its events are settled (``None``), and so are
+        those validation flagged (with why)."""
+        events, seqs = request.events, request.seqs
         if self._config.validate:
             response = await self._http.post(self._debug, content=request.body(), headers=_JSON)
             self._http.raise_for_status(response)
@@ -205,21 +232,27 @@ class Ga4Destination(Destination):
                 answer = response.json()
             except ValueError:
                 answer = {}
-            seqs = request.seqs
             by_index, general = _flagged(answer, len(seqs))
             if by_index or general:
                 exchanges.append(self._http.exchange(response))
+            flagged = {}
             for index, seq in enumerate(seqs):
                 problem = by_index.get(index) or ("; ".join(general) if general else None)
                 if problem:
-                    rejected.setdefault(seq, f"GA4 validation: {problem}")
+                    flagged[seq] = f"GA4 validation: {problem}"
             kept = [i for i in range(len(seqs)) if i not in by_index and not general]
             self._counts["events_flagged"] += len(seqs) - len(kept)
-            events = [events[i] for i in kept]
-            if not kept:
-                return
-        response = await self._http.post(self._collect, content=request.body(events), headers=_JSON)
-        self._http.raise_for_status(response)
+            events, seqs = [events[i] for i in kept], [seqs[i] for i in kept]
+            if events:
+                response = await self._http.post(self._collect, content=request.body(events), headers=_JSON)
+                self._http.raise_for_status(response)
+            for seq, why in flagged.items():  # a message with a flagged event is refused whole
+                settled[seq] = why
+        else:
+            response = await self._http.post(self._collect, content=request.body(events), headers=_JSON)
+            self._http.raise_for_status(response)
+        for seq in seqs:
+            settled.setdefault(seq, None)
         self._counts["events_sent"] += len(events)
 
     def status(self) -> dict[str, Any]:
@@ -231,8 +264,10 @@ class Ga4Destination(Destination):
 
 def _delivery_defaults(config: Ga4Config) -> dict[str, Any]:
     # Requests are small (25 events of one client): large batches give each client more events
-    # per request, and each batch sends its requests side by side (parallel_requests).
-    return {"display_name": "Google Analytics 4", "batch_max_messages": 2000, "concurrency": 2}
+    # per request (bench/destinations.py, 500 users: 5 messages a request at 2,000 a batch, 12 at
+    # 5,000), and each batch sends its requests side by side (parallel_requests). A retry sends
+    # only what its batch's failed requests held, so a larger batch does not mean more resent.
+    return {"display_name": "Google Analytics 4", "batch_max_messages": 5000, "concurrency": 2}
 
 
 @hookimpl

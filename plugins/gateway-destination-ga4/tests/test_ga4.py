@@ -309,6 +309,29 @@ async def test_25_events_a_request_per_client(tmp_path: Path) -> None:
     assert len(server.requests) >= 4
 
 
+async def test_a_retry_sends_only_the_requests_that_failed(tmp_path: Path) -> None:
+    # One batch, three clients: three requests, the first answered 429. The retry sends that
+    # request's events alone: GA4 has no dedup key, so the others must not arrive twice.
+    mp = MeasurementProtocol()
+    async with (
+        open_loopback_server(mp) as server,
+        run_gateway(
+            config(server.url).replace("batch_max_wait_secs = 0.05", "batch_max_wait_secs = 0.5"), data_dir=tmp_path
+        ) as gw,
+    ):
+        server.script(Answer(429, "", {"Retry-After": "0"}))
+        batch = [
+            {"type": "track", "anonymousId": f"a{i % 3}", "event": "Tick", "messageId": f"m{i}", "properties": {"n": i}}
+            for i in range(60)
+        ]
+        assert (await gw.batch(batch, write_key=KEY)).status_code == 200
+        await gw.wait_delivered("ga")
+        assert gw.statistics("ga")["delivered"] == 60 and gw.statistics("ga")["retries"] == 1
+    assert sorted(e["params"]["n"] for _, e in mp.collected) == list(range(60))
+    assert len(server.requests) == 4
+    assert server.requests[3].json() == server.requests[0].json()  # the refused one, again
+
+
 async def test_validate_dead_letters_what_ga4_would_drop(tmp_path: Path) -> None:
     mp = MeasurementProtocol()
     async with (

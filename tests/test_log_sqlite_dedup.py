@@ -79,6 +79,33 @@ async def test_the_rows_the_bulk_writer_gave_no_key_get_one_when_the_window_grow
         assert (await log.append([entry("m1"), entry("m499"), entry("m0")])).duplicates == 3
 
 
+async def test_a_key_deleted_sent_again_and_deleted_again_during_a_flush_is_not_left_in_a_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A flush takes its keys from memory at its first step. A key deleted, then sent again (a
+    # newer received_at in memory) before its step came, must not be written with the old time:
+    # the second deletion forgets the newer copy only, and the old one in the slice refused the
+    # message sent a third time.
+    monkeypatch.setattr(_dedup, "FLUSH_CHUNK", 1)
+    now = [1_800_000_000_000]
+    config = LogConfig(dedup_window_secs=600)
+    async with open_log(config, tmp_path, clock_ms=lambda: now[0]) as log:
+        dedup: _dedup.DedupSlices = log._dedup  # type: ignore[attr-defined]
+        writer: sqlite3.Connection = log._writer  # type: ignore[attr-defined]
+        await log.append([entry("a"), entry("z", user_id="gone"), entry("b")])
+        head = log.head()
+        # One key a step, sorted: a, b, z.
+        assert await trio.to_thread.run_sync(dedup.flush_step, writer, head, now[0], 600_000)
+        assert (await log.delete_user("gone", [])).messages_deleted == 1
+        now[0] += 1000
+        assert (await log.append([entry("z", user_id="gone"), entry("c")])).stored == 2  # "c": z is not the head
+        while await trio.to_thread.run_sync(dedup.flush_step, writer, head, now[0], 600_000):
+            pass
+        assert (await log.delete_user("gone", [])).messages_deleted == 1
+        now[0] += 1000
+        assert (await log.append([entry("z", user_id="gone")])).stored == 1
+
+
 class _Model:
     """What exact dedup answers: a key is a duplicate while its newest stored copy is at most a
     window old (the archive keeps every message here, so a longer window reaches them all)."""

@@ -299,9 +299,11 @@ class DedupSlices:
         # A slice must end after every key in it (lookups skip it, and purge drops it, by its
         # end): after the clock was set back, keys received later than ``now`` wait here too.
         target = self.current(conn, max([now, *(at for _, at in part)]), window_ms)
-        # A key a deletion forgot since the flush began stays out (its message may come again).
+        # A key a deletion forgot since the flush began stays out (its message may come again),
+        # and so does one claimed again since: its newer copy goes with the next flush, and the
+        # older one, kept here, would outlive a deletion of the newer one (which finds only it).
         recent = self._recent
-        rows = [(s, m, at) for (s, m), at in part if (s, m) in recent]
+        rows = [(s, m, at) for (s, m), at in part if recent.get((s, m)) == at]
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._write(conn.cursor(), target, rows)

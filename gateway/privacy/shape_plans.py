@@ -33,7 +33,7 @@ MAX_PLANNED_FIELDS = 100_000
 MAX_PLAN_KEYS = 256
 #: A message with more planned fields than this gets no message plan (its msgspec type).
 MAX_MESSAGE_PLAN_FIELDS = 512
-#: Message plans tried per message kind (type and event name), most recently used first, and
+#: Message plans tried per message kind (type, event name and the sizes of the roots), most recently used first, and
 #: message shapes and kinds remembered at most (each plan holds a few msgspec types).
 MESSAGE_PLANS_PER_KIND = 2
 MAX_MESSAGE_PLANS = 1024
@@ -246,7 +246,11 @@ class ShapePlans:
         ``sites``, a sampled message: only a message plan serves, and it adds the fields whose
         values are to be checked (with the class a check must not change) to ``sites``."""
         try:
-            kind = (survey, message.get("type"), message.get("event"))
+            # The sizes of the roots tell most shapes of one kind apart (an optional property
+            # or trait): a message rarely tries a plan of another shape (a failed convert costs
+            # as much as a successful one).
+            sizes = [len(node) if type(node) is dict else -1 for node in map(message.get, self._roots)]
+            kind = (survey, message.get("type"), message.get("event"), *sizes)
             recent = self._recent.get(kind)
         except TypeError:  # an unhashable type or event: no kind
             kind, recent = None, None

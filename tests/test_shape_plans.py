@@ -214,6 +214,29 @@ def test_with_every_value_checked_plans_give_what_the_walk_gives(
             assert set(shape.fields) == {FieldClass(f.path, f.cls, f.hits) for f in walked}
 
 
+#: Values equal across types (``1 == 1.0 == True``; a card number as an int and as a float):
+#: what a site remembers as holding must not let one pass for another.
+EQUAL_ACROSS_TYPES = [1, 1.0, True, "1", 4111111111111111, 4111111111111111.0, "4111 1111 1111 1111", None, 0, False]
+
+
+@settings(max_examples=60, deadline=None)
+@given(stream=st.lists(st.tuples(*[st.sampled_from(EQUAL_ACROSS_TYPES)] * 3), min_size=1, max_size=30))
+def test_with_every_value_checked_sites_tell_equal_values_of_other_types_apart(
+    registry: Registry, stream: list[tuple[Any, Any, Any]]
+) -> None:
+    """One message shape whose values change type and value, at sites in a dict, in an array of
+    objects and in an array of scalars: each message's plan gives what the walk gives."""
+    matchers = list(registry.matchers.values())
+    every = Classifier(matchers, PrivacyConfig(value_checks="every"))
+    reference = Classifier(matchers, PrivacyConfig(value_checks="every"))
+    for note, sku, tag in stream:
+        message = {"properties": {"note": note, "items": [{"sku": sku}, {"sku": note}], "tags": [tag]}}
+        walked = reference._findings(message, True, greens=True)
+        found, shape = every.survey(message, "yellow")
+        assert found == [f for f in walked if f.cls in ("red", "yellow")]
+        assert set(shape.fields) == {FieldClass(f.path, f.cls, f.hits) for f in walked}
+
+
 def test_with_every_value_checked_a_value_changes_its_field_for_that_message_only(registry: Registry) -> None:
     every = Classifier(list(registry.matchers.values()), PrivacyConfig(value_checks="every"))
     clean, carded = {"properties": {"note": "call me"}}, {"properties": {"note": "4111 1111 1111 1111"}}

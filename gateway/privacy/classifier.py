@@ -86,6 +86,9 @@ _MAX_STEPS = 65536
 #: The values are held in memory only (never logged or stored), and dropped with the classifier.
 _MAX_VALUE_RESULTS = 65536
 _MAX_REMEMBERED_LENGTH = 256
+#: Types of values whose class by value is their key's, whatever the value (see _value_class):
+#: a site that held one holds every value of its type.
+_CLASSED_BY_TYPE: frozenset[type] = frozenset({float, bool, type(None), dict})
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +131,6 @@ class Classifier:
         self._class_changes = 0
         # (class before, value) -> (class after, the matchers that raised it): see _checked_value.
         self._value_results: dict[tuple[str, Any], tuple[str, tuple[str, ...]]] = {}
-        # (path, key, value) -> what the walk gives that field: a site's check with "every".
-        self._field_results: dict[tuple[str, Any, Any], tuple[str, tuple[str, ...]]] = {}
 
     def _key_class(self, path: str, key: str) -> tuple[str, tuple[str, ...]]:
         explicit = self.config.classes.get(path)
@@ -261,39 +262,27 @@ class Classifier:
         """What the shape plans find in a sampled ``message``, or None: walk it field by field.
         It takes its plan only when no value checked changes a class. With ``value_checks =
         "every"`` every message is a sampled one, and its plans are made here."""
-        sites: list[Finding] = []
-        planned = self._plans.findings(message, survey=survey, red_only=red_only, sites=sites)
         if not self._every:
+            sites: list[Finding] = []
+            planned = self._plans.findings(message, survey=survey, red_only=red_only, sites=sites)
             if planned is None or any(
                 self._value_class(site.value, site.cls, site.hits)[0] != site.cls for site in sites
             ):
                 return None  # the walk checks them again and learns what changed
             return planned
-        if planned is None and self._plans.findings(message, survey=survey, red_only=red_only):
-            planned = self._plans.findings(message, survey=survey, red_only=red_only, sites=sites)
-        if planned is None:
-            return None
         # Each site as the walk classifies it, from its key's class: the plan holds only when
-        # every one gets the class (and matchers) it was planned with. What a field's key and
-        # value give is remembered by (path, key, value) for the usual values.
-        key_class, value_class, remembered = self.key_class, self._value_class, self._field_results
-        for site in sites:
-            value = site.value
-            kind = type(value)
-            if kind is str or kind is int:
-                token = (site.path, site.key, value)
-                got = remembered.get(token)
-                if got is None:
-                    got = value_class(value, *key_class(site.path, site.key))
-                    if len(remembered) >= _MAX_VALUE_RESULTS:
-                        remembered.clear()
-                    if kind is int or len(value) <= _MAX_REMEMBERED_LENGTH:
-                        remembered[token] = got
-            else:
-                got = value_class(value, *key_class(site.path, site.key))
-            if got[0] != site.cls or got[1] != site.hits:
-                return None  # the walk classifies it, and its plans are made again
+        # every one gets the class (and matchers) it was planned with.
+        holds = (self._site_holds, _CLASSED_BY_TYPE)
+        planned = self._plans.findings(message, survey=survey, red_only=red_only, holds=holds)
+        if planned is None and self._plans.findings(message, survey=survey, red_only=red_only):
+            planned = self._plans.findings(message, survey=survey, red_only=red_only, holds=holds)
         return planned
+
+    def _site_holds(self, path: str, key: Any, value: Any, cls: str, hits: tuple[str, ...]) -> bool:
+        """Whether a field gets the class and matchers it was planned with, as the walk
+        classifies it from its key's class (a site's check; see ShapePlans.findings)."""
+        got = self._value_class(value, *self.key_class(path, key))
+        return got[0] == cls and got[1] == hits
 
     def walk(self, message: dict[str, Any]) -> list[Finding]:
         """Every field of ``message`` for an inventory: what :meth:`scan` finds (a classified

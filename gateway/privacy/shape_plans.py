@@ -37,6 +37,10 @@ MAX_MESSAGE_PLAN_FIELDS = 512
 #: message shapes and kinds remembered at most (each plan holds a few msgspec types).
 MESSAGE_PLANS_PER_KIND = 2
 MAX_MESSAGE_PLANS = 1024
+#: Values a site of a message plan remembers as holding its class at most, and the longest
+#: string remembered (see :meth:`_MessagePlan.sites_hold`).
+MAX_SITE_VALUES = 4096
+MAX_REMEMBERED_LENGTH = 256
 _SCALAR = str | int | float | bool | None
 
 _LEAF, _DICT, _LIST = 0, 1, 2
@@ -129,19 +133,101 @@ _Step = tuple[Any, ...]
 _Leaf = tuple[tuple[str, ...], str, str, str, tuple[str, ...]]
 
 
+#: ``holds(path, key, value, cls, hits)``: whether the field's value gives it the class and
+#: matchers its plan has (the classifier's check of a site, every value of it checked).
+SiteHolds = Callable[[str, Any, Any, str, tuple[str, ...]], bool]
+
+
 class _MessagePlan:
     """A message shape: the msgspec ``type`` a message has exactly when it has this shape, the
     steps from the message to its findings (non-green, then red only) and to the fields a sampled
     message checks, the same as ``leaves`` when no array is on the way (else None), and its
     :class:`Shape`."""
 
-    __slots__ = ("leaves", "shape", "steps", "type")
+    __slots__ = ("_sites_hold", "leaves", "shape", "steps", "type")
 
     def __init__(self, type_: Any, steps: tuple[tuple[_Step, ...], ...], shape: Shape | None) -> None:
         self.type = type_
         self.steps = steps  # non-green findings, red ones, the sites to check in a sampled message
         self.leaves = tuple(_leaves(variant, ()) for variant in steps)
         self.shape = shape
+        self._sites_hold: Callable[[dict[str, Any], SiteHolds], bool] | None = None
+
+    def sites_hold(self, message: dict[str, Any], holds: SiteHolds, type_only: frozenset[type]) -> bool:
+        """Whether every site of ``message`` (which has this shape) holds its planned class, by
+        ``holds``. Each site remembers what held there (in memory only, like the classifier's
+        value results): a string or an integer, or the type of a value whose class depends on
+        its type only (``type_only``, given by the classifier): such a value costs one lookup,
+        and only the others are checked."""
+        check = self._sites_hold
+        if check is None:
+            check = self._sites_hold = _compile_sites(self.steps[_SITES], type_only)
+        return check(message, holds)
+
+
+def _compile_sites(steps: tuple[_Step, ...], type_only: frozenset[type]) -> Callable[[dict[str, Any], SiteHolds], bool]:
+    """:meth:`_MessagePlan.sites_hold` as straight-line code (a loop per array on the way)."""
+    namespace: dict[str, Any] = {}
+    lines = ["def sites_hold(m, holds):"]
+    nodes = iter(range(1 << 30))
+
+    def emit(steps: tuple[_Step, ...], node: str, indent: str) -> None:
+        for kind, key, below, cls, hits in steps:
+            if kind == _LEAF:
+                n = len(namespace) // 4
+                strings: set[str] = set()
+                integers: set[int] = set()
+                types: set[type] = set()
+                namespace[f"_s{n}"], namespace[f"_i{n}"], namespace[f"_t{n}"] = strings, integers, types
+                namespace[f"_held{n}"] = _site_memo(below, key, cls, hits, strings, integers, types, type_only)
+                lines.append(f"{indent}v = {node}[{key!r}]")
+                lines.append(
+                    f"{indent}if not (v in _s{n} if (t := type(v)) is str else v in _i{n} if t is int else t in _t{n})"
+                    f" and not _held{n}(v, holds): return False"
+                )
+            elif kind == _DICT:
+                child = f"n{next(nodes)}"
+                lines.append(f"{indent}{child} = {node}[{key!r}]")
+                emit(below, child, indent)
+            else:
+                item = f"n{next(nodes)}"
+                lines.append(f"{indent}for {item} in {node}[{key!r}]:")
+                emit(below, item, indent + "    ")
+
+    emit(steps, "m", "    ")
+    lines.append("    return True")
+    # Only our own code: keys enter as repr() of str (msgspec refused others), the rest as names.
+    exec(compile("\n".join(lines), "<privacy sites>", "exec"), namespace)
+    sites_hold: Callable[[dict[str, Any], SiteHolds], bool] = namespace["sites_hold"]
+    return sites_hold
+
+
+def _site_memo(
+    path: str,
+    key: Any,
+    cls: str,
+    hits: tuple[str, ...],
+    strings: set[str],
+    integers: set[int],
+    types: set[type],
+    type_only: frozenset[type],
+) -> Callable[[Any, SiteHolds], bool]:
+    """A site's check of a value it does not remember: ``holds``, then remembered when it held."""
+
+    def held(value: Any, holds: SiteHolds) -> bool:
+        if not holds(path, key, value, cls, hits):
+            return False
+        kind = type(value)
+        if kind in type_only:
+            types.add(kind)
+        elif kind is int or (kind is str and len(value) <= MAX_REMEMBERED_LENGTH):
+            memo: set[Any] = strings if kind is str else integers
+            if len(memo) >= MAX_SITE_VALUES:
+                memo.clear()  # values that never repeat: start over rather than grow
+            memo.add(value)
+        return True
+
+    return held
 
 
 def _leaves(steps: tuple[_Step, ...], keys: tuple[str, ...]) -> tuple[_Leaf, ...] | None:
@@ -239,12 +325,20 @@ class ShapePlans:
         return shape
 
     def findings(
-        self, message: dict[str, Any], *, survey: bool, red_only: bool, sites: list[Finding] | None = None
+        self,
+        message: dict[str, Any],
+        *,
+        survey: bool,
+        red_only: bool,
+        sites: list[Finding] | None = None,
+        holds: tuple[SiteHolds, frozenset[type]] | None = None,
     ) -> tuple[list[Finding], Shape | None] | None:
         """The non-green (or only the red) findings of a message, and its shape when ``survey``;
         or None when some dict has no plan (a value to check: walk it field by field). Given
         ``sites``, a sampled message: only a message plan serves, and it adds the fields whose
-        values are to be checked (with the class a check must not change) to ``sites``."""
+        values are to be checked (with the class a check must not change) to ``sites``. Given
+        ``holds`` instead (a site's check, and the types whose class is their type's), only a
+        message plan serves too, and only when every site holds (see :meth:`_MessagePlan.sites_hold`)."""
         try:
             # The sizes of the roots tell most shapes of one kind apart (an optional property
             # or trait): a message rarely tries a plan of another shape (a failed convert costs
@@ -272,8 +366,10 @@ class ShapePlans:
                         found.append(Finding(path, node, key, node[key], cls, hits))
                 if sites is not None:
                     _follow(plan, _SITES, message, sites)
+                elif holds is not None and not plan.sites_hold(message, *holds):
+                    return None
                 return found, plan.shape
-        if sites is not None:
+        if sites is not None or holds is not None:
             return None
         found = []
         visited: list[_Plan | FieldClass] = []

@@ -3,6 +3,7 @@ it, with event and parameter names and values made valid under GA4's rules and l
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -66,6 +67,12 @@ class Ga4Event(NamedTuple):
 def valid_name(name: str, *, lowercase: bool = False) -> str:
     """``name`` under GA4's naming rules: letters, digits and ``_`` only, starting with a letter,
     at most 40 characters, no reserved prefix (``name!`` -> ``name_``, ``2fa`` -> ``n_2fa``)."""
+    return _valid_name(name, lowercase)
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_name(name: str, lowercase: bool) -> str:
+    """:func:`valid_name`, remembered: an event's parameter names repeat from event to event."""
     cleaned = _INVALID.sub("_", name.strip())
     if lowercase:
         cleaned = cleaned.lower()
@@ -182,20 +189,21 @@ def to_ga4(message: dict[str, Any], config: Ga4Config, received_ms: int = 0) -> 
             params.update(_ecommerce_params(event, properties))
             custom = {}
         else:
-            name = valid_name(event, lowercase=config.lowercase_event_names)
+            name = _valid_name(event, config.lowercase_event_names)
             custom = properties
     options = integration_options(message, *INTEGRATION_NAMES)
     if options.get("session_id") is not None:
         params["session_id"] = options["session_id"]
     params.setdefault("engagement_time_msec", config.engagement_time_msec)
+    fixed = list(params)
     for key, value in custom.items():
-        param = valid_name(str(key))
+        param = _valid_name(str(key), False)
         if param in params or len(params) >= MAX_PARAMS:
             continue
         valid = valid_value(param, value)
         if valid is not None:
             params[param] = valid
-    for key in list(params):
+    for key in fixed:  # the custom ones are valid already (valid_value of a valid value is itself)
         if key != "items":
             valid = valid_value(key, params[key])
             if valid is None:

@@ -274,6 +274,7 @@ async def main(args: argparse.Namespace) -> None:
             requests_per_sec: dict[str, list[float]] = {}
             cpu_per_message: dict[str, list[float]] = {}
             ratios: dict[str, list[float]] = {}
+            cpu_ratios: dict[str, list[float]] = {}
             capacity: dict[int, list[float]] = {4: [], 16: []}
             run = 0
             for round_number in range(args.rounds):
@@ -301,12 +302,15 @@ async def main(args: argparse.Namespace) -> None:
                         requests_per_sec.setdefault(key, []).append(requests / seconds)
                         per_request.setdefault(key, []).append(args.messages / requests)
                     ratios.setdefault(label, []).append(pair[vendor] / pair["http"])
+                    # The same comparison by CPU: what the rates' ratio would be with a core to itself.
+                    http_cpu = cpu_per_message[f"http ({users} users)"][-1]
+                    cpu_ratios.setdefault(label, []).append(http_cpu / cpu_per_message[label][-1])
                     print(
                         f"round {round_number + 1}: http {pair['http']:8.0f} ev/s   {label:<12} "
                         f"{pair[vendor]:8.0f} ev/s   ratio {pair[vendor] / pair['http']:.2f}   "
                         f"({requests_per_sec[label][-1]:.0f} req/s; CPU/message: http "
                         f"{cpu_per_message[f'http ({users} users)'][-1]:.1f} µs, {label} "
-                        f"{cpu_per_message[label][-1]:.1f} µs)",
+                        f"{cpu_per_message[label][-1]:.1f} µs: {cpu_ratios[label][-1]:.2f})",
                         flush=True,
                     )
         finally:
@@ -315,10 +319,12 @@ async def main(args: argparse.Namespace) -> None:
     median = statistics.median
     print(
         f"\n{args.messages} messages, {args.rounds} rounds; medians (events/s delivered, ratio to http in the same "
-        "pair, requests/s the sink got, messages per request, the gateway process's CPU per message)"
+        "pair, requests/s the sink got, messages per request, the gateway process's CPU per message, http's CPU per "
+        "message over the destination's in the same pair)"
     )
     print(
-        f"{'destination':<18}{'events/s':>10}{'ratio':>8}{'req/s':>8}{'msg/req':>9}{'CPU µs':>8}  target >= 0.7x http"
+        f"{'destination':<18}{'events/s':>10}{'ratio':>8}{'req/s':>8}{'msg/req':>9}{'CPU µs':>8}{'CPU ratio':>10}"
+        "  target >= 0.7x http"
     )
     for key in [key for key in rates if key.startswith("http")]:
         print(
@@ -330,8 +336,9 @@ async def main(args: argparse.Namespace) -> None:
         verdict = "MET" if ratio >= 0.7 else "MISSED"
         print(
             f"{label:<18}{median(rates[label]):>10.0f}{ratio:>8.2f}{median(requests_per_sec[label]):>8.0f}"
-            f"{median(per_request[label]):>9.1f}{median(cpu_per_message[label]):>8.1f}  {verdict}"
-            f"   (runs: {', '.join(f'{r:.2f}' for r in values)})"
+            f"{median(per_request[label]):>9.1f}{median(cpu_per_message[label]):>8.1f}"
+            f"{median(cpu_ratios[label]):>10.2f}  {verdict}   (runs: {', '.join(f'{r:.2f}' for r in values)}; CPU: "
+            f"{', '.join(f'{r:.2f}' for r in cpu_ratios[label])})"
         )
     best = max(median(values) for values in capacity.values())
     print(

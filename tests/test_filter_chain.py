@@ -4,8 +4,12 @@ when the chain is built only costs that filter its fast pass."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import Filter, FilterContext
 from gateway.components import FilterChain, apply_filters
@@ -76,3 +80,37 @@ def test_a_chain_is_still_the_tuple_of_its_filters() -> None:
     chain = FilterChain(filters)
     assert chain == tuple(filters)
     assert [filter_id for filter_id, _ in chain] == ["a", "b"]
+
+
+class Flagged(Filter):
+    """Tags a message that carries its flag, drops one whose ``drop`` names it, and passes the
+    others unchanged; its fast pass (honest, or never sure, or raising, or none) says so."""
+
+    def __init__(self, tag: str, fast: str) -> None:
+        self.tag = tag
+        self.fast = fast
+
+    def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        if message.get("drop") == self.tag:
+            return None
+        if self.tag in message.get("flags", ()):
+            message["seen"] = [*message.get("seen", []), self.tag]
+        return message
+
+    def fast_pass(self) -> Callable[[dict[str, Any]], bool] | None:
+        if self.fast == "honest":
+            return lambda m: m.get("drop") != self.tag and self.tag not in m.get("flags", ())
+        return {"never": never, "raises": raises, "none": None}[self.fast]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fast=st.lists(st.sampled_from(["honest", "never", "raises", "none"]), max_size=6),
+    flags=st.lists(st.sampled_from("abcdef"), max_size=3),
+    drop=st.sampled_from([None, *"abcdef"]),
+)
+def test_a_chain_gives_what_its_filters_give_one_by_one(fast: list[str], flags: list[str], drop: str | None) -> None:
+    filters = [(tag, Flagged(tag, kind)) for tag, kind in zip("abcdef", fast, strict=False)]
+    message = event(flags=flags, drop=drop)
+    chained = apply_filters(FilterChain(filters), copy.deepcopy(message), CONTEXT)
+    assert chained == apply_filters(filters, copy.deepcopy(message), CONTEXT)

@@ -123,9 +123,14 @@ FILTER_ERROR_REASON = "filter_error"
 class FilterChain(tuple[tuple[str, Filter], ...]):
     """``(filter id, filter)`` pairs in order, as sources and destination workers hold them,
     with each filter's :meth:`Filter.fast_pass` asked once (when the chain is built), so that
-    :func:`apply_filters` does not ask it per message."""
+    :func:`apply_filters` does not ask it per message.
+
+    ``first_unsure(message)`` runs the fast passes in order, in one call: the index of the first
+    filter whose fast pass is not sure of the message (False, raised, or it has none), or the
+    number of filters when every one promises a pass (the message goes through unchanged)."""
 
     steps: tuple[tuple[str, Filter, Callable[[JSONObject], bool] | None, bool], ...]
+    first_unsure: Callable[[JSONObject], int]
 
     def __new__(cls, filters: Iterable[tuple[str, Filter]]) -> FilterChain:
         chain = super().__new__(cls, filters)
@@ -133,7 +138,32 @@ class FilterChain(tuple[tuple[str, Filter], ...]):
             (filter_id, message_filter, _fast_pass_of(message_filter), type(message_filter).apply is _BASE_APPLY)
             for filter_id, message_filter in chain
         )
+        chain.first_unsure = _first_unsure([step[2] for step in chain.steps])
         return chain
+
+
+def _first_unsure(fast_passes: Sequence[Callable[[JSONObject], bool] | None]) -> Callable[[JSONObject], int]:
+    """:attr:`FilterChain.first_unsure` as straight-line code: most messages pass most filters,
+    and a loop over the chain costs as much again as the fast passes themselves."""
+    namespace: dict[str, Any] = {}
+    lines = ["def first_unsure(message):"]
+    for index, fast_pass in enumerate(fast_passes):
+        if fast_pass is None:
+            break
+        namespace[f"_pass{index}"] = fast_pass
+        lines += [
+            "    try:",
+            f"        if not _pass{index}(message): return {index}",
+            "    except Exception:",  # not sure: apply() decides, under its own error policy
+            f"        return {index}",
+        ]
+    else:
+        index = len(fast_passes)
+    lines.append(f"    return {index}")
+    # Only our own code: the fast passes enter as bound names, indexes as int literals.
+    exec(compile("\n".join(lines), "<filter chain>", "exec"), namespace)
+    first_unsure: Callable[[JSONObject], int] = namespace["first_unsure"]
+    return first_unsure
 
 
 def _fast_pass_of(message_filter: Filter) -> Callable[[JSONObject], bool] | None:
@@ -159,13 +189,18 @@ def apply_filters(
     Given a :class:`FilterChain`, each filter's fast pass is tried first (see
     :meth:`Filter.fast_pass`); the result is the same either way."""
     forward: tuple[Forward, ...] = ()
-    steps = (
-        filters.steps
-        if type(filters) is FilterChain
-        else tuple((fid, f, None, type(f).apply is _BASE_APPLY) for fid, f in filters)
-    )
+    if type(filters) is FilterChain:
+        start = filters.first_unsure(message)
+        # The filter at ``start`` was not passed: it runs (its fast pass is not asked again).
+        steps = filters.steps[start:] if start else filters.steps
+        unsure = start < len(filters)
+    else:
+        steps = tuple((fid, f, None, type(f).apply is _BASE_APPLY) for fid, f in filters)
+        unsure = False
     for filter_id, message_filter, fast_pass, plain in steps:
-        if fast_pass is not None:
+        if unsure:
+            unsure = False
+        elif fast_pass is not None:
             try:
                 passed = fast_pass(message)
             except Exception:  # not sure: apply() decides, under its own error policy

@@ -6,9 +6,13 @@ request did not end."""
 from __future__ import annotations
 
 import gzip
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
@@ -30,8 +34,12 @@ class RawServer:
         self.requests: list[bytes] = []
         self.port = 0
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle(self, stream: trio.abc.Stream) -> None:
         self.connections += 1
+        with suppress(trio.BrokenResourceError):  # the client hung up (or refused our certificate)
+            await self._answer(stream)
+
+    async def _answer(self, stream: trio.abc.Stream) -> None:
         buffer = b""
         async with stream:
             while True:
@@ -225,3 +233,38 @@ async def test_a_request_the_server_closed_on_unanswered_goes_again_only_on_a_re
         finally:
             await client.aclose()
     assert (server.connections, len(server.requests)) == (3, 4)
+
+
+async def test_https_with_the_servers_certificate_checked(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(  # noqa: ASYNC221 (a one-off certificate before the servers start)
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)),
+            *("-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    server = RawServer(lambda head, body: (ok(body), False))
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(
+            partial(trio.serve_ssl_over_tcp, server.handle, 0, server_context, host="127.0.0.1")
+        )
+        port = listener.transport_listener.socket.getsockname()[1]
+        trusting = HttpClient({}, ssl_context=ssl.create_default_context(cafile=str(cert)))
+        strangers = HttpClient({})  # the default trust store does not know this certificate
+        try:
+            for n in range(2):
+                answer = await trusting.request("POST", f"https://127.0.0.1:{port}/s", {}, b"tls %d" % n)
+                assert answer.content == b"tls %d" % n
+            with pytest.raises(HttpClientError, match="TLS"):
+                await strangers.request("POST", f"https://127.0.0.1:{port}/s", {}, b"")
+        finally:
+            await trusting.aclose()
+            await strangers.aclose()
+        nursery.cancel_scope.cancel()
+    assert len(server.requests) == 2 and server.connections == 2  # one kept for both, one refused

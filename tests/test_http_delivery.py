@@ -127,3 +127,9 @@ def test_chunk_encoded_keeps_each_request_within_both_limits_and_every_item_once
         assert 1 <= len(chunk) <= 8 and len(chunk) == len(chunk_owners)
         assert len(b"[" + b",".join(chunk) + b"]") <= 2_500 - 1000 + 1
     assert chunk_encoded([], [], max_items=8, max_bytes=2_500) == []
+    # What fits in one request is one chunk, to the byte of the limit.
+    small = items[:7]
+    limit = sum(len(item) + 1 for item in small) + 1000
+    assert chunk_encoded(small, owners[:7], max_items=7, max_bytes=limit) == [(small, owners[:7])]
+    assert len(chunk_encoded(small, owners[:7], max_items=7, max_bytes=limit - 1)) == 2
+    assert len(chunk_encoded(small, owners[:7], max_items=6, max_bytes=limit)) == 2

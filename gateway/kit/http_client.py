@@ -131,7 +131,7 @@ class HttpClient:
             try:
                 return await self._exchange(connection, key, wire, sent, reused=True)
             except _Unanswered:
-                pass  # closed before it answered: once more, on a new connection
+                break  # closed before it answered: once more, on a new connection (only once)
         return await self._exchange(await self._connect(origin), key, wire, sent, reused=False)
 
     def _origin(self, method: str, url: str) -> _Origin:

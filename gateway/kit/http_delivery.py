@@ -254,6 +254,12 @@ def chunk_encoded(
     """Split encoded JSON items (each owned by ``owners[i]``, the index of the record it came
     from) into requests of at most ``max_items`` items whose JSON array fits in ``max_bytes``,
     with 1,000 bytes to spare for the envelope. A record's items may span two requests."""
+    if len(items) != len(owners):
+        raise ValueError("items and owners differ in length")
+    if not items:
+        return []
+    if len(items) <= max_items and sum(map(len, items)) + len(items) <= max_bytes - 1000:
+        return [(list(items), list(owners))]  # all in one request: the usual batch, without a step per item
     chunks: list[tuple[list[bytes], list[int]]] = []
     size = max_bytes
     for item, owner in zip(items, owners, strict=True):

@@ -15,7 +15,7 @@ import trio
 from gateway.config import LogConfig
 from gateway.log import Entry, open_log
 from gateway.log import sqlite as sqlite_log
-from gateway.log.sqlite import DB_NAME, _dedup
+from gateway.log.sqlite import DB_NAME, _bulk, _dedup, _engine, _schema
 
 
 def entry(message_id: str, user_id: str = "someone") -> Entry:
@@ -193,3 +193,30 @@ async def test_random_traffic_restarts_reloads_clock_steps_and_deletions_keep_de
                 model.stored_at.pop(("app", key), None)
     finally:
         await opened.__aexit__(None, None, None)
+
+
+async def test_keys_and_rows_fit_the_variable_limit_of_old_sqlite_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Keys and rows go in as multi-row statements, whatever the batch's size; SQLite builds
+    # before 3.32 allow 999 variables a statement (Debian's 3.40 allows 250,000).
+    def connect_999(path: Path, synchronous: str, cache_kib: int, wal_limit: int) -> sqlite3.Connection:
+        conn = _schema.connect(path, synchronous, cache_kib, wal_limit)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        with pytest.raises(sqlite3.OperationalError, match="too many SQL variables"):
+            conn.execute("SELECT " + ", ".join(["?"] * 1000), [0] * 1000)
+        return conn
+
+    monkeypatch.setattr(_engine, "connect", connect_999)
+    monkeypatch.setattr(_bulk, "connect", connect_999)
+    now = 1_800_000_000_000
+    config = LogConfig(dedup_window_secs=600)
+    rows = [("web", f"bulk{i}", now, b'{"messageId":"bulk%d"}' % i) for i in range(3000)]
+    assert sqlite_log.bulk_load(config, tmp_path, rows + rows[:500], clock_ms=lambda: now) == 3000
+    async with open_log(config, tmp_path, clock_ms=lambda: now) as log:
+        batch = [entry(f"m{i}") for i in range(3000)] + [entry("bulk7"), entry("m5")]
+        assert (await log.append(batch)).stored == 3000
+        await log.purge([])  # writes the keys out
+        assert log._dedup.waiting == 0  # type: ignore[attr-defined]
+        again = [entry(f"m{i}") for i in range(0, 6000, 2)] + [entry(f"bulk{i}") for i in range(2990, 3010)]
+        assert (await log.append(again)).stored == 1500 + 10

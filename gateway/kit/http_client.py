@@ -1,8 +1,10 @@
 """A lean HTTP/1.1 client on trio for :class:`gateway.HttpDelivery`: keep-alive connections per
-origin, each request written in one send, the answer read by hand.
+origin, each request written in one send, the answer parsed by httptools (llhttp, Node's HTTP
+parser, as uvicorn uses it): framing, chunks and keep-alive are a mature parser's, not ours.
 
 Why not httpx: on the shared VM, httpx took 0.9-1.2 ms of CPU a request (its connection pool,
-h11, its request and response models), this client 30-60 µs (bench/README.md, Destinations).
+h11, its request and response models), this client 30-60 µs (bench/README.md, Destinations);
+h11 alone (sans-IO, pure Python) took 170-250 µs, llhttp a few.
 A destination posting batches of hundreds of events pays that per batch; GA4, which takes one
 client's events per request, paid it every few events. TLS is trio's, with httpx's trust store
 (certifi, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``); proxies are httpx's job
@@ -12,12 +14,14 @@ client's events per request, paid it every few events. TLS is trio's, with httpx
 from __future__ import annotations
 
 import json as _json
+import re
 import select
 import ssl
 import zlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import httptools
 import httpx
 import trio
 
@@ -27,8 +31,9 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_IDLE_PER_ORIGIN = 100
 _READ_BYTES = 65536
 _CONNECTION_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
-#: Characters a header name may not hold.
-_FORBIDDEN = frozenset(":\r\n \t")
+#: A header name is a token (RFC 9110, 5.6.2); a value holds no line break or NUL.
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\r\n\0]")
 
 
 class HttpClientError(Exception):
@@ -74,13 +79,65 @@ class _Origin(NamedTuple):
     head: bytes  # b"POST /path?query HTTP/1.1\r\nHost: ...\r\n"
 
 
+class _Answer:
+    """The answer being parsed: httptools calls these as the bytes arrive. 1xx answers (100
+    Continue, 103 Early Hints) are forgotten as they end: the real answer follows."""
+
+    __slots__ = ("body", "complete", "extra", "fields", "head_bytes", "headers_done", "keep_alive", "parser", "status")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.reset()
+
+    def reset(self) -> None:
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.head_bytes = 0
+        self.headers_done = False
+        self.complete = False
+        self.status = 0
+        self.keep_alive = False
+        self.extra = False  # bytes past the answer: no request asked for them
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.extra = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value)
+        if self.head_bytes > MAX_HEAD_BYTES:
+            raise HttpClientError("the answer's head is too large")
+        self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        # Read here: once the message ends, the parser's state is the next message's.
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            self.reset()
+        else:
+            self.complete = True
+            self.status = status
+            self.keep_alive = self.parser.should_keep_alive()
+
+    def delimited_by_close(self) -> bool:
+        """Whether the body runs up to the close (no Content-Length, not chunked)."""
+        names = {name.lower() for name, _ in self.fields}
+        return b"content-length" not in names and b"transfer-encoding" not in names
+
+
 class _Connection:
-    __slots__ = ("buffer", "socket", "stream")
+    __slots__ = ("answer", "socket", "stream")
 
     def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
         self.stream = stream
         self.socket = socket
-        self.buffer = bytearray()
+        self.answer = _Answer()
 
     def looks_closed(self) -> bool:
         """Whether an idle connection has something to read: the server closed it (or sent
@@ -116,7 +173,7 @@ class HttpClient:
         origin = self._origin(method, url)
         sent_headers = {**self._headers, **headers}
         for name, value in sent_headers.items():
-            if not name or _FORBIDDEN.intersection(name) or "\r" in value or "\n" in value:
+            if not _NAME.fullmatch(name) or _BAD_VALUE.search(value):
                 raise ValueError(f"a header that cannot be sent: {name!r}")
         fields = "".join(f"{name}: {value}\r\n" for name, value in sent_headers.items()).encode("ascii")
         wire = origin.head + fields + b"Content-Length: %d\r\n\r\n" % len(body) + body
@@ -180,8 +237,7 @@ class HttpClient:
                 if reused:
                     raise _Unanswered from error
                 raise HttpClientError(f"{type(error).__name__}: {error}") from error
-            status, headers, body, keep = await _read_answer(connection, reused=reused, head=sent.method == "HEAD")
-            keep = keep and not connection.buffer  # bytes no request asked for: not to be taken as an answer
+            status, headers, body, keep = await _read_answer(connection, reused=reused)
         finally:
             if keep:
                 idle = self._idle.setdefault(key, [])
@@ -204,109 +260,37 @@ class _Unanswered(Exception):
     """A reused connection closed before any byte of an answer: the request may go again."""
 
 
-async def _receive(connection: _Connection, *, reused: bool, started: bool) -> None:
-    """Read more of the answer into the connection's buffer."""
-    try:
-        data = await connection.stream.receive_some(_READ_BYTES)
-    except _CONNECTION_ERRORS as error:
-        if reused and not started:
-            raise _Unanswered from error
-        raise HttpClientError(f"{type(error).__name__}: {error}") from error
-    if not data:
-        if reused and not started:
-            raise _Unanswered
-        raise HttpClientError("the server closed the connection before a whole answer")
-    connection.buffer += data
-
-
-async def _read_answer(connection: _Connection, *, reused: bool, head: bool) -> tuple[int, httpx.Headers, bytes, bool]:
-    """(status, headers, body, whether the connection may carry another request) of the next
-    answer: 1xx answers skipped, the body by ``Content-Length``, chunks, or up to the close."""
-    buffer = connection.buffer
-    while True:
-        end = buffer.find(b"\r\n\r\n")
-        while end < 0:
-            if len(buffer) > MAX_HEAD_BYTES:
-                raise HttpClientError("the answer's head is too large")
-            await _receive(connection, reused=reused, started=bool(buffer))
-            end = buffer.find(b"\r\n\r\n")
-        lines = bytes(buffer[:end]).split(b"\r\n")
-        del buffer[: end + 4]
-        version, _, rest = lines[0].partition(b" ")
-        status_text = rest[:3]
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or not status_text.isdigit():
-            raise HttpClientError(f"not an HTTP/1.x answer: {lines[0][:100]!r}")
-        status = int(status_text)
-        fields = []
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
-                raise HttpClientError(f"a malformed header line: {line[:100]!r}")
-            fields.append((name, value.strip()))
-        reused = False  # an answer began: whatever happens now, the request was received
-        if 100 <= status < 200:
-            continue  # 100 Continue, 103 Early Hints: the answer follows
-        headers = httpx.Headers(fields)
-        tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
-        keep = version == b"HTTP/1.1" and "close" not in tokens
-        if head or status in (204, 304):
-            body = b""
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            body = await _read_chunks(connection)
-        elif "content-length" in headers:
-            length = headers["content-length"]
-            if not length.isdigit():
-                raise HttpClientError(f"a bad Content-Length: {length[:40]!r}")
-            body = await _read_exactly(connection, int(length))
-        else:  # the body runs up to the close
-            while True:
-                try:
-                    data = await connection.stream.receive_some(_READ_BYTES)
-                except _CONNECTION_ERRORS as error:
-                    raise HttpClientError(f"{type(error).__name__}: {error}") from error
-                if not data:
-                    break
-                buffer += data
-            body, keep = bytes(buffer), False
-            buffer.clear()
-        return status, headers, _decoded(body, headers.get("content-encoding", "")), keep
-
-
-async def _read_exactly(connection: _Connection, length: int) -> bytes:
-    buffer = connection.buffer
-    while len(buffer) < length:
-        await _receive(connection, reused=False, started=True)
-    body = bytes(buffer[:length])
-    del buffer[:length]
-    return body
-
-
-async def _read_chunks(connection: _Connection) -> bytes:
-    buffer = connection.buffer
-    parts: list[bytes] = []
-    while True:
-        end = buffer.find(b"\r\n")
-        while end < 0:
-            await _receive(connection, reused=False, started=True)
-            end = buffer.find(b"\r\n")
-        size_text = bytes(buffer[:end]).split(b";")[0].strip()
+async def _read_answer(connection: _Connection, *, reused: bool) -> tuple[int, httpx.Headers, bytes, bool]:
+    """(status, headers, body, whether the connection may carry another request) of the answer
+    to the request just sent. On a reused connection, a close before any byte of an answer
+    raises :class:`_Unanswered`."""
+    answer = connection.answer
+    answer.reset()
+    started = False  # a byte of the answer came: the request was received
+    while not answer.complete:
         try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise HttpClientError(f"a bad chunk size: {size_text[:40]!r}") from None
-        del buffer[: end + 2]
-        if size == 0:  # the last chunk, then trailers up to an empty line
-            while True:
-                end = buffer.find(b"\r\n")
-                while end < 0:
-                    await _receive(connection, reused=False, started=True)
-                    end = buffer.find(b"\r\n")
-                del buffer[: end + 2]
-                if end == 0:
-                    return b"".join(parts)
-        parts.append(await _read_exactly(connection, size))
-        if (await _read_exactly(connection, 2)) != b"\r\n":
-            raise HttpClientError("a chunk without its line end")
+            data = await connection.stream.receive_some(_READ_BYTES)
+        except _CONNECTION_ERRORS as error:
+            if reused and not started:
+                raise _Unanswered from error
+            raise HttpClientError(f"{type(error).__name__}: {error}") from error
+        if not data:
+            if reused and not started:
+                raise _Unanswered
+            if answer.headers_done and answer.delimited_by_close():
+                break  # the body ran up to the close, as it said
+            raise HttpClientError("the server closed the connection before a whole answer")
+        started = True
+        try:
+            answer.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise HttpClientError("the server switched protocols") from None
+        except httptools.HttpParserError as error:
+            raise HttpClientError(f"not an HTTP/1.x answer: {error}") from None
+    headers = httpx.Headers(answer.fields)
+    keep = answer.complete and not answer.extra and answer.keep_alive
+    body = _decoded(b"".join(answer.body), headers.get("content-encoding", ""))
+    return answer.status or answer.parser.get_status_code(), headers, body, keep
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:

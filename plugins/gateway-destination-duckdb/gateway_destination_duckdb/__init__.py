@@ -92,6 +92,7 @@ class DuckDBLoader(Loader):
     """Loads into the DuckDB file at ``path``, opening it for each unit of work."""
 
     dialect: ClassVar[Dialect] = DIALECT
+    projects: ClassVar[bool] = True
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)

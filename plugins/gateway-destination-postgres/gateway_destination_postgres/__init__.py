@@ -110,6 +110,7 @@ class PostgresLoader(Loader):
     """Loads into the database at ``dsn`` over one connection, kept between loads."""
 
     dialect: ClassVar[Dialect] = DIALECT
+    projects: ClassVar[bool] = True
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
@@ -173,8 +174,7 @@ class PostgresLoader(Loader):
                             cur.execute(statement)
                         cur.execute(f"DROP TABLE {_MERGED}, {_STAGE}")
                     else:
-                        keys = list({row[table.key] for row in table.rows.values()})
-                        cur.execute(f"DELETE FROM {target} WHERE {quote(table.key)} = ANY(%s)", [keys])
+                        cur.execute(f"DELETE FROM {target} WHERE {quote(table.key)} = ANY(%s)", [table.keys()])
                         self._copy(cur, target, table)
 
     def _prepare(self, cur: psycopg.Cursor[Any], schema: str, table: TableLoad) -> None:

@@ -34,10 +34,27 @@ def arrow_schema(columns: dict[str, ColumnType]) -> pa.Schema:
 
 
 def arrow_table(table: TableLoad) -> pa.Table:
-    """The rows of ``table`` in the order and types of its :attr:`~TableLoad.columns`."""
+    """The rows of ``table`` (:attr:`~TableLoad.rows` then :attr:`~TableLoad.projected`) in the
+    order and types of its :attr:`~TableLoad.columns`."""
     import pyarrow as pa
 
+    schema = arrow_schema(table.columns)
     # Arrow converts the row dicts as a struct array in C++ (a missing key is a null): three
     # times faster than a Python list per column.
-    rows = pa.array(list(table.rows.values()), type=pa.struct(arrow_schema(table.columns)))
-    return pa.Table.from_batches([pa.RecordBatch.from_struct_array(rows)])
+    rows = pa.array(list(table.rows.values()), type=pa.struct(schema))
+    whole = pa.Table.from_batches([pa.RecordBatch.from_struct_array(rows)])
+    if not table.projected:
+        return whole
+    parts = [whole]
+    for part in table.projected:
+        have = set(part.column_names)
+        parts.append(
+            pa.Table.from_arrays(
+                [
+                    part.column(f.name).cast(f.type) if f.name in have else pa.nulls(part.num_rows, f.type)
+                    for f in schema
+                ],
+                schema=schema,
+            )
+        )
+    return pa.concat_tables(parts)

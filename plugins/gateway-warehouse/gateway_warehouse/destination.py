@@ -92,6 +92,10 @@ class Loader(abc.ABC):
 
     #: The engine's naming rules and limits.
     dialect: ClassVar[Dialect]
+    #: Whether the loader reads tables with :func:`gateway_warehouse.arrow.arrow_table`, so that
+    #: the rows of common shapes may come projected by DuckDB (see
+    #: :mod:`gateway_warehouse.projection`) rather than as :attr:`TableLoad.rows` dicts.
+    projects: ClassVar[bool] = False
 
     @abc.abstractmethod
     def read_schemas(self, names: Sequence[str]) -> dict[str, Schema | None]:
@@ -186,6 +190,9 @@ class WarehouseDestination(Destination):
         return removed
 
     async def aclose(self) -> None:
+        if self._mapper is not None:
+            mapper, self._mapper = self._mapper, None
+            await trio.to_thread.run_sync(mapper.close, limiter=self._limiter)
         if self._loader is not None:
             loader, self._loader = self._loader, None
             await trio.to_thread.run_sync(loader.close, limiter=self._limiter)
@@ -225,6 +232,7 @@ class WarehouseDestination(Destination):
                 collections=config.collections,
                 properties=config.properties,
                 max_columns=config.max_columns_per_table,
+                project=self._ready().projects,
             )
         return self._mapper
 

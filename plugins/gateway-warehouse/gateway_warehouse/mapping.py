@@ -27,8 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import structlog
 
 from gateway_warehouse.naming import Dialect, snakecase
+from gateway_warehouse.projection import Group, ProjectionError, Projector, Recipe, pointer
 from gateway_warehouse.tables import (
     _COMMON,
     _DISCARD_COLUMNS,
@@ -50,6 +52,8 @@ from gateway_warehouse.tables import (
 from gateway_warehouse.types import NO_FIT, ColumnType, convert, infer, to_text
 
 __all__ = ["Mapper"]
+
+log = structlog.get_logger("gateway_warehouse")
 
 _SEP = "\x1f"  # joins raw key paths in caches (never in a name: snakecase drops it)
 _MAX_CACHED_NAMES = 100_000
@@ -97,6 +101,9 @@ class Mapper:
             dialect's).
         shape_plans: Map a message shaped like one mapped before in the same load by that
             one's plan (the default; off only to check that plans change nothing).
+        project: Have DuckDB build the rows of a batch's common shapes from the messages' JSON
+            (:mod:`gateway_warehouse.projection`; needs ``duckdb`` and ``pyarrow``). Their rows
+            are then in :attr:`TableLoad.projected`, not in :attr:`TableLoad.rows`.
     """
 
     def __init__(
@@ -108,9 +115,12 @@ class Mapper:
         properties: Mapping[str, Selection] | None = None,
         max_columns: int | None = None,
         shape_plans: bool = True,
+        project: bool = False,
     ) -> None:
         self.dialect = dialect
         self.shape_plans = shape_plans
+        self._project = project and shape_plans
+        self._projector: Projector | None = None
         self._schema = schema
         self._collections = collections or Selection()
         self._properties = dict(properties or {})
@@ -186,9 +196,36 @@ class Mapper:
         warehouse's ``schemas`` (by schema name; None or absent: the schema does not exist).
         Use :meth:`schema_name` to know which schemas a batch touches."""
         uuid_ts = now or datetime.now(UTC)
+        batch = list(batch)
+        if self._project:
+            if self._projector is None:
+                self._projector = Projector(self.dialect)
+            try:
+                return self._map(batch, schemas, uuid_ts, self._projector)
+            except ProjectionError as error:
+                log.warning("warehouse_projection_failed", error=str(error), hint="the batch is mapped in Python")
+        return self._map(batch, schemas, uuid_ts, None)
+
+    def close(self) -> None:
+        """Release the projector's database, if any."""
+        if self._projector is not None:
+            self._projector.close()
+            self._projector = None
+
+    def _map(
+        self,
+        batch: list[tuple[int, str, bytes]],
+        schemas: Mapping[str, Schema | None],
+        uuid_ts: datetime,
+        projector: Projector | None,
+    ) -> Load:
         states: dict[str, _SchemaState] = {}
         load = Load(schemas=[], messages=0, first_seq=0, last_seq=0, uuid_ts=uuid_ts)
-        for seq, source, body in batch:
+        groups: dict[int, Group] = {}
+        group_of: list[int] = []
+        if projector is not None:
+            groups, group_of = projector.groups([b for _, _, b in batch], [s for _, s, _ in batch], self._decode)
+        for position, (seq, source, body) in enumerate(batch):
             if not load.messages:
                 load.first_seq = seq
             load.last_seq = seq
@@ -197,12 +234,27 @@ class Mapper:
             state = states.get(name)
             if state is None:
                 state = states[name] = _SchemaState(name, schemas.get(name))
+            group = groups.get(group_of[position]) if groups else None
+            if group is not None and group.usable and position in group.conforming:
+                continue  # projected below, as the group's first message was mapped
             try:
                 message = self._decode(body)
             except msgspec.DecodeError:
                 load.counts["undecodable"] += 1
                 continue
-            _Message(self, state, load, message).map()
+            mapped = _Message(self, state, load, message)
+            if group is not None and position == group.sample and position in group.conforming:
+                discards = load.counts["discards"]
+                mapped.recipes = []
+                mapped.map()
+                group.recipes = mapped.recipes
+                group.usable = (
+                    bool(mapped.recipes) and load.counts["discards"] == discards and group.covers(mapped.recipes)
+                )
+            else:
+                mapped.map()
+        if groups:
+            self._projected(groups, states, load)
         load.schemas = [state.load for state in states.values() if state.load.tables]
         for schema in load.schemas:
             for table in schema.tables.values():
@@ -210,6 +262,22 @@ class Mapper:
                 table.columns = {column: types[column] for column in types if column in table.columns}
                 table.all_columns = list(types)
         return load
+
+    def _projected(self, groups: Mapping[int, Group], states: Mapping[str, _SchemaState], load: Load) -> None:
+        """The rows of the groups whose first message gave recipes, from their values."""
+        for group in groups.values():
+            if not group.usable or group.recipes is None or not group.values.num_rows:
+                continue
+            tables = states[self.schema_name(group.source)].load.tables
+            for recipe in group.recipes:
+                rows = group.project(recipe)
+                tables[recipe.table].projected.append(rows)
+                if "received_at" in rows.column_names:
+                    import pyarrow.compute as pc
+
+                    newest = pc.max(rows.column("received_at")).as_py()
+                    if newest is not None and (load.newest_received_at is None or newest > load.newest_received_at):
+                        load.newest_received_at = newest
 
 
 def _reserved_columns(call: str) -> frozenset[str]:
@@ -247,7 +315,7 @@ class _Common:
 class _Message:
     """Maps one message into its rows (a helper of :meth:`Mapper.map`)."""
 
-    __slots__ = ("call", "id", "load", "mapper", "message", "received_at", "state", "user_id")
+    __slots__ = ("call", "id", "load", "mapper", "message", "received_at", "recipes", "state", "user_id")
 
     def __init__(self, mapper: Mapper, state: _SchemaState, load: Load, message: dict[str, Any]) -> None:
         self.mapper = mapper
@@ -259,6 +327,8 @@ class _Message:
         user_id = message.get("userId")
         self.user_id = None if user_id is None else to_text(user_id)
         self.received_at: datetime | None = None
+        #: Recording: one recipe per row this message made; None once a row cannot have one.
+        self.recipes: list[Recipe] | None = None
 
     def map(self) -> None:
         call, message, load = self.call, self.message, self.load
@@ -342,6 +412,7 @@ class _Message:
         the first one found, with no naming or type checks (those held for every value of the
         first one, and types never change within a load)."""
         if not self._allowed(table_name):
+            self.recipes = None
             return
         state, mapper = self.state, self.mapper
         table = state.table(table_name, "id", "replace")
@@ -359,6 +430,8 @@ class _Message:
             plan = state.plans.get(key)
             if plan is not None and plan.takes(every, self):
                 table.rows[self.id] = dict(zip(plan.columns, every, strict=True))
+                if self.recipes is not None:
+                    self._recipe(table_name, plan.columns, common, paths)
                 return
         items = [(column, value, column) for column, value in zip(common_keys, common_values, strict=True)]
         items += [
@@ -376,8 +449,36 @@ class _Message:
             columns = [column for column, _, _ in items] + [column for column, _, _ in payload]
             if all(row.get(column) is value for column, value in zip(columns, every, strict=True)):
                 state.plan(key, _Plan(columns, every, check_text=mapper._check_text))
+                if self.recipes is not None:
+                    self._recipe(table_name, columns, common, paths)
+                    return
+        self.recipes = None
+
+    def _recipe(self, table_name: str, columns: Sequence[str], common: _Common, paths: list[str]) -> None:
+        """Note where each value of this row came from (see :mod:`gateway_warehouse.projection`)."""
+        assert self.recipes is not None
+        call = self.call
+        fields = _FIELD_OF[call]
+        sources: list[tuple[str | None, Any]] = []
+        for column, value in zip(common.keys, common.values, strict=True):
+            field_name = fields.get(column)
+            sources.append((None, value) if field_name is None else (pointer([field_name]), None))
+        sources += [(pointer(["context", *raw.split(_SEP)]), None) for raw in common.context_paths]
+        payload = _PAYLOAD.get(call, "properties")
+        sources += [(pointer([payload, *raw.split(_SEP)]), None) for raw in paths]
+        types = self.state.types[table_name]
+        self.recipes.append(
+            Recipe(
+                table_name,
+                [
+                    (column, types[column], path, constant)
+                    for column, (path, constant) in zip(columns, sources, strict=True)
+                ],
+            )
+        )
 
     def _object(self, table_name: str, key: str, payload: Sequence[tuple[str, Any]]) -> None:
+        self.recipes = None  # merged with the warehouse's row: never projected
         if not self._allowed(table_name):
             return
         table = self.state.table(table_name, "id", "latest")
@@ -504,6 +605,10 @@ class _Message:
 _STANDARD_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     call: tuple((field_name, column, _COMMON.get(column) is TS) for field_name, column in {**_FIELDS, **extra}.items())
     for call, extra in _EXTRA_FIELDS.items()
+}
+#: Per call type, the message field of each standard column (the others are constants).
+_FIELD_OF: dict[str, dict[str, str]] = {
+    call: {column: field_name for field_name, column, _ in fields} for call, fields in _STANDARD_FIELDS.items()
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _I, _F, _B = ColumnType.INTEGER, ColumnType.FLOAT, ColumnType.BOOLEAN

@@ -139,6 +139,10 @@ class TableLoad:
         all_columns: Every column the table has once this load is written, in order (a merge
             of ``latest`` rows carries the ones this load does not write over).
         rows: One dict per row (column -> value; a missing column is NULL), one per key.
+        projected: More rows, as Arrow tables that DuckDB built from the messages' JSON (see
+            :mod:`gateway_warehouse.projection`): some of the :attr:`columns`, in their types;
+            their keys are not in :attr:`rows` and appear once. Use
+            :func:`gateway_warehouse.arrow.arrow_table` for all the rows.
     """
 
     name: str
@@ -149,6 +153,19 @@ class TableLoad:
     created: bool = False
     all_columns: list[str] = field(default_factory=list)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    projected: list[Any] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """How many rows the table gets (:attr:`rows` and :attr:`projected`)."""
+        return len(self.rows) + sum(part.num_rows for part in self.projected)
+
+    def keys(self) -> list[Any]:
+        """The key of every row, once each."""
+        keys = [row[self.key] for row in self.rows.values()]
+        for part in self.projected:
+            keys += part.column(self.key).to_pylist()
+        return list(dict.fromkeys(keys))
 
     def values(self, column: str) -> list[Any]:
         """The column's values, row by row (None for NULL)."""
@@ -170,7 +187,7 @@ class SchemaLoad:
 
     @property
     def rows(self) -> int:
-        return sum(len(table.rows) for table in self.tables.values())
+        return sum(table.count for table in self.tables.values())
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""Rows projected by DuckDB from the messages' JSON are the rows the Python mapping makes: the
+same tables, columns, values, discards and counts, whatever the shapes and values of a batch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pytest
+from gateway_warehouse import ColumnType, Dialect, Load, Mapper, Schema
+from gateway_warehouse import projection as projection_module
+from gateway_warehouse.arrow import arrow_table
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+DUCKDB_LIKE = Dialect("duckdb-like", reserved_words=frozenset({"order"}))
+POSTGRES_LIKE = Dialect("pg-like", reserved_words=frozenset({"order"}), text_allows_nul=False, max_string_bytes=12)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+values = st.one_of(
+    st.sampled_from(
+        [
+            "x",
+            "",
+            "a\x00b",
+            'é😀"\\/',
+            "a long text value",
+            "2026-01-02",
+            "2026-01-02T03:04:05Z",
+            "2026-01-02T03:04:05.123456+05:30",
+            "2026-02-30T03:04:05Z",
+            "2026-01-02T23:59:60Z",
+            "0001-01-01T00:00:00+01:00",
+            "2026-01-02 03:04:05",
+        ]
+    ),
+    st.sampled_from([0, 1, -7, 2**63 - 1, 2**63, -(2**63), 2**64 + 5, 10**30]),
+    st.sampled_from([1.5, 2.0, -0.0, 1e300, 0.1, 1e-7]),
+    st.booleans(),
+    st.none(),
+    st.sampled_from([[1], ["a"], [], {}]),
+)
+keys = st.sampled_from(["a", "b", "Order", "a/b", "t~1", "", "c d", "é"])
+received = st.sampled_from(["2026-05-01T10:00:00.000Z", "2026-05-01T09:00:00+02:00", "not a time", "2026-05-01"])
+
+
+@st.composite
+def batches(draw: Any) -> list[dict[str, Any]]:
+    """A few shapes, each repeated, with values that change kind now and then."""
+    shapes = draw(st.lists(st.dictionaries(keys, values, max_size=4), min_size=1, max_size=3))
+    messages = []
+    for i in range(draw(st.integers(4, 24))):
+        shape = shapes[i % len(shapes)]
+        properties = {key: (draw(values) if draw(st.integers(0, 5)) == 0 else value) for key, value in shape.items()}
+        kind = draw(st.sampled_from(["track", "track", "page", "identify"]))
+        message: dict[str, Any] = {
+            "type": kind,
+            "messageId": draw(st.sampled_from([f"m{i}", f"m{i}", f"m{i}", "m1", i])),
+            "userId": "u1",
+            "receivedAt": draw(received) if i % 5 == 4 else "2026-05-01T10:00:00.000Z",
+            "context": {"ip": "1.2.3.4", "page": {"n": i % 2}},
+            "properties" if kind != "identify" else "traits": properties,
+        }
+        if kind == "track":
+            message["event"] = draw(st.sampled_from(["Order Completed", "Viewed"]))
+        messages.append(message)
+    return messages
+
+
+def rows(load: Load) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    found = {}
+    for schema in load.schemas:
+        for name, table in schema.tables.items():
+            data = arrow_table(table).to_pylist()
+            found[(schema.schema, name)] = sorted(data, key=lambda row: str(row.get(table.key)))
+    return found
+
+
+def same(messages: list[dict[str, Any]], dialect: Dialect, existing: Schema | None = None) -> Load:
+    batch = [(i, "web", msgspec.json.encode(m)) for i, m in enumerate(messages, 1)]
+    schemas = {"web": existing} if existing is not None else {}
+    with capture_logs() as logs:
+        projected = Mapper(dialect, project=True).map(batch, schemas, now=NOW)
+    assert not [line for line in logs if line["event"] == "warehouse_projection_failed"]
+    plain = Mapper(dialect).map(batch, schemas, now=NOW)
+    assert rows(projected) == rows(plain)
+    assert projected.counts == plain.counts
+    assert projected.newest_received_at == plain.newest_received_at
+    assert projected.rows == plain.rows
+    for got, want in zip(projected.schemas, plain.schemas, strict=True):
+        for name, table in want.tables.items():
+            assert got.tables[name].columns == table.columns, name
+            assert got.tables[name].added == table.added, name
+            assert got.tables[name].all_columns == table.all_columns, name
+    return projected
+
+
+@pytest.fixture(autouse=True)
+def small_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(projection_module, "MIN_GROUP", 2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches(), st.sampled_from([DUCKDB_LIKE, POSTGRES_LIKE]))
+def test_a_projected_batch_loads_as_the_python_mapping_does(messages: list[dict[str, Any]], dialect: Dialect) -> None:
+    same(messages, dialect)
+
+
+@settings(max_examples=50, deadline=None)
+@given(batches())
+def test_the_warehouse_types_decide_for_projected_rows_too(messages: list[dict[str, Any]]) -> None:
+    existing: Schema = {
+        "order_completed": {"a": ColumnType.INTEGER, "b": ColumnType.TIMESTAMP, "order": ColumnType.BOOLEAN},
+        "viewed": {"a": ColumnType.STRING, "b": ColumnType.FLOAT},
+    }
+    same(messages, DUCKDB_LIKE, existing)
+
+
+def test_most_rows_of_a_common_shape_are_projected() -> None:
+    messages = [
+        {
+            "type": "track",
+            "messageId": f"m{i}",
+            "event": "Viewed",
+            "receivedAt": "2026-05-01T10:00:00.000Z",
+            "properties": {"price": 1.5 + i, "quantity": i, "on_sale": True, "name": "x"},
+        }
+        for i in range(50)
+    ]
+    load = same(messages, DUCKDB_LIKE)
+    [schema] = load.schemas
+    assert [part.num_rows for part in schema.tables["viewed"].projected] == [49]  # all but the first
+    assert len(schema.tables["viewed"].rows) == 1

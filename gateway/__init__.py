@@ -16,7 +16,7 @@ What each name is for:
   :func:`integration_options`, :func:`products_of`, :func:`message_time_ms`, :func:`epoch_ms`,
   :func:`number` and :func:`stable_uuid`.
 - Filters: :class:`FilterType`, :class:`Filter`, :class:`FilterContext`, :class:`Verdict`,
-  :class:`Forward`.
+  :class:`Forward`, :class:`InlinePass`.
 - Operators' Python functions (function filters and sources): :func:`load_callable`
   (``module:callable``, re-imported on reload) and :func:`call_within` (a time budget,
   :class:`BudgetExceeded`, enforced where :func:`budget_enforceable`).
@@ -59,6 +59,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name loads 
         Ingest,
         IngestLimits,
         IngestOutcome,
+        InlinePass,
         MatcherType,
         Record,
         Rejection,
@@ -130,6 +131,7 @@ _WHERE = {
     "Ingest": "gateway.components",
     "IngestLimits": "gateway.components",
     "IngestOutcome": "gateway.components",
+    "InlinePass": "gateway.components",
     "Invalid": "gateway.messages",
     "LogUnavailableError": "gateway.errors",
     "MatcherType": "gateway.components",
@@ -198,6 +200,7 @@ __all__ = [
     "Ingest",
     "IngestLimits",
     "IngestOutcome",
+    "InlinePass",
     "Invalid",
     "LogUnavailableError",
     "MatcherType",

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import Filter, FilterContext
+from gateway import Filter, FilterContext, InlinePass
 from gateway.components import FilterChain, apply_filters
 
 CONTEXT = FilterContext("web")
@@ -114,3 +114,31 @@ def test_a_chain_gives_what_its_filters_give_one_by_one(fast: list[str], flags: 
     message = event(flags=flags, drop=drop)
     chained = apply_filters(FilterChain(filters), copy.deepcopy(message), CONTEXT)
     assert chained == apply_filters(filters, copy.deepcopy(message), CONTEXT)
+
+
+class Inline(Filter):
+    """Drops nothing, with the inline fast pass it is given."""
+
+    def __init__(self, fast: InlinePass) -> None:
+        self.fast = fast
+
+    def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        return message
+
+    def fast_pass(self) -> InlinePass:
+        return self.fast
+
+
+def test_inline_fast_passes_are_written_in_unless_their_names_clash() -> None:
+    """Each expression is written into the chain's code; when two bind one name to different
+    values, or one binds (:=) a name another reads, each is called instead: the same answers."""
+    a_is_not_one = InlinePass("event.get('a') != _x", {"_x": 1})
+    b_is_not_two = InlinePass("event.get('b') != _x", {"_x": 2})
+    binds_y = InlinePass("(_y := event.get('c')) is None", {})
+    reads_y = InlinePass("event.get('d') != _y", {"_y": 4})
+    for fast in ([a_is_not_one, InlinePass("event.get('b') != _z", {"_z": 2})], [a_is_not_one, b_is_not_two]):
+        chain = FilterChain([(str(n), Inline(p)) for n, p in enumerate(fast)])
+        assert [chain.first_unsure(m) for m in ({}, {"a": 1}, {"b": 2}, {"a": 1, "b": 2})] == [2, 0, 1, 0]
+    chain = FilterChain([("c", Inline(binds_y)), ("d", Inline(reads_y))])
+    assert [chain.first_unsure(m) for m in ({}, {"c": 3}, {"d": 4})] == [2, 0, 1]
+    assert a_is_not_one({"a": 2}) is True and a_is_not_one({"a": 1}) is False

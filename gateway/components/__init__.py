@@ -29,6 +29,7 @@ from gateway.components.filter import (
     FilterOutcome,
     FilterType,
     Forward,
+    InlinePass,
     Verdict,
     apply_filters,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "Ingest",
     "IngestLimits",
     "IngestOutcome",
+    "InlinePass",
     "JSONObject",
     "MatcherType",
     "RateLimit",

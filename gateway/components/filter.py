@@ -105,6 +105,26 @@ class Filter:
         return None
 
 
+class InlinePass:
+    """A fast pass (see :meth:`Filter.fast_pass`) given as one Python expression of ``event``
+    (the message) and the names it uses: a :class:`FilterChain` writes it into its own code
+    instead of calling it (a call per filter and message costs about what a simple condition
+    does). Called, it evaluates the expression. Local names the expression binds (``:=``)
+    must not be read before they are bound in it."""
+
+    __slots__ = ("_evaluate", "expression", "names")
+
+    def __init__(self, expression: str, names: Mapping[str, Any]) -> None:
+        self.expression = expression
+        self.names = dict(names)
+        namespace = dict(self.names)
+        exec(compile(f"def passes(event):\n    return {expression}\n", "<inline pass>", "exec"), namespace)
+        self._evaluate: Callable[[JSONObject], bool] = namespace["passes"]
+
+    def __call__(self, message: JSONObject) -> bool:
+        return self._evaluate(message)
+
+
 class FilterOutcome(NamedTuple):
     """What a chain of filters made of one message. ``message`` is None when it was dropped
     (``reason`` says why) or failed (``failure`` is the error: dead-letter it; ``reason`` is
@@ -144,25 +164,48 @@ class FilterChain(tuple[tuple[str, Filter], ...]):
 
 def _first_unsure(fast_passes: Sequence[Callable[[JSONObject], bool] | None]) -> Callable[[JSONObject], int]:
     """:attr:`FilterChain.first_unsure` as straight-line code: most messages pass most filters,
-    and a loop over the chain costs as much again as the fast passes themselves."""
+    and a loop over the chain costs as much again as the fast passes themselves. Each
+    :class:`InlinePass` is written in, unless the names of two clash (then each is called)."""
+    first_unsure = _write_first_unsure(fast_passes, inline=True)
+    if first_unsure is None:
+        first_unsure = _write_first_unsure(fast_passes, inline=False)
+        assert first_unsure is not None
+    return first_unsure
+
+
+def _write_first_unsure(
+    fast_passes: Sequence[Callable[[JSONObject], bool] | None], *, inline: bool
+) -> Callable[[JSONObject], int] | None:
     namespace: dict[str, Any] = {}
-    lines = ["def first_unsure(message):"]
+    lines = ["def first_unsure(event):"]
     for index, fast_pass in enumerate(fast_passes):
         if fast_pass is None:
             break
-        namespace[f"_pass{index}"] = fast_pass
+        if inline and isinstance(fast_pass, InlinePass):
+            if any(namespace.get(n, v) is not v or n == "event" for n, v in fast_pass.names.items()):
+                return None
+            test = f"({fast_pass.expression})"
+            namespace.update(fast_pass.names)
+        else:
+            test = f"_pass{index}(event)"
+            if f"_pass{index}" in namespace:
+                return None
+            namespace[f"_pass{index}"] = fast_pass
         lines += [
             "    try:",
-            f"        if not _pass{index}(message): return {index}",
+            f"        if not {test}: return {index}",
             "    except Exception:",  # not sure: apply() decides, under its own error policy
             f"        return {index}",
         ]
     else:
         index = len(fast_passes)
     lines.append(f"    return {index}")
-    # Only our own code: the fast passes enter as bound names, indexes as int literals.
+    # Our own code, and the expressions of fast passes that chose to be written in (plugins run
+    # in this process anyway); the other fast passes enter as bound names, indexes as literals.
     exec(compile("\n".join(lines), "<filter chain>", "exec"), namespace)
     first_unsure: Callable[[JSONObject], int] = namespace["first_unsure"]
+    if set(first_unsure.__code__.co_varnames) & namespace.keys():
+        return None  # a name one expression binds (:=) is one another reads
     return first_unsure
 
 

@@ -9,7 +9,7 @@ import msgspec
 import structlog
 from msgspec import Meta
 
-from gateway import ComponentConfig, Filter, FilterContext, ThrottledWarning, Verdict
+from gateway import ComponentConfig, Filter, FilterContext, InlinePass, ThrottledWarning, Verdict
 from gateway_filter_fql.actions import allow_fields, compile_fields, drop_fields, make_sampler, split_field_path
 from gateway_filter_fql.fql import FQLSyntaxError, compile_expression
 
@@ -146,7 +146,10 @@ class FQLFilter(Filter):
         return {"matched": self.matched, "dropped": self.dropped, "errors": self.errors}
 
     def fast_pass(self) -> Callable[[dict[str, Any]], bool]:
-        """The condition's negation: an event it does not match passes unchanged, uncounted."""
+        """The condition's negation: an event it does not match passes unchanged, uncounted.
+        As code a filter chain writes into its own when the condition compiles to code."""
+        if self.program.misses_code is not None:
+            return InlinePass(*self.program.misses_code)
         return self.program.misses
 
     @property

@@ -220,7 +220,7 @@ def _function(code: str, bindings: Bindings, *, negate: bool = False) -> Callabl
     when Python will not compile it."""
     if code.count("(") > _MAX_CODE_PARENTHESES:
         return None
-    namespace: dict[str, Any] = {"_NUMBER_TYPES": NUMBER_TYPES, **dict(bindings)}
+    namespace = _namespace(bindings)
     body = f"not ({code})" if negate else code
     try:
         # Only our own code: values from the expression enter as repr() of str/bool/None/int or as
@@ -230,6 +230,11 @@ def _function(code: str, bindings: Bindings, *, negate: bool = False) -> Callabl
         return None
     matches: Callable[[Event], bool] = namespace["matches"]
     return matches
+
+
+def _namespace(bindings: Bindings) -> dict[str, Any]:
+    """The names generated code reads: its bound values, and the number types."""
+    return {"_NUMBER_TYPES": NUMBER_TYPES, **dict(bindings)}
 
 
 class Program:
@@ -242,9 +247,12 @@ class Program:
             false give False. Raises :class:`FQLEvaluationError` when the result, or an operand
             of ``and``/``or``/``!``, is neither a bool nor null.
         misses: ``not matches(event)``, in one call (a filter's fast pass: most events miss).
+        misses_code: What ``misses`` returns as one Python expression of ``event`` and the
+            names it uses (a filter chain writes it into its own code), or None when the
+            condition is not compiled to code.
     """
 
-    __slots__ = ("evaluate", "matches", "misses", "source")
+    __slots__ = ("evaluate", "matches", "misses", "misses_code", "source")
 
     def __init__(
         self,
@@ -252,11 +260,13 @@ class Program:
         evaluate: Evaluator,
         matches: Callable[[Event], bool],
         misses: Callable[[Event], bool] | None = None,
+        misses_code: tuple[str, dict[str, Any]] | None = None,
     ) -> None:
         self.source = source
         self.evaluate = evaluate
         self.matches = matches
         self.misses = misses if misses is not None else (lambda event: not matches(event))
+        self.misses_code = misses_code
 
     def __repr__(self) -> str:
         return f"Program({self.source!r})"
@@ -972,6 +982,7 @@ def compile_expression(source: str, *, condition: bool = True) -> Program:
     node = _compile(_parse(source), 0)
     evaluate = node.fn
     misses = None
+    misses_code = None
     if condition:
         matches = _truth(node, "the expression")
         if not node.is_const:
@@ -980,6 +991,8 @@ def compile_expression(source: str, *, condition: bool = True) -> Program:
             if compiled is not None:
                 matches = compiled
                 misses = _function(code, bindings, negate=True)
+                if misses is not None:
+                    misses_code = (f"not ({code})", _namespace(bindings))
     else:
 
         def matches(event: Event) -> bool:
@@ -990,4 +1003,4 @@ def compile_expression(source: str, *, condition: bool = True) -> Program:
                 return False
             raise FQLEvaluationError(f"the expression is a {type_name(value)}, not a bool")
 
-    return Program(source, evaluate, matches, misses)
+    return Program(source, evaluate, matches, misses, misses_code)

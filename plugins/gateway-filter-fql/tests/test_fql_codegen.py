@@ -3,14 +3,20 @@ or the same evaluation error, on arbitrary events."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from gateway_filter_fql import FQLEvaluationError, FQLSyntaxError, compile_expression, fql
+from gateway_filter_fql.filter import FQLFilter, FQLFilterConfig
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
+from gateway import Verdict
+from gateway.testing import run_filters
 
 
 def _properties_module() -> Any:
@@ -138,6 +144,39 @@ def test_the_fast_pass_is_the_negation_of_matches(expression: str, event: dict[s
 def test_a_generated_condition_has_a_generated_fast_pass() -> None:
     program = compile_expression("event = 'Order Completed'")
     assert program.misses.__code__.co_filename == "<fql condition>"
+    assert (
+        program.misses_code is not None and program.misses_code[0] == "not ((event.get('event') == 'Order Completed'))"
+    )
     assert program.misses({"event": "Signed Up"}) is True
     assert program.misses({"event": "Order Completed"}) is False
     assert compile_expression("all").misses({}) is False
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(
+    st.lists(_strategies.conditions() | st.sampled_from(_strategies.KNOWN), min_size=1, max_size=4), _strategies.events
+)
+def test_a_chain_that_writes_the_fast_passes_in_gives_what_the_filters_give(
+    expressions: list[str], event: dict[str, Any]
+) -> None:
+    """A filter chain writes each filter's fast pass into its own code: what it makes of an
+    event is what the filters' ``apply`` make of it one after the other (each filter drops its
+    own marker key when its condition matches, so the result shows which ones did)."""
+    try:
+        filters = [
+            (f"f{n}", FQLFilter(msgspec.convert({"if": e, "drop_properties": {"": [f"k{n}"]}}, FQLFilterConfig)))
+            for n, e in enumerate(expressions)
+        ]
+    except (FQLSyntaxError, msgspec.ValidationError):
+        assume(False)
+    markers = {f"k{n}": n for n in range(len(filters))}
+    message: dict[str, Any] | None = {**event, **markers, "messageId": "m1"}
+    reason = None
+    for _, fql_filter in filters:
+        result = fql_filter.apply(copy.deepcopy(message))
+        if isinstance(result, Verdict):
+            message, reason = None, result.reason
+            break
+        message = result
+    chained = run_filters(filters, {**event, **markers, "messageId": "m1"})
+    assert (chained.message, chained.reason) == (message, reason), expressions

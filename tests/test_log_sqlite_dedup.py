@@ -220,3 +220,25 @@ async def test_keys_and_rows_fit_the_variable_limit_of_old_sqlite_builds(
         assert log._dedup.waiting == 0  # type: ignore[attr-defined]
         again = [entry(f"m{i}") for i in range(0, 6000, 2)] + [entry(f"bulk{i}") for i in range(2990, 3010)]
         assert (await log.append(again)).stored == 1500 + 10
+
+
+async def test_a_key_of_a_dropped_slice_is_a_duplicate_again_after_the_clock_is_set_back(tmp_path: Path) -> None:
+    # A slice goes once its end is a window ago; the clock set back after that brings some of
+    # its keys back inside the window: they are read back from the messages (as for a window grown).
+    start = 1_800_000_000_000
+    now = [start]
+    async with open_log(LogConfig(dedup_window_secs=10), tmp_path, clock_ms=lambda: now[0]) as log:
+        await log.append([entry("a")])
+        await log.purge([])  # the keys go out: a slice [start, start + 2.5 s)
+        now[0] = start + 2400
+        await log.append([entry("k")])
+        await log.purge([])  # "k" goes to that slice
+        now[0] = start + 2500
+        await log.append([entry("x")])
+        await log.purge([])  # a new slice
+        now[0] = start + 12_500
+        await log.purge([])
+        assert len(log._dedup.slices) == 1  # type: ignore[attr-defined]  # the first one was dropped
+        now[0] = start + 11_500  # "k" was received 9.1 s before
+        assert (await log.append([entry("k"), entry("a")])).stored == 1
+

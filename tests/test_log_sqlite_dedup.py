@@ -242,3 +242,35 @@ async def test_a_key_of_a_dropped_slice_is_a_duplicate_again_after_the_clock_is_
         now[0] = start + 11_500  # "k" was received 9.1 s before
         assert (await log.append([entry("k"), entry("a")])).stored == 1
 
+
+async def test_a_filter_built_for_a_slice_dropped_meanwhile_never_stands_for_a_later_slice_of_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The filters of the slices found on open are built in a thread while purges go on: one
+    # dropped during its build got its filter installed after the drop. A slice made later
+    # under the same name (the keys of a window grown, starting where it started) was then
+    # looked up through that filter, which lacks its keys.
+    start = 1_800_000_000_000
+    now = [start]
+    async with open_log(LogConfig(dedup_window_secs=10), tmp_path, clock_ms=lambda: now[0]) as log:
+        for at, key in ((0, "a"), (2500, "b"), (5000, "c")):  # a slice each
+            now[0] = start + at
+            await log.append([entry(key)])
+            await log.purge([])
+    now[0] = start + 15_000  # the slices of "a" and "b" are past the window
+    async with open_log(LogConfig(dedup_window_secs=10), tmp_path, clock_ms=lambda: now[0]) as log:
+        dedup: _dedup.DedupSlices = log._dedup  # type: ignore[attr-defined]
+        writer: sqlite3.Connection = log._writer  # type: ignore[attr-defined]
+        assert dedup.slices[0].name == f"dedup_keys_{start}"
+        probes = _dedup.probes
+
+        def probes_while_purging(source: str, message_ids: list[str]) -> list[tuple[int, int]]:
+            if len(dedup.slices) == 3:  # building the first slice's filter: the purge drops two
+                assert dedup.drop_expired(writer, now[0], 10_000) == 2
+            return probes(source, message_ids)
+
+        monkeypatch.setattr(_dedup, "probes", probes_while_purging)
+        dedup.build_filters(tmp_path / DB_NAME)
+        monkeypatch.setattr(_dedup, "probes", probes)
+        log.reconfigure(LogConfig(dedup_window_secs=15))  # their keys come back, into dedup_keys_<start>
+        assert (await log.append([entry("b")])).duplicates == 1  # received 12.5 s ago

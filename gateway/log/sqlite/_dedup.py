@@ -86,9 +86,10 @@ _SET_KEYS_FROM = (
 Key = tuple[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Slice:
-    """One slice's table and the times its keys were received in: ``[start_ms, end_ms)``."""
+    """One slice's table and the times its keys were received in: ``[start_ms, end_ms)``. Equal
+    to itself only: a slice made later under a dropped one's name is another slice (its filter)."""
 
     name: str
     start_ms: int
@@ -144,12 +145,12 @@ class DedupSlices:
         self._undo: dict[Key, int | None] = {}
         #: A flush in progress: the keys it writes (sorted), how many are written, its seq.
         self._flushing: tuple[list[tuple[Key, int]], int, int] | None = None
-        #: Bloom filters of the slices, by name. A key a slice's filter rules out is not in it;
+        #: Bloom filters of the slices. A key a slice's filter rules out is not in it;
         #: the others are looked up. A slice without one is looked up. The slice this process
         #: writes to (:attr:`_open`) has one from its start, every key added before it is written;
         #: the slices it found on open (closed: a process writes only to a slice it opened) get
         #: theirs off the commit path (:meth:`build_filters`).
-        self._filters: dict[str, BloomFilter] = {}
+        self._filters: dict[Slice, BloomFilter] = {}
         #: The slice the keys are written to, opened by this process, and how many were written.
         self._open: Slice | None = None
         self._open_keys = 0
@@ -205,7 +206,7 @@ class DedupSlices:
             if each.end_ms <= cutoff:  # every key in it is past the window
                 continue
             asked = ids
-            bloom = self._filters.get(each.name)
+            bloom = self._filters.get(each)
             if bloom is not None:
                 if probed is None:
                     probed = [(m, at, bits) for m, (at, bits) in zip(ids, probes(source, ids), strict=True)]
@@ -347,7 +348,7 @@ class DedupSlices:
                 conn.execute("ROLLBACK")
             if self._open is not before and self._open is not None:  # opened, not committed
                 self._slices.remove(self._open)
-                self._filters.pop(self._open.name, None)
+                self._filters.pop(self._open, None)
             self._open = None  # the next flush opens one
             raise
         return new
@@ -371,7 +372,7 @@ class DedupSlices:
             (new.name, new.start_ms, new.end_ms),
         )
         # Its filter first: lookups find it with the slice (build_filters skips it).
-        self._filters[new.name] = BloomFilter(SLICE_KEYS)
+        self._filters[new] = BloomFilter(SLICE_KEYS)
         self._slices.append(new)
         self._open, self._open_keys = new, 0
         return new
@@ -380,7 +381,7 @@ class DedupSlices:
         """Write keys ``(source, message_id, received_at)``, sorted, to ``target``, in the
         caller's transaction. They go into its filter first (a filter may hold a key its slice
         does not, never the reverse)."""
-        bloom = self._filters.get(target.name)
+        bloom = self._filters.get(target)
         if bloom is not None:
             for source, same_source in groupby(rows, key=itemgetter(0)):
                 bloom.add(probes(source, [m for _, m, _ in same_source]))
@@ -446,7 +447,7 @@ class DedupSlices:
                 raise
             self._slices.pop(0)
             self.keys_from = keys_from
-            self._filters.pop(gone.name, None)
+            self._filters.pop(gone, None)
             self._writes.pop(gone.name, None)
             if gone is self._open:
                 self._open = None
@@ -462,7 +463,7 @@ class DedupSlices:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
         try:
             for each in list(self._slices):
-                if each.name in self._filters:
+                if each in self._filters:
                     continue
                 try:
                     count = conn.execute(f"SELECT count(*) FROM {each.name}").fetchone()[0]
@@ -472,8 +473,9 @@ class DedupSlices:
                         bloom.add(probes(source, [m for _, m in same_source]))
                 except sqlite3.OperationalError:  # dropped meanwhile
                     continue
-                self._filters[each.name] = bloom
-                built += 1
+                if any(each is kept for kept in self._slices):  # not dropped meanwhile
+                    self._filters[each] = bloom
+                    built += 1
         finally:
             conn.close()
         return built

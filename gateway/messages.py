@@ -138,8 +138,11 @@ def decode_item(raw: bytes) -> JSONObject:
     Raises:
         Invalid: the item is not valid JSON, or not a JSON object.
     """
-    item = _decode_json(raw, "the item")
-    if not isinstance(item, dict):
+    try:
+        item = _decode_any(raw)
+    except Exception:  # decoded again to raise the client's error (this runs once per event)
+        item = _decode_json(raw, "the item")
+    if type(item) is not dict:
         raise Invalid("message_not_object", "each batch item must be a JSON object")
     check_nesting(item, raw)
     return item
@@ -248,9 +251,10 @@ _parse_time_cached = lru_cache(maxsize=256)(parse_time)
 
 def format_time(moment: datetime) -> str:
     """UTC, millisecond precision, ``Z``: the form Segment's processed events use."""
-    if moment.tzinfo is None:
+    zone = moment.tzinfo
+    if zone is None:
         moment = moment.replace(tzinfo=UTC)
-    elif moment.utcoffset():
+    elif zone is not UTC and moment.utcoffset():
         moment = moment.astimezone(UTC)
     # msgspec writes RFC 3339 in C, several times faster than isoformat (this runs once per
     # event): '"YYYY-MM-DDTHH:MM:SSZ"', or with '.ffffff' before the Z; truncate to ms as isoformat did.
@@ -306,17 +310,20 @@ def apply_server_fields(
     Raises:
         Invalid: ``timestamp`` is present but not an ISO-8601 time.
     """
-    message.pop("writeKey", None)
+    get = message.get  # this runs once per event: plain lookups, helpers only where needed
+    if "writeKey" in message:
+        del message["writeKey"]
     message["type"] = call_type
-    if message.get("messageId") is None:
+    if get("messageId") is None:
         message["messageId"] = str(uuid.uuid4())
-    _merge_under(message, "context", defaults.context)
-    _merge_under(message, "integrations", defaults.integrations)
-    if message.get("sentAt") is None and defaults.sent_at is not None:
-        message["sentAt"] = defaults.sent_at
+    if defaults is not NO_DEFAULTS:
+        _merge_under(message, "context", defaults.context)
+        _merge_under(message, "integrations", defaults.integrations)
+        if defaults.sent_at is not None and get("sentAt") is None:
+            message["sentAt"] = defaults.sent_at
     client_ip = arrival.client_ip
     if client_ip is not None:
-        context = message.get("context")
+        context = get("context")
         if context is None:
             message["context"] = {"ip": client_ip}
         elif context.get("ip") is None:
@@ -324,7 +331,7 @@ def apply_server_fields(
 
     received_text = arrival.text
     message["receivedAt"] = received_text
-    client_time = message.get("timestamp")
+    client_time = get("timestamp")
     if client_time is None:
         message["originalTimestamp"] = received_text
         message["timestamp"] = received_text
@@ -333,7 +340,7 @@ def apply_server_fields(
     if original is None:
         raise Invalid("timestamp_invalid", "timestamp must be an ISO-8601 date-time")
     message["originalTimestamp"] = client_time
-    sent_at = _parse_sent_at(message.get("sentAt"))
+    sent_at = _parse_sent_at(get("sentAt"))
     try:
         corrected = arrival.at - (sent_at - original) if sent_at is not None else original
         message["timestamp"] = format_time(corrected)

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from gateway.components import Candidate, IngestLimits
+from gateway.components import IngestLimits
 from gateway.messages import (
     BatchDefaults,
     Invalid,
@@ -28,10 +28,10 @@ def _too_large(max_bytes: int) -> Invalid:
     return Invalid("message_too_large", f"Exceed payload limit: a message may be at most {max_bytes} bytes")
 
 
-def candidate_message(candidate: Candidate, max_bytes: int, root_bytes: int = 0) -> tuple[JSONObject, str | None]:
-    """The message of ``candidate`` and its call type: None when the message's own ``type``
-    says it (a batch item), which :func:`gateway.messages.batch_item_type` checks once the
-    message's source is known (an unknown key or a refused origin comes first).
+def candidate_message(payload: object, call: str | None, max_bytes: int, root_bytes: int = 0) -> JSONObject:
+    """The message of a candidate's ``payload``. Its call type is ``call``, or, when None, the
+    message's own ``type`` (a batch item), which :func:`gateway.messages.batch_item_type`
+    checks once the message's source is known (an unknown key or a refused origin comes first).
 
     ``root_bytes``: what a batch root merges into each item (its ``context`` and
     ``integrations``), counted in each item's size, or a small request could store thousands of
@@ -40,21 +40,18 @@ def candidate_message(candidate: Candidate, max_bytes: int, root_bytes: int = 0)
     Raises:
         Invalid: too large, not one JSON object, or nested too deep.
     """
-    payload = candidate.payload
     if type(payload) is dict:
         data = encode(payload)
         if len(data) + root_bytes > max_bytes:
             raise _too_large(max_bytes)
         check_nesting(payload, data)
-        message: JSONObject = payload
-    else:
-        if not isinstance(payload, bytes | msgspec.Raw):
-            raise Invalid("message_not_object", "a message must be a JSON object")
-        if len(payload) + root_bytes > max_bytes:
-            raise _too_large(max_bytes)
-        # A call's own endpoint (``/v1/track``) got "the body"; a batch item is "the item".
-        message = decode_item(payload) if candidate.call is None else decode_single(payload)
-    return message, candidate.call
+        return payload
+    if type(payload) is not msgspec.Raw and not isinstance(payload, bytes):
+        raise Invalid("message_not_object", "a message must be a JSON object")
+    if len(payload) + root_bytes > max_bytes:
+        raise _too_large(max_bytes)
+    # A call's own endpoint (``/v1/track``) got "the body"; a batch item is "the item".
+    return decode_item(payload) if call is None else decode_single(payload)
 
 
 def defaults_bytes(defaults: BatchDefaults) -> int:

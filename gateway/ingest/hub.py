@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from gateway.ingest.tap import FILTERED, REJECTED, Tap
 from gateway.log import RAW_STAGE, Entry, IngestLog, SourceLetter, source_letters
 from gateway.log.series import SeriesRecorder, source_series
 from gateway.messages import (
+    CALL_TYPES,
     NO_DEFAULTS,
     Arrival,
     BatchDefaults,
@@ -228,12 +230,13 @@ class IngestHub:
             rejected.append(excess)
             if source is not None:
                 self._refused(source.id, None, excess.code, excess.message, excess.count)
-        candidates = [Candidate(item) for item in batch.items]
-        return self._check(candidates, arrival, source, find_source, batch.defaults, strict, rejected, batch.root_bytes)
+        # Each item as (payload, call): the call is the item's own type.
+        items = zip(batch.items, repeat(None))
+        return self._check(items, arrival, source, find_source, batch.defaults, strict, rejected, batch.root_bytes)
 
     def _check(
         self,
-        candidates: Sequence[Candidate],
+        candidates: Iterable[tuple[object, str | None]],
         arrival: Arrival,
         source: Source | None,
         find_source: Callable[[object], Source | None] | None,
@@ -243,30 +246,38 @@ class IngestHub:
         root_bytes: int,
     ) -> Checked | None:
         max_bytes = self.limits.max_message_bytes
+        defaults = defaults or NO_DEFAULTS
         accepted: list[tuple[Source, JSONObject]] = []
         rejected: list[Rejection] = []
-        for index, candidate in enumerate(candidates):
+        # The one pass over the messages (it runs once per event: no helper call that the
+        # happy path can do without): decoded, their source found, validated, completed.
+        for index, (payload, call) in enumerate(candidates):
             item_source = source
             try:
-                message, call = candidate_message(candidate, max_bytes, root_bytes)
+                message = candidate_message(payload, call, max_bytes, root_bytes)
                 if item_source is None:
                     item_source = find_source(message.get("writeKey")) if find_source is not None else None
                     if item_source is None:
                         raise Invalid("invalid_write_key", "unknown or missing write key")
-                _complete(message, call if call is not None else batch_item_type(message), arrival, defaults)
+                if call is None:
+                    call = message.get("type")
+                    if call not in CALL_TYPES:
+                        call = batch_item_type(message)  # raises the client's error
+                validate(message, call)
+                apply_server_fields(message, call, arrival, defaults)
             except Invalid as error:
                 if strict:
                     return None
                 rejected.append(Rejection(index, error.code, error.message))
                 if item_source is not None:
-                    self._refused(item_source.id, candidate.payload, error.code, error.message)
+                    self._refused(item_source.id, payload, error.code, error.message)
             else:
                 accepted.append((item_source, message))
         rejected += rejected_past
         # A 429 refuses the whole request before its rejected items are counted: the client
         # sends it all again, and they are counted then.
         try:
-            self._take_rate(accepted)
+            self._take_rate(accepted, source)
         except RateLimitedError as error:
             if not strict:  # a fast path that declines books nothing: its routes will
                 for item_source, message in accepted:
@@ -288,12 +299,17 @@ class IngestHub:
         if self.series is not None:
             self.series.count(source_series(source_id), f"rejected:{code}", count)
 
-    def _take_rate(self, accepted: Sequence[tuple[Source, JSONObject]]) -> None:
+    def _take_rate(self, accepted: Sequence[tuple[Source, JSONObject]], source: Source | None) -> None:
+        """Take ``accepted`` from their sources' rate limits (all of ``source`` when it is given)."""
         limited: dict[str, tuple[Source, int]] = {}
-        for source, _ in accepted:
-            if source.rate_limit is not None:
-                _, count = limited.get(source.id, (source, 0))
-                limited[source.id] = (source, count + 1)
+        if source is not None:  # the request's own source: no walk over the messages
+            if source.rate_limit is not None and accepted:
+                limited[source.id] = (source, len(accepted))
+        else:
+            for item_source, _ in accepted:
+                if item_source.rate_limit is not None:
+                    _, count = limited.get(item_source.id, (item_source, 0))
+                    limited[item_source.id] = (item_source, count + 1)
         if not limited:
             return
         refusal = self.rate_limits.take([(s.id, s.rate_limit, n) for s, n in limited.values()])
@@ -335,8 +351,11 @@ class IngestHub:
         tally: Counter[tuple[str, str]] = Counter()
         filtered = 0
         context: FilterContext | None = None
+        suppressed = self.log.suppressed
         for source, message in messages:
-            if not self._admit(source, message):
+            # _admit has nothing to do for a source without inventory or block_red while no
+            # user is suppressed (a call per message saved).
+            if (suppressed or source.inventory or source.block_red) and not self._admit(source, message):
                 tally[(source.id, SUPPRESSED)] += 1
                 filtered += 1
                 self.tap.book(source.id, FILTERED, message, None, SUPPRESSED)
@@ -447,9 +466,3 @@ class IngestHub:
                 continue
             self.metrics.forwarded.labels(from_source, target.id).inc()
             entries.append(Entry(target.id, forwarded_key(from_source, message["messageId"]), body))
-
-
-def _complete(message: JSONObject, call: str, arrival: Arrival, defaults: BatchDefaults | None) -> None:
-    """Validate ``message`` as a ``call`` and set the server's fields."""
-    validate(message, call)
-    apply_server_fields(message, call, arrival, defaults or NO_DEFAULTS)

@@ -10,19 +10,22 @@ from itertools import groupby
 from operator import attrgetter
 
 import trio
+from msgspec.structs import astuple
 
 from gateway.errors import LogUnavailableError
 from gateway.log import AppendResult, Entry, SourceLetter
 from gateway.log.sqlite._dedup import DedupSlices
 from gateway.log.sqlite._reads import head_seq
-from gateway.log.sqlite._rows import chunks, insert_statements
+from gateway.log.sqlite._rows import chunks, insert_statements, shared_parameters
 from gateway.log.sqlite._schema import ADD_DEAD_LETTER, ADD_OUTCOME, ADD_SOURCE_OUTCOME, SET_CURSOR, transaction
 
 # A duplicate key is found and recorded (gateway.log.sqlite._dedup) in the same transaction as
 # the messages: the only way to be exact across concurrent requests and crashes. Keys and rows
 # go in as multi-row statements (gateway.log.sqlite._rows), so the commit thread takes the GIL
 # back once per chunk, not once per row, while the event loop is busy.
-_APPEND_SQL = insert_statements("INSERT INTO messages (source, message_id, received_at, body)", 4)
+# The rows of a commit share its time: it is bound once, and each row's values are its Entry's
+# fields in order (source, message_id, body), flattened in C.
+_APPEND_SQL = insert_statements("INSERT INTO messages (source, message_id, body, received_at)", 4, shared_last=True)
 
 
 class Waiter:
@@ -94,15 +97,16 @@ def _write_group(
                 run_stored = 0
                 for chunk in chunks(run_entries):
                     new = dedup.claim(cur, source, [(e.message_id, now) for e in chunk], dedup_window_ms)
-                    fresh = []
-                    for e in chunk:
-                        if e.message_id in new:
-                            new.discard(e.message_id)  # a second copy in this chunk is a duplicate
-                            fresh.append(e)
+                    if len(new) == len(chunk):  # every id new, none twice: the common case
+                        fresh = chunk
+                    else:
+                        fresh = []
+                        for e in chunk:
+                            if e.message_id in new:
+                                new.discard(e.message_id)  # a second copy in this chunk is a duplicate
+                                fresh.append(e)
                     for part in chunks(fresh):
-                        cur.execute(
-                            _APPEND_SQL[len(part)], [v for e in part for v in (e.source, e.message_id, now, e.body)]
-                        )
+                        cur.execute(_APPEND_SQL[len(part)], shared_parameters(now, map(astuple, part)))
                     run_stored += len(fresh)
                 stored += run_stored
                 if waiter.tally is not None:

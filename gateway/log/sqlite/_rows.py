@@ -6,7 +6,8 @@ chunks of 128. Chunk sizes are powers of two, so a handful of statements are pre
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from typing import TypeVar
 
 #: Rows per statement: 4 x 128 parameters stay under 999, the variable limit of SQLite builds
@@ -27,10 +28,25 @@ def chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
         left -= size
 
 
-def insert_statements(head: str, columns: int, tail: str = "") -> dict[int, str]:
-    """``head VALUES (?, ...), ... tail`` for each chunk size :func:`chunks` gives."""
-    row = "(" + ", ".join(["?"] * columns) + ")"
-    return {
-        size: f"{head} VALUES {', '.join([row] * size)}{tail}"
-        for size in (1 << bit for bit in range(ROWS_PER_STATEMENT.bit_length()))
-    }
+def insert_statements(head: str, columns: int, tail: str = "", *, shared_last: bool = False) -> dict[int, str]:
+    """``head VALUES (?, ...), ... tail`` for each chunk size :func:`chunks` gives.
+
+    ``shared_last``: the last column is ``?1`` in every row (one value for the whole chunk,
+    such as a commit's time), so the parameters are ``[shared, *the other columns of each row]``
+    and can be flattened in C from row tuples (:func:`shared_parameters`).
+    """
+    sizes = [1 << bit for bit in range(ROWS_PER_STATEMENT.bit_length())]
+    if not shared_last:
+        row = "(" + ", ".join(["?"] * columns) + ")"
+        return {size: f"{head} VALUES {', '.join([row] * size)}{tail}" for size in sizes}
+    own = columns - 1
+    rows = [
+        "(" + ", ".join([*(f"?{2 + own * index + column}" for column in range(own)), "?1"]) + ")"
+        for index in range(ROWS_PER_STATEMENT)
+    ]
+    return {size: f"{head} VALUES {', '.join(rows[:size])}{tail}" for size in sizes}
+
+
+def shared_parameters(shared: object, rows: Iterable[Iterable[object]]) -> list[object]:
+    """The parameters of a ``shared_last`` statement: ``shared``, then every row's values."""
+    return [shared, *chain.from_iterable(rows)]

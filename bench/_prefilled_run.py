@@ -7,6 +7,11 @@ gateway on a log filled with N messages by the log's bulk writer (bench/_prefill
 runs, back to back: the floor, empty/ordered, empty/uuid4, filled/ordered, filled/uuid4. Each
 ratio is the median over rounds of the ratio inside a round, so drift of a shared VM stays out.
 
+``--prefill 0`` leaves the filled log out: the floor and the empty log only (issue 19's floor
+targets), and with ``--baseline-python`` an earlier gateway on an empty log of its own runs in
+the same rounds, right before this one's runs (``before/ordered``, ``before/uuid4``), so the
+change and the floor ratios come from one run.
+
 Not a benchmark itself; bench/ingest.py imports it.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -51,33 +57,41 @@ def run_prefilled(args: argparse.Namespace) -> int:
     # Room for the filled log (about 700 bytes a message on disk) and the runs on top of it.
     bound = max(8 * 1024**3, args.prefill * 1000 + 8 * 1024**3)
     config = LogConfig(max_disk_bytes=bound)
-    print(f"pre-filling a log with {args.prefill:,} messages ({args.prefill_ids} ids) ...", flush=True)
-    stored, seconds = prefill(filled_dir / "data", args.prefill, args.prefill_ids, config)
-    size = sum(p.stat().st_size for p in (filled_dir / "data").glob("log.sqlite3*"))
-    print(
-        f"  {stored:,} messages in {seconds:.0f} s ({stored / seconds:,.0f}/s), {size / 2**30:.1f} GiB on disk",
-        flush=True,
-    )
+    stored = 0
+    if args.prefill:
+        print(f"pre-filling a log with {args.prefill:,} messages ({args.prefill_ids} ids) ...", flush=True)
+        stored, seconds = prefill(filled_dir / "data", args.prefill, args.prefill_ids, config)
+        size = sum(p.stat().st_size for p in (filled_dir / "data").glob("log.sqlite3*"))
+        print(
+            f"  {stored:,} messages in {seconds:.0f} s ({stored / seconds:,.0f}/s), {size / 2**30:.1f} GiB on disk",
+            flush=True,
+        )
+    logs = [("empty", empty_dir, sys.executable)]
+    if args.prefill:
+        logs.append(("filled", filled_dir, sys.executable))
+    if args.baseline_python:
+        logs.insert(0, ("before", tmp / "before", args.baseline_python))
     servers: list[Server] = []
     try:
         floor = hypercorn_server("floor", str(BENCH / "floor_app.py") + ":app").start()
         servers.append(floor)
         gateways = {}
-        for name, folder in (("empty", empty_dir), ("filled", filled_dir)):
+        for name, folder, python in logs:
             folder.mkdir(exist_ok=True)
             config_path = folder / "gateway.toml"
             config_path.write_text(
                 gateway_config(folder / "data", args.destination, args.synchronous, max_disk_bytes=bound)
             )
             gateways[name] = (
-                gateway_server(config_path, name=name).start(),
+                gateway_server(config_path, python=python, name=name).start(),
                 LogReader(folder / "data" / "log.sqlite3"),
             )
             servers.append(gateways[name][0])
         # A restarted gateway builds the Bloom filters of its older dedup slices in the
         # background, starting 10 s after it opened the log: production runs have them.
-        print("waiting 20 s for the gateways' dedup filters ...", flush=True)
-        time.sleep(20)
+        if args.prefill:
+            print("waiting 20 s for the gateways' dedup filters ...", flush=True)
+            time.sleep(20)
         results = _rounds(args, floor, gateways)
         _report(results, args, stored)
         for name, (server, _) in gateways.items():
@@ -104,13 +118,11 @@ def _rounds(
     args: argparse.Namespace, floor: Server, gateways: dict[str, tuple[Server, LogReader]]
 ) -> dict[str, list[Result]]:
     ordered, uuid4 = _scenario("counter", args), _scenario("uuid4", args)
-    plan = [
-        ("floor", floor, None, ordered),
-        ("empty/ordered", *gateways["empty"], ordered),
-        ("empty/uuid4", *gateways["empty"], uuid4),
-        ("filled/ordered", *gateways["filled"], ordered),
-        ("filled/uuid4", *gateways["filled"], uuid4),
-    ]
+    plan: list[tuple[str, Server, LogReader | None, Scenario]] = [("floor", floor, None, ordered)]
+    # On the empty logs, each of the earlier gateway's runs right before this one's.
+    for logs in (("before", "empty"), ("filled",)):
+        for ids, scenario in (("ordered", ordered), ("uuid4", uuid4)):
+            plan += [(f"{log}/{ids}", *gateways[log], scenario) for log in logs if log in gateways]
     results: dict[str, list[Result]] = {label: [] for label, *_ in plan}
     for repeat in range(args.repeat):
         print(f"round {repeat + 1} of {args.repeat}:", flush=True)
@@ -140,7 +152,7 @@ def _report(results: dict[str, list[Result]], args: argparse.Namespace, stored: 
     print_table([r for runs in results.values() for r in runs])
     print()
 
-    def ratio(a: str, b: str) -> tuple[float, list[float]]:
+    def ratio(a: str, b: str) -> tuple[float, list[float]]:  # events/s
         pairs = [x.events_s / y.events_s for x, y in zip(results[a], results[b], strict=True)]
         return _median(pairs), pairs
 
@@ -160,6 +172,14 @@ def _report(results: dict[str, list[Result]], args: argparse.Namespace, stored: 
         ("empty uuid4 / empty ordered", "empty/uuid4", "empty/ordered", None),
         ("filled ordered / empty ordered", "filled/ordered", "empty/ordered", None),
     ]
+    rows = [row for row in rows if row[1] in results and row[2] in results]
+    if "before/ordered" in results:
+        rows += [
+            ("this gateway / before, ordered ids", "empty/ordered", "before/ordered", None),
+            ("this gateway / before, uuid4 ids", "empty/uuid4", "before/uuid4", None),
+            ("before: ordered / floor", "before/ordered", "floor", TARGET_ORDERED_VS_FLOOR),
+            ("before: uuid4 / floor", "before/uuid4", "floor", TARGET_UUID_VS_FLOOR),
+        ]
     busy = min(r.server_cpu / r.seconds for runs in results.values() for r in runs)
     print(
         "events/s ratios (median of the ratios inside each round), and the same from server CPU per "
@@ -174,6 +194,13 @@ def _report(results: dict[str, list[Result]], args: argparse.Namespace, stored: 
             f"   target >= {target}: {verdict(median >= target)} / by CPU {verdict(by_cpu >= target)}" if target else ""
         )
         print(f"  {title:<38} {median:.2f}x  by CPU {by_cpu:.2f}x  (each round: {each}){goal}")
+    print()
+    print("server CPU per acknowledged event, median of the rounds (each round):")
+    for label, runs in results.items():
+        per_event = [r.server_cpu / r.acked_events * 1e6 for r in runs if r.acked_events]
+        if per_event:
+            each = ", ".join(f"{x:.1f}" for x in per_event)
+            print(f"  {label:<16} {_median(per_event):5.1f} us  ({each})")
     print()
     print("honesty check (rows each gateway's log gained during each run vs 2xx x events):")
     for label, runs in results.items():

@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="instead of the usual runs: /v1/batch with UUIDv4 and time-ordered ids on a log pre-filled "
         "with N messages (the log's bulk writer) and on an empty one, and the floor app "
-        "(bench/floor_app.py), in one run (issue 19's targets)",
+        "(bench/floor_app.py), in one run (issue 19's targets); 0: the floor and an empty log only "
+        "(with --baseline-python, an earlier gateway's empty log too)",
     )
     parser.add_argument(
         "--prefill-ids",
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing is not None:
         return missing
     if args.prefill is not None:
+        if args.prefill < 0:
+            parser.error("--prefill must be at least 0")
         from _prefilled_run import run_prefilled
 
         return run_prefilled(args)

@@ -15,7 +15,7 @@ slices have them all; on open, the keys of the messages after it are read back (
 of traffic, never the log).
 
 Each slice has a Bloom filter in front of it, so a new key is looked up in no slice at all but
-for a false positive (about 0.3% a slice). The slice being written gets its filter when it
+for a false positive (at most about 0.5% a slice). The slice being written gets its filter when it
 opens, each key added before it is written; the slices found on open get theirs in the
 background (looked up until then): a process writes only to slices it opened, so theirs no
 longer change. A slice also closes at :data:`SLICE_KEYS` keys, whatever its time: random keys
@@ -51,7 +51,7 @@ FLUSH_CHUNK = 4096
 #: enough for the writer's page cache (~15 MiB at about 60 bytes a key).
 SLICE_KEYS = 1 << 18
 #: Bits per key of the Bloom filter in front of each slice (a 64-bit word per key, 4 bits set in
-#: it: one word read per slice and key; about 0.3% false positives, which cost a lookup).
+#: it: one word read per slice and key; about 0.5% false positives when full, which cost a lookup).
 FILTER_BITS_PER_KEY = 16
 
 SLICES_SCHEMA = """

@@ -142,11 +142,12 @@ class _Connection:
     def looks_closed(self) -> bool:
         """Whether an idle connection has something to read: the server closed it (or sent
         what no request asked for); either way it cannot carry a request."""
+        poller = select.poll()  # not select(): it refuses descriptors past 1,023
         try:
-            readable, _, _ = select.select([self.socket.fileno()], [], [], 0)
+            poller.register(self.socket.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
 
 class HttpClient:

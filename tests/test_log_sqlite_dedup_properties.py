@@ -2,12 +2,14 @@
 from two sources, flushes stopped between any two of their steps, restarts (what a kill -9
 leaves: a clean close writes nothing of the keys in memory either), bulk loads, deletions,
 purges, reloads and restarts with another window, the clock stepped both ways, Bloom filters
-built while a commit runs, and slices closed by their keys every few keys."""
+built while a commit runs, slices closed by their keys every few keys, and commits and flush
+steps that fail (a full disk) after their rows went in."""
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.config import LogConfig
+from gateway.errors import LogUnavailableError
 from gateway.log import Entry, open_log
 from gateway.log import sqlite as sqlite_log
-from gateway.log.sqlite import DB_NAME, _dedup
+from gateway.log.sqlite import DB_NAME, _commit, _dedup
 
 _KEYS = 4
 _WINDOWS = (4, 10, 40)
@@ -37,6 +40,8 @@ _op: st.SearchStrategy[Op] = st.one_of(
     _delete,
     st.tuples(st.just("tick"), st.sampled_from(["1", "second", "slice", "slice+1", "window", "window+1"])),
     st.tuples(st.just("back"), st.sampled_from([1, 1000, 3000])),
+    st.tuples(st.just("append_fails"), st.lists(_key, min_size=1, max_size=8)),
+    st.tuples(st.just("flush_step_fails")),
     st.tuples(st.just("purge")),
     st.tuples(st.just("checkpoint")),
     st.tuples(st.just("filters"), st.lists(_key, min_size=1, max_size=4)),
@@ -124,6 +129,14 @@ class _Program:
                     self.now -= op[1]
                 elif kind == "flush_step":  # one step: the next op may come between two
                     await log._write(log._dedup.flush_step, log.head(), self.now, window_ms)
+                elif kind == "append_fails":  # after its rows and keys went in, before its commit
+                    with pytest.MonkeyPatch.context() as patch, pytest.raises(LogUnavailableError):
+                        patch.setattr(_commit, "head_seq", _disk_full)
+                        await log.append(self.entries(op[1])[0])
+                elif kind == "flush_step_fails":  # after its keys went in (and in the filter)
+                    with pytest.MonkeyPatch.context() as patch, suppress(LogUnavailableError):
+                        patch.setattr(_dedup.DedupSlices, "_write", _write_then_fail)
+                        await log._write(log._dedup.flush_step, log.head(), self.now, window_ms)
                 elif kind == "purge":
                     await log.purge([])
                 elif kind == "checkpoint":
@@ -161,7 +174,19 @@ class _Program:
         assert stored == expected, self.trace
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _disk_full(*args: object) -> Any:
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+_write = _dedup.DedupSlices._write
+
+
+def _write_then_fail(self: _dedup.DedupSlices, *args: Any) -> None:
+    _write(self, *args)
+    _disk_full()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(_op, min_size=1, max_size=40))
 def test_dedup_is_exact_over_any_program(ops: list[Op]) -> None:
     with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as data_dir:

@@ -2,8 +2,8 @@
 from two sources, flushes stopped between any two of their steps, restarts (what a kill -9
 leaves: a clean close writes nothing of the keys in memory either), bulk loads, deletions,
 purges, reloads and restarts with another window, the clock stepped both ways, Bloom filters
-built while a commit runs, slices closed by their keys every few keys, and commits and flush
-steps that fail (a full disk) after their rows went in."""
+built while a commit runs, slices closed by their keys every few keys, and commits, flush steps
+and new slices that fail (a full disk) after their rows went in."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ _op: st.SearchStrategy[Op] = st.one_of(
     st.tuples(st.just("back"), st.sampled_from([1, 1000, 3000])),
     st.tuples(st.just("append_fails"), st.lists(_key, min_size=1, max_size=8)),
     st.tuples(st.just("flush_step_fails")),
+    st.tuples(st.just("slice_fails")),
     st.tuples(st.just("purge")),
     st.tuples(st.just("checkpoint")),
     st.tuples(st.just("filters"), st.lists(_key, min_size=1, max_size=4)),
@@ -137,6 +138,10 @@ class _Program:
                     with pytest.MonkeyPatch.context() as patch, suppress(LogUnavailableError):
                         patch.setattr(_dedup.DedupSlices, "_write", _write_then_fail)
                         await log._write(log._dedup.flush_step, log.head(), self.now, window_ms)
+                elif kind == "slice_fails":  # a flush step opening a slice fails before its commit
+                    with pytest.MonkeyPatch.context() as patch, suppress(LogUnavailableError):
+                        patch.setattr(_dedup.DedupSlices, "open_slice", _open_then_fail)
+                        await log._write(log._dedup.flush_step, log.head(), self.now, window_ms)
                 elif kind == "purge":
                     await log.purge([])
                 elif kind == "checkpoint":
@@ -183,6 +188,14 @@ _write = _dedup.DedupSlices._write
 
 def _write_then_fail(self: _dedup.DedupSlices, *args: Any) -> None:
     _write(self, *args)
+    _disk_full()
+
+
+_open_slice = _dedup.DedupSlices.open_slice
+
+
+def _open_then_fail(self: _dedup.DedupSlices, *args: Any) -> _dedup.Slice:
+    _open_slice(self, *args)
     _disk_full()
 
 

@@ -138,6 +138,9 @@ async def test_random_traffic_restarts_reloads_clock_steps_and_deletions_keep_de
     monkeypatch.setattr(_dedup, "FLUSH_AGE_MS", 3000)
     monkeypatch.setattr(_dedup, "SLICE_KEYS", 6)  # slices close by their keys too
     rnd = random.Random(seed)
+    # Every other seed writes new keys straight to the open slice in their commit (25 keys: they
+    # are always within CLUSTER_GAP of each other).
+    monkeypatch.setattr(_dedup, "CLUSTER_MIN", 2 if seed % 2 else 1000)
     now, window = [1_800_000_000_000], rnd.choice([4, 10, 40])
     model, history = _Model(), []
 
@@ -274,3 +277,27 @@ async def test_a_filter_built_for_a_slice_dropped_meanwhile_never_stands_for_a_l
         monkeypatch.setattr(_dedup, "probes", probes)
         log.reconfigure(LogConfig(dedup_window_secs=15))  # their keys come back, into dedup_keys_<start>
         assert (await log.append([entry("b")])).duplicates == 1  # received 12.5 s ago
+
+
+async def test_clustered_keys_go_to_the_open_slice_in_their_commit_and_random_ones_wait(tmp_path: Path) -> None:
+    import uuid
+
+    async with open_log(LogConfig(), tmp_path) as log:
+        dedup: _dedup.DedupSlices = log._dedup  # type: ignore[attr-defined]
+        earlier = [str(uuid.uuid4()) for _ in range(512)]
+        await log.append([entry(m) for m in earlier])  # no slice open yet: they wait
+        assert dedup.waiting == 512
+        await log.purge([])  # writes them out to a slice it opens
+        random_ids = [str(uuid.uuid4()) for _ in range(128)]  # ~500 keys of the slice between them
+        await log.append([entry(m) for m in random_ids])
+        assert dedup.waiting == 128
+        clustered = [f"run-0001-{i:06d}" for i in range(128)]  # one chunk of a commit
+        await log.append([entry(m) for m in clustered])
+        assert dedup.waiting == 128
+        with sqlite3.connect(tmp_path / DB_NAME) as conn:
+            held = sum(conn.execute(f"SELECT count(*) FROM {each.name}").fetchone()[0] for each in dedup.slices)
+        assert held == 512 + 128
+        again = [entry(m) for m in earlier + random_ids + clustered]
+        assert (await log.append(again)).duplicates == 768
+    async with open_log(LogConfig(), tmp_path) as log:
+        assert (await log.append(again)).duplicates == 768

@@ -46,6 +46,10 @@ FLUSH_KEYS = 20_000
 FLUSH_AGE_MS = 10_000
 FLUSH_CHUNK = 4096
 
+#: New keys of one chunk of a commit (up to 128, one source), at least CLUSTER_MIN of them,
+#: between which the open slice holds at most CLUSTER_GAP keys, are written to it in the commit.
+CLUSTER_MIN = 16
+CLUSTER_GAP = 64
 #: A slice is also closed once this many keys were written to it, whatever its time: random
 #: keys written out land on a page each of the slice being written, which must stay small
 #: enough for the writer's page cache (~15 MiB at about 60 bytes a key).
@@ -183,9 +187,16 @@ class DedupSlices:
                 unknown.append(message_id)
             elif received_at - held > window_ms:  # the newest copy is in memory, and past the window
                 new.append(message_id)
+        written: list[str] = []
         if unknown:
             seen = self._seen(cur, source, unknown, first, window_ms)
-            new += [m for m in unknown if m not in seen]
+            fresh = [m for m in unknown if m not in seen]
+            if self._clustered(cur, source, fresh, max(first.values())):
+                assert self._open is not None
+                written = sorted(fresh)
+                self._write(cur, self._open, [(source, m, first[m]) for m in written])
+            else:
+                new += fresh
         undo = self._undo
         for message_id in new:
             key = (source, message_id)
@@ -194,7 +205,21 @@ class DedupSlices:
             recent[key] = first[message_id]
         if new and self._recent_since is None:
             self._recent_since = first[new[0]]
-        return set(new)
+        return {*new, *written}
+
+    def _clustered(self, cur: sqlite3.Cursor, source: str, ids: list[str], now: int) -> bool:
+        """Whether new keys (none of them in memory) go straight to the open slice in the
+        commit, as a unique index would take them: when at most :data:`CLUSTER_GAP` keys of
+        the slice sort between the smallest and the largest of them, so they land on a page or
+        two (time-ordered or counter ids of one client); not when they are random (a page
+        each: they wait in memory and go out sorted with thousands of others)."""
+        if len(ids) < CLUSTER_MIN or self._open is None or self.slice_due(now):
+            return False
+        between = (
+            f"SELECT count(*) FROM (SELECT 1 FROM {self._open.name} "
+            f"WHERE source = ? AND message_id > ? AND message_id < ? LIMIT {CLUSTER_GAP + 1})"
+        )
+        return bool(cur.execute(between, (source, min(ids), max(ids))).fetchone()[0] <= CLUSTER_GAP)
 
     def _seen(
         self, cur: sqlite3.Cursor, source: str, ids: list[str], first: dict[str, int], window_ms: int

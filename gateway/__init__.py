@@ -14,7 +14,7 @@ What each name is for:
   APIs :class:`HttpDelivery` (answers mapped to the retry policy, redacted samples) with
   :data:`RETRYABLE_STATUSES` and :func:`parse_retry_after`; for Segment's specs
   :func:`integration_options`, :func:`products_of`, :func:`message_time_ms`, :func:`epoch_ms`,
-  :func:`number` and :func:`stable_uuid`.
+  :func:`number`, :func:`stable_uuid` and :class:`MappedContexts` (contexts mapped once).
 - Filters: :class:`FilterType`, :class:`Filter`, :class:`FilterContext`, :class:`Verdict`,
   :class:`Forward`, :class:`InlinePass`.
 - Operators' Python functions (function filters and sources): :func:`load_callable`
@@ -92,6 +92,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name loads 
     from gateway.kit.functions import BudgetExceeded, budget_enforceable, call_within, load_callable
     from gateway.kit.http_delivery import RETRYABLE_STATUSES, HttpDelivery, chunk_encoded, parse_retry_after
     from gateway.kit.mapping import (
+        MappedContexts,
         epoch_ms,
         integration_options,
         message_time_ms,
@@ -151,6 +152,7 @@ _WHERE = {
     "call_within": "gateway.kit.functions",
     "cors_headers": "gateway.http.cors",
     "decoded_body": "gateway.http.app",
+    "MappedContexts": "gateway.kit.mapping",
     "epoch_ms": "gateway.kit.mapping",
     "error_response": "gateway.http.app",
     "hookimpl": "gateway.hookspecs",
@@ -203,6 +205,7 @@ __all__ = [
     "InlinePass",
     "Invalid",
     "LogUnavailableError",
+    "MappedContexts",
     "MatcherType",
     "PluginError",
     "RateLimitedError",

@@ -1,19 +1,22 @@
 """Small pieces every destination needs to map a Segment message onto a vendor's API: times in
 epoch units, dedup keys derived from the messageId, the event's ``integrations`` options for
-a destination, and the products of a Segment Ecommerce spec event."""
+a destination, the products of a Segment Ecommerce spec event, and the contexts already mapped."""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+V = TypeVar("V")
 
 #: The namespace of :func:`stable_uuid` (fixed: changing it would defeat vendor-side dedup of retries).
 GATEWAY_NAMESPACE = uuid.UUID("4f5c1a2e-9c1b-5d0a-8e63-6b1f3f2d7a10")
 
-_NAMESPACE_BYTES = GATEWAY_NAMESPACE.bytes
-_sha1 = hashlib.sha1
+#: SHA-1 of the namespace alone: each uuid hashes a copy on (copying costs half of a new hash
+#: object with the namespace fed in: 0.6 against 1.1 µs a uuid on the shared VM).
+_NAMESPACE_SHA1 = hashlib.sha1(GATEWAY_NAMESPACE.bytes)
 #: A hex digit -> the UUID variant digit with its two high bits set to 10 (RFC 4122).
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
@@ -54,7 +57,9 @@ def stable_uuid(*parts: Any) -> str:
     # becomes 5 and the variant nibble 8-b. This runs once per event on the delivery path.
     # (messageId, vendor) is the usual call, and format() of a JSON value is its str().
     name = f"{parts[0]}\x1f{parts[1]}" if len(parts) == 2 else "\x1f".join(map(str, parts))
-    h = _sha1(_NAMESPACE_BYTES + name.encode()).hexdigest()
+    sha1 = _NAMESPACE_SHA1.copy()
+    sha1.update(name.encode())
+    h = sha1.hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
@@ -94,3 +99,26 @@ def number(value: Any) -> float | int | None:
             return None
         return int(parsed) if parsed.is_integer() and "." not in value else parsed
     return None
+
+
+class MappedContexts(dict[bytes, V]):
+    """What a destination made of each message context it has seen, by the context's raw JSON,
+    kept from batch to batch: a device's events repeat their context (bench/destinations.py's
+    500 users, in batches of 1,000, mapped every context twice a batch). Read-only values.
+
+    Call :meth:`for_batch` before each batch: it empties the memo once it holds more than
+    ``max_entries`` contexts or ``max_bytes`` of their JSON (a batch adds at most its own).
+    """
+
+    __slots__ = ("max_bytes", "max_entries")
+
+    def __init__(self, *, max_entries: int = 4096, max_bytes: int = 4 * 1024 * 1024) -> None:
+        super().__init__()
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+
+    def for_batch(self) -> MappedContexts[V]:
+        """This memo, emptied first if it has grown past its bounds."""
+        if len(self) > self.max_entries or sum(map(len, self)) > self.max_bytes:
+            self.clear()
+        return self

@@ -20,6 +20,7 @@ from gateway import (
     DestinationContext,
     DestinationType,
     HttpDelivery,
+    MappedContexts,
     Record,
     SendResult,
     __version__,
@@ -81,6 +82,7 @@ class PostHogDestination(Destination):
             + b',"batch":['
         )
         self._sent: Counter[str] = Counter()
+        self._contexts: MappedContexts[dict[str, Any]] = MappedContexts()
 
     async def send(self, batch: Sequence[Record]) -> SendResult | None:
         # Each item is encoded as soon as it is mapped, so the batch holds bytes, not a dict tree
@@ -90,7 +92,7 @@ class PostHogDestination(Destination):
         names: list[str] = []
         rejected: dict[int, str] = {}
         config = self._config
-        contexts: dict[bytes, dict[str, Any]] = {}
+        contexts = self._contexts.for_batch()
         for record in batch:
             try:
                 item = item_of(decode_message(record.body), config, contexts)

@@ -117,7 +117,7 @@ def to_posthog(message: dict[str, Any], config: PostHogConfig, received_ms: int 
 
 def item_of(message: Message, config: PostHogConfig, contexts: dict[bytes, dict[str, Any]]) -> dict[str, Any]:
     """:func:`to_posthog` of a decoded :class:`Message`; ``contexts`` holds the properties of
-    the contexts already mapped (one dict per batch: the items share them, read only).
+    the contexts already mapped (kept by the destination: the items share them, read only).
 
     Raises:
         Refused: an identify or alias with an id PostHog refuses to merge.

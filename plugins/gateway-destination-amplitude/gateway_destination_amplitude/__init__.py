@@ -22,6 +22,7 @@ from gateway import (
     DestinationType,
     Exchange,
     HttpDelivery,
+    MappedContexts,
     Record,
     SendResult,
     __version__,
@@ -113,6 +114,7 @@ class AmplitudeDestination(Destination):
         self._body_head = b'{"api_key":' + _encode(config.api_key) + b',"events":'
         self._body_tail = (b',"options":' + _encode(options) if options else b"") + b"}"
         self._counts: Counter[str] = Counter()
+        self._contexts: MappedContexts[Any] = MappedContexts()
 
     async def send(self, batch: Sequence[Record]) -> SendResult | None:
         # Each event is encoded as soon as it is mapped, so the batch holds bytes, not a dict
@@ -121,7 +123,7 @@ class AmplitudeDestination(Destination):
         events: list[bytes] = []
         owners: list[int] = []
         config = self._config
-        contexts: dict[bytes, Any] = {}
+        contexts = self._contexts.for_batch()
         for record in batch:
             mapped = events_of(decode_message(record.body), config, record.received_at, contexts)
             if not mapped:

@@ -171,7 +171,7 @@ def events_of(
     message: Message, config: AmplitudeConfig, received_ms: int, contexts: dict[bytes, _Context]
 ) -> list[dict[str, Any]]:
     """:func:`to_amplitude` of a decoded :class:`Message`; ``contexts`` holds the contexts
-    already mapped (one dict per batch: the events share them, read only)."""
+    already mapped (kept by the destination: the events share them, read only)."""
     raw = bytes(message.context)
     context = contexts.get(raw)
     if context is None:

@@ -25,6 +25,7 @@ from gateway import (
     DestinationType,
     Exchange,
     HttpDelivery,
+    MappedContexts,
     Record,
     SendResult,
     __version__,
@@ -110,6 +111,7 @@ class MixpanelDestination(Destination):
         secrets = [config.project_token, config.service_account_secret or ""]
         self._http = HttpDelivery(headers={"User-Agent": f"gateway/{__version__}"}, secrets=secrets)
         self._counts: Counter[str] = Counter()
+        self._contexts: MappedContexts[Any] = MappedContexts()
 
     async def send(self, batch: Sequence[Record]) -> SendResult | None:
         # Each item is encoded as soon as it is mapped, so the batch holds bytes, not a dict
@@ -119,7 +121,7 @@ class MixpanelDestination(Destination):
             k: ([], []) for k in ("events", "profiles", "groups", "identities")
         }
         config = self._config
-        contexts: dict[bytes, Any] = {}
+        contexts = self._contexts.for_batch()
         for record in batch:
             mapped = items_of(decode_message(record.body), config, record.received_at, contexts)
             if not mapped:

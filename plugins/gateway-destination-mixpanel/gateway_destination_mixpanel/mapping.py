@@ -188,8 +188,8 @@ def items_of(
     message: Message, config: MixpanelConfig, received_ms: int, contexts: dict[bytes, _Context]
 ) -> list[tuple[str, dict[str, Any]]]:
     """:func:`to_mixpanel` of a decoded :class:`Message`, as ``(kind, item)`` pairs where kind
-    is a field of :class:`Mapped`; ``contexts`` holds the contexts already mapped (one dict
-    per batch: the events share them, read only)."""
+    is a field of :class:`Mapped`; ``contexts`` holds the contexts already mapped (kept by the
+    destination: the events share them, read only)."""
     raw = bytes(message.context)
     context = contexts.get(raw)
     if context is None:

@@ -33,7 +33,7 @@ from gateway import (
     __version__,
     hookimpl,
 )
-from gateway_destination_ga4.mapping import to_ga4, valid_name
+from gateway_destination_ga4.mapping import decode_message, event_of, to_ga4, valid_name
 
 __all__ = ["HOSTS", "Ga4Config", "Ga4Destination", "to_ga4", "valid_name"]
 
@@ -173,7 +173,7 @@ class Ga4Destination(Destination):
         for record in batch:
             if record.seq in settled:
                 continue
-            event = to_ga4(record.message(), self._config, record.received_at)
+            event = event_of(decode_message(record.body), self._config, record.received_at)
             if event is None:
                 self._counts["calls_skipped"] += 1
             else:

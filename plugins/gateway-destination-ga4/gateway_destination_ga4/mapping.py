@@ -7,6 +7,8 @@ import functools
 import re
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
+
 from gateway import integration_options, message_time_ms, number, products_of
 
 if TYPE_CHECKING:
@@ -84,6 +86,11 @@ def _valid_name(name: str, lowercase: bool) -> str:
 def valid_value(name: str, value: Any) -> str | int | float | None:
     """A parameter value GA4 takes (string within its length limit, or number); None for values
     it would drop the whole event for (objects, arrays, null)."""
+    kind = type(value)  # the usual types first, without isinstance (a bool is an int too)
+    if kind is str:
+        return value[: LONG_VALUES.get(name, MAX_VALUE)]
+    if kind is int or kind is float:
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -93,18 +100,45 @@ def valid_value(name: str, value: Any) -> str | int | float | None:
     return None
 
 
-def client_id_of(message: dict[str, Any]) -> str | None:
+class _Context(msgspec.Struct, gc=False):
+    """The one context field the mapping reads (a page call's page)."""
+
+    page: Any = None
+
+
+class Message(msgspec.Struct, gc=False):
+    """The fields of a Segment message the mapping reads: a stored body decodes straight into
+    it, skipping the rest (and all of the context but its page). Untyped, as the dict was."""
+
+    type: Any = None
+    event: Any = None
+    userId: Any = None
+    anonymousId: Any = None
+    name: Any = None
+    timestamp: Any = None
+    originalTimestamp: Any = None
+    receivedAt: Any = None
+    properties: Any = None
+    integrations: Any = None
+    context: _Context | None = None
+
+
+#: Decodes a stored message body into :class:`Message` (once per event on the delivery path).
+decode_message = msgspec.json.Decoder(Message).decode
+_encode = msgspec.json.encode
+
+
+def client_id_of(message: Message, options: dict[str, Any]) -> str | None:
     """The GA4 client id: ``integrations["Google Analytics 4"].clientId`` (or ``client_id``, or
     the ``_ga`` cookie value the browser sent, ``GA1.1.<id>.<time>``), else the anonymousId,
-    else the userId."""
-    options = integration_options(message, *INTEGRATION_NAMES)
+    else the userId; ``options`` are the message's options for GA4."""
     explicit = options.get("clientId") or options.get("client_id")
     if isinstance(explicit, str) and explicit:
         return explicit
     cookie = options.get("_ga")
     if isinstance(cookie, str) and cookie.count(".") >= 3:
         return ".".join(cookie.split(".")[-2:])
-    return message.get("anonymousId") or message.get("userId")
+    return message.anonymousId or message.userId
 
 
 def item_of(product: dict[str, Any], *, with_index: bool) -> dict[str, Any]:
@@ -124,6 +158,10 @@ def item_of(product: dict[str, Any], *, with_index: bool) -> dict[str, Any]:
             value = valid_value(param, value if isinstance(value, str | int | float) else str(value))
         item[param] = value
     return item
+
+
+#: Ecommerce properties GA4 names otherwise.
+_ECOMMERCE_RENAMED = {"payment_method": "payment_type", "query": "search_term", "list_id": "item_list_id"}
 
 
 def _ecommerce_params(event: str, properties: dict[str, Any]) -> dict[str, Any]:
@@ -153,9 +191,7 @@ def _ecommerce_params(event: str, properties: dict[str, Any]) -> dict[str, Any]:
         params["value"] = value
     for key in ("currency", "coupon", "shipping", "tax", "affiliation", "payment_method", "query", "list_id"):
         if properties.get(key) is not None:
-            params[
-                {"payment_method": "payment_type", "query": "search_term", "list_id": "item_list_id"}.get(key, key)
-            ] = properties[key]
+            params[_ECOMMERCE_RENAMED.get(key, key)] = properties[key]
     if isinstance(params.get("currency"), str):
         params["currency"] = params["currency"].upper()
     if event == "Order Refunded" and not params.get("items"):
@@ -166,24 +202,32 @@ def _ecommerce_params(event: str, properties: dict[str, Any]) -> dict[str, Any]:
 def to_ga4(message: dict[str, Any], config: Ga4Config, received_ms: int = 0) -> Ga4Event | None:
     """The GA4 event of a track or page call (None for calls GA4's destination does not take:
     identify, group, alias, screen on a web stream) or a message with no client id."""
-    kind = message.get("type")
-    client_id = client_id_of(message)
-    if client_id is None or kind not in ("track", "page"):
+    return event_of(decode_message(_encode(message)), config, received_ms)
+
+
+def event_of(message: Message, config: Ga4Config, received_ms: int) -> Ga4Event | None:
+    """:func:`to_ga4` of a decoded :class:`Message`."""
+    kind = message.type
+    if kind not in ("track", "page"):
         return None
-    properties = message.get("properties") if isinstance(message.get("properties"), dict) else {}
+    options = integration_options({"integrations": message.integrations}, *INTEGRATION_NAMES)
+    client_id = client_id_of(message, options)
+    if client_id is None:
+        return None
+    properties = message.properties if isinstance(message.properties, dict) else {}
     params: dict[str, Any] = {}
     if kind == "page":
         name = "page_view"
-        page = (message.get("context") or {}).get("page") or {}
+        page = (message.context.page if message.context is not None else None) or {}
         pairs = {
             "page_location": page.get("url") or properties.get("url"),
             "page_referrer": page.get("referrer") or properties.get("referrer"),
-            "page_title": page.get("title") or properties.get("title") or message.get("name"),
+            "page_title": page.get("title") or properties.get("title") or message.name,
         }
         params.update({k: v for k, v in pairs.items() if v})
         custom = {k: v for k, v in properties.items() if k not in ("url", "referrer", "title", "path", "search")}
     else:
-        event = str(message.get("event"))
+        event = str(message.event)
         if event in ECOMMERCE:
             name = ECOMMERCE[event]
             params.update(_ecommerce_params(event, properties))
@@ -191,7 +235,6 @@ def to_ga4(message: dict[str, Any], config: Ga4Config, received_ms: int = 0) -> 
         else:
             name = _valid_name(event, config.lowercase_event_names)
             custom = properties
-    options = integration_options(message, *INTEGRATION_NAMES)
     if options.get("session_id") is not None:
         params["session_id"] = options["session_id"]
     params.setdefault("engagement_time_msec", config.engagement_time_msec)
@@ -199,6 +242,9 @@ def to_ga4(message: dict[str, Any], config: Ga4Config, received_ms: int = 0) -> 
     for key, value in custom.items():
         param = _valid_name(str(key), False)
         if param in params or len(params) >= MAX_PARAMS:
+            continue
+        if type(value) is str:  # valid_value() inlined for the usual case: this runs per property
+            params[param] = value[: LONG_VALUES.get(param, MAX_VALUE)]
             continue
         valid = valid_value(param, value)
         if valid is not None:
@@ -210,6 +256,14 @@ def to_ga4(message: dict[str, Any], config: Ga4Config, received_ms: int = 0) -> 
                 del params[key]
             else:
                 params[key] = valid
-    event_body = {"name": name, "params": params, "timestamp_micros": message_time_ms(message, received_ms) * 1000}
-    user_id = message.get("userId") if config.send_user_id else None
+    time_ms = message_time_ms(
+        {
+            "timestamp": message.timestamp,
+            "originalTimestamp": message.originalTimestamp,
+            "receivedAt": message.receivedAt,
+        },
+        received_ms,
+    )
+    event_body = {"name": name, "params": params, "timestamp_micros": time_ms * 1000}
+    user_id = message.userId if config.send_user_id else None
     return Ga4Event(str(client_id), user_id, event_body)

@@ -13,7 +13,7 @@ What each name is for:
   :class:`Record`, :class:`SendResult`, :class:`Exchange`, :class:`DeliveryError`; for HTTP
   APIs :class:`HttpDelivery` (answers mapped to the retry policy, redacted samples) with
   :data:`RETRYABLE_STATUSES` and :func:`parse_retry_after`; for Segment's specs
-  :func:`integration_options`, :func:`products_of`, :func:`message_time_ms`, :func:`epoch_ms`,
+  :func:`integration_options`, :func:`products_of`, :func:`message_time_ms` (:func:`first_time_ms`), :func:`epoch_ms`,
   :func:`number`, :func:`stable_uuid` and :class:`MappedContexts` (contexts mapped once).
 - Filters: :class:`FilterType`, :class:`Filter`, :class:`FilterContext`, :class:`Verdict`,
   :class:`Forward`, :class:`InlinePass`.
@@ -94,6 +94,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name loads 
     from gateway.kit.mapping import (
         MappedContexts,
         epoch_ms,
+        first_time_ms,
         integration_options,
         message_time_ms,
         number,
@@ -154,6 +155,7 @@ _WHERE = {
     "decoded_body": "gateway.http.app",
     "MappedContexts": "gateway.kit.mapping",
     "epoch_ms": "gateway.kit.mapping",
+    "first_time_ms": "gateway.kit.mapping",
     "error_response": "gateway.http.app",
     "hookimpl": "gateway.hookspecs",
     "integration_options": "gateway.kit.mapping",
@@ -226,6 +228,7 @@ __all__ = [
     "decoded_body",
     "epoch_ms",
     "error_response",
+    "first_time_ms",
     "hookimpl",
     "integration_options",
     "json_response",

@@ -43,8 +43,16 @@ def epoch_ms(timestamp: Any) -> int | None:
 def message_time_ms(message: dict[str, Any], default_ms: int) -> int:
     """When a message happened, in epoch milliseconds: its ``timestamp`` (the gateway's
     skew-corrected time), else ``originalTimestamp``, else ``default_ms`` (when it was stored)."""
-    for key in ("timestamp", "originalTimestamp", "receivedAt"):
-        ms = epoch_ms(message.get(key))
+    return first_time_ms(
+        default_ms, message.get("timestamp"), message.get("originalTimestamp"), message.get("receivedAt")
+    )
+
+
+def first_time_ms(default_ms: int, *timestamps: Any) -> int:
+    """Epoch milliseconds of the first of ``timestamps`` that is an ISO-8601 time, else
+    ``default_ms``: :func:`message_time_ms` of a message decoded into a Struct."""
+    for timestamp in timestamps:
+        ms = epoch_ms(timestamp)
         if ms is not None:
             return ms
     return default_ms

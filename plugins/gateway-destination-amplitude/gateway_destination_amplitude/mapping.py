@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from gateway import epoch_ms, integration_options, number, products_of
+from gateway import first_time_ms, integration_options, number, products_of
 
 if TYPE_CHECKING:
     from gateway_destination_amplitude import AmplitudeConfig
@@ -105,15 +105,6 @@ def _context_of(context: Any) -> _Context:
     return _Context(fields, device_id, context.get("traits"))
 
 
-def _time_ms(message: Message, default_ms: int) -> int:
-    """:func:`gateway.message_time_ms` of a :class:`Message`."""
-    for value in (message.timestamp, message.originalTimestamp, message.receivedAt):
-        ms = epoch_ms(value)
-        if ms is not None:
-            return ms
-    return default_ms
-
-
 def base_event(message: Message, received_ms: int, context: _Context) -> dict[str, Any]:
     """The fields every event of a message shares: ids, time, insert_id, session, context."""
     # Plain statements rather than a loop over pairs: this runs once per event on the delivery path.
@@ -123,7 +114,7 @@ def base_event(message: Message, received_ms: int, context: _Context) -> dict[st
     device_id = context.device_id or message.anonymousId
     if device_id is not None:
         event["device_id"] = device_id
-    event["time"] = _time_ms(message, received_ms)
+    event["time"] = first_time_ms(received_ms, message.timestamp, message.originalTimestamp, message.receivedAt)
     if message.messageId is not None:
         event["insert_id"] = message.messageId
     event["library"] = "gateway"

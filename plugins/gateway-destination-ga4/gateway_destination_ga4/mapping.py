@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from gateway import integration_options, message_time_ms, number, products_of
+from gateway import first_time_ms, integration_options, number, products_of
 
 if TYPE_CHECKING:
     from gateway_destination_ga4 import Ga4Config
@@ -256,14 +256,7 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> Ga4Event 
                 del params[key]
             else:
                 params[key] = valid
-    time_ms = message_time_ms(
-        {
-            "timestamp": message.timestamp,
-            "originalTimestamp": message.originalTimestamp,
-            "receivedAt": message.receivedAt,
-        },
-        received_ms,
-    )
+    time_ms = first_time_ms(received_ms, message.timestamp, message.originalTimestamp, message.receivedAt)
     event_body = {"name": name, "params": params, "timestamp_micros": time_ms * 1000}
     user_id = message.userId if config.send_user_id else None
     return Ga4Event(str(client_id), user_id, event_body)

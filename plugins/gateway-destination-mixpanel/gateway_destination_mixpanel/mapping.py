@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from gateway import epoch_ms, products_of, stable_uuid
+from gateway import first_time_ms, products_of, stable_uuid
 
 if TYPE_CHECKING:
     from gateway_destination_mixpanel import MixpanelConfig
@@ -138,15 +138,6 @@ _NESTED = {
 }
 
 
-def _time_ms(message: Message, default_ms: int) -> int:
-    """:func:`gateway.message_time_ms` of a :class:`Message`."""
-    for value in (message.timestamp, message.originalTimestamp, message.receivedAt):
-        ms = epoch_ms(value)
-        if ms is not None:
-            return ms
-    return default_ms
-
-
 def _event(
     message: Message, name: str, properties: dict[str, Any], context: dict[str, Any], time_ms: int, *salt: Any
 ) -> dict[str, Any]:
@@ -199,7 +190,7 @@ def items_of(
     if kind == "track":
         name = str(message.event)
         properties = _owned(message.properties)
-        time_ms = _time_ms(message, received_ms)
+        time_ms = first_time_ms(received_ms, message.timestamp, message.originalTimestamp, message.receivedAt)
         items = [("events", _event(message, name, properties, context.properties, time_ms))]
         if name == "Order Completed" and config.purchase_event_per_product:
             order_keys = {k: properties[k] for k in ("order_id", "checkout_id") if k in properties}
@@ -216,14 +207,25 @@ def items_of(
         for key, value in (("name", message.name), ("category", message.category)):
             if value is not None:
                 properties.setdefault(key, value)
-        return [("events", _event(message, event, properties, context.properties, _time_ms(message, received_ms)))]
+        return [
+            (
+                "events",
+                _event(
+                    message,
+                    event,
+                    properties,
+                    context.properties,
+                    first_time_ms(received_ms, message.timestamp, message.originalTimestamp, message.receivedAt),
+                ),
+            )
+        ]
     if kind == "identify":
         items = []
         if user_id and anonymous_id and anonymous_id != user_id:
             # Original ID Merge links the ids with $identify; Simplified merges any event that
             # carries both $user_id and $device_id, which this one does too.
             identify = {"$identified_id": user_id, "$anon_id": anonymous_id}
-            time_ms = _time_ms(message, received_ms)
+            time_ms = first_time_ms(received_ms, message.timestamp, message.originalTimestamp, message.receivedAt)
             items.append(("events", _event(message, "$identify", identify, context.properties, time_ms)))
         traits = message.traits or {}
         if traits:

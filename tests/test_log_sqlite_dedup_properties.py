@@ -1,9 +1,10 @@
 """Exact dedup of the SQLite log against a plain model, over programs hypothesis writes: appends
 from two sources, flushes stopped between any two of their steps, restarts (what a kill -9
 leaves: a clean close writes nothing of the keys in memory either), bulk loads, deletions,
-purges, reloads and restarts with another window, the clock stepped both ways, Bloom filters
-built while a commit runs, slices closed by their keys every few keys, and commits, flush steps
-and new slices that fail (a full disk) after their rows went in."""
+purges, reloads and restarts with another window, the clock stepped both ways, keys written to
+the open slice in their commit or later from memory, Bloom filters built while a commit runs,
+slices closed by their keys every few keys, and commits, flush steps and new slices that fail
+(a full disk) after their rows went in."""
 
 from __future__ import annotations
 
@@ -200,11 +201,13 @@ def _open_then_fail(self: _dedup.DedupSlices, *args: Any) -> _dedup.Slice:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(_op, min_size=1, max_size=40))
-def test_dedup_is_exact_over_any_program(ops: list[Op]) -> None:
+@given(ops=st.lists(_op, min_size=1, max_size=40), cluster_min=st.sampled_from([1, 2]))
+def test_dedup_is_exact_over_any_program(ops: list[Op], cluster_min: int) -> None:
     with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as data_dir:
         patch.setattr(_dedup, "FLUSH_CHUNK", 2)
         patch.setattr(_dedup, "FLUSH_KEYS", 5)
         patch.setattr(_dedup, "FLUSH_AGE_MS", 3000)
-        patch.setattr(_dedup, "SLICE_KEYS", 4)
+        patch.setattr(_dedup, "SLICE_KEYS", 8)
+        patch.setattr(_dedup, "CLUSTER_MIN", cluster_min)  # a commit's new keys go straight to the
+        patch.setattr(_dedup, "CLUSTER_GAP", 1)  # slice when at most one of its keys sorts between
         trio.run(_Program(Path(data_dir)).run, ops)

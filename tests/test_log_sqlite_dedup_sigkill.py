@@ -39,6 +39,7 @@ from gateway.log import Entry, open_log
 from gateway.log.sqlite import DB_NAME, _dedup, _engine
 
 _dedup.FLUSH_CHUNK, _dedup.FLUSH_KEYS, _dedup.FLUSH_AGE_MS, _dedup.SLICE_KEYS = 16, 40, 500, 50
+_dedup.CLUSTER_MIN, _dedup.CLUSTER_GAP = 4, 8  # some commits write their keys to the slice
 _engine.FILTER_START_SECS = _engine.FILTER_CHECK_SECS = 0.001
 data_dir, seed, window, keys = Path(sys.argv[1]), *map(int, sys.argv[2:5])
 with sqlite3.connect(data_dir / DB_NAME) as db:

@@ -301,3 +301,31 @@ async def test_clustered_keys_go_to_the_open_slice_in_their_commit_and_random_on
         assert (await log.append(again)).duplicates == 768
     async with open_log(LogConfig(), tmp_path) as log:
         assert (await log.append(again)).duplicates == 768
+
+
+async def test_slices_that_fill_up_early_grow_so_a_busy_window_keeps_few(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every new key is checked against each slice's filter: with slices of a fixed number of
+    # keys, a window at a high rate held hundreds (88 µs a key at 330). Each slice that fills
+    # before its time ends makes the next twice as large, so 4 + 8 + 16 + 32 + 64 keys take 5.
+    import uuid
+
+    monkeypatch.setattr(_dedup, "SLICE_KEYS", 4)
+    monkeypatch.setattr(_dedup, "FLUSH_KEYS", 3)
+    now = [1_800_000_000_000]
+    keys = [str(uuid.uuid4()) for _ in range(124)]
+    async with open_log(LogConfig(dedup_window_secs=3600), tmp_path, clock_ms=lambda: now[0]) as log:
+        for start in range(0, len(keys), 4):
+            assert (await log.append([Entry("web", k, b"{}") for k in keys[start : start + 4]])).stored == 4
+            await log.checkpoint()  # writes the keys out to the open slice
+            now[0] += 1000
+        names = [each.name for each in log._dedup.slices]  # type: ignore[attr-defined]
+        assert len(names) <= 6, names
+        # Exact all the same: every key again is a duplicate, a new one is not.
+        again = await log.append([Entry("web", k, b"{}") for k in keys])
+        assert (again.stored, again.duplicates) == (0, len(keys))
+        assert (await log.append([Entry("web", "new", b"{}")])).stored == 1
+    # After a restart too (the slices found on open are looked up, then get their filters).
+    async with open_log(LogConfig(dedup_window_secs=3600), tmp_path, clock_ms=lambda: now[0]) as log:
+        assert (await log.append([Entry("web", k, b"{}") for k in keys])).duplicates == len(keys)

@@ -53,8 +53,9 @@ from gateway.log.sqlite._upkeep import Upkeep, full_at, wal_limit
 log = structlog.get_logger("gateway.log")
 T = TypeVar("T")
 
-#: The writer's page cache: the open dedup slice's pages (at most _dedup.SLICE_KEYS keys, at about
-#: 60 bytes a key) and the upper levels of the older slices' B-trees.
+#: The writer's page cache: the open dedup slice's pages (_dedup.SLICE_KEYS keys, more at high
+#: rates up to _dedup.MAX_SLICE_KEYS, at about 60 bytes a key) and the upper levels of the older
+#: slices' B-trees.
 WRITER_CACHE_KIB = 64 * 1024
 #: When the dedup slices' Bloom filters are first built after opening, and checked again.
 FILTER_START_SECS = 10.0

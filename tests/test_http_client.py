@@ -9,6 +9,7 @@ import gzip
 import shutil
 import ssl
 import subprocess
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -18,6 +19,7 @@ import pytest
 import trio
 
 from gateway import DeliveryError, HttpDelivery
+from gateway.kit import http_client
 from gateway.kit.http_client import HttpClient, HttpClientError
 
 #: What a scripted answer gets: the request's head and body; it returns the bytes to write and
@@ -268,3 +270,28 @@ async def test_https_with_the_servers_certificate_checked(tmp_path: Path) -> Non
             await strangers.aclose()
         nursery.cancel_scope.cancel()
     assert len(server.requests) == 2 and server.connections == 2  # one kept for both, one refused
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ok(b"x" * 5000),
+        CHUNKED.replace(b"0\r\nT: 1\r\n\r\n", b"1388\r\n" + b"x" * 5000 + b"\r\n0\r\n\r\n"),
+        ok(gzip.compress(b"\0" * 5000), b"Content-Encoding: gzip\r\n"),
+        ok(zlib.compress(b"\0" * 5000), b"Content-Encoding: deflate\r\n"),
+    ],
+)
+async def test_an_answer_past_the_body_limit_is_an_error(answer: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A confused or hostile server (an endless stream, a gzip bomb) must not fill the memory:
+    # the body is refused once it grows past the limit, on the wire or once decompressed.
+    monkeypatch.setattr(http_client, "MAX_BODY_BYTES", 4096)
+    async with raw_server(lambda head, body: (answer, False)) as server:
+        client = HttpClient({})
+        try:
+            with pytest.raises(HttpClientError, match="larger than"):
+                await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"")
+            monkeypatch.setattr(http_client, "MAX_BODY_BYTES", 8192)
+            response = await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"")
+        finally:
+            await client.aclose()
+    assert 5000 <= len(response.content) <= 8192  # under the limit it passes whole

@@ -27,6 +27,9 @@ import trio
 
 #: An answer's head larger than this is refused (a confused server must not fill the memory).
 MAX_HEAD_BYTES = 64 * 1024
+#: An answer's body larger than this, as sent or decompressed, is refused (an endless stream or
+#: a gzip bomb must not fill the memory; destinations' answers are a few kB).
+MAX_BODY_BYTES = 16 * 1024 * 1024
 #: Idle connections kept per origin.
 MAX_IDLE_PER_ORIGIN = 100
 _READ_BYTES = 65536
@@ -83,7 +86,18 @@ class _Answer:
     """The answer being parsed: httptools calls these as the bytes arrive. 1xx answers (100
     Continue, 103 Early Hints) are forgotten as they end: the real answer follows."""
 
-    __slots__ = ("body", "complete", "extra", "fields", "head_bytes", "headers_done", "keep_alive", "parser", "status")
+    __slots__ = (
+        "body",
+        "body_bytes",
+        "complete",
+        "extra",
+        "fields",
+        "head_bytes",
+        "headers_done",
+        "keep_alive",
+        "parser",
+        "status",
+    )
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -92,6 +106,7 @@ class _Answer:
     def reset(self) -> None:
         self.fields: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
+        self.body_bytes = 0
         self.head_bytes = 0
         self.headers_done = False
         self.complete = False
@@ -113,6 +128,9 @@ class _Answer:
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.body_bytes > MAX_BODY_BYTES:
+            raise HttpClientError(f"the answer's body is larger than {MAX_BODY_BYTES} bytes")
         self.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -287,6 +305,8 @@ async def _read_answer(connection: _Connection, *, reused: bool) -> tuple[int, h
         except httptools.HttpParserUpgrade:
             raise HttpClientError("the server switched protocols") from None
         except httptools.HttpParserError as error:
+            if isinstance(error.__context__, HttpClientError):  # raised by a callback
+                raise error.__context__ from None
             raise HttpClientError(f"not an HTTP/1.x answer: {error}") from None
     headers = httpx.Headers(answer.fields)
     keep = answer.complete and not answer.extra and answer.keep_alive
@@ -301,12 +321,23 @@ def _decoded(body: bytes, encoding: str) -> bytes:
         return body
     try:
         if encoding in ("gzip", "x-gzip"):
-            return zlib.decompress(body, wbits=47)
+            return _inflated(body, 47)
         if encoding == "deflate":
             try:
-                return zlib.decompress(body)
+                return _inflated(body, 15)
             except zlib.error:
-                return zlib.decompress(body, wbits=-15)
+                return _inflated(body, -15)
     except zlib.error as error:
         raise HttpClientError(f"an undecodable {encoding} body: {error}") from error
     return body
+
+
+def _inflated(body: bytes, wbits: int) -> bytes:
+    """``body`` decompressed, at most :data:`MAX_BODY_BYTES` of it."""
+    inflater = zlib.decompressobj(wbits)
+    inflated = inflater.decompress(body, MAX_BODY_BYTES + 1)
+    if len(inflated) > MAX_BODY_BYTES:
+        raise HttpClientError(f"the answer's body is larger than {MAX_BODY_BYTES} bytes decompressed")
+    if not inflater.eof:
+        raise zlib.error("incomplete or truncated stream")
+    return inflated

@@ -25,6 +25,7 @@ from gateway import (
     DestinationContext,
     DestinationType,
     Exchange,
+    MappedContexts,
     Record,
     hookimpl,
 )
@@ -465,8 +466,12 @@ async def test_a_deletion_request_takes_the_user_out_of_the_console(tmp_path: Pa
         await gw.wait_delivered("vendor")
         assert "ann-7731" in json.dumps((await delivery(gw))["errors"])
         assert len((await events(gw))["events"]) == 2
+        # A destination's memo of mapped contexts (by their raw JSON: IP, device, traits) too.
+        memo: MappedContexts[dict[str, str]] = MappedContexts()
+        memo[b'{"ip":"203.0.113.9","traits":{"email":"ann@example.com"}}'] = {"ip": "203.0.113.9"}
         deleted = await gw.admin("POST", "/privacy/delete", json={"userId": "ann-7731", "keepCollecting": True})
         assert deleted.status_code == 200, deleted.text
+        assert not memo
         bob = {"type": "track", "userId": "bob-1", "event": "E", "messageId": "ok-3"}
         assert (await gw.batch([bob], write_key=KEY)).status_code == 200
         await gw.wait_delivered("vendor")

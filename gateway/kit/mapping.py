@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import weakref
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -116,17 +117,34 @@ class MappedContexts(dict[bytes, V]):
 
     Call :meth:`for_batch` before each batch: it empties the memo once it holds more than
     ``max_entries`` contexts or ``max_bytes`` of their JSON (a batch adds at most its own).
+    A deletion request empties every memo (:func:`forget_mapped_contexts`).
     """
 
-    __slots__ = ("max_bytes", "max_entries")
+    __slots__ = ("__weakref__", "max_bytes", "max_entries")
 
     def __init__(self, *, max_entries: int = 4096, max_bytes: int = 4 * 1024 * 1024) -> None:
         super().__init__()
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        _MEMOS[id(self)] = self
 
     def for_batch(self) -> MappedContexts[V]:
         """This memo, emptied first if it has grown past its bounds."""
         if len(self) > self.max_entries or sum(map(len, self)) > self.max_bytes:
             self.clear()
         return self
+
+
+#: Every live memo, so that a deletion request reaches them (weakly: a memo goes with its destination).
+_MEMOS: weakref.WeakValueDictionary[int, MappedContexts[Any]] = weakref.WeakValueDictionary()
+
+
+def forget_mapped_contexts() -> int:
+    """Empty every destination's memo of mapped contexts, for a deletion request: a context
+    holds the user's IP, device and traits, often under no spelling of their id, so all go
+    (the next batches map theirs again). Returns how many contexts went."""
+    forgotten = 0
+    for memo in list(_MEMOS.values()):
+        forgotten += len(memo)
+        memo.clear()
+    return forgotten

@@ -27,6 +27,7 @@ from gateway.http.app import Readiness, configure_app_limits, create_app
 from gateway.http.connection import Limits
 from gateway.http.server import fit_open_files, limits_from_config
 from gateway.ingest.hub import IngestHub
+from gateway.kit.mapping import forget_mapped_contexts
 from gateway.log import BacklogInfo, IngestLog, user_spellings
 from gateway.log.series import SeriesRecorder
 from gateway.metrics import Metrics
@@ -393,6 +394,7 @@ class Gateway:
                     for worker in running.workers():
                         worker.forget_samples_of(spellings)
             self.hub.tap.forget_user(spellings)
+            forget_mapped_contexts()
             results: dict[str, DestinationDeletion] = {}
             for did, running in self.destinations.items():
                 settled = not any(worker.sending_from_before(deletions) for worker in running.workers())

@@ -295,3 +295,17 @@ async def test_an_answer_past_the_body_limit_is_an_error(answer: bytes, monkeypa
         finally:
             await client.aclose()
     assert 5000 <= len(response.content) <= 8192  # under the limit it passes whole
+
+
+async def test_bytes_past_a_whole_answer_do_not_undo_it() -> None:
+    # The server answered (the request was taken); junk after the answer only retires the
+    # connection: reporting a failure would have the batch sent again.
+    async with raw_server(lambda head, body: (ok() + b"junk\r\n", False)) as server:
+        client = HttpClient({})
+        try:
+            for _ in range(2):
+                response = await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"x")
+                assert (response.status_code, response.content) == (200, b'{"ok":true}')
+        finally:
+            await client.aclose()
+    assert (server.connections, len(server.requests)) == (2, 2)

@@ -307,6 +307,9 @@ async def _read_answer(connection: _Connection, *, reused: bool) -> tuple[int, h
         except httptools.HttpParserError as error:
             if isinstance(error.__context__, HttpClientError):  # raised by a callback
                 raise error.__context__ from None
+            if answer.complete:  # junk after a whole answer: it stands, the connection goes
+                answer.extra = True
+                break
             raise HttpClientError(f"not an HTTP/1.x answer: {error}") from None
     headers = httpx.Headers(answer.fields)
     keep = answer.complete and not answer.extra and answer.keep_alive

@@ -41,8 +41,9 @@ values = st.one_of(
     st.booleans(),
     st.none(),
     st.sampled_from([[1], ["a"], [], {}]),
+    st.sampled_from([{"x": 1, "y": {"z": "2026-01-02T03:04:05Z"}}, {"x": 1.5, "a": None}, {"A": "x", "a": "y"}]),
 )
-keys = st.sampled_from(["a", "b", "Order", "a/b", "t~1", "", "c d", "é"])
+keys = st.sampled_from(["a", "b", "Order", "a/b", "t~1", "", "c d", "é", "A", "a\x1fb", "a.b"])
 received = st.sampled_from(["2026-05-01T10:00:00.000Z", "2026-05-01T09:00:00+02:00", "not a time", "2026-05-01"])
 
 
@@ -61,6 +62,7 @@ def batches(draw: Any) -> list[dict[str, Any]]:
             "userId": "u1",
             "receivedAt": draw(received) if i % 5 == 4 else "2026-05-01T10:00:00.000Z",
             "context": {"ip": "1.2.3.4", "page": {"n": i % 2}},
+            "timestamp": draw(received) if i % 7 == 6 else "2026-05-01T09:59:59.5+01:00",
             "properties" if kind != "identify" else "traits": properties,
         }
         if kind == "track":

@@ -213,6 +213,8 @@ class Projector:
         if not found or not leaves:
             return None
         [(object_keys, all_types, texts)] = found
+        if any(len(set(keys)) < len(keys) for keys in object_keys):
+            return None  # a key written twice: msgspec keeps the last, a pointer finds the first
         types = all_types[: len(leaves)]
         if any(t not in _JSON_TYPES[kind] for t, kind in zip(types, kinds, strict=True)) or any(
             t != "OBJECT" for t in all_types[len(leaves) :]

@@ -153,9 +153,9 @@ async def test_duplicates_inside_one_append_and_across_appends_are_skipped_in_or
     request[599] = entry("m598")
     async with engine.open() as log:
         first = await log.append(request)
-        assert (first.stored, first.duplicates) == (597, 3)
+        assert (first.stored, first.duplicates, first.duplicate_positions) == (597, 3, (300, 301, 599))
         second = await log.append([entry("m300"), entry("m0"), entry("m600"), entry("m300")])
-        assert (second.stored, second.duplicates) == (2, 2)
+        assert (second.stored, second.duplicates, second.duplicate_positions) == (2, 2, (1, 3))
         expected = [i for i in ids if i not in ("m300", "m301", "m599")]
         assert await stored_ids(log) == [*expected, "m300", "m600"]
         assert [r.seq for r in await everything(log)] == list(range(1, 600))
@@ -169,6 +169,9 @@ async def test_dedup_is_per_source_and_forwards_have_keys_of_their_own(engine: L
         result = await log.append([entry("m1", source="other"), forward_web, forward_app])
         assert (result.stored, result.duplicates) == (3, 0)  # three different events
         assert (await log.append([forward_web])).duplicates == 1  # a retry of the same forward
+        # Runs of several sources in one append: positions count across them.
+        mixed = await log.append([entry("m2"), entry("m1", source="app"), entry("m2", source="app"), entry("m1")])
+        assert (mixed.stored, mixed.duplicate_positions) == (2, (1, 3))
 
 
 async def test_source_books_letters_and_redrives_are_in_the_commit_of_the_messages(engine: LogEngine) -> None:

@@ -125,6 +125,21 @@ async def test_debugger_lists_accepted_rejected_and_filtered_calls_newest_first(
         assert (await events(gw, "other"))["events"] == []
 
 
+async def test_the_debugger_shows_a_duplicate_as_one_not_as_a_second_accepted_call(tmp_path: Path) -> None:
+    async with run_gateway(CONFIG, data_dir=tmp_path) as gw:
+        first = {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "d-1"}
+        assert (await gw.batch([first], write_key=KEY)).status_code == 200
+        # A retry of it beside a new call (the fast path), then a single call of it.
+        second = {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "d-2"}
+        assert (await gw.batch([first, second], write_key=KEY)).status_code == 200
+        assert (await gw.send("track", first, write_key=KEY)).status_code == 200
+        rows = (await events(gw))["events"]
+        outcomes = [(row["messageId"], row["outcome"]) for row in reversed(rows)]
+        assert outcomes == [("d-1", "accepted"), ("d-1", "duplicate"), ("d-2", "accepted"), ("d-1", "duplicate")]
+        [duplicate, *_] = [row for row in rows if row["outcome"] == "duplicate"]
+        assert "dedup window" in duplicate["reason"]
+
+
 async def test_debugger_keeps_the_last_500_calls_and_counts_the_rest(tmp_path: Path) -> None:
     async with run_gateway(CONFIG, data_dir=tmp_path) as gw:
         for start in range(0, 600, 200):

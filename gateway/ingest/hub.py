@@ -405,7 +405,7 @@ class IngestHub:
         entries = prepared.entries
         result = await self.log.append(entries, letters=prepared.letters, tally=prepared.tally)
         if entries:
-            self.tap.accepted(entries)
+            self.tap.accepted(entries, result.duplicate_positions)
             # One request comes from one source in practice; label by the first.
             label = entries[0].source
             self.metrics.accepted.labels(label).inc(result.stored)

@@ -1,4 +1,4 @@
-"""The console's tap: the last calls each source saw (accepted, rejected, filtered), kept in
+"""The console's tap: the last calls each source saw (accepted, duplicate, rejected, filtered), kept in
 memory for the Source Debugger, and fanned out live to its subscribers.
 
 Ingest pays as little as possible for it. A call is booked as a row tuple holding what ingest
@@ -34,7 +34,9 @@ SUBSCRIBER_BUFFER = 100
 #: A rejected call's payload is kept up to this many bytes (then shown as text, cut).
 MAX_RAW_BYTES = 64 * 1024
 
-ACCEPTED, REJECTED, FILTERED = "accepted", "rejected", "filtered"
+ACCEPTED, REJECTED, FILTERED, DUPLICATE = "accepted", "rejected", "filtered", "duplicate"
+#: Why a duplicate was not stored (the debugger's reason column).
+DUPLICATE_REASON = "a copy of a message this source stored within the dedup window: acknowledged, not stored again"
 
 # A row: (id, at, outcome, payload, code, reason). ``payload`` is the stored body (bytes), a
 # candidate's payload (bytes or a dict) or a filtered message (a dict). Tuples, not objects:
@@ -209,17 +211,23 @@ class Tap:
 
     # -- booking (ingest's side: no awaits, next to no work) --------------------------------
 
-    def accepted(self, entries: Iterable[Entry]) -> None:
-        """Book stored calls (as the log holds them: server fields set, privacy applied)."""
+    def accepted(self, entries: Iterable[Entry], duplicate_positions: Sequence[int] = ()) -> None:
+        """Book stored calls (as the log holds them: server fields set, privacy applied); the
+        entries at ``duplicate_positions`` were duplicates the log did not store again."""
         at = time.time()
         rid = self._next_id
         rings = self._rings
         seen = self._seen
         watched = self._subscribers
         published: dict[str, list[Row]] | None = {} if watched else None
-        for entry in entries:
+        duplicates = frozenset(duplicate_positions) if duplicate_positions else None
+        for position, entry in enumerate(entries):
             source = entry.source
-            row = (rid, at, ACCEPTED, entry.body, None, None)
+            row: Row
+            if duplicates is not None and position in duplicates:
+                row = (rid, at, DUPLICATE, entry.body, None, DUPLICATE_REASON)
+            else:
+                row = (rid, at, ACCEPTED, entry.body, None, None)
             rid += 1
             ring = rings.get(source)
             if ring is None:

@@ -30,10 +30,13 @@ class SourceLetter(msgspec.Struct, frozen=True):
 
 
 class AppendResult(msgspec.Struct, frozen=True):
-    """What an append did: how many entries were stored and how many were duplicates."""
+    """What an append did: how many entries were stored and how many were duplicates, and
+    which were (their positions in the entries given), so the console's debugger shows a
+    duplicate as one and not as a second accepted call."""
 
     stored: int
     duplicates: int
+    duplicate_positions: tuple[int, ...] = ()
 
 
 #: Stages a dead letter comes from: ``send`` (the destination refused the batch: redrive sends

@@ -103,6 +103,8 @@ class MemoryLog:
         window_ms = self._config.dedup_window_secs * 1000
         books: Counter[tuple[str, str]] = Counter()
         stored = 0
+        position = 0
+        duplicate_positions: list[int] = []
         # Runs of one source (a request's own messages, then what its filters forwarded), so
         # the books know each source's stored and duplicate counts.
         for source, run in groupby(entries, key=attrgetter("source")):
@@ -112,6 +114,9 @@ class MemoryLog:
                 if not store.is_duplicate(e.source, e.message_id, now, window_ms):
                     self._disk_bytes += store.add_row(e.source, e.message_id, now, e.body)
                     run_stored += 1
+                else:
+                    duplicate_positions.append(position)
+                position += 1
             stored += run_stored
             if tally is not None:
                 books[(source, "stored")] += run_stored
@@ -127,7 +132,9 @@ class MemoryLog:
                 store.source_outcomes[(source, outcome, now // 3_600_000)] += n
         self._committed(head)
         await trio.lowlevel.cancel_shielded_checkpoint()
-        return AppendResult(stored=stored, duplicates=len(entries) - stored)
+        return AppendResult(
+            stored=stored, duplicates=len(entries) - stored, duplicate_positions=tuple(duplicate_positions)
+        )
 
     async def set_cursor(self, destination: str, seq: int, outcomes: Outcomes | None = None) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()

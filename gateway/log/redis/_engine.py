@@ -304,10 +304,14 @@ class RedisLog:
         results = []
         for chunk, reply in zip(chunks, replies, strict=False):
             head = int(reply[0])
-            for waiter, stored in zip(chunk, reply[2:], strict=True):
-                stored = int(stored)
-                stored = max(stored, 0)  # -1: another gateway redrove its letters first
-                results.append((AppendResult(stored=stored, duplicates=len(waiter.entries) - stored), head))
+            for waiter, (stored, *duplicate_positions) in zip(chunk, reply[2:], strict=True):
+                stored = max(int(stored), 0)  # -1: another gateway redrove its letters first
+                result = AppendResult(
+                    stored=stored,
+                    duplicates=len(waiter.entries) - stored,
+                    duplicate_positions=tuple(map(int, duplicate_positions)),
+                )
+                results.append((result, head))
         return results
 
     # -- the head: this gateway's commits, and a watcher for everyone else's ---------------------

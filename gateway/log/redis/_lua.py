@@ -97,8 +97,9 @@ local function head() return tonumber(redis.call('GET', P .. ':seq') or '0') end
 #: Store a group commit. ARGV: P, now, the dedup window (ms), then per request: entry count, letter count, counted
 #: (1: book stored/duplicates and the tally), tally count, redriven count, then its entries
 #: (source, key, body), letters (destination, source, body, error, stage), tally (source,
-#: outcome, n) and redriven letter ids. Returns {head, received_at, stored per request (-1: a
-#: redriven letter was gone, so another gateway redrove it and nothing of it was stored)}.
+#: outcome, n) and redriven letter ids. Returns {head, received_at, then per request {stored
+#: (-1: a redriven letter was gone, so another gateway redrove it and nothing of it was
+#: stored), the 0-based positions of its duplicate entries...}}.
 APPEND = (
     "#!lua\n"
     + _PRELUDE
@@ -149,10 +150,10 @@ for i, w in ipairs(group) do
     if redis.call('EXISTS', P .. ':letter:' .. id) == 0 then live = false end
   end
   if not live then
-    results[i] = -1
+    results[i] = {-1}
   else
-    local stored, by_source = 0, {}
-    for _, e in ipairs(entries) do
+    local stored, by_source, result = 0, {}, {0}
+    for position, e in ipairs(entries) do
       local source, key, body = e[1], e[2], e[3]
       local s = by_source[source]
       if not s then s = {0, 0}; by_source[source] = s end
@@ -166,6 +167,7 @@ for i, w in ipairs(group) do
         s[1] = s[1] + 1
       else
         s[2] = s[2] + 1
+        result[#result + 1] = position - 1
       end
     end
     if counted then
@@ -177,7 +179,8 @@ for i, w in ipairs(group) do
     end
     for _, id in ipairs(redriven) do drop_letter(id) end
     for _, x in ipairs(letters) do add_letter(x[1], 0, x[2], x[3], x[4], 1, now, x[5]) end
-    results[i] = stored
+    result[1] = stored
+    results[i] = result
   end
 end
 for k, n in pairs(books) do redis.call('HINCRBY', P .. ':books', k .. '\0' .. fmt(hour), n) end

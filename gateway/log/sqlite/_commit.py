@@ -90,6 +90,8 @@ def _write_group(
         books: Counter[tuple[str, str]] = Counter()
         for waiter in waiters:
             stored = 0
+            position = 0  # of the chunk's first entry in the waiter's entries
+            duplicate_positions: list[int] = []
             # Runs of one source (a request's own messages, then what its filters forwarded),
             # so the books know each source's stored and duplicate counts.
             for source, run in groupby(waiter.entries, key=attrgetter("source")):
@@ -101,10 +103,13 @@ def _write_group(
                         fresh = chunk
                     else:
                         fresh = []
-                        for e in chunk:
+                        for i, e in enumerate(chunk, position):
                             if e.message_id in new:
                                 new.discard(e.message_id)  # a second copy in this chunk is a duplicate
                                 fresh.append(e)
+                            else:
+                                duplicate_positions.append(i)
+                    position += len(chunk)
                     for part in chunks(fresh):
                         cur.execute(_APPEND_SQL[len(part)], shared_parameters(now, map(astuple, part)))
                     run_stored += len(fresh)
@@ -121,7 +126,13 @@ def _write_group(
                     ADD_DEAD_LETTER,
                     [(x.destination, 0, x.source, x.body, x.error, 1, now, x.stage) for x in waiter.letters],
                 )
-            results.append(AppendResult(stored=stored, duplicates=len(waiter.entries) - stored))
+            results.append(
+                AppendResult(
+                    stored=stored,
+                    duplicates=len(waiter.entries) - stored,
+                    duplicate_positions=tuple(duplicate_positions),
+                )
+            )
         hour = now // 3_600_000
         cur.executemany(ADD_SOURCE_OUTCOME, [(source, outcome, hour, n) for (source, outcome), n in books.items() if n])
         for destination, seq in cursors.items():

@@ -270,3 +270,44 @@ def test_value_classes_are_learned_per_path_and_sticky(registry: Registry) -> No
     hits = sum(1 for _ in range(50) if classes(fresh, CARD))
     assert hits < 50
     assert all(classes(every, CARD) == {"properties.note": "red"} for _ in range(50))
+
+
+def _reachable_strings(root: object) -> set[str]:
+    """Every string reachable from ``root`` through containers and instances (not modules,
+    functions or classes: what an object holds, not the code it runs)."""
+    import gc
+    import types
+
+    skip = (types.ModuleType, types.FunctionType, types.CodeType, types.BuiltinFunctionType, type)
+    seen: set[int] = set()
+    found: set[str] = set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, skip):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, str):
+            found.add(obj)
+            continue
+        stack.extend(gc.get_referents(obj))
+    return found
+
+
+@pytest.mark.parametrize("value_checks", ["learn", "every"])
+def test_forget_values_leaves_no_value_of_a_message_in_memory(registry: Registry, value_checks: str) -> None:
+    """A deletion request calls ``forget_values``: the checks' memory of values (emails,
+    phones, ids in Green fields) must not keep a deleted user's data."""
+    import random
+    import uuid
+
+    # Made at run time: no constant of this file equals them.
+    email, phone, plan = f"ann.{uuid.uuid4().hex}@example.com", f"+1 415 555 {random.randrange(1000, 9999)}", uuid.uuid4().hex
+    config = PrivacyConfig(value_checks="every" if value_checks == "every" else "learn")
+    classifier = Classifier(list(registry.matchers.values()), config)
+    message = {"traits": {"note": email}, "properties": {"contact": phone, "plan": plan}, "context": {}}
+    for _ in range(3):
+        classifier.survey(dict(message))
+    assert _reachable_strings(classifier) & {email, phone, plan}  # the test sees what a cache keeps
+    classifier.forget_values()
+    assert not _reachable_strings(classifier) & {email, phone, plan}

@@ -220,6 +220,15 @@ class Classifier:
             self._clean[path] = clean + 1
         return found_cls, found_hits
 
+    def forget_values(self) -> None:
+        """Drop every value and key this classifier remembers (the checks' results, the plans'
+        sites, the walk's steps), for a deletion request: a user's emails, phones and ids may be
+        among them. What was learned per path (classes, not values) stays."""
+        self._value_results.clear()
+        self._steps.clear()
+        self.key_class.cache_clear()
+        self._plans.clear()
+
     def scan(self, message: dict[str, Any], at_least: Class = "yellow") -> list[Finding]:
         """Every non-green field of ``message`` (a field whose key matches stands for its
         subtree), or only the red ones (``at_least="red"``)."""

@@ -395,6 +395,7 @@ class Gateway:
                         worker.forget_samples_of(spellings)
             self.hub.tap.forget_user(spellings)
             forget_mapped_contexts()
+            self.classifier.forget_values()
             results: dict[str, DestinationDeletion] = {}
             for did, running in self.destinations.items():
                 settled = not any(worker.sending_from_before(deletions) for worker in running.workers())

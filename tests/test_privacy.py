@@ -302,7 +302,8 @@ def test_forget_values_leaves_no_value_of_a_message_in_memory(registry: Registry
     import uuid
 
     # Made at run time: no constant of this file equals them.
-    email, phone, plan = f"ann.{uuid.uuid4().hex}@example.com", f"+1 415 555 {random.randrange(1000, 9999)}", uuid.uuid4().hex
+    email, plan = f"ann.{uuid.uuid4().hex}@example.com", uuid.uuid4().hex
+    phone = f"+1 415 555 {random.randrange(1000, 9999)}"
     config = PrivacyConfig(value_checks="every" if value_checks == "every" else "learn")
     classifier = Classifier(list(registry.matchers.values()), config)
     message = {"traits": {"note": email}, "properties": {"contact": phone, "plan": plan}, "context": {}}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -310,3 +311,36 @@ def test_other_sites_cannot_use_up_the_login_form(tmp_path: Path) -> None:
             f"{admin}/console/login", data={"token": ADMIN_TOKEN}, headers={"Sec-Fetch-Site": "same-origin"}
         )
         assert mine.status_code == 303 and SESSION_COOKIE in mine.headers["set-cookie"]
+
+
+def test_a_logout_outlives_a_restart(tmp_path: Path) -> None:
+    """A logged-out cookie a browser (or a thief) kept stays dead after the daemon restarts,
+    while a session that did not log out goes on."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(config_text(tmp_path, admin=True))
+    with GatewayProcess(config) as process:
+        admin = admin_url_of(process)
+        with log_in(admin) as kept:
+            kept_cookie = kept.cookies[SESSION_COOKIE]
+        with log_in(admin) as client:
+            cookie = client.cookies[SESSION_COOKIE]
+            assert client.post("/console/logout", data={"csrf_token": csrf_of(client)}).status_code == 303
+    with GatewayProcess(config) as process:
+        admin = admin_url_of(process)
+        assert httpx.get(f"{admin}/status", cookies={SESSION_COOKIE: cookie}).status_code == 401
+        assert httpx.get(f"{admin}/status", cookies={SESSION_COOKIE: kept_cookie}).status_code == 200
+
+
+def test_unreadable_revocations_end_every_earlier_session(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.json"
+    sessions = Sessions(revoked_path=path)
+    cookie, session = sessions.issue("token-one-0123456789")
+    sessions.revoke(session)
+    sessions.save()
+    assert Sessions(revoked_path=path).verify("token-one-0123456789", cookie) is None  # read back
+    other_cookie, _ = sessions.issue("token-one-0123456789", now=time.time() - 1)
+    path.write_bytes(b"{not json")
+    broken = Sessions(revoked_path=path)
+    assert broken.verify("token-one-0123456789", other_cookie) is None  # issued before the start
+    fresh, _ = broken.issue("token-one-0123456789", now=time.time() + 1)
+    assert broken.verify("token-one-0123456789", fresh) is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -21,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from gateway.http.app import error_response, http_error_response, json_response
 from gateway.ops.audit import audit
-from gateway.ops.auth import Sessions, add_security_headers, authenticate
+from gateway.ops.auth import REVOKED_SESSIONS_FILE, Sessions, add_security_headers, authenticate
 from gateway.ops.console import console_blueprint
 from gateway.ops.console_api import add_console_routes
 from gateway.ops.status import gateway_status
@@ -36,7 +37,7 @@ def create_admin_app(gateway: Gateway) -> QuartTrio:
     app = QuartTrio("gateway-admin")
     started = time.time()
 
-    sessions = Sessions()
+    sessions = Sessions(revoked_path=Path(gateway.config.server.data_dir) / REVOKED_SESSIONS_FILE)
 
     @app.before_request
     async def authenticate_request() -> Response | None:

@@ -2,7 +2,8 @@
 that logged in to the console with that token and holds its session cookie.
 
 A session cookie is ``<expires>.<nonce>.<mac>``, signed with a key derived from the admin token:
-nothing to store, it survives a restart, and a new token (a reload) ends every session at once.
+it survives a restart, and a new token (a reload) ends every session at once. A logout revokes
+the session's nonce, kept in a small file in the data folder so that it outlives a restart too.
 A cookie is sent by the browser on its own, so a change (any method but GET/HEAD/OPTIONS) made
 with one must also carry the session's CSRF token, in the ``X-CSRF-Token`` header or the
 ``csrf_token`` form field, which only the console's own pages can read; a bearer token is never
@@ -14,12 +15,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote
 
+import msgspec
+import structlog
 from quart import Response, g, redirect, request
 
 from gateway.http.app import error_response
@@ -31,6 +36,8 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 #: How long a console login lasts.
 SESSION_SECS = 8 * 3600
+#: The file in the data folder that keeps the sessions logged out before they expired.
+REVOKED_SESSIONS_FILE = "console-revoked-sessions.json"
 #: Methods that change nothing, so a cookie alone is enough for them.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Paths anyone may load: the login form, and the console's own scripts and styles (no data).
@@ -64,11 +71,40 @@ class Sessions:
     """Issues and checks the console's signed session cookies and their CSRF tokens.
 
     Logging out revokes a session's nonce until the session would have expired anyway, so the
-    set of revoked nonces stays bounded by the logouts of the last ``SESSION_SECS``.
+    set of revoked nonces stays bounded by the logouts of the last ``SESSION_SECS``. With
+    ``revoked_path`` the set is kept there (:meth:`save`) and read back at start; a file that
+    cannot be read ends every session issued before the start instead (a logout must not
+    come undone).
     """
 
     lifetime_secs: int = SESSION_SECS
+    revoked_path: Path | None = None
     _revoked: dict[str, int] = field(default_factory=dict)
+    _not_before: float = 0.0  # sessions issued earlier are refused (see above)
+
+    def __post_init__(self) -> None:
+        path = self.revoked_path
+        if path is None or not path.exists():
+            return
+        try:
+            self._revoked = msgspec.json.decode(path.read_bytes(), type=dict[str, int])
+        except (OSError, msgspec.DecodeError) as error:
+            self._not_before = time.time()
+            structlog.get_logger().warning(
+                "console_sessions_ended", path=str(path), reason=f"the revoked sessions cannot be read: {error}"
+            )
+
+    def save(self) -> None:
+        """Write the revoked nonces to ``revoked_path`` (atomically, synced): call it after
+        :meth:`revoke`, off the event loop."""
+        if self.revoked_path is None:
+            return
+        temporary = self.revoked_path.with_suffix(".tmp")
+        with open(temporary, "wb") as file:
+            file.write(msgspec.json.encode(dict(self._revoked)))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self.revoked_path)
 
     def issue(self, admin_token: str, now: float | None = None) -> tuple[str, Session]:
         """A new session's cookie value, and the session."""
@@ -90,6 +126,8 @@ class Sessions:
             return None
         expires = int(expires_text)
         if expires <= (now if now is not None else time.time()) or nonce in self._revoked:
+            return None
+        if expires - self.lifetime_secs < self._not_before:
             return None
         return Session(nonce, expires)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import structlog
 import trio
 from quart import Blueprint, Response, g, redirect, render_template, request
 
@@ -27,6 +28,7 @@ from gateway.ops.status import gateway_status
 if TYPE_CHECKING:
     from gateway.runtime.gateway import Gateway
 
+log = structlog.get_logger()
 HERE = Path(__file__).parent
 #: A wrong token waits this long before its answer, which slows guessing from one connection.
 WRONG_TOKEN_DELAY_SECS = 0.5
@@ -96,6 +98,10 @@ def console_blueprint(gateway: Gateway, sessions: Sessions, started: float) -> B
         session = g.get("console_session")
         if session is not None:
             sessions.revoke(session)
+            try:
+                await trio.to_thread.run_sync(sessions.save)
+            except OSError as error:  # revoked in memory still; said, not hidden
+                log.warning("console_logout_not_saved", reason=str(error))
         response: Response = redirect("/console/login", 303)  # type: ignore[assignment]
         clear_session_cookie(response)
         return response

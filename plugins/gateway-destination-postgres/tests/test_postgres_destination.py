@@ -157,3 +157,31 @@ async def test_timestamps_are_the_same_instants_whatever_the_sessions_time_zone(
     assert row["due"] == datetime(2026, 2, 3, 3, 5, 6, tzinfo=UTC)
     [user] = read_tables(postgres.dsn, "zones")["users"]
     assert user["received_at"] == datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
+
+
+async def test_columns_an_operator_retyped_are_still_loaded(postgres: TemporaryPostgres, tmp_path: Path) -> None:
+    """Rows go in binary only into columns of the types the destination creates: a column
+    changed to ``integer`` or ``numeric`` is loaded as CSV, which the server casts."""
+    from gateway_destination_postgres import PostgresConfig, _build
+
+    destination = _build(PostgresConfig(dsn=postgres.dsn, schema="retyped"), DestinationContext("wh", tmp_path))
+
+    def record(seq: int, properties: dict[str, Any]) -> Record:
+        body = {
+            "type": "track",
+            "event": "Bought",
+            "userId": "u",
+            "messageId": f"m{seq}",
+            "receivedAt": "2026-01-01T00:00:00Z",
+            "properties": properties,
+        }
+        return Record(seq=seq, source="web", body=json.dumps(body).encode())
+
+    async with destination:
+        await destination.send([record(1, {"price": 1.5, "quantity": 2})])
+        with psycopg.connect(postgres.dsn) as conn:
+            conn.execute("ALTER TABLE retyped.bought ALTER COLUMN price TYPE numeric(10, 2)")
+            conn.execute("ALTER TABLE retyped.bought ALTER COLUMN quantity TYPE integer")
+        await destination.send([record(2, {"price": 2.25, "quantity": 3}), record(3, {"price": 4.0, "quantity": 5})])
+    rows = sorted((r["id"], float(r["price"]), r["quantity"]) for r in read_tables(postgres.dsn, "retyped")["bought"])
+    assert rows == [("m1", 1.5, 2), ("m2", 2.25, 3), ("m3", 4.0, 5)]

@@ -95,22 +95,23 @@ class _Request(NamedTuple):
         return self.head + b",".join(self.events if events is None else events) + b"]}"
 
 
-def _requests(events: list[tuple[str, str | None, bytes, int]]) -> list[_Request]:
-    """Bodies of at most 25 events and 130 kB, one client (and user) each, from (client id,
-    user id, the event's JSON, the seq of its message)."""
-    by_client: dict[tuple[str, str | None], list[tuple[bytes, int]]] = {}
-    for client_id, user_id, event, seq in events:
-        by_client.setdefault((client_id, user_id), []).append((event, seq))
+def _requests(by_client: dict[tuple[str, Any], tuple[list[bytes], list[int]]]) -> list[_Request]:
+    """Bodies of at most 25 events and 130 kB, one client (and user) each, from each (client id,
+    user id)'s events (their JSON) and the seqs of their messages."""
     requests: list[_Request] = []
-    for (client_id, user_id), items in by_client.items():
+    for (client_id, user_id), (events, seqs) in by_client.items():
         head: dict[str, Any] = {"client_id": client_id}
         if user_id:
             head["user_id"] = user_id
         encoded_head = _encode(head)
         # {"client_id": ..., "user_id": ..., "events": [...]}, built around the events' JSON
         prefix = encoded_head[:-1] + b',"events":['
+        fits = len(encoded_head) + sum(map(len, events)) + len(events) <= MAX_BODY_BYTES - 500
+        if fits and len(events) <= MAX_EVENTS:
+            requests.append(_Request(prefix, events, seqs))  # the usual case: one request
+            continue
         size = MAX_BODY_BYTES
-        for event, seq in items:
+        for event, seq in zip(events, seqs, strict=True):
             event_size = len(event) + 1
             if size + event_size > MAX_BODY_BYTES - 500 or len(requests[-1].events) >= MAX_EVENTS:
                 requests.append(_Request(prefix, [], []))
@@ -168,29 +169,40 @@ class Ga4Destination(Destination):
         # event GA4 took once is not counted twice (it has no dedup key).
         key = (batch[0].seq, batch[-1].seq, len(batch)) if batch else (0, 0, 0)
         settled = self._settled.pop(key, None) or {}
-        # Each event is encoded as soon as it is mapped: a batch holds bytes, not a dict tree per event.
-        events: list[tuple[str, str | None, bytes, int]] = []
+        # Each event is encoded as soon as it is mapped (a batch holds bytes, not a dict tree per
+        # event), under its client and user: (events, seqs of their messages).
+        by_client: dict[tuple[str, Any], tuple[list[bytes], list[int]]] = {}
+        skipped = 0
+        config = self._config
         for record in batch:
-            if record.seq in settled:
+            seq = record.seq
+            if seq in settled:
                 continue
-            event = event_of(decode_message(record.body), self._config, record.received_at)
+            event = event_of(decode_message(record.body), config, record.received_at)
             if event is None:
-                self._counts["calls_skipped"] += 1
-            else:
-                events.append((event.client_id, event.user_id, _encode(event.event), record.seq))
+                skipped += 1
+                continue
+            client = (event.client_id, event.user_id)
+            mapped = by_client.get(client)
+            if mapped is None:
+                mapped = by_client[client] = ([], [])
+            mapped[0].append(_encode(event.event))
+            mapped[1].append(seq)
+        if skipped:
+            self._counts["calls_skipped"] += skipped
         exchanges: list[Exchange] = []
         errors: list[DeliveryError] = []
         # GA4 takes one client's events per request, so a batch makes many small requests:
         # ``parallel_requests`` tasks send them side by side, and the batch's failure is
         # reported once they all ended.
-        bodies = _requests(events)
+        bodies = _requests(by_client)
         requests = iter(bodies)
         try:
             async with trio.open_nursery() as nursery:
                 for _ in range(min(self._config.parallel_requests, len(bodies))):
                     nursery.start_soon(self._post_each, requests, settled, exchanges, errors)
         finally:
-            if errors or not all(event[3] in settled for event in events):  # failed, or cancelled (a timeout)
+            if errors or not all(seq in settled for body in bodies for seq in body.seqs):  # failed, or cancelled
                 self._remember(key, settled)
         if errors:
             retryable = [error for error in errors if error.retryable]

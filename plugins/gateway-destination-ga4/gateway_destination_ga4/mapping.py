@@ -3,7 +3,6 @@ it, with event and parameter names and values made valid under GA4's rules and l
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -72,9 +71,24 @@ def valid_name(name: str, *, lowercase: bool = False) -> str:
     return _valid_name(name, lowercase)
 
 
-@functools.lru_cache(maxsize=4096)
+#: :func:`valid_name` of the names seen so far, by lowercase and name: an event's parameter names
+#: repeat from event to event, and a dict lookup costs less than ``lru_cache``'s key tuple.
+_VALID_NAMES: tuple[dict[str, str], dict[str, str]] = ({}, {})
+_MAX_REMEMBERED_NAMES = 4096
+
+
 def _valid_name(name: str, lowercase: bool) -> str:
-    """:func:`valid_name`, remembered: an event's parameter names repeat from event to event."""
+    """:func:`valid_name`, remembered (up to :data:`_MAX_REMEMBERED_NAMES` names of each case)."""
+    names = _VALID_NAMES[lowercase]
+    valid = names.get(name)
+    if valid is None:
+        if len(names) >= _MAX_REMEMBERED_NAMES:
+            names.clear()
+        valid = names[name] = _made_valid(name, lowercase)
+    return valid
+
+
+def _made_valid(name: str, lowercase: bool) -> str:
     cleaned = _INVALID.sub("_", name.strip())
     if lowercase:
         cleaned = cleaned.lower()
@@ -141,19 +155,27 @@ def client_id_of(message: Message, options: dict[str, Any]) -> str | None:
     return message.anonymousId or message.userId
 
 
+#: (product field, item parameter, whether it is a number) of :data:`ITEM_FIELDS`, with and
+#: without ``position`` (single-product events have none).
+_ITEM_PLAN = tuple((field, param, param in ("price", "quantity", "index")) for field, param in ITEM_FIELDS.items())
+_ITEM_PLAN_SINGLE = tuple(entry for entry in _ITEM_PLAN if entry[0] != "position")
+
+
 def item_of(product: dict[str, Any], *, with_index: bool) -> dict[str, Any]:
     """A GA4 item from a Segment product (``position`` only in multi-product events)."""
     item: dict[str, Any] = {}
-    for field, param in ITEM_FIELDS.items():
-        if field == "position" and not with_index:
-            continue
+    for field, param, numeric in _ITEM_PLAN if with_index else _ITEM_PLAN_SINGLE:
         value = product.get(field)
         if value is None:
             continue
-        if param in ("price", "quantity", "index"):
-            value = number(value)
-            if value is None:
-                continue
+        kind = type(value)
+        if numeric:
+            if kind is not int and kind is not float:
+                value = number(value)
+                if value is None:
+                    continue
+        elif kind is str:  # no item parameter has a longer limit
+            value = value[:MAX_VALUE]
         else:
             value = valid_value(param, value if isinstance(value, str | int | float) else str(value))
         item[param] = value
@@ -199,6 +221,76 @@ def _ecommerce_params(event: str, properties: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in params.items() if value is not None}
 
 
+#: The options of a message without ``integrations`` (read, never written).
+_NO_OPTIONS: dict[str, Any] = {}
+#: Property plans (:func:`_add_custom`) kept, and the most properties a message may have to use one.
+_MAX_PLANS = 4096
+_MAX_PLANNED_PROPERTIES = 64
+_Plan = tuple[tuple[str, str, int], ...]
+#: Per (the event's own parameters, its property names): what :func:`_plan` made of them.
+_PLANS: dict[tuple[tuple[str, ...], tuple[str, ...]], _Plan] = {}
+
+
+def _add_custom(params: dict[str, Any], custom: dict[str, Any]) -> None:
+    """Add the custom properties ``custom`` to the event's ``params``: each under its valid
+    name, unless a parameter has that name already or the event has 25; strings cut to GA4's
+    length, booleans as ``"true"``/``"false"``, values GA4 would drop the event for left out.
+
+    Which property goes under which name depends only on the names: it is worked out once per
+    shape (:func:`_plan`), and each message only copies its values, unless one is left out
+    (that frees a name or a place for a later property: then the names are worked out again).
+    """
+    if len(custom) > _MAX_PLANNED_PROPERTIES:
+        _add_each(params, custom)
+        return
+    shape = (tuple(params), tuple(custom))
+    plan = _PLANS.get(shape)
+    if plan is None:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        plan = _PLANS[shape] = _plan(shape[0], shape[1])
+    for key, param, longest in plan:
+        value = custom[key]
+        kind = type(value)  # valid_value() inlined: this runs per property
+        if kind is str:
+            params[param] = value[:longest]
+        elif kind is int or kind is float:
+            params[param] = value
+        elif kind is bool:
+            params[param] = "true" if value else "false"
+        else:  # a value left out: the plan does not hold for this message
+            for _, planned, _ in plan:
+                params.pop(planned, None)
+            _add_each(params, custom)
+            return
+
+
+def _plan(fixed: tuple[str, ...], keys: tuple[str, ...]) -> _Plan:
+    """(property, parameter name, longest string) of each of ``keys`` that becomes a parameter
+    of an event with the parameters ``fixed``, if every value is kept (:func:`_add_each`)."""
+    taken = set(fixed)
+    plan = []
+    for key in keys:
+        if len(taken) >= MAX_PARAMS:
+            break
+        param = _valid_name(str(key), False)
+        if param not in taken:
+            taken.add(param)
+            plan.append((key, param, LONG_VALUES.get(param, MAX_VALUE)))
+    return tuple(plan)
+
+
+def _add_each(params: dict[str, Any], custom: dict[str, Any]) -> None:
+    """:func:`_add_custom`, one property at a time."""
+    for key, value in custom.items():
+        param = _valid_name(str(key), False)
+        if param in params or len(params) >= MAX_PARAMS:
+            continue
+        valid = valid_value(param, value)
+        if valid is not None:
+            params[param] = valid
+
+
 def to_ga4(message: dict[str, Any], config: Ga4Config, received_ms: int = 0) -> Ga4Event | None:
     """The GA4 event of a track or page call (None for calls GA4's destination does not take:
     identify, group, alias, screen on a web stream) or a message with no client id."""
@@ -210,8 +302,13 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> Ga4Event 
     kind = message.type
     if kind not in ("track", "page"):
         return None
-    options = integration_options({"integrations": message.integrations}, *INTEGRATION_NAMES)
-    client_id = client_id_of(message, options)
+    integrations = message.integrations
+    if integrations:
+        options = integration_options({"integrations": integrations}, *INTEGRATION_NAMES)
+        client_id = client_id_of(message, options)
+    else:  # client_id_of() without options
+        options = _NO_OPTIONS
+        client_id = message.anonymousId or message.userId
     if client_id is None:
         return None
     properties = message.properties if isinstance(message.properties, dict) else {}
@@ -239,19 +336,13 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> Ga4Event 
         params["session_id"] = options["session_id"]
     params.setdefault("engagement_time_msec", config.engagement_time_msec)
     fixed = list(params)
-    for key, value in custom.items():
-        param = _valid_name(str(key), False)
-        if param in params or len(params) >= MAX_PARAMS:
-            continue
-        if type(value) is str:  # valid_value() inlined for the usual case: this runs per property
-            params[param] = value[: LONG_VALUES.get(param, MAX_VALUE)]
-            continue
-        valid = valid_value(param, value)
-        if valid is not None:
-            params[param] = valid
+    if custom:
+        _add_custom(params, custom)
     for key in fixed:  # the custom ones are valid already (valid_value of a valid value is itself)
-        if key != "items":
-            valid = valid_value(key, params[key])
+        value = params[key]
+        kind = type(value)
+        if kind is not int and kind is not float and key != "items":
+            valid = valid_value(key, value)
             if valid is None:
                 del params[key]
             else:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_destination_ga4 import valid_name
+from gateway_destination_ga4 import Ga4Config, to_ga4, valid_name
 
 from gateway import epoch_ms
 from gateway.testing import Answer, ReceivedRequest, open_loopback_server, run_gateway
@@ -407,3 +407,22 @@ def test_valid_names() -> None:
     assert valid_name("firebase_x") == "n_firebase_x"
     assert valid_name("x" * 50) == "x" * 40
     assert valid_name("Signed-Up", lowercase=True) == "signed_up"
+
+
+def test_properties_of_one_shape_map_alike_whatever_their_values() -> None:
+    """Names are worked out once per shape of properties: a value GA4 would drop frees a name and
+    a place for the properties after it, in a message of the same shape as one without."""
+    config = Ga4Config(measurement_id="G-1", api_secret="s")
+    names = [f"p{i}" for i in range(24)] + ["a b", "a_b"]  # 26 properties; "a b" and "a_b" share a name
+
+    def params(values: dict[str, Any]) -> dict[str, Any]:
+        event = to_ga4({"type": "track", "event": "E", "anonymousId": "a", "properties": values}, config)
+        assert event is not None
+        return dict(event.event["params"])
+
+    kept = params({name: "v" for name in names})
+    assert len(kept) == 25 and "a_b" not in kept and kept["p23"] == "v"
+    dropped = params({**{name: "v" for name in names}, "p3": None, "a b": {"x": 1}})
+    assert "p3" not in dropped and dropped["a_b"] == "v" and len(dropped) == 25
+    assert params({**{name: 1 for name in names}, "p0": True})["p0"] == "true"
+    assert params({name: "v" for name in names}) == kept  # the same shape again

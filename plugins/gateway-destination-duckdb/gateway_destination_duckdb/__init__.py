@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-import duckdb
 import msgspec
 from gateway_warehouse import (
     ColumnType,
@@ -37,6 +36,9 @@ from gateway_warehouse import (
 from gateway_warehouse.arrow import arrow_table
 
 from gateway import DeliveryError, DestinationContext, DestinationType, hookimpl
+
+if TYPE_CHECKING:  # imported where first used: its import cost every gateway start ~0.1 s (issue 19)
+    import duckdb
 
 __all__ = ["DIALECT", "DuckDBConfig", "DuckDBLoader"]
 
@@ -75,8 +77,6 @@ _READ_TYPES = {
     "TIMESTAMP WITH TIME ZONE": ColumnType.TIMESTAMP,
     "TIMESTAMP": ColumnType.TIMESTAMP,
 }
-# Errors that come back the same on every attempt: the batch goes to the dead letters.
-_PERMANENT = (duckdb.ConversionException, duckdb.BinderException, duckdb.ConstraintException, duckdb.ParserException)
 _STAGE = "_gateway_stage"
 _MERGED = "_gateway_merged"
 
@@ -100,6 +100,8 @@ class DuckDBLoader(Loader):
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
+            import duckdb
+
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = duckdb.connect(str(self.path))
         return self._con
@@ -209,7 +211,13 @@ class DuckDBLoader(Loader):
         return removed
 
     def classify(self, error: Exception) -> DeliveryError:
-        permanent = isinstance(error, _PERMANENT)
+        import duckdb
+
+        # Errors that come back the same on every attempt: the batch goes to the dead letters.
+        permanent = isinstance(
+            error,
+            (duckdb.ConversionException, duckdb.BinderException, duckdb.ConstraintException, duckdb.ParserException),
+        )
         kind = f"duckdb_{type(error).__name__.removesuffix('Exception').lower()}"
         return DeliveryError(f"DuckDB: {error}", retryable=not permanent, kind=kind)
 

@@ -30,9 +30,6 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from gateway_warehouse import (
     ColumnType,
     Dialect,
@@ -47,6 +44,8 @@ from gateway_warehouse import (
 from gateway_warehouse.arrow import arrow_table
 
 from gateway import DeliveryError, DestinationContext, DestinationType, hookimpl
+
+# pyarrow is imported where it is first used: its import cost every gateway start ~0.1 s (issue 19).
 
 __all__ = ["DIALECT", "ParquetConfig", "ParquetLoader"]
 
@@ -112,6 +111,9 @@ class ParquetLoader(Loader):
         folder = self.root / name
         if not folder.is_dir():
             return None
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         schema: Schema = {}
         types = {str(pa.string()): ColumnType.STRING, "int64": ColumnType.INTEGER, "double": ColumnType.FLOAT}
         types |= {"bool": ColumnType.BOOLEAN, str(pa.timestamp("us", tz="UTC")): ColumnType.TIMESTAMP}
@@ -146,6 +148,8 @@ class ParquetLoader(Loader):
                     self._write_partition(self.root / schema_load.schema / table.name / f"day={day}", table, rows, load)
 
     def _write_partition(self, folder: Path, table: TableLoad, rows: dict[str, dict[str, Any]], load: Load) -> None:
+        import pyarrow.parquet as pq
+
         folder.mkdir(parents=True, exist_ok=True)
         for leftover in folder.glob(f"{_TEMP_PREFIX}*"):
             leftover.unlink()  # a file a crash interrupted before its rename: never visible
@@ -168,6 +172,8 @@ class ParquetLoader(Loader):
 
     def _keys_loaded_before(self, folder: Path, key: str, first: int, last: int) -> set[str]:
         """The keys in this partition's files from batches whose range overlaps ``first..last``."""
+        import pyarrow.parquet as pq
+
         keys: set[str] = set()
         for path in folder.iterdir():
             match = _PART.fullmatch(path.name)
@@ -180,6 +186,10 @@ class ParquetLoader(Loader):
 
     def delete_user(self, user_id: str) -> int:
         """Rewrite every file that holds rows of ``user_id`` without them (atomically, file by file)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
         removed = 0
         if not self.root.is_dir():
             return 0
@@ -206,6 +216,8 @@ class ParquetLoader(Loader):
 
     def classify(self, error: Exception) -> DeliveryError:
         """A full or read-only disk may pass; a value Arrow cannot hold never will."""
+        import pyarrow as pa
+
         permanent = isinstance(error, pa.ArrowInvalid | pa.ArrowTypeError)
         return DeliveryError(f"Parquet: {error}", retryable=not permanent, kind=f"parquet_{type(error).__name__}")
 

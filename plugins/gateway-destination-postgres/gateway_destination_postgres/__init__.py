@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import pgpq
-import psycopg
-import pyarrow as pa
-import pyarrow.csv as csv
 from gateway_warehouse import (
     DISCARDS,
     ColumnType,
@@ -41,9 +37,12 @@ from gateway_warehouse import (
     warehouse_delivery_defaults,
 )
 from gateway_warehouse.arrow import arrow_table
-from psycopg import errors, sql
 
 from gateway import DeliveryError, DestinationContext, DestinationType, hookimpl
+
+if TYPE_CHECKING:  # imported where first used: their imports cost every gateway start ~0.1 s (issue 19)
+    import psycopg
+    import pyarrow as pa
 
 __all__ = ["DIALECT", "PostgresConfig", "PostgresLoader"]
 
@@ -90,7 +89,6 @@ _READ_TYPES = {
 }
 #: The comment on every table the destination creates: what it describes and deletes from.
 MARK = "gateway warehouse"
-_CSV = csv.WriteOptions(include_header=False, quoting_style="needed")
 _COPY_CHUNK = 1 << 20
 #: Rows per Arrow record batch encoded and sent at a time: the server reads one while the
 #: next is encoded, and no copy of a whole table's encoding is held.
@@ -129,10 +127,14 @@ class PostgresLoader(Loader):
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
+            import psycopg
+
             self._conn = psycopg.connect(self._dsn, application_name="gateway-warehouse", connect_timeout=10)
         return self._conn
 
     def release(self) -> None:
+        import psycopg
+
         conn = self._conn
         if conn is not None and (conn.broken or conn.closed):
             self._conn = None
@@ -210,6 +212,8 @@ class PostgresLoader(Loader):
             cur.execute(f"ALTER TABLE {target} {adds}")
 
     def delete_user(self, user_id: str) -> int:
+        from psycopg import sql
+
         removed = 0
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
@@ -230,6 +234,8 @@ class PostgresLoader(Loader):
         """Data the database will refuse every time (a value it cannot cast into a column an
         operator changed, a row too big) is permanent; the rest (a server down, a lost
         connection, a missing grant, a lock timeout) is retried."""
+        from psycopg import errors
+
         state = getattr(error, "sqlstate", None) or ""
         permanent = isinstance(error, errors.DataError | errors.ProgramLimitExceeded) or (
             state.startswith("42") and not isinstance(error, errors.InsufficientPrivilege)
@@ -243,6 +249,9 @@ def _copy(cur: psycopg.Cursor[Any], target: str, table: TableLoad, *, binary: bo
     the type this destination gives it (no text to format or parse; a 50,000-message load of
     the benchmark's mix: the server's ``COPY`` 1.34 s against 1.90 s as CSV, as fast as the
     text format of a bare ``COPY``), else CSV, which the server casts to the column's type."""
+    import pgpq
+    import pyarrow.csv as csv
+
     names = ", ".join(quote(c) for c in table.columns)
     rows = arrow_table(table)
     if binary:
@@ -258,7 +267,7 @@ def _copy(cur: psycopg.Cursor[Any], target: str, table: TableLoad, *, binary: bo
     # with microseconds and no zone, which the transaction's ``TimeZone = 'UTC'`` reads as UTC
     # (Arrow formats a zoned timestamp through the time zone database, 2-4 µs a value).
     data = io.BytesIO()
-    csv.write_csv(_zoneless(rows), data, _CSV)
+    csv.write_csv(_zoneless(rows), data, csv.WriteOptions(include_header=False, quoting_style="needed"))
     view = data.getbuffer()
     with cur.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT csv)") as copy:
         for offset in range(0, len(view), _COPY_CHUNK):
@@ -268,6 +277,8 @@ def _copy(cur: psycopg.Cursor[Any], target: str, table: TableLoad, *, binary: bo
 
 def _zoneless(rows: pa.Table) -> pa.Table:
     """``rows`` with its timestamp columns (UTC) as timestamps without a zone (the same instants)."""
+    import pyarrow as pa
+
     columns = [
         column.cast(pa.timestamp(column.type.unit)) if pa.types.is_timestamp(column.type) else column
         for column in rows.columns

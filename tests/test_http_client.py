@@ -95,6 +95,33 @@ async def test_keeps_the_connection_and_sends_headers_and_body() -> None:
     assert {b"Host: 127.0.0.1:%d" % server.port, b"User-Agent: t", b"X-N: 2", b"Content-Length: 2"} <= set(head)
 
 
+async def test_a_body_larger_than_the_socket_buffer_goes_out_whole() -> None:
+    # Plain TCP is written on the socket directly: a body the kernel takes in several writes
+    # waits for the socket to drain between them.
+    body = bytes(range(256)) * 32768  # 8 MiB
+    async with raw_server(lambda head, got: (ok(b"%d %d" % (len(got), got == body)), False)) as server:
+        client = HttpClient({})
+        try:
+            for _ in range(2):
+                answer = await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, body)
+                assert answer.content == b"%d 1" % len(body)
+        finally:
+            await client.aclose()
+    assert server.connections == 1
+
+
+async def test_the_answers_headers_read_as_httpx_headers() -> None:
+    extra = b"Retry-After: 7\r\nX-Twice: a\r\nx-twice: b\r\n"
+    async with raw_server(lambda head, body: (ok(b"{}", extra), False)) as server:
+        client = HttpClient({})
+        try:
+            answer = await client.request("POST", f"http://127.0.0.1:{server.port}/", {}, b"")
+        finally:
+            await client.aclose()
+    assert answer.headers["retry-after"] == "7" and answer.headers.get("X-TWICE") == "a, b"
+    assert answer.headers.get_list("x-twice") == ["a", "b"] and answer.headers is answer.headers
+
+
 CHUNKED = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\n{"a"\r\n3\r\n:1}\r\n0\r\nT: 1\r\n\r\n'
 
 

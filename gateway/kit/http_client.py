@@ -14,11 +14,12 @@ client's events per request, paid it every few events. TLS is trio's, with httpx
 from __future__ import annotations
 
 import json as _json
+import os
 import re
 import select
 import ssl
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import httptools
@@ -54,15 +55,32 @@ class SentRequest(NamedTuple):
 
 class HttpResponse:
     """An answer: what destinations read of an ``httpx.Response`` (``status_code``,
-    ``headers``, ``content``, ``text``, ``json()``), and the request that got it."""
+    ``headers``, ``content``, ``text``, ``json()``), and the request that got it.
 
-    __slots__ = ("content", "headers", "request", "status_code")
+    ``headers`` may be given as the answer's raw (name, value) fields: they become
+    ``httpx.Headers`` when first read (most answers are taken by their status alone).
+    """
 
-    def __init__(self, status_code: int, headers: httpx.Headers, content: bytes, request: SentRequest) -> None:
+    __slots__ = ("_fields", "_headers", "content", "request", "status_code")
+
+    def __init__(
+        self,
+        status_code: int,
+        headers: httpx.Headers | Sequence[tuple[bytes, bytes]],
+        content: bytes,
+        request: SentRequest,
+    ) -> None:
         self.status_code = status_code
-        self.headers = headers
+        self._headers = headers if isinstance(headers, httpx.Headers) else None
+        self._fields = headers
         self.content = content
         self.request = request
+
+    @property
+    def headers(self) -> httpx.Headers:
+        if self._headers is None:
+            self._headers = httpx.Headers(self._fields)
+        return self._headers
 
     @property
     def text(self) -> str:
@@ -150,20 +168,51 @@ class _Answer:
 
 
 class _Connection:
-    __slots__ = ("answer", "socket", "stream")
+    """A keep-alive connection. Plain TCP is written and read on its socket directly: a small
+    request is one ``write(2)``, its answer one wait for the socket to be readable and one
+    ``read(2)``, with no pass through trio's stream layers or scheduler in between (trio's
+    ``send_all`` and ``receive_some`` yield to the scheduler after each call, and read once
+    before waiting). TLS goes through trio's ``SSLStream``."""
 
-    def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
+    __slots__ = ("answer", "fd", "poller", "socket", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType, *, plain: bool) -> None:
         self.stream = stream
         self.socket = socket
+        self.fd = socket.fileno() if plain else -1
         self.answer = _Answer()
+        self.poller: select.poll | None = None  # for looks_closed(), registered once
+
+    async def send_all(self, data: bytes) -> None:
+        if self.fd < 0:
+            await self.stream.send_all(data)
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.fd, view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.socket)
+
+    async def receive_some(self) -> bytes | bytearray:
+        if self.fd < 0:
+            return await self.stream.receive_some(_READ_BYTES)
+        while True:
+            await trio.lowlevel.wait_readable(self.socket)
+            try:
+                return os.read(self.fd, _READ_BYTES)
+            except BlockingIOError:
+                continue
 
     def looks_closed(self) -> bool:
         """Whether an idle connection has something to read: the server closed it (or sent
         what no request asked for); either way it cannot carry a request."""
-        poller = select.poll()  # not select(): it refuses descriptors past 1,023
         try:
-            poller.register(self.socket.fileno(), select.POLLIN)
-            return bool(poller.poll(0))
+            if self.poller is None:  # poll, not select(): it refuses descriptors past 1,023
+                self.poller = select.poll()
+                self.poller.register(self.socket.fileno(), select.POLLIN)
+            return bool(self.poller.poll(0))
         except (OSError, ValueError):
             return True
 
@@ -186,16 +235,13 @@ class HttpClient:
         self._headers = dict(headers)
         self._ssl_context = ssl_context
         self._origins: dict[str, _Origin] = {}
+        self._fields: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], bytes]] = {}
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
 
     async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
         origin = self._origin(method, url)
-        sent_headers = {**self._headers, **headers}
-        for name, value in sent_headers.items():
-            if not _NAME.fullmatch(name) or _BAD_VALUE.search(value):
-                raise ValueError(f"a header that cannot be sent: {name!r}")
-        fields = "".join(f"{name}: {value}\r\n" for name, value in sent_headers.items()).encode("ascii")
-        wire = origin.head + fields + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        sent_headers, fields = self._header_fields(headers)
+        wire = b"%s%sContent-Length: %d\r\n\r\n%s" % (origin.head, fields, len(body), body)
         sent = SentRequest(method, url, sent_headers, body)
         key = (origin.host, origin.port, origin.secure)
         idle = self._idle.get(key)
@@ -209,6 +255,24 @@ class HttpClient:
             except _Unanswered:
                 break  # closed before it answered: once more, on a new connection (only once)
         return await self._exchange(await self._connect(origin), key, wire, sent, reused=False)
+
+    def _header_fields(self, headers: Mapping[str, str]) -> tuple[dict[str, str], bytes]:
+        """The headers a request sends (the client's, then ``headers``; read-only) and their
+        lines, checked and encoded once per distinct ``headers``: a destination sends the same
+        few with every request."""
+        key = tuple(headers.items())
+        found = self._fields.get(key)
+        if found is not None:
+            return found
+        sent_headers = {**self._headers, **headers}
+        for name, value in sent_headers.items():
+            if not _NAME.fullmatch(name) or _BAD_VALUE.search(value):
+                raise ValueError(f"a header that cannot be sent: {name!r}")
+        fields = "".join(f"{name}: {value}\r\n" for name, value in sent_headers.items()).encode("ascii")
+        if len(self._fields) >= 256:
+            self._fields.clear()
+        found = self._fields[key] = (sent_headers, fields)
+        return found
 
     def _origin(self, method: str, url: str) -> _Origin:
         found = self._origins.get(url)
@@ -231,7 +295,7 @@ class HttpClient:
         except OSError as error:
             raise HttpClientError(f"{type(error).__name__}: {error}") from error
         if not origin.secure:
-            return _Connection(tcp, tcp.socket)
+            return _Connection(tcp, tcp.socket, plain=True)
         if self._ssl_context is None:
             self._ssl_context = httpx.create_ssl_context()
             self._ssl_context.set_alpn_protocols(["http/1.1"])
@@ -243,7 +307,7 @@ class HttpClient:
             if isinstance(error, trio.BrokenResourceError):
                 raise HttpClientError(f"TLS handshake failed: {error.__cause__ or error}") from error
             raise
-        return _Connection(stream, tcp.socket)
+        return _Connection(stream, tcp.socket, plain=False)
 
     async def _exchange(
         self, connection: _Connection, key: tuple[str, int, bool], wire: bytes, sent: SentRequest, *, reused: bool
@@ -251,7 +315,7 @@ class HttpClient:
         keep = False
         try:
             try:
-                await connection.stream.send_all(wire)
+                await connection.send_all(wire)
             except _CONNECTION_ERRORS as error:
                 if reused:
                     raise _Unanswered from error
@@ -279,7 +343,7 @@ class _Unanswered(Exception):
     """A reused connection closed before any byte of an answer: the request may go again."""
 
 
-async def _read_answer(connection: _Connection, *, reused: bool) -> tuple[int, httpx.Headers, bytes, bool]:
+async def _read_answer(connection: _Connection, *, reused: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
     """(status, headers, body, whether the connection may carry another request) of the answer
     to the request just sent. On a reused connection, a close before any byte of an answer
     raises :class:`_Unanswered`."""
@@ -288,7 +352,7 @@ async def _read_answer(connection: _Connection, *, reused: bool) -> tuple[int, h
     started = False  # a byte of the answer came: the request was received
     while not answer.complete:
         try:
-            data = await connection.stream.receive_some(_READ_BYTES)
+            data = await connection.receive_some()
         except _CONNECTION_ERRORS as error:
             if reused and not started:
                 raise _Unanswered from error
@@ -311,10 +375,13 @@ async def _read_answer(connection: _Connection, *, reused: bool) -> tuple[int, h
                 answer.extra = True
                 break
             raise HttpClientError(f"not an HTTP/1.x answer: {error}") from None
-    headers = httpx.Headers(answer.fields)
     keep = answer.complete and not answer.extra and answer.keep_alive
-    body = _decoded(b"".join(answer.body), headers.get("content-encoding", ""))
-    return answer.status or answer.parser.get_status_code(), headers, body, keep
+    body = b"".join(answer.body)
+    if body:
+        encodings = [value for name, value in answer.fields if name.lower() == b"content-encoding"]
+        if encodings:  # httpx.Headers' get() of a repeated field: its values joined by ", "
+            body = _decoded(body, b", ".join(encodings).decode("latin-1"))
+    return answer.status or answer.parser.get_status_code(), answer.fields, body, keep
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:

@@ -31,13 +31,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
-
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from typing import TYPE_CHECKING, Any
 
 from gateway_filter_fql import text
 from gateway_filter_fql.values import NUMBER_TYPES, format_number, go_json, strict_equal, type_name
+
+if TYPE_CHECKING:  # lark is imported at the first expression compiled (issue 19: every start paid ~50 ms)
+    from lark import Lark, Token, Tree
 
 __all__ = [
     "FQLEvaluationError",
@@ -96,7 +96,15 @@ NUMBER: /[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/
 %ignore /[ \t\r\n]+/
 """
 
-_PARSER = Lark(_GRAMMAR, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False)
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    """The LALR parser, built at the first expression compiled: building it cost every gateway
+    start 30-50 ms of CPU, with FQL filters configured or not (issue 19)."""
+    from lark import Lark
+
+    return Lark(_GRAMMAR, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False)
+
 
 _TERMINALS = {
     "PATH": "a field path",
@@ -276,6 +284,8 @@ class Program:
 
 
 def _token(tree: Tree, index: int = 0) -> Token:
+    from lark import Token
+
     child = tree.children[index]
     assert isinstance(child, Token)
     return child
@@ -503,6 +513,8 @@ def _unquote(raw: str) -> str:
 
 
 def _position(item: Tree | Token) -> tuple[int, int]:
+    from lark import Token, Tree
+
     if isinstance(item, Token):
         return item.line or 1, item.column or 1
     if not item.meta.empty:
@@ -933,8 +945,10 @@ def _expected(names: set[str] | frozenset[str] | None) -> str:
 
 
 def _parse(source: str) -> Tree:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
     try:
-        return _PARSER.parse(source)
+        return _parser().parse(source)
     except UnexpectedCharacters as error:
         offset = error.pos_in_stream or 0
         char = source[offset] if offset < len(source) else ""

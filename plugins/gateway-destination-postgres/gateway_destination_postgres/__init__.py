@@ -1,13 +1,15 @@
 """The ``postgres`` destination: Segment's warehouse schema in a PostgreSQL database, loaded
 with binary ``COPY`` (psycopg 3; Arrow encoded by pgpq).
 
-Each load is one transaction over every table it touches: create the schema and tables, add
-columns, then per table delete the rows whose ``id`` the batch loads again and ``COPY`` the
-batch's rows in (``users`` and ``accounts``: ``COPY`` into a temporary table, then merge, newest
-non-null value per column). Event tables have ``id`` as primary key, so the delete is an index
-lookup and a second loader writing the same rows fails loudly instead of duplicating them.
-A batch loaded again (a retry, a ``kill -9`` before the cursor moved, a replay) leaves one row
-per message; a load cut short leaves nothing.
+Each load is one transaction over every table it touches: check that the schemas are those the
+batch was mapped against (the next batch is mapped while this one is written: see
+``gateway_warehouse.Loader.overlaps``), create the schema and tables, add columns, then per table
+delete the rows whose ``id`` the batch loads again and ``COPY`` the batch's rows in (``users``
+and ``accounts``: ``COPY`` into a temporary table, then merge, newest non-null value per
+column). Event tables have ``id`` as primary key, so the delete is an index lookup and a second
+loader writing the same rows fails loudly instead of duplicating them. A batch loaded again (a
+retry, a ``kill -9`` before the cursor moved, a replay) leaves one row per message; a load cut
+short leaves nothing.
 
 The role needs ``CREATE`` on the database (to make one schema per source) or on the schemas
 you made for it; it never needs to be a superuser. Tables it creates carry the comment
@@ -17,7 +19,7 @@ you made for it; it never needs to be a superuser. Tables it creates carry the c
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gateway_warehouse import (
@@ -87,6 +89,8 @@ _READ_TYPES = {
     "timestamp with time zone": ColumnType.TIMESTAMP,
     "timestamp without time zone": ColumnType.TIMESTAMP,
 }
+#: Batches in flight by default: one written by the server while the next is mapped.
+OVERLAPPED_BATCHES = 2
 #: The comment on every table the destination creates: what it describes and deletes from.
 MARK = "gateway warehouse"
 _COPY_CHUNK = 1 << 20
@@ -113,23 +117,23 @@ class PostgresConfig(WarehouseConfig, kw_only=True):
 
 
 class PostgresLoader(Loader):
-    """Loads into the database at ``dsn`` over one connection, kept between loads."""
+    """Loads into the database at ``dsn`` over two connections kept between loads: one writes,
+    the other reads the schemas for the next batch meanwhile."""
 
     dialect: ClassVar[Dialect] = DIALECT
     projects: ClassVar[bool] = True
+    overlaps: ClassVar[bool] = True
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
-        self._conn: psycopg.Connection[Any] | None = None
+        self._conn: psycopg.Connection[Any] | None = None  # loads, deletions, describe
+        self._reads: psycopg.Connection[Any] | None = None  # read_schemas, beside a load
         # (schema, table) -> its columns of a type this destination does not create, as
         # read_schemas last saw them.
         self._foreign: dict[tuple[str, str], set[str]] = {}
 
     def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            import psycopg
-
-            self._conn = psycopg.connect(self._dsn, application_name="gateway-warehouse", connect_timeout=10)
+        self._conn = _live(self._conn, self._dsn)
         return self._conn
 
     def release(self) -> None:
@@ -142,27 +146,17 @@ class PostgresLoader(Loader):
             conn.rollback()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._reads):
+            if conn is not None:
+                conn.close()
+        self._conn = self._reads = None
 
     def read_schemas(self, names: Sequence[str]) -> dict[str, Schema | None]:
-        conn = self._connection()
-        with conn.transaction():
-            present = {
-                n for (n,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", [list(names)])
-            }
-            rows = conn.execute(_OURS.format(where="n.nspname = ANY(%s)"), [list(present)]).fetchall()
-        schemas: dict[str, Schema | None] = {name: ({} if name in present else None) for name in names}
-        for name in names:
-            for key in [key for key in self._foreign if key[0] == name]:
-                del self._foreign[key]
-        for schema, table, column, data_type in rows:
-            tables = schemas[schema]
-            assert tables is not None
-            tables.setdefault(table, {})[column] = _READ_TYPES.get(data_type, ColumnType.STRING)
-            if data_type not in _NATIVE:
-                self._foreign.setdefault((schema, table), set()).add(column)
+        self._reads = conn = _live(self._reads, self._dsn)
+        with conn.transaction(), conn.cursor() as cur:
+            schemas, foreign = _read_schemas(cur, names)
+        kept = {key: columns for key, columns in self._foreign.items() if key[0] not in schemas}
+        self._foreign = {**kept, **foreign}  # replaced whole: a write in another thread reads it
         return schemas
 
     def schemas(self) -> dict[str, Schema]:
@@ -177,24 +171,39 @@ class PostgresLoader(Loader):
     def write(self, load: Load) -> None:
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
-            # CSV rows' timestamps are written as UTC without a zone (see _copy).
-            cur.execute("SET LOCAL TimeZone = 'UTC'")
-            for schema in load.schemas:
-                if schema.created:
-                    cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema.schema)}")
-                for table in schema.tables.values():
-                    self._prepare(cur, schema.schema, table)
-                    target = qualified(schema.schema, table.name)
-                    binary = not self._foreign.get((schema.schema, table.name), set()) & set(table.columns)
-                    if table.merge == "latest":
-                        cur.execute(f"CREATE TEMPORARY TABLE {_STAGE} (LIKE {target}) ON COMMIT DROP")
-                        _copy(cur, _STAGE, table, binary=binary)
-                        for statement in merge_latest(target, _STAGE, _MERGED, list(table.columns), table.all_columns):
-                            cur.execute(statement)
-                        cur.execute(f"DROP TABLE {_MERGED}, {_STAGE}")
-                    else:
-                        cur.execute(f"DELETE FROM {target} WHERE {quote(table.key)} = ANY(%s)", [table.keys()])
-                        _copy(cur, target, table, binary=binary)
+            self._write(cur, load, self._foreign)
+
+    def write_unless_changed(self, load: Load, schemas: Mapping[str, Schema | None]) -> bool:
+        conn = self._connection()
+        import psycopg
+
+        with conn.transaction() as transaction, conn.cursor() as cur:
+            now, foreign = _read_schemas(cur, list(schemas))
+            if now != schemas:
+                raise psycopg.Rollback(transaction)
+            self._write(cur, load, foreign)
+            return True
+        return False
+
+    def _write(self, cur: psycopg.Cursor[Any], load: Load, foreign: dict[tuple[str, str], set[str]]) -> None:
+        # CSV rows' timestamps are written as UTC without a zone (see _copy).
+        cur.execute("SET LOCAL TimeZone = 'UTC'")
+        for schema in load.schemas:
+            if schema.created:
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema.schema)}")
+            for table in schema.tables.values():
+                self._prepare(cur, schema.schema, table)
+                target = qualified(schema.schema, table.name)
+                binary = not foreign.get((schema.schema, table.name), set()) & set(table.columns)
+                if table.merge == "latest":
+                    cur.execute(f"CREATE TEMPORARY TABLE {_STAGE} (LIKE {target}) ON COMMIT DROP")
+                    _copy(cur, _STAGE, table, binary=binary)
+                    for statement in merge_latest(target, _STAGE, _MERGED, list(table.columns), table.all_columns):
+                        cur.execute(statement)
+                    cur.execute(f"DROP TABLE {_MERGED}, {_STAGE}")
+                else:
+                    cur.execute(f"DELETE FROM {target} WHERE {quote(table.key)} = ANY(%s)", [table.keys()])
+                    _copy(cur, target, table, binary=binary)
 
     def _prepare(self, cur: psycopg.Cursor[Any], schema: str, table: TableLoad) -> None:
         target = qualified(schema, table.name)
@@ -244,6 +253,34 @@ class PostgresLoader(Loader):
         return DeliveryError(f"PostgreSQL: {str(error).strip()}", retryable=not permanent, kind=kind)
 
 
+def _live(conn: psycopg.Connection[Any] | None, dsn: str) -> psycopg.Connection[Any]:
+    """``conn``, or a new connection when it is closed or broken."""
+    import psycopg
+
+    if conn is None or conn.closed or conn.broken:
+        return psycopg.connect(dsn, application_name="gateway-warehouse", connect_timeout=10)
+    return conn
+
+
+def _read_schemas(
+    cur: psycopg.Cursor[Any], names: Sequence[str]
+) -> tuple[dict[str, Schema | None], dict[tuple[str, str], set[str]]]:
+    """The named schemas' tables and column types (None: no such schema), and per table the
+    columns whose type the destination does not create."""
+    cur.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", [list(names)])
+    present = {n for (n,) in cur.fetchall()}
+    cur.execute(_OURS.format(where="n.nspname = ANY(%s)"), [list(present)])
+    schemas: dict[str, Schema | None] = {name: ({} if name in present else None) for name in names}
+    foreign: dict[tuple[str, str], set[str]] = {}
+    for schema, table, column, data_type in cur.fetchall():
+        tables = schemas[schema]
+        assert tables is not None
+        tables.setdefault(table, {})[column] = _READ_TYPES.get(data_type, ColumnType.STRING)
+        if data_type not in _NATIVE:
+            foreign.setdefault((schema, table), set()).add(column)
+    return schemas, foreign
+
+
 def _copy(cur: psycopg.Cursor[Any], target: str, table: TableLoad, *, binary: bool) -> None:
     """``COPY`` the rows of ``table`` into ``target``: binary when every column it writes has
     the type this destination gives it (no text to format or parse; a 50,000-message load of
@@ -290,6 +327,12 @@ def _build(config: PostgresConfig, context: DestinationContext) -> WarehouseDest
     return WarehouseDestination(config, context, lambda: PostgresLoader(config.dsn), engine="postgres")
 
 
+def _delivery_defaults(options: PostgresConfig) -> dict[str, Any]:
+    """The warehouse defaults with two batches in flight: the next one is mapped while the
+    server writes this one (see :attr:`gateway_warehouse.Loader.overlaps`)."""
+    return {**warehouse_delivery_defaults(options), "concurrency": OVERLAPPED_BATCHES}
+
+
 @hookimpl
 def gateway_destination_types() -> list[DestinationType]:
     return [
@@ -298,6 +341,6 @@ def gateway_destination_types() -> list[DestinationType]:
             config_type=PostgresConfig,
             factory=_build,
             description="Segment's warehouse schema in PostgreSQL, loaded with COPY every sync_interval_secs",
-            delivery_defaults=warehouse_delivery_defaults,
+            delivery_defaults=_delivery_defaults,
         )
     ]

@@ -4,16 +4,20 @@ PostgreSQL server started by the tests; rows compared column by column; exactly 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import trio
+import trio.testing
 from gateway_destination_postgres.testing import TemporaryPostgres
 from gateway_warehouse.testing import WRITE_KEY, assert_loaded, send_calls
+from structlog.testing import capture_logs
 
-from gateway import DestinationContext, Record
+from gateway import DeliveryError, DestinationContext, Record
 from gateway.testing import run_gateway
 
 TOKEN = "an-admin-token-of-enough-length"
@@ -159,6 +163,18 @@ async def test_timestamps_are_the_same_instants_whatever_the_sessions_time_zone(
     assert user["received_at"] == datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
 
 
+def bought(seq: int, properties: dict[str, Any]) -> Record:
+    body = {
+        "type": "track",
+        "event": "Bought",
+        "userId": "u",
+        "messageId": f"m{seq}",
+        "receivedAt": "2026-01-01T00:00:00Z",
+        "properties": properties,
+    }
+    return Record(seq=seq, source="web", body=json.dumps(body).encode())
+
+
 async def test_columns_an_operator_retyped_are_still_loaded(postgres: TemporaryPostgres, tmp_path: Path) -> None:
     """Rows go in binary only into columns of the types the destination creates: a column
     changed to ``integer`` or ``numeric`` is loaded as CSV, which the server casts."""
@@ -166,22 +182,84 @@ async def test_columns_an_operator_retyped_are_still_loaded(postgres: TemporaryP
 
     destination = _build(PostgresConfig(dsn=postgres.dsn, schema="retyped"), DestinationContext("wh", tmp_path))
 
-    def record(seq: int, properties: dict[str, Any]) -> Record:
-        body = {
-            "type": "track",
-            "event": "Bought",
-            "userId": "u",
-            "messageId": f"m{seq}",
-            "receivedAt": "2026-01-01T00:00:00Z",
-            "properties": properties,
-        }
-        return Record(seq=seq, source="web", body=json.dumps(body).encode())
-
     async with destination:
-        await destination.send([record(1, {"price": 1.5, "quantity": 2})])
+        await destination.send([bought(1, {"price": 1.5, "quantity": 2})])
         with psycopg.connect(postgres.dsn) as conn:
             conn.execute("ALTER TABLE retyped.bought ALTER COLUMN price TYPE numeric(10, 2)")
             conn.execute("ALTER TABLE retyped.bought ALTER COLUMN quantity TYPE integer")
-        await destination.send([record(2, {"price": 2.25, "quantity": 3}), record(3, {"price": 4.0, "quantity": 5})])
+        await destination.send([bought(2, {"price": 2.25, "quantity": 3}), bought(3, {"price": 4.0, "quantity": 5})])
     rows = sorted((r["id"], float(r["price"]), r["quantity"]) for r in read_tables(postgres.dsn, "retyped")["bought"])
     assert rows == [("m1", 1.5, 2), ("m2", 2.25, 3), ("m3", 4.0, 5)]
+
+
+async def test_a_batch_mapped_against_a_schema_that_changed_is_mapped_again(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    """The next batch is mapped against the schema the last load left, without reading it; the
+    write finds that an operator dropped a column since, and maps the batch again."""
+    from gateway_destination_postgres import PostgresConfig, _build
+
+    destination = _build(PostgresConfig(dsn=postgres.dsn, schema="dropped"), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send([bought(1, {"price": 1.5, "coupon": "A"})])
+        with psycopg.connect(postgres.dsn) as conn:
+            conn.execute("ALTER TABLE dropped.bought DROP COLUMN coupon")
+        with capture_logs() as logs:
+            await destination.send([bought(2, {"price": 2.5, "coupon": "B"})])
+    assert [entry["event"] for entry in logs].count("warehouse_schema_changed") == 1
+    rows = sorted((r["id"], r["price"], r["coupon"]) for r in read_tables(postgres.dsn, "dropped")["bought"])
+    assert rows == [("m1", 1.5, None), ("m2", 2.5, "B")]
+
+
+async def test_a_batch_mapped_while_the_one_before_failed_is_mapped_again(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    """Batch B is mapped while batch A is written, against the schema A would leave (a new
+    column); A fails, so B's write finds the column missing and B is mapped again: B's rows
+    are loaded as if A had never been tried, and A loads nothing."""
+    from gateway_destination_postgres import PostgresConfig, PostgresLoader
+    from gateway_warehouse import Load, Schema, WarehouseDestination
+
+    b_mapped = threading.Event()
+
+    class HoldsBatchA(PostgresLoader):
+        def write_unless_changed(self, load: Load, schemas: Mapping[str, Schema | None]) -> bool:
+            if load.first_seq == 2:  # batch A waits until batch B is mapped
+                assert b_mapped.wait(timeout=60)
+            return super().write_unless_changed(load, schemas)
+
+    config = PostgresConfig(dsn=postgres.dsn, schema="failed")
+    destination = WarehouseDestination(
+        config, DestinationContext("wh", tmp_path), lambda: HoldsBatchA(postgres.dsn), engine="postgres"
+    )
+    async with destination:
+        await destination.send([bought(1, {"quantity": 1})])
+        with psycopg.connect(postgres.dsn) as conn:
+            conn.execute("ALTER TABLE failed.bought ADD CHECK (quantity < 100)")
+        mapper = destination.mapper()
+        map_batch = mapper.map
+
+        def map_and_tell(batch: Any, schemas: Any, **options: Any) -> Load:
+            load = map_batch(batch, schemas, **options)
+            if load.first_seq == 3:
+                b_mapped.set()
+            return load
+
+        mapper.map = map_and_tell  # type: ignore[method-assign]
+        failures: list[DeliveryError] = []
+
+        async def send_a() -> None:
+            try:
+                await destination.send([bought(2, {"quantity": 500, "coupon": "A"})])  # breaks the CHECK
+            except DeliveryError as error:
+                failures.append(error)
+
+        with capture_logs() as logs:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_a)
+                await trio.testing.wait_all_tasks_blocked()  # A is mapped, then held in its write
+                nursery.start_soon(destination.send, [bought(3, {"quantity": 2, "coupon": "B"})])
+    assert len(failures) == 1 and "check constraint" in str(failures[0])
+    assert [entry["event"] for entry in logs].count("warehouse_schema_changed") == 1
+    rows = sorted((r["id"], r["quantity"], r["coupon"]) for r in read_tables(postgres.dsn, "failed")["bought"])
+    assert rows == [("m1", 1, None), ("m3", 2, "B")]

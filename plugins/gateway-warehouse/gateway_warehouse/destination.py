@@ -13,17 +13,25 @@ a batch is loaded again after a crash, a retry or a replay. Each load replaces t
 key it loads again (``users``/``accounts``: merges them), in the same transaction as everything
 else it writes, so loading a batch twice leaves the warehouse as loading it once.
 
-Threads: mapping and loading are blocking work; they run in a worker thread, one at a time per
-destination (loads, deletions and ``describe`` never overlap), so the event loop stays free.
+Threads: mapping and loading are blocking work; they run in worker threads so the event loop
+stays free. Deletions and ``describe`` run alone. A load runs alone too, unless the loader
+:attr:`~Loader.overlaps`: then, with two batches in flight (``concurrency = 2``), the next batch
+is mapped in one thread while this one is written in another (the engine's server and our
+mapping each take a core). The next batch is mapped against the schema this one leaves, and its
+write checks, in its own transaction, that the warehouse has that schema; when it has not (this
+load failed, or someone else changed a table), the batch is mapped again against what the
+warehouse has and then written. So overlapping changes no row, only when the mapping happens.
 """
 
 from __future__ import annotations
 
 import abc
+import copy
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -95,6 +103,10 @@ class Loader(abc.ABC):
 
     #: The engine's naming rules and limits.
     dialect: ClassVar[Dialect]
+    #: Whether :meth:`read_schemas` may run in one thread while :meth:`write_unless_changed` runs
+    #: in another (an engine server with its own connection for each): the destination then maps
+    #: the next batch while it writes this one (see the module's docstring).
+    overlaps: ClassVar[bool] = False
     #: Whether the loader reads tables with :func:`gateway_warehouse.arrow.arrow_table`, so that
     #: the rows of common shapes may come projected by DuckDB (see
     #: :mod:`gateway_warehouse.projection`) rather than as :attr:`TableLoad.rows` dicts.
@@ -112,6 +124,12 @@ class Loader(abc.ABC):
         loads (``merge == "replace"``: delete, then insert) or merge them (``"latest"``: per
         column the newest non-null value by ``received_at``, the warehouse's row included).
         Raise on failure, having written nothing."""
+
+    def write_unless_changed(self, load: Load, schemas: Mapping[str, Schema | None]) -> bool:
+        """For loaders that :attr:`overlaps`: :meth:`write`, but first, in the same transaction,
+        read the schemas named in ``schemas`` (what ``load`` was mapped against); when they are
+        not ``schemas``, write nothing and return False."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def delete_user(self, user_id: str) -> int:
@@ -150,8 +168,13 @@ class WarehouseDestination(Destination):
         self.engine = engine
         self._make_loader = loader
         self._loader: Loader | None = None
-        self._limiter = trio.CapacityLimiter(1)
+        # Lock order: writing, then mapping. A load holds one or both (see the module docstring);
+        # everything else holds both.
+        self._writing, self._mapping = trio.Lock(), trio.Lock()
         self._mapper: Mapper | None = None
+        # What the warehouse's schemas will be once the loads mapped so far are written (None:
+        # unknown, read them). Only a guess: a write checks it in its own transaction.
+        self._tip: dict[str, Schema | None] | None = None
         self._config = config
         self._totals: Counter[str] = Counter()
         self._last: dict[str, Any] | None = None
@@ -163,7 +186,11 @@ class WarehouseDestination(Destination):
     async def send(self, batch: Sequence[Record]) -> None:
         """Load ``batch``; returns once it is committed."""
         rows = [(record.seq, record.source, record.body) for record in batch]
-        await self._run(self._load, rows)
+        loader = self._loader or await self._run(self._ready)
+        if loader.overlaps:
+            await self._overlapped(rows)
+        else:
+            await self._run(self._load, rows)
 
     def status(self) -> dict[str, Any]:
         """Last load, totals since the start, data lag and the last error (cheap)."""
@@ -193,19 +220,22 @@ class WarehouseDestination(Destination):
         return removed
 
     async def aclose(self) -> None:
-        if self._mapper is not None:
-            mapper, self._mapper = self._mapper, None
-            await trio.to_thread.run_sync(mapper.close, limiter=self._limiter)
-        if self._loader is not None:
-            loader, self._loader = self._loader, None
-            await trio.to_thread.run_sync(loader.close, limiter=self._limiter)
+        async with self._writing, self._mapping:
+            if self._mapper is not None:
+                mapper, self._mapper = self._mapper, None
+                await trio.to_thread.run_sync(mapper.close)
+            if self._loader is not None:
+                loader, self._loader = self._loader, None
+                await trio.to_thread.run_sync(loader.close)
 
-    # -- the work, in a worker thread ------------------------------------------------------
+    # -- the work, in worker threads -------------------------------------------------------
 
     async def _run(self, work: Callable[..., Any], *args: Any) -> Any:
-        return await trio.to_thread.run_sync(self._guarded, work, *args, limiter=self._limiter)
+        """``work(*args)`` in a thread, alone (no load, deletion or ``describe`` beside it)."""
+        async with self._writing, self._mapping:
+            return await trio.to_thread.run_sync(self._guarded, work, *args)
 
-    def _guarded(self, work: Callable[..., Any], *args: Any) -> Any:
+    def _guarded(self, work: Callable[..., Any], *args: Any, release: bool = True) -> Any:
         try:
             return work(*args)
         except DeliveryError:
@@ -217,8 +247,57 @@ class WarehouseDestination(Destination):
             self._last_error, self._last_error_at = str(failure), time.time()
             raise failure from error
         finally:
-            if self._loader is not None:
+            if release and self._loader is not None:
                 self._loader.release()
+
+    async def _overlapped(self, rows: list[tuple[int, str, bytes]]) -> None:
+        """Map ``rows`` (beside the write of the batch before), then write them in turn."""
+        started = time.monotonic()
+        async with self._mapping:
+            base, load, phases = await self._map_in_thread(rows)
+        waited = time.monotonic()
+        async with self._writing:
+            writing = time.monotonic()
+            written = False
+            try:
+                while not await trio.to_thread.run_sync(self._guarded, self._write_unless_changed, load, base):
+                    log.info("warehouse_schema_changed", destination=self.id, hint="the batch is mapped again")
+                    async with self._mapping:
+                        self._tip = None
+                        base, load, _ = await self._map_in_thread(rows)
+                written = True
+            finally:
+                if not written:  # the guess assumed this load: it is wrong now
+                    self._tip = None
+        done = time.monotonic()
+        self._booked(load, done - started, {**phases, "wait": writing - waited, "write": done - writing})
+
+    async def _map_in_thread(
+        self, rows: list[tuple[int, str, bytes]]
+    ) -> tuple[dict[str, Schema | None], Load, dict[str, float]]:
+        # No release(): the loader may be in the middle of a write in another thread.
+        result: tuple[dict[str, Schema | None], Load, dict[str, float]]
+        result = await trio.to_thread.run_sync(partial(self._guarded, self._map_next, rows, release=False))
+        return result
+
+    def _map_next(self, rows: list[tuple[int, str, bytes]]) -> tuple[dict[str, Schema | None], Load, dict[str, float]]:
+        """Map ``rows`` against the schemas the loads mapped before will leave (reading those
+        it does not know), and make the result the new guess."""
+        started = time.monotonic()
+        loader, mapper = self._ready(), self.mapper()
+        names = sorted({mapper.schema_name(source) for _, source, _ in rows})
+        log.info("warehouse_load_started", destination=self.id, messages=len(rows), first_seq=rows[0][0])
+        tip = self._tip or {}
+        base = {name: tip[name] for name in names if name in tip}
+        if len(base) < len(names):
+            base.update(loader.read_schemas([name for name in names if name not in base]))
+        mapping = time.monotonic()
+        load = mapper.map(rows, copy.deepcopy(base))
+        self._tip = {**(self._tip or {}), **_after(base, load)}
+        return base, load, {"read_schema": mapping - started, "map": time.monotonic() - mapping}
+
+    def _write_unless_changed(self, load: Load, base: dict[str, Schema | None]) -> bool:
+        return not load.rows or self._ready().write_unless_changed(load, base)
 
     def _ready(self) -> Loader:
         if self._loader is None:
@@ -313,6 +392,23 @@ _DISCARD_REASONS = (
     "value_too_long",
     "nul_character",
 )
+
+
+def _after(base: Mapping[str, Schema | None], load: Load) -> dict[str, Schema | None]:
+    """The schemas ``base`` once ``load`` is written (its new schemas, tables and columns)."""
+    after: dict[str, Schema | None] = {
+        name: None if tables is None else {table: dict(columns) for table, columns in tables.items()}
+        for name, tables in base.items()
+    }
+    if not load.rows:
+        return after
+    for schema in load.schemas:
+        tables = after.get(schema.schema) or {}
+        after[schema.schema] = tables
+        for table in schema.tables.values():
+            if table.created or table.added:
+                tables[table.name] = {**tables.get(table.name, {}), **table.added}
+    return after
 
 
 def _unclassified(error: Exception) -> DeliveryError:

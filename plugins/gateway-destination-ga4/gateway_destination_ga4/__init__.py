@@ -182,11 +182,11 @@ class Ga4Destination(Destination):
             if event is None:
                 skipped += 1
                 continue
-            client = (event.client_id, event.user_id)
+            client, body = event
             mapped = by_client.get(client)
             if mapped is None:
                 mapped = by_client[client] = ([], [])
-            mapped[0].append(_encode(event.event))
+            mapped[0].append(_encode(body))
             mapped[1].append(seq)
         if skipped:
             self._counts["calls_skipped"] += skipped

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from gateway import first_time_ms, integration_options, number, products_of
+from gateway import epoch_ms, first_time_ms, integration_options, number, products_of
 
 if TYPE_CHECKING:
     from gateway_destination_ga4 import Ga4Config
@@ -120,9 +120,14 @@ class _Context(msgspec.Struct, gc=False):
     page: Any = None
 
 
+#: Decodes a message's context, as the mapping reads it.
+_decode_context = msgspec.json.Decoder(_Context | None).decode
+
+
 class Message(msgspec.Struct, gc=False):
     """The fields of a Segment message the mapping reads: a stored body decodes straight into
-    it, skipping the rest (and all of the context but its page). Untyped, as the dict was."""
+    it, skipping the rest. Untyped, as the dict was. The context is kept as its JSON, decoded
+    only for a page call (its page): decoding it took half of a message's decoding time."""
 
     type: Any = None
     event: Any = None
@@ -134,7 +139,7 @@ class Message(msgspec.Struct, gc=False):
     receivedAt: Any = None
     properties: Any = None
     integrations: Any = None
-    context: _Context | None = None
+    context: msgspec.Raw = msgspec.Raw(b"null")
 
 
 #: Decodes a stored message body into :class:`Message` (once per event on the delivery path).
@@ -186,6 +191,13 @@ def item_of(product: dict[str, Any], *, with_index: bool) -> dict[str, Any]:
 _ECOMMERCE_RENAMED = {"payment_method": "payment_type", "query": "search_term", "list_id": "item_list_id"}
 
 
+#: (property, parameter) of the Ecommerce properties copied as they are.
+_ECOMMERCE_COPIED = tuple(
+    (key, _ECOMMERCE_RENAMED.get(key, key))
+    for key in ("currency", "coupon", "shipping", "tax", "affiliation", "payment_method", "query", "list_id")
+)
+
+
 def _ecommerce_params(event: str, properties: dict[str, Any]) -> dict[str, Any]:
     products = products_of(event, properties)
     params: dict[str, Any] = {}
@@ -211,14 +223,17 @@ def _ecommerce_params(event: str, properties: dict[str, Any]) -> dict[str, Any]:
             value = price * (quantity or 1) if price is not None else None
     if value is not None:
         params["value"] = value
-    for key in ("currency", "coupon", "shipping", "tax", "affiliation", "payment_method", "query", "list_id"):
-        if properties.get(key) is not None:
-            params[_ECOMMERCE_RENAMED.get(key, key)] = properties[key]
+    for key, param in _ECOMMERCE_COPIED:
+        value = properties.get(key)
+        if value is not None:
+            params[param] = value
     if isinstance(params.get("currency"), str):
         params["currency"] = params["currency"].upper()
     if event == "Order Refunded" and not params.get("items"):
         params.pop("items", None)  # a full refund names no items
-    return {key: value for key, value in params.items() if value is not None}
+    if "transaction_id" in params and params["transaction_id"] is None:  # the one that may be None
+        del params["transaction_id"]
+    return params
 
 
 #: The options of a message without ``integrations`` (read, never written).
@@ -294,11 +309,13 @@ def _add_each(params: dict[str, Any], custom: dict[str, Any]) -> None:
 def to_ga4(message: dict[str, Any], config: Ga4Config, received_ms: int = 0) -> Ga4Event | None:
     """The GA4 event of a track or page call (None for calls GA4's destination does not take:
     identify, group, alias, screen on a web stream) or a message with no client id."""
-    return event_of(decode_message(_encode(message)), config, received_ms)
+    mapped = event_of(decode_message(_encode(message)), config, received_ms)
+    return None if mapped is None else Ga4Event(mapped[0][0], mapped[0][1], mapped[1])
 
 
-def event_of(message: Message, config: Ga4Config, received_ms: int) -> Ga4Event | None:
-    """:func:`to_ga4` of a decoded :class:`Message`."""
+def event_of(message: Message, config: Ga4Config, received_ms: int) -> tuple[tuple[str, Any], dict[str, Any]] | None:
+    """:func:`to_ga4` of a decoded :class:`Message`, as ((client id, user id), the event): the
+    pair is what a batch's events are grouped by, and no tuple is made per event but it."""
     kind = message.type
     if kind not in ("track", "page"):
         return None
@@ -315,7 +332,8 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> Ga4Event 
     params: dict[str, Any] = {}
     if kind == "page":
         name = "page_view"
-        page = (message.context.page if message.context is not None else None) or {}
+        context = _decode_context(message.context)
+        page = (context.page if context is not None else None) or {}
         pairs = {
             "page_location": page.get("url") or properties.get("url"),
             "page_referrer": page.get("referrer") or properties.get("referrer"),
@@ -327,12 +345,12 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> Ga4Event 
         event = str(message.event)
         if event in ECOMMERCE:
             name = ECOMMERCE[event]
-            params.update(_ecommerce_params(event, properties))
+            params = _ecommerce_params(event, properties)
             custom = {}
         else:
             name = _valid_name(event, config.lowercase_event_names)
             custom = properties
-    if options.get("session_id") is not None:
+    if options and options.get("session_id") is not None:
         params["session_id"] = options["session_id"]
     params.setdefault("engagement_time_msec", config.engagement_time_msec)
     fixed = list(params)
@@ -347,7 +365,9 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> Ga4Event 
                 del params[key]
             else:
                 params[key] = valid
-    time_ms = first_time_ms(received_ms, message.timestamp, message.originalTimestamp, message.receivedAt)
+    time_ms = epoch_ms(message.timestamp)  # first_time_ms(), for the usual case first
+    if time_ms is None:
+        time_ms = first_time_ms(received_ms, message.originalTimestamp, message.receivedAt)
     event_body = {"name": name, "params": params, "timestamp_micros": time_ms * 1000}
     user_id = message.userId if config.send_user_id else None
-    return Ga4Event(str(client_id), user_id, event_body)
+    return (str(client_id), user_id), event_body

@@ -94,3 +94,42 @@ async def test_a_batch_loaded_twice_leaves_one_row_per_message(tmp_path: Path) -
     assert sorted(r["id"] for r in tables["tracks"]) == ids
     assert [(r["id"], r["a"]) for r in tables["users"]] == [("u", 1)]
     assert [r["id"] for r in tables["identifies"]] == ["i1"]
+
+
+async def test_a_backlog_is_loaded_into_a_file_kept_open_until_loads_stop(tmp_path: Path, monkeypatch: Any) -> None:
+    """Full batches (a backlog) leave the file open with their rows in the write-ahead log, not
+    checkpointed load by load; a partial batch, or no load for a while, checkpoints and closes
+    it, so other processes can read it; every row is there once."""
+    import gateway_warehouse.destination as warehouse
+    from gateway_destination_duckdb import DuckDBConfig, _build
+
+    from gateway import DestinationContext
+
+    monkeypatch.setattr(warehouse, "BACKLOG_MESSAGES", 40)
+    monkeypatch.setattr(warehouse, "IDLE_RELEASE_SECS", 0.05)
+    path = tmp_path / "w.duckdb"
+    wal = tmp_path / "w.duckdb.wal"
+    destination = _build(DuckDBConfig(path=str(path)), DestinationContext("wh", tmp_path))
+    body = {"type": "track", "event": "Clicked", "userId": "u", "receivedAt": "2026-01-01T00:00:00Z"}
+    batch = [
+        Record(seq=i, source="web", body=json.dumps({**body, "messageId": f"m{i}"}).encode()) for i in range(1, 126)
+    ]
+    async with destination:
+        await destination.send(batch[:40])
+        assert wal.stat().st_size > 0  # held open: the rows are in the log, not checkpointed
+        assert destination.status()["held_open"]
+        held = wal.stat().st_size
+        await destination.send(batch[30:70])  # a retry of part of it, then more
+        assert wal.stat().st_size > held
+        await destination.send(batch[70:80])  # caught up: checkpointed and closed at once
+        assert not wal.exists() or wal.stat().st_size == 0
+        assert not destination.status()["held_open"]
+        await destination.send(batch[80:120])
+        assert wal.stat().st_size > 0
+        with trio.fail_after(30):  # no load comes: closed after IDLE_RELEASE_SECS
+            while wal.exists() and wal.stat().st_size > 0:  # noqa: ASYNC110 - a file: no event tells
+                await trio.sleep(0.01)
+        assert not destination.status()["held_open"]
+        assert sorted(r["id"] for r in read_tables(path)["clicked"]) == sorted(f"m{i}" for i in range(1, 121))
+        await destination.send(batch[120:])  # opened again for the next load
+    assert sorted(r["id"] for r in read_tables(path)["clicked"]) == sorted(f"m{i}" for i in range(1, 126))

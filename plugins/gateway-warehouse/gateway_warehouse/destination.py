@@ -60,6 +60,12 @@ BATCH_MAX_BYTES = 64 * 1024 * 1024
 TIMEOUT_SECS = 900.0
 #: How many ``table.column: reason`` entries one ``warehouse_values_discarded`` line lists.
 NOTES_PER_LINE = 20
+#: A load of at least this many messages is taken as one of a backlog being caught up (the
+#: delivery worker reads the next batch while it loads): a loader that :attr:`Loader.holds`
+#: keeps its warehouse open for the next load instead of releasing it.
+BACKLOG_MESSAGES = BATCH_MAX_MESSAGES
+#: A warehouse kept open is released once no load came for this long (the backlog is caught up).
+IDLE_RELEASE_SECS = 0.5
 
 
 class WarehouseConfig(ComponentConfig, kw_only=True):
@@ -112,6 +118,12 @@ class Loader(abc.ABC):
     #: :mod:`gateway_warehouse.projection`) rather than as :attr:`TableLoad.rows` dicts.
     projects: ClassVar[bool] = False
 
+    #: Whether :meth:`release` may wait while a backlog is loaded: the destination then skips
+    #: it between back-to-back loads of full batches and calls it once loads stop coming
+    #: (:data:`IDLE_RELEASE_SECS`). For an engine whose release costs work per load (DuckDB
+    #: checkpoints the file on close, writing each load's rows a second time).
+    holds: ClassVar[bool] = False
+
     @abc.abstractmethod
     def read_schemas(self, names: Sequence[str]) -> dict[str, Schema | None]:
         """The tables and column types of each named schema as the warehouse has them now
@@ -141,7 +153,8 @@ class Loader(abc.ABC):
         """Every schema this destination loaded, with its tables and column types."""
 
     def release(self) -> None:  # noqa: B027 - optional hook
-        """Called after each unit of work (load, deletion, describe), whatever happened."""
+        """Called after each unit of work (load, deletion, describe), whatever happened; for a
+        loader that :attr:`holds`, after the last of back-to-back backlog loads instead."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release everything (connections, files). Called once, at the end."""
@@ -180,17 +193,30 @@ class WarehouseDestination(Destination):
         self._last: dict[str, Any] | None = None
         self._last_error: str | None = None
         self._last_error_at: float | None = None
+        #: The loader was not released after the last load (a backlog is being loaded).
+        self._held = False
+        self._sending = False
+        self._idle_since = 0.0
+        self._idle_watch = False
 
     # -- the delivery contract -----------------------------------------------------------
 
     async def send(self, batch: Sequence[Record]) -> None:
         """Load ``batch``; returns once it is committed."""
         rows = [(record.seq, record.source, record.body) for record in batch]
-        loader = self._loader or await self._run(self._ready)
-        if loader.overlaps:
-            await self._overlapped(rows)
-        else:
-            await self._run(self._load, rows)
+        self._sending = True
+        try:
+            loader = self._loader or await self._run(self._ready)
+            if loader.overlaps:
+                await self._overlapped(rows)
+            else:
+                await self._run(self._load, rows, hold=len(rows) >= BACKLOG_MESSAGES)
+        finally:
+            self._sending = False
+            self._idle_since = trio.current_time()
+        if self._held and not self._idle_watch:
+            self._idle_watch = True
+            trio.lowlevel.spawn_system_task(self._release_when_idle, name=f"warehouse {self.id}: release when idle")
 
     def status(self) -> dict[str, Any]:
         """Last load, totals since the start, data lag and the last error (cheap)."""
@@ -205,6 +231,9 @@ class WarehouseDestination(Destination):
             "last_load": self._last,
             "seconds_since_last_load": round(now - self._last["at_epoch"], 1) if self._last else None,
             "last_error": self._last_error,
+            # Kept open between the loads of a backlog (DuckDB: other processes cannot open the
+            # file until it is released).
+            "held_open": self._held,
         }
         return status
 
@@ -221,6 +250,7 @@ class WarehouseDestination(Destination):
 
     async def aclose(self) -> None:
         async with self._writing, self._mapping:
+            self._held = False
             if self._mapper is not None:
                 mapper, self._mapper = self._mapper, None
                 await trio.to_thread.run_sync(mapper.close)
@@ -230,14 +260,32 @@ class WarehouseDestination(Destination):
 
     # -- the work, in worker threads -------------------------------------------------------
 
-    async def _run(self, work: Callable[..., Any], *args: Any) -> Any:
+    async def _run(self, work: Callable[..., Any], *args: Any, hold: bool = False) -> Any:
         """``work(*args)`` in a thread, alone (no load, deletion or ``describe`` beside it)."""
         async with self._writing, self._mapping:
-            return await trio.to_thread.run_sync(self._guarded, work, *args)
+            return await trio.to_thread.run_sync(partial(self._guarded, work, *args, hold=hold))
 
-    def _guarded(self, work: Callable[..., Any], *args: Any, release: bool = True) -> Any:
+    async def _release_when_idle(self) -> None:
+        """Release the loader held between backlog loads once no load came for
+        :data:`IDLE_RELEASE_SECS` (a system task: it needs no nursery and ends with the run)."""
         try:
-            return work(*args)
+            while self._held:
+                await trio.sleep(IDLE_RELEASE_SECS / 4)
+                if self._held and not self._sending and trio.current_time() - self._idle_since >= IDLE_RELEASE_SECS:
+                    await self._run(lambda: None)  # released after it, unless a load came first
+        except Exception as error:  # the next unit of work releases it again
+            log.warning("warehouse_release_failed", destination=self.id, error=str(error))
+        finally:
+            self._idle_watch = False
+
+    def _guarded(self, work: Callable[..., Any], *args: Any, release: bool = True, hold: bool = False) -> Any:
+        """Run ``work``, then release the loader (unless ``hold``: a backlog load that went
+        through, for a loader that :attr:`Loader.holds`)."""
+        held = False
+        try:
+            result = work(*args)
+            held = hold
+            return result
         except DeliveryError:
             raise
         except Exception as error:
@@ -247,8 +295,11 @@ class WarehouseDestination(Destination):
             self._last_error, self._last_error_at = str(failure), time.time()
             raise failure from error
         finally:
-            if release and self._loader is not None:
-                self._loader.release()
+            loader = self._loader
+            if release and loader is not None:
+                self._held = held and loader.holds
+                if not self._held:
+                    loader.release()
 
     async def _overlapped(self, rows: list[tuple[int, str, bytes]]) -> None:
         """Map ``rows`` (beside the write of the batch before), then write them in turn."""

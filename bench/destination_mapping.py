@@ -214,6 +214,23 @@ def varied() -> list[dict[str, Any]]:
         {"a": 1},
         {**product, "currency": "usd"},
         {"order_id": "o", "total": "40.5", "products": [product, product]},
+        # Keys the mappings set themselves or take from the context: an event's own win or lose.
+        {
+            "ip": "192.0.2.9",
+            "$current_url": "https://own.example",
+            "utm_source": "own",
+            "$os": "own",
+            "time": 1,
+            "distinct_id": "own",
+            "$insert_id": "own",
+            "mp_lib": "own",
+            "$user_id": "own",
+            "$device_id": "own",
+            "user_id": "own",
+            "insert_id": "own",
+            "platform": "own",
+            "$lib": "own",
+        },
     ]
     for repeat in range(3):
         for name in odd_names + ecommerce:

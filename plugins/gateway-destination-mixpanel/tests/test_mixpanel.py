@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from gateway_destination_mixpanel import HOSTS, MixpanelConfig, MixpanelDestination
+from gateway_destination_mixpanel.mapping import insert_id
 
-from gateway import epoch_ms
+from gateway import epoch_ms, stable_uuid
 from gateway.testing import Answer, ReceivedRequest, open_loopback_server, run_gateway
 
 KEY = "mixpanel-test-write-key"
@@ -242,13 +243,14 @@ async def test_every_call_maps_as_segment_documents(tmp_path: Path) -> None:
     assert {k: main[k] for k in ORDER} == ORDER
     assert (main["$os"], main["$group_id"], main["utm_campaign"], main["ip"]) == ("iOS", "acme", "spring", "127.0.0.1")
     assert abs(main["time"] - epoch_ms(order["timestamp"])) < 60_000
-    assert re.fullmatch(r"[0-9a-f-]{36}", main["$insert_id"])
+    assert main["$insert_id"] == order["messageId"]  # analytics-python's uuid4: Mixpanel takes it as it is
     purchased = [e["properties"] for e in api.events if e["event"] == "Product Purchased"]
     assert [(p["product_id"], p["order_id"], p["checkout_id"]) for p in purchased] == [
         ("p-1", "o-1", "c-1"),
         ("p-2", "o-1", "c-1"),
     ]
     assert len({p["$insert_id"] for p in purchased} | {main["$insert_id"]}) == 3
+    assert all(re.fullmatch(r"[0-9a-f-]{36}", p["$insert_id"]) for p in purchased)
     anon_view = by_name["Product Viewed"]
     assert (anon_view["distinct_id"], anon_view["$device_id"]) == (ANON, ANON) and "$user_id" not in anon_view
     assert by_name["Viewed Intro"]["url"] == "https://ex.com/docs"
@@ -261,6 +263,22 @@ async def test_every_call_maps_as_segment_documents(tmp_path: Path) -> None:
         "$set": {"$name": "Acme", "plan": "enterprise"},
     }
     assert api.tracked == []
+
+
+def test_insert_id_is_the_message_id_where_mixpanel_takes_it() -> None:
+    """A messageId of 1-36 characters of [A-Za-z0-9-] that Mixpanel does not refuse is the
+    $insert_id itself; any other, and a Product Purchased's (salted), a UUIDv5: stable, and
+    always within what Mixpanel takes."""
+    taken = ["6f1c9a3e-2b4d-4e8f-9a1b-3c5d7e9f0a2b", "ajs-0123456789abcdef0123456789abcdef", "M-1", "x" * 36]
+    for message_id in taken:
+        assert insert_id(message_id) == message_id
+    hashed = ["x" * 37, "ajs-next-0123456789abcdef0123456789abcdef", "", "-", "a b", "a_b", "é", "NULL", "-1", 42, None]
+    hashed += ["00000000-0000-0000-0000-000000000000", "Undefined"]
+    for message_id in hashed:
+        made = insert_id(message_id)
+        assert made == insert_id(message_id) == stable_uuid(message_id, "mixpanel") != message_id
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", made)
+    assert insert_id("M-1", 0) == stable_uuid("M-1", "mixpanel", 0) != insert_id("M-1", 1)
 
 
 async def test_original_id_merge_and_project_token_auth(tmp_path: Path) -> None:

@@ -116,6 +116,26 @@ def test_a_chain_gives_what_its_filters_give_one_by_one(fast: list[str], flags: 
     assert chained == apply_filters(filters, copy.deepcopy(message), CONTEXT)
 
 
+class Flagging(Filter):
+    """Adds a flag to every message (and has no fast pass): the filters after it must see it."""
+
+    def __init__(self, flag: str) -> None:
+        self.flag = flag
+
+    def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        return {**message, "flags": [*message.get("flags", ()), self.flag]}
+
+
+def test_after_a_filter_runs_the_fast_passes_after_it_see_the_message_it_returned() -> None:
+    """Once a filter ran, the chain asks the fast passes after it in one call
+    (``unsure_from[k]``), on the message that filter returned."""
+    chain = FilterChain([("x", Flagging("b")), ("a", Flagged("a", "honest")), ("b", Flagged("b", "honest"))])
+    assert [chain.unsure_from[k](event()) for k in range(4)] == [0, 3, 3, 3]
+    assert [chain.unsure_from[k](event(flags=["b"])) for k in range(4)] == [0, 2, 2, 3]
+    outcome = apply_filters(chain, event(), CONTEXT)
+    assert outcome.message == event(flags=["b"], seen=["b"])
+
+
 class Inline(Filter):
     """Drops nothing, with the inline fast pass it is given."""
 

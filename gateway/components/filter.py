@@ -147,9 +147,12 @@ class FilterChain(tuple[tuple[str, Filter], ...]):
 
     ``first_unsure(message)`` runs the fast passes in order, in one call: the index of the first
     filter whose fast pass is not sure of the message (False, raised, or it has none), or the
-    number of filters when every one promises a pass (the message goes through unchanged)."""
+    number of filters when every one promises a pass (the message goes through unchanged).
+    ``unsure_from[k](message)`` does the same from filter ``k`` on (``first_unsure`` is
+    ``unsure_from[0]``): once a filter ran, the fast passes after it are asked in one call too."""
 
     steps: tuple[tuple[str, Filter, Callable[[JSONObject], bool] | None, bool], ...]
+    unsure_from: tuple[Callable[[JSONObject], int], ...]
     first_unsure: Callable[[JSONObject], int]
 
     def __new__(cls, filters: Iterable[tuple[str, Filter]]) -> FilterChain:
@@ -158,27 +161,33 @@ class FilterChain(tuple[tuple[str, Filter], ...]):
             (filter_id, message_filter, _fast_pass_of(message_filter), type(message_filter).apply is _BASE_APPLY)
             for filter_id, message_filter in chain
         )
-        chain.first_unsure = _first_unsure([step[2] for step in chain.steps])
+        fast_passes = [step[2] for step in chain.steps]
+        chain.unsure_from = tuple(_first_unsure(fast_passes, start) for start in range(len(chain) + 1))
+        chain.first_unsure = chain.unsure_from[0]
         return chain
 
 
-def _first_unsure(fast_passes: Sequence[Callable[[JSONObject], bool] | None]) -> Callable[[JSONObject], int]:
-    """:attr:`FilterChain.first_unsure` as straight-line code: most messages pass most filters,
-    and a loop over the chain costs as much again as the fast passes themselves. Each
-    :class:`InlinePass` is written in, unless the names of two clash (then each is called)."""
-    first_unsure = _write_first_unsure(fast_passes, inline=True)
+def _first_unsure(
+    fast_passes: Sequence[Callable[[JSONObject], bool] | None], start: int = 0
+) -> Callable[[JSONObject], int]:
+    """:attr:`FilterChain.first_unsure` from filter ``start`` on, as straight-line code: most
+    messages pass most filters, and a loop over the chain costs as much again as the fast passes
+    themselves. Each :class:`InlinePass` is written in, unless the names of two clash (then each
+    is called)."""
+    first_unsure = _write_first_unsure(fast_passes, start, inline=True)
     if first_unsure is None:
-        first_unsure = _write_first_unsure(fast_passes, inline=False)
+        first_unsure = _write_first_unsure(fast_passes, start, inline=False)
         assert first_unsure is not None
     return first_unsure
 
 
 def _write_first_unsure(
-    fast_passes: Sequence[Callable[[JSONObject], bool] | None], *, inline: bool
+    fast_passes: Sequence[Callable[[JSONObject], bool] | None], start: int, *, inline: bool
 ) -> Callable[[JSONObject], int] | None:
     namespace: dict[str, Any] = {}
     lines = ["def first_unsure(event):"]
-    for index, fast_pass in enumerate(fast_passes):
+    for index in range(start, len(fast_passes)):
+        fast_pass = fast_passes[index]
         if fast_pass is None:
             break
         if inline and isinstance(fast_pass, InlinePass):
@@ -232,29 +241,27 @@ def apply_filters(
     Given a :class:`FilterChain`, each filter's fast pass is tried first (see
     :meth:`Filter.fast_pass`); the result is the same either way."""
     forward: tuple[Forward, ...] = ()
+    unsure_from: tuple[Callable[[JSONObject], int], ...] | None = None
     if type(filters) is FilterChain:
-        start = filters.first_unsure(message)
-        # The filter at ``start`` was not passed: it runs (its fast pass is not asked again).
-        steps = filters.steps[start:] if start else filters.steps
-        unsure = start < len(filters)
+        steps = filters.steps
+        unsure_from = filters.unsure_from
+        # The filter at ``index`` was not passed: it runs (its fast pass is not asked again),
+        # then the fast passes after it are asked, in one call.
+        index = unsure_from[0](message)
     else:
         steps = tuple((fid, f, None, type(f).apply is _BASE_APPLY) for fid, f in filters)
-        unsure = False
-    for filter_id, message_filter, fast_pass, plain in steps:
-        if unsure:
-            unsure = False
-        elif fast_pass is not None:
-            try:
-                passed = fast_pass(message)
-            except Exception:  # not sure: apply() decides, under its own error policy
-                passed = False
-            if passed:
-                continue
+        index = 0
+    end = len(steps)
+    while index < end:
+        filter_id, message_filter, _, plain = steps[index]
+        index += 1
         try:
             # Most filters only have process(): call it directly (this runs per filter per event).
             result = message_filter.process(message) if plain else message_filter.apply(message, context)
             if type(result) is dict:
                 message = result
+                if unsure_from is not None:
+                    index = unsure_from[index](message)
                 continue
             if result is None:
                 return FilterOutcome(None, message_filter.drop_reason or filter_id, None, forward)
@@ -270,6 +277,8 @@ def apply_filters(
             if type(result.message) is not dict:
                 raise TypeError(f"its Verdict holds {type(result.message).__name__}, not a message")
             message = result.message
+            if unsure_from is not None:
+                index = unsure_from[index](message)
         except Exception as error:
             if on_error is not None:
                 on_error(filter_id, error)

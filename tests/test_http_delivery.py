@@ -13,6 +13,7 @@ from gateway import (
     HttpDelivery,
     chunk_encoded,
     epoch_ms,
+    first_time_ms,
     integration_options,
     number,
     parse_retry_after,
@@ -107,6 +108,19 @@ def test_retry_after_forms() -> None:
 def test_mapping_helpers() -> None:
     assert epoch_ms("2024-01-02T03:04:05.678Z") == 1704164645678
     assert epoch_ms("not a time") is None
+    # Whole milliseconds, not through a float (int(timestamp() * 1000) gave ...172 here), the
+    # same whether the gateway wrote the time (its second kept from call to call) or not.
+    for _ in range(2):
+        assert epoch_ms("2039-08-16T08:49:33.173Z") == 2197097373173
+        assert epoch_ms("2039-08-16T08:49:33.173000+00:00") == 2197097373173
+    assert epoch_ms("2026-12-07T12:00:00.000+02:00") == epoch_ms("2026-12-07T10:00:00") == 1796637600000
+    assert epoch_ms("1969-12-31T23:59:59.999Z") == -1
+    # Shaped like the gateway's times, but not times: None on either path.
+    odd = ("2026-02-30T10:00:00.000Z", "2026-12-07T10:00:00.00xZ", "2026-12-07T10:00:00.000z")
+    assert [epoch_ms(t) for t in odd] == [None, None, None]
+    assert epoch_ms("\uff12\uff10\uff12\uff16-12-07T10:00:00.000Z") is None  # fullwidth digits
+    assert first_time_ms(7, None, 12345, "", "soon", "1970-01-01T00:00:00.001Z") == 1
+    assert first_time_ms(7, None, "later") == 7
     assert stable_uuid("m-1") == stable_uuid("m-1") != stable_uuid("m-1", 1)
     assert len(stable_uuid("m-1")) == 36
     message = {"integrations": {"All": True, "Actions Amplitude": {"session_id": 5}}}

@@ -5,12 +5,14 @@ a destination, the products of a Segment Ecommerce spec event, and the contexts 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 import weakref
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 V = TypeVar("V")
+D = TypeVar("D")
 
 #: The namespace of :func:`stable_uuid` (fixed: changing it would defeat vendor-side dedup of retries).
 GATEWAY_NAMESPACE = uuid.UUID("4f5c1a2e-9c1b-5d0a-8e63-6b1f3f2d7a10")
@@ -21,6 +23,15 @@ _NAMESPACE_SHA1 = hashlib.sha1(GATEWAY_NAMESPACE.bytes)
 #: A hex digit -> the UUID variant digit with its two high bits set to 10 (RFC 4122).
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+#: A time as the gateway writes it, "2026-12-07T10:11:12.123Z": the second, then one of
+#: :data:`_MILLIS`; :func:`epoch_ms` keeps the seconds it has seen lately (at most 4,096).
+_GATEWAY_SECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", re.ASCII)
+_MILLIS = {f".{n:03d}Z": n for n in range(1000)}
+_SECONDS: dict[str, int] = {}
+_MAX_SECONDS = 4096
+
 #: Segment Ecommerce v2 events about one product, whose properties *are* the product.
 SINGLE_PRODUCT_EVENTS = frozenset(
     {"Product Viewed", "Product Added", "Product Removed", "Product Clicked", "Product Added to Wishlist"}
@@ -29,16 +40,10 @@ SINGLE_PRODUCT_EVENTS = frozenset(
 
 def epoch_ms(timestamp: Any) -> int | None:
     """Milliseconds since the epoch of an ISO-8601 time (naive times are UTC), or None when
-    ``timestamp`` is missing or not a time."""
-    if not isinstance(timestamp, str) or not timestamp:
-        return None
-    try:
-        moment = datetime.fromisoformat(timestamp)  # takes "Z" since Python 3.11
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    ``timestamp`` is missing or not a time. Whole milliseconds (floor), not through a float:
+    ``int(moment.timestamp() * 1000)`` came out a millisecond early for some times before 2004
+    and after 2038 (``2039-08-16T08:49:33.173Z`` as ``...172``)."""
+    return first_time_ms(None, timestamp)
 
 
 def message_time_ms(message: dict[str, Any], default_ms: int) -> int:
@@ -49,14 +54,41 @@ def message_time_ms(message: dict[str, Any], default_ms: int) -> int:
     )
 
 
-def first_time_ms(default_ms: int, *timestamps: Any) -> int:
-    """Epoch milliseconds of the first of ``timestamps`` that is an ISO-8601 time, else
+def first_time_ms(default_ms: D, *timestamps: Any) -> int | D:
+    """:func:`epoch_ms` of the first of ``timestamps`` that is an ISO-8601 time, else
     ``default_ms``: :func:`message_time_ms` of a message decoded into a Struct."""
+    # This runs once per event on the delivery path. A time as the gateway writes it
+    # ("2026-12-07T10:11:12.123Z") whose second was seen lately costs two dict lookups
+    # (0.45 against 0.72 µs a call, parsing each).
     for timestamp in timestamps:
-        ms = epoch_ms(timestamp)
+        if type(timestamp) is str and len(timestamp) == 24:
+            millis = _MILLIS.get(timestamp[19:])
+            if millis is not None:
+                second = _SECONDS.get(timestamp[:19])
+                if second is not None:
+                    return second + millis
+        ms = _parsed_ms(timestamp)
         if ms is not None:
             return ms
     return default_ms
+
+
+def _parsed_ms(timestamp: Any) -> int | None:
+    """:func:`epoch_ms` the long way, keeping the second of a time as the gateway writes it."""
+    if not isinstance(timestamp, str) or not timestamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(timestamp)  # takes "Z" since Python 3.11
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    ms: int = (moment - _EPOCH) // _MILLISECOND
+    if len(timestamp) == 24 and timestamp[19:] in _MILLIS and _GATEWAY_SECOND.fullmatch(timestamp, 0, 19):
+        if len(_SECONDS) >= _MAX_SECONDS:
+            _SECONDS.clear()
+        _SECONDS[timestamp[:19]] = ms - _MILLIS[timestamp[19:]]
+    return ms
 
 
 def stable_uuid(*parts: Any) -> str:

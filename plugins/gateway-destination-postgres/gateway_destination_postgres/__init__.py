@@ -6,10 +6,12 @@ batch was mapped against (the next batch is mapped while this one is written: se
 ``gateway_warehouse.Loader.overlaps``), create the schema and tables, add columns, then per table
 delete the rows whose ``id`` the batch loads again and ``COPY`` the batch's rows in (``users``
 and ``accounts``: ``COPY`` into a temporary table, then merge, newest non-null value per
-column). Event tables have ``id`` as primary key, so the delete is an index lookup and a second
-loader writing the same rows fails loudly instead of duplicating them. A batch loaded again (a
-retry, a ``kill -9`` before the cursor moved, a replay) leaves one row per message; a load cut
-short leaves nothing.
+column), and raise the destination's load watermark in the schema (``_gateway_loads``). A batch
+wholly above the watermark skips the delete: none of its rows can be there, and the primary key
+on ``id`` refuses one that is anyway (a message sent again after the dedup window), which loads
+the batch again with the delete. A batch loaded again (a retry, a ``kill -9`` before the cursor
+moved, a replay) is at or below the watermark and leaves one row per message; a load cut short
+leaves nothing.
 
 The role needs ``CREATE`` on the database (to make one schema per source) or on the schemas
 you made for it; it never needs to be a superuser. Tables it creates carry the comment
@@ -19,9 +21,11 @@ you made for it; it never needs to be a superuser. Tables it creates carry the c
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import structlog
 from gateway_warehouse import (
     DISCARDS,
     ColumnType,
@@ -39,6 +43,7 @@ from gateway_warehouse import (
     warehouse_delivery_defaults,
 )
 from gateway_warehouse.arrow import arrow_table
+from gateway_warehouse.sql import WATERMARKS, create_watermarks, raise_watermark, select_watermark
 
 from gateway import DeliveryError, DestinationContext, DestinationType, hookimpl
 
@@ -47,6 +52,8 @@ if TYPE_CHECKING:  # imported where first used: their imports cost every gateway
     import pyarrow as pa
 
 __all__ = ["DIALECT", "PostgresConfig", "PostgresLoader"]
+
+log = structlog.get_logger("gateway_destination_postgres")
 
 # SELECT word FROM pg_get_keywords() WHERE catcode IN ('R', 'T'): the words a column cannot be
 # called without quotes (PostgreSQL 15).
@@ -99,14 +106,35 @@ _COPY_CHUNK = 1 << 20
 _COPY_ROWS = 8192
 _STAGE = "_gateway_stage"
 _MERGED = "_gateway_merged"
-_OURS = """
-SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+# Tables and columns, with whether a column alone is a unique key (the watermark's fast path
+# relies on the primary key to refuse an id loaded twice).
+_OURS = f"""
+SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), EXISTS (
+    SELECT FROM pg_index i
+    WHERE i.indrelid = c.oid AND i.indisunique AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum
+)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE c.relkind = 'r' AND {where}
+WHERE c.relkind = 'r' AND c.relname <> '{WATERMARKS}' AND {{where}}
 ORDER BY n.nspname, c.relname, a.attnum
 """
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What a write needs to know of the tables besides their columns."""
+
+    #: (schema, table) -> its columns of a type the destination does not create.
+    foreign: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    #: Tables whose ``id`` alone is a unique key.
+    keyed: frozenset[tuple[str, str]] = frozenset()
+
+    def replacing(self, names: Collection[str], newer: _Facts) -> _Facts:
+        """These facts, with those of the schemas ``names`` replaced by ``newer``."""
+        foreign = {key: columns for key, columns in self.foreign.items() if key[0] not in names}
+        keyed = {key for key in self.keyed if key[0] not in names}
+        return _Facts({**foreign, **newer.foreign}, frozenset(keyed | newer.keyed))
 
 
 class PostgresConfig(WarehouseConfig, kw_only=True):
@@ -124,13 +152,13 @@ class PostgresLoader(Loader):
     projects: ClassVar[bool] = True
     overlaps: ClassVar[bool] = True
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, destination: str = "gateway") -> None:
         self._dsn = dsn
+        self._destination = destination  # whose load watermark this loader keeps
         self._conn: psycopg.Connection[Any] | None = None  # loads, deletions, describe
         self._reads: psycopg.Connection[Any] | None = None  # read_schemas, beside a load
-        # (schema, table) -> its columns of a type this destination does not create, as
-        # read_schemas last saw them.
-        self._foreign: dict[tuple[str, str], set[str]] = {}
+        # As read_schemas last saw them (replaced whole: a write in another thread reads them).
+        self._facts = _Facts()
 
     def _connection(self) -> psycopg.Connection[Any]:
         self._conn = _live(self._conn, self._dsn)
@@ -154,9 +182,8 @@ class PostgresLoader(Loader):
     def read_schemas(self, names: Sequence[str]) -> dict[str, Schema | None]:
         self._reads = conn = _live(self._reads, self._dsn)
         with conn.transaction(), conn.cursor() as cur:
-            schemas, foreign = _read_schemas(cur, names)
-        kept = {key: columns for key, columns in self._foreign.items() if key[0] not in schemas}
-        self._foreign = {**kept, **foreign}  # replaced whole: a write in another thread reads it
+            schemas, facts = _read_schemas(cur, names)
+        self._facts = self._facts.replacing(names, facts)
         return schemas
 
     def schemas(self) -> dict[str, Schema]:
@@ -164,46 +191,71 @@ class PostgresLoader(Loader):
         with conn.transaction():
             rows = conn.execute(_OURS.format(where="obj_description(c.oid, 'pg_class') = %s"), [MARK]).fetchall()
         found: dict[str, Schema] = {}
-        for schema, table, column, data_type in rows:
+        for schema, table, column, data_type, _ in rows:
             found.setdefault(schema, {}).setdefault(table, {})[column] = _READ_TYPES.get(data_type, ColumnType.STRING)
         return found
 
     def write(self, load: Load) -> None:
-        conn = self._connection()
-        with conn.transaction(), conn.cursor() as cur:
-            self._write(cur, load, self._foreign)
+        self._write_once_by_id(load, None)
 
     def write_unless_changed(self, load: Load, schemas: Mapping[str, Schema | None]) -> bool:
+        return self._write_once_by_id(load, schemas)
+
+    def _write_once_by_id(self, load: Load, schemas: Mapping[str, Schema | None] | None) -> bool:
+        from psycopg import errors
+
+        try:
+            return self._transaction(load, schemas, trust_watermark=True)
+        except errors.UniqueViolation:
+            # An id this destination had not loaded by its watermark is there: a message sent
+            # again after the dedup window, or loaded by another destination. Replace by id.
+            log.info("warehouse_ids_already_loaded", first_seq=load.first_seq, hint="the batch replaces them by id")
+            return self._transaction(load, schemas, trust_watermark=False)
+
+    def _transaction(self, load: Load, schemas: Mapping[str, Schema | None] | None, *, trust_watermark: bool) -> bool:
+        """Write ``load`` in one transaction (after checking that the warehouse has ``schemas``,
+        unless None); False when it has not (nothing written)."""
         conn = self._connection()
         import psycopg
 
         with conn.transaction() as transaction, conn.cursor() as cur:
-            now, foreign = _read_schemas(cur, list(schemas))
-            if now != schemas:
-                raise psycopg.Rollback(transaction)
-            self._write(cur, load, foreign)
+            facts = self._facts
+            if schemas is not None:
+                now, facts = _read_schemas(cur, list(schemas))
+                if now != schemas:
+                    raise psycopg.Rollback(transaction)
+            self._write(cur, load, facts, trust_watermark=trust_watermark)
             return True
         return False
 
-    def _write(self, cur: psycopg.Cursor[Any], load: Load, foreign: dict[tuple[str, str], set[str]]) -> None:
+    def _write(self, cur: psycopg.Cursor[Any], load: Load, facts: _Facts, *, trust_watermark: bool) -> None:
         # CSV rows' timestamps are written as UTC without a zone (see _copy).
         cur.execute("SET LOCAL TimeZone = 'UTC'")
         for schema in load.schemas:
+            name = schema.schema
             if schema.created:
-                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema.schema)}")
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(name)}")
+            cur.execute(create_watermarks(name))
+            cur.execute(select_watermark(name, self._destination))
+            watermark = cur.fetchone()
+            # Wholly above the watermark: no row of this batch was loaded here (see WATERMARKS).
+            fresh = trust_watermark and (watermark is None or load.first_seq > watermark[0])
             for table in schema.tables.values():
-                self._prepare(cur, schema.schema, table)
-                target = qualified(schema.schema, table.name)
-                binary = not foreign.get((schema.schema, table.name), set()) & set(table.columns)
+                self._prepare(cur, name, table)
+                target = qualified(name, table.name)
+                binary = not facts.foreign.get((name, table.name), set()) & set(table.columns)
                 if table.merge == "latest":
                     cur.execute(f"CREATE TEMPORARY TABLE {_STAGE} (LIKE {target}) ON COMMIT DROP")
                     _copy(cur, _STAGE, table, binary=binary)
                     for statement in merge_latest(target, _STAGE, _MERGED, list(table.columns), table.all_columns):
                         cur.execute(statement)
                     cur.execute(f"DROP TABLE {_MERGED}, {_STAGE}")
-                else:
+                    continue
+                # Straight in only where the key refuses an id already there (the fallback above).
+                if not (fresh and (table.created or (name, table.name) in facts.keyed)):
                     cur.execute(f"DELETE FROM {target} WHERE {quote(table.key)} = ANY(%s)", [table.keys()])
-                    _copy(cur, target, table, binary=binary)
+                _copy(cur, target, table, binary=binary)
+            cur.execute(raise_watermark(name, self._destination, load.last_seq))
 
     def _prepare(self, cur: psycopg.Cursor[Any], schema: str, table: TableLoad) -> None:
         target = qualified(schema, table.name)
@@ -262,23 +314,23 @@ def _live(conn: psycopg.Connection[Any] | None, dsn: str) -> psycopg.Connection[
     return conn
 
 
-def _read_schemas(
-    cur: psycopg.Cursor[Any], names: Sequence[str]
-) -> tuple[dict[str, Schema | None], dict[tuple[str, str], set[str]]]:
-    """The named schemas' tables and column types (None: no such schema), and per table the
-    columns whose type the destination does not create."""
+def _read_schemas(cur: psycopg.Cursor[Any], names: Sequence[str]) -> tuple[dict[str, Schema | None], _Facts]:
+    """The named schemas' tables and column types (None: no such schema), and their facts."""
     cur.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", [list(names)])
     present = {n for (n,) in cur.fetchall()}
     cur.execute(_OURS.format(where="n.nspname = ANY(%s)"), [list(present)])
     schemas: dict[str, Schema | None] = {name: ({} if name in present else None) for name in names}
     foreign: dict[tuple[str, str], set[str]] = {}
-    for schema, table, column, data_type in cur.fetchall():
+    keyed = set()
+    for schema, table, column, data_type, is_key in cur.fetchall():
         tables = schemas[schema]
         assert tables is not None
         tables.setdefault(table, {})[column] = _READ_TYPES.get(data_type, ColumnType.STRING)
         if data_type not in _NATIVE:
             foreign.setdefault((schema, table), set()).add(column)
-    return schemas, foreign
+        if is_key and column == "id":
+            keyed.add((schema, table))
+    return schemas, _Facts(foreign, frozenset(keyed))
 
 
 def _copy(cur: psycopg.Cursor[Any], target: str, table: TableLoad, *, binary: bool) -> None:
@@ -324,7 +376,7 @@ def _zoneless(rows: pa.Table) -> pa.Table:
 
 
 def _build(config: PostgresConfig, context: DestinationContext) -> WarehouseDestination:
-    return WarehouseDestination(config, context, lambda: PostgresLoader(config.dsn), engine="postgres")
+    return WarehouseDestination(config, context, lambda: PostgresLoader(config.dsn, context.id), engine="postgres")
 
 
 def _delivery_defaults(options: PostgresConfig) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import trio
 import trio.testing
@@ -89,6 +90,9 @@ async def test_a_batch_loaded_twice_leaves_one_row_per_message(postgres: Tempora
     assert sorted(r["id"] for r in tables["clicked"]) == ids
     assert sorted(r["id"] for r in tables["tracks"]) == ids
     assert [(r["id"], r["a"]) for r in tables["users"]] == [("u", 1)]
+    # The first load went straight in (above the watermark); the two others, at or below it,
+    # replaced their rows by id. The watermark is the highest position loaded.
+    assert tables["_gateway_loads"] == [{"destination": "wh", "last_seq": 81}]
 
 
 async def test_schema_evolution_type_conflicts_nul_and_deletion(postgres: TemporaryPostgres, tmp_path: Path) -> None:
@@ -263,3 +267,24 @@ async def test_a_batch_mapped_while_the_one_before_failed_is_mapped_again(
     assert [entry["event"] for entry in logs].count("warehouse_schema_changed") == 1
     rows = sorted((r["id"], r["quantity"], r["coupon"]) for r in read_tables(postgres.dsn, "failed")["bought"])
     assert rows == [("m1", 1, None), ("m3", 2, "B")]
+
+
+async def test_an_id_loaded_before_at_a_later_position_replaces_its_row(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    """A batch above the watermark goes straight in; a message id loaded before that comes back
+    at a later position (sent again after the dedup window) trips the primary key, and the
+    batch is loaded again replacing rows by id: one row, the later one."""
+    from gateway_destination_postgres import PostgresConfig, _build
+
+    destination = _build(PostgresConfig(dsn=postgres.dsn, schema="again"), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send([bought(1, {"price": 1.0}), bought(2, {"price": 2.0})])
+        with capture_logs() as logs:
+            sent_again = msgspec.structs.replace(bought(1, {"price": 1.5}), seq=4)
+            await destination.send([bought(3, {"price": 3.0}), sent_again])
+    assert [entry["event"] for entry in logs].count("warehouse_ids_already_loaded") == 1
+    tables = read_tables(postgres.dsn, "again")
+    assert sorted((r["id"], r["price"]) for r in tables["bought"]) == [("m1", 1.5), ("m2", 2.0), ("m3", 3.0)]
+    assert sorted(r["id"] for r in tables["tracks"]) == ["m1", "m2", "m3"]
+    assert tables["_gateway_loads"] == [{"destination": "wh", "last_seq": 4}]

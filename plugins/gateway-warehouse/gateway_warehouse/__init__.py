@@ -10,7 +10,16 @@ from __future__ import annotations
 from gateway_warehouse.destination import Loader, WarehouseConfig, WarehouseDestination, warehouse_delivery_defaults
 from gateway_warehouse.mapping import Mapper
 from gateway_warehouse.naming import Dialect, snakecase
-from gateway_warehouse.sql import create_table, merge_latest, qualified, quote
+from gateway_warehouse.sql import (
+    WATERMARKS,
+    create_table,
+    create_watermarks,
+    merge_latest,
+    qualified,
+    quote,
+    raise_watermark,
+    select_watermark,
+)
 from gateway_warehouse.tables import (
     DISCARDS,
     STANDARD_TABLES,
@@ -27,6 +36,7 @@ __all__ = [
     "DISCARDS",
     "NO_FIT",
     "STANDARD_TABLES",
+    "WATERMARKS",
     "ColumnType",
     "Dialect",
     "Load",
@@ -40,11 +50,14 @@ __all__ = [
     "WarehouseDestination",
     "convert",
     "create_table",
+    "create_watermarks",
     "infer",
     "merge_latest",
     "parse_timestamp",
     "qualified",
     "quote",
+    "raise_watermark",
+    "select_watermark",
     "snakecase",
     "standard_columns",
     "to_text",

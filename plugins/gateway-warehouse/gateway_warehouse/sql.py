@@ -8,7 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["create_table", "merge_latest", "qualified", "quote"]
+__all__ = [
+    "WATERMARKS",
+    "create_table",
+    "create_watermarks",
+    "merge_latest",
+    "qualified",
+    "quote",
+    "raise_watermark",
+    "select_watermark",
+]
+
+#: The table, in each schema a destination loads, of each destination's load watermark: the
+#: highest log position whose rows it loaded into the schema, raised in the same transaction as
+#: the rows. A batch wholly above it was never loaded there by this destination, so its rows
+#: can go straight in without the delete by key; a retry, a replay or a batch loaded before a
+#: crash lost its acknowledgement is at or below it, and replaces its rows by key as before.
+WATERMARKS = "_gateway_loads"
 
 
 def quote(name: str) -> str:
@@ -51,3 +67,30 @@ def merge_latest(target: str, stage: str, merged: str, written: Sequence[str], e
         f"DELETE FROM {target} WHERE id IN (SELECT id FROM {stage})",
         f"INSERT INTO {target} ({names}) SELECT {names} FROM {merged}",
     ]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def create_watermarks(schema: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of the schema's :data:`WATERMARKS` table."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {qualified(schema, WATERMARKS)} "
+        "(destination TEXT PRIMARY KEY, last_seq BIGINT NOT NULL)"
+    )
+
+
+def select_watermark(schema: str, destination: str) -> str:
+    """The ``last_seq`` of ``destination`` in the schema (no row: it never loaded there)."""
+    return f"SELECT last_seq FROM {qualified(schema, WATERMARKS)} WHERE destination = {_literal(destination)}"
+
+
+def raise_watermark(schema: str, destination: str, last_seq: int) -> str:
+    """Set the watermark of ``destination`` to ``last_seq`` unless it is higher already (loads
+    may commit out of log order: a batch retried after a later one was loaded)."""
+    return (
+        f"INSERT INTO {qualified(schema, WATERMARKS)} AS w (destination, last_seq) "
+        f"VALUES ({_literal(destination)}, {int(last_seq)}) "
+        "ON CONFLICT (destination) DO UPDATE SET last_seq = greatest(w.last_seq, excluded.last_seq)"
+    )

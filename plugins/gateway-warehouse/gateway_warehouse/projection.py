@@ -10,8 +10,9 @@ any other (the naming, types, limits and discards stay in one place) and writes 
 value went (a *recipe*), and DuckDB's JSON functions apply the recipe to the rest in C++.
 
 Exactness: a message is projected only when it is shaped exactly as its group's first message
-(the same keys in every object, the same JSON type at every leaf, by ``json_keys`` and
-``json_type``), its id is unique in the batch, and every value is one the recipe treats as the
+(its body is the first one's with other values in their places: the same keys in the same
+order, none twice, the same JSON type at every leaf, no escapes; one JSON parse reads the
+values' texts), its id is unique in the batch, and every value is one the recipe treats as the
 Python mapping would: a timestamp where the first one had a timestamp (in the strict ISO form
 both read alike), integers within 64 bits, text the engine takes. Everything else (and any
 group whose first message needed a conversion or a discard) goes through the Python mapping,
@@ -26,6 +27,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from gateway_warehouse.arrow import arrow_type
 from gateway_warehouse.naming import Dialect
@@ -47,9 +50,7 @@ _STRICT_TS = (
     r"(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)"
 )
 _STRICT_TS_RE = re.compile(_STRICT_TS, re.ASCII)
-_JSON_TYPES = {str: ("VARCHAR",), bool: ("BOOLEAN",), int: ("UBIGINT", "BIGINT"), float: ("DOUBLE",)}
-_JSON_TYPES[type(None)] = ("NULL",)
-_JSON_TYPES[list] = ("ARRAY",)
+_encode = msgspec.json.Encoder().encode
 #: The output column a leaf's value has for each column type (``s3``: leaf 3 as text).
 _PREFIX = {
     ColumnType.STRING: "s",
@@ -199,54 +200,60 @@ class Projector:
         return groups, of
 
     def _read(self, k: int, group: Group, sample: dict[str, Any]) -> Group | None:
-        """The group's messages shaped as ``sample`` (its first), with their values."""
-        objects: list[str] = ["$"]
+        """The group's messages written as ``sample`` (its first) with other values, and their
+        values.
+
+        One JSON parse per message: DuckDB reads the text of every value the sample has, and
+        a message conforms when its body is the sample's with those texts in their places
+        (the same keys in the same order, none twice, in the log's compact form: msgspec's,
+        which DuckDB writes alike for the usual values; any other message goes to Python),
+        and each text is of the sample's kind."""
         kinds: list[type] = []
-        _walk(sample, (), objects, group.leaves, kinds)
+        seen: list[Any] = []
+        pieces = [""]
+        _skeleton(sample, (), pieces, group.leaves, kinds, seen)
         leaves = group.leaves
-        # Every value's JSON type, objects' too (json_keys reads a text or a number as no keys).
-        typed = leaves + objects[1:]
-        found = self._con.execute(
-            "SELECT json_keys(body, ?), json_type(body, ?), json_extract_string(body, ?) FROM _gw_stage WHERE pos = ?",
-            [objects, typed, leaves, group.sample],
-        ).fetchall()
-        if not found or not leaves:
+        if not leaves:
             return None
-        [(object_keys, all_types, texts)] = found
-        if any(len(set(keys)) < len(keys) for keys in object_keys):
-            return None  # a key written twice: msgspec keeps the last, a pointer finds the first
-        types = all_types[: len(leaves)]
-        if any(t not in _JSON_TYPES[kind] for t, kind in zip(types, kinds, strict=True)) or any(
-            t != "OBJECT" for t in all_types[len(leaves) :]
-        ):
-            return None  # msgspec and DuckDB read the sample differently: Python maps the group
-        checks = ["json_keys(body, $objects) IS NOT DISTINCT FROM $keys", "json_type(body, $typed) = $types"]
+        parts = [_literal(pieces[0])]
+        for i, piece in enumerate(pieces[1:], 1):
+            parts += [f"v[{i}]", _literal(piece)]
+        # Every value found (concat skips a NULL), the body the sample's with these texts, and
+        # no escape in it: a string's value is then its text without the quotes.
+        checks = [f"list_count(v) = {len(leaves)}", f"concat({', '.join(parts)}) = body", "NOT contains(body, '\\')"]
         selects = ["pos"]
-        for i, (kind, text) in enumerate(zip(types, texts, strict=True), 1):
-            value = f"v[{i}]"
-            if kind == "VARCHAR" and _STRICT_TS_RE.fullmatch(text):
-                # A timestamp, as the sample's: read as one only (a text column of timestamps
-                # is rare enough for Python to map).
-                selects.append(f"TRY_CAST({value} AS TIMESTAMPTZ) AS t{i}")
-                checks.append(f"regexp_full_match({value}, '{_STRICT_TS}') AND t{i} IS NOT NULL")
-            elif kind == "VARCHAR":
-                selects.append(f"{value} AS s{i}")
-                checks.extend(check.format(value) for check in self._text_checks)
-            elif kind in ("UBIGINT", "BIGINT"):
-                selects.append(f"TRY_CAST({value} AS BIGINT) AS n{i}")
-                checks.append(f"n{i} IS NOT NULL")
-            elif kind == "DOUBLE":
-                # A number past 64 bits is a DOUBLE to DuckDB and an int to msgspec: only
-                # numbers written as floats (msgspec writes a '.' or an exponent) pass.
-                selects.append(f"TRY_CAST({value} AS DOUBLE) AS f{i}")
-                checks.append(f"({value} LIKE '%.%' OR {value} LIKE '%e%' OR {value} LIKE '%E%')")
-            elif kind == "BOOLEAN":
-                selects.append(f"{value} = 'true' AS b{i}")
+        for i, (kind, value) in enumerate(zip(kinds, seen, strict=True), 1):
+            raw = f"v[{i}]"
+            if kind is str:
+                checks.append(f"starts_with({raw}, '\"')")
+                inner = f"substr({raw}, 2, length({raw}) - 2)"
+                if _STRICT_TS_RE.fullmatch(value):
+                    # A timestamp, as the sample's: read as one only (a text column of
+                    # timestamps is rare enough for Python to map). No escapes in that form.
+                    selects.append(f"TRY_CAST({inner} AS TIMESTAMPTZ) AS t{i}")
+                    checks.append(f"regexp_full_match({inner}, '{_STRICT_TS}') AND t{i} IS NOT NULL")
+                else:
+                    selects.append(f"{inner} AS s{i}")
+                    checks.extend(check.format(f"s{i}") for check in self._text_checks)
+            elif kind is int:
+                # An integer's text has no '.' or exponent (msgspec reads 1.0 as a float).
+                selects.append(f"TRY_CAST({raw} AS BIGINT) AS n{i}")
+                checks.append(f"n{i} IS NOT NULL AND NOT regexp_matches({raw}, '[.eE]')")
+            elif kind is float:
+                selects.append(f"TRY_CAST({raw} AS DOUBLE) AS f{i}")
+                checks.append(f"f{i} IS NOT NULL AND regexp_matches({raw}, '[.eE]')")
+            elif kind is bool:
+                selects.append(f"{raw} = 'true' AS b{i}")
+                checks.append(f"{raw} IN ('true', 'false')")
+            elif kind is type(None):
+                checks.append(f"{raw} = 'null'")
+            else:  # an array: its column holds JSON text, which Python writes (msgspec's form)
+                checks.append(f"starts_with({raw}, '[')")
         rows = self._con.sql(
             f"SELECT * EXCLUDE (body, v) FROM (SELECT {', '.join(selects)}, body, v FROM "
-            f"(SELECT pos, body, json_extract_string(body, $leaves) AS v FROM _gw_stage WHERE grp = {k})) "
+            f"(SELECT pos, body, json_extract(body, $leaves)::VARCHAR[] AS v FROM _gw_stage WHERE grp = {k})) "
             f"WHERE COALESCE({' AND '.join(checks)}, false) ORDER BY pos",
-            params={"objects": objects, "keys": object_keys, "leaves": leaves, "typed": typed, "types": all_types},
+            params={"leaves": leaves},
         ).to_arrow_table()
         positions = rows.column("pos").to_pylist()
         group.conforming = set(positions)
@@ -256,14 +263,31 @@ class Projector:
         return group
 
 
-def _walk(obj: dict[str, Any], keys: tuple[str, ...], objects: list[str], leaves: list[str], kinds: list[type]) -> None:
-    """Every object below ``obj`` (pointers into ``objects``) and every other value (pointers
-    into ``leaves``, Python types into ``kinds``)."""
-    for key, value in obj.items():
+def _skeleton(
+    obj: dict[str, Any],
+    keys: tuple[str, ...],
+    pieces: list[str],
+    leaves: list[str],
+    kinds: list[type],
+    values: list[Any],
+) -> None:
+    """The compact JSON text of ``obj`` with a hole for every value that is not an object:
+    the text between holes into ``pieces`` (one more than holes), each hole's JSON pointer
+    into ``leaves``, its value's Python type into ``kinds`` and the value into ``values``."""
+    pieces[-1] += "{"
+    for n, (key, value) in enumerate(obj.items()):
+        pieces[-1] += ("," if n else "") + _encode(key).decode() + ":"
         path = (*keys, key)
         if type(value) is dict:
-            objects.append(pointer(path))
-            _walk(value, path, objects, leaves, kinds)
+            _skeleton(value, path, pieces, leaves, kinds, values)
         else:
             leaves.append(pointer(path))
             kinds.append(type(value))
+            values.append(value)
+            pieces.append("")
+    pieces[-1] += "}"
+
+
+def _literal(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"

@@ -4,6 +4,7 @@ and permanent failures, Retry-After read, samples redacted; and the mapping help
 from __future__ import annotations
 
 import gzip
+from urllib.parse import quote_plus, urlencode
 
 import pytest
 import trio
@@ -20,6 +21,7 @@ from gateway import (
     products_of,
     stable_uuid,
 )
+from gateway.kit.http_delivery import _form_quote, _urlencode_form
 from gateway.testing import Answer, ReceivedRequest, open_loopback_server
 
 SECRET = "sk-very-secret-key"
@@ -95,6 +97,24 @@ async def test_a_stalled_request_is_left_to_the_callers_timeout() -> None:
             assert len(server.requests) == 1
         finally:
             await http.aclose()
+
+
+def test_form_encoding_is_quote_plus() -> None:
+    printable = "".join(map(chr, range(0x20, 0x7F)))
+    texts = [
+        "",
+        "x",
+        printable,
+        printable[::-1],
+        '[{"$token":"t","$distinct_id":"u 1","$set":{"$email":"a+b@example.com","pct":"100%","q":"a=b&c"}}]',
+        "%2B+ %",
+        "tab\there",
+        "é ü 🎉 % +",
+        "\x00\x7f\x80",
+    ]
+    for text in texts:
+        assert _form_quote(text) == quote_plus(text), text
+    assert _urlencode_form({"data": printable, "k y": "v"}) == urlencode({"data": printable, "k y": "v"})
 
 
 def test_retry_after_forms() -> None:

@@ -43,9 +43,26 @@ _FORM_BYTES = [
 _FORM_BYTES[0x20] = "+"
 
 
+#: The printable ASCII characters quote_plus escapes, in an order in which replacing each in
+#: turn gives its result ("%" before the escapes bring it in, "+" before spaces become it).
+_PRINTABLE_ESCAPES = sorted(
+    ((char, _FORM_BYTES[ord(char)]) for char in map(chr, range(0x20, 0x7F)) if _FORM_BYTES[ord(char)] != char),
+    key=lambda pair: {"%": 0, "+": 1, " ": 3}.get(pair[0], 2),
+)
+#: The bytes of a text that :data:`_PRINTABLE_ESCAPES` quotes entirely.
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
+
 def _form_quote(text: str) -> str:
-    """``quote_plus(text)``, at a table lookup a byte (a Mixpanel update batch is tens of kB of
-    JSON: quote_plus takes 2.5 times as long)."""
+    """``quote_plus(text)``. Printable ASCII (what msgspec writes for ASCII data: a Mixpanel
+    update batch is tens of kB of JSON) by a replace per character to escape that it holds,
+    anything else at a table lookup a byte: 125 against 325 µs for 100 profile updates, and
+    quote_plus takes 2.5 times as long as the table."""
+    if text.isascii() and not text.encode().translate(None, _PRINTABLE):
+        for char, escape in _PRINTABLE_ESCAPES:
+            if char in text:
+                text = text.replace(char, escape)
+        return text
     return "".join(map(_FORM_BYTES.__getitem__, text.encode()))
 
 

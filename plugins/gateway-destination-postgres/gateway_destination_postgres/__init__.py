@@ -107,11 +107,13 @@ _COPY_ROWS = 8192
 _STAGE = "_gateway_stage"
 _MERGED = "_gateway_merged"
 # Tables and columns, with whether a column alone is a unique key (the watermark's fast path
-# relies on the primary key to refuse an id loaded twice).
+# relies on the primary key to refuse an id loaded twice). A partial index (an operator's) or
+# one not valid yet refuses only some ids: it does not count.
 _OURS = f"""
 SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), EXISTS (
     SELECT FROM pg_index i
     WHERE i.indrelid = c.oid AND i.indisunique AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum
+    AND i.indpred IS NULL AND i.indisvalid
 )
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace

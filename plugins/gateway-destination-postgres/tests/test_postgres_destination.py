@@ -288,3 +288,25 @@ async def test_an_id_loaded_before_at_a_later_position_replaces_its_row(
     assert sorted((r["id"], r["price"]) for r in tables["bought"]) == [("m1", 1.5), ("m2", 2.0), ("m3", 3.0)]
     assert sorted(r["id"] for r in tables["tracks"]) == ["m1", "m2", "m3"]
     assert tables["_gateway_loads"] == [{"destination": "wh", "last_seq": 4}]
+
+
+async def test_a_partial_unique_index_on_id_is_not_taken_for_the_key(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    """The watermark's straight COPY trusts a unique key on ``id`` to refuse an id loaded
+    before. An operator's partial unique index (its primary key dropped) refuses only some ids:
+    the batch must take the delete by id, and a message sent again still leaves one row."""
+    from gateway_destination_postgres import PostgresConfig, _build
+
+    destination = _build(PostgresConfig(dsn=postgres.dsn, schema="partial"), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send([bought(1, {"price": 1.0}), bought(2, {"price": 2.0})])
+        with psycopg.connect(postgres.dsn) as conn:
+            for table in ("bought", "tracks"):
+                conn.execute(f"ALTER TABLE partial.{table} DROP CONSTRAINT {table}_pkey")
+                conn.execute(f"CREATE UNIQUE INDEX ON partial.{table} (id) WHERE received_at >= '2026-06-01'")
+        sent_again = msgspec.structs.replace(bought(1, {"price": 1.5}), seq=4)
+        await destination.send([bought(3, {"price": 3.0}), sent_again])
+    tables = read_tables(postgres.dsn, "partial")
+    assert sorted((r["id"], r["price"]) for r in tables["bought"]) == [("m1", 1.5), ("m2", 2.0), ("m3", 3.0)]
+    assert sorted(r["id"] for r in tables["tracks"]) == ["m1", "m2", "m3"]

@@ -133,3 +133,86 @@ async def test_a_backlog_is_loaded_into_a_file_kept_open_until_loads_stop(tmp_pa
         assert sorted(r["id"] for r in read_tables(path)["clicked"]) == sorted(f"m{i}" for i in range(1, 121))
         await destination.send(batch[120:])  # opened again for the next load
     assert sorted(r["id"] for r in read_tables(path)["clicked"]) == sorted(f"m{i}" for i in range(1, 126))
+
+
+async def test_a_file_another_process_holds_open_makes_loads_wait_and_is_read_while_idle(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Another process (``duckdb -readonly``, a notebook) holding the file: a load fails as
+    retryable and leaves nothing; once the reader goes, the same batch loads once. While a
+    backlog holds the file, the reader cannot open it; once loads stop, it can."""
+    import subprocess
+    import sys
+
+    import gateway_warehouse.destination as warehouse
+    from gateway_destination_duckdb import DuckDBConfig, _build
+
+    from gateway import DeliveryError, DestinationContext
+
+    monkeypatch.setattr(warehouse, "BACKLOG_MESSAGES", 40)
+    monkeypatch.setattr(warehouse, "IDLE_RELEASE_SECS", 0.05)
+    path = tmp_path / "w.duckdb"
+    body = {"type": "track", "event": "Clicked", "userId": "u", "receivedAt": "2026-01-01T00:00:00Z"}
+    batch = [
+        Record(seq=i, source="web", body=json.dumps({**body, "messageId": f"m{i}"}).encode()) for i in range(1, 81)
+    ]
+    # A reader in its own process: told to, it opens the file and says what it saw, then holds
+    # it until its stdin closes.
+    reader = (
+        "import sys, duckdb\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "try:\n"
+        "    con = duckdb.connect(sys.argv[1], read_only=True)\n"
+        "except duckdb.Error as error:\n"
+        "    print('refused', error, flush=True)\n"
+        "    raise SystemExit(0)\n"
+        "print('open', con.execute('SELECT count(*) FROM web.clicked').fetchone()[0], flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+
+    class Reader:
+        def __init__(self) -> None:
+            command = [sys.executable, "-c", reader, str(path)]
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert self.process.stdin is not None and self.process.stdout is not None
+            self.stdin, self.stdout = self.process.stdin, self.process.stdout
+            assert self.stdout.readline() == "ready\n"
+
+        def open(self) -> str:
+            self.stdin.write("go\n")
+            self.stdin.flush()
+            return self.stdout.readline()
+
+        def close(self) -> None:
+            self.process.communicate(timeout=30)
+
+    destination = _build(DuckDBConfig(path=str(path)), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send(batch[:10])  # a partial batch: released at once
+        holder = await trio.to_thread.run_sync(Reader)
+        try:
+            assert await trio.to_thread.run_sync(holder.open) == "open 10\n"
+            try:
+                await destination.send(batch[10:20])
+                raise AssertionError("loaded into a file another process holds")
+            except DeliveryError as error:
+                assert error.retryable, error
+            assert not destination.status()["held_open"]
+        finally:
+            await trio.to_thread.run_sync(holder.close)
+        await destination.send(batch[10:20])  # the retry, once the reader is gone
+        late = await trio.to_thread.run_sync(Reader)
+        monkeypatch.setattr(warehouse, "IDLE_RELEASE_SECS", 5.0)
+        await destination.send(batch[20:60])  # a backlog: held open
+        assert destination.status()["held_open"]
+        assert (await trio.to_thread.run_sync(late.open)).startswith("refused")
+        await trio.to_thread.run_sync(late.close)
+        monkeypatch.setattr(warehouse, "IDLE_RELEASE_SECS", 0.05)
+        with trio.fail_after(30):  # no load comes: released
+            while destination.status()["held_open"]:  # noqa: ASYNC110 - no event tells
+                await trio.sleep(0.01)
+        reader_now = await trio.to_thread.run_sync(Reader)
+        assert await trio.to_thread.run_sync(reader_now.open) == "open 60\n"
+        await trio.to_thread.run_sync(reader_now.close)
+    assert sorted(r["id"] for r in read_tables(path)["clicked"]) == sorted(f"m{i}" for i in range(1, 61))

@@ -151,6 +151,15 @@ def test_mapping_helpers() -> None:
     assert (number("12"), number("1.5"), number(True), number("x")) == (12, 1.5, None, None)
 
 
+def test_a_number_is_finite() -> None:
+    # "NaN", "inf" and a string past a float's range are floats to float(), not numbers a vendor
+    # takes: JSON has no such number (msgspec writes null, which GA4 drops the event for), and
+    # Amplitude's int() of a session id or a rounded quantity raised on them.
+    assert [number(text) for text in ("nan", "NaN", "inf", "-Infinity", "1e999", "-1e400")] == [None] * 6
+    assert [number(value) for value in (float("nan"), float("inf"), -float("inf"))] == [None] * 3
+    assert (number("1e3"), number("-0.5"), number(10**30)) == (1000.0, -0.5, 10**30)
+
+
 def test_chunk_encoded_keeps_each_request_within_both_limits_and_every_item_once() -> None:
     items = [b'{"i":%d,"pad":"%s"}' % (i, b"x" * (i % 7) * 100) for i in range(50)]
     owners = [i // 3 for i in range(50)]  # three items per record

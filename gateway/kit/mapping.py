@@ -5,6 +5,7 @@ a destination, the products of a Segment Ecommerce spec event, and the contexts 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import uuid
 import weakref
@@ -128,15 +129,21 @@ def products_of(event: str, properties: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def number(value: Any) -> float | int | None:
-    """``value`` when it is a number (not a bool), or a string holding one; else None."""
+    """``value`` when it is a finite number (not a bool), or a string holding one; else None.
+    ``float()`` also reads "nan", "inf" and "1e999": JSON has no such number (msgspec writes
+    null) and ``int()`` of one raises."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, int):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, str):
         try:
             parsed = float(value)
         except ValueError:
+            return None
+        if not math.isfinite(parsed):
             return None
         return int(parsed) if parsed.is_integer() and "." not in value else parsed
     return None

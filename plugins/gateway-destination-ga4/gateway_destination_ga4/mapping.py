@@ -333,7 +333,7 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> tuple[tup
     if kind == "page":
         name = "page_view"
         context = _decode_context(message.context)
-        page = (context.page if context is not None else None) or {}
+        page = context.page if context is not None and type(context.page) is dict else {}
         pairs = {
             "page_location": page.get("url") or properties.get("url"),
             "page_referrer": page.get("referrer") or properties.get("referrer"),

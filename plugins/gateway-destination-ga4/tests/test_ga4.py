@@ -426,3 +426,19 @@ def test_properties_of_one_shape_map_alike_whatever_their_values() -> None:
     assert "p3" not in dropped and dropped["a_b"] == "v" and len(dropped) == 25
     assert params({**{name: 1 for name in names}, "p0": True})["p0"] == "true"
     assert params({name: "v" for name in names}) == kept  # the same shape again
+
+
+def test_a_page_that_is_not_an_object_is_no_page() -> None:
+    """The Tracking API checks that a context is an object, not its page: a page call whose
+    ``context.page`` is a string, a list or a number maps as one without a page (it raised,
+    and the delivery worker retried the whole batch for ever)."""
+    config = Ga4Config(measurement_id="G-1", api_secret="s")
+    for page in ("https://x.example/", ["u"], 5, True):
+        message = {"type": "page", "anonymousId": "a", "name": "Home", "context": {"page": page}}
+        event = to_ga4({**message, "properties": {"url": "https://p.example/"}}, config)
+        assert event is not None
+        assert event.event["params"] == {
+            "page_location": "https://p.example/",
+            "page_title": "Home",
+            "engagement_time_msec": 1,
+        }

@@ -295,12 +295,14 @@ class PostgresLoader(Loader):
 
     def classify(self, error: Exception) -> DeliveryError:
         """Data the database will refuse every time (a value it cannot cast into a column an
-        operator changed, a row too big) is permanent; the rest (a server down, a lost
-        connection, a missing grant, a lock timeout) is retried."""
+        operator changed, a NOT NULL or CHECK an operator added, a row too big) is permanent,
+        as DuckDB's constraint errors are; the rest (a server down, a lost connection, a
+        missing grant, a lock timeout, an id another writer loaded at the same time) is retried."""
         from psycopg import errors
 
         state = getattr(error, "sqlstate", None) or ""
-        permanent = isinstance(error, errors.DataError | errors.ProgramLimitExceeded) or (
+        refused = errors.DataError | errors.ProgramLimitExceeded | errors.NotNullViolation | errors.CheckViolation
+        permanent = isinstance(error, refused) or (
             state.startswith("42") and not isinstance(error, errors.InsufficientPrivilege)
         )
         kind = f"postgres_{state}" if state else f"postgres_{type(error).__name__}"

@@ -310,3 +310,28 @@ async def test_a_partial_unique_index_on_id_is_not_taken_for_the_key(
     tables = read_tables(postgres.dsn, "partial")
     assert sorted((r["id"], r["price"]) for r in tables["bought"]) == [("m1", 1.5), ("m2", 2.0), ("m3", 3.0)]
     assert sorted(r["id"] for r in tables["tracks"]) == ["m1", "m2", "m3"]
+
+
+async def test_rows_a_constraint_of_the_operator_refuses_are_permanent(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    """A NOT NULL or CHECK an operator added refuses the batch on every attempt, as a value
+    that does not cast does: a permanent error (the batch goes to the dead letters, where a
+    replay finds it once the constraint is fixed), not a retry that blocks the destination."""
+    from gateway_destination_postgres import PostgresConfig, _build
+
+    destination = _build(PostgresConfig(dsn=postgres.dsn, schema="constrained"), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send([bought(1, {"price": 1.0, "coupon": "A"})])
+        for constraint, batch in [
+            ("ALTER COLUMN coupon SET NOT NULL", [bought(2, {"price": 2.0})]),
+            ("ADD CHECK (price > 0)", [bought(3, {"price": -1.0, "coupon": "B"})]),
+        ]:
+            with psycopg.connect(postgres.dsn) as conn:
+                conn.execute(f"ALTER TABLE constrained.bought {constraint}")
+            try:
+                await destination.send(batch)
+                raise AssertionError(f"loaded against {constraint}")
+            except DeliveryError as error:
+                assert not error.retryable, error
+    assert [r["id"] for r in read_tables(postgres.dsn, "constrained")["bought"]] == ["m1"]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from gateway import DeliveryError, HttpDelivery
 from gateway.kit import http_client
@@ -336,3 +339,63 @@ async def test_bytes_past_a_whole_answer_do_not_undo_it() -> None:
         finally:
             await client.aclose()
     assert (server.connections, len(server.requests)) == (2, 2)
+
+
+@pytest.mark.parametrize("read_first", [True, False], ids=["after-the-request", "before-the-body"])
+async def test_a_peer_reset_is_a_retryable_delivery_error(read_first: bool) -> None:
+    # The server resets the connection (SO_LINGER 0): after reading the request (ECONNRESET on
+    # the read) or before reading an 8 MiB body (EPIPE or ECONNRESET on the write). Plain TCP
+    # is written and read with os.write/os.read: either is a retryable failure, never a crash.
+    async def reset(stream: trio.SocketStream) -> None:
+        if read_first:
+            await stream.receive_some(65536)
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stream.socket.close()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, reset, 0, host="127.0.0.1"))
+        url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}/"
+        http = HttpDelivery()
+        try:
+            for _ in range(2):
+                with pytest.raises(DeliveryError) as raised:
+                    await http.post(url, content=b"x" * (8 << 20))
+                assert (raised.value.retryable, raised.value.kind) == (True, "connection")
+        finally:
+            await http.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_request_cancelled_mid_write_leaves_no_connection_behind() -> None:
+    # The first connection's server never reads: the 32 MiB body stalls in the kernel's buffers
+    # and the caller gives up; the next requests go on a new connection, whole.
+    accepted = trio.Event()
+    connections = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        accepted.set()
+        if connections == 1:
+            await trio.sleep_forever()
+        data = b""
+        while not data.endswith(b"END"):
+            data += await stream.receive_some(65536)
+        await stream.send_all(ok(b"whole"))
+        await stream.receive_some(65536)
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}/"
+        client = HttpClient({})
+        try:
+            async with trio.open_nursery() as requests:
+                requests.start_soon(partial(client.request, "POST", url, {}, b"x" * (32 << 20) + b"END"))
+                await accepted.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                requests.cancel_scope.cancel()
+            assert (await client.request("POST", url, {}, b"END")).content == b"whole"
+        finally:
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+    assert connections == 2

@@ -4,10 +4,13 @@ and permanent failures, Retry-After read, samples redacted; and the mapping help
 from __future__ import annotations
 
 import gzip
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote_plus, urlencode
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import (
     DeliveryError,
@@ -115,6 +118,37 @@ def test_form_encoding_is_quote_plus() -> None:
     for text in texts:
         assert _form_quote(text) == quote_plus(text), text
     assert _urlencode_form({"data": printable, "k y": "v"}) == urlencode({"data": printable, "k y": "v"})
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.characters(exclude_categories=["Cs"])) | st.text(st.characters(max_codepoint=0x7F)))
+def test_form_encoding_is_quote_plus_for_any_text(text: str) -> None:
+    assert _form_quote(text) == quote_plus(text)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.datetimes(datetime(1, 1, 2), datetime(9999, 12, 30)),
+    st.integers(0, 9),
+    st.sampled_from(["Z", "", "+00:00", "-05:30", "+14:00", "z"]),
+)
+def test_epoch_ms_is_the_floor_of_fromisoformat_on_both_paths(moment: datetime, digits: int, zone: str) -> None:
+    # The gateway's own format ("...T10:11:12.123Z") is read from a memo of seconds the second
+    # time: both reads agree with fromisoformat, floored to the millisecond, for any time,
+    # fraction of 0-9 digits and offset (and None where fromisoformat refuses the text).
+    fraction = f".{moment.microsecond:06d}789"[: digits + 1] if digits else ""
+    text = f"{moment.year:04d}{moment.strftime('-%m-%dT%H:%M:%S')}{fraction}{zone}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        expected = None
+    else:
+        aware = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        expected = (aware - _EPOCH) // timedelta(milliseconds=1)
+    assert epoch_ms(text) == epoch_ms(text) == expected
 
 
 def test_retry_after_forms() -> None:

@@ -664,11 +664,16 @@ async def test_streams_past_the_limit_are_refused(tmp_path: Path, monkeypatch: A
             admin.stream("GET", "/sources/web/stream") as one,
             admin.stream("GET", "/sources/other/stream") as two,
         ):
-            for response in (one, two):
+            # The readers are kept until the refusal: an abandoned one is finalized by trio soon
+            # after, which closes its connection, and the server then lets a third stream in.
+            readers = [response.aiter_raw() for response in (one, two)]
+            for response, reader in zip((one, two), readers, strict=True):
                 assert response.status_code == 200
-                await response.aiter_raw().__anext__()  # subscribed
+                await reader.__anext__()  # subscribed
             refused = await admin.get("/sources/web/stream")
             assert refused.status_code == 429 and refused.headers["retry-after"]
+            for reader in readers:
+                await reader.aclose()
         with trio.fail_after(10):
             while True:
                 async with admin.stream("GET", "/sources/web/stream") as again:

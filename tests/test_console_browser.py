@@ -40,6 +40,9 @@ SCREENSHOTS = (
 )
 #: How soon a call the gateway acknowledged must show in an open debugger (issue 15 §6).
 DEBUGGER_WITHIN_MS = 1000
+#: How long the other waits for something to show may take: a bound for a loaded machine, not a
+#: speed requirement (a wait ends as soon as the thing shows).
+SHOWS_WITHIN_MS = 30_000
 #: The source's tracking plan has this event; its schema filter blocks the other.
 PLANNED_EVENT, BLOCKED_EVENT = "Refused Order", "Blocked Event"
 XSS_VALUES = {
@@ -182,7 +185,7 @@ def test_log_in_with_the_admin_token_and_see_the_overview(console: Console, runn
     assert page.locator("#sources").inner_text().count("web") >= 1
     assert page.locator("[data-testid=ready]").inner_text() == "yes"
     # htmx refreshes the panel from the server every 5 s.
-    with page.expect_response(lambda r: r.url.endswith("/console/fragments/health"), timeout=8000):
+    with page.expect_response(lambda r: r.url.endswith("/console/fragments/health"), timeout=SHOWS_WITHIN_MS):
         pass
 
 
@@ -209,7 +212,7 @@ def test_debugger_shows_a_python_client_call_within_a_second(
     # A rejected call shows too, with its code.
     bad = httpx.post(f"{running.process.url}/v1/track", auth=(WRITE_KEY, ""), json={"userId": "py-user-42"})
     assert bad.status_code == 400
-    page.locator("#calls tr.rejected", has_text="event_not_defined").first.wait_for(timeout=5000)
+    page.locator("#calls tr.rejected", has_text="event_not_defined").first.wait_for(timeout=SHOWS_WITHIN_MS)
 
     # Search: any text, then the userId filter.
     page.fill("#search", marker)
@@ -228,7 +231,7 @@ def test_debugger_shows_a_python_client_call_within_a_second(
     running.booked()
     assert page.locator("#calls tr.call", has_text=later).count() == 0
     page.click("#pause")
-    page.locator("#calls tr.call", has_text=later).wait_for(timeout=5000)
+    page.locator("#calls tr.call", has_text=later).wait_for(timeout=SHOWS_WITHIN_MS)
 
     # One click: Pretty, then Raw.
     page.locator("#calls tr.call", has_text=marker).click()
@@ -254,9 +257,9 @@ def test_failing_webhook_shows_samples_and_a_redriven_letter_is_delivered(consol
     console.log_in()
     console.goto("/console/destinations/hook/")
     errors = page.locator("#errors tbody tr[data-kind]")
-    errors.first.wait_for(timeout=10000)
+    errors.first.wait_for(timeout=SHOWS_WITHIN_MS)
     # Totals and the trend chart over the range (the per-minute series).
-    page.locator("#delivery-state", has_text="updated").wait_for(timeout=10000)
+    page.locator("#delivery-state", has_text="updated").wait_for(timeout=SHOWS_WITHIN_MS)
     labels, values = (page.locator(f"#totals .tile .{part}").all_inner_texts() for part in ("label", "value"))
     tiles = dict(zip(labels, values, strict=True))
     assert int(tiles["DEAD-LETTERED"].replace(",", "")) >= 1, tiles
@@ -270,7 +273,7 @@ def test_failing_webhook_shows_samples_and_a_redriven_letter_is_delivered(consol
     assert "invalid message" in page.locator("#sample-body").inner_text()
 
     letter = page.locator("#letters tr.letter", has_text="400")
-    letter.first.wait_for(timeout=5000)
+    letter.first.wait_for(timeout=SHOWS_WITHIN_MS)
     letter.first.click()
     assert message_id in page.locator("#letter-body").inner_text()
     console.screenshot("delivery")
@@ -278,7 +281,7 @@ def test_failing_webhook_shows_samples_and_a_redriven_letter_is_delivered(consol
     running.sink.rejected.discard(message_id)  # the webhook is fixed
     letter.first.locator("input[type=checkbox]").check()
     page.click("#redrive")
-    page.locator("#letters-state", has_text="1 dead letter(s) marked for redrive").wait_for(timeout=5000)
+    page.locator("#letters-state", has_text="1 dead letter(s) marked for redrive").wait_for(timeout=SHOWS_WITHIN_MS)
     running.sink.wait_delivered({message_id})
 
 
@@ -298,9 +301,9 @@ def test_replay_sends_a_range_again_with_its_progress(console: Console, running:
     console.goto("/console/destinations/hook/")
     page.fill("#replay input[name=since]", since.strftime("%Y-%m-%dT%H:%M:%S"))
     page.click("#replay button[type=submit]")
-    page.locator("#replay-state", has_text="started").wait_for(timeout=5000)
+    page.locator("#replay-state", has_text="started").wait_for(timeout=SHOWS_WITHIN_MS)
     running.sink.wait_until(lambda: running.sink.counts[message_id] >= 2, "the replayed message sent again")
-    page.locator("#replays tr.replay-row.finished").first.wait_for(timeout=10000)
+    page.locator("#replays tr.replay-row.finished").first.wait_for(timeout=SHOWS_WITHIN_MS)
     console.screenshot("replay")
 
 
@@ -323,7 +326,7 @@ def test_event_values_render_as_text_and_run_nothing(console: Console, running: 
     client.flush()
 
     row = page.locator("#calls tr.call", has_text="window.__xss = 'script'")
-    row.wait_for(timeout=5000)
+    row.wait_for(timeout=SHOWS_WITHIN_MS)
     assert XSS_VALUES["script"] in row.inner_text() and XSS_VALUES["attribute"] in row.inner_text()
     row.click()
     pretty = page.locator("#pretty").inner_text()
@@ -351,7 +354,7 @@ def test_event_values_render_as_text_and_run_nothing(console: Console, running: 
     running.sink.rejected.discard(message_id)
     letter.locator("input[type=checkbox]").check()
     page.click("#discard")
-    page.locator("#letters-state", has_text="1 dead letter(s) discarded").wait_for(timeout=5000)
+    page.locator("#letters-state", has_text="1 dead letter(s) discarded").wait_for(timeout=SHOWS_WITHIN_MS)
     assert page.locator(f"#letters tr.letter[data-id='{letter_id}']").count() == 0
     left = httpx.get(f"{running.admin}/dead-letters?destination=hook", headers=running.bearer()).json()
     assert letter_id not in [letter["id"] for letter in left]
@@ -393,9 +396,9 @@ def test_delivery_overview_and_schema_page(console: Console, running: Running) -
     assert overview["received"] > 0 and overview["destinations"]["hook"]["delivered"] > 0
     console.log_in()
     console.goto("/console/sources/web/")
-    page.locator("#overview-state", has_text="updated").wait_for(timeout=10000)
+    page.locator("#overview-state", has_text="updated").wait_for(timeout=SHOWS_WITHIN_MS)
     page.click("button.range[data-range='1h']")
-    page.locator("#overview-state", has_text="updated").wait_for(timeout=10000)
+    page.locator("#overview-state", has_text="updated").wait_for(timeout=SHOWS_WITHIN_MS)
     steps = page.locator("#pipeline .step")
     assert steps.first.inner_text().split("\n")[:2] == ["Received", f"{overview['received']:,}"]
     hook = page.locator("#per-destination tr[data-destination=hook] td").all_inner_texts()
@@ -403,7 +406,7 @@ def test_delivery_overview_and_schema_page(console: Console, running: Running) -
 
     named = [e for e in schema["events"] if e.get("event")]
     assert named, schema
-    page.locator("#schema tbody tr[data-event]").first.wait_for(timeout=5000)
+    page.locator("#schema tbody tr[data-event]").first.wait_for(timeout=SHOWS_WITHIN_MS)
     assert page.locator("#schema tbody tr[data-event]").count() == len(schema["events"])
     # An event named with markup is a row like any other, as text.
     xss = page.locator("#schema tbody tr", has_text="window.__xss = 'script'")

@@ -157,6 +157,7 @@ class PostgresLoader(Loader):
     def __init__(self, dsn: str, destination: str = "gateway") -> None:
         self._dsn = dsn
         self._destination = destination  # whose load watermark this loader keeps
+        self._unmarked: set[str] = set()  # schemas it may not make the watermark table in (said once)
         self._conn: psycopg.Connection[Any] | None = None  # loads, deletions, describe
         self._reads: psycopg.Connection[Any] | None = None  # read_schemas, beside a load
         # As read_schemas last saw them (replaced whole: a write in another thread reads them).
@@ -237,11 +238,13 @@ class PostgresLoader(Loader):
             name = schema.schema
             if schema.created:
                 cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(name)}")
-            cur.execute(create_watermarks(name))
-            cur.execute(select_watermark(name, self._destination))
-            watermark = cur.fetchone()
+            kept = self._watermarks_kept(cur, name)
+            watermark = None
+            if kept:
+                cur.execute(select_watermark(name, self._destination))
+                watermark = cur.fetchone()
             # Wholly above the watermark: no row of this batch was loaded here (see WATERMARKS).
-            fresh = trust_watermark and (watermark is None or load.first_seq > watermark[0])
+            fresh = kept and trust_watermark and (watermark is None or load.first_seq > watermark[0])
             for table in schema.tables.values():
                 self._prepare(cur, name, table)
                 target = qualified(name, table.name)
@@ -257,7 +260,35 @@ class PostgresLoader(Loader):
                 if not (fresh and (table.created or (name, table.name) in facts.keyed)):
                     cur.execute(f"DELETE FROM {target} WHERE {quote(table.key)} = ANY(%s)", [table.keys()])
                 _copy(cur, target, table, binary=binary)
-            cur.execute(raise_watermark(name, self._destination, load.last_seq))
+            if kept:
+                cur.execute(raise_watermark(name, self._destination, load.last_seq))
+
+    def _watermarks_kept(self, cur: psycopg.Cursor[Any], schema: str) -> bool:
+        """Whether ``schema`` has the :data:`WATERMARKS` table, made now if it may be. A role
+        that may not create tables in the schema (its tables made for it, or before the table
+        existed) loads without it: every batch then takes the delete by id."""
+        import psycopg
+
+        cur.execute("SELECT to_regclass(%s)", [qualified(schema, WATERMARKS)])
+        row = cur.fetchone()
+        if row is not None and row[0] is not None:
+            return True
+        try:
+            with cur.connection.transaction():  # a savepoint: a refusal leaves the load going
+                cur.execute(create_watermarks(schema))
+        except psycopg.errors.InsufficientPrivilege as error:
+            if schema in self._unmarked:
+                return False
+            self._unmarked.add(schema)
+            log.warning(
+                "warehouse_watermark_unavailable",
+                destination=self._destination,
+                schema=schema,
+                reason=str(error),
+                hint=f"grant CREATE on the schema or create {WATERMARKS} for the role, so first loads skip the delete",
+            )
+            return False
+        return True
 
     def _prepare(self, cur: psycopg.Cursor[Any], schema: str, table: TableLoad) -> None:
         target = qualified(schema, table.name)

@@ -335,3 +335,32 @@ async def test_rows_a_constraint_of_the_operator_refuses_are_permanent(
             except DeliveryError as error:
                 assert not error.retryable, error
     assert [r["id"] for r in read_tables(postgres.dsn, "constrained")["bought"]] == ["m1"]
+
+
+async def test_a_role_without_create_on_the_schema_loads_without_the_watermark(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    """A role that owns its tables but may not create new ones in the schema (a least-privilege
+    setup that worked before the watermark table existed) keeps loading: the batches take the
+    delete by id, and a message sent again still leaves one row."""
+    from gateway_destination_postgres import PostgresConfig, _build
+    from gateway_destination_postgres.testing import DATABASE
+
+    with postgres.admin() as admin:
+        admin.execute("CREATE ROLE limited LOGIN PASSWORD 'limited-pw'")
+        admin.execute("CREATE SCHEMA lim AUTHORIZATION postgres")
+        admin.execute("GRANT USAGE, CREATE ON SCHEMA lim TO limited")
+    dsn = f"postgresql://limited:limited-pw@127.0.0.1:{postgres.port}/{DATABASE}"
+    destination = _build(PostgresConfig(dsn=dsn, schema="lim"), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send([bought(1, {"price": 1.0})])  # tables made while it may
+    with postgres.admin() as admin:
+        admin.execute("DROP TABLE lim._gateway_loads")  # as before the upgrade
+        admin.execute("REVOKE CREATE ON SCHEMA lim FROM limited")
+    destination = _build(PostgresConfig(dsn=dsn, schema="lim"), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send([bought(2, {"price": 2.0})])
+        sent_again = msgspec.structs.replace(bought(1, {"price": 1.5}), seq=3)
+        await destination.send([sent_again])
+    tables = read_tables(dsn, "lim")
+    assert sorted((r["id"], r["price"]) for r in tables["bought"]) == [("m1", 1.5), ("m2", 2.0)]

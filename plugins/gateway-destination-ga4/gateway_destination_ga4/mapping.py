@@ -54,6 +54,59 @@ MAX_VALUE = 100
 LONG_VALUES = {"page_location": 1000, "page_referrer": 420, "page_title": 300}
 #: Parameter name prefixes GA4 reserves.
 RESERVED_PREFIXES = ("_", "firebase_", "ga_", "google_", "gtag.")
+#: Event names GA4 reserves (the Measurement Protocol's and the web's lists; GA4 drops such an
+#: event silently): a custom event of one of these names gets ``n_`` in front. Not ``page_view``,
+#: which page calls are sent as (as Segment's GA4 destination does).
+RESERVED_EVENTS = frozenset(
+    [
+        "ad_activeview",
+        "ad_click",
+        "ad_exposure",
+        "ad_impression",
+        "ad_query",
+        "ad_reward",
+        "adunit_exposure",
+        "app_background",
+        "app_clear_data",
+        "app_exception",
+        "app_remove",
+        "app_store_refund",
+        "app_store_subscription_cancel",
+        "app_store_subscription_convert",
+        "app_store_subscription_renew",
+        "app_update",
+        "app_upgrade",
+        "dynamic_link_app_open",
+        "dynamic_link_app_update",
+        "dynamic_link_first_open",
+        "error",
+        "file_download",
+        "firebase_campaign",
+        "first_open",
+        "first_visit",
+        "form_start",
+        "form_submit",
+        "in_app_purchase",
+        "click",
+        "notification_dismiss",
+        "notification_foreground",
+        "notification_open",
+        "notification_receive",
+        "os_update",
+        "scroll",
+        "session_start",
+        "session_start_with_rollout",
+        "user_engagement",
+        "video_complete",
+        "video_progress",
+        "video_start",
+        "view_complete",
+        "view_search_results",
+    ]
+)
+#: Parameter names GA4 reserves that a custom property may not take (``session_id`` and
+#: ``engagement_time_msec`` are set by the mapping itself): they get ``n_`` in front.
+RESERVED_PARAMS = frozenset({"gclid", "session_number", "firebase_conversion"})
 _INVALID = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -95,6 +148,11 @@ def _made_valid(name: str, lowercase: bool) -> str:
     if not cleaned[:1].isalpha() or cleaned.lower().startswith(RESERVED_PREFIXES):
         cleaned = f"n_{cleaned.lstrip('_')}"
     return cleaned[:MAX_NAME]
+
+
+def _unreserved(name: str, reserved: frozenset[str]) -> str:
+    """``name``, or ``n_`` + it when GA4 reserves it (it would drop the event or parameter)."""
+    return f"n_{name}"[:MAX_NAME] if name in reserved else name
 
 
 def valid_value(name: str, value: Any) -> str | int | float | None:
@@ -288,7 +346,7 @@ def _plan(fixed: tuple[str, ...], keys: tuple[str, ...]) -> _Plan:
     for key in keys:
         if len(taken) >= MAX_PARAMS:
             break
-        param = _valid_name(str(key), False)
+        param = _unreserved(_valid_name(str(key), False), RESERVED_PARAMS)
         if param not in taken:
             taken.add(param)
             plan.append((key, param, LONG_VALUES.get(param, MAX_VALUE)))
@@ -298,7 +356,7 @@ def _plan(fixed: tuple[str, ...], keys: tuple[str, ...]) -> _Plan:
 def _add_each(params: dict[str, Any], custom: dict[str, Any]) -> None:
     """:func:`_add_custom`, one property at a time."""
     for key, value in custom.items():
-        param = _valid_name(str(key), False)
+        param = _unreserved(_valid_name(str(key), False), RESERVED_PARAMS)
         if param in params or len(params) >= MAX_PARAMS:
             continue
         valid = valid_value(param, value)
@@ -348,7 +406,7 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> tuple[tup
             params = _ecommerce_params(event, properties)
             custom = {}
         else:
-            name = _valid_name(event, config.lowercase_event_names)
+            name = _unreserved(_valid_name(event, config.lowercase_event_names), RESERVED_EVENTS)
             custom = properties
     if options and options.get("session_id") is not None:
         params["session_id"] = options["session_id"]

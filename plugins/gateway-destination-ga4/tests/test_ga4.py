@@ -347,8 +347,14 @@ async def test_validate_dead_letters_what_ga4_would_drop(tmp_path: Path) -> None
                 "messageId": "no-txn",
                 "properties": {"total": 5, "currency": "USD", "products": [{"product_id": "p"}]},
             },
-            {"type": "track", "anonymousId": "a1", "event": "session_start", "messageId": "reserved"},
             {"type": "track", "anonymousId": "a1", "event": "Good Two", "messageId": "ok-2"},
+            {
+                "type": "track",
+                "anonymousId": "a1",
+                "event": "Order Refunded",
+                "messageId": "no-txn-2",
+                "properties": {"currency": "USD"},
+            },
         ]
         assert (await gw.batch(batch, write_key=KEY)).status_code == 200
         await gw.wait_delivered("ga")
@@ -357,14 +363,15 @@ async def test_validate_dead_letters_what_ga4_would_drop(tmp_path: Path) -> None
         assert [r.path for r in server.requests] == ["/debug/mp/collect", "/mp/collect"]
         letters = sorted((letter["seq"], letter["error"]) for letter in await gw.dead_letters("ga"))
         assert letters[0][1].startswith("GA4 validation: VALUE_REQUIRED: Event at index: [1] needs transaction_id")
-        assert letters[1][1].startswith("GA4 validation: NAME_RESERVED")
+        assert letters[1][1].startswith("GA4 validation: VALUE_REQUIRED: Event at index: [3] needs transaction_id")
         assert gw.statistics("ga")["delivered"] == 2
 
 
 async def test_without_validate_ga4_drops_silently(tmp_path: Path) -> None:
     mp = MeasurementProtocol()
     async with open_loopback_server(mp) as server, run_gateway(config(server.url), data_dir=tmp_path) as gw:
-        await gw.send("track", {"anonymousId": "a1", "event": "session_start", "messageId": "r-1"}, write_key=KEY)
+        refund = {"anonymousId": "a1", "event": "Order Refunded", "messageId": "r-1", "properties": {"currency": "USD"}}
+        await gw.send("track", refund, write_key=KEY)
         await gw.wait_delivered("ga")
     assert [reason for reason, _ in mp.dropped] == ["invalid"]  # what validate = true is for
 
@@ -407,6 +414,21 @@ def test_valid_names() -> None:
     assert valid_name("firebase_x") == "n_firebase_x"
     assert valid_name("x" * 50) == "x" * 40
     assert valid_name("Signed-Up", lowercase=True) == "signed_up"
+
+
+def test_reserved_event_and_parameter_names_are_renamed_not_dropped() -> None:
+    """GA4 silently drops an event with a reserved name or parameter: a custom one gets ``n_``."""
+    config = Ga4Config(measurement_id="G-1", api_secret="s")
+    for event, name in [("session_start", "n_session_start"), ("Session Start", "Session_Start"), ("click", "n_click")]:
+        message = {"type": "track", "event": event, "anonymousId": "a", "properties": {"gclid": "g", "plan": "p"}}
+        mapped = to_ga4(message, config)
+        assert mapped is not None and mapped.event["name"] == name
+        assert {k: v for k, v in mapped.event["params"].items() if k != "engagement_time_msec"} == {
+            "n_gclid": "g",
+            "plan": "p",
+        }
+    page = to_ga4({"type": "page", "anonymousId": "a", "name": "Home"}, config)
+    assert page is not None and page.event["name"] == "page_view"
 
 
 def test_properties_of_one_shape_map_alike_whatever_their_values() -> None:

@@ -50,6 +50,8 @@ ITEM_FIELDS = {
 MAX_NAME = 40
 MAX_PARAMS = 25
 MAX_VALUE = 100
+#: The longest ``user_id`` GA4 takes (a longer one is left out, not cut).
+MAX_USER_ID = 256
 #: Longer values GA4 allows for these parameters.
 LONG_VALUES = {"page_location": 1000, "page_referrer": 420, "page_title": 300}
 #: Parameter name prefixes GA4 reserves.
@@ -428,4 +430,6 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> tuple[tup
         time_ms = first_time_ms(received_ms, message.originalTimestamp, message.receivedAt)
     event_body = {"name": name, "params": params, "timestamp_micros": time_ms * 1000}
     user_id = message.userId if config.send_user_id else None
+    if user_id is not None and len(user_id) > MAX_USER_ID:
+        user_id = None  # GA4 would not take it: the client id still says who it is (cut, it would be another user)
     return (str(client_id), user_id), event_body

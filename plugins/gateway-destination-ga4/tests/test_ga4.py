@@ -416,6 +416,13 @@ def test_valid_names() -> None:
     assert valid_name("Signed-Up", lowercase=True) == "signed_up"
 
 
+def test_a_user_id_longer_than_ga4_takes_is_left_out() -> None:
+    config = Ga4Config(measurement_id="G-1", api_secret="s")
+    for user_id, sent in [("u" * 256, "u" * 256), ("u" * 257, None)]:
+        mapped = to_ga4({"type": "track", "event": "E", "anonymousId": "a", "userId": user_id}, config)
+        assert mapped is not None and mapped.user_id == sent and mapped.client_id == "a"
+
+
 def test_reserved_event_and_parameter_names_are_renamed_not_dropped() -> None:
     """GA4 silently drops an event with a reserved name or parameter: a custom one gets ``n_``."""
     config = Ga4Config(measurement_id="G-1", api_secret="s")

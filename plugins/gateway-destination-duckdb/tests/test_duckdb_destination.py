@@ -127,8 +127,8 @@ async def test_a_backlog_is_loaded_into_a_file_kept_open_until_loads_stop(tmp_pa
         await destination.send(batch[80:120])
         assert wal.stat().st_size > 0
         with trio.fail_after(30):  # no load comes: closed after IDLE_RELEASE_SECS
-            while wal.exists() and wal.stat().st_size > 0:  # noqa: ASYNC110 - a file: no event tells
-                await trio.sleep(0.01)
+            await destination.wait_released()
+        assert not wal.exists() or wal.stat().st_size == 0
         assert not destination.status()["held_open"]
         assert sorted(r["id"] for r in read_tables(path)["clicked"]) == sorted(f"m{i}" for i in range(1, 121))
         await destination.send(batch[120:])  # opened again for the next load
@@ -210,8 +210,7 @@ async def test_a_file_another_process_holds_open_makes_loads_wait_and_is_read_wh
         await trio.to_thread.run_sync(late.close)
         monkeypatch.setattr(warehouse, "IDLE_RELEASE_SECS", 0.05)
         with trio.fail_after(30):  # no load comes: released
-            while destination.status()["held_open"]:  # noqa: ASYNC110 - no event tells
-                await trio.sleep(0.01)
+            await destination.wait_released()
         reader_now = await trio.to_thread.run_sync(Reader)
         assert await trio.to_thread.run_sync(reader_now.open) == "open 60\n"
         await trio.to_thread.run_sync(reader_now.close)

@@ -200,6 +200,7 @@ class WarehouseDestination(Destination):
         self._sending = False
         self._idle_since = 0.0
         self._idle_watch = False
+        self._released = trio.Event()  # set (and replaced) each time a held loader is let go
 
     # -- the delivery contract -----------------------------------------------------------
 
@@ -267,6 +268,12 @@ class WarehouseDestination(Destination):
         async with self._writing, self._mapping:
             return await trio.to_thread.run_sync(partial(self._guarded, work, *args, hold=hold))
 
+    async def wait_released(self) -> None:
+        """Return once the warehouse is not held open between backlog loads (see
+        :attr:`Loader.holds`): for tests, and whatever must wait for the file to be free."""
+        while self._held:
+            await self._released.wait()
+
     async def _release_when_idle(self) -> None:
         """Release the loader held between backlog loads once no load came for
         :data:`IDLE_RELEASE_SECS` (a system task: it needs no nursery and ends with the run)."""
@@ -280,6 +287,8 @@ class WarehouseDestination(Destination):
             log.warning("warehouse_release_failed", destination=self.id, error=str(error))
         finally:
             self._idle_watch = False
+            self._released.set()
+            self._released = trio.Event()
 
     def _guarded(self, work: Callable[..., Any], *args: Any, release: bool = True, hold: bool = False) -> Any:
         """Run ``work``, then release the loader (unless ``hold``: a backlog load that went

@@ -432,7 +432,9 @@ def test_overview_shows_each_destinations_health(console: Console, running: Runn
     console.log_in()
     status = httpx.get(f"{running.admin}/status", headers=running.bearer()).json()["destinations"]["hook"]
     assert status["delivered"] > 0
-    cells = page.locator("#destinations tr[data-destination=hook] td").all_inner_texts()
+    row = page.locator("#destinations tr[data-destination=hook]")
+    row.wait_for(timeout=SHOWS_WITHIN_MS)  # all_inner_texts() does not wait for the page
+    cells = row.locator("td").all_inner_texts()
     assert cells[0] == "hook" and cells[1] == "http"
     assert cells[2].split()[0] in {"ok", "failing", "behind"}
     assert int(cells[3]) >= status["delivered"]  # counters only grow

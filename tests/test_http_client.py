@@ -366,6 +366,40 @@ async def test_a_peer_reset_is_a_retryable_delivery_error(read_first: bool) -> N
         nursery.cancel_scope.cancel()
 
 
+async def test_an_answer_sent_before_the_body_was_read_is_the_outcome() -> None:
+    # A server refusing a large body answers 413 after the head and closes with the body
+    # unread: the kernel resets the connection, so the write fails, but the answer is in the
+    # receive buffer. It is the outcome (a destination splits the batch on 413), not a broken
+    # connection retried forever with the same body. The second request comes after a small
+    # one, on a reused connection.
+    async def refuse_large(stream: trio.SocketStream) -> None:
+        while True:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive_some(65536)
+            if b"Content-Length: 2\r\n" in data:
+                await stream.send_all(ok(b"small"))
+                continue
+            await stream.send_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\n\r\ntoo big")
+            stream.socket.close()
+            return
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, refuse_large, 0, host="127.0.0.1"))
+        url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}/"
+        client = HttpClient({})
+        try:
+            answer = await client.request("POST", url, {}, b"x" * (8 << 20))
+            assert (answer.status_code, answer.content) == (413, b"too big")
+            assert (await client.request("POST", url, {}, b"ok")).content == b"small"
+            answer = await client.request("POST", url, {}, b"x" * (8 << 20))
+            assert (answer.status_code, answer.content) == (413, b"too big")
+            assert (await client.request("POST", url, {}, b"ok")).content == b"small"  # not reused
+        finally:
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_request_cancelled_mid_write_leaves_no_connection_behind() -> None:
     # The first connection's server never reads: the 32 MiB body stalls in the kernel's buffers
     # and the caller gives up; the next requests go on a new connection, whole.

@@ -317,10 +317,14 @@ class HttpClient:
             try:
                 await connection.send_all(wire)
             except _CONNECTION_ERRORS as error:
-                if reused:
-                    raise _Unanswered from error
-                raise HttpClientError(f"{type(error).__name__}: {error}") from error
-            status, headers, body, keep = await _read_answer(connection, reused=reused)
+                early = await _early_answer(connection)
+                if early is None:
+                    if reused:
+                        raise _Unanswered from error
+                    raise HttpClientError(f"{type(error).__name__}: {error}") from error
+                status, headers, body, keep = early
+            else:
+                status, headers, body, keep = await _read_answer(connection, reused=reused)
         finally:
             if keep:
                 idle = self._idle.setdefault(key, [])
@@ -341,6 +345,20 @@ class HttpClient:
 
 class _Unanswered(Exception):
     """A reused connection closed before any byte of an answer: the request may go again."""
+
+
+async def _early_answer(connection: _Connection) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool] | None:
+    """The whole answer a server sent before it stopped reading the request, if it sent one.
+
+    A server refusing a body (413, 401) may answer after the head and close the connection
+    with the body unread, so the write fails (the kernel resets a connection closed with
+    unread data) while the answer waits in the receive buffer: the answer is the outcome,
+    not the broken write (curl and httpx read it too). The connection is never reused."""
+    try:
+        status, headers, body, _ = await _read_answer(connection, reused=False)
+    except (HttpClientError, *_CONNECTION_ERRORS):
+        return None
+    return status, headers, body, False
 
 
 async def _read_answer(connection: _Connection, *, reused: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from gateway import epoch_ms, first_time_ms, integration_options, number, products_of
+from gateway import first_time_ms, integration_options, number, products_of
 
 if TYPE_CHECKING:
     from gateway_destination_ga4 import Ga4Config
@@ -304,6 +304,11 @@ _MAX_PLANNED_PROPERTIES = 64
 _Plan = tuple[tuple[str, str, int], ...]
 #: Per (the event's own parameters, its property names): what :func:`_plan` made of them.
 _PLANS: dict[tuple[tuple[str, ...], tuple[str, ...]], _Plan] = {}
+#: The one parameter a custom track event without GA4 options has before its properties.
+_ENGAGEMENT = ("engagement_time_msec",)
+#: Per (event name, lowercase names, property names) of such an event: its GA4 name and
+#: what :func:`_plan` made of its properties (most events are these: no work per name).
+_CUSTOM_EVENTS: dict[tuple[str, bool, tuple[str, ...]], tuple[str, _Plan]] = {}
 
 
 def _add_custom(params: dict[str, Any], custom: dict[str, Any]) -> None:
@@ -312,8 +317,7 @@ def _add_custom(params: dict[str, Any], custom: dict[str, Any]) -> None:
     length, booleans as ``"true"``/``"false"``, values GA4 would drop the event for left out.
 
     Which property goes under which name depends only on the names: it is worked out once per
-    shape (:func:`_plan`), and each message only copies its values, unless one is left out
-    (that frees a name or a place for a later property: then the names are worked out again).
+    shape (:func:`_plan`), and each message only copies its values (:func:`_add_planned`).
     """
     if len(custom) > _MAX_PLANNED_PROPERTIES:
         _add_each(params, custom)
@@ -324,6 +328,12 @@ def _add_custom(params: dict[str, Any], custom: dict[str, Any]) -> None:
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
         plan = _PLANS[shape] = _plan(shape[0], shape[1])
+    _add_planned(params, custom, plan)
+
+
+def _add_planned(params: dict[str, Any], custom: dict[str, Any], plan: _Plan) -> None:
+    """:func:`_add_custom` by the ``plan`` of ``params``' names and ``custom``'s, unless a value
+    is left out (that frees a name or a place for a later property: then one at a time)."""
     for key, param, longest in plan:
         value = custom[key]
         kind = type(value)  # valid_value() inlined: this runs per property
@@ -380,6 +390,28 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> tuple[tup
     if kind not in ("track", "page"):
         return None
     integrations = message.integrations
+    event = message.event
+    properties = message.properties
+    if (
+        not integrations
+        and kind == "track"
+        and type(event) is str
+        and type(properties) is dict
+        and event not in ECOMMERCE
+        and len(properties) <= _MAX_PLANNED_PROPERTIES
+        and type(config.engagement_time_msec) is int
+    ):  # a custom event without options (most events): its name and plan worked out once per shape
+        client_id = message.anonymousId or message.userId
+        if client_id is None:
+            return None
+        shape = (event, config.lowercase_event_names, tuple(properties))
+        custom_event = _CUSTOM_EVENTS.get(shape)
+        if custom_event is None:
+            custom_event = _custom_event(shape)
+        name, plan = custom_event
+        params: dict[str, Any] = {"engagement_time_msec": config.engagement_time_msec}
+        _add_planned(params, properties, plan)
+        return _with_time_and_user(message, config, received_ms, client_id, name, params)
     if integrations:
         options = integration_options({"integrations": integrations}, *INTEGRATION_NAMES)
         client_id = client_id_of(message, options)
@@ -388,8 +420,9 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> tuple[tup
         client_id = message.anonymousId or message.userId
     if client_id is None:
         return None
-    properties = message.properties if isinstance(message.properties, dict) else {}
-    params: dict[str, Any] = {}
+    if not isinstance(properties, dict):
+        properties = {}
+    params = {}
     if kind == "page":
         name = "page_view"
         context = _decode_context(message.context)
@@ -402,7 +435,7 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> tuple[tup
         params.update({k: v for k, v in pairs.items() if v})
         custom = {k: v for k, v in properties.items() if k not in ("url", "referrer", "title", "path", "search")}
     else:
-        event = str(message.event)
+        event = str(event)
         if event in ECOMMERCE:
             name = ECOMMERCE[event]
             params = _ecommerce_params(event, properties)
@@ -425,9 +458,27 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> tuple[tup
                 del params[key]
             else:
                 params[key] = valid
-    time_ms = epoch_ms(message.timestamp)  # first_time_ms(), for the usual case first
-    if time_ms is None:
-        time_ms = first_time_ms(received_ms, message.originalTimestamp, message.receivedAt)
+    return _with_time_and_user(message, config, received_ms, client_id, name, params)
+
+
+def _custom_event(shape: tuple[str, bool, tuple[str, ...]]) -> tuple[str, _Plan]:
+    """The GA4 name and property plan of a custom track event of ``shape`` (kept)."""
+    event, lowercase, keys = shape
+    if len(_CUSTOM_EVENTS) >= _MAX_PLANS:
+        _CUSTOM_EVENTS.clear()
+    found = _CUSTOM_EVENTS[shape] = (
+        _unreserved(_valid_name(event, lowercase), RESERVED_EVENTS),
+        _plan(_ENGAGEMENT, keys),
+    )
+    return found
+
+
+def _with_time_and_user(
+    message: Message, config: Ga4Config, received_ms: int, client_id: Any, name: str, params: dict[str, Any]
+) -> tuple[tuple[str, Any], dict[str, Any]]:
+    """:func:`event_of`'s answer: the event ``name`` with ``params`` and the message's time, under
+    its client and user."""
+    time_ms = first_time_ms(received_ms, message.timestamp, message.originalTimestamp, message.receivedAt)
     event_body = {"name": name, "params": params, "timestamp_micros": time_ms * 1000}
     user_id = message.userId if config.send_user_id else None
     if user_id is not None and len(user_id) > MAX_USER_ID:

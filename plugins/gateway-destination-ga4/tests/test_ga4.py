@@ -471,3 +471,28 @@ def test_a_page_that_is_not_an_object_is_no_page() -> None:
             "page_title": "Home",
             "engagement_time_msec": 1,
         }
+
+
+def test_a_custom_event_maps_alike_with_and_without_options() -> None:
+    """A custom event without GA4 options takes its name and parameter names from what was worked
+    out for its shape: the same as an event of that shape with options (mapped step by step), for
+    each destination's own settings."""
+    plain = Ga4Config(measurement_id="G-1", api_secret="s")
+    lowercase = Ga4Config(measurement_id="G-1", api_secret="s", lowercase_event_names=True, engagement_time_msec=7)
+    properties = {"Plan Name": "Pro", "engagement_time_msec": 5, "seats": 3.5, "trial": False, "gclid": "g"}
+    options = {"Google Analytics 4": {"clientId": "a"}}
+    for config in (plain, lowercase, plain):
+        for values in (properties, {**properties, "seats": None}, {**properties, "trial": [1]}, {}):
+            message = {"type": "track", "event": "Seat Added", "anonymousId": "a", "properties": values}
+            fast = to_ga4(message, config)
+            step_by_step = to_ga4({**message, "integrations": options}, config)
+            assert fast is not None and fast == step_by_step
+    fast = to_ga4({"type": "track", "event": "Seat Added", "anonymousId": "a", "properties": properties}, lowercase)
+    assert fast is not None and fast.event["name"] == "seat_added"
+    assert fast.event["params"] == {
+        "engagement_time_msec": 7,
+        "Plan_Name": "Pro",
+        "seats": 3.5,
+        "trial": "false",
+        "n_gclid": "g",
+    }

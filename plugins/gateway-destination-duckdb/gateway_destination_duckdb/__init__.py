@@ -7,18 +7,22 @@ newest non-null value per column), so a batch loaded twice (a retry, a ``kill -9
 cursor moved, a replay) leaves one row per message. DuckDB commits durably; a load cut short
 leaves nothing behind.
 
+Two batches are in flight by default: the next one is mapped (in one thread, against the
+schema this load will leave) while this one is written (in another); the write checks in its
+transaction that the file has that schema, and has the batch mapped again if not.
+
 The file is opened for a load and closed after it (a checkpoint), so other processes can open
 it between loads (``duckdb -readonly var/warehouse.duckdb``); a reader that holds it open
 makes the next load wait for it (retried, with the error in ``gateway status``). While a backlog
-is caught up (back-to-back loads of full batches) the file stays open from one load to the next
-and is closed once loads stop coming: each commit writes its rows to the write-ahead log, and
-the checkpoint that writes them into the file runs once per :data:`CHECKPOINT_THRESHOLD` of log
-rather than once per load.
+is caught up (a write ends with the next batch already in flight) the file stays open from one
+load to the next and is closed as soon as a write ends with none: each commit writes its rows
+to the write-ahead log, and the checkpoint that writes them into the file runs once per
+:data:`CHECKPOINT_THRESHOLD` of log rather than once per load.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
@@ -85,6 +89,8 @@ _READ_TYPES = {
 #: 50,000-message load writes: every load was checkpointed, its rows written twice). The rows
 #: in the log stay in memory until the checkpoint: this bounds that memory.
 CHECKPOINT_THRESHOLD = "128MB"
+#: Batches in flight by default: one written while the next is mapped.
+OVERLAPPED_BATCHES = 2
 _STAGE = "_gateway_stage"
 _MERGED = "_gateway_merged"
 
@@ -98,15 +104,18 @@ class DuckDBConfig(WarehouseConfig, kw_only=True):
 
 class DuckDBLoader(Loader):
     """Loads into the DuckDB file at ``path``, opening it for each unit of work (or run of
-    backlog loads)."""
+    backlog loads). Two connections to the open file: one writes, the other reads the schemas
+    for the next batch meanwhile."""
 
     dialect: ClassVar[Dialect] = DIALECT
     projects: ClassVar[bool] = True
     holds: ClassVar[bool] = True
+    overlaps: ClassVar[bool] = True
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None  # loads, deletions, describe
+        self._reads: duckdb.DuckDBPyConnection | None = None  # read_schemas, beside a load
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -117,6 +126,9 @@ class DuckDBLoader(Loader):
         return self._con
 
     def release(self) -> None:
+        if self._reads is not None:
+            reads, self._reads = self._reads, None
+            reads.close()
         if self._con is not None:
             con, self._con = self._con, None
             con.close()
@@ -124,85 +136,66 @@ class DuckDBLoader(Loader):
     close = release
 
     def read_schemas(self, names: Sequence[str]) -> dict[str, Schema | None]:
-        found = self._read(names)
+        if self._reads is None:
+            self._reads = self._connection().cursor()
+        found = _read(self._reads, names)
         return {name: found.get(name) for name in names}
 
     def schemas(self) -> dict[str, Schema]:
-        return self._read(None)
-
-    def _read(self, names: Sequence[str] | None) -> dict[str, Schema]:
-        con = self._connection()
-        where = "WHERE catalog_name = current_database()"
-        params: list[Any] = []
-        if names is not None:
-            where += f" AND schema_name IN ({', '.join('?' for _ in names)})"
-            params = list(names)
-        schemas: dict[str, Schema] = {
-            name: {}
-            for (name,) in con.execute(
-                f"SELECT schema_name FROM information_schema.schemata {where}", params
-            ).fetchall()
-        }
-        if names is None:
-            for builtin in ("main", "information_schema", "pg_catalog"):
-                schemas.pop(builtin, None)
-        if not schemas:
-            return {}
-        marks = ", ".join("?" for _ in schemas)
-        rows = con.execute(
-            "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
-            f"WHERE table_catalog = current_database() AND table_schema IN ({marks}) "
-            "ORDER BY table_schema, table_name, ordinal_position",
-            list(schemas),
-        ).fetchall()
-        for schema, table, column, data_type in rows:
-            schemas[schema].setdefault(table, {})[column] = _READ_TYPES.get(data_type, ColumnType.STRING)
-        if names is None:  # describe: the schemas a warehouse destination made (they have its tables)
-            schemas = {name: tables for name, tables in schemas.items() if tables}
-        return schemas
+        return _read(self._connection(), None)
 
     def write(self, load: Load) -> None:
+        self.write_unless_changed(load, None)
+
+    def write_unless_changed(self, load: Load, schemas: Mapping[str, Schema | None] | None) -> bool:
+        """:meth:`write`, unless the schemas (read in the load's transaction) are not ``schemas``
+        (None: whatever they are)."""
         con = self._connection()
         con.execute("BEGIN TRANSACTION")
         try:
-            for schema in load.schemas:
-                if schema.created:
-                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema.schema)}")
-                for table in schema.tables.values():
-                    target = qualified(schema.schema, table.name)
-                    if table.created:
-                        con.execute(
-                            create_table(schema.schema, table.name, {c: _TYPES[t] for c, t in table.added.items()})
-                        )
-                    else:
-                        for column, kind in table.added.items():
-                            con.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote(column)} {_TYPES[kind]}")
-                    con.register(_STAGE, arrow_table(table))
-                    try:
-                        names = ", ".join(quote(c) for c in table.columns)
-                        if table.merge == "latest":
-                            for statement in merge_latest(
-                                target, _STAGE, _MERGED, list(table.columns), table.all_columns
-                            ):
-                                con.execute(statement)
-                            con.execute(f"DROP TABLE {_MERGED}")
-                        else:
-                            key = quote(table.key)
-                            con.execute(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM {_STAGE})")
-                            con.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {_STAGE}")
-                    finally:
-                        con.unregister(_STAGE)
+            if schemas is not None:
+                found = _read(con, list(schemas))
+                if {name: found.get(name) for name in schemas} != schemas:
+                    con.execute("ROLLBACK")
+                    return False
+            self._write(con, load)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        return True
+
+    def _write(self, con: duckdb.DuckDBPyConnection, load: Load) -> None:
+        for schema in load.schemas:
+            if schema.created:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema.schema)}")
+            for table in schema.tables.values():
+                target = qualified(schema.schema, table.name)
+                if table.created:
+                    con.execute(create_table(schema.schema, table.name, {c: _TYPES[t] for c, t in table.added.items()}))
+                else:
+                    for column, kind in table.added.items():
+                        con.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote(column)} {_TYPES[kind]}")
+                con.register(_STAGE, arrow_table(table))
+                try:
+                    names = ", ".join(quote(c) for c in table.columns)
+                    if table.merge == "latest":
+                        for statement in merge_latest(target, _STAGE, _MERGED, list(table.columns), table.all_columns):
+                            con.execute(statement)
+                        con.execute(f"DROP TABLE {_MERGED}")
+                    else:
+                        key = quote(table.key)
+                        con.execute(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM {_STAGE})")
+                        con.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {_STAGE}")
+                finally:
+                    con.unregister(_STAGE)
 
     def delete_user(self, user_id: str) -> int:
         con = self._connection()
         removed = 0
         con.execute("BEGIN TRANSACTION")
         try:
-            for schema, tables in self._read(None).items():
+            for schema, tables in _read(con, None).items():
                 for table, columns in tables.items():
                     column = "id" if table == "users" else "user_id" if "user_id" in columns else None
                     if column is None:
@@ -232,6 +225,43 @@ class DuckDBLoader(Loader):
         return DeliveryError(f"DuckDB: {error}", retryable=not permanent, kind=kind)
 
 
+def _read(con: duckdb.DuckDBPyConnection, names: Sequence[str] | None) -> dict[str, Schema]:
+    """The tables and column types of the named schemas (None: every schema but DuckDB's own
+    that has tables), as ``con`` sees them."""
+    where = "WHERE catalog_name = current_database()"
+    params: list[Any] = []
+    if names is not None:
+        where += f" AND schema_name IN ({', '.join('?' for _ in names)})"
+        params = list(names)
+    schemas: dict[str, Schema] = {
+        name: {}
+        for (name,) in con.execute(f"SELECT schema_name FROM information_schema.schemata {where}", params).fetchall()
+    }
+    if names is None:
+        for builtin in ("main", "information_schema", "pg_catalog"):
+            schemas.pop(builtin, None)
+    if not schemas:
+        return {}
+    marks = ", ".join("?" for _ in schemas)
+    rows = con.execute(
+        "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+        f"WHERE table_catalog = current_database() AND table_schema IN ({marks}) "
+        "ORDER BY table_schema, table_name, ordinal_position",
+        list(schemas),
+    ).fetchall()
+    for schema, table, column, data_type in rows:
+        schemas[schema].setdefault(table, {})[column] = _READ_TYPES.get(data_type, ColumnType.STRING)
+    if names is None:  # describe: the schemas a warehouse destination made (they have its tables)
+        schemas = {name: tables for name, tables in schemas.items() if tables}
+    return schemas
+
+
+def _delivery_defaults(options: DuckDBConfig) -> dict[str, Any]:
+    """The warehouse defaults with two batches in flight: the next one is mapped while this one
+    is written (see :attr:`gateway_warehouse.Loader.overlaps`)."""
+    return {**warehouse_delivery_defaults(options), "concurrency": OVERLAPPED_BATCHES}
+
+
 def _build(config: DuckDBConfig, context: DestinationContext) -> WarehouseDestination:
     return WarehouseDestination(config, context, lambda: DuckDBLoader(config.path), engine="duckdb")
 
@@ -244,6 +274,6 @@ def gateway_destination_types() -> list[DestinationType]:
             config_type=DuckDBConfig,
             factory=_build,
             description="Segment's warehouse schema in an embedded DuckDB file, loaded every sync_interval_secs",
-            delivery_defaults=warehouse_delivery_defaults,
+            delivery_defaults=_delivery_defaults,
         )
     ]

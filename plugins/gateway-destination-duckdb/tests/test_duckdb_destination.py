@@ -4,14 +4,17 @@ file; rows compared column by column; loads repeated, evolved, deleted."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import trio
-from gateway_warehouse.testing import WRITE_KEY, assert_loaded, send_calls
+import trio.testing
+from gateway_warehouse.testing import WRITE_KEY, assert_loaded, bought, mapped_event, send_calls
+from structlog.testing import capture_logs
 
-from gateway import Record
+from gateway import DeliveryError, DestinationContext, Record
 from gateway.testing import run_gateway
 
 TOKEN = "an-admin-token-of-enough-length"
@@ -215,3 +218,114 @@ async def test_a_file_another_process_holds_open_makes_loads_wait_and_is_read_wh
         assert await trio.to_thread.run_sync(reader_now.open) == "open 60\n"
         await trio.to_thread.run_sync(reader_now.close)
     assert sorted(r["id"] for r in read_tables(path)["clicked"]) == sorted(f"m{i}" for i in range(1, 61))
+
+
+async def test_a_batch_mapped_against_a_schema_another_process_changed_is_mapped_again(tmp_path: Path) -> None:
+    """The next batch is mapped against the schema the last load left, without reading it; the
+    write finds that someone dropped a column in the file since, and maps the batch again."""
+    from gateway_destination_duckdb import DuckDBConfig, _build
+
+    from gateway import DestinationContext
+
+    path = tmp_path / "w.duckdb"
+    destination = _build(DuckDBConfig(path=str(path)), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send([bought(1, {"price": 1.5, "coupon": "A"})])  # partial: the file is released
+        con = duckdb.connect(str(path))
+        con.execute("ALTER TABLE web.bought DROP COLUMN coupon")
+        con.close()
+        with capture_logs() as logs:
+            await destination.send([bought(2, {"price": 2.5, "coupon": "B"})])
+    assert [entry["event"] for entry in logs].count("warehouse_schema_changed") == 1
+    rows = sorted((r["id"], r["price"], r["coupon"]) for r in read_tables(path)["bought"])
+    assert rows == [("m1", 1.5, None), ("m2", 2.5, "B")]
+
+
+async def test_the_next_batch_is_mapped_while_one_is_written_and_mapped_again_if_that_write_fails(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Batch B is mapped while batch A is written, against the schema A would leave (a new
+    column); A fails, so B's write finds the column missing and B is mapped again: B's rows are
+    loaded as if A had never been tried. The file stays open while a batch is in flight and is
+    released as soon as a write ends with none (no idle wait), for other processes to read."""
+    import gateway_warehouse.destination as warehouse
+    from gateway_destination_duckdb import DuckDBConfig, DuckDBLoader
+    from gateway_warehouse import Load, Schema, WarehouseDestination
+
+    monkeypatch.setattr(warehouse, "IDLE_RELEASE_SECS", 3600.0)  # only the end of the writes releases
+    path = tmp_path / "w.duckdb"
+
+    class FailsBatchA(DuckDBLoader):
+        def write_unless_changed(self, load: Load, schemas: Mapping[str, Schema | None] | None) -> bool:
+            if load.first_seq == 2:  # batch A fails once batch B is mapped
+                assert b_mapped.wait(timeout=60)
+                raise duckdb.IOException("the disk is full")
+            return super().write_unless_changed(load, schemas)
+
+    destination = WarehouseDestination(
+        DuckDBConfig(path=str(path)),
+        DestinationContext("wh", tmp_path),
+        lambda: FailsBatchA(str(path)),
+        engine="duckdb",
+    )
+    async with destination:
+        await destination.send([bought(1, {"quantity": 1})])
+        b_mapped = mapped_event(destination, first_seq=3)
+        failures: list[DeliveryError] = []
+        held_after_a: list[bool] = []
+
+        async def send_a() -> None:
+            try:
+                await destination.send([bought(2, {"quantity": 5, "coupon": "A"})])
+            except DeliveryError as error:
+                failures.append(error)
+            held_after_a.append(destination.status()["held_open"])
+
+        with capture_logs() as logs:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_a)
+                await trio.testing.wait_all_tasks_blocked()  # A is mapped, then held in its write
+                nursery.start_soon(destination.send, [bought(3, {"quantity": 2, "coupon": "B"})])
+        with trio.fail_after(30):  # B's write ended with nothing in flight: released at once
+            await destination.wait_released()
+        assert read_tables(path)["bought"]  # another process opens the file
+        await destination.send([bought(4, {"quantity": 3}), bought(5, {"quantity": 4})])
+        await destination.send([bought(5, {"quantity": 4})])  # loaded again: replaced
+    assert len(failures) == 1 and "disk is full" in str(failures[0])
+    assert held_after_a == [False]  # a failed write releases the file
+    assert [entry["event"] for entry in logs].count("warehouse_schema_changed") == 1
+    rows = sorted((r["id"], r["quantity"], r["coupon"]) for r in read_tables(path)["bought"])
+    assert rows == [("m1", 1, None), ("m3", 2, "B"), ("m4", 3, None), ("m5", 4, None)]
+
+
+async def test_a_file_is_held_open_while_another_batch_is_in_flight(tmp_path: Path, monkeypatch: Any) -> None:
+    """Two batches in flight (the duckdb type's default): each write that ends while the next
+    batch is on its way leaves the file open; the last one closes it, whatever the batch size."""
+    import gateway_warehouse.destination as warehouse
+    from gateway_destination_duckdb import DuckDBConfig, _build
+
+    from gateway import DestinationContext
+
+    monkeypatch.setattr(warehouse, "IDLE_RELEASE_SECS", 3600.0)
+    path = tmp_path / "w.duckdb"
+    destination = _build(DuckDBConfig(path=str(path)), DestinationContext("wh", tmp_path))
+    held: list[bool] = []
+    slots = trio.Semaphore(2)  # as the delivery worker keeps them
+
+    async def send(batch: list[Record]) -> None:
+        try:
+            await destination.send(batch)
+            held.append(destination.status()["held_open"])
+        finally:
+            slots.release()
+
+    async with destination:
+        async with trio.open_nursery() as nursery:
+            for start in range(1, 101, 20):
+                await slots.acquire()
+                nursery.start_soon(send, [bought(seq, {"quantity": seq}) for seq in range(start, start + 20)])
+        with trio.fail_after(30):
+            await destination.wait_released()
+        assert held[:4] == [True] * 4 and held[4:] == [False]
+        ids = sorted(r["id"] for r in read_tables(path)["bought"])
+    assert ids == sorted(f"m{seq}" for seq in range(1, 101))

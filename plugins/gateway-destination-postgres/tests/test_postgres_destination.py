@@ -4,7 +4,6 @@ PostgreSQL server started by the tests; rows compared column by column; exactly 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ import psycopg
 import trio
 import trio.testing
 from gateway_destination_postgres.testing import TemporaryPostgres
-from gateway_warehouse.testing import WRITE_KEY, assert_loaded, send_calls
+from gateway_warehouse.testing import WRITE_KEY, assert_loaded, bought, mapped_event, send_calls
 from structlog.testing import capture_logs
 
 from gateway import DeliveryError, DestinationContext, Record
@@ -167,18 +166,6 @@ async def test_timestamps_are_the_same_instants_whatever_the_sessions_time_zone(
     assert user["received_at"] == datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
 
 
-def bought(seq: int, properties: dict[str, Any]) -> Record:
-    body = {
-        "type": "track",
-        "event": "Bought",
-        "userId": "u",
-        "messageId": f"m{seq}",
-        "receivedAt": "2026-01-01T00:00:00Z",
-        "properties": properties,
-    }
-    return Record(seq=seq, source="web", body=json.dumps(body).encode())
-
-
 async def test_columns_an_operator_retyped_are_still_loaded(postgres: TemporaryPostgres, tmp_path: Path) -> None:
     """Rows go in binary only into columns of the types the destination creates: a column
     changed to ``integer`` or ``numeric`` is loaded as CSV, which the server casts."""
@@ -224,8 +211,6 @@ async def test_a_batch_mapped_while_the_one_before_failed_is_mapped_again(
     from gateway_destination_postgres import PostgresConfig, PostgresLoader
     from gateway_warehouse import Load, Schema, WarehouseDestination
 
-    b_mapped = threading.Event()
-
     class HoldsBatchA(PostgresLoader):
         def write_unless_changed(self, load: Load, schemas: Mapping[str, Schema | None]) -> bool:
             if load.first_seq == 2:  # batch A waits until batch B is mapped
@@ -240,16 +225,7 @@ async def test_a_batch_mapped_while_the_one_before_failed_is_mapped_again(
         await destination.send([bought(1, {"quantity": 1})])
         with psycopg.connect(postgres.dsn) as conn:
             conn.execute("ALTER TABLE failed.bought ADD CHECK (quantity < 100)")
-        mapper = destination.mapper()
-        map_batch = mapper.map
-
-        def map_and_tell(batch: Any, schemas: Any, **options: Any) -> Load:
-            load = map_batch(batch, schemas, **options)
-            if load.first_seq == 3:
-                b_mapped.set()
-            return load
-
-        mapper.map = map_and_tell  # type: ignore[method-assign]
+        b_mapped = mapped_event(destination, first_seq=3)
         failures: list[DeliveryError] = []
 
         async def send_a() -> None:

@@ -21,6 +21,8 @@ mapping each take a core). The next batch is mapped against the schema this one 
 write checks, in its own transaction, that the warehouse has that schema; when it has not (this
 load failed, or someone else changed a table), the batch is mapped again against what the
 warehouse has and then written. So overlapping changes no row, only when the mapping happens.
+A loader that also :attr:`~Loader.holds` is released after a write only when no other batch
+is in flight (the log is caught up), under both locks: the next batch may be mapped against it.
 """
 
 from __future__ import annotations
@@ -121,9 +123,11 @@ class Loader(abc.ABC):
     projects: ClassVar[bool] = False
 
     #: Whether :meth:`release` may wait while a backlog is loaded: the destination then skips
-    #: it between back-to-back loads of full batches and calls it once loads stop coming
-    #: (:data:`IDLE_RELEASE_SECS`). For an engine whose release costs work per load (DuckDB
-    #: checkpoints the file on close, writing each load's rows a second time).
+    #: it between back-to-back loads (a write that ends while the next batch is already in
+    #: flight, or, one batch at a time, a full batch) and calls it once a write ends with none
+    #: in flight or loads stop coming (:data:`IDLE_RELEASE_SECS`). For an engine whose release
+    #: costs work per load (DuckDB checkpoints the file on close, writing each load's rows a
+    #: second time).
     holds: ClassVar[bool] = False
 
     @abc.abstractmethod
@@ -197,7 +201,10 @@ class WarehouseDestination(Destination):
         self._last_error_at: float | None = None
         #: The loader was not released after the last load (a backlog is being loaded).
         self._held = False
-        self._sending = False
+        self._sends = 0  # sends in flight: two when the delivery keeps two batches going
+        #: Two sends were in flight at once: a loader that holds is then released as soon as a
+        #: write ends with no other batch on its way (the log is caught up), with no idle wait.
+        self._overlapping = False
         self._idle_since = 0.0
         self._idle_watch = False
         self._released = trio.Event()  # set (and replaced) each time a held loader is let go
@@ -207,15 +214,17 @@ class WarehouseDestination(Destination):
     async def send(self, batch: Sequence[Record]) -> None:
         """Load ``batch``; returns once it is committed."""
         rows = [(record.seq, record.source, record.body) for record in batch]
-        self._sending = True
+        self._sends += 1
+        self._overlapping = self._overlapping or self._sends > 1
         try:
             loader = self._loader or await self._run(self._ready)
+            backlog = len(rows) >= BACKLOG_MESSAGES
             if loader.overlaps:
-                await self._overlapped(rows)
+                await self._overlapped(rows, backlog=backlog)
             else:
-                await self._run(self._load, rows, hold=len(rows) >= BACKLOG_MESSAGES)
+                await self._run(self._load, rows, hold=backlog)
         finally:
-            self._sending = False
+            self._sends -= 1
             self._idle_since = trio.current_time()
         if self._held and not self._idle_watch:
             self._idle_watch = True
@@ -280,7 +289,7 @@ class WarehouseDestination(Destination):
         try:
             while self._held:
                 await trio.sleep(IDLE_RELEASE_SECS / 4)
-                if self._held and not self._sending and trio.current_time() - self._idle_since >= IDLE_RELEASE_SECS:
+                if self._held and not self._sends and trio.current_time() - self._idle_since >= IDLE_RELEASE_SECS:
                     await self._run(lambda: None)  # released after it
                     log.info("warehouse_released", destination=self.id, idle_secs=IDLE_RELEASE_SECS)
         except Exception as error:  # the next unit of work releases it again
@@ -313,7 +322,7 @@ class WarehouseDestination(Destination):
                 if not self._held:
                     loader.release()
 
-    async def _overlapped(self, rows: list[tuple[int, str, bytes]]) -> None:
+    async def _overlapped(self, rows: list[tuple[int, str, bytes]], *, backlog: bool) -> None:
         """Map ``rows`` (beside the write of the batch before), then write them in turn."""
         started = time.monotonic()
         async with self._mapping:
@@ -322,8 +331,13 @@ class WarehouseDestination(Destination):
         async with self._writing:
             writing = time.monotonic()
             written = False
+            # A loader that holds is released below, not in the writing thread: the next batch
+            # may be mapped against it meanwhile.
+            holds = self._ready().holds
             try:
-                while not await trio.to_thread.run_sync(self._guarded, self._write_unless_changed, load, base):
+                while not await trio.to_thread.run_sync(
+                    partial(self._guarded, self._write_unless_changed, load, base, release=not holds)
+                ):
                     log.info("warehouse_schema_changed", destination=self.id, hint="the batch is mapped again")
                     async with self._mapping:
                         self._tip = None
@@ -332,8 +346,37 @@ class WarehouseDestination(Destination):
             finally:
                 if not written:  # the guess assumed this load: it is wrong now
                     self._tip = None
+                if holds:
+                    with trio.CancelScope(shield=True):
+                        await self._hold_or_release(self._more_coming(backlog), failed=not written)
         done = time.monotonic()
         self._booked(load, done - started, {**phases, "wait": writing - waited, "write": done - writing})
+
+    def _more_coming(self, backlog: bool) -> bool:
+        """Whether another load is expected at once: another batch is in flight already, or,
+        when the delivery keeps one batch at a time, this one was full (a backlog)."""
+        return self._sends > 1 or (backlog and not self._overlapping)
+
+    async def _hold_or_release(self, hold: bool, *, failed: bool) -> None:
+        """After a write (holding ``_writing``): keep a loader that :attr:`Loader.holds` for the
+        next load, or release it unless a batch began mapping against it meanwhile. After a
+        failed write it is released whatever comes next (the engine may need opening again)."""
+        if hold and not failed:
+            self._held = True
+            return
+        async with self._mapping:
+            if not failed and self._more_coming(backlog=False):
+                self._held = True
+                return
+            try:
+                if self._loader is not None:
+                    await trio.to_thread.run_sync(self._loader.release)
+            finally:
+                if self._held:
+                    log.info("warehouse_released", destination=self.id, reason="failed" if failed else "caught_up")
+                self._held = False
+                self._released.set()
+                self._released = trio.Event()
 
     async def _map_in_thread(
         self, rows: list[tuple[int, str, bytes]]

@@ -14,12 +14,29 @@ Needs ``segment-analytics-python`` (the gateway's test extras).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CALLS", "WRITE_KEY", "Json", "Near", "assert_loaded", "expected_tables", "send_calls"]
+from gateway import Record
+
+if TYPE_CHECKING:
+    from gateway_warehouse.destination import WarehouseDestination
+    from gateway_warehouse.tables import Load
+
+__all__ = [
+    "CALLS",
+    "WRITE_KEY",
+    "Json",
+    "Near",
+    "assert_loaded",
+    "bought",
+    "expected_tables",
+    "mapped_event",
+    "send_calls",
+]
 
 WRITE_KEY = "warehouse-kit-write-key"
 T0 = datetime(2026, 3, 1, 9, 30, 0, 123000, tzinfo=UTC)
@@ -306,6 +323,36 @@ class CrashRun:
     failed: set[str]
     kills: int
     kills_mid_load: int
+
+
+def bought(seq: int, properties: dict[str, Any]) -> Record:
+    """A log record at ``seq``: a "Bought" track (message id ``m<seq>``) with ``properties``."""
+    body = {
+        "type": "track",
+        "event": "Bought",
+        "userId": "u",
+        "messageId": f"m{seq}",
+        "receivedAt": "2026-01-01T00:00:00Z",
+        "properties": properties,
+    }
+    return Record(seq=seq, source="web", body=json.dumps(body).encode())
+
+
+def mapped_event(destination: WarehouseDestination, first_seq: int) -> threading.Event:
+    """An event set once ``destination`` has mapped the batch that starts at ``first_seq``: a
+    test of a loader that overlaps holds one write until the next batch is mapped beside it."""
+    mapped = threading.Event()
+    mapper = destination.mapper()
+    map_batch = mapper.map
+
+    def map_and_tell(batch: Any, schemas: Any, **options: Any) -> Load:
+        load = map_batch(batch, schemas, **options)
+        if load.first_seq == first_seq:
+            mapped.set()
+        return load
+
+    mapper.map = map_and_tell  # type: ignore[method-assign]
+    return mapped
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:

@@ -281,17 +281,36 @@ class Classifier:
             return planned
         # Each site as the walk classifies it, from its key's class: the plan holds only when
         # every one gets the class (and matchers) it was planned with.
-        holds = (self._site_holds, _CLASSED_BY_TYPE)
+        holds = (self._site_check, _CLASSED_BY_TYPE)
         planned = self._plans.findings(message, survey=survey, red_only=red_only, holds=holds)
         if planned is None and self._plans.findings(message, survey=survey, red_only=red_only):
             planned = self._plans.findings(message, survey=survey, red_only=red_only, holds=holds)
         return planned
 
-    def _site_holds(self, path: str, key: Any, value: Any, cls: str, hits: tuple[str, ...]) -> bool:
-        """Whether a field gets the class and matchers it was planned with, as the walk
-        classifies it from its key's class (a site's check; see ShapePlans.findings)."""
-        got = self._value_class(value, *self.key_class(path, key))
-        return got[0] == cls and got[1] == hits
+    def _site_check(self, path: str, key: Any, cls: str, hits: tuple[str, ...]) -> Callable[[Any], bool]:
+        """The check of a site's values (see ShapePlans.findings): whether a value gives the field
+        the class and matchers it was planned with, as the walk classifies it from its key's
+        class. What the walk decides from the key is decided here once, for every value."""
+        key_cls, key_hits = self.key_class(path, key)
+        planned = (cls, hits)
+        unchanged = (key_cls, key_hits) == planned  # what a value no check raises gives
+        # A string or an integer: what the checks say of it (remembered by _checked_value) is
+        # (key_cls, ()) or the class and matchers that raised it, which the walk adds to key_hits.
+        expected = (cls, hits[len(key_hits) :]) if hits[: len(key_hits)] == key_hits else None
+        results, checked, value_class = self._value_results, self._checked_value, self._value_class
+
+        def check(value: Any) -> bool:
+            kind = type(value)
+            if kind is str or kind is int:
+                result = results.get((key_cls, value))
+                if result is None:
+                    result = checked(value, key_cls)
+                return result == expected
+            if kind is list and str not in (types := {*map(type, value)}) and list not in types:
+                return unchanged  # an array with no strings to check (say, of objects): its key's class
+            return value_class(value, key_cls, key_hits) == planned
+
+        return check
 
     def walk(self, message: dict[str, Any]) -> list[Finding]:
         """Every field of ``message`` for an inventory: what :meth:`scan` finds (a classified

@@ -36,6 +36,9 @@ MAX_MESSAGE_PLAN_FIELDS = 512
 #: Message plans tried per message kind (type, event name and the sizes of the roots), most recently used first, and
 #: message shapes and kinds remembered at most (each plan holds a few msgspec types).
 MESSAGE_PLANS_PER_KIND = 2
+#: A kind's plans are tried in the order of their hits (a failed convert costs as much as a
+#: successful one), halved when one reaches this: the order follows what comes now.
+PLAN_HITS_HALVED_AT = 256
 MAX_MESSAGE_PLANS = 1024
 #: Values a site of a message plan remembers as holding its class at most, and the longest
 #: string remembered (see :meth:`_MessagePlan.sites_hold`).
@@ -133,9 +136,10 @@ _Step = tuple[Any, ...]
 _Leaf = tuple[tuple[str, ...], str, str, str, tuple[str, ...]]
 
 
-#: ``holds(path, key, value, cls, hits)``: whether the field's value gives it the class and
-#: matchers its plan has (the classifier's check of a site, every value of it checked).
-SiteHolds = Callable[[str, Any, Any, str, tuple[str, ...]], bool]
+#: ``site_check(path, key, cls, hits)``: the check of one site's values, made once per site:
+#: whether a value gives the field the class and matchers its plan has (the classifier's; every
+#: value of the site is checked).
+SiteCheck = Callable[[str, Any, str, tuple[str, ...]], Callable[[Any], bool]]
 
 
 class _MessagePlan:
@@ -144,31 +148,34 @@ class _MessagePlan:
     message checks, the same as ``leaves`` when no array is on the way (else None), and its
     :class:`Shape`."""
 
-    __slots__ = ("_sites_hold", "leaves", "shape", "steps", "type")
+    __slots__ = ("_sites_hold", "hits", "leaves", "shape", "steps", "type")
 
     def __init__(self, type_: Any, steps: tuple[tuple[_Step, ...], ...], shape: Shape | None) -> None:
         self.type = type_
         self.steps = steps  # non-green findings, red ones, the sites to check in a sampled message
         self.leaves = tuple(_leaves(variant, ()) for variant in steps)
         self.shape = shape
-        self._sites_hold: Callable[[dict[str, Any], SiteHolds], bool] | None = None
+        self._sites_hold: Callable[[dict[str, Any]], bool] | None = None
+        self.hits = 0  # messages that took it lately (see PLAN_HITS_HALVED_AT)
 
-    def sites_hold(self, message: dict[str, Any], holds: SiteHolds, type_only: frozenset[type]) -> bool:
+    def sites_hold(self, message: dict[str, Any], site_check: SiteCheck, type_only: frozenset[type]) -> bool:
         """Whether every site of ``message`` (which has this shape) holds its planned class, by
-        ``holds``. Each site remembers what held there (in memory only, like the classifier's
+        its ``site_check``. Each site remembers what held there (in memory only, like the classifier's
         value results): a string or an integer, or the type of a value whose class depends on
         its type only (``type_only``, given by the classifier): such a value costs one lookup,
         and only the others are checked."""
         check = self._sites_hold
         if check is None:
-            check = self._sites_hold = _compile_sites(self.steps[_SITES], type_only)
-        return check(message, holds)
+            check = self._sites_hold = _compile_sites(self.steps[_SITES], site_check, type_only)
+        return check(message)
 
 
-def _compile_sites(steps: tuple[_Step, ...], type_only: frozenset[type]) -> Callable[[dict[str, Any], SiteHolds], bool]:
+def _compile_sites(
+    steps: tuple[_Step, ...], site_check: SiteCheck, type_only: frozenset[type]
+) -> Callable[[dict[str, Any]], bool]:
     """:meth:`_MessagePlan.sites_hold` as straight-line code (a loop per array on the way)."""
     namespace: dict[str, Any] = {}
-    lines = ["def sites_hold(m, holds):"]
+    lines = ["def sites_hold(m):"]
     nodes = iter(range(1 << 30))
 
     def emit(steps: tuple[_Step, ...], node: str, indent: str) -> None:
@@ -179,11 +186,13 @@ def _compile_sites(steps: tuple[_Step, ...], type_only: frozenset[type]) -> Call
                 integers: set[int] = set()
                 types: set[type] = set()
                 namespace[f"_s{n}"], namespace[f"_i{n}"], namespace[f"_t{n}"] = strings, integers, types
-                namespace[f"_held{n}"] = _site_memo(below, key, cls, hits, strings, integers, types, type_only)
+                namespace[f"_held{n}"] = _site_memo(
+                    site_check(below, key, cls, hits), strings, integers, types, type_only
+                )
                 lines.append(f"{indent}v = {node}[{key!r}]")
                 lines.append(
                     f"{indent}if not (v in _s{n} if (t := type(v)) is str else v in _i{n} if t is int else t in _t{n})"
-                    f" and not _held{n}(v, holds): return False"
+                    f" and not _held{n}(v): return False"
                 )
             elif kind == _DICT:
                 child = f"n{next(nodes)}"
@@ -198,24 +207,21 @@ def _compile_sites(steps: tuple[_Step, ...], type_only: frozenset[type]) -> Call
     lines.append("    return True")
     # Only our own code: keys enter as repr() of str (msgspec refused others), the rest as names.
     exec(compile("\n".join(lines), "<privacy sites>", "exec"), namespace)
-    sites_hold: Callable[[dict[str, Any], SiteHolds], bool] = namespace["sites_hold"]
+    sites_hold: Callable[[dict[str, Any]], bool] = namespace["sites_hold"]
     return sites_hold
 
 
 def _site_memo(
-    path: str,
-    key: Any,
-    cls: str,
-    hits: tuple[str, ...],
+    check: Callable[[Any], bool],
     strings: set[str],
     integers: set[int],
     types: set[type],
     type_only: frozenset[type],
-) -> Callable[[Any, SiteHolds], bool]:
-    """A site's check of a value it does not remember: ``holds``, then remembered when it held."""
+) -> Callable[[Any], bool]:
+    """A site's check of a value it does not remember: ``check``, then remembered when it held."""
 
-    def held(value: Any, holds: SiteHolds) -> bool:
-        if not holds(path, key, value, cls, hits):
+    def held(value: Any) -> bool:
+        if not check(value):
             return False
         kind = type(value)
         if kind in type_only:
@@ -282,6 +288,24 @@ def _run(steps: tuple[_Step, ...], node: dict[str, Any], found: list[Finding]) -
                 _run(path_or_steps, item, found)
 
 
+def _compile_kind(roots: tuple[str, ...]) -> Callable[[dict[str, Any], bool], tuple[Any, ...]]:
+    """``kind(message, survey)``: a message's kind, by which its message plans are found: its
+    type, event name and the sizes of its roots, which tell most shapes of one kind apart (an
+    optional property or trait), so a message rarely tries a plan of another shape (a failed
+    convert costs as much as a successful one). A kind only says which plans to try (the convert
+    decides), so an absent root counts as empty and a root that is no dict may share a kind with
+    one. Raises TypeError for a root with no size. (Generated: a loop over the roots cost three
+    times as much.)"""
+    sizes = "".join(f"len(get({root!r}, ())), " for root in roots)
+    namespace: dict[str, Any] = {}
+    source = (
+        f"def kind(message, survey):\n    get = message.get\n    return (survey, get('type'), get('event'), {sizes})"
+    )
+    exec(compile(source, "<message kind>", "exec"), namespace)  # the roots enter as repr() of str
+    kind: Callable[[dict[str, Any], bool], tuple[Any, ...]] = namespace["kind"]
+    return kind
+
+
 class ShapePlans:
     """The plans of one classifier, per field path and shape, and the message shapes they make."""
 
@@ -291,6 +315,7 @@ class ShapePlans:
         #: classifier with ``value_checks = "every"`` learns nothing for good).
         self._red_sites = red_sites
         self._roots = roots  # the message's keys a walk starts from
+        self._kind = _compile_kind(roots)
         self._tables: dict[tuple[str, bool], _Table] = {}
         self._plans = 0
         self._planned_fields = 0  # fields of the plans in _tables
@@ -331,39 +356,41 @@ class ShapePlans:
         survey: bool,
         red_only: bool,
         sites: list[Finding] | None = None,
-        holds: tuple[SiteHolds, frozenset[type]] | None = None,
+        holds: tuple[SiteCheck, frozenset[type]] | None = None,
     ) -> tuple[list[Finding], Shape | None] | None:
         """The non-green (or only the red) findings of a message, and its shape when ``survey``;
         or None when some dict has no plan (a value to check: walk it field by field). Given
         ``sites``, a sampled message: only a message plan serves, and it adds the fields whose
         values are to be checked (with the class a check must not change) to ``sites``. Given
-        ``holds`` instead (a site's check, and the types whose class is their type's), only a
+        ``holds`` instead (what makes a site's check, and the types whose class is their type's), only a
         message plan serves too, and only when every site holds (see :meth:`_MessagePlan.sites_hold`)."""
         try:
-            # The sizes of the roots tell most shapes of one kind apart (an optional property
-            # or trait): a message rarely tries a plan of another shape (a failed convert costs
-            # as much as a successful one).
-            sizes = [len(node) if type(node) is dict else -1 for node in map(message.get, self._roots)]
-            kind = (survey, message.get("type"), message.get("event"), *sizes)
+            kind = self._kind(message, survey)
             recent = self._recent.get(kind)
-        except TypeError:  # an unhashable type or event: no kind
+        except TypeError:  # an unhashable type or event, or a root without a size: no kind
             kind, recent = None, None
         if recent is not None:
-            for plan in recent:
+            for index, plan in enumerate(recent):
                 try:
                     _convert(message, plan.type)
                 except _ValidationError:
                     continue
+                hits = plan.hits = plan.hits + 1
+                if index and hits > recent[index - 1].hits:  # the kind's most frequent shape is tried first
+                    recent[index - 1], recent[index] = plan, recent[index - 1]
+                if hits >= PLAN_HITS_HALVED_AT:  # what was frequent long ago fades
+                    for other in recent:
+                        other.hits >>= 1
                 found: list[Finding] = []
                 leaves = plan.leaves[red_only]
                 if leaves is None:
                     _run(plan.steps[red_only], message, found)
                 else:  # (inline: this is the path nearly every message takes)
-                    for keys, key, path, cls, hits in leaves:
+                    for keys, key, path, cls, matchers in leaves:
                         node: Any = message
                         for name in keys:
                             node = node[name]
-                        found.append(Finding(path, node, key, node[key], cls, hits))
+                        found.append(Finding(path, node, key, node[key], cls, matchers))
                 if sites is not None:
                     _follow(plan, _SITES, message, sites)
                 elif holds is not None and not plan.sites_hold(message, *holds):

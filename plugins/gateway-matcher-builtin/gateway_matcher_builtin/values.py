@@ -71,24 +71,43 @@ _CARD_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
 )
 
 
+#: Each of the card ranges' prefixes (1 to 4 digits) with the lengths a number starting so may
+#: have: a check is then four lookups, not a comparison per range (issue 19).
+def _lengths_by_prefix() -> dict[str, frozenset[int]]:
+    by_prefix: dict[str, frozenset[int]] = {}
+    for low, high, lengths in _CARD_RANGES:
+        for number in range(int(low), int(high) + 1):
+            prefix = str(number).zfill(len(low))
+            by_prefix[prefix] = by_prefix.get(prefix, frozenset()) | lengths
+    return by_prefix
+
+
+_CARD_LENGTHS = _lengths_by_prefix()
+_NO_LENGTHS: frozenset[int] = frozenset()
+
+#: Each digit doubled, its digits summed (Luhn's rule for every second digit from the right).
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+
+
 def luhn_valid(digits: str) -> bool:
     """True when ``digits`` (ASCII digits only, at least two) passes the Luhn mod-10 check."""
     if len(digits) < 2 or not (digits.isascii() and digits.isdigit()):
         return False
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        digit = ord(char) - 48
-        if position % 2:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
+    # The digits' values summed as their ASCII codes (48 to 57), in C: every second digit from
+    # the right doubled (its digits summed) first.
+    total = sum(digits[-1::-2].encode()) + sum(digits[-2::-2].translate(_LUHN_DOUBLED).encode())
+    return (total - 48 * len(digits)) % 10 == 0
 
 
 def _card_network_ok(digits: str) -> bool:
     length = len(digits)
-    return any(length in lengths and low <= digits[: len(low)] <= high for low, high, lengths in _CARD_RANGES)
+    get = _CARD_LENGTHS.get
+    return (
+        length in get(digits[:1], _NO_LENGTHS)
+        or length in get(digits[:2], _NO_LENGTHS)
+        or length in get(digits[:3], _NO_LENGTHS)
+        or length in get(digits[:4], _NO_LENGTHS)
+    )
 
 
 def is_credit_card(value: Any) -> bool:

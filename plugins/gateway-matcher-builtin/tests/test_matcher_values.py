@@ -209,3 +209,48 @@ def build_matchers_once() -> list[MatcherType]:
     if not _MATCHERS:
         _MATCHERS.extend(build_matchers())
     return _MATCHERS
+
+
+def _luhn_by_the_book(digits: str) -> bool:
+    """The Luhn check as its definition reads (what luhn_valid computes otherwise)."""
+    if len(digits) < 2 or not (digits.isascii() and digits.isdigit()):
+        return False
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        digit = int(char) * (2 if position % 2 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return total % 10 == 0
+
+
+def _card_by_the_book(value: Any) -> bool:
+    """is_credit_card with the network found by comparing each range (what a lookup does)."""
+    from gateway_matcher_builtin.values import _CARD_RANGES, _CARD_SHAPE
+
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        if value <= 0:
+            return False
+        digits = str(value)
+    elif isinstance(value, str):
+        if not 13 <= len(value) <= 25 or not _CARD_SHAPE.fullmatch(value):
+            return False
+        digits = value.replace(" ", "").replace("-", "")
+    else:
+        return False
+    length = len(digits)
+    network = any(length in lengths and low <= digits[: len(low)] <= high for low, high, lengths in _CARD_RANGES)
+    return 13 <= length <= 19 and network and _luhn_by_the_book(digits)
+
+
+card_like = st.text(alphabet="0123456789 -٣４", min_size=12, max_size=26) | st.integers(
+    min_value=-(10**20), max_value=10**20
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(value=card_like | st.from_regex(r"[2-6]\d{12,18}", fullmatch=True))
+def test_cards_and_luhn_as_their_definitions_say(value: Any) -> None:
+    assert is_credit_card(value) is _card_by_the_book(value)
+    if isinstance(value, str):
+        assert luhn_valid(value) is _luhn_by_the_book(value)

@@ -220,30 +220,36 @@ class Mapper:
         projector: Projector | None,
     ) -> Load:
         states: dict[str, _SchemaState] = {}
-        load = Load(schemas=[], messages=0, first_seq=0, last_seq=0, uuid_ts=uuid_ts)
+        load = Load(schemas=[], messages=len(batch), first_seq=0, last_seq=0, uuid_ts=uuid_ts)
+        if batch:
+            load.first_seq, load.last_seq = batch[0][0], batch[-1][0]
+        for source in dict.fromkeys(source for _, source, _ in batch):
+            name = self.schema_name(source)
+            if name not in states:
+                states[name] = _SchemaState(name, schemas.get(name))
         groups: dict[int, Group] = {}
         group_of: list[int] = []
         if projector is not None:
             groups, group_of = projector.groups([b for _, _, b in batch], [s for _, s, _ in batch], self._decode)
-        for position, (seq, source, body) in enumerate(batch):
-            if not load.messages:
-                load.first_seq = seq
-            load.last_seq = seq
-            load.messages += 1
-            name = self.schema_name(source)
-            state = states.get(name)
-            if state is None:
-                state = states[name] = _SchemaState(name, schemas.get(name))
-            group = groups.get(group_of[position]) if groups else None
-            if group is not None and group.usable and position in group.conforming:
-                continue  # projected below, as the group's first message was mapped
+        # The positions DuckDB read, but each group's sample: projected if the sample gives
+        # recipes (it comes first in log order, so that is known when they come).
+        projected = bytearray(len(batch))
+        for group in groups.values():
+            for position in group.conforming:
+                projected[position] = 1
+            projected[group.sample] = 0
+        for position, (_, source, body) in enumerate(batch):
+            if projected[position] and groups[group_of[position]].usable:
+                continue
+            state = states[self.schema_name(source)]
             try:
                 message = self._decode(body)
             except msgspec.DecodeError:
                 load.counts["undecodable"] += 1
                 continue
             mapped = _Message(self, state, load, message)
-            if group is not None and position == group.sample and position in group.conforming:
+            group = groups.get(group_of[position]) if groups else None
+            if group is not None and position == group.sample:
                 discards = load.counts["discards"]
                 mapped.recipes = []
                 mapped.map()

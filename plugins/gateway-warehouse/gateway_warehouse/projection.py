@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,6 +49,8 @@ _STRICT_TS = (
     r"(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)"
 )
 _STRICT_TS_RE = re.compile(_STRICT_TS, re.ASCII)
+#: A JSON number with a fraction or an exponent (what msgspec reads as a float).
+_JSON_FLOAT = r"-?(0|[1-9][0-9]*)(\.[0-9]+([eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)"
 _encode = msgspec.json.Encoder().encode
 #: The output column a leaf's value has for each column type (``s3``: leaf 3 as text).
 _PREFIX = {
@@ -81,24 +82,21 @@ class Recipe:
 
 @dataclass
 class Group:
-    """Messages of one source, call type and event, in log order: the first is the sample.
+    """Messages of one source, call type and event, in log order, named by the first one's
+    position: the sample.
 
     ``values`` holds, for the group's messages that have the sample's shape (``conforming``),
     every leaf value in each type a recipe may want (``s3``: leaf 3 as text, ``t3`` as a
     timestamp...), for the sample's messages after it."""
 
     source: str
-    positions: list[int]
+    sample: int
     leaves: list[str] = field(default_factory=list)
     conforming: set[int] = field(default_factory=set)
     values: Any = None
     recipes: list[Recipe] | None = None
     #: Set once the sample is mapped: whether its rows can be projected.
     usable: bool = False
-
-    @property
-    def sample(self) -> int:
-        return self.positions[0]
 
     def covers(self, recipes: Sequence[Recipe]) -> bool:
         """Whether every value the recipes take was read, in the column's type, from every
@@ -137,9 +135,9 @@ class Projector:
 
         self._con = duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")
+        # A NUL character is checked for in the whole body (the engine's rule or not: a body
+        # with no escape holds one only raw, which no log writes).
         self._text_checks: list[str] = []
-        if not dialect.text_allows_nul:
-            self._text_checks.append("NOT contains({}, chr(0))")
         if dialect.max_string_bytes is not None:
             self._text_checks.append(f"strlen({{}}) <= {int(dialect.max_string_bytes)}")
 
@@ -149,9 +147,9 @@ class Projector:
     def groups(
         self, bodies: Sequence[bytes], sources: Sequence[str], decode: Any
     ) -> tuple[dict[int, Group], list[int]]:
-        """The batch's groups worth projecting (by number), each with the positions that
-        conform to its sample and their values, and the group number of each position (-1:
-        none)."""
+        """The batch's groups worth projecting, by their sample's position, each with the
+        positions that conform to its sample and their values; and the group of each position
+        (its sample's position; -1: none)."""
         import duckdb
 
         try:
@@ -159,7 +157,7 @@ class Projector:
         except duckdb.Error as error:
             raise ProjectionError(str(error)) from error
         finally:
-            for name in ("_gw_bodies", "_gw_stage"):
+            for name in ("_gw_bodies", "_gw_keys", "_gw_stage"):
                 with contextlib.suppress(duckdb.Error):
                     self._con.unregister(name)
 
@@ -170,95 +168,106 @@ class Projector:
 
         con = self._con
         body = pa.array(bodies, pa.binary()).view(pa.string())
-        con.register("_gw_bodies", pa.table({"body": body}))
+        positions = pa.array(range(len(bodies)), pa.int32())
+        con.register("_gw_bodies", pa.table({"pos": positions, "src": pa.array(sources, pa.string()), "body": body}))
         keys = con.sql(
-            "SELECT k[1] AS c, k[2] AS e, k[3] AS i FROM "
-            "(SELECT json_extract_string(body, ['$.type', '$.event', '$.messageId']) AS k FROM _gw_bodies)"
+            "SELECT pos, src, k[1] AS c, k[2] AS e, k[3] AS i FROM "
+            "(SELECT pos, src, json_extract_string(body, ['$.type', '$.event', '$.messageId']) AS k FROM _gw_bodies)"
         ).to_arrow_table()
         con.unregister("_gw_bodies")
-        calls, events, ids = (keys.column(name).to_pylist() for name in ("c", "e", "i"))
-        seen = Counter(ids)
-        by_key: dict[tuple[Any, ...], list[int]] = {}
-        for position, (source, call, event, message_id) in enumerate(zip(sources, calls, events, ids, strict=True)):
-            if message_id is None or seen[message_id] > 1 or call in ("identify", "group"):
-                continue  # users and accounts rows merge in Python; ids seen twice: the last wins
-            by_key.setdefault((source, call, event), []).append(position)
-        chosen = sorted((p for p in by_key.values() if len(p) >= MIN_GROUP), key=len, reverse=True)[:MAX_GROUPS]
-        chosen.sort(key=lambda positions: positions[0])
+        con.register("_gw_keys", keys)
+        # Grouped in SQL (a list of members per group costs more than the JSON read): each
+        # member with its group's first position, which names the group. Users and accounts rows
+        # merge in Python; ids seen twice in the batch go there too (the last one wins).
+        members = con.sql(
+            "WITH m AS (SELECT pos, src, c, e FROM "
+            "  (SELECT *, count(*) OVER (PARTITION BY i) AS n FROM _gw_keys WHERE i IS NOT NULL) "
+            "  WHERE n = 1 AND c IS DISTINCT FROM 'identify' AND c IS DISTINCT FROM 'group'), "
+            "g AS (SELECT src, c, e, min(pos) AS first FROM m GROUP BY ALL "
+            f"  HAVING count(*) >= {int(MIN_GROUP)} ORDER BY count(*) DESC, first LIMIT {int(MAX_GROUPS)}) "
+            "SELECT m.pos, g.first FROM m JOIN g "
+            "ON m.src = g.src AND m.c IS NOT DISTINCT FROM g.c AND m.e IS NOT DISTINCT FROM g.e"
+        ).to_arrow_table()
+        con.unregister("_gw_keys")
         of = [-1] * len(bodies)
-        for k, positions in enumerate(chosen):
-            for position in positions:
-                of[position] = k
-        positions = pa.array(range(len(bodies)), pa.int32())
+        for position, first in zip(members.column("pos").to_pylist(), members.column("first").to_pylist(), strict=True):
+            of[position] = first
         stage = pa.table({"pos": positions, "grp": pa.array(of, pa.int32()), "body": body})
         con.register("_gw_stage", stage)
         groups = {}
-        for k, positions in enumerate(chosen):
-            group = self._read(k, Group(sources[positions[0]], positions), decode(bodies[positions[0]]))
+        for first in sorted(set(members.column("first").to_pylist())):
+            group = self._read(Group(sources[first], first), decode(bodies[first]))
             if group is not None:
-                groups[k] = group
+                groups[first] = group
         return groups, of
 
-    def _read(self, k: int, group: Group, sample: dict[str, Any]) -> Group | None:
+    def _read(self, group: Group, sample: dict[str, Any]) -> Group | None:
         """The group's messages written as ``sample`` (its first) with other values, and their
         values.
 
-        One JSON parse per message: DuckDB reads the text of every value the sample has, and
-        a message conforms when its body is the sample's with those texts in their places
-        (the same keys in the same order, none twice, in the log's compact form: msgspec's,
-        which DuckDB writes alike for the usual values; any other message goes to Python),
-        and each text is of the sample's kind."""
+        One JSON parse per message: DuckDB reads the value of every leaf the sample has (a
+        string's text without its quotes, any other value's JSON text), and a message conforms
+        when its body is the sample's skeleton with those texts in their places (the same keys
+        in the same order, none twice, in the log's compact form: msgspec's, which DuckDB writes
+        alike for the usual values; any other message goes to Python), and each text is a whole
+        token of the sample's kind: a string's has no quote (the body has no escape, and no more
+        quotes than the skeleton) and the skeleton holds its quotes, a number's is the JSON
+        number it was read from. So the body parses as the skeleton does, with those values."""
         kinds: list[type] = []
         seen: list[Any] = []
         pieces = [""]
-        _skeleton(sample, (), pieces, group.leaves, kinds, seen)
+        if not _skeleton(sample, (), pieces, group.leaves, kinds, seen):
+            return None  # an array's column holds JSON text, which Python writes (msgspec's form)
         leaves = group.leaves
         if not leaves:
             return None
         parts = [_literal(pieces[0])]
         for i, piece in enumerate(pieces[1:], 1):
             parts += [f"v[{i}]", _literal(piece)]
-        # Every value found (concat skips a NULL), the body the sample's with these texts, and
-        # no escape in it: a string's value is then its text without the quotes.
-        checks = [f"list_count(v) = {len(leaves)}", f"concat({', '.join(parts)}) = body", "NOT contains(body, '\\')"]
+        quotes = sum(piece.count('"') for piece in pieces)
+        # Every value found (concat skips a NULL); no escape, so a string's value is its text;
+        # no quote in any value, so each string's is its whole token; the body the skeleton's.
+        checks = [
+            f"list_count(v) = {len(leaves)}",
+            "NOT contains(body, '\\')",
+            "NOT contains(body, chr(0))",
+            f"strlen(body) - strlen(replace(body, '\"', '')) = {quotes}",
+            f"concat({', '.join(parts)}) = body",
+        ]
         selects = ["pos"]
         for i, (kind, value) in enumerate(zip(kinds, seen, strict=True), 1):
             raw = f"v[{i}]"
             if kind is str:
-                checks.append(f"starts_with({raw}, '\"')")
-                inner = f"substr({raw}, 2, length({raw}) - 2)"
                 if _STRICT_TS_RE.fullmatch(value):
                     # A timestamp, as the sample's: read as one only (a text column of
-                    # timestamps is rare enough for Python to map). No escapes in that form.
-                    selects.append(f"TRY_CAST({inner} AS TIMESTAMPTZ) AS t{i}")
-                    checks.append(f"regexp_full_match({inner}, '{_STRICT_TS}') AND t{i} IS NOT NULL")
+                    # timestamps is rare enough for Python to map).
+                    selects.append(f"TRY_CAST({raw} AS TIMESTAMPTZ) AS t{i}")
+                    checks.append(f"regexp_full_match({raw}, '{_STRICT_TS}') AND t{i} IS NOT NULL")
                 else:
-                    selects.append(f"{inner} AS s{i}")
+                    selects.append(f"{raw} AS s{i}")
                     checks.extend(check.format(f"s{i}") for check in self._text_checks)
             elif kind is int:
-                # An integer's text has no '.' or exponent (msgspec reads 1.0 as a float).
+                # The integer's own text (msgspec reads 1.0 as a float; TRY_CAST takes "+1").
                 selects.append(f"TRY_CAST({raw} AS BIGINT) AS n{i}")
-                checks.append(f"n{i} IS NOT NULL AND NOT regexp_matches({raw}, '[.eE]')")
+                checks.append(f"CAST(n{i} AS VARCHAR) = {raw}")
             elif kind is float:
                 selects.append(f"TRY_CAST({raw} AS DOUBLE) AS f{i}")
-                checks.append(f"f{i} IS NOT NULL AND regexp_matches({raw}, '[.eE]')")
-            elif kind is bool:
+                checks.append(f"f{i} IS NOT NULL AND regexp_full_match({raw}, '{_JSON_FLOAT}')")
+            else:  # a boolean (a null is in the skeleton)
                 selects.append(f"{raw} = 'true' AS b{i}")
                 checks.append(f"{raw} IN ('true', 'false')")
-            elif kind is type(None):
-                checks.append(f"{raw} = 'null'")
-            else:  # an array: its column holds JSON text, which Python writes (msgspec's form)
-                checks.append(f"starts_with({raw}, '[')")
+        # No ORDER BY: DuckDB keeps the scan's order (preserve_insertion_order), and only the
+        # sample's place matters, which is checked.
         rows = self._con.sql(
             f"SELECT * EXCLUDE (body, v) FROM (SELECT {', '.join(selects)}, body, v FROM "
-            f"(SELECT pos, body, json_extract(body, $leaves)::VARCHAR[] AS v FROM _gw_stage WHERE grp = {k})) "
-            f"WHERE COALESCE({' AND '.join(checks)}, false) ORDER BY pos",
+            f"(SELECT pos, body, json_extract_string(body, $leaves) AS v FROM _gw_stage WHERE grp = {group.sample})) "
+            f"WHERE COALESCE({' AND '.join(checks)}, false)",
             params={"leaves": leaves},
         ).to_arrow_table()
         positions = rows.column("pos").to_pylist()
-        group.conforming = set(positions)
-        if group.sample not in group.conforming:
+        if not positions or positions[0] != group.sample:
             return None
+        group.conforming = set(positions)
         group.values = rows.slice(1)  # the sample is the first
         return group
 
@@ -270,22 +279,33 @@ def _skeleton(
     leaves: list[str],
     kinds: list[type],
     values: list[Any],
-) -> None:
-    """The compact JSON text of ``obj`` with a hole for every value that is not an object:
-    the text between holes into ``pieces`` (one more than holes), each hole's JSON pointer
-    into ``leaves``, its value's Python type into ``kinds`` and the value into ``values``."""
+) -> bool:
+    """The compact JSON text of ``obj`` with a hole for every value that is not an object or
+    null (a string's quotes stay around its hole): the text between holes into ``pieces`` (one
+    more than holes), each hole's JSON pointer into ``leaves``, its value's Python type into
+    ``kinds`` and the value into ``values``. False if ``obj`` holds an array."""
     pieces[-1] += "{"
     for n, (key, value) in enumerate(obj.items()):
         pieces[-1] += ("," if n else "") + _encode(key).decode() + ":"
-        path = (*keys, key)
-        if type(value) is dict:
-            _skeleton(value, path, pieces, leaves, kinds, values)
+        kind = type(value)
+        if kind is dict:
+            if not _skeleton(value, (*keys, key), pieces, leaves, kinds, values):
+                return False
+        elif value is None:
+            pieces[-1] += "null"
+        elif kind is list:
+            return False
         else:
-            leaves.append(pointer(path))
-            kinds.append(type(value))
+            leaves.append(pointer((*keys, key)))
+            kinds.append(kind)
             values.append(value)
-            pieces.append("")
+            if kind is str:
+                pieces[-1] += '"'
+                pieces.append('"')
+            else:
+                pieces.append("")
     pieces[-1] += "}"
+    return True
 
 
 def _literal(text: str) -> str:

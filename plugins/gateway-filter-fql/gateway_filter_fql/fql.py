@@ -207,14 +207,16 @@ def _bound(fn: Any) -> tuple[str, Bindings]:
 
 
 def _path_code(keys: tuple[str, ...], getter: Evaluator) -> tuple[str, Bindings]:
-    """Paths of one or two object keys inline (as :func:`make_getter` reads them); others call the getter."""
-    if len(keys) == 1:
-        return f"{_EVENT}.get({keys[0]!r})", ()
-    if len(keys) == 2 and not (keys[1].isascii() and keys[1].isdigit()):
+    """Paths of object keys inline (as :func:`make_getter` reads them: None past a step that is
+    not an object); a path with a numeric step (which may index a list) calls the getter."""
+    if any(key.isascii() and key.isdigit() for key in keys[1:]):
+        name, bindings = _bound(getter)
+        return f"{name}({_EVENT})", bindings
+    code = f"{_EVENT}.get({keys[0]!r})"
+    for key in keys[1:]:
         parent = _fresh("_v")
-        return f"({parent}.get({keys[1]!r}) if type({parent} := {_EVENT}.get({keys[0]!r})) is dict else None)", ()
-    name, bindings = _bound(getter)
-    return f"{name}({_EVENT})", bindings
+        code = f"({parent}.get({key!r}) if type({parent} := {code}) is dict else None)"
+    return code, ()
 
 
 _EVENT = "event"
@@ -844,12 +846,13 @@ def _compile_call(tree: Tree, depth: int) -> _Node:
             return type(value) is str and matcher(value)
 
         value_code, bindings = _code(args[0])
-        matcher_name, matcher_bindings = _bound(matcher)
         value = _fresh("_v")
-        source = (
-            f"(type({value} := {value_code}) is str and {matcher_name}({value}))",
-            bindings + matcher_bindings,
-        )
+        test = text.literal_glob_code(pattern, value)
+        if test is None:
+            test, matcher_bindings = _bound(matcher)
+            test = f"{test}({value})"
+            bindings += matcher_bindings
+        source = (f"(type({value} := {value_code}) is str and {test})", bindings)
     else:
         if function.arity == 1:
             a = args[0].fn
@@ -857,13 +860,36 @@ def _compile_call(tree: Tree, depth: int) -> _Node:
         else:
             a, b = args[0].fn, args[1].fn
             fn = lambda event: impl(a(event), b(event))  # noqa: E731
-        impl_name, bindings = _bound(impl)
-        arg_codes = [_code(arg) for arg in args]
-        source = (
-            f"{impl_name}({', '.join(code for code, _ in arg_codes)})",
-            bindings + tuple(pair for _, pairs in arg_codes for pair in pairs),
-        )
+        source = _inline_call_code(name, args)
+        if source is None:
+            impl_name, bindings = _bound(impl)
+            arg_codes = [_code(arg) for arg in args]
+            source = (
+                f"{impl_name}({', '.join(code for code, _ in arg_codes)})",
+                bindings + tuple(pair for _, pairs in arg_codes for pair in pairs),
+            )
     return _folded(fn, function.types, args, name_token, source)
+
+
+def _inline_call_code(name: str, args: Sequence[_Node]) -> tuple[str, Bindings] | None:
+    """Source computing what the function ``name`` computes of ``args``, without calling it,
+    for the functions conditions use most (a call costs about what the rest of a condition
+    does); None for the others."""
+    value_code, bindings = _code(args[0])
+    value = _fresh("_v")
+    if name == "contains" and args[1].is_const and type(args[1].const) is str:  # _fn_contains
+        return f"(type({value} := {value_code}) is str and {args[1].const!r} in {value})", bindings
+    if name == "lowercase" or name == "uppercase":  # _string_function(str.lower / str.upper)
+        method = "lower" if name == "lowercase" else "upper"
+        return f"({value}.{method}() if type({value} := {value_code}) is str else None)", bindings
+    if name == "length":  # _fn_length's common cases; it decides the others
+        impl_name, impl_bindings = _bound(_fn_length)
+        return (
+            f"(len({value}) if type({value} := {value_code}) is list or (type({value}) is str and {value}.isascii())"
+            f" else 0 if {value} is None else {impl_name}({value}))",
+            bindings + impl_bindings,
+        )
+    return None
 
 
 def _compile_list(tree: Tree, depth: int) -> _Node:

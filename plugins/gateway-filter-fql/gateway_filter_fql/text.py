@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Callable
 from functools import lru_cache
 
-__all__ = ["GlobError", "compile_glob", "kebabcase", "snakecase", "titlecase"]
+__all__ = ["GlobError", "compile_glob", "kebabcase", "literal_glob_code", "snakecase", "titlecase"]
 
 
 class GlobError(ValueError):
@@ -119,23 +119,49 @@ def compile_glob(pattern: str) -> Callable[[str], bool]:
     return matches
 
 
+def _literal_parts(pattern: str) -> list[str] | None:
+    """The literal text around the stars of a pattern of literal text and stars at its ends
+    only (``test*`` -> ``["test", ""]``, ``*bot*`` -> ``["", "bot", ""]``), or None."""
+    if any(char in pattern for char in "?[\\"):
+        return None
+    parts = re.sub(r"\*+", "*", pattern).split("*")
+    if len(parts) <= 2 or (len(parts) == 3 and not parts[0] and not parts[2]):
+        return parts
+    return None
+
+
 def _literal_glob(pattern: str) -> Callable[[str], bool] | None:
     """The common patterns of literal text and stars at its ends (``test*``, ``*@example.com``,
     ``*bot*``, ``exact``) as string methods, which answer what the regex answers (its ``.*``
     takes any run of characters, newlines included); None for any other pattern."""
-    if any(char in pattern for char in "?[\\"):
+    parts = _literal_parts(pattern)
+    if parts is None:
         return None
-    parts = re.sub(r"\*+", "*", pattern).split("*")
     if len(parts) == 1:
         return lambda text: text == pattern
     if len(parts) == 2:
         prefix, suffix = parts
         least = len(prefix) + len(suffix)
         return lambda text: len(text) >= least and text.startswith(prefix) and text.endswith(suffix)
-    if len(parts) == 3 and not parts[0] and not parts[2]:
-        middle = parts[1]
-        return lambda text: middle in text
-    return None
+    middle = parts[1]
+    return lambda text: middle in text
+
+
+def literal_glob_code(pattern: str, text: str) -> str | None:
+    """What :func:`compile_glob`'s predicate answers for the string named ``text``, as one Python
+    expression (string methods with literal arguments), or None for a pattern that needs the regex."""
+    parts = _literal_parts(pattern)
+    if parts is None:
+        return None
+    if len(parts) == 1:
+        return f"({text} == {pattern!r})"
+    if len(parts) == 2:
+        prefix, suffix = parts
+        tests = [f"len({text}) >= {len(prefix) + len(suffix)}"] if prefix and suffix else []
+        tests += [f"{text}.startswith({prefix!r})"] if prefix else []
+        tests += [f"{text}.endswith({suffix!r})"] if suffix else []
+        return f"({' and '.join(tests)})" if tests else "True"
+    return f"({parts[1]!r} in {text})"
 
 
 # go-snakecase's fast path: a string of these is already snake case.

@@ -90,6 +90,33 @@ def test_types_stay_strict_in_generated_code(expression: str) -> None:
         assert_same(expression, {"a": value})
 
 
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "context.library.name = 'x'",
+        "properties.a.b.c.x = 1",
+        "match(context.library.name, 'test*')",
+        "match(a, '*bot*') or match(a, 'x*y')",
+        "contains(properties.email, '@')",
+        "lowercase(context.locale) = 'xx-xx' or uppercase(a) = 'X'",
+        "length(properties.coupon) > 64",
+    ],
+)
+def test_object_paths_literal_globs_and_common_functions_are_written_in(expression: str) -> None:
+    """No call per path step, glob or function (length() calls only for what it does not
+    write in: a string that is not ASCII, a number, an object)."""
+    matches = compile_expression(expression).matches
+    called = [name for name in matches.__code__.co_names if name.startswith("_f")]
+    assert len(called) == (1 if "length(" in expression else 0), (expression, called)
+    for value in [*VALUES, "ア", "Test-Bot", "XX-XX", "a@b", "x" * 65]:
+        for event in (
+            {"a": value},
+            {"context": {"library": {"name": value}, "locale": value}},
+            {"properties": {"coupon": value, "email": value, "a": {"b": {"c": {"x": value}}}}},
+        ):
+            assert_same(expression, event)
+
+
 def test_a_constant_condition_keeps_its_closure() -> None:
     assert compile_expression("1 = 1").matches({}) is True
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from gateway_filter_fql import FQLEvaluationError, FQLSyntaxError, compile_expression
-from gateway_filter_fql.text import _translate, compile_glob, kebabcase, snakecase, titlecase
+from gateway_filter_fql.text import _translate, compile_glob, kebabcase, literal_glob_code, snakecase, titlecase
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -462,3 +462,16 @@ def test_globs_of_literals_and_stars_answer_as_the_regex_does(pattern: str, text
     pattern's regex answers."""
     regex = re.compile(_translate(pattern), re.DOTALL)
     assert compile_glob(pattern)(text) is (regex.fullmatch(text) is not None), (pattern, text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(pattern=st.text(alphabet="ab*?'\n", max_size=6), text=st.text(alphabet="ab*?'\n", max_size=8))
+def test_the_code_of_a_glob_of_literals_answers_as_the_regex_does(pattern: str, text: str) -> None:
+    """What a generated condition writes for such a glob (string methods, no call of the
+    predicate) answers what the pattern's regex answers; other patterns get no code."""
+    code = literal_glob_code(pattern, "text")
+    if code is None:
+        assert any(char in pattern for char in "?[\\") or pattern.strip("*").count("*")
+        return
+    regex = re.compile(_translate(pattern), re.DOTALL)
+    assert eval(code, {"text": text}) is (regex.fullmatch(text) is not None), (pattern, text)

@@ -65,3 +65,29 @@ def test_the_fast_pass_passes_only_what_process_returns_unchanged(message: dict,
         assert message == expected
     else:
         assert message.get("context", {}).get("userAgent") in BOTS
+
+
+@pytest.mark.parametrize("action", ["drop", "flag"])
+def test_the_fast_pass_passes_only_what_the_filter_returns_unchanged(action: str) -> None:
+    """The fast pass (an expression a filter chain writes into its code) is True only where
+    process() returns the very message unchanged, in both actions and two filters at once."""
+    filters = [BotFilter(BotsConfig(action=action)), BotFilter(BotsConfig(action=action, allow=["Googlebot"]))]
+    messages: list[dict] = [
+        {},
+        {"context": None},
+        {"context": "x"},
+        {"context": {}},
+        {"context": {"userAgent": ""}},
+        {"context": {"userAgent": 42}},
+        {"context": {"userAgent": CHROME}},
+        {"context": {"userAgent": IPHONE}},
+        *({"context": {"userAgent": agent}} for agent in BOTS),
+    ]
+    for bot_filter in filters:
+        fast_pass = bot_filter.fast_pass()
+        for message in messages:
+            if fast_pass(message):
+                before = repr(message)
+                assert bot_filter.process(message) is message and repr(message) == before, message
+            else:
+                assert message["context"]["userAgent"] in BOTS, message

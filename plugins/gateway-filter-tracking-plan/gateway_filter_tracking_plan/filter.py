@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import weakref
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
 import structlog
 
-from gateway import ComponentConfig, Filter, FilterContext, Forward, ThrottledWarning, Verdict
+from gateway import ComponentConfig, Filter, FilterContext, Forward, InlinePass, ThrottledWarning, Verdict
 from gateway_filter_tracking_plan.forwarding import violation_reports
 from gateway_filter_tracking_plan.plan import Plan, PlanError, Rule, Versions, load_plan
 from gateway_filter_tracking_plan.quick import QuickCheck, compile_all_of
@@ -122,13 +122,14 @@ class TrackingPlanFilter(Filter):
             "errors": self.errors,
         }
 
-    def fast_pass(self) -> Callable[[dict[str, Any]], bool]:
+    def fast_pass(self) -> InlinePass:
         """True for a message the plan lets through as it is: its rule and the COMMON rule hold
         and, where unplanned keys are omitted, it has none. One generated function per rule
         checks all of it (see :func:`~gateway_filter_tracking_plan.quick.compile_all_of`); a
         message of a rule with several versions, or of a schema the quick check does not
-        mirror, gets False and :meth:`apply` decides."""
-        return _FastPass(self).passes
+        mirror, gets False and :meth:`apply` decides. A track call's rule is found by an
+        expression the filter chain writes into its own code (most calls are track calls)."""
+        return _FastPass(self).inline()
 
     def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
         result = self.apply(message)
@@ -309,6 +310,19 @@ class _FastPass:
         regexes = {pattern: regex for r in rules for pattern, regex in r.regexes.items()}
         return compile_all_of([r.schema for r in rules], regexes, count_keys_of=count)
 
+    def inline(self) -> InlinePass:
+        """:meth:`passes` as an expression: a track call's check is found and called in it,
+        any other call goes to :meth:`passes`."""
+        n = next(_inline_numbers)
+        track, unplanned, other, event = f"_plan{n}_track", f"_plan{n}_unplanned", f"_plan{n}_other", f"_plan{n}_event"
+        check = f"_plan{n}_check"
+        expression = (
+            f"((({check} := {track}.get({event}, {unplanned})) is not None and {check}(event)) "
+            f"if type({event} := event.get('event')) is str else False) "
+            f"if event.get('type') == 'track' else {other}(event)"
+        )
+        return InlinePass(expression, {track: self._track, unplanned: self._unplanned, other: self.passes})
+
     def passes(self, message: dict[str, Any]) -> bool:
         call = message.get("type")
         check: QuickCheck | None
@@ -330,6 +344,10 @@ class _FastPass:
         else:
             check = self._none
         return check is not None and check(message)
+
+
+#: Numbers the names each inline fast pass binds, so that two plans in one chain never clash.
+_inline_numbers = itertools.count()
 
 
 def _unplanned_marker(message: Any) -> bool:

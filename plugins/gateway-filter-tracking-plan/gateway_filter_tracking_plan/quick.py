@@ -173,14 +173,29 @@ class _Writer:
                     for branch in branches:
                         self.emit(branch, v, out, indent)
                 else:
-                    calls = " or ".join(f"{self.function(branch)}({v})" for branch in branches)
-                    out.append(f"{indent}if not ({calls}): return False")
+                    tests = " or ".join(self._branch(branch, v) for branch in branches)
+                    out.append(f"{indent}if not ({tests}): return False")
         self._guarded(schema, kinds, "object", _OBJECT, f"type({v}) is dict", self._object, v, out, indent)
         self._guarded(schema, kinds, "string", _STRING, f"type({v}) is str", self._string, v, out, indent)
         self._guarded(
             schema, kinds, "number", _NUMBER, f"(type({v}) is int or type({v}) is float)", self._number, v, out, indent
         )
         self._guarded(schema, kinds, "array", _ARRAY, f"type({v}) is list", self._array, v, out, indent)
+
+    def _branch(self, schema: Any, v: str) -> str:
+        """An ``anyOf`` branch as an expression of ``v``: a call to its own function, or for a
+        branch that only names required keys (COMMON's "userId or anonymousId") the test
+        :meth:`emit` would write, inline (a call costs more than the test)."""
+        required = schema.get("required") if isinstance(schema, dict) else None
+        if (
+            isinstance(required, list)
+            and required
+            and all(type(key) is str for key in required)
+            and not schema.keys() - _ANNOTATIONS - {"required"}
+        ):
+            present = " and ".join(f"{key!r} in {v}" for key in required)
+            return f"(type({v}) in _JSON_TYPES and (type({v}) is not dict or ({present})))"
+        return f"{self.function(schema)}({v})"
 
     def _guarded(
         self,

@@ -177,6 +177,7 @@ KEYWORDS: dict[str, st.SearchStrategy[Any]] = {
     "minItems": st.integers(0, 2),
     "maxItems": st.integers(0, 2),
     "title": st.just("annotation"),
+    "required": st.lists(st.sampled_from(KEYS), min_size=1, max_size=2, unique=True),  # anyOf branches inline these
 }
 leaf_schemas = st.one_of(
     [st.builds(lambda value, keyword=keyword: {keyword: value}, strategy) for keyword, strategy in KEYWORDS.items()]

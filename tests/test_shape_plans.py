@@ -6,11 +6,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.ingest.inventory import FieldInventory
 from gateway.plugins import Registry
+from gateway.privacy import shape_plans
 from gateway.privacy.classifier import (
     LEARN_AFTER,
     Classifier,
@@ -266,3 +268,22 @@ def test_block_red_does_what_the_block_red_policy_does(
     changed = block_red(by_shortcut, classifier, findings)
     assert apply_policy(by_policy, reference, policy, reference_findings) is changed
     assert by_shortcut == by_policy
+
+
+def test_with_every_value_checked_a_site_remembers_at_most_its_bound(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site full of values lets one go for each new one (not all of them), never holding more
+    than MAX_SITE_VALUES; what it gives stays what the walk gives."""
+    monkeypatch.setattr(shape_plans, "MAX_SITE_VALUES", 4)
+    matchers = list(registry.matchers.values())
+    every = Classifier(matchers, PrivacyConfig(value_checks="every"))
+    reference = Classifier(matchers, PrivacyConfig(value_checks="every"))
+    for n in [*range(12), *range(12)]:
+        message = {"properties": {"note": f"order {n}", "count": n, "email": f"{n}@example.com"}}
+        found, _ = every.survey(message, "yellow")
+        assert found == [f for f in reference._findings(message, True, greens=True) if f.cls != "green"]
+    checks = [plan._sites_hold for plans in every._plans._recent.values() for plan in plans if plan._sites_hold]
+    memos = [value for check in checks for name, value in check.__globals__.items() if name.startswith(("_s", "_i"))]
+    assert memos and all(len(memo) <= 4 for memo in memos)
+    assert any(len(memo) == 4 for memo in memos)

@@ -229,7 +229,10 @@ def _site_memo(
         elif kind is int or (kind is str and len(value) <= MAX_REMEMBERED_LENGTH):
             memo: set[Any] = strings if kind is str else integers
             if len(memo) >= MAX_SITE_VALUES:
-                memo.clear()  # values that never repeat: start over rather than grow
+                # Full: one value out for this one, not all of them. Starting over halved what a
+                # site held on average, and so how often values a little more numerous than
+                # MAX_SITE_VALUES were found (bench/privacy.py's 5,000 people: 45% -> 77%).
+                memo.pop()
             memo.add(value)
         return True
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -238,8 +238,15 @@ class Mapper:
             for position in group.conforming:
                 projected[position] = 1
             projected[group.sample] = 0
+        # Per group of identify calls: its users rows, projected, merged here in log order.
+        merges: dict[int, tuple[TableLoad, Iterator[dict[str, Any]]]] = {}
         for position, (_, source, body) in enumerate(batch):
             if projected[position] and groups[group_of[position]].usable:
+                merge = merges.get(group_of[position])
+                if merge is not None:
+                    table, merged = merge
+                    row = next(merged)
+                    _merge_latest(table, row["id"], row, row.get("received_at"))
                 continue
             state = states[self.schema_name(source)]
             try:
@@ -257,6 +264,10 @@ class Mapper:
                 group.usable = (
                     bool(mapped.recipes) and load.counts["discards"] == discards and group.covers(mapped.recipes)
                 )
+                for recipe in mapped.recipes or () if group.usable else ():
+                    table = state.load.tables[recipe.table]
+                    if table.merge == "latest":
+                        merges[position] = (table, iter(group.project(recipe).to_pylist()))
             else:
                 mapped.map()
         if groups:
@@ -276,6 +287,8 @@ class Mapper:
                 continue
             tables = states[self.schema_name(group.source)].load.tables
             for recipe in group.recipes:
+                if tables[recipe.table].merge == "latest":
+                    continue  # merged in log order (see _map)
                 rows = group.project(recipe)
                 tables[recipe.table].projected.append(rows)
                 if "received_at" in rows.column_names:
@@ -484,7 +497,7 @@ class _Message:
         )
 
     def _object(self, table_name: str, key: str, payload: Sequence[tuple[str, Any]]) -> None:
-        self.recipes = None  # merged with the warehouse's row: never projected
+        recorded, self.recipes = self.recipes, None
         if not self._allowed(table_name):
             return
         table = self.state.table(table_name, "id", "latest")
@@ -493,15 +506,30 @@ class _Message:
         standard: list[tuple[str | None, Any, str]] = [("id", key, "id"), ("uuid_ts", self.load.uuid_ts, "uuid_ts")]
         if self.received_at is not None:
             standard.append(("received_at", self.received_at, "received_at"))
+        discards = self.load.counts["discards"]
         self._fill(table, row, standard, "", None)
         named = [(self.mapper._column("users", raw), value, raw) for raw, value in payload]
         self._fill(table, row, named, "traits", selection)
-        earlier = table.rows.get(key)
-        if earlier is not None:  # the same user twice in a batch: the newest non-null values win
-            if (earlier.get("received_at") or _EPOCH) > (self.received_at or _EPOCH):
-                row, earlier = earlier, row
-            row = {**earlier, **row}
-        table.rows[key] = row
+        _merge_latest(table, key, row, self.received_at)
+        if (
+            recorded is not None
+            and table_name == "users"
+            and selection is None
+            and type(self.message.get("userId")) is str
+            and self.load.counts["discards"] == discards
+            and len(row) == len(standard) + len(named)
+            and all(row.get(column) is value for column, value, _ in (*standard, *named))
+        ):
+            # Every value went to its column as it was: the group's other identify calls can
+            # take their users row from the projection, merged here in log order (see _map).
+            types = self.state.types[table_name]
+            sources: list[tuple[str | None, Any]] = [(pointer(["userId"]), None), (None, self.load.uuid_ts)]
+            if self.received_at is not None:
+                sources.append((pointer(["receivedAt"]), None))
+            sources += [(pointer(["traits", *raw.split(_SEP)]), None) for _, _, raw in named]
+            columns = [(column, types[column]) for column, _, _ in (*standard, *named) if column is not None]
+            sourced = [(c, kind, path, constant) for (c, kind), (path, constant) in zip(columns, sources, strict=True)]
+            self.recipes = [*recorded, Recipe(table_name, sourced)]
 
     def _fill(
         self,
@@ -633,6 +661,17 @@ def _flatten(obj: dict[str, Any], prefix: str | None, paths: list[str], values: 
         elif value is not None:
             paths.append(path)
             values.append(value)
+
+
+def _merge_latest(table: TableLoad, key: str, row: dict[str, Any], received_at: datetime | None) -> None:
+    """Put the ``users``/``accounts`` row of ``key`` (received at ``received_at``) into
+    ``table``: the same key twice in a batch keeps the newest non-null values (a tie: the later)."""
+    earlier = table.rows.get(key)
+    if earlier is not None:
+        if (earlier.get("received_at") or _EPOCH) > (received_at or _EPOCH):
+            row, earlier = earlier, row
+        row = {**earlier, **row}
+    table.rows[key] = row
 
 
 class _Plan:

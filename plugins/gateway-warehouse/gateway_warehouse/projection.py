@@ -177,12 +177,13 @@ class Projector:
         con.unregister("_gw_bodies")
         con.register("_gw_keys", keys)
         # Grouped in SQL (a list of members per group costs more than the JSON read): each
-        # member with its group's first position, which names the group. Users and accounts rows
-        # merge in Python; ids seen twice in the batch go there too (the last one wins).
+        # member with its group's first position, which names the group. Group calls (the
+        # accounts merge) are mapped in Python, and so are ids seen twice in the batch (the last
+        # one wins); identify calls' users rows are merged by the mapper, in log order.
         members = con.sql(
             "WITH m AS (SELECT pos, src, c, e FROM "
             "  (SELECT *, count(*) OVER (PARTITION BY i) AS n FROM _gw_keys WHERE i IS NOT NULL) "
-            "  WHERE n = 1 AND c IS DISTINCT FROM 'identify' AND c IS DISTINCT FROM 'group'), "
+            "  WHERE n = 1 AND c IS DISTINCT FROM 'group'), "
             "g AS (SELECT src, c, e, min(pos) AS first FROM m GROUP BY ALL "
             f"  HAVING count(*) >= {int(MIN_GROUP)} ORDER BY count(*) DESC, first LIMIT {int(MAX_GROUPS)}) "
             "SELECT m.pos, g.first FROM m JOIN g "
@@ -235,9 +236,12 @@ class Projector:
             f"concat({', '.join(parts)}) = body",
         ]
         selects = ["pos"]
+        identify = sample.get("type") == "identify"
         for i, (kind, value) in enumerate(zip(kinds, seen, strict=True), 1):
             raw = f"v[{i}]"
             if kind is str:
+                if identify and leaves[i - 1] == "/userId":
+                    checks.append(f"{raw} <> ''")  # an identify call with no userId makes no users row
                 if _STRICT_TS_RE.fullmatch(value):
                     # A timestamp, as the sample's: read as one only (a text column of
                     # timestamps is rare enough for Python to map).

@@ -69,7 +69,7 @@ def batches(draw: Any) -> list[dict[str, Any]]:
         message: dict[str, Any] = {
             "type": kind,
             "messageId": draw(st.sampled_from([f"m{i}", f"m{i}", f"m{i}", "m1", i])),
-            "userId": "u1",
+            "userId": draw(st.sampled_from(["u1", "u1", "u1", "u2", "", 7])),
             "receivedAt": draw(received) if i % 5 == 4 else "2026-05-01T10:00:00.000Z",
             "context": {"ip": "1.2.3.4", "page": {"n": i % 2}},
             "timestamp": draw(received) if i % 7 == 6 else "2026-05-01T09:59:59.5+01:00",
@@ -155,3 +155,27 @@ def test_a_key_written_twice_is_read_as_msgspec_reads_it() -> None:
     load = same([(body % (i, i, 100 + i)).encode() for i in range(40)], DUCKDB_LIKE)
     [schema] = load.schemas
     assert sorted(row["a"] for row in schema.tables["viewed"].rows.values()) == list(range(100, 140))
+
+
+def test_identify_calls_are_projected_and_their_users_rows_merged_in_log_order() -> None:
+    # Three users, receivedAt going back and forth, every fifth call with one more trait (mapped
+    # in Python, between projected ones): each users row is the Python mapping's fold.
+    times = ["2026-05-01T10:00:03.000Z", "2026-05-01T10:00:01.000Z", "2026-05-01T10:00:02.000Z"]
+    messages = []
+    for i in range(60):
+        traits: dict[str, Any] = {"plan": f"p{i}", "logins": i, "company": {"name": f"c{i % 4}"}}
+        if i % 5 == 4:
+            traits["vip"] = True
+        messages.append(
+            {
+                "type": "identify",
+                "messageId": f"m{i}",
+                "userId": f"u{i % 3}",
+                "receivedAt": times[i % 7 % 3],
+                "traits": traits,
+            }
+        )
+    load = same(messages, POSTGRES_LIKE)
+    [schema] = load.schemas
+    assert sum(part.num_rows for part in schema.tables["identifies"].projected) > 40
+    assert len(schema.tables["users"].rows) == 3

@@ -194,6 +194,18 @@ def test_a_number_is_finite() -> None:
     assert (number("1e3"), number("-0.5"), number(10**30)) == (1000.0, -0.5, 10**30)
 
 
+def test_a_number_of_each_kind_whether_read_by_its_exact_type_or_not() -> None:
+    # int, float and None are read by their exact type first; bools and subclasses the long way.
+    class Count(int):
+        pass
+
+    class Amount(float):
+        pass
+
+    values = (7, 2.5, None, False, True, Count(3), Amount(1.5), Amount("inf"), [1], {"a": 1})
+    assert [number(value) for value in values] == [7, 2.5, None, None, None, 3, 1.5, None, None, None]
+
+
 def test_chunk_encoded_keeps_each_request_within_both_limits_and_every_item_once() -> None:
     items = [b'{"i":%d,"pad":"%s"}' % (i, b"x" * (i % 7) * 100) for i in range(50)]
     owners = [i // 3 for i in range(50)]  # three items per record

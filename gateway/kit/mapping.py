@@ -128,10 +128,16 @@ def products_of(event: str, properties: dict[str, Any]) -> list[dict[str, Any]]:
     return [product for product in products if isinstance(product, dict)]
 
 
-def number(value: Any) -> float | int | None:
+def number(value: object) -> float | int | None:
     """``value`` when it is a finite number (not a bool), or a string holding one; else None.
     ``float()`` also reads "nan", "inf" and "1e999": JSON has no such number (msgspec writes
     null) and ``int()`` of one raises."""
+    if type(value) is int:  # the usual values first, without isinstance (it runs per field mapped)
+        return value
+    if value is None:
+        return None
+    if type(value) is float:
+        return value if math.isfinite(value) else None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):

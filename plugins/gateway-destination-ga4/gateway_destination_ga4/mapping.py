@@ -427,12 +427,15 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> tuple[tup
         name = "page_view"
         context = _decode_context(message.context)
         page = context.page if context is not None and type(context.page) is dict else {}
-        pairs = {
-            "page_location": page.get("url") or properties.get("url"),
-            "page_referrer": page.get("referrer") or properties.get("referrer"),
-            "page_title": page.get("title") or properties.get("title") or message.name,
-        }
-        params.update({k: v for k, v in pairs.items() if v})
+        location = page.get("url") or properties.get("url")
+        if location:
+            params["page_location"] = location
+        referrer = page.get("referrer") or properties.get("referrer")
+        if referrer:
+            params["page_referrer"] = referrer
+        title = page.get("title") or properties.get("title") or message.name
+        if title:
+            params["page_title"] = title
         custom = {k: v for k, v in properties.items() if k not in ("url", "referrer", "title", "path", "search")}
     else:
         event = str(event)
@@ -452,7 +455,9 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> tuple[tup
     for key in fixed:  # the custom ones are valid already (valid_value of a valid value is itself)
         value = params[key]
         kind = type(value)
-        if kind is not int and kind is not float and key != "items":
+        if kind is str:  # valid_value() of a string, inlined
+            params[key] = value[: LONG_VALUES.get(key, MAX_VALUE)]
+        elif kind is not int and kind is not float and key != "items":
             valid = valid_value(key, value)
             if valid is None:
                 del params[key]

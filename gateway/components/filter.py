@@ -286,10 +286,13 @@ def apply_filters(
     if type(message.get("messageId")) is not str:
         failure = "the filters returned a message without a string messageId"
         return FilterOutcome(None, FILTER_ERROR_REASON, failure, forward)
-    return FilterOutcome(message, None, None, forward)
+    # Every message that passes ends here: tuple.__new__ skips the named tuple's Python
+    # __new__, which cost about a tenth of a chain of seven fast passes.
+    return _new_tuple(FilterOutcome, (message, None, None, forward))
 
 
 _BASE_APPLY = Filter.apply
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)

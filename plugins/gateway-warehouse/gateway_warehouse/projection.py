@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,13 +129,20 @@ class Group:
 
 class Projector:
     """A DuckDB database in memory that groups a batch's messages by shape and reads their
-    values from the JSON. One per destination, used by one thread at a time."""
+    values from the JSON. One per destination, used by one thread at a time.
+
+    The groups are read on two connections at once, half of them in a thread of the
+    projector's own: DuckDB runs a query without the GIL, and one query over a batch's Arrow
+    table uses one core, so the mapping of a batch (the load's critical path when the engine
+    writes the batch before meanwhile) uses two."""
 
     def __init__(self, dialect: Dialect) -> None:
         import duckdb
 
         self._con = duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")
+        self._side = self._con.cursor()  # the same database, for the other reading thread
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="warehouse-projection")
         # A NUL character is checked for in the whole body (the engine's rule or not: a body
         # with no escape holds one only raw, which no log writes).
         self._text_checks: list[str] = []
@@ -142,6 +150,8 @@ class Projector:
             self._text_checks.append(f"strlen({{}}) <= {int(dialect.max_string_bytes)}")
 
     def close(self) -> None:
+        self._reader.shutdown()
+        self._side.close()
         self._con.close()
 
     def groups(
@@ -157,14 +167,20 @@ class Projector:
         except duckdb.Error as error:
             raise ProjectionError(str(error)) from error
         finally:
-            for name in ("_gw_bodies", "_gw_keys", "_gw_stage"):
+            for con, name in (
+                (self._con, "_gw_bodies"),
+                (self._con, "_gw_keys"),
+                (self._con, "_gw_stage"),
+                (self._side, "_gw_stage"),
+            ):
                 with contextlib.suppress(duckdb.Error):
-                    self._con.unregister(name)
+                    con.unregister(name)
 
     def _groups(
         self, bodies: Sequence[bytes], sources: Sequence[str], decode: Any
     ) -> tuple[dict[int, Group], list[int]]:
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         con = self._con
         body = pa.array(bodies, pa.binary()).view(pa.string())
@@ -194,15 +210,28 @@ class Projector:
         for position, first in zip(members.column("pos").to_pylist(), members.column("first").to_pylist(), strict=True):
             of[position] = first
         stage = pa.table({"pos": positions, "grp": pa.array(of, pa.int32()), "body": body})
-        con.register("_gw_stage", stage)
-        groups = {}
-        for first in sorted(set(members.column("first").to_pylist())):
-            group = self._read(Group(sources[first], first), decode(bodies[first]))
-            if group is not None:
-                groups[first] = group
-        return groups, of
+        # The largest groups first, each to the connection with fewer messages to read so far.
+        sizes = pc.value_counts(members.column("first")).to_pylist()
+        shares: tuple[list[int], list[int]] = ([], [])
+        loads = [0, 0]
+        for size in sorted(sizes, key=lambda found: -found["counts"]):
+            side = loads.index(min(loads))
+            shares[side].append(size["values"])
+            loads[side] += size["counts"]
 
-    def _read(self, group: Group, sample: dict[str, Any]) -> Group | None:
+        def read(con: Any, firsts: list[int]) -> list[Group]:
+            con.register("_gw_stage", stage)
+            found = (self._read(con, Group(sources[first], first), decode(bodies[first])) for first in firsts)
+            return [group for group in found if group is not None]
+
+        other = self._reader.submit(read, self._side, shares[1])
+        try:
+            mine = read(con, shares[0])
+        finally:
+            theirs = other.result()
+        return {group.sample: group for group in sorted([*mine, *theirs], key=lambda group: group.sample)}, of
+
+    def _read(self, con: Any, group: Group, sample: dict[str, Any]) -> Group | None:
         """The group's messages written as ``sample`` (its first) with other values, and their
         values.
 
@@ -262,7 +291,7 @@ class Projector:
                 checks.append(f"{raw} IN ('true', 'false')")
         # No ORDER BY: DuckDB keeps the scan's order (preserve_insertion_order), and only the
         # sample's place matters, which is checked.
-        rows = self._con.sql(
+        rows = con.sql(
             f"SELECT * EXCLUDE (body, v) FROM (SELECT {', '.join(selects)}, body, v FROM "
             f"(SELECT pos, body, json_extract_string(body, $leaves) AS v FROM _gw_stage WHERE grp = {group.sample})) "
             f"WHERE COALESCE({' AND '.join(checks)}, false)",

@@ -22,6 +22,7 @@ __all__ = [
     "compile_fields",
     "consistent_fraction",
     "drop_fields",
+    "drop_items",
     "make_sampler",
     "split_field_path",
 ]
@@ -105,10 +106,15 @@ def drop_fields(event: Event, rules: Sequence[FieldRule]) -> None:
             for name in names:
                 parent.pop(name, None)
         elif type(parent) is list:
-            for item in parent:
-                if type(item) is dict:
-                    for name in names:
-                        item.pop(name, None)
+            drop_items(parent, names)
+
+
+def drop_items(parent: list[Any], names: frozenset[str]) -> None:
+    """Delete the named keys of each element of ``parent`` that is an object."""
+    for item in parent:
+        if type(item) is dict:
+            for name in names:
+                item.pop(name, None)
 
 
 def _keep_only(target: dict[str, Any], names: frozenset[str]) -> None:

@@ -10,7 +10,14 @@ import structlog
 from msgspec import Meta
 
 from gateway import ComponentConfig, Filter, FilterContext, InlinePass, ThrottledWarning, Verdict
-from gateway_filter_fql.actions import allow_fields, compile_fields, drop_fields, make_sampler, split_field_path
+from gateway_filter_fql.actions import (
+    allow_fields,
+    compile_fields,
+    drop_fields,
+    drop_items,
+    make_sampler,
+    split_field_path,
+)
 from gateway_filter_fql.fql import FQLSyntaxError, compile_expression
 
 log = structlog.get_logger("gateway_filter_fql")
@@ -115,6 +122,56 @@ class FQLFilter(Filter):
         self.dropped = 0
         self.errors = 0
         self._warning = ThrottledWarning(log, "fql_evaluation_failed")
+        generated = self._generated_apply(drop)
+        if generated is not None:
+            self.apply = generated  # type: ignore[method-assign]
+
+    def _generated_apply(self, drop: _KeyLists) -> Callable[..., dict[str, Any] | Verdict] | None:
+        """:meth:`apply` as one generated function, for the usual filter that only drops keys
+        of objects (``drop_properties``, parents of object keys) on a condition compiled to
+        code: no call for the condition, the parents or the drops. None for any other filter."""
+        misses = self.program.misses_code
+        if misses is None or not drop or self._sample is not None or self._drop or self._allow_rules:
+            return None
+        expression, namespace = misses
+        namespace = {**namespace, "_filter": self, "_failed": self._failed, "_drop_items": drop_items}
+        lines = [
+            "def apply(event, context=None):",
+            "    try:",
+            f"        if {expression}: return event",
+            "    except Exception as error:",
+            "        return _failed(error, event)",
+            "    _filter.matched += 1",
+        ]
+        for n, (parent, names) in enumerate(drop.items()):
+            keys = split_field_path(parent)
+            if any(key.isascii() and key.isdigit() for key in keys):
+                return None  # a step that may index a list: drop_fields() decides
+            code = "event"
+            for depth, key in enumerate(keys):
+                step = f"_fql_parent{n}_{depth}"
+                code = (
+                    f"{code}.get({key!r})"
+                    if depth == 0
+                    else f"({step}.get({key!r}) if type({step} := {code}) is dict else None)"
+                )
+            namespace[f"_fql_names{n}"] = frozenset(names)
+            lines += [
+                f"    _fql_parent{n} = {code}",
+                f"    if type(_fql_parent{n}) is dict:",
+                *(f"        _fql_parent{n}.pop({name!r}, None)" for name in sorted(set(names))),
+                f"    elif type(_fql_parent{n}) is list:",
+                f"        _drop_items(_fql_parent{n}, _fql_names{n})",
+            ]
+        lines.append("    return event")
+        # Only our own code and the condition's (values from the config enter as repr() of str).
+        exec(compile("\n".join(lines), "<fql filter>", "exec"), namespace)
+        apply: Callable[..., dict[str, Any] | Verdict] = namespace["apply"]
+        return apply
+
+    def _failed(self, error: Exception, message: Any) -> Verdict:
+        self._evaluation_failed(error, message)
+        return _EVALUATION_FAILED
 
     def process(self, message: dict[str, Any]) -> dict[str, Any] | None:
         result = self.apply(message)

@@ -207,3 +207,33 @@ def test_a_chain_that_writes_the_fast_passes_in_gives_what_the_filters_give(
         message = result
     chained = run_filters(filters, {**event, **markers, "messageId": "m1"})
     assert (chained.message, chained.reason) == (message, reason), expressions
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(
+    _strategies.conditions() | st.sampled_from(_strategies.KNOWN),
+    st.dictionaries(
+        st.sampled_from(["", "a", "a.b", "a.b.c", "context", "properties", "a.0"]),
+        st.lists(st.sampled_from(["a", "b", "c", "ip", "x", "0"]), min_size=1, max_size=3),
+        min_size=1,
+        max_size=3,
+    ),
+    _strategies.events,
+)
+def test_a_generated_apply_does_what_the_filter_does(
+    expression: str, drop: dict[str, list[str]], event: dict[str, Any]
+) -> None:
+    """A filter that only drops keys gets a generated apply (condition, parents and drops
+    written in): it returns and changes what FQLFilter.apply does, and counts the same."""
+    try:
+        generated = FQLFilter(msgspec.convert({"if": expression, "drop_properties": drop}, FQLFilterConfig))
+        reference = FQLFilter(msgspec.convert({"if": expression, "drop_properties": drop}, FQLFilterConfig))
+    except (FQLSyntaxError, msgspec.ValidationError):
+        assume(False)
+    if "a.0" not in drop and generated.program.misses_code is not None:
+        assert generated.apply.__code__.co_filename == "<fql filter>"
+    mine, theirs = copy.deepcopy(event), copy.deepcopy(event)
+    result, expected = generated.apply(mine), FQLFilter.apply(reference, theirs)
+    assert (result is mine) == (expected is theirs) and result == expected
+    assert mine == theirs
+    assert generated.statistics() == reference.statistics()

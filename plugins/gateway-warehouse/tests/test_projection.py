@@ -179,3 +179,27 @@ def test_identify_calls_are_projected_and_their_users_rows_merged_in_log_order()
     [schema] = load.schemas
     assert sum(part.num_rows for part in schema.tables["identifies"].projected) > 40
     assert len(schema.tables["users"].rows) == 3
+
+
+def _viewed(i: int, properties: str) -> bytes:
+    return (
+        '{"type":"track","messageId":"m%d","event":"Viewed","receivedAt":"2026-05-01T10:00:00.000Z",'
+        '"properties":%s}' % (i, properties)
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "first",
+    [_viewed(0, '{"a":0}')[:-1] + b",}", _viewed(0, '{"a":0,"x":NaN}'), _viewed(0, '{"a":0,"x":1e400}')],
+    ids=["trailing-comma", "nan", "out-of-range"],
+)
+def test_a_group_whose_sample_only_duckdb_reads_is_mapped_in_python(first: bytes) -> None:
+    # DuckDB's JSON reader takes trailing commas, NaN and numbers past a double; msgspec does
+    # not. A group's sample like that is counted undecodable and its group mapped in Python
+    # (a DecodeError escaping the mapper would fail the batch, retried forever).
+    rest = [_viewed(i, '{"a":%d,"x":1.5}' % i) for i in range(1, projection_module.MIN_GROUP + 8)]
+    batch = [(i, "web", body) for i, body in enumerate([first, *rest], 1)]
+    plain = Mapper(DUCKDB_LIKE).map(batch, {})
+    projected = Mapper(DUCKDB_LIKE, project=True).map(batch, {})
+    assert plain.counts["undecodable"] == projected.counts["undecodable"] == 1
+    assert projected.rows == plain.rows

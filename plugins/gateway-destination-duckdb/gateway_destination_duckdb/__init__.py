@@ -116,6 +116,7 @@ class DuckDBLoader(Loader):
         self.path = Path(path)
         self._con: duckdb.DuckDBPyConnection | None = None  # loads, deletions, describe
         self._reads: duckdb.DuckDBPyConnection | None = None  # read_schemas, beside a load
+        self._catalog = ""  # the open file's catalog: tables are named with it (see qualified())
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -123,6 +124,7 @@ class DuckDBLoader(Loader):
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = duckdb.connect(str(self.path), config={"checkpoint_threshold": CHECKPOINT_THRESHOLD})
+            (self._catalog,) = self._con.execute("SELECT current_database()").fetchone() or ("",)
         return self._con
 
     def release(self) -> None:
@@ -168,11 +170,12 @@ class DuckDBLoader(Loader):
     def _write(self, con: duckdb.DuckDBPyConnection, load: Load) -> None:
         for schema in load.schemas:
             if schema.created:
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema.schema)}")
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self._catalog)}.{quote(schema.schema)}")
             for table in schema.tables.values():
-                target = qualified(schema.schema, table.name)
+                target = qualified(schema.schema, table.name, self._catalog)
                 if table.created:
-                    con.execute(create_table(schema.schema, table.name, {c: _TYPES[t] for c, t in table.added.items()}))
+                    columns = {c: _TYPES[t] for c, t in table.added.items()}
+                    con.execute(create_table(schema.schema, table.name, columns, self._catalog))
                 else:
                     for column, kind in table.added.items():
                         con.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote(column)} {_TYPES[kind]}")
@@ -200,7 +203,7 @@ class DuckDBLoader(Loader):
                     column = "id" if table == "users" else "user_id" if "user_id" in columns else None
                     if column is None:
                         continue
-                    target = qualified(schema, table)
+                    target = qualified(schema, table, self._catalog)
                     (count,) = con.execute(
                         f"SELECT count(*) FROM {target} WHERE {quote(column)} = ?", [user_id]
                     ).fetchone() or (0,)

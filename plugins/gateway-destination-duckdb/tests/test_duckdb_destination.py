@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 import trio
 import trio.testing
 from gateway_warehouse.testing import WRITE_KEY, assert_loaded, bought, mapped_event, send_calls
@@ -329,3 +330,23 @@ async def test_a_file_is_held_open_while_another_batch_is_in_flight(tmp_path: Pa
         assert held[:4] == [True] * 4 and held[4:] == [False]
         ids = sorted(r["id"] for r in read_tables(path)["bought"])
     assert ids == sorted(f"m{seq}" for seq in range(1, 101))
+
+
+@pytest.mark.parametrize(("stem", "source"), [("web", "web"), ("warehouse", "temp"), ("warehouse", "system")])
+async def test_a_schema_named_as_a_catalog_is_loaded(tmp_path: Path, stem: str, source: str) -> None:
+    # DuckDB names a file's catalog after the file and has catalogs temp and system: a schema
+    # named as one of them (web.duckdb for source web) is ambiguous unless tables are named
+    # with their catalog (the load failed with a BinderException, dead-lettering every batch).
+    from gateway_destination_duckdb import DuckDBConfig, _build
+
+    path = tmp_path / f"{stem}.duckdb"
+    body = b'{"type":"track","messageId":"m1","event":"Viewed","receivedAt":"2026-05-01T10:00:00.000Z"}'
+    destination = _build(DuckDBConfig(path=str(path)), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send([Record(seq=1, source=source, body=body)])
+        assert await destination.delete_user("nobody") == 0  # deletions name the tables the same way
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert con.execute(f'SELECT id FROM "{stem}"."{source}"."viewed"').fetchall() == [("m1",)]
+    finally:
+        con.close()

@@ -33,14 +33,18 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def qualified(schema: str, table: str) -> str:
-    return f"{quote(schema)}.{quote(table)}"
+def qualified(schema: str, table: str, catalog: str = "") -> str:
+    """The table's quoted name; with its ``catalog`` (database) when given: DuckDB names a
+    file's catalog after the file and has catalogs ``temp`` and ``system``, so a schema named
+    as one of them is ambiguous unless the catalog is named too."""
+    name = f"{quote(schema)}.{quote(table)}"
+    return f"{quote(catalog)}.{name}" if catalog else name
 
 
-def create_table(schema: str, table: str, columns: Mapping[str, str]) -> str:
+def create_table(schema: str, table: str, columns: Mapping[str, str], catalog: str = "") -> str:
     """``CREATE TABLE IF NOT EXISTS`` with ``columns`` (name -> the engine's type)."""
     body = ", ".join(f"{quote(name)} {sql_type}" for name, sql_type in columns.items())
-    return f"CREATE TABLE IF NOT EXISTS {qualified(schema, table)} ({body})"
+    return f"CREATE TABLE IF NOT EXISTS {qualified(schema, table, catalog)} ({body})"
 
 
 def merge_latest(target: str, stage: str, merged: str, written: Sequence[str], every: Sequence[str]) -> list[str]:

@@ -183,8 +183,8 @@ def test_identify_calls_are_projected_and_their_users_rows_merged_in_log_order()
 
 def _viewed(i: int, properties: str) -> bytes:
     return (
-        '{"type":"track","messageId":"m%d","event":"Viewed","receivedAt":"2026-05-01T10:00:00.000Z",'
-        '"properties":%s}' % (i, properties)
+        f'{{"type":"track","messageId":"m{i}","event":"Viewed","receivedAt":"2026-05-01T10:00:00.000Z",'
+        f'"properties":{properties}}}'
     ).encode()
 
 
@@ -197,7 +197,7 @@ def test_a_group_whose_sample_only_duckdb_reads_is_mapped_in_python(first: bytes
     # DuckDB's JSON reader takes trailing commas, NaN and numbers past a double; msgspec does
     # not. A group's sample like that is counted undecodable and its group mapped in Python
     # (a DecodeError escaping the mapper would fail the batch, retried forever).
-    rest = [_viewed(i, '{"a":%d,"x":1.5}' % i) for i in range(1, projection_module.MIN_GROUP + 8)]
+    rest = [_viewed(i, f'{{"a":{i},"x":1.5}}') for i in range(1, projection_module.MIN_GROUP + 8)]
     batch = [(i, "web", body) for i, body in enumerate([first, *rest], 1)]
     plain = Mapper(DUCKDB_LIKE).map(batch, {})
     projected = Mapper(DUCKDB_LIKE, project=True).map(batch, {})

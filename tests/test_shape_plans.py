@@ -4,6 +4,7 @@ and the inventory booked per message shape holds what it held when booked field 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from gateway.privacy.classifier import (
     apply_policy,
     block_red,
 )
+from tests.conftest import open_app
+from tests.test_http import post, stored
 
 KEYS = ["email", "password", "note", "plan", "card", "library", "name", "ip", "address", "sku", "userAgent", "items"]
 VALUES = [
@@ -287,3 +290,41 @@ def test_with_every_value_checked_a_site_remembers_at_most_its_bound(
     memos = [value for check in checks for name, value in check.__globals__.items() if name.startswith(("_s", "_i"))]
     assert memos and all(len(memo) <= 4 for memo in memos)
     assert any(len(memo) == 4 for memo in memos)
+
+
+def _nested(depth: int, leaf: Any) -> Any:
+    for _ in range(depth):
+        leaf = [{"a": leaf}]
+    return leaf
+
+
+def test_every_value_checked_a_message_nested_past_what_python_compiles_is_classified(registry: Registry) -> None:
+    # A plan's site check is code with a loop per array on the way to a site, and Python
+    # compiles at most 20 nested loops: deeper, the message is classified field by field
+    # (the SyntaxError used to escape scan(), failing its whole batch). Found by review.
+    matchers = list(registry.matchers.values())
+    every = Classifier(matchers, PrivacyConfig(value_checks="every"))
+    reference = Classifier(matchers, PrivacyConfig(value_checks="every"))
+    message = {"type": "track", "event": "E", "properties": {"a": _nested(21, "jane@example.com")}}
+    walked = reference._findings(message, True, greens=False)
+    for _ in range(3):  # planned from the second message on
+        assert every.scan(copy.deepcopy(message)) == [f for f in walked if f.cls in ("red", "yellow")]
+
+
+async def test_a_batch_with_a_message_nested_past_what_python_compiles_is_stored(
+    tmp_path: Path, registry: Registry
+) -> None:
+    extra = 'block_red = true\n\n[privacy]\nvalue_checks = "every"\n'
+    good = {"type": "track", "userId": "u1", "event": "Clicked", "messageId": "good"}
+    deep = {
+        "type": "track",
+        "userId": "u1",
+        "event": "Clicked",
+        "messageId": "deep",
+        "properties": {"a": _nested(21, "x")},
+    }
+    async with open_app(tmp_path, registry, extra) as app:
+        for _ in range(3):
+            status, body, _ = await post(app, "/v1/batch", {"batch": [good, deep]})
+            assert (status, body) == (200, {"success": True})
+        assert sorted(m["messageId"] for m in await stored(app)) == ["deep", "good"]

@@ -166,8 +166,18 @@ class _MessagePlan:
         and only the others are checked."""
         check = self._sites_hold
         if check is None:
-            check = self._sites_hold = _compile_sites(self.steps[_SITES], site_check, type_only)
+            try:
+                check = _compile_sites(self.steps[_SITES], site_check, type_only)
+            except (SyntaxError, RecursionError, MemoryError):
+                # Nested past what Python compiles (20 loops, 100 indents): no site is
+                # trusted, so each such message is classified field by field, as without a plan.
+                check = _never_holds
+            self._sites_hold = check
         return check(message)
+
+
+def _never_holds(message: dict[str, Any]) -> bool:
+    return False
 
 
 def _compile_sites(

@@ -353,7 +353,10 @@ async def _early_answer(connection: _Connection) -> tuple[int, list[tuple[bytes,
     A server refusing a body (413, 401) may answer after the head and close the connection
     with the body unread, so the write fails (the kernel resets a connection closed with
     unread data) while the answer waits in the receive buffer: the answer is the outcome,
-    not the broken write (curl and httpx read it too). The connection is never reused."""
+    not the broken write (curl and httpx read it too). The connection is never reused.
+
+    Plain TCP only: trio's ``SSLStream`` refuses to read once a write failed, so over TLS
+    the broken write stays the outcome (a retryable connection error)."""
     try:
         status, headers, body, _ = await _read_answer(connection, reused=False)
     except (HttpClientError, *_CONNECTION_ERRORS):

@@ -203,3 +203,10 @@ def test_a_group_whose_sample_only_duckdb_reads_is_mapped_in_python(first: bytes
     projected = Mapper(DUCKDB_LIKE, project=True).map(batch, {})
     assert plain.counts["undecodable"] == projected.counts["undecodable"] == 1
     assert projected.rows == plain.rows
+
+
+def test_a_number_msgspec_cannot_read_is_counted_as_python_counts_it() -> None:
+    # 1e400 is past a double's range: msgspec refuses the body (undecodable), DuckDB reads inf.
+    body = '{"type":"track","messageId":"m%d","event":"Viewed","properties":{"price":%s}}'
+    load = same([(body % (i, "1e400" if i == 7 else f"{i}.5")).encode() for i in range(40)], DUCKDB_LIKE)
+    assert load.counts["undecodable"] == 1

@@ -211,7 +211,10 @@ def _write_first_unsure(
     lines.append(f"    return {index}")
     # Our own code, and the expressions of fast passes that chose to be written in (plugins run
     # in this process anyway); the other fast passes enter as bound names, indexes as literals.
-    exec(compile("\n".join(lines), "<filter chain>", "exec"), namespace)
+    try:
+        exec(compile("\n".join(lines), "<filter chain>", "exec"), namespace)
+    except (SyntaxError, RecursionError, MemoryError):
+        return None  # an expression nested past what Python compiles once written in: called
     first_unsure: Callable[[JSONObject], int] = namespace["first_unsure"]
     if set(first_unsure.__code__.co_varnames) & namespace.keys():
         return None  # a name one expression binds (:=) is one another reads

@@ -164,8 +164,11 @@ class FQLFilter(Filter):
                 f"        _drop_items(_fql_parent{n}, _fql_names{n})",
             ]
         lines.append("    return event")
-        # Only our own code and the condition's (values from the config enter as repr() of str).
-        exec(compile("\n".join(lines), "<fql filter>", "exec"), namespace)
+        try:
+            # Only our own code and the condition's (values from the config enter as repr() of str).
+            exec(compile("\n".join(lines), "<fql filter>", "exec"), namespace)
+        except (SyntaxError, RecursionError, MemoryError):
+            return None  # parents nested past what Python compiles: apply() as written walks them
         apply: Callable[..., dict[str, Any] | Verdict] = namespace["apply"]
         return apply
 

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gateway import Verdict
+from gateway.components.filter import FilterChain, FilterContext, apply_filters
 from gateway.testing import run_filters
 
 
@@ -237,3 +238,39 @@ def test_a_generated_apply_does_what_the_filter_does(
     assert (result is mine) == (expected is theirs) and result == expected
     assert mine == theirs
     assert generated.statistics() == reference.statistics()
+
+
+def test_a_condition_on_a_path_nested_past_what_python_compiles_in_a_chain_still_filters() -> None:
+    # Each key of an inline path nests two parentheses; the chain writes the fast pass into
+    # its own code in one more pair, past Python's 200: the chain calls the pass instead
+    # (building it raised SyntaxError for a config validation accepted). Found by review.
+    path = ".".join(["a"] + [f"k{i}" for i in range(98)])
+    fql_filter = FQLFilter(FQLFilterConfig(condition=f"{path} = 'x' and b = 'y'", drop=True))
+    chain = FilterChain([("deep", fql_filter)])
+    message = {"messageId": "m1", "type": "track", "b": "z"}
+    assert apply_filters(chain, message, FilterContext("s")).message is message
+    deep: Any = "x"
+    for key in reversed(path.split(".")):
+        deep = {key: deep}
+    dropped = {"messageId": "m2", "type": "track", "b": "y", **deep}
+    assert apply_filters(chain, dropped, FilterContext("s")).message is None
+
+
+def test_drop_properties_of_a_parent_nested_past_what_python_compiles_still_drops() -> None:
+    # The generated apply writes each parent as nested guarded lookups: past Python's limit,
+    # the filter keeps its written apply (constructing it raised SyntaxError). Found by review.
+    keys = ["a"] + [f"k{i}" for i in range(100)]
+    config = FQLFilterConfig(condition="type = 'track'", drop_properties={".".join(keys): ["secret"]})
+    fql_filter = FQLFilter(config)
+    leaf: dict[str, Any] = {"secret": 1, "kept": 2}
+    message: dict[str, Any] = {"messageId": "m1", "type": "track"}
+    node = message
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = leaf
+    result = fql_filter.apply(message, FilterContext("s"))
+    assert isinstance(result, dict)
+    node = result
+    for key in keys:
+        node = node[key]
+    assert node == {"kept": 2}

@@ -350,3 +350,28 @@ async def test_a_schema_named_as_a_catalog_is_loaded(tmp_path: Path, stem: str, 
         assert con.execute(f'SELECT id FROM "{stem}"."{source}"."viewed"').fetchall() == [("m1",)]
     finally:
         con.close()
+
+
+async def test_two_identifies_of_a_user_merge_when_users_received_at_is_text(tmp_path: Path) -> None:
+    # A users.received_at an operator made text holds received_at as text: the users merge
+    # compares instants, not text with a datetime (a TypeError, retried forever). Found by review.
+    from gateway_destination_duckdb import DuckDBConfig, _build
+
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA web")
+    con.execute("CREATE TABLE web.users (id VARCHAR, received_at VARCHAR, plan VARCHAR)")
+    con.close()
+    identify = '{"type":"identify","messageId":"i%d","userId":"u","receivedAt":"%s","traits":{"plan":"%s"}}'
+    records = [
+        Record(seq=seq, source="web", body=(identify % (seq, received, plan)).encode())
+        for seq, received, plan in [(1, "2026-05-01T10:00:05.000Z", "pro"), (2, "2026-05-01T10:00:00.000Z", "free")]
+    ]
+    destination = _build(DuckDBConfig(path=str(path)), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send(records)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert con.execute("SELECT id, plan FROM web.users").fetchall() == [("u", "pro")]  # the later receivedAt
+    finally:
+        con.close()

@@ -668,10 +668,25 @@ def _merge_latest(table: TableLoad, key: str, row: dict[str, Any], received_at: 
     ``table``: the same key twice in a batch keeps the newest non-null values (a tie: the later)."""
     earlier = table.rows.get(key)
     if earlier is not None:
-        if (earlier.get("received_at") or _EPOCH) > (received_at or _EPOCH):
+        if _instant(earlier.get("received_at")) > _instant(received_at):
             row, earlier = earlier, row
         row = {**earlier, **row}
     table.rows[key] = row
+
+
+def _instant(received_at: Any) -> datetime:
+    """``received_at`` as the row holds it, as an instant to compare: a datetime, or its text
+    when the warehouse's column is not a timestamp it knows (an operator's TIMESTAMP_NS or
+    VARCHAR: loaded as text for the engine to cast)."""
+    if isinstance(received_at, datetime):
+        return received_at
+    if isinstance(received_at, str):
+        try:
+            instant = datetime.fromisoformat(received_at.strip('"'))  # a datetime's JSON text
+        except ValueError:
+            return _EPOCH
+        return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+    return _EPOCH
 
 
 class _Plan:

@@ -230,7 +230,9 @@ class DuckDBLoader(Loader):
 
 def _read(con: duckdb.DuckDBPyConnection, names: Sequence[str] | None) -> dict[str, Schema]:
     """The tables and column types of the named schemas (None: every schema but DuckDB's own
-    that has tables), as ``con`` sees them."""
+    that has tables), as ``con`` sees them. Table and column names in lowercase: DuckDB's names
+    are case-insensitive, and an operator's ``"Coupon"`` is the mapper's ``coupon`` (read as
+    written, every later batch found the schema changed and was mapped twice)."""
     where = "WHERE catalog_name = current_database()"
     params: list[Any] = []
     if names is not None:
@@ -253,7 +255,7 @@ def _read(con: duckdb.DuckDBPyConnection, names: Sequence[str] | None) -> dict[s
         list(schemas),
     ).fetchall()
     for schema, table, column, data_type in rows:
-        schemas[schema].setdefault(table, {})[column] = _READ_TYPES.get(data_type, ColumnType.STRING)
+        schemas[schema].setdefault(table.lower(), {})[column.lower()] = _READ_TYPES.get(data_type, ColumnType.STRING)
     if names is None:  # describe: the schemas a warehouse destination made (they have its tables)
         schemas = {name: tables for name, tables in schemas.items() if tables}
     return schemas

@@ -375,3 +375,32 @@ async def test_two_identifies_of_a_user_merge_when_users_received_at_is_text(tmp
         assert con.execute("SELECT id, plan FROM web.users").fetchall() == [("u", "pro")]  # the later receivedAt
     finally:
         con.close()
+
+
+async def test_a_column_an_operator_added_in_mixed_case_is_the_mappers_column(tmp_path: Path) -> None:
+    # DuckDB's names are case-insensitive but information_schema gives them as written: an
+    # operator's "Coupon" is the mapper's coupon. Read as written, every later batch found the
+    # schema changed (the mapper's coupon missing) and was mapped twice. Found by review.
+    from gateway_destination_duckdb import DuckDBConfig, _build
+
+    def track(seq: int, properties: str) -> Record:
+        head = f'{{"type":"track","messageId":"m{seq}","event":"Viewed","receivedAt":"2026-05-01T10:00:00.000Z"'
+        return Record(seq=seq, source="web", body=f'{head},"properties":{properties}}}'.encode())
+
+    path = tmp_path / "w.duckdb"
+    destination = _build(DuckDBConfig(path=str(path)), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send([track(1, '{"a":1}')])
+        con = duckdb.connect(str(path))
+        con.execute('ALTER TABLE web.viewed ADD COLUMN "Coupon" VARCHAR')
+        con.close()
+        with capture_logs() as logs:
+            for seq in range(2, 6):
+                await destination.send([track(seq, '{"a":1,"coupon":"x"}')])
+    changed = [entry for entry in logs if entry["event"] == "warehouse_schema_changed"]
+    assert len(changed) == 1  # the operator's change, seen once
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert con.execute('SELECT "Coupon" FROM web.viewed ORDER BY id').fetchall() == [(None,)] + [("x",)] * 4
+    finally:
+        con.close()

@@ -301,6 +301,9 @@ _NO_OPTIONS: dict[str, Any] = {}
 #: Property plans (:func:`_add_custom`) kept, and the most properties a message may have to use one.
 _MAX_PLANS = 4096
 _MAX_PLANNED_PROPERTIES = 64
+#: The most characters of names (event and properties) a kept plan holds: with _MAX_PLANS, this
+#: bounds what the caches keep (names of a few hundred characters would make it 100+ MiB).
+_MAX_KEPT_NAME_CHARS = 4096
 _Plan = tuple[tuple[str, str, int], ...]
 #: Per (the event's own parameters, its property names): what :func:`_plan` made of them.
 _PLANS: dict[tuple[tuple[str, ...], tuple[str, ...]], _Plan] = {}
@@ -325,9 +328,11 @@ def _add_custom(params: dict[str, Any], custom: dict[str, Any]) -> None:
     shape = (tuple(params), tuple(custom))
     plan = _PLANS.get(shape)
     if plan is None:
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
-        plan = _PLANS[shape] = _plan(shape[0], shape[1])
+        plan = _plan(shape[0], shape[1])
+        if sum(map(len, shape[1])) <= _MAX_KEPT_NAME_CHARS:
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[shape] = plan
     _add_planned(params, custom, plan)
 
 
@@ -467,14 +472,14 @@ def event_of(message: Message, config: Ga4Config, received_ms: int) -> tuple[tup
 
 
 def _custom_event(shape: tuple[str, bool, tuple[str, ...]]) -> tuple[str, _Plan]:
-    """The GA4 name and property plan of a custom track event of ``shape`` (kept)."""
+    """The GA4 name and property plan of a custom track event of ``shape`` (kept, unless its
+    names are long)."""
     event, lowercase, keys = shape
-    if len(_CUSTOM_EVENTS) >= _MAX_PLANS:
-        _CUSTOM_EVENTS.clear()
-    found = _CUSTOM_EVENTS[shape] = (
-        _unreserved(_valid_name(event, lowercase), RESERVED_EVENTS),
-        _plan(_ENGAGEMENT, keys),
-    )
+    found = (_unreserved(_valid_name(event, lowercase), RESERVED_EVENTS), _plan(_ENGAGEMENT, keys))
+    if len(event) + sum(map(len, keys)) <= _MAX_KEPT_NAME_CHARS:
+        if len(_CUSTOM_EVENTS) >= _MAX_PLANS:
+            _CUSTOM_EVENTS.clear()
+        _CUSTOM_EVENTS[shape] = found
     return found
 
 

@@ -496,3 +496,22 @@ def test_a_custom_event_maps_alike_with_and_without_options() -> None:
         "trial": "false",
         "n_gclid": "g",
     }
+
+
+def test_events_with_long_names_map_alike_and_are_not_kept() -> None:
+    """The plans of shapes are kept by name: an event whose names are long (a client sending
+    hundreds of distinct ones) maps the same but is not kept, so what the caches hold stays
+    bounded by characters, not only by count."""
+    from gateway_destination_ga4 import mapping
+
+    config = Ga4Config(measurement_id="G-1", api_secret="s")
+    long_names = {f"p{i:02d}{'p' * 480}": i for i in range(20)}  # distinct in GA4's first 40 characters
+    kept = (len(mapping._CUSTOM_EVENTS), len(mapping._PLANS))
+    for event, options in (("Long One", None), ("Long Two", {"Google Analytics 4": {"clientId": "a"}})):
+        message: dict[str, Any] = {"type": "track", "event": event, "anonymousId": "a", "properties": long_names}
+        if options:
+            message["integrations"] = options
+        first, second = to_ga4(message, config), to_ga4(message, config)
+        assert first is not None and first == second
+        assert len(first.event["params"]) == 21  # engagement_time_msec and the 20 properties
+    assert (len(mapping._CUSTOM_EVENTS), len(mapping._PLANS)) == kept

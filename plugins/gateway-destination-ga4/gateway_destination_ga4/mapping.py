@@ -4,7 +4,7 @@ it, with event and parameter names and values made valid under GA4's rules and l
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -305,6 +305,8 @@ _MAX_PLANNED_PROPERTIES = 64
 #: bounds what the caches keep (names of a few hundred characters would make it 100+ MiB).
 _MAX_KEPT_NAME_CHARS = 4096
 _Plan = tuple[tuple[str, str, int], ...]
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
 #: Per (the event's own parameters, its property names): what :func:`_plan` made of them.
 _PLANS: dict[tuple[tuple[str, ...], tuple[str, ...]], _Plan] = {}
 #: The one parameter a custom track event without GA4 options has before its properties.
@@ -328,11 +330,7 @@ def _add_custom(params: dict[str, Any], custom: dict[str, Any]) -> None:
     shape = (tuple(params), tuple(custom))
     plan = _PLANS.get(shape)
     if plan is None:
-        plan = _plan(shape[0], shape[1])
-        if sum(map(len, shape[1])) <= _MAX_KEPT_NAME_CHARS:
-            if len(_PLANS) >= _MAX_PLANS:
-                _PLANS.clear()
-            _PLANS[shape] = plan
+        plan = _kept(_PLANS, shape, _plan(shape[0], shape[1]), sum(map(len, shape[1])))
     _add_planned(params, custom, plan)
 
 
@@ -476,11 +474,17 @@ def _custom_event(shape: tuple[str, bool, tuple[str, ...]]) -> tuple[str, _Plan]
     names are long)."""
     event, lowercase, keys = shape
     found = (_unreserved(_valid_name(event, lowercase), RESERVED_EVENTS), _plan(_ENGAGEMENT, keys))
-    if len(event) + sum(map(len, keys)) <= _MAX_KEPT_NAME_CHARS:
-        if len(_CUSTOM_EVENTS) >= _MAX_PLANS:
-            _CUSTOM_EVENTS.clear()
-        _CUSTOM_EVENTS[shape] = found
-    return found
+    return _kept(_CUSTOM_EVENTS, shape, found, len(event) + sum(map(len, keys)))
+
+
+def _kept(cache: dict[_Key, _Value], key: _Key, value: _Value, name_chars: int) -> _Value:
+    """``value``, kept in ``cache`` under ``key`` unless its names (``name_chars`` characters)
+    are long; a full cache is emptied first."""
+    if name_chars <= _MAX_KEPT_NAME_CHARS:
+        if len(cache) >= _MAX_PLANS:
+            cache.clear()
+        cache[key] = value
+    return value
 
 
 def _with_time_and_user(

@@ -18,7 +18,7 @@ from gateway_filter_fql.actions import (
     make_sampler,
     split_field_path,
 )
-from gateway_filter_fql.fql import FQLSyntaxError, compile_expression
+from gateway_filter_fql.fql import FQLSyntaxError, compile_expression, object_path_code
 
 log = structlog.get_logger("gateway_filter_fql")
 #: Drop reasons besides ``filtered_by_rules`` (the ``drop`` action): the sample left the event
@@ -147,14 +147,7 @@ class FQLFilter(Filter):
             keys = split_field_path(parent)
             if any(key.isascii() and key.isdigit() for key in keys):
                 return None  # a step that may index a list: drop_fields() decides
-            code = "event"
-            for depth, key in enumerate(keys):
-                step = f"_fql_parent{n}_{depth}"
-                code = (
-                    f"{code}.get({key!r})"
-                    if depth == 0
-                    else f"({step}.get({key!r}) if type({step} := {code}) is dict else None)"
-                )
+            code = object_path_code(keys)
             namespace[f"_fql_names{n}"] = frozenset(names)
             lines += [
                 f"    _fql_parent{n} = {code}",

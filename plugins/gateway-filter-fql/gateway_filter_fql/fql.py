@@ -45,6 +45,7 @@ __all__ = [
     "Program",
     "compile_expression",
     "make_getter",
+    "object_path_code",
     "parse_path",
 ]
 
@@ -206,16 +207,28 @@ def _bound(fn: Any) -> tuple[str, Bindings]:
     return name, ((name, fn),)
 
 
-def _path_code(keys: tuple[str, ...], getter: Evaluator) -> tuple[str, Bindings]:
-    """Paths of object keys inline (as :func:`make_getter` reads them: None past a step that is
-    not an object); a path with a numeric step (which may index a list) calls the getter."""
+def object_path_code(keys: Sequence[str]) -> str | None:
+    """Source reading the path ``keys`` from ``event`` as :func:`make_getter` does (None past a
+    step that is not an object; no keys: the event itself), or None when a step after the
+    first is numeric (it may index a list)."""
+    if not keys:
+        return _EVENT
     if any(key.isascii() and key.isdigit() for key in keys[1:]):
-        name, bindings = _bound(getter)
-        return f"{name}({_EVENT})", bindings
+        return None
     code = f"{_EVENT}.get({keys[0]!r})"
     for key in keys[1:]:
         parent = _fresh("_v")
         code = f"({parent}.get({key!r}) if type({parent} := {code}) is dict else None)"
+    return code
+
+
+def _path_code(keys: tuple[str, ...], getter: Evaluator) -> tuple[str, Bindings]:
+    """Paths of object keys inline (:func:`object_path_code`); a path with a numeric step calls
+    the getter."""
+    code = object_path_code(keys)
+    if code is None:
+        name, bindings = _bound(getter)
+        return f"{name}({_EVENT})", bindings
     return code, ()
 
 

@@ -93,6 +93,7 @@ CHECKPOINT_THRESHOLD = "128MB"
 OVERLAPPED_BATCHES = 2
 _STAGE = "_gateway_stage"
 _MERGED = "_gateway_merged"
+_TYPED = "_gateway_typed"
 
 
 class DuckDBConfig(WarehouseConfig, kw_only=True):
@@ -179,19 +180,27 @@ class DuckDBLoader(Loader):
                 else:
                     for column, kind in table.added.items():
                         con.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote(column)} {_TYPES[kind]}")
+                # Registered without try/finally: after a failed statement the transaction is
+                # aborted and unregister would fail too, hiding the error that decides whether
+                # the batch is retried; the next register replaces a stage left behind.
                 con.register(_STAGE, arrow_table(table))
-                try:
-                    names = ", ".join(quote(c) for c in table.columns)
-                    if table.merge == "latest":
-                        for statement in merge_latest(target, _STAGE, _MERGED, list(table.columns), table.all_columns):
-                            con.execute(statement)
-                        con.execute(f"DROP TABLE {_MERGED}")
-                    else:
-                        key = quote(table.key)
-                        con.execute(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM {_STAGE})")
-                        con.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {_STAGE}")
-                finally:
-                    con.unregister(_STAGE)
+                names = ", ".join(quote(c) for c in table.columns)
+                if table.merge == "latest":
+                    # The merge compares and mixes stage and target values in CASE/COALESCE, so
+                    # the stage takes the target's own types first (as PostgreSQL's LIKE does):
+                    # a column an operator retyped (TIMESTAMP_NS, DECIMAL) is read back and
+                    # staged as text, and DuckDB will not mix text with it.
+                    con.execute(f"CREATE TEMPORARY TABLE {_TYPED} AS SELECT {names} FROM {target} LIMIT 0")
+                    con.execute(f"INSERT INTO {_TYPED} ({names}) SELECT {names} FROM {_STAGE}")
+                    for statement in merge_latest(target, _TYPED, _MERGED, list(table.columns), table.all_columns):
+                        con.execute(statement)
+                    con.execute(f"DROP TABLE {_MERGED}")
+                    con.execute(f"DROP TABLE {_TYPED}")
+                else:
+                    key = quote(table.key)
+                    con.execute(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM {_STAGE})")
+                    con.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {_STAGE}")
+                con.unregister(_STAGE)
 
     def delete_user(self, user_id: str) -> int:
         con = self._connection()

@@ -404,3 +404,51 @@ async def test_a_column_an_operator_added_in_mixed_case_is_the_mappers_column(tm
         assert con.execute('SELECT "Coupon" FROM web.viewed ORDER BY id').fetchall() == [(None,)] + [("x",)] * 4
     finally:
         con.close()
+
+
+async def test_two_identifies_of_a_user_merge_when_an_operator_retyped_users_columns(tmp_path: Path) -> None:
+    # An operator's TIMESTAMP_NS (or DECIMAL) column is read back as text, so the stage holds it
+    # as VARCHAR, and DuckDB will not mix VARCHAR or TIMESTAMPTZ with TIMESTAMP_NS in the merge's
+    # CASE: a Binder error, every batch with an identify dead-lettered. Found by review.
+    from gateway_destination_duckdb import DuckDBConfig, _build
+
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA web")
+    con.execute("CREATE TABLE web.users (id VARCHAR, received_at TIMESTAMP_NS, plan VARCHAR, score DECIMAL(10, 2))")
+    con.close()
+    identify = '{"type":"identify","messageId":"i%d","userId":"u","receivedAt":"%s","traits":{"plan":"%s","score":%s}}'
+    batches = [
+        [Record(seq=1, source="web", body=(identify % (1, "2026-05-01T10:00:05.000Z", "pro", "2.5")).encode())],
+        [Record(seq=2, source="web", body=(identify % (2, "2026-05-01T10:00:00.000Z", "free", "1")).encode())],
+    ]
+    destination = _build(DuckDBConfig(path=str(path)), DestinationContext("wh", tmp_path))
+    async with destination:
+        for batch in batches:
+            await destination.send(batch)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        rows = con.execute("SELECT id, plan, CAST(score AS DOUBLE), CAST(received_at AS VARCHAR) FROM web.users")
+        assert rows.fetchall() == [("u", "pro", 2.5, "2026-05-01 10:00:05")]  # the later receivedAt wins
+    finally:
+        con.close()
+
+
+async def test_a_batch_the_warehouse_refuses_for_good_is_a_permanent_failure(tmp_path: Path) -> None:
+    # An operator's CHECK constraint refuses the row: the same on every attempt, so the batch is
+    # dead-lettered. The stage was unregistered in a finally inside the aborted transaction,
+    # which raised "transaction is aborted" instead: retryable, the batch retried forever.
+    from gateway_destination_duckdb import DuckDBConfig, _build
+
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA web")
+    con.execute("CREATE TABLE web.viewed (id VARCHAR CHECK (id <> 'm1'))")
+    con.close()
+    body = b'{"type":"track","messageId":"m1","event":"Viewed","receivedAt":"2026-05-01T10:00:00.000Z"}'
+    destination = _build(DuckDBConfig(path=str(path)), DestinationContext("wh", tmp_path))
+    async with destination:
+        with pytest.raises(DeliveryError) as raised:
+            await destination.send([Record(seq=1, source="web", body=body)])
+    assert not raised.value.retryable, raised.value
+    assert "CHECK constraint" in str(raised.value)

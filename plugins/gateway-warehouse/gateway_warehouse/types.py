@@ -73,9 +73,12 @@ def parse_timestamp(text: str) -> datetime | None:
 
 
 def to_text(value: Any) -> str:
-    """A value as a string column holds it: strings as they are, anything else as JSON text."""
+    """A value as a string column holds it: strings as they are, a timestamp (a server field
+    in a column an operator made text) as its RFC 3339 text, anything else as JSON text."""
     if type(value) is str:
         return value
+    if type(value) is datetime:
+        return _encode(value).decode()[1:-1]  # no JSON quotes: the text DuckDB and PostgreSQL cast
     return _encode(value).decode()
 
 

@@ -16,9 +16,11 @@ Per engine:
    load time runs from the daemon's ``gateway_started`` line to its cursor reaching the log's
    head with the warehouse released (admin ``/status``, polled every 0.1 s; DuckDB keeps its
    file open between a backlog's loads, and other processes can read it once it is closed).
-   Peak RSS is the daemon's ``VmHWM`` then, and its CPU time (user + system, every thread)
-   says what the load cost whatever else the machine was doing (on a shared machine the
-   wall-clock ratio swings with the load average).
+   Peak RSS is the daemon's ``VmHWM`` then; its RSS, sampled at each poll, is also reported
+   as the highest sample in each stretch of the backlog (0-10%, 10-25%, 25-50%, 50-75%,
+   75-100% loaded) and how far apart those peaks are from 10% on (the target: flat). Its CPU
+   time (user + system, every thread) says what the load cost whatever else the machine was
+   doing (on a shared machine the wall-clock ratio swings with the load average).
 3. Reference: the rows the gateway loaded are exported (PostgreSQL: ``COPY ... TO STDOUT``
    into memory; DuckDB: ``COPY ... TO`` CSV files), empty copies of the same tables are made
    (``LIKE ... INCLUDING ALL``: same primary keys; DuckDB: same columns), and the rows are bulk
@@ -383,6 +385,27 @@ def report(r: dict[str, Any]) -> None:
         at = next((rss for done, rss in r["rss"] if done >= share), r["rss"][-1][1])
         marks.append(f"{share:.0%} {at / 2**20:.0f} MiB")
     print(f"  RSS as the backlog loads: {', '.join(marks)}")
+    peaks = stretch_peaks(r["rss"])
+    line = ", ".join(f"{peak / 2**20:.0f}" for peak in peaks)
+    print(f"  RSS peaks while the backlog loads 0-10%, 10-25%, 25-50%, 50-75%, 75-100%: {line} MiB")
+    if all(peaks[1:]):
+        print(
+            f"  flatness from 10% on: highest / lowest peak {max(peaks[1:]) / min(peaks[1:]):.2f}, "
+            f"75-100% / 10-25% {peaks[4] / peaks[1]:.2f} (flat: about 1)"
+        )
+
+
+def stretch_peaks(rss: list[tuple[float, int]]) -> list[int]:
+    """The highest RSS sampled in each stretch of the backlog (0-10%, 10-25%, 25-50%, 50-75%,
+    75-100% loaded; 0 where none was sampled). A single sample swings by a batch's memory with
+    the moment it falls in a load (one or two batches in flight, or none); a stretch's peak
+    does not, so the peaks say whether memory grows with the backlog."""
+    starts = (0.1, 0.25, 0.5, 0.75)  # of the stretches after the first
+    peaks = [0] * (len(starts) + 1)
+    for done, value in rss:
+        stretch = sum(done >= start for start in starts)
+        peaks[stretch] = max(peaks[stretch], value)
+    return peaks
 
 
 if __name__ == "__main__":

@@ -87,8 +87,12 @@ _READ_TYPES = {
 }
 #: Write-ahead log past which a commit checkpoints (DuckDB's default is 16 MB, less than one
 #: 50,000-message load writes: every load was checkpointed, its rows written twice). The rows
-#: in the log stay in memory until the checkpoint: this bounds that memory.
-CHECKPOINT_THRESHOLD = "128MB"
+#: in the log stay in memory until the checkpoint: this bounds that memory. The checkpoint of
+#: whatever a backlog's last loads left in the log runs in the last write or the close, where
+#: no mapping overlaps it: 64 MB (every second or third load) rather than 128 MB (every
+#: fourth) took that tail of a 200k-message backlog from 0.65 to 0.26 s of CPU, and the
+#: writes of a 1M one from 10.0 to 8.2 s (bench/README.md, 2026-12-08).
+CHECKPOINT_THRESHOLD = "64MB"
 #: Batches in flight by default: one written while the next is mapped.
 OVERLAPPED_BATCHES = 2
 _STAGE = "_gateway_stage"

@@ -317,7 +317,33 @@ async def test_a_raising_filter_dead_letters_the_message_and_the_worker_goes_on(
     ],
 )
 def test_integrations_object_rules(integrations: Any, opt_in: bool, allowed: bool) -> None:
-    assert integrations_allow(integrations, "CRM", opt_in=opt_in) is allowed
+    assert integrations_allow(integrations, ("CRM",), opt_in=opt_in) is allowed
+
+
+@pytest.mark.parametrize(
+    ("integrations", "allowed"),
+    [
+        ({"All": False, "Actions CRM": {"option": 1}}, True),  # another of its names enables it
+        ({"Actions CRM": False}, False),
+        ({"CRM": True, "Actions CRM": False}, True),  # the first of its names present decides
+        ({"All": False}, False),
+    ],
+)
+def test_a_destination_answers_to_each_of_its_names(integrations: Any, allowed: bool) -> None:
+    assert integrations_allow(integrations, ("CRM", "Actions CRM"), opt_in=False) is allowed
+
+
+@pytest.mark.parametrize(
+    ("integrations", "allowed"),
+    [
+        ({"All": False}, True),  # All: false never blocks a warehouse or Segment's own collection
+        ({"All": False, "Mixpanel": True}, True),
+        ({"All": False, "CRM": False}, False),  # its own key still does
+        ({"CRM": False}, False),
+    ],
+)
+def test_all_false_is_ignored_where_it_does_not_apply(integrations: Any, allowed: bool) -> None:
+    assert integrations_allow(integrations, ("CRM",), opt_in=False, all_false_applies=False) is allowed
 
 
 async def test_integrations_object_filters_before_send_and_is_accounted(

@@ -153,8 +153,14 @@ class DestinationConfig(Table, frozen=True, kw_only=True):
     #: The name events use for this destination in their ``integrations`` object (exact,
     #: case-sensitive, e.g. "Google Analytics"); by default the destination's id.
     display_name: Annotated[str, Meta(min_length=1)] | None = None
+    #: Other names events use for it there (Segment's Actions destinations: "Actions Amplitude").
+    also_named: list[Annotated[str, Meta(min_length=1)]] = []
     #: Off unless an event names it in ``integrations`` (like Segment's Salesforce default).
     opt_in: bool = False
+    #: Whether ``"All": false`` in an event's ``integrations`` keeps it from this destination
+    #: when the event does not name it. Segment: every destination but warehouses and its own
+    #: collection (Segment.io), whose types default this to false (segment-api.md §2.4).
+    all_false_applies: bool = True
     #: What this destination gets of Red/Yellow/Green fields: allow, block, redact or hash.
     privacy: PrivacyPolicy = PrivacyPolicy()
     filters: list[str] = []

@@ -4,24 +4,29 @@ how long a failed send waits before the next attempt."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 #: Segment's discard reason for an event its integrations object kept from a destination.
 INTEGRATIONS_REASON = "filtered_by_integrations_object"
 
 
-def integrations_allow(integrations: Any, display_name: str, *, opt_in: bool) -> bool:
-    """Whether an event's ``integrations`` object lets it go to ``display_name`` (segment-api.md
-    §2.4): the destination's own key if present (only a literal ``false`` disables; ``true`` or
-    an object of options enables), else ``All`` (same rule), else on, unless the destination
-    is opt-in, which only its own key turns on."""
+def integrations_allow(
+    integrations: Any, names: Sequence[str], *, opt_in: bool, all_false_applies: bool = True
+) -> bool:
+    """Whether an event's ``integrations`` object lets it go to the destination called ``names``
+    (its display name, then other names events use for it) (segment-api.md §2.4): the first of
+    its names present decides (only a literal ``false`` disables; ``true`` or an object of
+    options enables), else ``All`` (same rule) unless ``all_false_applies`` is off (warehouses,
+    the Segment relay), else on, unless the destination is opt-in, which only its names turn on."""
     if not isinstance(integrations, dict):
         return not opt_in
-    if display_name in integrations:
-        return integrations[display_name] is not False
+    for name in names:
+        if name in integrations:
+            return integrations[name] is not False
     if opt_in:
         return False
-    return integrations.get("All") is not False
+    return not all_false_applies or integrations.get("All") is not False
 
 
 def backoff_delay(attempt: int, *, initial: float, maximum: float, retry_after: float | None) -> float:

@@ -327,7 +327,7 @@ class DestinationWorker:
         object, then the destination's filters and privacy policy. Records a filter failed on
         are added to ``failures`` with the error (for the dead-letter table)."""
         cfg = self._config
-        display_name = cfg.display_name or self.id
+        names = (cfg.display_name or self.id, *cfg.also_named)
         privacy = cfg.privacy if cfg.privacy.active and self._classifier is not None else None
         contexts: dict[str, FilterContext] = {}
         kept = []
@@ -346,7 +346,9 @@ class DestinationWorker:
             if message.get("type") == DELETED_REASON:
                 self._count_filtered(record, DELETED_REASON, outcomes)
                 continue
-            if not integrations_allow(message.get("integrations"), display_name, opt_in=cfg.opt_in):
+            if not integrations_allow(
+                message.get("integrations"), names, opt_in=cfg.opt_in, all_false_applies=cfg.all_false_applies
+            ):
                 self._count_filtered(record, INTEGRATIONS_REASON, outcomes)
                 continue
             if not self._filters and privacy is None:

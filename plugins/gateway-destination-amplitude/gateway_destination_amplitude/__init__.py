@@ -30,7 +30,7 @@ from gateway import (
     hookimpl,
     parse_retry_after,
 )
-from gateway_destination_amplitude.mapping import decode_message, events_of, to_amplitude
+from gateway_destination_amplitude.mapping import INTEGRATION_NAMES, decode_message, events_of, to_amplitude
 
 __all__ = ["HOSTS", "AmplitudeConfig", "AmplitudeDestination", "to_amplitude"]
 
@@ -190,7 +190,13 @@ class AmplitudeDestination(Destination):
 
 def _delivery_defaults(config: AmplitudeConfig) -> dict[str, Any]:
     # An Order Completed becomes several events: 500 messages stay well under 2,000 events.
-    return {"display_name": "Amplitude", "batch_max_messages": 500, "batch_max_bytes": 900_000, "concurrency": 4}
+    return {
+        "display_name": INTEGRATION_NAMES[0],
+        "also_named": list(INTEGRATION_NAMES[1:]),
+        "batch_max_messages": 500,
+        "batch_max_bytes": 900_000,
+        "concurrency": 4,
+    }
 
 
 @hookimpl

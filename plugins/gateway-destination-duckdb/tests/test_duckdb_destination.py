@@ -452,3 +452,17 @@ async def test_a_batch_the_warehouse_refuses_for_good_is_a_permanent_failure(tmp
             await destination.send([Record(seq=1, source="web", body=body)])
     assert not raised.value.retryable, raised.value
     assert "CHECK constraint" in str(raised.value)
+
+
+async def test_an_event_with_all_false_is_still_loaded(tmp_path: Path) -> None:
+    # "All": false blocks every destination an event does not name, except warehouses
+    # (segment-api.md §2.4); the warehouse's own name still turns it off.
+    calls = [
+        {"type": "track", "userId": "u", "event": "Picked", "messageId": "m1", "integrations": {"All": False}},
+        {"type": "track", "userId": "u", "event": "Picked", "messageId": "m2", "integrations": {"wh": False}},
+    ]
+    async with run_gateway(config(tmp_path), data_dir=tmp_path) as gw:
+        response = await gw.request("POST", "/v1/batch", json={"batch": calls}, auth=(WRITE_KEY, ""))
+        assert response.status_code == 200
+        await flush(gw)
+    assert [row["id"] for row in read_tables(tmp_path / "warehouse.duckdb")["picked"]] == ["m1"]

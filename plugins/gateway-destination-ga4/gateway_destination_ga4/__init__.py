@@ -33,7 +33,7 @@ from gateway import (
     __version__,
     hookimpl,
 )
-from gateway_destination_ga4.mapping import decode_message, event_of, to_ga4, valid_name
+from gateway_destination_ga4.mapping import INTEGRATION_NAMES, decode_message, event_of, to_ga4, valid_name
 
 __all__ = ["HOSTS", "Ga4Config", "Ga4Destination", "to_ga4", "valid_name"]
 
@@ -279,7 +279,12 @@ def _delivery_defaults(config: Ga4Config) -> dict[str, Any]:
     # per request (bench/destinations.py, 500 users: 5 messages a request at 2,000 a batch, 12 at
     # 5,000), and each batch sends its requests side by side (parallel_requests). A retry sends
     # only what its batch's failed requests held, so a larger batch does not mean more resent.
-    return {"display_name": "Google Analytics 4", "batch_max_messages": 5000, "concurrency": 2}
+    return {
+        "display_name": INTEGRATION_NAMES[0],
+        "also_named": list(INTEGRATION_NAMES[1:]),
+        "batch_max_messages": 5000,
+        "concurrency": 2,
+    }
 
 
 @hookimpl

@@ -162,6 +162,10 @@ def _refused_items(response: Any) -> list[tuple[int, str]]:
 def _delivery_defaults(config: SegmentConfig) -> dict[str, Any]:
     return {
         "display_name": "Segment",
+        # Segment.io is the name analytics.js gives Segment's own collection; a per-event
+        # "All": false never blocks it (segment-api.md §2.4): the workspace routes the event.
+        "also_named": ["Segment.io"],
+        "all_false_applies": False,
         "batch_max_messages": min(1000, config.max_batch_messages),
         "batch_max_bytes": config.max_request_bytes - 200,
         "concurrency": 4,

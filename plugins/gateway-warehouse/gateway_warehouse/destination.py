@@ -91,8 +91,10 @@ class WarehouseConfig(ComponentConfig, kw_only=True):
 
 def warehouse_delivery_defaults(options: WarehouseConfig) -> dict[str, Any]:
     """Delivery defaults for a warehouse type (``DestinationType(delivery_defaults=...)``):
-    one large batch every ``sync_interval_secs``, one load at a time."""
+    one large batch every ``sync_interval_secs``, one load at a time; ``"All": false`` in an
+    event's integrations does not keep it out (Segment loads warehouses regardless)."""
     return {
+        "all_false_applies": False,
         "batch_max_wait_secs": options.sync_interval_secs,
         "batch_max_messages": BATCH_MAX_MESSAGES,
         "batch_max_bytes": BATCH_MAX_BYTES,

@@ -5,7 +5,8 @@ and keeps up to ``concurrency`` batches in flight. The cursor advances only over
 of finished batches, so a crash at any point re-sends, never skips (at least once). Retryable
 failures back off exponentially with jitter and honour ``Retry-After``; permanent ones, and
 retryable ones past ``max_attempts``, go to the dead-letter table. The backlog of a slow or dead
-destination stays in the log on disk: the worker holds at most ``concurrency`` batches in memory.
+destination stays in the log on disk: the worker holds at most ``concurrency`` batches in flight
+and the next one, read ahead while it waits for a slot, in memory.
 """
 
 from __future__ import annotations
@@ -388,7 +389,7 @@ class DestinationWorker:
         # A slot is held until the cursor has moved past its batch, not just until the batch
         # is sent: while an earlier batch is stuck in retries, later ones may be delivered but
         # not recorded, and a crash re-sends them. Holding the slots bounds that re-send to
-        # ``concurrency`` batches (and the memory to as many).
+        # ``concurrency`` batches (and the memory to as many, and the one read ahead).
         outcomes: Counter[tuple[str, str]] = Counter()
         last_seq = batch[-1].seq
         if self._log.deletions != deletions:

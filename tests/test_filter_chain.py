@@ -98,14 +98,29 @@ class Flagged(Filter):
         return message
 
     def fast_pass(self) -> Callable[[dict[str, Any]], bool] | None:
-        if self.fast == "honest":
+        if self.fast in ("honest", "in place", "in place raises"):
             return lambda m: m.get("drop") != self.tag and self.tag not in m.get("flags", ())
         return {"never": never, "raises": raises, "none": None}[self.fast]
+
+    def in_place(self) -> Callable[[dict[str, Any]], bool] | None:
+        """Tags a flagged message in place; not sure of one it drops (nothing done)."""
+        if self.fast == "in place raises":
+            return raises
+        if self.fast != "in place":
+            return None
+
+        def tag_in_place(message: dict[str, Any]) -> bool:
+            if message.get("drop") == self.tag:
+                return False
+            self.process(message)
+            return True
+
+        return tag_in_place
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    fast=st.lists(st.sampled_from(["honest", "never", "raises", "none"]), max_size=6),
+    fast=st.lists(st.sampled_from(["honest", "never", "raises", "none", "in place", "in place raises"]), max_size=6),
     flags=st.lists(st.sampled_from("abcdef"), max_size=3),
     drop=st.sampled_from([None, *"abcdef"]),
 )
@@ -162,3 +177,15 @@ def test_inline_fast_passes_are_written_in_unless_their_names_clash() -> None:
     chain = FilterChain([("c", Inline(binds_y)), ("d", Inline(reads_y))])
     assert [chain.first_unsure(m) for m in ({}, {"c": 3}, {"d": 4})] == [2, 0, 1]
     assert a_is_not_one({"a": 2}) is True and a_is_not_one({"a": 1}) is False
+
+
+def test_a_filter_applied_in_place_runs_once_and_the_chain_goes_on() -> None:
+    """A filter's in-place apply is called when its fast pass is not sure; its changes are
+    what the fast passes after it see, and apply is not called as well."""
+    chain = FilterChain([("a", Flagged("a", "in place")), ("b", Flagged("b", "honest"))])
+    message = event(flags=["a"])
+    assert chain.first_unsure(message) == 2 and message["seen"] == ["a"]
+    outcome = apply_filters(chain, event(flags=["a", "b"]), CONTEXT)
+    assert outcome.message == event(flags=["a", "b"], seen=["a", "b"])
+    assert chain.first_unsure(event(drop="a")) == 0  # not sure: apply decides (and drops it)
+    assert apply_filters(chain, event(drop="a"), CONTEXT).message is None

@@ -69,6 +69,13 @@ def hub_config(tmp_path: Path, registry: Registry) -> Any:
     return parse_config(text + '\n[sources.other]\nwrite_key = "other-key"\n[filters.f]\ntype = "bots"\n', registry)
 
 
+async def store_one_of_each(hub: IngestHub, kinds: list[str]) -> Any:
+    """Store one event of each kind (its messageId and ``properties.kind``) into source ``web``."""
+    web = hub.authenticate(WRITE_KEY, "tracking_api")
+    assert web is not None
+    return await hub.store_messages([(web, event(kind, properties={"kind": kind})) for kind in kinds])
+
+
 async def test_at_ingest_every_kind_of_answer_is_stored_counted_or_dead_lettered(
     tmp_path: Path, registry: Registry
 ) -> None:
@@ -88,10 +95,8 @@ async def test_at_ingest_every_kind_of_answer_is_stored_counted_or_dead_lettered
     config = hub_config(tmp_path, registry)
     async with open_log(config.log, config.data_dir) as log:
         hub = IngestHub(log, config, {"f": Answers(answer)})
+        outcome = await store_one_of_each(hub, ["ok", "unencodable", "forward-junk", "forward", "raise"])
         web = hub.authenticate(WRITE_KEY, "tracking_api")
-        assert web is not None
-        kinds = ["ok", "unencodable", "forward-junk", "forward", "raise"]
-        outcome = await hub.store_messages([(web, event(kind, properties={"kind": kind})) for kind in kinds])
         assert (outcome.stored, outcome.filtered) == (3, 3)  # ok, forward-junk, fwd-forward
         letters = {x.body: x for x in await log.dead_letters()}
         assert len(letters) == 2
@@ -180,3 +185,40 @@ async def test_letters_refused_again_on_a_source_redrive_each_keep_their_own_rea
             ("a", "dead", "f: still broken for a"),
             ("b", "dead", "f: still broken for b"),
         }
+
+
+class InPlace(Answers):
+    """``Answers``, applied in place by the chain (its fast pass is never sure)."""
+
+    def fast_pass(self) -> Any:
+        return lambda message: False
+
+    def in_place(self) -> Any:
+        return lambda message: self.answer(message) is message
+
+
+async def test_a_filter_applied_in_place_is_stored_or_dead_lettered_as_when_applied(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """The hub stores what the chain passed in place without the chain's dispatch: the changed
+    message, and the same dead letters as apply's for one it left without a messageId or with a
+    value JSON cannot hold."""
+
+    def answer(message: dict[str, Any]) -> Any:
+        kind = message["properties"].pop("kind")
+        if kind == "no-id":
+            del message["messageId"]
+        elif kind == "unencodable":
+            message["properties"]["x"] = object()
+        return message
+
+    config = hub_config(tmp_path, registry)
+    async with open_log(config.log, config.data_dir) as log:
+        hub = IngestHub(log, config, {"f": InPlace(answer)})
+        outcome = await store_one_of_each(hub, ["ok", "no-id", "unencodable"])
+        assert (outcome.stored, outcome.filtered) == (1, 2)
+        records = await log.read(0, max_records=10, max_bytes=10**6)
+        assert [r.message() for r in records] == [event("ok", properties={})]
+        errors = sorted(x.error for x in await log.dead_letters())
+        assert errors[0].startswith("the filtered message cannot be stored as JSON")
+        assert errors[1] == "the filters returned a message without a string messageId"

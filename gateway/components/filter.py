@@ -95,6 +95,20 @@ class Filter:
         """
         return None
 
+    def in_place(self) -> Callable[[JSONObject], bool] | None:
+        """:meth:`apply` for the messages its fast pass is not sure of, as a function the core
+        calls in the chain's own code, or None (the default: the core calls :meth:`apply`).
+        Asked once, when a :class:`FilterChain` is built.
+
+        True promises that the filter was applied: :meth:`apply` would have returned this very
+        message object (changed in place, or not at all), with the side effects it has now had
+        (counters). False means "not sure", with no side effect at all: the core calls
+        :meth:`apply`. It must not raise once it changed anything. For a filter that changes
+        many messages in place (one that drops a key on a condition), this saves the core's
+        dispatch of :meth:`apply` and the fast passes asked again after it.
+        """
+        return None
+
     def plan_status(self, call: str, event: str | None) -> str | None:
         """What this filter does with every call of type ``call`` named ``event`` (a track
         event, a page or screen name, None for the others), for the console's Schema view:
@@ -146,8 +160,9 @@ class FilterChain(tuple[tuple[str, Filter], ...]):
     :func:`apply_filters` does not ask it per message.
 
     ``first_unsure(message)`` runs the fast passes in order, in one call: the index of the first
-    filter whose fast pass is not sure of the message (False, raised, or it has none), or the
-    number of filters when every one promises a pass (the message goes through unchanged).
+    filter whose fast pass is not sure of the message (False, raised, or it has none) and that
+    could not apply itself in place (:meth:`Filter.in_place`), or the number of filters when
+    every one passed the message (unchanged, or changed in place as its ``apply`` would have).
     ``unsure_from[k](message)`` does the same from filter ``k`` on (``first_unsure`` is
     ``unsure_from[0]``): once a filter ran, the fast passes after it are asked in one call too."""
 
@@ -162,27 +177,34 @@ class FilterChain(tuple[tuple[str, Filter], ...]):
             for filter_id, message_filter in chain
         )
         fast_passes = [step[2] for step in chain.steps]
-        chain.unsure_from = tuple(_first_unsure(fast_passes, start) for start in range(len(chain) + 1))
+        in_place = [_in_place_of(message_filter) for _, message_filter in chain]
+        chain.unsure_from = tuple(_first_unsure(fast_passes, in_place, start) for start in range(len(chain) + 1))
         chain.first_unsure = chain.unsure_from[0]
         return chain
 
 
 def _first_unsure(
-    fast_passes: Sequence[Callable[[JSONObject], bool] | None], start: int = 0
+    fast_passes: Sequence[Callable[[JSONObject], bool] | None],
+    in_place: Sequence[Callable[[JSONObject], bool] | None],
+    start: int = 0,
 ) -> Callable[[JSONObject], int]:
     """:attr:`FilterChain.first_unsure` from filter ``start`` on, as straight-line code: most
     messages pass most filters, and a loop over the chain costs as much again as the fast passes
     themselves. Each :class:`InlinePass` is written in, unless the names of two clash (then each
-    is called)."""
-    first_unsure = _write_first_unsure(fast_passes, start, inline=True)
+    is called); a filter's :meth:`Filter.in_place` is called when its fast pass is not sure."""
+    first_unsure = _write_first_unsure(fast_passes, in_place, start, inline=True)
     if first_unsure is None:
-        first_unsure = _write_first_unsure(fast_passes, start, inline=False)
+        first_unsure = _write_first_unsure(fast_passes, in_place, start, inline=False)
         assert first_unsure is not None
     return first_unsure
 
 
 def _write_first_unsure(
-    fast_passes: Sequence[Callable[[JSONObject], bool] | None], start: int, *, inline: bool
+    fast_passes: Sequence[Callable[[JSONObject], bool] | None],
+    in_place: Sequence[Callable[[JSONObject], bool] | None],
+    start: int,
+    *,
+    inline: bool,
 ) -> Callable[[JSONObject], int] | None:
     namespace: dict[str, Any] = {}
     lines = ["def first_unsure(event):"]
@@ -200,9 +222,16 @@ def _write_first_unsure(
             if f"_pass{index}" in namespace:
                 return None
             namespace[f"_pass{index}"] = fast_pass
+        if in_place[index] is None:
+            unsure = f"return {index}"
+        else:
+            # Applied here, or not sure (then nothing was done): apply() decides.
+            namespace[f"_in_place{index}"] = in_place[index]
+            unsure = f"if not _in_place{index}(event): return {index}"
         lines += [
             "    try:",
-            f"        if not {test}: return {index}",
+            f"        if not {test}:",
+            f"            {unsure}",
             "    except Exception:",  # not sure: apply() decides, under its own error policy
             f"        return {index}",
         ]
@@ -228,11 +257,19 @@ def _fast_pass_of(message_filter: Filter) -> Callable[[JSONObject], bool] | None
         return None
 
 
+def _in_place_of(message_filter: Filter) -> Callable[[JSONObject], bool] | None:
+    try:
+        return message_filter.in_place()
+    except Exception:  # a plugin's bug costs it its in-place apply, never the chain
+        return None
+
+
 def apply_filters(
     filters: Sequence[tuple[str, Filter]],
     message: JSONObject,
     context: FilterContext,
     on_error: Callable[[str, Exception], None] | None = None,
+    start: int | None = None,
 ) -> FilterOutcome:
     """Run ``filters`` in order, collecting what they forward, until one drops or fails the
     message. A filter that raises, or returns something that is not a message (a dict with a
@@ -242,7 +279,9 @@ def apply_filters(
     error)`` hears of each such error (the caller logs it, throttled).
 
     Given a :class:`FilterChain`, each filter's fast pass is tried first (see
-    :meth:`Filter.fast_pass`); the result is the same either way."""
+    :meth:`Filter.fast_pass`); the result is the same either way. ``start``: what the chain's
+    ``first_unsure(message)`` returned, when the caller asked it already (it may have applied
+    filters in place: they must not run again)."""
     forward: tuple[Forward, ...] = ()
     unsure_from: tuple[Callable[[JSONObject], int], ...] | None = None
     if type(filters) is FilterChain:
@@ -250,7 +289,7 @@ def apply_filters(
         unsure_from = filters.unsure_from
         # The filter at ``index`` was not passed: it runs (its fast pass is not asked again),
         # then the fast passes after it are asked, in one call.
-        index = unsure_from[0](message)
+        index = unsure_from[0](message) if start is None else start
     else:
         steps = tuple((fid, f, None, type(f).apply is _BASE_APPLY) for fid, f in filters)
         index = 0

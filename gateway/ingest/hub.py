@@ -28,6 +28,7 @@ from gateway.components import (
     Candidate,
     Checked,
     Filter,
+    FilterChain,
     FilterContext,
     FilterErrorLog,
     Forward,
@@ -363,9 +364,19 @@ class IngestHub:
             if not source.filters:
                 entries.append(Entry(source.id, str(message["messageId"]), _encode(message)))
                 continue
+            filters = source.filters
+            start = filters.first_unsure(message) if type(filters) is FilterChain else None
+            if start == len(filters) and type(message.get("messageId")) is str:
+                # Every filter passed it (unchanged, or changed in place as its apply would):
+                # nothing dropped, nothing forwarded; filter_message's entry, without its calls.
+                try:
+                    entries.append(Entry(source.id, message["messageId"], _encode(message)))
+                    continue
+                except (TypeError, ValueError, OverflowError):
+                    pass  # filter_message says why, as it would have
             if context is None or context.source != source.id:
                 context = FilterContext(source.id)
-            entry, reason, failure = self.filter_message(source, message, context, forwarded)
+            entry, reason, failure = self.filter_message(source, message, context, forwarded, start)
             if entry is not None:
                 entries.append(entry)
                 continue
@@ -414,11 +425,17 @@ class IngestHub:
         return IngestOutcome(stored=result.stored, duplicates=result.duplicates, filtered=prepared.filtered)
 
     def filter_message(
-        self, source: Source, message: JSONObject, context: FilterContext, forwarded: list[Entry]
+        self,
+        source: Source,
+        message: JSONObject,
+        context: FilterContext,
+        forwarded: list[Entry],
+        start: int | None = None,
     ) -> tuple[Entry | None, str | None, str | None]:
         """Run ``source``'s filters on ``message``: ``(entry to store, None, None)``, or
-        ``(None, drop reason, failure or None)``. What they forward is added to ``forwarded``."""
-        kept, reason, failure, forward = apply_filters(source.filters, message, context, self._filter_errors)
+        ``(None, drop reason, failure or None)``. What they forward is added to ``forwarded``.
+        ``start``: what the chain's ``first_unsure(message)`` returned, when asked already."""
+        kept, reason, failure, forward = apply_filters(source.filters, message, context, self._filter_errors, start)
         if forward:
             self._forward(source.id, forward, forwarded)
         if kept is None:

@@ -122,48 +122,62 @@ class FQLFilter(Filter):
         self.dropped = 0
         self.errors = 0
         self._warning = ThrottledWarning(log, "fql_evaluation_failed")
+        self._in_place: Callable[[dict[str, Any]], bool] | None = None
         generated = self._generated_apply(drop)
         if generated is not None:
-            self.apply = generated  # type: ignore[method-assign]
+            self.apply, self._in_place = generated  # type: ignore[method-assign]
 
-    def _generated_apply(self, drop: _KeyLists) -> Callable[..., dict[str, Any] | Verdict] | None:
+    def _generated_apply(
+        self, drop: _KeyLists
+    ) -> tuple[Callable[..., dict[str, Any] | Verdict], Callable[[dict[str, Any]], bool]] | None:
         """:meth:`apply` as one generated function, for the usual filter that only drops keys
         of objects (``drop_properties``, parents of object keys) on a condition compiled to
-        code: no call for the condition, the parents or the drops. None for any other filter."""
+        code: no call for the condition, the parents or the drops; and the same as
+        :meth:`in_place` (True where apply returns the event, False where the condition
+        raised). None for any other filter."""
         misses = self.program.misses_code
         if misses is None or not drop or self._sample is not None or self._drop or self._allow_rules:
             return None
         expression, namespace = misses
         namespace = {**namespace, "_filter": self, "_failed": self._failed, "_drop_items": drop_items}
-        lines = [
-            "def apply(event, context=None):",
-            "    try:",
-            f"        if {expression}: return event",
-            "    except Exception as error:",
-            "        return _failed(error, event)",
-            "    _filter.matched += 1",
-        ]
+        body = ["    _filter.matched += 1"]
         for n, (parent, names) in enumerate(drop.items()):
             keys = split_field_path(parent)
             if any(key.isascii() and key.isdigit() for key in keys):
                 return None  # a step that may index a list: drop_fields() decides
             code = object_path_code(keys)
             namespace[f"_fql_names{n}"] = frozenset(names)
-            lines += [
+            # Reading the parent and popping from it cannot raise (dicts, string keys).
+            body += [
                 f"    _fql_parent{n} = {code}",
                 f"    if type(_fql_parent{n}) is dict:",
                 *(f"        _fql_parent{n}.pop({name!r}, None)" for name in sorted(set(names))),
                 f"    elif type(_fql_parent{n}) is list:",
                 f"        _drop_items(_fql_parent{n}, _fql_names{n})",
             ]
-        lines.append("    return event")
+        lines = [
+            "def apply(event, context=None):",
+            "    try:",
+            f"        if {expression}: return event",
+            "    except Exception as error:",
+            "        return _failed(error, event)",
+            *body,
+            "    return event",
+            "",
+            "def in_place(event):",
+            "    try:",
+            f"        if {expression}: return True",
+            "    except Exception:",
+            "        return False",  # not sure, nothing done: apply() counts and reports the error
+            *body,
+            "    return True",
+        ]
         try:
             # Only our own code and the condition's (values from the config enter as repr() of str).
             exec(compile("\n".join(lines), "<fql filter>", "exec"), namespace)
         except (SyntaxError, RecursionError, MemoryError):
             return None  # parents nested past what Python compiles: apply() as written walks them
-        apply: Callable[..., dict[str, Any] | Verdict] = namespace["apply"]
-        return apply
+        return namespace["apply"], namespace["in_place"]
 
     def _failed(self, error: Exception, message: Any) -> Verdict:
         self._evaluation_failed(error, message)
@@ -204,6 +218,11 @@ class FQLFilter(Filter):
         if self.program.misses_code is not None:
             return InlinePass(*self.program.misses_code)
         return self.program.misses
+
+    def in_place(self) -> Callable[[dict[str, Any]], bool] | None:
+        """For a filter that only drops keys of objects: apply it in place, as the generated
+        :meth:`apply` does (a chain then runs it in its own code, with no dispatch)."""
+        return self._in_place
 
     @property
     def warn_interval_secs(self) -> float:

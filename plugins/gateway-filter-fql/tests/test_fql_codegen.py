@@ -209,15 +209,16 @@ def test_a_chain_that_writes_the_fast_passes_in_gives_what_the_filters_give(
     assert (chained.message, chained.reason) == (message, reason), expressions
 
 
+def drops(parents: list[str]) -> st.SearchStrategy[dict[str, list[str]]]:
+    """``drop_properties`` tables: parents (numeric steps among them) and the keys dropped."""
+    keys = st.lists(st.sampled_from(["a", "b", "c", "ip", "x", "0"]), min_size=1, max_size=3)
+    return st.dictionaries(st.sampled_from(parents), keys, min_size=1, max_size=3)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(
     _strategies.conditions() | st.sampled_from(_strategies.KNOWN),
-    st.dictionaries(
-        st.sampled_from(["", "a", "a.b", "a.b.c", "context", "properties", "a.0"]),
-        st.lists(st.sampled_from(["a", "b", "c", "ip", "x", "0"]), min_size=1, max_size=3),
-        min_size=1,
-        max_size=3,
-    ),
+    drops(["", "a", "a.b", "a.b.c", "context", "properties", "a.0"]),
     _strategies.events,
 )
 def test_a_generated_apply_does_what_the_filter_does(
@@ -237,6 +238,45 @@ def test_a_generated_apply_does_what_the_filter_does(
     assert (result is mine) == (expected is theirs) and result == expected
     assert mine == theirs
     assert generated.statistics() == reference.statistics()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(
+    _strategies.conditions() | st.sampled_from(_strategies.KNOWN),
+    drops(["", "a", "a.b", "context", "properties"]),
+    _strategies.events,
+)
+def test_in_place_does_what_apply_does_or_nothing(
+    expression: str, drop: dict[str, list[str]], event: dict[str, Any]
+) -> None:
+    """A filter that only drops keys applies itself in place in a chain's code: True where
+    apply returns the very event (changed and counted the same), False with nothing done or
+    counted where apply would not return it (the condition raised)."""
+    try:
+        in_place_filter = FQLFilter(msgspec.convert({"if": expression, "drop_properties": drop}, FQLFilterConfig))
+        reference = FQLFilter(msgspec.convert({"if": expression, "drop_properties": drop}, FQLFilterConfig))
+    except (FQLSyntaxError, msgspec.ValidationError):
+        assume(False)
+    in_place = in_place_filter.in_place()
+    assume(in_place is not None)
+    assert in_place is not None
+    mine, theirs = copy.deepcopy(event), copy.deepcopy(event)
+    applied, expected = in_place(mine), FQLFilter.apply(reference, theirs)
+    if applied:
+        assert expected is theirs and mine == theirs
+        assert in_place_filter.statistics() == reference.statistics()
+    else:
+        assert expected is not theirs and mine == event
+        assert in_place_filter.statistics() == {"matched": 0, "dropped": 0, "errors": 0}
+
+
+def test_only_a_filter_that_drops_keys_applies_in_place() -> None:
+    dropping = FQLFilterConfig(condition="event = 'Order Completed'", drop_properties={"context": ["ip"]})
+    assert FQLFilter(dropping).in_place() is not None
+    assert FQLFilter(FQLFilterConfig(condition="event = 'x'", drop=True)).in_place() is None
+    message = {"messageId": "m1", "type": "track", "event": "Order Completed", "context": {"ip": "1.2.3.4"}}
+    outcome = run_filters([("ip", FQLFilter(dropping))], message)  # a chain, as the core runs it
+    assert outcome.message is message and message["context"] == {}
 
 
 def test_a_condition_on_a_path_nested_past_what_python_compiles_in_a_chain_still_filters() -> None:

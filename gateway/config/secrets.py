@@ -13,6 +13,10 @@ from urllib.parse import urlsplit
 from gateway.errors import ConfigError
 
 _SECRET_KEY = re.compile(r"secret|token|password|passwd|key|authorization|credential|dsn", re.IGNORECASE)
+#: A table of secrets by name (the segment relay's ``write_keys``: source -> write key): its
+#: values are hidden, its names kept. Other tables under a secret-looking key (``key_terms``)
+#: are looked into like any table.
+_SECRET_TABLE = re.compile(r"(secret|token|password|passwd|key|credential)s$", re.IGNORECASE)
 #: The password of a URL's user info (``scheme://user:password@host``).
 _URL_PASSWORD = re.compile(r"(://[^/?#@\s:]*:)[^/?#@\s]+@")
 #: Shorter values are not hunted for in texts (a ``"1"`` would blank every digit).
@@ -25,17 +29,20 @@ def redact(value: Any, path: str, secret_paths: frozenset[str]) -> Any:
     """``value`` (found at TOML path ``path``) with what came from references (``secret_paths``)
     and every key that looks secret replaced by ``"***"``."""
     if isinstance(value, dict):
-        return {
-            k: "***"
-            if (f"{path}.{k}".lstrip(".") in secret_paths or (_SECRET_KEY.search(k) and not isinstance(v, dict)))
-            else redact(v, f"{path}.{k}".lstrip("."), secret_paths)
-            for k, v in value.items()
-        }
+        return {k: _redact_entry(k, v, f"{path}.{k}".lstrip("."), secret_paths) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, f"{path}[{i}]", secret_paths) for i, v in enumerate(value)]
     if isinstance(value, str):
         return _URL_PASSWORD.sub(r"\1***@", value)
     return value
+
+
+def _redact_entry(key: str, value: Any, where: str, secret_paths: frozenset[str]) -> Any:
+    if where in secret_paths or (_SECRET_KEY.search(key) and not isinstance(value, dict)):
+        return "***"
+    if isinstance(value, dict) and _SECRET_TABLE.search(key):
+        return dict.fromkeys(value, "***")
+    return redact(value, where, secret_paths)
 
 
 def secret_values(value: Any, path: str, secret_paths: frozenset[str]) -> set[str]:
@@ -45,7 +52,9 @@ def secret_values(value: Any, path: str, secret_paths: frozenset[str]) -> set[st
     if isinstance(value, dict):
         for k, v in value.items():
             where = f"{path}.{k}".lstrip(".")
-            if where in secret_paths or (_SECRET_KEY.search(k) and not isinstance(v, dict)):
+            if where in secret_paths or (
+                _SECRET_KEY.search(k) and (not isinstance(v, dict) or _SECRET_TABLE.search(k))
+            ):
                 found |= _strings(v)
             else:
                 found |= secret_values(v, where, secret_paths)

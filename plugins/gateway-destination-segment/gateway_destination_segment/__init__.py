@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import msgspec
+
 from gateway import (
     ComponentConfig,
     Destination,
@@ -70,6 +72,24 @@ def _sent_at() -> bytes:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()
 
 
+_top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_encode = msgspec.json.encode
+
+
+def _relayed(body: bytes) -> bytes:
+    """A stored message as the relay sends it: without the client's ``sentAt``. Its
+    ``timestamp`` is already corrected for the client's clock; with the client's ``sentAt``
+    the receiver would correct it again (``receivedAt - (sentAt - timestamp)``), by the
+    client's skew plus the time the message waited here. Without it the batch's ``sentAt``,
+    the time of sending, applies. Only the top level is parsed: the rest is copied as it is."""
+    if b'"sentAt"' not in body:
+        return body
+    fields = _top_level.decode(body)
+    if fields.pop("sentAt", None) is None:
+        return body
+    return _encode(fields)
+
+
 class SegmentDestination(Destination):
     """Sends each batch as ``/v1/batch`` requests, one or more per write key.
 
@@ -119,7 +139,7 @@ class SegmentDestination(Destination):
         rejected: dict[int, str] = {}
         exchange = None
         for key, records in self._chunks(batch, rejected):
-            body = b'{"batch":[' + b",".join(r.body for r in records) + b'],"sentAt":"' + _sent_at() + b'"}'
+            body = b'{"batch":[' + b",".join(_relayed(r.body) for r in records) + b'],"sentAt":"' + _sent_at() + b'"}'
             auth = base64.b64encode(f"{key}:".encode()).decode()
             response = await self._http.post(
                 self._url,

@@ -80,11 +80,16 @@ class Exchange(msgspec.Struct, frozen=True, kw_only=True):
                 text = text.replace(secret, "***")
             return text
 
+        # A secret that starts before the cut ends before the cut plus the longest secret.
+        window = cls.MAX_BODY_CHARS + max(map(len, redact), default=0)
+
         def text_of(data: bytes | str) -> str:
             text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-            if len(text) > cls.MAX_BODY_CHARS:
-                text = f"{text[: cls.MAX_BODY_CHARS]}... ({len(text) - cls.MAX_BODY_CHARS} more characters)"
-            return clean(text)
+            if len(text) <= cls.MAX_BODY_CHARS:
+                return clean(text)
+            # Redacted before it is cut: a secret across the cut would leave its first characters.
+            head = clean(text[:window])[: cls.MAX_BODY_CHARS]
+            return f"{head}... ({len(text) - cls.MAX_BODY_CHARS} more characters)"
 
         def header_lines(values: Mapping[str, str] | None) -> list[str]:
             return [

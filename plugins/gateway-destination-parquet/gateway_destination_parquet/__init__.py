@@ -41,7 +41,7 @@ from gateway_warehouse import (
     WarehouseDestination,
     warehouse_delivery_defaults,
 )
-from gateway_warehouse.arrow import arrow_table
+from gateway_warehouse.arrow import arrow_schema, arrow_table
 
 from gateway import DeliveryError, DestinationContext, DestinationType, hookimpl
 
@@ -146,6 +146,31 @@ class ParquetLoader(Loader):
             for table in schema_load.tables.values():
                 for day, rows in _by_day(table).items():
                     self._write_partition(self.root / schema_load.schema / table.name / f"day={day}", table, rows, load)
+                self._widen_first_file(self.root / schema_load.schema / table.name, schema[table.name])
+
+    def _widen_first_file(self, folder: Path, columns: dict[str, ColumnType]) -> None:
+        """Give the table's first file (in path order) every column of the table, as nulls where
+        it has none: pyarrow's dataset reader (``pandas.read_parquet``) and Spark without
+        ``mergeSchema`` take a table's schema from its first file, so a column a later load
+        added would read as missing. Checked on every load (a footer read), so a crash between
+        the load and the rewrite, or a deletion that removed the first file, is mended."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        first = min(folder.glob("day=*/part-*.parquet"), default=None)
+        if first is None:
+            return
+        have = pq.read_schema(first).names
+        if not set(columns) - set(have):
+            return
+        table = pq.read_table(first)
+        full = arrow_schema({**{name: columns[name] for name in have if name in columns}, **columns})
+        arrays = [table.column(f.name) if f.name in have else pa.nulls(len(table), f.type) for f in full]
+        temp = first.with_name(_TEMP_PREFIX + first.name)
+        pq.write_table(pa.Table.from_arrays(arrays, schema=full), temp, compression=self.compression)
+        _fsync(temp)
+        os.replace(temp, first)
+        _fsync(first.parent)
 
     def _write_partition(self, folder: Path, table: TableLoad, rows: dict[str, dict[str, Any]], load: Load) -> None:
         import pyarrow.parquet as pq

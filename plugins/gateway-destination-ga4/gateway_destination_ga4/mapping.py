@@ -258,6 +258,25 @@ _ECOMMERCE_COPIED = tuple(
 )
 
 
+#: (property, parameter) an event's GA4 counterpart takes beyond the Ecommerce ones, as Segment's
+#: GA4 actions default them (its View/Select Promotion: ``creative_slot`` from ``creative``,
+#: ``location_id`` from ``position``).
+_PROMOTION = (
+    ("promotion_id", "promotion_id"),
+    ("name", "promotion_name"),
+    ("creative_name", "creative_name"),
+    ("creative", "creative_slot"),
+    ("creative_slot", "creative_slot"),
+    ("position", "location_id"),
+)
+_EVENT_PARAMS: dict[str, tuple[tuple[str, str], ...]] = {
+    "Promotion Viewed": _PROMOTION,
+    "Promotion Clicked": _PROMOTION,
+    "Signed Up": (("method", "method"),),
+    "Signed In": (("method", "method"),),
+}
+
+
 def _ecommerce_params(event: str, properties: dict[str, Any]) -> dict[str, Any]:
     products = products_of(event, properties)
     params: dict[str, Any] = {}
@@ -275,18 +294,16 @@ def _ecommerce_params(event: str, properties: dict[str, Any]) -> dict[str, Any]:
         value = number(properties.get("total"))
         if value is None:
             value = number(properties.get("revenue"))
-    else:
+    else:  # not price x quantity: GA4 refuses a value without a currency, which products often lack
         value = number(properties.get("value"))
-        if value is None and event in ("Product Viewed", "Product Added", "Product Removed"):
-            price = number(properties.get("price"))
-            quantity = number(properties.get("quantity"))
-            value = price * (quantity or 1) if price is not None else None
     if value is not None:
         params["value"] = value
-    for key, param in _ECOMMERCE_COPIED:
+    for key, param in _ECOMMERCE_COPIED + _EVENT_PARAMS.get(event, ()):
         value = properties.get(key)
         if value is not None:
-            params[param] = value
+            params.setdefault(param, value)
+    if event in ("Signed Up", "Signed In") and "method" not in params and properties.get("type") is not None:
+        params["method"] = properties["type"]  # Segment's own default for sign_up's method
     if isinstance(params.get("currency"), str):
         params["currency"] = params["currency"].upper()
     if event == "Order Refunded" and not params.get("items"):

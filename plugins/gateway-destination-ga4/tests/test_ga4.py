@@ -280,8 +280,9 @@ async def test_every_event_maps_as_segment_documents(tmp_path: Path) -> None:
     ]
     view = events["view_item"]["params"]
     assert view["items"] == [{"item_id": "p-1", "item_name": "Mug", "price": 10}]
-    assert (view["value"], view["currency"]) == (10, "EUR")
-    assert events["add_to_cart"]["params"]["value"] == 30
+    # value from properties.value only, never price x quantity (Segment's mapping, destinations.md 6.3)
+    assert ("value" not in view, view["currency"]) == (True, "EUR")
+    assert "value" not in events["add_to_cart"]["params"]
     begin = events["begin_checkout"]["params"]
     assert (begin["value"], len(begin["items"])) == (25, 2)
     refund = events["refund"]["params"]

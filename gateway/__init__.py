@@ -90,7 +90,13 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time each name loads 
     from gateway.http.cors import add_cors_headers, cors_headers, origin_allowed
     from gateway.http.fastpath import FastPath, FastRequest, send_json
     from gateway.kit.functions import BudgetExceeded, budget_enforceable, call_within, load_callable
-    from gateway.kit.http_delivery import RETRYABLE_STATUSES, HttpDelivery, chunk_encoded, parse_retry_after
+    from gateway.kit.http_delivery import (
+        RETRYABLE_STATUSES,
+        HttpDelivery,
+        check_http_url,
+        chunk_encoded,
+        parse_retry_after,
+    )
     from gateway.kit.mapping import (
         MappedContexts,
         epoch_ms,
@@ -165,6 +171,7 @@ _WHERE = {
     "number": "gateway.kit.mapping",
     "origin_allowed": "gateway.http.cors",
     "parse_retry_after": "gateway.kit.http_delivery",
+    "check_http_url": "gateway.kit.http_delivery",
     "chunk_encoded": "gateway.kit.http_delivery",
     "products_of": "gateway.kit.mapping",
     "read_body": "gateway.http.app",
@@ -223,6 +230,7 @@ __all__ = [
     "basic_auth_user",
     "budget_enforceable",
     "call_within",
+    "check_http_url",
     "chunk_encoded",
     "cors_headers",
     "decoded_body",

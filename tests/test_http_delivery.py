@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from gateway import (
     DeliveryError,
     HttpDelivery,
+    check_http_url,
     chunk_encoded,
     epoch_ms,
     first_time_ms,
@@ -222,3 +223,16 @@ def test_chunk_encoded_keeps_each_request_within_both_limits_and_every_item_once
     assert chunk_encoded(small, owners[:7], max_items=7, max_bytes=limit) == [(small, owners[:7])]
     assert len(chunk_encoded(small, owners[:7], max_items=7, max_bytes=limit - 1)) == 2
     assert len(chunk_encoded(small, owners[:7], max_items=6, max_bytes=limit)) == 2
+
+
+@pytest.mark.parametrize("url", ["http://", "https:///v1", "ftp://example.com", "example.com/path", "http:example.com"])
+def test_a_url_without_a_host_is_refused_when_the_config_is_read(url: str) -> None:
+    # A hostless endpoint used to pass and fail at the first send, its error (the URL, with
+    # any api_secret in its query) logged with a traceback (found by review).
+    with pytest.raises(ValueError, match="must be an http:// or https:// URL with a host"):
+        check_http_url("endpoint", url)
+
+
+def test_an_http_url_with_a_host_or_none_is_taken() -> None:
+    for url in ("http://127.0.0.1:9/x?api_secret=s", "https://www.google-analytics.com/mp/collect", None):
+        check_http_url("endpoint", url)

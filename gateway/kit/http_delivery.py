@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 from urllib.request import getproxies
 
 import httpx
@@ -76,6 +76,18 @@ def _urlencode_form(form: Mapping[str, str]) -> str:
 def _proxies_in_environment() -> bool:
     """Whether the environment names an HTTP proxy (which httpx honours, and HttpClient does not)."""
     return any(scheme in getproxies() for scheme in ("http", "https", "all"))
+
+
+def check_http_url(key: str, value: str | None) -> None:
+    """Refuse (``ValueError``, for a config's ``__post_init__``) a ``value`` of the config key
+    ``key`` that is not an ``http://`` or ``https://`` URL with a host; None is no URL. Caught
+    when the config is read, not at the first send, where the error would carry the URL (and
+    any credential in its query) into the log."""
+    if value is None:
+        return
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{key} must be an http:// or https:// URL with a host, got {value!r}")
 
 
 def parse_retry_after(value: str | None) -> float | None:

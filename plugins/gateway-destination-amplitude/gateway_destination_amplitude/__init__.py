@@ -26,6 +26,7 @@ from gateway import (
     Record,
     SendResult,
     __version__,
+    check_http_url,
     chunk_encoded,
     hookimpl,
     parse_retry_after,
@@ -70,8 +71,7 @@ class AmplitudeConfig(ComponentConfig):
     def __post_init__(self) -> None:
         if not self.api_key:
             raise ValueError("api_key must not be empty")
-        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
+        check_http_url("endpoint", self.endpoint)
 
 
 def _listed_indices(answer: dict[str, Any]) -> dict[int, list[str]]:

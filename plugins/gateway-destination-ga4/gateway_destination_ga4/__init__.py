@@ -31,6 +31,7 @@ from gateway import (
     Record,
     SendResult,
     __version__,
+    check_http_url,
     hookimpl,
 )
 from gateway_destination_ga4.mapping import INTEGRATION_NAMES, decode_message, event_of, to_ga4, valid_name
@@ -77,8 +78,7 @@ class Ga4Config(ComponentConfig):
     def __post_init__(self) -> None:
         if not self.measurement_id or not self.api_secret:
             raise ValueError("measurement_id and api_secret must not be empty")
-        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
+        check_http_url("endpoint", self.endpoint)
         if not 1 <= self.parallel_requests <= 64:
             raise ValueError("parallel_requests must be 1 to 64")
 

@@ -11,7 +11,6 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -24,6 +23,7 @@ from gateway import (
     Exchange,
     Record,
     __version__,
+    check_http_url,
     hookimpl,
 )
 
@@ -41,12 +41,8 @@ class HttpConfig(ComponentConfig):
     delete_url: str | None = None
 
     def __post_init__(self) -> None:
-        for key, value in (("url", self.url), ("delete_url", self.delete_url)):
-            if value is None:
-                continue
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"{key} must be an http:// or https:// URL with a host, got {value!r}")
+        check_http_url("url", self.url)
+        check_http_url("delete_url", self.delete_url)
 
 
 def parse_retry_after(value: str | None) -> float | None:

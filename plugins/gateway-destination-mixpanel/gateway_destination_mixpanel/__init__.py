@@ -29,6 +29,7 @@ from gateway import (
     Record,
     SendResult,
     __version__,
+    check_http_url,
     chunk_encoded,
     hookimpl,
 )
@@ -70,8 +71,7 @@ class MixpanelConfig(ComponentConfig):
         account = (self.service_account_username, self.service_account_secret, self.project_id)
         if any(account) and not all(account):
             raise ValueError("a service account needs service_account_username, service_account_secret and project_id")
-        if self.api_host is not None and not self.api_host.startswith(("http://", "https://")):
-            raise ValueError(f"api_host must be an http:// or https:// URL, got {self.api_host!r}")
+        check_http_url("api_host", self.api_host)
 
 
 #: The update endpoints, in the order they are sent after /import.

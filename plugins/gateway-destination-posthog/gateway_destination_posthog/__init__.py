@@ -24,6 +24,7 @@ from gateway import (
     Record,
     SendResult,
     __version__,
+    check_http_url,
     hookimpl,
 )
 from gateway_destination_posthog.mapping import Refused, decode_message, item_of, to_posthog
@@ -54,8 +55,7 @@ class PostHogConfig(ComponentConfig):
     def __post_init__(self) -> None:
         if not self.api_key:
             raise ValueError("api_key must not be empty")
-        if self.host is not None and not self.host.startswith(("http://", "https://")):
-            raise ValueError(f"host must be an http:// or https:// URL, got {self.host!r}")
+        check_http_url("host", self.host)
 
 
 class PostHogDestination(Destination):

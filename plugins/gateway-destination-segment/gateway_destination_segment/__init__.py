@@ -25,6 +25,7 @@ from gateway import (
     Record,
     SendResult,
     __version__,
+    check_http_url,
     hookimpl,
 )
 
@@ -60,8 +61,7 @@ class SegmentConfig(ComponentConfig):
     def __post_init__(self) -> None:
         if not self.write_key and not self.write_keys:
             raise ValueError("set write_key, write_keys (source id -> write key), or both")
-        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
+        check_http_url("endpoint", self.endpoint)
         if not 1 <= self.max_batch_messages <= MAX_BATCH_MESSAGES:
             raise ValueError(f"max_batch_messages must be 1 to {MAX_BATCH_MESSAGES}")
         if self.max_message_bytes > self.max_request_bytes - 200:

@@ -290,6 +290,8 @@ def _reachable_strings(root: object) -> set[str]:
         if isinstance(obj, str):
             found.add(obj)
             continue
+        if isinstance(obj, dict):  # a dict with only str keys hides them from gc.get_referents
+            stack.extend(obj)
         stack.extend(gc.get_referents(obj))
     return found
 

@@ -129,8 +129,11 @@ class Classifier:
         # the plans; and how often one changed in this window (past MAX_CLASS_CHANGES, no plans).
         self._observed: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._class_changes = 0
-        # (class before, value) -> (class after, the matchers that raised it): see _checked_value.
-        self._value_results: dict[tuple[str, Any], tuple[str, tuple[str, ...]]] = {}
+        # Per class before, value -> (class after, the matchers that raised it): see _checked_value.
+        # One table per class, keyed by the value alone: a tuple key cost an allocation and a
+        # hash per lookup, and every value a site does not remember is looked up here.
+        self._value_results: dict[str, dict[str | int, tuple[str, tuple[str, ...]]]] = {cls: {} for cls in RANK}
+        self._remembered_results = 0
 
     def _key_class(self, path: str, key: str) -> tuple[str, tuple[str, ...]]:
         explicit = self.config.classes.get(path)
@@ -149,7 +152,7 @@ class Classifier:
     def _value_class(self, value: Any, cls: str, hits: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
         kind = type(value)
         if kind is str or kind is int:  # the usual values: what the checks say is remembered
-            result = self._value_results.get((cls, value))
+            result = self._value_results[cls].get(value)
             if result is None:
                 result = self._checked_value(value, cls)
             return (result[0], (*hits, *result[1])) if result[1] else (cls, hits)
@@ -186,10 +189,16 @@ class Classifier:
                 if matcher_rank > rank and check(value):  # (a hit raises the bar for the next ones)
                     found, rank, raised = matcher_cls, matcher_rank, (*raised, name)
         if isinstance(value, int) or len(value) <= _MAX_REMEMBERED_LENGTH:
-            if len(self._value_results) >= _MAX_VALUE_RESULTS:
-                self._value_results.clear()  # values that never repeat: start over rather than grow
-            self._value_results[(cls, value)] = (found, raised)
+            if self._remembered_results >= _MAX_VALUE_RESULTS:
+                self._forget_results()  # values that never repeat: start over rather than grow
+            self._remembered_results += 1
+            self._value_results[cls][value] = (found, raised)
         return found, raised
+
+    def _forget_results(self) -> None:
+        for results in self._value_results.values():
+            results.clear()
+        self._remembered_results = 0
 
     def _path_value_class(
         self, path: str, value: Any, cls: str, hits: tuple[str, ...], sampled: bool
@@ -224,7 +233,7 @@ class Classifier:
         """Drop every value and key this classifier remembers (the checks' results, the plans'
         sites, the walk's steps), for a deletion request: a user's emails, phones and ids may be
         among them. What was learned per path (classes, not values) stays."""
-        self._value_results.clear()
+        self._forget_results()
         self._steps.clear()
         self.key_class.cache_clear()
         self._plans.clear()
@@ -297,12 +306,12 @@ class Classifier:
         # A string or an integer: what the checks say of it (remembered by _checked_value) is
         # (key_cls, ()) or the class and matchers that raised it, which the walk adds to key_hits.
         expected = (cls, hits[len(key_hits) :]) if hits[: len(key_hits)] == key_hits else None
-        results, checked, value_class = self._value_results, self._checked_value, self._value_class
+        results, checked, value_class = self._value_results[key_cls], self._checked_value, self._value_class
 
         def check(value: Any) -> bool:
             kind = type(value)
             if kind is str or kind is int:
-                result = results.get((key_cls, value))
+                result = results.get(value)
                 if result is None:
                     result = checked(value, key_cls)
                 return result == expected

@@ -47,6 +47,9 @@ MAX_REMEMBERED_LENGTH = 256
 _SCALAR = str | int | float | bool | None
 
 _LEAF, _DICT, _LIST = 0, 1, 2
+#: A site step for an array its plan's type holds to objects (or to nothing): no string in it to
+#: check, so its check gives the same answer for every value, decided once when compiled.
+_OBJECTS = 3
 
 
 class FieldClass(NamedTuple):
@@ -127,7 +130,8 @@ class _Plan:
 
 
 #: A step of a message plan: ``(_LEAF, key, path, cls, hits)``, or ``(_DICT or _LIST, key,
-#: steps, "", ())`` to reach findings below ``key`` (an array: in each of its items).
+#: steps, "", ())`` to reach findings below ``key`` (an array: in each of its items); among the
+#: sites, ``(_OBJECTS, key, path, cls, hits)`` too (no finding: see :data:`_OBJECTS`).
 _Step = tuple[Any, ...]
 
 
@@ -190,7 +194,10 @@ def _compile_sites(
 
     def emit(steps: tuple[_Step, ...], node: str, indent: str) -> None:
         for kind, key, below, cls, hits in steps:
-            if kind == _LEAF:
+            if kind == _OBJECTS:
+                if not site_check(below, key, cls, hits)([]):
+                    lines.append(f"{indent}return False")
+            elif kind == _LEAF:
                 n = len(namespace) // 4
                 strings: set[str] = set()
                 integers: set[int] = set()
@@ -256,7 +263,7 @@ def _leaves(steps: tuple[_Step, ...], keys: tuple[str, ...]) -> tuple[_Leaf, ...
             leaves.append((keys, key, path_or_steps, cls, hits))
         elif kind == _LIST:
             return None
-        else:
+        elif kind == _DICT:
             below = _leaves(path_or_steps, (*keys, key))
             if below is None:
                 return None
@@ -296,7 +303,7 @@ def _run(steps: tuple[_Step, ...], node: dict[str, Any], found: list[Finding]) -
             found.append(Finding(path_or_steps, node, key, node[key], cls, hits))
         elif kind == _DICT:
             _run(path_or_steps, node[key], found)
-        else:
+        elif kind == _LIST:
             for item in node[key]:
                 _run(path_or_steps, item, found)
 
@@ -518,6 +525,7 @@ class ShapePlans:
             site = sites.get(key)
             if site is not None:
                 steps[_SITES].append(site[:5])
+            site_index = len(steps[_SITES]) - 1
             if key_ops is None and isinstance(value, dict | list):  # a structural subtree a scan skips
                 type_ = Any
             for op in key_ops or ():
@@ -535,6 +543,8 @@ class ShapePlans:
                     if compiled is None:
                         return None
                     type_, sub = compiled
+                    if site is not None and isinstance(value, list) and (not value or isinstance(value[0], dict)):
+                        steps[_SITES][site_index] = (_OBJECTS, *site[1:5])  # type_ holds it to objects
                     for variant, below in enumerate(sub):
                         if below:
                             steps[variant].append((op[0], key, below, "", ()))

@@ -71,7 +71,13 @@ _RESERVED = frozenset(
 )
 #: NAMEDATALEN - 1. PostgreSQL allows 1,600 columns, but a row of fixed-width values must fit
 #: in a page (8 KB): 800 columns of 8-byte values always do.
-DIALECT = Dialect("postgres", max_identifier_bytes=63, reserved_words=_RESERVED, max_columns=800, text_allows_nul=False)
+DIALECT = Dialect(
+    "postgres",
+    max_identifier_bytes=63,
+    reserved_words=_RESERVED,
+    max_columns=800,
+    text_allows_nul=False,
+)
 _TYPES = {
     ColumnType.STRING: "text",
     ColumnType.INTEGER: "bigint",
@@ -309,6 +315,8 @@ class PostgresLoader(Loader):
         from psycopg import sql
 
         removed = 0
+        # The id as loaded too: JSON-escaped if it holds U+0000, cut and hashed if too long.
+        ids = list({self.dialect.text(user_id), self.dialect.key(user_id)})
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
             for schema, tables in self.schemas().items():
@@ -316,10 +324,10 @@ class PostgresLoader(Loader):
                     column = "id" if table == "users" else "user_id" if "user_id" in columns else None
                     if column is not None:
                         cur.execute(
-                            sql.SQL("DELETE FROM {} WHERE {} = %s").format(
+                            sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
                                 sql.Identifier(schema, table), sql.Identifier(column)
                             ),
-                            [user_id],
+                            [ids],
                         )
                         removed += max(cur.rowcount, 0)
         return removed

@@ -340,3 +340,29 @@ async def test_a_role_without_create_on_the_schema_loads_without_the_watermark(
         await destination.send([sent_again])
     tables = read_tables(dsn, "lim")
     assert sorted((r["id"], r["price"]) for r in tables["bought"]) == [("m1", 1.5), ("m2", 2.0)]
+
+
+async def test_a_user_keyed_by_an_escaped_or_hashed_id_is_deleted(postgres: TemporaryPostgres, tmp_path: Path) -> None:
+    from gateway_destination_postgres import PostgresConfig, _build
+    from gateway_destination_postgres.testing import ROLE
+
+    with postgres.admin("postgres") as admin:  # a database of its own: deletion visits every schema
+        admin.execute(f"CREATE DATABASE oddids OWNER {ROLE}")
+    dsn = postgres.dsn.rsplit("/", 1)[0] + "/oddids"
+    destination = _build(PostgresConfig(dsn=dsn, schema="oddids"), DestinationContext("wh", tmp_path))
+    users = ["nul\x00user"]
+    bodies = [
+        {"type": "identify", "userId": user, "messageId": f"m{i}", "traits": {"plan": "pro"}}
+        for i, user in enumerate(users)
+    ]
+    async with destination:
+        await destination.send(
+            [Record(seq=i + 1, source="web", body=json.dumps(b).encode()) for i, b in enumerate(bodies)]
+        )
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute('SELECT count(*) FROM "oddids"."users"').fetchone() == (1,)
+        for user in users:
+            assert await destination.delete_user(user) > 0
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute('SELECT count(*) FROM "oddids"."users"').fetchone() == (0,)
+        assert conn.execute('SELECT count(*) FROM "oddids"."discards" WHERE user_id IS NOT NULL').fetchone() == (0,)

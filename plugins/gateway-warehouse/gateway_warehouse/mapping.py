@@ -501,6 +501,7 @@ class _Message:
         if not self._allowed(table_name):
             return
         table = self.state.table(table_name, "id", "latest")
+        key = self._storable_key(table_name, key)
         row: dict[str, Any] = {}
         selection = self.mapper._properties.get(table_name)
         standard: list[tuple[str | None, Any, str]] = [("id", key, "id"), ("uuid_ts", self.load.uuid_ts, "uuid_ts")]
@@ -516,6 +517,7 @@ class _Message:
             and table_name == "users"
             and selection is None
             and type(self.message.get("userId")) is str
+            and key == self.message["userId"]  # not a stand-in (see _storable_key)
             and self.load.counts["discards"] == discards
             and len(row) == len(standard) + len(named)
             and all(row.get(column) is value for column, value, _ in (*standard, *named))
@@ -530,6 +532,18 @@ class _Message:
             columns = [(column, types[column]) for column, _, _ in (*standard, *named) if column is not None]
             sourced = [(c, kind, path, constant) for (c, kind), (path, constant) in zip(columns, sources, strict=True)]
             self.recipes = [*recorded, Recipe(table_name, sourced)]
+
+    def _storable_key(self, table_name: str, key: str) -> str:
+        """``key`` (a ``users`` or ``accounts`` id) as the engine keeps it (:meth:`Dialect.key`):
+        never dropped, since the row cannot exist without it. Text with U+0000 is JSON-escaped
+        where the engine's text cannot hold it, as discards keep such values (``users.id`` is
+        then the ``discards.value`` of that ``identifies.user_id``); a key past the engine's
+        key limit is cut and hashed. Either way the original goes to discards."""
+        stored = self.mapper.dialect.key(key)
+        if stored != key:
+            nul = "\x00" in key and not self.mapper.dialect.text_allows_nul
+            self._discard(table_name, "id", key, "nul_character" if nul else "key_too_long")
+        return stored
 
     def _fill(
         self,
@@ -616,15 +630,13 @@ class _Message:
         load.counts["discards"] += 1
         load.notes.setdefault(f"{table}.{column}", Counter())[reason] += 1
         discards = self.state.table(DISCARDS, "row_id", "replace")
-        text = to_text(value)
-        if not self.mapper.dialect.text_allows_nul and "\x00" in text:  # kept, JSON-escaped
-            text = msgspec.json.encode(text).decode()
+        dialect = self.mapper.dialect
         row = {
             "table_name": table,
             "column_name": column,
             "row_id": self.id,
-            "user_id": self.user_id,
-            "value": text,
+            "user_id": None if self.user_id is None else dialect.text(self.user_id),
+            "value": dialect.text(to_text(value)),  # U+0000 kept, JSON-escaped
             "reason": reason,
             "received_at": self.received_at,
             "uuid_ts": load.uuid_ts,

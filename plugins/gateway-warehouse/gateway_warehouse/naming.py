@@ -15,6 +15,8 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+import msgspec
+
 __all__ = ["Dialect", "snakecase"]
 
 _FAST = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
@@ -108,6 +110,9 @@ class Dialect:
             longer ones go to the discards table.
         text_allows_nul: Whether text may hold U+0000 (PostgreSQL's cannot: such a value goes
             to the discards table, JSON-escaped).
+        max_key_bytes: Longest ``users`` / ``accounts`` id (UTF-8 bytes) the engine's key index
+            takes, None for no limit: a longer one is kept in the discards table and its row
+            keyed by what :meth:`key` makes of it.
     """
 
     name: str
@@ -119,6 +124,7 @@ class Dialect:
     tracks_table: bool = True
     max_string_bytes: int | None = None
     text_allows_nul: bool = True
+    max_key_bytes: int | None = None
 
     def identifier(self, name: str) -> str:
         """``name`` (already snake-cased, non-empty) made legal for this engine."""
@@ -133,3 +139,22 @@ class Dialect:
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
         keep = self.max_identifier_bytes - len(digest) - 1
         return f"{name.encode()[:keep].decode('utf-8', 'ignore').rstrip('_')}_{digest}"
+
+    def text(self, text: str) -> str:
+        """``text`` as this engine's text holds it: JSON-escaped (quotes included) when it has
+        U+0000 and the engine's text cannot hold that, else as it is."""
+        if not self.text_allows_nul and "\x00" in text:
+            return msgspec.json.encode(text).decode()
+        return text
+
+    def key(self, key: str) -> str:
+        """The ``users`` / ``accounts`` id the engine keeps for ``key``: :meth:`text`, and past
+        ``max_key_bytes`` its start, ``#`` and its SHA-256 (the same key always gets the same
+        id, so a replay merges into the same row)."""
+        key = self.text(key)
+        limit = self.max_key_bytes
+        if limit is None or len(key) * 4 <= limit or len(key.encode()) <= limit:
+            return key
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        start = key.encode()[: limit - len(digest) - 1].decode("utf-8", "ignore")
+        return f"{start}#{digest}"

@@ -118,3 +118,10 @@ def test_long_names_with_a_common_prefix_stay_apart(prefix: str, tail: str) -> N
     a, b = POSTGRES_LIKE.identifier(prefix + "_a"), POSTGRES_LIKE.identifier(prefix + "_" + tail + "b")
     assert len(a) <= 63 and len(b) <= 63
     assert a != b  # PostgreSQL would cut both to the same 63 bytes
+
+
+def test_a_key_with_nul_is_kept_escaped() -> None:
+    dialect = Dialect("pg", text_allows_nul=False)
+    assert dialect.key("u1") == "u1"
+    assert dialect.key("a\x00b") == '"a\\u0000b"' == dialect.text("a\x00b")
+    assert Dialect("duck").key("a\x00b") == "a\x00b"

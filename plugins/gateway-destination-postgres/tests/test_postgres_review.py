@@ -1,0 +1,61 @@
+"""Adversarial review of the PostgreSQL warehouse (issue 14): defects found, each a failing test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import trio
+from gateway_destination_postgres.testing import TemporaryPostgres
+from gateway_warehouse.testing import WRITE_KEY, send_calls
+
+from gateway.testing import run_gateway
+
+TOKEN = "an-admin-token-of-enough-length"
+
+
+def config(dsn: str) -> str:
+    return f"""
+[admin]
+token = "{TOKEN}"
+
+[sources.web]
+write_key = "{WRITE_KEY}"
+
+[destinations.wh]
+type = "postgres"
+dsn = "{dsn}"
+schema = "review_nul"
+sync_interval_secs = 3600
+retry_initial_secs = 0.05
+retry_max_secs = 0.1
+"""
+
+
+def ids(dsn: str, table: str) -> list[Any]:
+    with psycopg.connect(dsn) as conn:
+        return sorted(r[0] for r in conn.execute(f'SELECT id FROM "review_nul"."{table}"'))
+
+
+async def test_a_user_or_group_id_with_a_nul_character_loses_no_message(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    """The gateway accepts a userId or groupId holding U+0000 (only messageId is checked).
+    The mapper sends the NUL value of ``users.id`` / ``accounts.id`` (the key) to discards and
+    stages the row with a NULL id: COPY refuses it (NOT NULL), the batch fails for good and the
+    messages are dead-lettered, so even their ``identifies``/``groups`` rows never load. The
+    issue: bad input is "counted, nothing lost, the load goes on"."""
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("identify", {"user_id": "nul\x00user", "traits": {"plan": "pro"}, "message_id": "n-1"}),
+        ("group", {"user_id": "u6", "group_id": "nul\x00group", "traits": {"tier": "t"}, "message_id": "n-2"}),
+        ("track", {"user_id": "u6", "event": "Clicked", "properties": {"ok": 1}, "message_id": "n-3"}),
+    ]
+    async with run_gateway(config(postgres.dsn), data_dir=tmp_path) as gw:
+        await trio.to_thread.run_sync(lambda: send_calls(gw.url, WRITE_KEY, calls))
+        answer = (await gw.admin("POST", "/destinations/wh/flush?wait_secs=60")).json()
+        assert answer["done"], answer
+        status = (await gw.admin("GET", "/status")).json()["destinations"]["wh"]
+    assert status["dead_lettered"] == 0, status
+    assert ids(postgres.dsn, "identifies") == ["n-1"]
+    assert ids(postgres.dsn, "groups") == ["n-2"]

@@ -71,12 +71,15 @@ _RESERVED = frozenset(
 )
 #: NAMEDATALEN - 1. PostgreSQL allows 1,600 columns, but a row of fixed-width values must fit
 #: in a page (8 KB): 800 columns of 8-byte values always do.
+#: A btree index entry takes at most 2,704 bytes (a third of a page): a longer ``users`` or
+#: ``accounts`` id is kept by a hash (see ``Dialect.key``).
 DIALECT = Dialect(
     "postgres",
     max_identifier_bytes=63,
     reserved_words=_RESERVED,
     max_columns=800,
     text_allows_nul=False,
+    max_key_bytes=2048,
 )
 _TYPES = {
     ColumnType.STRING: "text",

@@ -350,7 +350,7 @@ async def test_a_user_keyed_by_an_escaped_or_hashed_id_is_deleted(postgres: Temp
         admin.execute(f"CREATE DATABASE oddids OWNER {ROLE}")
     dsn = postgres.dsn.rsplit("/", 1)[0] + "/oddids"
     destination = _build(PostgresConfig(dsn=dsn, schema="oddids"), DestinationContext("wh", tmp_path))
-    users = ["nul\x00user"]
+    users = ["nul\x00user", "u" * 3000]
     bodies = [
         {"type": "identify", "userId": user, "messageId": f"m{i}", "traits": {"plan": "pro"}}
         for i, user in enumerate(users)
@@ -360,7 +360,7 @@ async def test_a_user_keyed_by_an_escaped_or_hashed_id_is_deleted(postgres: Temp
             [Record(seq=i + 1, source="web", body=json.dumps(b).encode()) for i, b in enumerate(bodies)]
         )
         with psycopg.connect(dsn) as conn:
-            assert conn.execute('SELECT count(*) FROM "oddids"."users"').fetchone() == (1,)
+            assert conn.execute('SELECT count(*) FROM "oddids"."users"').fetchone() == (2,)
         for user in users:
             assert await destination.delete_user(user) > 0
     with psycopg.connect(dsn) as conn:

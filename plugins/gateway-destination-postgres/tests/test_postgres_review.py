@@ -59,3 +59,29 @@ async def test_a_user_or_group_id_with_a_nul_character_loses_no_message(
     assert status["dead_lettered"] == 0, status
     assert ids(postgres.dsn, "identifies") == ["n-1"]
     assert ids(postgres.dsn, "groups") == ["n-2"]
+
+
+async def test_a_long_user_or_group_id_loses_no_message(postgres: TemporaryPostgres, tmp_path: Path) -> None:
+    """A userId or groupId may be as long as the 32 KB message allows. ``users.id`` and
+    ``accounts.id`` are the primary key: a value past PostgreSQL's index row limit (~2.7 KB of
+    text that does not compress) makes the COPY fail for good ("index row requires 9016 bytes,
+    maximum size is 8191"), and the messages are dead-lettered with their ``identifies`` and
+    ``groups`` rows."""
+    import random
+
+    rnd = random.Random(7)
+    long_user = "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=9000))
+    long_group = "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=9000))
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("identify", {"user_id": long_user, "traits": {"plan": "pro"}, "message_id": "n-1"}),
+        ("group", {"user_id": "u6", "group_id": long_group, "traits": {"tier": "t"}, "message_id": "n-2"}),
+    ]
+    async with run_gateway(config(postgres.dsn).replace("review_nul", "review_long"), data_dir=tmp_path) as gw:
+        await trio.to_thread.run_sync(lambda: send_calls(gw.url, WRITE_KEY, calls))
+        answer = (await gw.admin("POST", "/destinations/wh/flush?wait_secs=60")).json()
+        assert answer["done"], answer
+        status = (await gw.admin("GET", "/status")).json()["destinations"]["wh"]
+    assert status["dead_lettered"] == 0, status
+    with psycopg.connect(postgres.dsn) as conn:
+        assert [r[0] for r in conn.execute('SELECT id FROM "review_long"."identifies"')] == ["n-1"]
+        assert [r[0] for r in conn.execute('SELECT id FROM "review_long"."groups"')] == ["n-2"]

@@ -120,8 +120,11 @@ def test_long_names_with_a_common_prefix_stay_apart(prefix: str, tail: str) -> N
     assert a != b  # PostgreSQL would cut both to the same 63 bytes
 
 
-def test_a_key_with_nul_is_kept_escaped() -> None:
-    dialect = Dialect("pg", text_allows_nul=False)
+def test_a_key_is_kept_escaped_and_a_long_one_by_a_stable_hash() -> None:
+    dialect = Dialect("pg", text_allows_nul=False, max_key_bytes=100)
     assert dialect.key("u1") == "u1"
     assert dialect.key("a\x00b") == '"a\\u0000b"' == dialect.text("a\x00b")
-    assert Dialect("duck").key("a\x00b") == "a\x00b"
+    long_a, long_b = "x" * 200 + "a", "x" * 200 + "b"
+    assert len(dialect.key(long_a).encode()) <= 100
+    assert dialect.key(long_a) == dialect.key(long_a) != dialect.key(long_b)
+    assert Dialect("duck").key(long_a + "\x00") == long_a + "\x00"

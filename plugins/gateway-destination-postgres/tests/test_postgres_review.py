@@ -85,3 +85,27 @@ async def test_a_long_user_or_group_id_loses_no_message(postgres: TemporaryPostg
     with psycopg.connect(postgres.dsn) as conn:
         assert [r[0] for r in conn.execute('SELECT id FROM "review_long"."identifies"')] == ["n-1"]
         assert [r[0] for r in conn.execute('SELECT id FROM "review_long"."groups"')] == ["n-2"]
+
+
+async def test_a_wide_event_under_the_column_limit_loses_no_message(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    """460 short text properties (a 26 KB message: under the 32 KB message limit and the
+    800-column limit PostgreSQL's dialect sets): each value is moved out of line as an 18-byte
+    TOAST pointer, the row is 8.4 KB, past the 8,160 bytes a heap row may take ("row is too
+    big"), and the message is dead-lettered, its ``tracks`` row too."""
+    import random
+
+    rnd = random.Random(3)
+    properties = {f"p{i}": "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=45)) for i in range(460)}
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("track", {"user_id": "u8", "event": "Wide Event", "properties": properties, "message_id": "w-1"}),
+    ]
+    async with run_gateway(config(postgres.dsn).replace("review_nul", "review_wide"), data_dir=tmp_path) as gw:
+        await trio.to_thread.run_sync(lambda: send_calls(gw.url, WRITE_KEY, calls))
+        answer = (await gw.admin("POST", "/destinations/wh/flush?wait_secs=60")).json()
+        assert answer["done"], answer
+        status = (await gw.admin("GET", "/status")).json()["destinations"]["wh"]
+    assert status["dead_lettered"] == 0, status
+    with psycopg.connect(postgres.dsn) as conn:
+        assert [r[0] for r in conn.execute('SELECT id FROM "review_wide"."tracks"')] == ["w-1"]

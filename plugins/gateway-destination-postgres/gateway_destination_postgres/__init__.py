@@ -20,6 +20,7 @@ you made for it; it never needs to be a superuser. Tables it creates carry the c
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -305,14 +306,15 @@ class PostgresLoader(Loader):
     def _prepare(self, cur: psycopg.Cursor[Any], schema: str, table: TableLoad) -> None:
         target = qualified(schema, table.name)
         if table.created:
+            _free_name_of_index(cur, schema, table.name)
             columns = {c: _TYPES[t] for c, t in table.added.items()}
             statement = create_table(schema, table.name, columns)
             if table.name != DISCARDS:
-                statement = statement[:-1] + ', PRIMARY KEY ("id"))'
+                statement = statement[:-1] + f", CONSTRAINT {quote(index_name(table.name, 'pkey'))} PRIMARY KEY (id))"
             cur.execute(statement)
             cur.execute(f"COMMENT ON TABLE {target} IS '{MARK}'")
             if table.name == DISCARDS:
-                cur.execute(f"CREATE INDEX IF NOT EXISTS discards_row_id ON {target} (row_id)")
+                cur.execute(f"CREATE INDEX IF NOT EXISTS {quote(index_name(DISCARDS, 'row_id'))} ON {target} (row_id)")
         elif table.added:
             adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {quote(c)} {_TYPES[t]}" for c, t in table.added.items())
             cur.execute(f"ALTER TABLE {target} {adds}")
@@ -352,6 +354,36 @@ class PostgresLoader(Loader):
         )
         kind = f"postgres_{state}" if state else f"postgres_{type(error).__name__}"
         return DeliveryError(f"PostgreSQL: {str(error).strip()}", retryable=not permanent, kind=kind)
+
+
+def index_name(table: str, what: str) -> str:
+    """The name of the index ``what`` of ``table``: ``tracks__pkey``. Indexes and tables share
+    a schema's names, and no table name holds ``__`` (see ``gateway_warehouse.naming``), so an
+    event named "Tracks Pkey" (``tracks_pkey``, PostgreSQL's own name for that index) never
+    finds its name taken. Cut with a hash, as names are, past the identifier limit."""
+    name = f"{table}__{what}"
+    if len(name.encode()) <= DIALECT.max_identifier_bytes:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    keep = DIALECT.max_identifier_bytes - len(what) - len(digest) - 3
+    return f"{table.encode()[:keep].decode('utf-8', 'ignore').rstrip('_')}_{digest}__{what}"
+
+
+def _free_name_of_index(cur: psycopg.Cursor[Any], schema: str, table: str) -> None:
+    """Give an index of the gateway's tables named ``table`` (PostgreSQL's default index names,
+    as versions before :func:`index_name` made them: ``tracks_pkey``, ``discards_row_id``) its
+    :func:`index_name`, so the table can be made."""
+    cur.execute(
+        "SELECT t.relname FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid "
+        "WHERE i.indexrelid = to_regclass(%s) AND obj_description(t.oid, 'pg_class') = %s",
+        [qualified(schema, table), MARK],
+    )
+    row = cur.fetchone()
+    if row is not None:
+        owner = row[0]
+        what = table[len(owner) + 1 :] if table.startswith(owner + "_") else table
+        cur.execute(f"ALTER INDEX {qualified(schema, table)} RENAME TO {quote(index_name(owner, what))}")
+        log.info("warehouse_index_renamed", schema=schema, index=table, hint="a table takes its name")
 
 
 def _live(conn: psycopg.Connection[Any] | None, dsn: str) -> psycopg.Connection[Any]:

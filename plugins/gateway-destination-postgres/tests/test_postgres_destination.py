@@ -279,7 +279,7 @@ async def test_a_partial_unique_index_on_id_is_not_taken_for_the_key(
         await destination.send([bought(1, {"price": 1.0}), bought(2, {"price": 2.0})])
         with psycopg.connect(postgres.dsn) as conn:
             for table in ("bought", "tracks"):
-                conn.execute(f"ALTER TABLE partial.{table} DROP CONSTRAINT {table}_pkey")
+                conn.execute(f"ALTER TABLE partial.{table} DROP CONSTRAINT {table}__pkey")  # the gateway's index name
                 conn.execute(f"CREATE UNIQUE INDEX ON partial.{table} (id) WHERE received_at >= '2026-06-01'")
         sent_again = msgspec.structs.replace(bought(1, {"price": 1.5}), seq=4)
         await destination.send([bought(3, {"price": 3.0}), sent_again])
@@ -340,6 +340,24 @@ async def test_a_role_without_create_on_the_schema_loads_without_the_watermark(
         await destination.send([sent_again])
     tables = read_tables(dsn, "lim")
     assert sorted((r["id"], r["price"]) for r in tables["bought"]) == [("m1", 1.5), ("m2", 2.0)]
+
+
+async def test_an_index_named_by_an_earlier_version_gives_its_name_to_an_event_table(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    from gateway_destination_postgres import PostgresConfig, _build
+
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:  # tracks as earlier versions made it
+        conn.execute('CREATE SCHEMA "olden"')
+        conn.execute('CREATE TABLE "olden"."tracks" (id text, PRIMARY KEY (id))')  # its index: tracks_pkey
+        conn.execute("""COMMENT ON TABLE "olden"."tracks" IS 'gateway warehouse'""")
+    destination = _build(PostgresConfig(dsn=postgres.dsn, schema="olden"), DestinationContext("wh", tmp_path))
+    body = {"type": "track", "event": "Tracks Pkey", "userId": "u", "messageId": "m1", "properties": {"a": 1}}
+    async with destination:
+        await destination.send([Record(seq=1, source="web", body=json.dumps(body).encode())])
+    with psycopg.connect(postgres.dsn) as conn:
+        assert conn.execute('SELECT id FROM "olden"."tracks_pkey"').fetchall() == [("m1",)]
+        assert conn.execute("SELECT to_regclass('olden.tracks__pkey')::text").fetchone() == ("olden.tracks__pkey",)
 
 
 async def test_a_user_keyed_by_an_escaped_or_hashed_id_is_deleted(postgres: TemporaryPostgres, tmp_path: Path) -> None:

@@ -109,3 +109,28 @@ async def test_a_wide_event_under_the_column_limit_loses_no_message(
     assert status["dead_lettered"] == 0, status
     with psycopg.connect(postgres.dsn) as conn:
         assert [r[0] for r in conn.execute('SELECT id FROM "review_wide"."tracks"')] == ["w-1"]
+
+
+async def test_an_event_named_like_an_index_of_another_table_loses_no_message(
+    postgres: TemporaryPostgres, tmp_path: Path
+) -> None:
+    """Tables and indexes share PostgreSQL's namespace. ``tracks`` has the primary key index
+    ``tracks_pkey`` and ``discards`` the index ``discards_row_id``; an event "Tracks Pkey" or
+    "Discards Row Id" maps to a table of that name, ``CREATE TABLE IF NOT EXISTS`` skips it (the
+    index exists), the COPY fails ("... is not a table") and the messages are dead-lettered."""
+    first: list[tuple[str, dict[str, Any]]] = [
+        ("track", {"user_id": "u", "event": "Clicked", "properties": {"": "no name"}, "message_id": "pk-0"}),
+    ]
+    later: list[tuple[str, dict[str, Any]]] = [
+        ("track", {"user_id": "u", "event": "Tracks Pkey", "properties": {"ok": 1}, "message_id": "pk-1"}),
+        ("track", {"user_id": "u", "event": "Discards Row Id", "properties": {"ok": 1}, "message_id": "pk-2"}),
+    ]
+    async with run_gateway(config(postgres.dsn).replace("review_nul", "review_pkey"), data_dir=tmp_path) as gw:
+        for calls in (first, later):
+            await trio.to_thread.run_sync(lambda calls=calls: send_calls(gw.url, WRITE_KEY, calls))
+            answer = (await gw.admin("POST", "/destinations/wh/flush?wait_secs=60")).json()
+            assert answer["done"], answer
+        status = (await gw.admin("GET", "/status")).json()["destinations"]["wh"]
+    assert status["dead_lettered"] == 0, status
+    with psycopg.connect(postgres.dsn) as conn:
+        assert sorted(r[0] for r in conn.execute('SELECT id FROM "review_pkey"."tracks"')) == ["pk-0", "pk-1", "pk-2"]

@@ -63,7 +63,14 @@ _RESERVED = frozenset(
 )
 #: DuckDB has no identifier limit of its own; 63 bytes as PostgreSQL (and Jitsu's DuckDB loader)
 #: keeps names portable to the engine people move to next.
-DIALECT = Dialect("duckdb", max_identifier_bytes=63, reserved_words=_RESERVED, max_columns=1000)
+#: DuckDB's catalog schemas: a schema of that name cannot be made in a database file.
+DIALECT = Dialect(
+    "duckdb",
+    max_identifier_bytes=63,
+    reserved_words=_RESERVED,
+    max_columns=1000,
+    reserved_schemas=frozenset({"information_schema", "pg_catalog"}),
+)
 
 _TYPES = {
     ColumnType.STRING: "VARCHAR",

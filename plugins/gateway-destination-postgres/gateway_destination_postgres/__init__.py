@@ -75,6 +75,7 @@ _RESERVED = frozenset(
 #: value takes up to 24 bytes in the row, and 339 columns of 23-character text are the most that
 #: fit (measured on PostgreSQL 15; 460 columns of 45-character text are "row is too big"): 320
 #: columns fit whatever their values and nulls (320 x 24 + a 72-byte header).
+#: Schemas named ``pg_...`` are the server's own (``CREATE SCHEMA`` refuses them).
 #: A btree index entry takes at most 2,704 bytes (a third of a page): a longer ``users`` or
 #: ``accounts`` id is kept by a hash (see ``Dialect.key``).
 DIALECT = Dialect(
@@ -83,6 +84,8 @@ DIALECT = Dialect(
     reserved_words=_RESERVED,
     max_columns=320,
     text_allows_nul=False,
+    reserved_schemas=frozenset({"information_schema"}),
+    reserved_schema_prefix="pg_",
     max_key_bytes=2048,
 )
 _TYPES = {

@@ -134,3 +134,25 @@ async def test_an_event_named_like_an_index_of_another_table_loses_no_message(
     assert status["dead_lettered"] == 0, status
     with psycopg.connect(postgres.dsn) as conn:
         assert sorted(r[0] for r in conn.execute('SELECT id FROM "review_pkey"."tracks"')) == ["pk-0", "pk-1", "pk-2"]
+
+
+async def test_a_source_whose_schema_starts_with_pg_is_loaded(postgres: TemporaryPostgres, tmp_path: Path) -> None:
+    """The schema is the source id snake-cased. PostgreSQL refuses ``CREATE SCHEMA pg_...``
+    ("The prefix pg_ is reserved for system schemas"), so a source named ``pg_app`` (or
+    ``PG App``) never loads: every message of it is dead-lettered."""
+    text = config(postgres.dsn).replace('schema = "review_nul"\n', "").replace("[sources.web]", "[sources.pg_app]")
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("track", {"user_id": "u", "event": "Clicked", "properties": {"ok": 1}, "message_id": "pg-1"}),
+    ]
+    async with run_gateway(text, data_dir=tmp_path) as gw:
+        await trio.to_thread.run_sync(lambda: send_calls(gw.url, WRITE_KEY, calls))
+        answer = (await gw.admin("POST", "/destinations/wh/flush?wait_secs=60")).json()
+        assert answer["done"], answer
+        status = (await gw.admin("GET", "/status")).json()["destinations"]["wh"]
+    assert status["dead_lettered"] == 0, status
+    with psycopg.connect(postgres.dsn) as conn:
+        found = conn.execute(
+            "SELECT table_schema FROM information_schema.tables "
+            "WHERE table_name = 'clicked' AND table_schema LIKE '%pg_app'"
+        ).fetchall()
+    assert found == [("_pg_app",)], found  # a leading _, as reserved words get

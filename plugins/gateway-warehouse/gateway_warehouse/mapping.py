@@ -138,7 +138,7 @@ class Mapper:
         name = self._schemas.get(source)
         if name is None:
             base = self._schema if self._schema is not None else source
-            name = self._schemas[source] = self.dialect.identifier(snakecase(base) or "source")
+            name = self._schemas[source] = self.dialect.schema_identifier(snakecase(base) or "source")
         return name
 
     def event_table(self, event: str) -> str:

@@ -110,6 +110,10 @@ class Dialect:
             longer ones go to the discards table.
         text_allows_nul: Whether text may hold U+0000 (PostgreSQL's cannot: such a value goes
             to the discards table, JSON-escaped).
+        reserved_schemas: Schema names that get a leading ``_`` besides the reserved words:
+            the engine's own schemas (``information_schema``, ``pg_catalog``).
+        reserved_schema_prefix: A prefix the engine keeps for its own schemas (PostgreSQL
+            refuses ``CREATE SCHEMA pg_...``): such names get a leading ``_`` too.
         max_key_bytes: Longest ``users`` / ``accounts`` id (UTF-8 bytes) the engine's key index
             takes, None for no limit: a longer one is kept in the discards table and its row
             keyed by what :meth:`key` makes of it.
@@ -124,6 +128,8 @@ class Dialect:
     tracks_table: bool = True
     max_string_bytes: int | None = None
     text_allows_nul: bool = True
+    reserved_schemas: frozenset[str] = field(default_factory=frozenset)
+    reserved_schema_prefix: str | None = None
     max_key_bytes: int | None = None
 
     def identifier(self, name: str) -> str:
@@ -131,6 +137,14 @@ class Dialect:
         if name in self.reserved_words or (self.prefix_leading_digit and name[0].isdigit()):
             name = "_" + name
         return self.fit(name)
+
+    def schema_identifier(self, name: str) -> str:
+        """``name`` (already snake-cased, non-empty) made legal as a schema of this engine:
+        the rules of :meth:`identifier`, and a leading ``_`` for the engine's own schema names."""
+        prefix = self.reserved_schema_prefix
+        if name in self.reserved_schemas or (prefix is not None and name.startswith(prefix)):
+            name = "_" + name
+        return self.identifier(name)
 
     def fit(self, name: str) -> str:
         """``name`` cut to the length limit, with 8 hex digits of its hash when cut."""

@@ -120,6 +120,16 @@ def test_long_names_with_a_common_prefix_stay_apart(prefix: str, tail: str) -> N
     assert a != b  # PostgreSQL would cut both to the same 63 bytes
 
 
+def test_a_schema_named_as_the_engines_own_gets_an_underscore() -> None:
+    dialect = Dialect("pg", reserved_schemas=frozenset({"information_schema"}), reserved_schema_prefix="pg_")
+    assert [dialect.schema_identifier(n) for n in ("pg_app", "information_schema", "app", "pgapp")] == [
+        "_pg_app",
+        "_information_schema",
+        "app",
+        "pgapp",
+    ]
+
+
 def test_a_key_is_kept_escaped_and_a_long_one_by_a_stable_hash() -> None:
     dialect = Dialect("pg", text_allows_nul=False, max_key_bytes=100)
     assert dialect.key("u1") == "u1"

@@ -57,7 +57,8 @@ __all__ = ["DIALECT", "PostgresConfig", "PostgresLoader"]
 log = structlog.get_logger("gateway_destination_postgres")
 
 # SELECT word FROM pg_get_keywords() WHERE catcode IN ('R', 'T'): the words a column cannot be
-# called without quotes (PostgreSQL 15).
+# called without quotes (PostgreSQL 15); on the last line the system columns, which no column
+# may be called even quoted.
 _RESERVED = frozenset(
     """
     all analyse analyze and any array as asc asymmetric authorization binary both case cast check
@@ -68,6 +69,7 @@ _RESERVED = frozenset(
     localtimestamp natural not notnull null offset on only or order outer overlaps placing primary
     references returning right select session_user similar some symmetric table tablesample then to
     trailing true union unique user using variadic verbose when where window with
+    tableoid xmin cmin xmax cmax ctid
     """.split()  # noqa: SIM905 - a word list reads better than a literal of 100 strings
 )
 #: NAMEDATALEN - 1. PostgreSQL allows 1,600 columns, but a row must fit in a page: 8,160 bytes.

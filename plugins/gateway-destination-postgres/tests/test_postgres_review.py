@@ -156,3 +156,22 @@ async def test_a_source_whose_schema_starts_with_pg_is_loaded(postgres: Temporar
             "WHERE table_name = 'clicked' AND table_schema LIKE '%pg_app'"
         ).fetchall()
     assert found == [("_pg_app",)], found  # a leading _, as reserved words get
+
+
+async def test_properties_named_like_system_columns_are_loaded(postgres: TemporaryPostgres, tmp_path: Path) -> None:
+    """PostgreSQL refuses a column named as a system column even quoted ("column name "xmin"
+    conflicts with a system column name"): ``tableoid xmin cmin xmax cmax ctid``. A map's
+    bounding box (``xmin``, ``xmax``, ``ymin``, ``ymax``) is an ordinary event; it is dead-lettered.
+    Segment's rule for such names is the leading ``_`` it gives reserved words."""
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("track", {"user_id": "u", "event": "Map Viewed", "message_id": "mv-1",
+                   "properties": {"xmin": 1.5, "xmax": 2.5, "ymin": 3.5, "ymax": 4.5}}),
+    ]  # fmt: skip
+    async with run_gateway(config(postgres.dsn).replace("review_nul", "review_sys"), data_dir=tmp_path) as gw:
+        await trio.to_thread.run_sync(lambda: send_calls(gw.url, WRITE_KEY, calls))
+        answer = (await gw.admin("POST", "/destinations/wh/flush?wait_secs=60")).json()
+        assert answer["done"], answer
+        status = (await gw.admin("GET", "/status")).json()["destinations"]["wh"]
+    assert status["dead_lettered"] == 0, status
+    with psycopg.connect(postgres.dsn) as conn:
+        assert [r[0] for r in conn.execute('SELECT id FROM "review_sys"."map_viewed"')] == ["mv-1"]

@@ -59,7 +59,8 @@ class AmplitudeConfig(ComponentConfig):
     use_batch_endpoint: bool = False
     #: Shortest user_id or device_id Amplitude accepts (its default is 5).
     min_id_length: int | None = None
-    #: Revenue on each "Product Purchased" event instead of the order event.
+    #: Revenue on each "Product Purchased" event instead of the order event (an Order Refunded,
+    #: which has no product events, keeps its negative revenue).
     track_revenue_per_product: bool = False
     #: One "Product Purchased" event per product of Order Completed.
     products_as_events: bool = True

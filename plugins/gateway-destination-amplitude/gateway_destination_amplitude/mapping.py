@@ -213,9 +213,10 @@ def events_of(
         return [event]
     refund = name == "Order Refunded"
     events = [event]
-    if not config.track_revenue_per_product:
+    per_product = config.products_as_events and not refund  # a refund has no product events
+    if not (config.track_revenue_per_product and per_product):  # else its product events carry it
         event.update(_revenue_fields(properties, refund=refund, revenue_keys=("revenue", "total")))
-    if config.products_as_events and not refund:
+    if per_product:
         for n, product in enumerate(products_of(name, properties)):
             item = {
                 **base,

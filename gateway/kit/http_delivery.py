@@ -111,8 +111,9 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 #: Statuses that refuse a request whatever its records hold: a permanent one dead-letters the
-#: batch at once (sending its records one by one would only repeat the refusal per record).
-EVERY_RECORD_STATUSES = frozenset({401, 403, 404, 405, 410})
+#: batch at once (sending its records one by one would only repeat the refusal per record). A
+#: redirect is one: it is not followed, so the endpoint moved for every record alike.
+EVERY_RECORD_STATUSES = frozenset({300, 301, 302, 303, 305, 307, 308, 401, 403, 404, 405, 410})
 
 
 class HttpDelivery:
@@ -239,10 +240,13 @@ class HttpDelivery:
         retryable: bool | None = None,
         retry_after: float | None = None,
         kind: str | None = None,
+        every_record: bool | None = None,
     ) -> DeliveryError:
         """The :class:`DeliveryError` for a non-2xx answer: retryable by status (unless
         ``retryable`` says), waiting ``retry_after`` or the answer's ``Retry-After``, of kind
-        ``http_<status>``, with the exchange as a sample and no credential in its message."""
+        ``http_<status>``, with the exchange as a sample and no credential in its message;
+        refusing every record by status (unless ``every_record`` says: an API that refuses
+        credentials with a 400)."""
         status = response.status_code
         if retryable is None:
             retryable = status in self.retryable_statuses
@@ -256,7 +260,7 @@ class HttpDelivery:
             kind=kind or f"http_{status}",
             exchange=self.exchange(response),
             # Refused credentials or a missing endpoint refuse every record alike.
-            every_record=status in EVERY_RECORD_STATUSES,
+            every_record=status in EVERY_RECORD_STATUSES if every_record is None else every_record,
         )
 
     def raise_for_status(self, response: HttpResponse) -> None:

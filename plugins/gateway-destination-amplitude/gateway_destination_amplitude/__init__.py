@@ -75,6 +75,11 @@ class AmplitudeConfig(ComponentConfig):
         check_http_url("endpoint", self.endpoint)
 
 
+#: 400 errors about the request's key or path, not its events (kind of each): every record of
+#: the batch is refused alike, so the batch is dead-lettered at once, not sent again record by record.
+_REQUEST_REFUSALS = {"invalid api key": "invalid_api_key", "invalid request path": "invalid_request_path"}
+
+
 def _listed_indices(answer: dict[str, Any]) -> dict[int, list[str]]:
     """Event index -> what was wrong, from a 400's ``events_with_invalid_fields``,
     ``events_with_missing_fields`` and ``silenced_events``."""
@@ -98,8 +103,10 @@ class AmplitudeDestination(Destination):
     Error handling:
         A 400 that lists invalid, missing or silenced events: the records those events came from
         are dead-lettered (each alone) and the rest is sent again at once, as Amplitude asks.
-        A 400 that lists none (``Invalid API key``, a malformed request) and 403 (blocked by
-        Amplitude's firewall) are permanent. 413: the request is split in half and sent again.
+        A 400 that lists none (a malformed request) and 403 (blocked by Amplitude's firewall)
+        are permanent; ``Invalid API key`` and ``Invalid request path`` (400), like a redirect,
+        refuse every record alike: the batch is dead-lettered at once. 413: the request is split
+        in half and sent again.
         429 is retried after ``Retry-After``, or the 30 s Amplitude asks for; 5xx, timeouts and
         connection errors are retried with backoff (``insert_id`` makes that safe).
     """
@@ -171,8 +178,10 @@ class AmplitudeDestination(Destination):
                 listed = {index: why for index, why in listed.items() if 0 <= index < len(events)}
                 if not listed:
                     error = str(answer.get("error", "")) if isinstance(answer, dict) else ""
-                    kind = "invalid_api_key" if "api key" in error.lower() else None
-                    raise self._http.error(response, error or response.text[:300], retryable=False, kind=kind)
+                    kind = _REQUEST_REFUSALS.get(error.strip().lower())
+                    raise self._http.error(
+                        response, error or response.text[:300], retryable=False, kind=kind, every_record=bool(kind)
+                    )
                 exchanges.append(self._http.exchange(response))
                 for index, problems in listed.items():
                     rejected[owners[index]] = f"Amplitude refused the event: {', '.join(problems)}"

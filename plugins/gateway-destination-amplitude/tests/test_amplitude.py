@@ -310,3 +310,29 @@ async def test_an_invalid_api_key_is_permanent_and_visible(tmp_path: Path) -> No
         assert len(server.requests) == 1
         assert "wrong-api-key-9876" not in str(status)
         assert api.events == []
+
+
+async def test_a_refused_key_or_a_redirect_dead_letters_the_batch_in_one_request_visible_in_status(
+    tmp_path: Path,
+) -> None:
+    # Amplitude refuses a key with a 400 (AMP-HTTP), and a redirect is not followed: either
+    # refuses every record alike, so the batch is dead-lettered at once, not record by record.
+    for n, answer in enumerate(
+        [Answer(400, {"code": 400, "error": "Invalid API key"}), Answer(301, "", headers={"Location": "/moved"})]
+    ):
+        async with (
+            open_loopback_server(lambda request, answer=answer: answer) as server,
+            run_gateway(
+                config(server.url).replace("batch_max_wait_secs = 0.05", "batch_max_wait_secs = 0.5"),
+                data_dir=tmp_path / str(n),
+            ) as gw,
+        ):
+            batch = [{"type": "track", "userId": "user-1", "event": "E", "messageId": f"m{i}"} for i in range(5)]
+            assert (await gw.batch(batch, write_key=KEY)).status_code == 200
+            await gw.wait_delivered("amp")
+            assert len(await gw.dead_letters("amp")) == 5
+            status = (await gw.admin("GET", "/status")).json()["destinations"]["amp"]
+            [error] = status["errors"]
+            assert (error["kind"], error["retryable"]) == (["invalid_api_key", "http_301"][n], False)
+            assert API_KEY not in str(status)
+        assert len(server.requests) == 1

@@ -148,7 +148,9 @@ class Ga4Destination(Destination):
         with ``validate = true`` the validation server's flags are (each flagged message is
         dead-lettered alone, the rest sent). 429 and 5xx, timeouts and connection errors are
         retried with backoff, honouring ``Retry-After`` (GA4 has no dedup key but a purchase's
-        ``transaction_id``); other non-2xx answers are permanent ("don't retry the same request").
+        ``transaction_id``); other non-2xx answers are permanent ("don't retry the same request"):
+        the refused request's messages are dead-lettered and the other requests' stand (refused
+        credentials or endpoint, 401/403/404 or a redirect, dead-letter the batch).
     """
 
     def __init__(self, config: Ga4Config, context: DestinationContext) -> None:
@@ -231,7 +233,17 @@ class Ga4Destination(Destination):
             try:
                 await self._post_one(request, settled, exchanges)
             except DeliveryError as error:
-                errors.append(error)
+                if error.retryable or error.every_record:
+                    errors.append(error)
+                    continue
+                # Refused for good (GA4: "don't retry the same request"): its events are
+                # rejected, the other requests' stand. Failing the batch would make the core
+                # resend it record by record, and GA4 (no dedup key) count the rest twice.
+                if error.exchange is not None:
+                    exchanges.append(error.exchange)
+                for seq in request.seqs:
+                    settled.setdefault(seq, f"GA4 refused the request: {error}")
+                self._counts["requests_refused"] += 1
 
     async def _post_one(self, request: _Request, settled: dict[int, str | None], exchanges: list[Exchange]) -> None:
         """Send one request; once GA4 took it, its events are settled (``None``), and so are

@@ -39,6 +39,7 @@ from gateway_warehouse import (
     merge_latest,
     qualified,
     quote,
+    user_columns,
     warehouse_delivery_defaults,
 )
 from gateway_warehouse.arrow import arrow_table
@@ -220,15 +221,15 @@ class DuckDBLoader(Loader):
         try:
             for schema, tables in _read(con, None).items():
                 for table, columns in tables.items():
-                    column = "id" if table == "users" else "user_id" if "user_id" in columns else None
-                    if column is None:
+                    names = user_columns(table, columns)
+                    if not names:
                         continue
                     target = qualified(schema, table, self._catalog)
-                    (count,) = con.execute(
-                        f"SELECT count(*) FROM {target} WHERE {quote(column)} = ?", [user_id]
-                    ).fetchone() or (0,)
+                    where = " OR ".join(f"{quote(column)} = ?" for column in names)
+                    ids = [user_id] * len(names)
+                    (count,) = con.execute(f"SELECT count(*) FROM {target} WHERE {where}", ids).fetchone() or (0,)
                     if count:
-                        con.execute(f"DELETE FROM {target} WHERE {quote(column)} = ?", [user_id])
+                        con.execute(f"DELETE FROM {target} WHERE {where}", ids)
                         removed += int(count)
             con.execute("COMMIT")
         except BaseException:

@@ -466,3 +466,20 @@ async def test_an_event_with_all_false_is_still_loaded(tmp_path: Path) -> None:
         assert response.status_code == 200
         await flush(gw)
     assert [row["id"] for row in read_tables(tmp_path / "warehouse.duckdb")["picked"]] == ["m1"]
+
+
+async def test_a_deletion_request_removes_an_alias_from_the_users_earlier_id(tmp_path: Path) -> None:
+    # alias(previousId=u1, userId=u2) holds u1's id: deleting u1 removes it (found by review).
+    from gateway_destination_duckdb import DuckDBConfig, DuckDBLoader, _build
+
+    path = tmp_path / "w.duckdb"
+    alias = b'{"type":"alias","messageId":"a1","previousId":"u1","userId":"u2","receivedAt":"2026-05-01T10:00:00Z"}'
+    destination = _build(DuckDBConfig(path=str(path)), DestinationContext("wh", tmp_path))
+    async with destination:
+        await destination.send([Record(seq=1, source="web", body=alias)])
+    loader = DuckDBLoader(str(path))
+    try:
+        assert loader.delete_user("u1") == 1
+    finally:
+        loader.close()
+    assert read_tables(path)["aliases"] == []

@@ -21,6 +21,7 @@ ids of the partition's files whose range overlaps its own and leaves out the row
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -39,6 +40,7 @@ from gateway_warehouse import (
     TableLoad,
     WarehouseConfig,
     WarehouseDestination,
+    user_columns,
     warehouse_delivery_defaults,
 )
 from gateway_warehouse.arrow import arrow_schema, arrow_table
@@ -219,11 +221,12 @@ class ParquetLoader(Loader):
         if not self.root.is_dir():
             return 0
         for path in sorted(self.root.glob("*/*/day=*/part-*.parquet")):
-            names = pq.read_schema(path).names
-            if "user_id" not in names:
+            columns = user_columns(path.parent.parent.name, pq.read_schema(path).names)
+            if not columns:
                 continue
             table = pq.read_table(path)
-            keep = pc.invert(pc.fill_null(pc.equal(table["user_id"], user_id), False))
+            matches = [pc.fill_null(pc.equal(table[column], user_id), False) for column in columns]
+            keep = pc.invert(functools.reduce(pc.or_, matches))
             gone = len(table) - pc.sum(keep.cast(pa.int64())).as_py()
             if not gone:
                 continue

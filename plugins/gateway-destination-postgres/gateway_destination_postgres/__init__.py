@@ -41,6 +41,7 @@ from gateway_warehouse import (
     merge_latest,
     qualified,
     quote,
+    user_columns,
     warehouse_delivery_defaults,
 )
 from gateway_warehouse.arrow import arrow_table
@@ -334,13 +335,14 @@ class PostgresLoader(Loader):
         with conn.transaction(), conn.cursor() as cur:
             for schema, tables in self.schemas().items():
                 for table, columns in tables.items():
-                    column = "id" if table == "users" else "user_id" if "user_id" in columns else None
-                    if column is not None:
+                    names = user_columns(table, columns)
+                    if names:
+                        where = sql.SQL(" OR ").join(
+                            sql.SQL("{} = ANY(%s)").format(sql.Identifier(column)) for column in names
+                        )
                         cur.execute(
-                            sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
-                                sql.Identifier(schema, table), sql.Identifier(column)
-                            ),
-                            [ids],
+                            sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(schema, table), where),
+                            [ids] * len(names),
                         )
                         removed += max(cur.rowcount, 0)
         return removed

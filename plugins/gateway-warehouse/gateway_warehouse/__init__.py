@@ -29,6 +29,7 @@ from gateway_warehouse.tables import (
     Selection,
     TableLoad,
     standard_columns,
+    user_columns,
 )
 from gateway_warehouse.types import NO_FIT, ColumnType, convert, infer, parse_timestamp, to_text
 
@@ -61,5 +62,6 @@ __all__ = [
     "snakecase",
     "standard_columns",
     "to_text",
+    "user_columns",
     "warehouse_delivery_defaults",
 ]

@@ -5,6 +5,7 @@ engine's :class:`~gateway_warehouse.destination.Loader` writes it."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "Selection",
     "TableLoad",
     "standard_columns",
+    "user_columns",
 ]
 
 #: A schema as the warehouse has it: table -> column -> type, in column order.
@@ -94,6 +96,16 @@ _PAYLOAD = {
     "page": "properties",
     "screen": "properties",
 }
+
+
+def user_columns(table: str, columns: Iterable[str]) -> list[str]:
+    """The columns of ``table`` (which has ``columns``) whose value is a user's id, for a
+    deletion request: ``users.id``, ``user_id`` wherever it is, and an alias's
+    ``previous_id`` (the user's earlier id)."""
+    if table == "users":
+        return ["id"]
+    have = set(columns)
+    return [column for column in ("user_id", "previous_id" if table == "aliases" else "") if column in have]
 
 
 def standard_columns(table: str) -> dict[str, ColumnType]:

@@ -138,3 +138,12 @@ def test_a_key_is_kept_escaped_and_a_long_one_by_a_stable_hash() -> None:
     assert len(dialect.key(long_a).encode()) <= 100
     assert dialect.key(long_a) == dialect.key(long_a) != dialect.key(long_b)
     assert Dialect("duck").key(long_a + "\x00") == long_a + "\x00"
+
+
+def test_the_columns_a_deletion_request_looks_in() -> None:
+    from gateway_warehouse import user_columns
+
+    assert user_columns("users", ["id", "email"]) == ["id"]
+    assert user_columns("aliases", ["id", "user_id", "previous_id"]) == ["user_id", "previous_id"]
+    assert user_columns("tracks", ["id", "user_id", "previous_id"]) == ["user_id"]
+    assert user_columns("accounts", ["id", "name"]) == []

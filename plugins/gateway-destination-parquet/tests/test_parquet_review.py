@@ -10,22 +10,7 @@ from gateway_warehouse.testing import WRITE_KEY, send_calls
 
 from gateway.testing import run_gateway
 
-TOKEN = "an-admin-token-of-enough-length"
-
-
-def config(lake: Path) -> str:
-    return f"""
-[admin]
-token = "{TOKEN}"
-
-[sources.web]
-write_key = "{WRITE_KEY}"
-
-[destinations.lake]
-type = "parquet"
-path = "{lake}"
-sync_interval_secs = 3600
-"""
+from .test_parquet_destination import config
 
 
 async def test_a_column_added_by_a_later_load_is_seen_by_pyarrow_and_pandas(tmp_path: Path) -> None:

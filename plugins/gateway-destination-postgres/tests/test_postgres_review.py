@@ -12,25 +12,12 @@ from gateway_warehouse.testing import WRITE_KEY, send_calls
 
 from gateway.testing import run_gateway
 
-TOKEN = "an-admin-token-of-enough-length"
+from .test_postgres_destination import config as destination_config
 
 
 def config(dsn: str) -> str:
-    return f"""
-[admin]
-token = "{TOKEN}"
-
-[sources.web]
-write_key = "{WRITE_KEY}"
-
-[destinations.wh]
-type = "postgres"
-dsn = "{dsn}"
-schema = "review_nul"
-sync_interval_secs = 3600
-retry_initial_secs = 0.05
-retry_max_secs = 0.1
-"""
+    """A gateway loading schema ``review_nul`` of PostgreSQL at ``dsn``."""
+    return destination_config(f'dsn = "{dsn}"', 'schema = "review_nul"')
 
 
 def ids(dsn: str, table: str) -> list[Any]:

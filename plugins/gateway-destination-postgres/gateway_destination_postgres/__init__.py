@@ -334,6 +334,28 @@ class PostgresLoader(Loader):
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
             for schema, tables in self.schemas().items():
+                if not self._usable(cur, schema):
+                    # Another role's schema (another gateway's, in a shared database): its tables
+                    # are not this destination's to delete from, and touching them would abort
+                    # the whole deletion.
+                    log.info("warehouse_schema_skipped", schema=schema, reason="no USAGE privilege for this role")
+                    continue
+                if DISCARDS in tables:
+                    # Rows whose user column could not hold the id (U+0000: NULL there, the
+                    # escaped id in discards) are found through the discards that name them.
+                    cur.execute(
+                        sql.SQL(
+                            "SELECT DISTINCT table_name, row_id FROM {} "
+                            "WHERE column_name IN ('user_id', 'previous_id') AND value = ANY(%s)"
+                        ).format(sql.Identifier(schema, DISCARDS)),
+                        [ids],
+                    )
+                    for table, row_id in cur.fetchall():
+                        if table in tables and table != DISCARDS:
+                            cur.execute(
+                                sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(schema, table)), [row_id]
+                            )
+                            removed += max(cur.rowcount, 0)
                 for table, columns in tables.items():
                     names = user_columns(table, columns)
                     if names:
@@ -346,6 +368,13 @@ class PostgresLoader(Loader):
                         )
                         removed += max(cur.rowcount, 0)
         return removed
+
+    @staticmethod
+    def _usable(cur: Any, schema: str) -> bool:
+        """Whether this role may use ``schema`` (look up and change its tables)."""
+        cur.execute("SELECT has_schema_privilege(%s, 'USAGE')", [schema])
+        row = cur.fetchone()
+        return bool(row and row[0])
 
     def classify(self, error: Exception) -> DeliveryError:
         """Data the database will refuse every time (a value it cannot cast into a column an

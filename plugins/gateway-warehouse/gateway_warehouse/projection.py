@@ -148,6 +148,8 @@ class Projector:
         self._text_checks: list[str] = []
         if dialect.max_string_bytes is not None:
             self._text_checks.append(f"strlen({{}}) <= {int(dialect.max_string_bytes)}")
+        # A users id past the engine's key limit is keyed by Dialect.key (a hash): Python maps it.
+        self._key_checks = [] if dialect.max_key_bytes is None else [f"strlen({{}}) <= {int(dialect.max_key_bytes)}"]
 
     def close(self) -> None:
         self._reader.shutdown()
@@ -282,6 +284,7 @@ class Projector:
             if kind is str:
                 if identify and leaves[i - 1] == "/userId":
                     checks.append(f"{raw} <> ''")  # an identify call with no userId makes no users row
+                    checks.extend(check.format(raw) for check in self._key_checks)
                 if _STRICT_TS_RE.fullmatch(value):
                     # A timestamp, as the sample's: read as one only (a text column of
                     # timestamps is rare enough for Python to map).

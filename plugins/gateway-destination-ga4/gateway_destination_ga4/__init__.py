@@ -265,11 +265,13 @@ class Ga4Destination(Destination):
                 if problem:
                     flagged[seq] = f"GA4 validation: {problem}"
             kept = [i for i in range(len(seqs)) if i not in by_index and not general]
-            self._counts["events_flagged"] += len(seqs) - len(kept)
+            flagged_events = len(seqs) - len(kept)
             events, seqs = [events[i] for i in kept], [seqs[i] for i in kept]
             if events:
                 response = await self._http.post(self._collect, content=request.body(events), headers=_JSON)
                 self._http.raise_for_status(response)
+            # Counted once settled: a collect that failed is validated again on the retry.
+            self._counts["events_flagged"] += flagged_events
             for seq, why in flagged.items():  # a message with a flagged event is refused whole
                 settled[seq] = why
         else:

@@ -151,6 +151,13 @@ class Destination:
         :meth:`describe` (async, may query the destination) answers ``gateway destinations
         describe NAME``, for what a destination can tell about itself (a warehouse's schema).
 
+    Retries:
+        A destination that sends a batch in several requests may remember, between attempts,
+        which records an attempt settled, and skip them on the next (an API without a dedup
+        key would count them twice). :meth:`batch_ended` tells it when the worker is done with
+        those records (delivered, refused, dead-lettered or deleted), so the memory can go: a
+        replay or a redrive of the same records later is a new delivery.
+
     Deletion requests:
         ``gateway privacy delete USER_ID`` removes the user from the log, then calls
         :meth:`delete_user` on every running destination, after the batches it had in flight
@@ -175,6 +182,11 @@ class Destination:
         """Everything this destination can tell about itself on demand (JSON-able): a
         warehouse's tables and columns, for example. Optional: the default is :meth:`status`."""
         return self.status()
+
+    def batch_ended(self, seqs: Sequence[int]) -> None:
+        """The worker is done with the records ``seqs`` (every one of a batch it sent, some
+        possibly deleted meanwhile): forget what was kept for their retries. Optional: the
+        default does nothing. Cheap and synchronous; it must not raise."""
 
     async def delete_user(self, user_id: str) -> int:
         """Remove what this destination holds of ``user_id``; returns how many items (lines,

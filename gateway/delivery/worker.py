@@ -489,7 +489,20 @@ class DestinationWorker:
         """Send until it succeeds; dead-letter on a permanent error or past max_attempts.
         Counts each record as delivered, dead-lettered, or (removed by a deletion request
         meanwhile) ``filtered:deleted``. ``deletions``: the log's deletion count that
-        ``batch`` was checked against."""
+        ``batch`` was checked against. Then the destination hears that it may forget what it
+        kept for these records' retries (:meth:`Destination.batch_ended`)."""
+        seqs = [record.seq for record in batch]
+        try:
+            await self._attempt_until_done(batch, outcomes, deletions)
+        finally:
+            try:
+                self._destination.batch_ended(seqs)
+            except Exception:  # a plugin's bug must not stop delivery
+                log.exception("destination_batch_ended_failed", first_seq=seqs[0] if seqs else None)
+
+    async def _attempt_until_done(
+        self, batch: list[Record], outcomes: Counter[tuple[str, str]], deletions: int
+    ) -> None:
         cfg = self._config
         attempt = 0
         while True:

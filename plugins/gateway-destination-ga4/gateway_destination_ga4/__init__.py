@@ -43,9 +43,10 @@ HOSTS = {"global": "https://www.google-analytics.com", "eu": "https://region1.go
 #: GA4's limits: 25 events a request, bodies under 130 kB.
 MAX_EVENTS = 25
 MAX_BODY_BYTES = 130_000
-#: Failed batches whose settled events are kept for their next attempt (a worker has at most
-#: ``concurrency`` batches in flight).
-REMEMBERED_BATCHES = 128
+#: Messages whose settled events are kept for their batch's next attempt, at most (the worker
+#: says when it is done with a batch, so this holds its ``concurrency`` batches in flight; the
+#: bound is for a core that does not).
+REMEMBERED_MESSAGES = 1_000_000
 _INDEX = re.compile(r"events\[(\d+)\]|index: \[(\d+)\]")
 
 _encode = msgspec.json.Encoder().encode
@@ -162,15 +163,17 @@ class Ga4Destination(Destination):
         self._debug = f"{host}/debug/mp/collect?{query}"
         self._http = HttpDelivery(headers={"User-Agent": f"gateway/{__version__}"}, secrets=[config.api_secret])
         self._counts: Counter[str] = Counter()
-        #: Per batch (first seq, last seq, size) whose last attempt failed: what it settled.
-        self._settled: dict[tuple[int, int, int], dict[int, str | None]] = {}
+        #: Per seq of a message an attempt of its batch settled: None (GA4 took its event) or
+        #: why it is refused; kept until the worker is done with the batch (batch_ended).
+        self._settled: dict[int, str | None] = {}
 
     async def send(self, batch: Sequence[Record]) -> SendResult | None:
         # What earlier attempts of this batch settled (GA4 took the event, or validation
         # flagged it): a retry after some of its requests failed sends only the others, so an
         # event GA4 took once is not counted twice (it has no dedup key).
-        key = (batch[0].seq, batch[-1].seq, len(batch)) if batch else (0, 0, 0)
-        settled = self._settled.pop(key, None) or {}
+        settled = self._settled
+        while len(settled) > REMEMBERED_MESSAGES:
+            del settled[next(iter(settled))]
         # Each event is encoded as soon as it is mapped (a batch holds bytes, not a dict tree per
         # event), under its client and user: (events, seqs of their messages).
         by_client: dict[tuple[str, Any], tuple[list[bytes], list[int]]] = {}
@@ -199,28 +202,21 @@ class Ga4Destination(Destination):
         # reported once they all ended.
         bodies = _requests(by_client)
         requests = iter(bodies)
-        try:
-            async with trio.open_nursery() as nursery:
-                for _ in range(min(self._config.parallel_requests, len(bodies))):
-                    nursery.start_soon(self._post_each, requests, settled, exchanges, errors)
-        finally:
-            if errors or not all(seq in settled for body in bodies for seq in body.seqs):  # failed, or cancelled
-                self._remember(key, settled)
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(self._config.parallel_requests, len(bodies))):
+                nursery.start_soon(self._post_each, requests, settled, exchanges, errors)
         if errors:
             retryable = [error for error in errors if error.retryable]
             raise (retryable or errors)[0]
-        rejected = {seq: why for seq, why in settled.items() if why is not None}
+        rejected = {record.seq: why for record in batch if (why := settled.get(record.seq)) is not None}
         if not rejected:
             return None
         return SendResult(rejected=rejected, exchange=exchanges[-1] if exchanges else None)
 
-    def _remember(self, key: tuple[int, int, int], settled: dict[int, str | None]) -> None:
-        """Keep what a failed attempt settled for the batch's next attempt (for the last
-        :data:`REMEMBERED_BATCHES` batches: a batch dead-lettered for good is forgotten)."""
-        if settled:
-            self._settled[key] = settled
-            while len(self._settled) > REMEMBERED_BATCHES:
-                del self._settled[next(iter(self._settled))]
+    def batch_ended(self, seqs: Sequence[int]) -> None:
+        settled = self._settled
+        for seq in seqs:
+            settled.pop(seq, None)
 
     async def _post_each(
         self,

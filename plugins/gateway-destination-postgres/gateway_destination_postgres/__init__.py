@@ -20,7 +20,6 @@ you made for it; it never needs to be a superuser. Tables it creates carry the c
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -397,12 +396,7 @@ def index_name(table: str, what: str) -> str:
     a schema's names, and no table name holds ``__`` (see ``gateway_warehouse.naming``), so an
     event named "Tracks Pkey" (``tracks_pkey``, PostgreSQL's own name for that index) never
     finds its name taken. Cut with a hash, as names are, past the identifier limit."""
-    name = f"{table}__{what}"
-    if len(name.encode()) <= DIALECT.max_identifier_bytes:
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-    keep = DIALECT.max_identifier_bytes - len(what) - len(digest) - 3
-    return f"{table.encode()[:keep].decode('utf-8', 'ignore').rstrip('_')}_{digest}__{what}"
+    return DIALECT.fit(table, f"__{what}")
 
 
 def _free_name_of_index(cur: psycopg.Cursor[Any], schema: str, table: str) -> None:

@@ -146,13 +146,15 @@ class Dialect:
             name = "_" + name
         return self.identifier(name)
 
-    def fit(self, name: str) -> str:
-        """``name`` cut to the length limit, with 8 hex digits of its hash when cut."""
-        if len(name.encode()) <= self.max_identifier_bytes:
-            return name
-        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        keep = self.max_identifier_bytes - len(digest) - 1
-        return f"{name.encode()[:keep].decode('utf-8', 'ignore').rstrip('_')}_{digest}"
+    def fit(self, name: str, suffix: str = "") -> str:
+        """``name`` + ``suffix`` cut to the length limit, with 8 hex digits of its hash when cut
+        (the cut falls in ``name``: ``suffix`` is kept whole)."""
+        whole = name + suffix
+        if len(whole.encode()) <= self.max_identifier_bytes:
+            return whole
+        digest = hashlib.sha1(whole.encode()).hexdigest()[:8]
+        keep = self.max_identifier_bytes - len(digest) - 1 - len(suffix.encode())
+        return f"{name.encode()[:keep].decode('utf-8', 'ignore').rstrip('_')}_{digest}{suffix}"
 
     def text(self, text: str) -> str:
         """``text`` as this engine's text holds it: JSON-escaped (quotes included) when it has

@@ -3,6 +3,7 @@ data folder, a short graceful shutdown."""
 
 from __future__ import annotations
 
+import random
 import socket
 import tomllib
 from pathlib import Path
@@ -11,9 +12,30 @@ import msgspec
 
 
 def _free_port() -> int:
+    """A loopback port free now, below the kernel's ephemeral range where it can be: the gateway
+    binds it later, and meanwhile any outgoing connection (a client's, the gateway's to a
+    loopback vendor) may be given an ephemeral port, this one included ("address in use")."""
+    low = _ephemeral_low()
+    if low > 2048:
+        for _ in range(100):
+            port = random.randint(max(1024, low - 12_000), low - 1)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 0 where it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def completed(config: str, data_dir: Path, listen: str | None = None) -> str:
